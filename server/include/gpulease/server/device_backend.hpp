@@ -1,0 +1,124 @@
+// The device backend interface implemented by the `sim` and `cuda` backends.
+//
+// The node (server/) owns leases, quotas, allocation and module tables and
+// checks every handle and range from the wire before calling a backend. A
+// backend is told only validated requests; it still never trusts device
+// addresses produced by kernels (the sim backend checks every access, the
+// cuda backend relies on per-context address spaces).
+//
+// THREAD SAFETY: DeviceBackend methods may be called from any thread.
+// A DeviceContext is used by exactly one serial executor (the lease's): its
+// methods are never called concurrently, so implementations need no locking
+// for their own state, except for work they hand to threads of their own.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gpulease/wire/result.hpp"
+
+namespace gpulease::server {
+
+struct DeviceInfo {
+  uint16_t index = 0;
+  std::string name;
+  std::array<uint8_t, 16> uuid{};
+  uint8_t cc_major = 0;
+  uint8_t cc_minor = 0;
+  uint32_t sm_count = 0;
+  uint64_t total_bytes = 0;
+  uint64_t free_bytes = 0;  // as reported by the device now
+  uint32_t max_threads_per_block = 1024;
+  std::array<uint32_t, 3> max_block{1024, 1024, 64};
+  std::array<uint32_t, 3> max_grid{0x7fffffff, 65535, 65535};
+  uint32_t max_shared_per_block = 48 * 1024;  // dynamic + static, bytes
+};
+
+enum class ImageKind : uint8_t { kPtx = 0, kCubin = 1, kFatbin = 2 };
+
+struct ContextOptions {
+  uint64_t quota_bytes = 0;             // the lease's VRAM quota (the node enforces it too)
+  uint64_t instruction_budget = 0;      // sim: per launch; 0 = backend default
+  uint32_t watchdog_ms = 0;             // cuda: a launch running longer faults the lease; 0 = off
+  bool session_exclusive = false;       // ask for a private SM partition (may be Unsupported)
+};
+
+// One kernel launch, already validated against the node's limits. Each
+// argument is the exact bytes of one kernel parameter (typed buffer arguments
+// have been resolved by the node to 8-byte little-endian device addresses).
+struct LaunchRequest {
+  uint64_t module = 0;
+  std::string kernel;
+  std::array<uint32_t, 3> grid{1, 1, 1};
+  std::array<uint32_t, 3> block{1, 1, 1};
+  uint32_t shared_bytes = 0;
+  std::vector<std::vector<std::byte>> args;
+};
+
+// A lease's private context on one device: its memory, modules and stream.
+// Destroying it frees everything it holds (memory, modules, stream, context),
+// waiting for queued work to finish or be abandoned first.
+class DeviceContext {
+ public:
+  virtual ~DeviceContext() = default;
+  DeviceContext() = default;
+  DeviceContext(const DeviceContext&) = delete;
+  DeviceContext& operator=(const DeviceContext&) = delete;
+
+  // Returns the device address of a new buffer of `bytes` bytes (> 0).
+  // ALLOC_FAILED when the device has no room.
+  virtual Result<uint64_t> mem_alloc(uint64_t bytes) = 0;
+  // REQUIRES: addr was returned by mem_alloc of this context and not freed.
+  virtual Result<void> mem_free(uint64_t addr) = 0;
+  // REQUIRES: [addr, addr+data.size()) lies inside one live allocation.
+  // Ordered after every earlier launch (stream order).
+  virtual Result<void> mem_write(uint64_t addr, std::span<const std::byte> data) = 0;
+  // REQUIRES: [addr, addr+out.size()) lies inside one live allocation.
+  // Ordered after every earlier launch: reads see their results.
+  virtual Result<void> mem_read(uint64_t addr, std::span<std::byte> out) = 0;
+
+  // Loads a module image; returns a backend module handle (nonzero).
+  // LOAD_FAILED with the loader's log on a bad image.
+  virtual Result<uint64_t> module_load(ImageKind kind, std::span<const std::byte> image) = 0;
+  // REQUIRES: module is a live handle of this context.
+  virtual Result<void> module_unload(uint64_t module) = 0;
+
+  // Checks the kernel exists in the module and the arguments match its
+  // parameters (count and sizes, where the backend can know them), then
+  // queues the launch and returns without waiting for it: LAUNCH_FAILED
+  // when the launch cannot be queued.
+  virtual Result<void> launch(const LaunchRequest& req) = 0;
+
+  // Calls `done` once every launch queued before this call has finished:
+  // OK, or SYNC_FAILED naming the first fault (kernel and cause). May call
+  // `done` on another thread, and must not block the caller on device work.
+  virtual void sync(std::function<void(Result<void>)> done) = 0;
+
+  // True once a fault has poisoned the context (illegal address, watchdog):
+  // the node then answers LEASE_FAULTED to every op but query and release.
+  virtual bool faulted() const = 0;
+};
+
+class DeviceBackend {
+ public:
+  virtual ~DeviceBackend() = default;
+  virtual std::string_view name() const = 0;  // "sim" or "cuda"
+  // Inventory, refreshed (free memory) on each call.
+  virtual std::vector<DeviceInfo> devices() = 0;
+  // Bytes one lease's context costs on `device` beyond its quota (counted in
+  // admission so the node never oversubscribes a card).
+  virtual uint64_t context_overhead_bytes(uint16_t device) const = 0;
+  // Creates a lease's context on `device`. CAPACITY_EXCEEDED or UNSUPPORTED
+  // (e.g. session_exclusive without backend support) on failure.
+  virtual Result<std::unique_ptr<DeviceContext>> create_context(uint16_t device,
+                                                                const ContextOptions& opts) = 0;
+};
+
+}  // namespace gpulease::server
