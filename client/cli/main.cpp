@@ -1,0 +1,32 @@
+// gpulease: the command-line client. Subcommands are registered by the
+// families in commands.hpp.
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "commands.hpp"
+
+namespace gpulease::cli {
+
+void fail(std::string_view message, int exit_code) {
+  std::fprintf(stderr, "gpulease: error: %.*s\n", static_cast<int>(message.size()),
+               message.data());
+  throw CLI::RuntimeError(exit_code);
+}
+
+int64_t now_unix_s() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace gpulease::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"gpulease: client and key tooling for gpuleased nodes"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("gpulease 0.1.0"));
+  gpulease::cli::register_key_commands(app);
+  CLI11_PARSE(app, argc, argv);
+  return 0;
+}
