@@ -1,0 +1,23 @@
+# gpuleased: the node library (everything but main, so tests run a node
+# in-process) and the daemon.
+add_library(gpulease_node
+  src/backend_factory.cpp
+  src/config.cpp
+  src/log.cpp
+  src/metrics.cpp
+  src/net.cpp
+  src/node.cpp
+  src/node_session.cpp
+)
+target_include_directories(gpulease_node PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src)
+target_link_libraries(gpulease_node PUBLIC
+  gpulease_wire gpulease_capability gpulease_backend_api gpulease_sim gpulease_asio
+  CLI11::CLI11 tomlplusplus::tomlplusplus Threads::Threads)
+if(TARGET gpulease_cuda)
+  target_link_libraries(gpulease_node PUBLIC gpulease_cuda)
+  target_compile_definitions(gpulease_node PRIVATE GPULEASE_HAVE_CUDA_BACKEND=1)
+endif()
+
+add_executable(gpuleased src/main.cpp)
+target_link_libraries(gpuleased PRIVATE gpulease_node)
+install(TARGETS gpuleased RUNTIME DESTINATION bin)

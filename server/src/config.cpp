@@ -1,0 +1,143 @@
+#include "config.hpp"
+
+#include <CLI/CLI.hpp>
+#include <toml++/toml.h>
+
+#include <iostream>
+
+namespace gpulease::server {
+namespace {
+
+// Reads the TOML config file into cfg. Keys match the long flag names with
+// '-' written as '_' (see docs/OPERATING.md).
+Result<void> apply_toml(const std::string& path, NodeConfig& c) {
+  toml::table t;
+  try {
+    t = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return make_error(Status::kInvalidArgument, "config " + path + ": " + std::string(e.description()));
+  }
+  auto str = [&](const char* k, std::string& v) { if (auto x = t[k].value<std::string>()) v = *x; };
+  auto u32 = [&](const char* k, uint32_t& v) { if (auto x = t[k].value<int64_t>()) v = static_cast<uint32_t>(*x); };
+  auto u64 = [&](const char* k, uint64_t& v) { if (auto x = t[k].value<int64_t>()) v = static_cast<uint64_t>(*x); };
+  std::string listen;
+  str("listen", listen);
+  if (!listen.empty()) {
+    auto colon = listen.rfind(':');
+    if (colon == std::string::npos) return make_error(Status::kInvalidArgument, "config listen wants HOST:PORT");
+    c.listen_host = listen.substr(0, colon);
+    c.listen_port = static_cast<uint16_t>(std::stoi(listen.substr(colon + 1)));
+  }
+  str("backend", c.backend);
+  str("node_id", c.node_id);
+  str("node_key", c.node_key);
+  str("revocation_file", c.revocation_file);
+  str("metrics", c.metrics_listen);
+  if (auto keys = t["authority_keys"].as_array()) {
+    for (auto& k : *keys) {
+      if (auto s = k.value<std::string>()) c.authority_keys.push_back(*s);
+    }
+  }
+  std::string level;
+  str("log_level", level);
+  if (!level.empty() && !parse_log_level(level, c.log_level)) {
+    return make_error(Status::kInvalidArgument, "config log_level: unknown level " + level);
+  }
+  uint32_t nt = c.network_threads, dt = c.device_threads;
+  u32("network_threads", nt);
+  u32("device_threads", dt);
+  c.network_threads = nt;
+  c.device_threads = dt;
+  u32("max_connections", c.max_connections);
+  u32("max_connections_per_ip", c.max_connections_per_ip);
+  u32("max_inflight", c.limits.max_inflight);
+  u32("idle_timeout_ms", c.idle_timeout_ms);
+  u32("frame_timeout_ms", c.frame_timeout_ms);
+  u32("max_payload_bytes", c.limits.max_payload_bytes);
+  u32("sim_devices", c.sim_devices);
+  u64("sim_device_bytes", c.sim_device_bytes);
+  u64("instruction_budget", c.instruction_budget);
+  u32("watchdog_ms", c.watchdog_ms);
+  u32("clock_skew_s", c.clock_skew_s);
+  u32("token_cache_entries", c.token_cache_entries);
+  u32("min_ttl_s", c.min_ttl_s);
+  u32("max_ttl_s", c.max_ttl_s);
+  u32("tenant_max_leases", c.tenant_max_leases);
+  u64("tenant_max_bytes", c.tenant_max_bytes);
+  u32("reaper_interval_ms", c.reaper_interval_ms);
+  return {};
+}
+
+}  // namespace
+
+Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_shown) {
+  help_shown = false;
+  // The config file is read first so flags override it.
+  std::string config_path;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::string_view(argv[i]) == "--config") config_path = argv[i + 1];
+  }
+  if (!config_path.empty()) {
+    if (auto r = apply_toml(config_path, c); !r) return r;
+  }
+  CLI::App app{"gpuleased: leases slices of this host's GPUs to remote tenants"};
+  std::string listen = c.listen_host + ":" + std::to_string(c.listen_port);
+  std::string level = "info";
+  app.add_option("--config", config_path, "TOML config file (keys as the long flags, '_' for '-')");
+  app.add_option("--listen", listen, "HOST:PORT to serve the protocol on (port 0 = any free port)")->capture_default_str();
+  app.add_option("--backend", c.backend, "auto | sim | cuda")->capture_default_str()->check(CLI::IsMember({"auto", "sim", "cuda"}));
+  app.add_option("--node-id", c.node_id, "this node's identity: the audience tokens must name")->capture_default_str();
+  app.add_option("--authority-key", c.authority_keys, "trusted authority public key file (.pub); repeatable");
+  app.add_option("--node-key", c.node_key, "node secret key (.key) for CAP_REQUEST tokens; default: ephemeral");
+  app.add_option("--revocation-file", c.revocation_file, "revoked tokens and tenants; reloaded on SIGHUP");
+  app.add_option("--metrics", c.metrics_listen, "HOST:PORT for the Prometheus /metrics and /healthz endpoint");
+  app.add_option("--log-level", level, "debug | info | warn | error")->capture_default_str();
+  app.add_option("--network-threads", c.network_threads, "network threads (0 = cores)")->capture_default_str();
+  app.add_option("--device-threads", c.device_threads, "device worker threads (0 = cores)")->capture_default_str();
+  app.add_option("--max-connections", c.max_connections, "global connection limit")->capture_default_str();
+  app.add_option("--max-connections-per-ip", c.max_connections_per_ip, "connections per client address")->capture_default_str();
+  app.add_option("--max-inflight", c.limits.max_inflight, "requests in flight per connection before BUSY")->capture_default_str();
+  app.add_option("--idle-timeout-ms", c.idle_timeout_ms, "disconnect a client idle this long")->capture_default_str();
+  app.add_option("--frame-timeout-ms", c.frame_timeout_ms, "disconnect a client stalled mid-frame this long")->capture_default_str();
+  app.add_option("--max-payload-bytes", c.limits.max_payload_bytes, "largest frame payload accepted")->capture_default_str()
+      ->check(CLI::Range(uint32_t{4096}, uint32_t{64u << 20}));
+  app.add_option("--min-ttl-s", c.min_ttl_s, "shortest lease TTL granted")->capture_default_str();
+  app.add_option("--max-ttl-s", c.max_ttl_s, "longest lease TTL granted")->capture_default_str();
+  app.add_option("--tenant-max-leases", c.tenant_max_leases, "leases one tenant may hold")->capture_default_str();
+  app.add_option("--tenant-max-bytes", c.tenant_max_bytes, "VRAM one tenant may hold (0 = no cap)")->capture_default_str();
+  app.add_option("--clock-skew-s", c.clock_skew_s, "token time-window tolerance")->capture_default_str();
+  app.add_option("--token-cache-entries", c.token_cache_entries, "verified-signature cache size")->capture_default_str();
+  app.add_option("--sim-devices", c.sim_devices, "sim backend: number of devices")->capture_default_str();
+  app.add_option("--sim-device-bytes", c.sim_device_bytes, "sim backend: memory per device")->capture_default_str();
+  app.add_option("--instruction-budget", c.instruction_budget, "sim backend: instructions per launch (0 = default)")->capture_default_str();
+  app.add_option("--watchdog-ms", c.watchdog_ms, "cuda backend: fault a lease whose kernels run longer")->capture_default_str();
+  app.add_option("--reaper-interval-ms", c.reaper_interval_ms, "how often expired leases are reaped")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    std::cout << app.help();
+    help_shown = true;
+    return {};
+  } catch (const CLI::ParseError& e) {
+    return make_error(Status::kInvalidArgument, e.what());
+  }
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) return make_error(Status::kInvalidArgument, "--listen wants HOST:PORT");
+  c.listen_host = listen.substr(0, colon);
+  try {
+    int p = std::stoi(listen.substr(colon + 1));
+    if (p < 0 || p > 65535) throw std::out_of_range("port");
+    c.listen_port = static_cast<uint16_t>(p);
+  } catch (const std::exception&) {
+    return make_error(Status::kInvalidArgument, "--listen: bad port in " + listen);
+  }
+  if (app.count("--log-level") && !parse_log_level(level, c.log_level)) {
+    return make_error(Status::kInvalidArgument, "--log-level: unknown level " + level);
+  }
+  if (c.min_ttl_s == 0 || c.min_ttl_s > c.max_ttl_s) {
+    return make_error(Status::kInvalidArgument, "--min-ttl-s must be 1..max-ttl-s");
+  }
+  return {};
+}
+
+}  // namespace gpulease::server

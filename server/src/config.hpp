@@ -1,0 +1,61 @@
+// Node configuration: flags (CLI11) and an optional TOML file (toml++) with
+// the same keys; flags override the file. See docs/OPERATING.md.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gpulease/wire/limits.hpp"
+#include "gpulease/wire/result.hpp"
+#include "log.hpp"
+
+namespace gpulease::server {
+
+struct NodeConfig {
+  // Network
+  std::string listen_host = "127.0.0.1";
+  uint16_t listen_port = 7070;  // 0 = pick a free port (tests)
+  unsigned network_threads = 0;  // 0 = number of cores
+  unsigned device_threads = 0;   // 0 = number of cores
+  uint32_t max_connections = 1024;
+  uint32_t max_connections_per_ip = 64;
+  uint32_t idle_timeout_ms = 300'000;  // no frame started for this long: disconnect
+  uint32_t frame_timeout_ms = 30'000;  // a started frame must complete within this
+  wire::Limits limits;
+
+  // Backend
+  std::string backend = "auto";  // auto | sim | cuda
+  uint32_t sim_devices = 1;
+  uint64_t sim_device_bytes = 8ull << 30;
+  uint64_t instruction_budget = 0;  // sim: per launch, 0 = backend default
+  uint32_t watchdog_ms = 10'000;    // cuda: kernel time limit per sync window
+
+  // Identity and trust
+  std::string node_id = "gpulease-node";
+  std::vector<std::string> authority_keys;  // .pub files
+  std::string node_key;                     // .key file; empty = ephemeral key
+  std::string revocation_file;              // empty = none
+  uint32_t clock_skew_s = 30;
+  uint32_t token_cache_entries = 4096;
+
+  // Leases
+  uint32_t min_ttl_s = 1;
+  uint32_t max_ttl_s = 24 * 3600;
+  uint32_t tenant_max_leases = 64;
+  uint64_t tenant_max_bytes = 0;  // 0 = no per-tenant byte cap beyond device capacity
+  uint32_t reaper_interval_ms = 100;
+  uint32_t replay_window = 64;
+
+  // Operations
+  std::string metrics_listen;  // "host:port"; empty = no metrics endpoint
+  LogLevel log_level = LogLevel::kInfo;
+};
+
+// Parses argv into cfg (reading --config FILE first if given). Returns
+// INVALID_ARGUMENT with a readable message on a bad flag or file; a --help
+// request returns OK with `help_shown` set after printing.
+[[nodiscard]] Result<void> parse_node_config(int argc, char** argv, NodeConfig& cfg,
+                                             bool& help_shown);
+
+}  // namespace gpulease::server

@@ -1,0 +1,433 @@
+#include "net.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/read.hpp>
+#include <asio/read_until.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
+#include <asio/streambuf.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+#include <deque>
+
+#include "log.hpp"
+
+namespace gpulease::server {
+
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::ip::tcp;
+using wire::Bytes;
+using wire::Status;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+constexpr size_t kMaxFramesPerWrite = 64;
+constexpr auto kDrainWait = std::chrono::seconds(10);
+}  // namespace
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(tcp::socket sock, Server& srv, Node& node, const NodeConfig& cfg, uint64_t id,
+             std::string peer)
+      : sock_(std::move(sock)),
+        srv_(srv),
+        node_(node),
+        cfg_(cfg),
+        id_(id),
+        peer_(std::move(peer)),
+        write_signal_(sock_.get_executor()),
+        watchdog_(sock_.get_executor()) {}
+
+  void start() {
+    auto self = shared_from_this();
+    asio::error_code ec;
+    sock_.set_option(tcp::no_delay(true), ec);
+    asio::co_spawn(sock_.get_executor(), [self] { return self->reader(); }, asio::detached);
+    asio::co_spawn(sock_.get_executor(), [self] { return self->writer(); }, asio::detached);
+    asio::co_spawn(sock_.get_executor(), [self] { return self->watchdog(); }, asio::detached);
+  }
+
+  // Thread-safe: queues a reply frame.
+  void send(const wire::FrameHeader& req, uint16_t raw_opcode, Status s, Bytes payload,
+            bool close_after = false) {
+    wire::FrameHeader h;
+    h.opcode = static_cast<wire::Opcode>(raw_opcode);
+    h.flags = wire::kFlagReply;
+    h.status = s;
+    h.request_id = req.request_id;
+    h.lease_id = req.lease_id;
+    auto out = std::make_shared<OutFrame>();
+    out->payload = std::move(payload);
+    out->header = wire::encode_header(h, {}, out->payload);
+    asio::post(sock_.get_executor(), [self = shared_from_this(), out, close_after] {
+      if (self->closed_) return;
+      self->outq_.push_back(std::move(*out));
+      if (close_after) self->close_after_flush_ = true;
+      self->write_signal_.cancel();
+    });
+  }
+
+  void close() {
+    asio::post(sock_.get_executor(), [self = shared_from_this()] { self->do_close(); });
+  }
+
+  std::string_view peer() const { return peer_; }
+  uint32_t inflight() const { return inflight_.load(); }
+
+ private:
+  struct OutFrame {
+    wire::HeaderBytes header;
+    Bytes payload;
+  };
+
+  awaitable<void> reader() {
+    wire::HeaderBytes hb;
+    for (;;) {
+      deadline_ = Clock::now() + std::chrono::milliseconds(cfg_.idle_timeout_ms);
+      mid_frame_ = false;
+      asio::error_code ec;
+      co_await asio::async_read(sock_, asio::buffer(hb), asio::redirect_error(use_awaitable, ec));
+      if (ec) break;
+      mid_frame_ = true;
+      deadline_ = Clock::now() + std::chrono::milliseconds(cfg_.frame_timeout_ms);
+      node_.metrics().bytes_in.fetch_add(hb.size(), std::memory_order_relaxed);
+      wire::FrameHeader echo;  // what a reply to an unreadable frame echoes
+      echo.request_id = wire::load_le64(hb.data() + wire::kOffRequestId);
+      echo.lease_id = wire::load_le64(hb.data() + wire::kOffLeaseId);
+      uint16_t raw_op = wire::load_le16(hb.data() + wire::kOffOpcode);
+      // SECURITY: the stream cannot be trusted past a bad magic or an
+      // oversize length: answer and close without reading further.
+      if (wire::load_le32(hb.data()) != wire::kMagic) {
+        reject(echo, 0, Status::kBadFrame, "bad magic", true);
+        break;
+      }
+      uint32_t token_len = wire::load_le32(hb.data() + wire::kOffTokenLen);
+      uint32_t payload_len = wire::load_le32(hb.data() + wire::kOffPayloadLen);
+      if (token_len > cfg_.limits.max_token_bytes || payload_len > cfg_.limits.max_payload_bytes) {
+        reject(echo, raw_op, Status::kFrameTooLarge,
+               "declared length exceeds the limit (token " + std::to_string(cfg_.limits.max_token_bytes) +
+                   ", payload " + std::to_string(cfg_.limits.max_payload_bytes) + " bytes)",
+               true);
+        break;
+      }
+      // Lengths are bounded: read the body (a MEM_WRITE payload lands here
+      // once and is handed to the device without another copy).
+      auto body = std::make_shared<Bytes>(size_t{token_len} + payload_len);
+      co_await asio::async_read(sock_, asio::buffer(*body), asio::redirect_error(use_awaitable, ec));
+      if (ec) break;
+      node_.metrics().bytes_in.fetch_add(body->size(), std::memory_order_relaxed);
+      wire::ByteSpan token(body->data(), token_len);
+      wire::ByteSpan payload(body->data() + token_len, payload_len);
+      if (wire::frame_checksum(hb, token, payload) != wire::load_le64(hb.data() + wire::kOffChecksum)) {
+        reject(echo, raw_op, Status::kChecksumMismatch, "frame checksum mismatch", true);
+        break;
+      }
+      auto h = wire::decode_header(hb, cfg_.limits);
+      if (!h) {
+        // The frame was read whole, so the stream is still in step; only a
+        // version we do not speak may lay out what follows differently.
+        bool fatal = h.status() == Status::kUnsupportedVersion;
+        reject(echo, raw_op, h.status(), h.error().message, fatal);
+        if (fatal) break;
+        continue;
+      }
+      if (h->is_reply()) {
+        reject(echo, raw_op, Status::kBadFrame, "a reply frame was sent to the node", false);
+        continue;
+      }
+      if (srv_.draining()) {
+        reject(*h, raw_op, Status::kBusy, "node is draining", false);
+        continue;
+      }
+      if (inflight_.load() >= cfg_.limits.max_inflight) {
+        reject(*h, raw_op, Status::kBusy,
+               "too many requests in flight (limit " + std::to_string(cfg_.limits.max_inflight) + ")", false);
+        continue;
+      }
+      inflight_.fetch_add(1);
+      srv_.inflight_total.fetch_add(1);
+      auto self = shared_from_this();
+      wire::FrameHeader req = *h;
+      node_.handle(req, std::move(body), id_, [self, req, raw_op](Status s, Bytes p) {
+        self->send(req, raw_op, s, std::move(p));
+        self->inflight_.fetch_sub(1);
+        self->srv_.inflight_total.fetch_sub(1);
+      });
+    }
+    if (!close_after_flush_) do_close();
+  }
+
+  void reject(const wire::FrameHeader& echo, uint16_t raw_op, Status s, const std::string& msg, bool close) {
+    node_.metrics().bad_frames.fetch_add(1, std::memory_order_relaxed);
+    log_debug("bad frame", {{"conn", std::to_string(id_)}, {"peer", peer_},
+                            {"status", std::string(wire::status_name(s))}, {"msg", msg}});
+    send(echo, raw_op, s, wire::to_bytes(msg), close);
+  }
+
+  awaitable<void> writer() {
+    std::vector<asio::const_buffer> bufs;
+    std::deque<OutFrame> batch;
+    while (!closed_) {
+      if (outq_.empty()) {
+        if (close_after_flush_) break;
+        write_signal_.expires_at(Clock::time_point::max());
+        asio::error_code ec;
+        co_await write_signal_.async_wait(asio::redirect_error(use_awaitable, ec));
+        continue;
+      }
+      // One gathered write for every reply queued so far (up to a bound).
+      bufs.clear();
+      batch.clear();
+      while (!outq_.empty() && batch.size() < kMaxFramesPerWrite) {
+        batch.push_back(std::move(outq_.front()));
+        outq_.pop_front();
+      }
+      size_t total = 0;
+      for (auto& f : batch) {
+        bufs.emplace_back(asio::buffer(f.header));
+        if (!f.payload.empty()) bufs.emplace_back(asio::buffer(f.payload));
+        total += f.header.size() + f.payload.size();
+      }
+      asio::error_code ec;
+      co_await asio::async_write(sock_, bufs, asio::redirect_error(use_awaitable, ec));
+      if (ec) break;
+      node_.metrics().bytes_out.fetch_add(total, std::memory_order_relaxed);
+    }
+    do_close();
+  }
+
+  awaitable<void> watchdog() {
+    while (!closed_) {
+      watchdog_.expires_at(deadline_);
+      asio::error_code ec;
+      co_await watchdog_.async_wait(asio::redirect_error(use_awaitable, ec));
+      if (closed_) break;
+      if (deadline_ <= Clock::now()) {
+        // A client waiting for a long SYNC is not idle.
+        if (!mid_frame_ && inflight_.load() > 0) {
+          deadline_ = Clock::now() + std::chrono::milliseconds(cfg_.idle_timeout_ms);
+          continue;
+        }
+        log_info("disconnecting client", {{"conn", std::to_string(id_)}, {"peer", peer_},
+                                         {"reason", mid_frame_ ? "stalled mid-frame" : "idle"}});
+        do_close();
+      }
+    }
+  }
+
+  void do_close() {
+    if (closed_) return;
+    closed_ = true;
+    asio::error_code ec;
+    sock_.shutdown(tcp::socket::shutdown_both, ec);
+    sock_.close(ec);
+    write_signal_.cancel();
+    watchdog_.cancel();
+    node_.connection_closed(id_);
+    srv_.connection_ended(shared_from_this());
+  }
+
+  tcp::socket sock_;
+  Server& srv_;
+  Node& node_;
+  const NodeConfig& cfg_;
+  const uint64_t id_;
+  const std::string peer_;
+  asio::steady_timer write_signal_;
+  asio::steady_timer watchdog_;
+  std::deque<OutFrame> outq_;
+  Clock::time_point deadline_ = Clock::now();
+  bool mid_frame_ = false;
+  bool closed_ = false;
+  bool close_after_flush_ = false;
+  std::atomic<uint32_t> inflight_{0};
+};
+
+Server::Server(Node& node, const NodeConfig& cfg)
+    : node_(node), cfg_(cfg), acceptor_(io_), metrics_acceptor_(io_) {}
+
+Server::~Server() {
+  drain_and_stop();
+  wait();
+  if (drain_thread_.joinable()) drain_thread_.join();
+}
+
+namespace {
+
+Result<tcp::endpoint> resolve(asio::io_context& io, const std::string& host, uint16_t port) {
+  asio::error_code ec;
+  tcp::resolver res(io);
+  auto it = res.resolve(host, std::to_string(port), tcp::resolver::numeric_service, ec);
+  if (ec || it.empty()) return make_error(Status::kInvalidArgument, "cannot resolve " + host + ": " + ec.message());
+  return it.begin()->endpoint();
+}
+
+Result<void> listen_on(tcp::acceptor& a, const tcp::endpoint& ep) {
+  asio::error_code ec;
+  a.open(ep.protocol(), ec);
+  if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) a.bind(ep, ec);
+  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return make_error(Status::kInternal, "cannot listen on " + ep.address().to_string() + ":" +
+                                             std::to_string(ep.port()) + ": " + ec.message());
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<void> Server::start() {
+  auto ep = resolve(io_, cfg_.listen_host, cfg_.listen_port);
+  if (!ep) return std::move(ep).error();
+  if (auto r = listen_on(acceptor_, *ep); !r) return r;
+  port_ = acceptor_.local_endpoint().port();
+  if (!cfg_.metrics_listen.empty()) {
+    auto colon = cfg_.metrics_listen.rfind(':');
+    if (colon == std::string::npos) return make_error(Status::kInvalidArgument, "--metrics wants HOST:PORT");
+    int mport = std::atoi(cfg_.metrics_listen.c_str() + colon + 1);
+    if (mport < 0 || mport > 65535) return make_error(Status::kInvalidArgument, "bad metrics port");
+    auto mep = resolve(io_, cfg_.metrics_listen.substr(0, colon), static_cast<uint16_t>(mport));
+    if (!mep) return std::move(mep).error();
+    if (auto r = listen_on(metrics_acceptor_, *mep); !r) return r;
+    metrics_port_ = metrics_acceptor_.local_endpoint().port();
+    metrics_loop();
+  }
+  accept_loop();
+  unsigned n = cfg_.network_threads != 0 ? cfg_.network_threads : std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { io_.run(); });
+  log_info("listening", {{"addr", cfg_.listen_host + ":" + std::to_string(port_)},
+                         {"threads", std::to_string(n)},
+                         {"metrics", metrics_port_ ? cfg_.metrics_listen.substr(0, cfg_.metrics_listen.rfind(':')) + ":" + std::to_string(metrics_port_) : "off"}});
+  return {};
+}
+
+void Server::accept_loop() {
+  asio::co_spawn(io_, [this]() -> awaitable<void> {
+    for (;;) {
+      asio::error_code ec;
+      tcp::socket sock = co_await acceptor_.async_accept(asio::make_strand(io_), asio::redirect_error(use_awaitable, ec));
+      if (ec) {
+        if (!acceptor_.is_open() || draining_) co_return;
+        continue;  // e.g. EMFILE: keep serving the clients we have
+      }
+      asio::error_code pec;
+      auto remote = sock.remote_endpoint(pec);
+      std::string ip = pec ? "?" : remote.address().to_string();
+      std::shared_ptr<Connection> conn;
+      {
+        std::lock_guard lock(mu_);
+        if (conns_.size() >= cfg_.max_connections || per_ip_[ip] >= cfg_.max_connections_per_ip) {
+          node_.metrics().connections_rejected.fetch_add(1);
+          if (per_ip_[ip] == 0) per_ip_.erase(ip);
+          log_warn("connection refused: limit reached", {{"peer", ip}});
+          sock.close(pec);
+          continue;
+        }
+        per_ip_[ip] += 1;
+        conn = std::make_shared<Connection>(std::move(sock), *this, node_, cfg_, next_conn_id_++,
+                                            ip + ":" + std::to_string(pec ? 0 : remote.port()));
+        conns_[conn.get()] = conn;
+      }
+      node_.metrics().connections_total.fetch_add(1);
+      node_.metrics().connections_active.fetch_add(1);
+      conn->start();
+    }
+  }, asio::detached);
+}
+
+void Server::connection_ended(const std::shared_ptr<Connection>& c) {
+  std::lock_guard lock(mu_);
+  if (conns_.erase(c.get()) == 0) return;
+  std::string ip(c->peer().substr(0, c->peer().rfind(':')));
+  if (--per_ip_[ip] == 0) per_ip_.erase(ip);
+  node_.metrics().connections_active.fetch_sub(1);
+}
+
+void Server::metrics_loop() {
+  asio::co_spawn(io_, [this]() -> awaitable<void> {
+    for (;;) {
+      asio::error_code ec;
+      tcp::socket sock = co_await metrics_acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
+      if (ec) {
+        if (!metrics_acceptor_.is_open()) co_return;
+        continue;
+      }
+      asio::co_spawn(io_, [this, s = std::move(sock)]() mutable -> awaitable<void> {
+        asio::steady_timer t(s.get_executor());
+        t.expires_after(std::chrono::seconds(5));
+        t.async_wait([&s](asio::error_code e) { if (!e) { asio::error_code x; s.close(x); } });
+        asio::streambuf req(8192);
+        asio::error_code e;
+        co_await asio::async_read_until(s, req, "\r\n\r\n", asio::redirect_error(use_awaitable, e));
+        if (e) co_return;
+        std::string line(asio::buffers_begin(req.data()), asio::buffers_begin(req.data()) + std::min<size_t>(req.size(), 256));
+        std::string status = "200 OK", ctype = "text/plain; version=0.0.4", body;
+        if (line.rfind("GET /metrics", 0) == 0) {
+          body = node_.metrics().render();
+        } else if (line.rfind("GET /healthz", 0) == 0) {
+          ctype = "text/plain";
+          body = draining_ ? "draining\n" : "ok\n";
+          if (draining_) status = "503 Service Unavailable";
+        } else {
+          status = "404 Not Found";
+          ctype = "text/plain";
+          body = "try /metrics or /healthz\n";
+        }
+        std::string resp = "HTTP/1.1 " + status + "\r\nContent-Type: " + ctype +
+                           "\r\nContent-Length: " + std::to_string(body.size()) +
+                           "\r\nConnection: close\r\n\r\n" + body;
+        co_await asio::async_write(s, asio::buffer(resp), asio::redirect_error(use_awaitable, e));
+        t.cancel();
+        s.close(e);
+      }, asio::detached);
+    }
+  }, asio::detached);
+}
+
+void Server::drain_and_stop() {
+  std::call_once(drain_once_, [this] {
+    draining_ = true;
+    asio::post(io_, [this] {
+      asio::error_code ec;
+      acceptor_.close(ec);
+    });
+    // Off the network threads: waiting and lease teardown may block.
+    drain_thread_ = std::thread([this] {
+      auto until = Clock::now() + kDrainWait;
+      while (inflight_total.load() > 0 && Clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      node_.shutdown();
+      std::vector<std::shared_ptr<Connection>> live;
+      {
+        std::lock_guard lock(mu_);
+        for (auto& [p, w] : conns_) {
+          if (auto c = w.lock()) live.push_back(c);
+        }
+      }
+      for (auto& c : live) c->close();
+      asio::post(io_, [this] {
+        asio::error_code ec;
+        metrics_acceptor_.close(ec);
+      });
+      // Let the closes run, then stop.
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      io_.stop();
+      stopped_ = true;
+    });
+  });
+}
+
+void Server::wait() {
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  if (drain_thread_.joinable() && drain_thread_.get_id() != std::this_thread::get_id()) drain_thread_.join();
+}
+
+}  // namespace gpulease::server

@@ -1,0 +1,539 @@
+#include "node.hpp"
+
+#include <asio/post.hpp>
+
+#include <algorithm>
+#include <future>
+#include <random>
+
+#include "gpulease/capability/permissions.hpp"
+#include "log.hpp"
+
+namespace gpulease::server {
+
+using wire::Bytes;
+using wire::ByteSpan;
+using wire::Opcode;
+using wire::Status;
+
+uint64_t now_unix_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+namespace {
+
+constexpr size_t kMaxTombstones = 4096;
+
+unsigned or_cores(unsigned n) { return n != 0 ? n : std::max(1u, std::thread::hardware_concurrency()); }
+
+Bytes message_bytes(std::string_view s) { return wire::to_bytes(s.substr(0, 1024)); }
+
+void reply_error(const ReplyFn& reply, Status s, std::string_view msg) { reply(s, message_bytes(msg)); }
+void reply_error(const ReplyFn& reply, const Error& e) { reply(e.status, message_bytes(e.message)); }
+
+template <typename M>
+void reply_ok(const ReplyFn& reply, const M& m) {
+  reply(Status::kOk, wire::encode_payload(m));
+}
+
+// Lease ids are not guessable (a start at a random base), though guessing one
+// grants nothing: every frame is checked against the lease's tenant.
+uint64_t random_lease_base() {
+  std::random_device rd;
+  uint64_t v = (uint64_t{rd()} << 32) ^ rd();
+  return (v & 0x0000'ffff'ffff'0000ull) | 1;
+}
+
+std::string lease_str(uint64_t id) { return std::to_string(id); }
+
+}  // namespace
+
+Node::Node(NodeConfig cfg, std::unique_ptr<DeviceBackend> backend, capability::SecretKey node_key)
+    : cfg_(std::move(cfg)),
+      backend_(std::move(backend)),
+      node_authority_(std::move(node_key)),
+      device_pool_(or_cores(cfg_.device_threads)),
+      next_lease_id_(random_lease_base()) {
+  capability::VerifierOptions vo;
+  vo.node_id = cfg_.node_id;
+  vo.clock_skew_s = cfg_.clock_skew_s;
+  vo.cache_capacity = cfg_.token_cache_entries;
+  verifier_ = std::make_unique<capability::Verifier>(vo);
+  // The node trusts its own key for the tokens it issues through CAP_REQUEST.
+  verifier_->key_ring().add(node_authority_.public_key());
+  metrics_.token_cache_stats = [this] {
+    auto s = verifier_->cache().stats();
+    return std::pair<uint64_t, uint64_t>(s.hits, s.misses);
+  };
+  for (const DeviceInfo& d : backend_->devices()) {
+    DeviceSlot slot;
+    slot.info = d;
+    slot.capacity = d.free_bytes;
+    devices_.push_back(slot);
+  }
+}
+
+Node::~Node() { shutdown(); }
+
+Result<void> Node::start() {
+  for (const auto& path : cfg_.authority_keys) {
+    auto id = verifier_->key_ring().add_file(path);
+    if (!id) return make_error(id.status(), "authority key " + path + ": " + id.error().message);
+    log_info("trusting authority key", {{"key_id", capability::key_id_hex(*id)}, {"file", path}});
+  }
+  if (!cfg_.revocation_file.empty()) {
+    auto r = verifier_->revocations().load_file(cfg_.revocation_file);
+    if (!r) return r;
+  }
+  reaper_ = std::thread([this] { reaper_loop(); });
+  return {};
+}
+
+size_t Node::active_leases() const {
+  std::lock_guard lock(mu_);
+  return leases_.size();
+}
+
+Result<void> Node::reload_revocations() { return verifier_->revocations().reload(); }
+
+uint64_t Node::expiry_for(uint32_t ttl_s, const capability::Claims& c) const {
+  uint64_t ttl = std::clamp<uint64_t>(ttl_s, cfg_.min_ttl_s, cfg_.max_ttl_s);
+  uint64_t at = now_unix_ms() + ttl * 1000;
+  // A lease never outlives the grant that asked for it.
+  return std::min(at, c.expires_at * 1000);
+}
+
+// ---- Entry --------------------------------------------------------------------
+
+void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint64_t conn_id,
+                  ReplyFn reply) {
+  auto start = std::chrono::steady_clock::now();
+  ReplyFn timed = [this, op = h.opcode, start, reply = std::move(reply)](Status s, Bytes p) {
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now() - start)
+                  .count();
+    metrics_.frame_done(op, s, static_cast<uint64_t>(us));
+    reply(s, std::move(p));
+  };
+  ByteSpan token(body->data(), h.token_len);
+  if (!capability::requires_token(h.opcode)) {
+    dispatch(h, nullptr, std::move(body), conn_id, std::move(timed));
+    return;
+  }
+  capability::VerifyRequest vr;
+  vr.opcode = h.opcode;
+  vr.frame_lease_id = h.lease_id;
+  vr.now_unix_s = static_cast<int64_t>(now_unix_ms() / 1000);
+  auto claims = verifier_->verify(token, vr);
+  if (!claims) {
+    metrics_.auth_failed(claims.status());
+    log_debug("frame refused", {{"opcode", std::string(wire::opcode_name(h.opcode))},
+                                {"status", std::string(wire::status_name(claims.status()))}});
+    reply_error(timed, claims.error());
+    return;
+  }
+  dispatch(h, &claims.value(), std::move(body), conn_id, std::move(timed));
+}
+
+void Node::dispatch(const wire::FrameHeader& h, const capability::Claims* c,
+                    std::shared_ptr<Bytes> body, uint64_t conn_id, ReplyFn reply) {
+  ByteSpan payload(body->data() + h.token_len, h.payload_len);
+  switch (h.opcode) {
+    case Opcode::kHello: return op_hello(payload, reply);
+    case Opcode::kPing: {
+      auto m = wire::decode_payload<wire::PingRequest>(payload, cfg_.limits);
+      if (!m) return reply_error(reply, m.error());
+      return reply_ok(reply, wire::PingReply{std::move(m->data)});
+    }
+    case Opcode::kLeaseAcquire: return op_acquire(*c, payload, conn_id, std::move(reply));
+    case Opcode::kLeaseList: {
+      auto m = wire::decode_payload<wire::Empty>(payload, cfg_.limits);
+      if (!m) return reply_error(reply, m.error());
+      return op_list(*c, reply);
+    }
+    default: break;
+  }
+  // Everything else acts on the lease named in the header.
+  auto l = find_lease(h.lease_id, *c);
+  if (!l) return reply_error(reply, l.error());
+  switch (h.opcode) {
+    case Opcode::kLeaseRenew: return op_renew(*c, *l, payload, reply);
+    case Opcode::kLeaseRelease: {
+      auto m = wire::decode_payload<wire::Empty>(payload, cfg_.limits);
+      if (!m) return reply_error(reply, m.error());
+      return op_release(*l, std::move(reply));
+    }
+    case Opcode::kLeaseQuery: {
+      auto m = wire::decode_payload<wire::Empty>(payload, cfg_.limits);
+      if (!m) return reply_error(reply, m.error());
+      return reply_ok(reply, lease_info(**l));
+    }
+    case Opcode::kCapRequest: return op_cap_request(*c, *l, payload, reply);
+    default: return session_op(h, std::move(*l), std::move(body), h.token_len, std::move(reply));
+  }
+}
+
+// ---- Connection and lease ops ----------------------------------------------------
+
+void Node::op_hello(ByteSpan payload, const ReplyFn& reply) {
+  auto m = wire::decode_payload<wire::HelloRequest>(payload, cfg_.limits);
+  if (!m) return reply_error(reply, m.error());
+  if (m->max_version < wire::kMinProtocolVersion || m->min_version > wire::kMaxProtocolVersion) {
+    return reply_error(reply, Status::kUnsupportedVersion,
+                       "node speaks protocol versions " + std::to_string(wire::kMinProtocolVersion) +
+                           ".." + std::to_string(wire::kMaxProtocolVersion));
+  }
+  wire::HelloReply r;
+  r.version = std::min(m->max_version, wire::kMaxProtocolVersion);
+  r.node_id = cfg_.node_id;
+  r.backend = std::string(backend_->name());
+  const auto& L = cfg_.limits;
+  r.limits = {L.max_token_bytes, L.max_payload_bytes, L.max_inflight, L.max_kernel_args,
+              L.max_arg_bytes,   L.max_name_bytes,    cfg_.max_ttl_s};
+  std::lock_guard lock(mu_);
+  for (const auto& d : devices_) {
+    wire::DeviceDescriptor dd;
+    dd.index = d.info.index;
+    dd.name = d.info.name;
+    dd.uuid = d.info.uuid;
+    dd.cc_major = d.info.cc_major;
+    dd.cc_minor = d.info.cc_minor;
+    dd.sm_count = d.info.sm_count;
+    dd.total_bytes = d.info.total_bytes;
+    dd.free_bytes = d.exclusive_held ? 0 : d.capacity - d.committed;
+    r.devices.push_back(std::move(dd));
+  }
+  reply_ok(reply, r);
+}
+
+void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t conn_id,
+                      ReplyFn reply) {
+  auto m = wire::decode_payload<wire::LeaseAcquireRequest>(payload, cfg_.limits);
+  if (!m) return reply_error(reply, m.error());
+  const auto& req = *m;
+  if (auto ok = capability::check_vram_ceiling(c, req.min_vram); !ok) {
+    metrics_.auth_failed(ok.status());
+    return reply_error(reply, ok.error());
+  }
+  if (req.exclusivity == wire::Exclusivity::kSessionExclusive &&
+      backend_->name() != std::string_view("cuda")) {
+    return reply_error(reply, Status::kUnsupported,
+                       "SessionExclusive needs SM partitioning, which the " +
+                           std::string(backend_->name()) + " backend does not provide");
+  }
+  const bool has_key = req.idempotency_key != wire::IdempotencyKey{};
+  IdemKey ikey{c.tenant, req.idempotency_key};
+  uint64_t lease_id = 0;
+  uint16_t dev_index = 0;
+  uint64_t need = 0;
+  uint64_t overhead = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (shutting_down_) return reply_error(reply, Status::kBusy, "node is shutting down");
+    if (has_key) {
+      auto it = idempotency_.find(ikey);
+      if (it != idempotency_.end()) {
+        if (it->second == 0) {
+          return reply_error(reply, Status::kBusy, "an acquire with this idempotency key is in progress");
+        }
+        auto lit = leases_.find(it->second);
+        if (lit != leases_.end()) {
+          const Lease& l = *lit->second;
+          return reply_ok(reply, wire::LeaseAcquireReply{l.id, l.device, l.quota,
+                                                         l.expires_at_ms.load()});
+        }
+      }
+    }
+    TenantUsage& tu = tenants_[c.tenant];
+    if (tu.leases >= cfg_.tenant_max_leases) {
+      return reply_error(reply, Status::kCapacityExceeded,
+                         "tenant holds " + std::to_string(tu.leases) + " leases (limit " +
+                             std::to_string(cfg_.tenant_max_leases) + ")");
+    }
+    if (cfg_.tenant_max_bytes != 0 && req.min_vram > cfg_.tenant_max_bytes - std::min(cfg_.tenant_max_bytes, tu.bytes)) {
+      return reply_error(reply, Status::kCapacityExceeded, "tenant byte limit reached");
+    }
+    // Best fit: the device with the least room that still fits quota + overhead.
+    DeviceSlot* best = nullptr;
+    for (auto& d : devices_) {
+      if (req.device != wire::kAnyDevice && d.info.index != req.device) continue;
+      if (d.exclusive_held) continue;
+      if (req.exclusivity == wire::Exclusivity::kDeviceExclusive && d.leases != 0) continue;
+      uint64_t oh = backend_->context_overhead_bytes(d.info.index);
+      if (req.min_vram > UINT64_MAX - oh) continue;
+      uint64_t want = req.min_vram + oh;
+      uint64_t room = d.capacity - d.committed;
+      if (want > room) continue;
+      if (best == nullptr || room < best->capacity - best->committed) best = &d;
+    }
+    if (best == nullptr) {
+      return reply_error(reply, Status::kCapacityExceeded,
+                         req.device != wire::kAnyDevice && req.device >= devices_.size()
+                             ? "no device " + std::to_string(req.device)
+                             : "no device has " + std::to_string(req.min_vram) + " bytes free");
+    }
+    overhead = backend_->context_overhead_bytes(best->info.index);
+    need = req.min_vram + overhead;
+    best->committed += need;
+    best->leases += 1;
+    if (req.exclusivity == wire::Exclusivity::kDeviceExclusive) best->exclusive_held = true;
+    tu.leases += 1;
+    tu.bytes += req.min_vram;
+    dev_index = best->info.index;
+    lease_id = next_lease_id_++;
+    if (has_key) idempotency_[ikey] = 0;
+  }
+  auto unreserve = [this, dev_index, need, excl = req.exclusivity, tenant = c.tenant,
+                    min_vram = req.min_vram, has_key, ikey] {
+    std::lock_guard lock(mu_);
+    for (auto& d : devices_) {
+      if (d.info.index != dev_index) continue;
+      d.committed -= need;
+      d.leases -= 1;
+      if (excl == wire::Exclusivity::kDeviceExclusive) d.exclusive_held = false;
+    }
+    auto& tu = tenants_[tenant];
+    tu.leases -= 1;
+    tu.bytes -= min_vram;
+    if (has_key) idempotency_.erase(ikey);
+  };
+  // Context creation may take a while on a real device: off the network thread.
+  asio::post(device_pool_, [this, c, req, lease_id, dev_index, overhead, conn_id, has_key, ikey,
+                            unreserve, reply = std::move(reply)]() mutable {
+    ContextOptions opts;
+    opts.quota_bytes = req.min_vram;
+    opts.instruction_budget = cfg_.instruction_budget;
+    opts.watchdog_ms = cfg_.watchdog_ms;
+    opts.session_exclusive = req.exclusivity == wire::Exclusivity::kSessionExclusive;
+    auto ctx = backend_->create_context(dev_index, opts);
+    if (!ctx) {
+      unreserve();
+      return reply_error(reply, ctx.error());
+    }
+    auto lease = std::make_shared<Lease>(
+        lease_id, c.tenant, dev_index, req.min_vram, overhead, req.exclusivity,
+        (req.flags & wire::kAcquireReleaseOnDisconnect) != 0, conn_id,
+        asio::make_strand(device_pool_.get_executor()), cfg_.replay_window);
+    lease->ctx = std::move(ctx).value();
+    lease->expires_at_ms = expiry_for(req.ttl_s, c);
+    {
+      std::lock_guard lock(mu_);
+      if (shutting_down_) {
+        lease->ctx.reset();
+        // unreserve takes mu_.
+      } else {
+        leases_.emplace(lease_id, lease);
+        if (has_key) idempotency_[ikey] = lease_id;
+      }
+    }
+    if (!lease->ctx) {
+      unreserve();
+      return reply_error(reply, Status::kBusy, "node is shutting down");
+    }
+    metrics_.lease_acquired.fetch_add(1, std::memory_order_relaxed);
+    metrics_.leases_active.fetch_add(1, std::memory_order_relaxed);
+    log_info("lease acquired", {{"lease", lease_str(lease_id)}, {"tenant", c.tenant},
+                                {"device", std::to_string(dev_index)},
+                                {"bytes", std::to_string(req.min_vram)}});
+    reply_ok(reply, wire::LeaseAcquireReply{lease_id, dev_index, req.min_vram,
+                                            lease->expires_at_ms.load()});
+  });
+}
+
+Result<std::shared_ptr<Lease>> Node::find_lease(uint64_t id, const capability::Claims& c) {
+  if (id == 0) return make_error(Status::kInvalidArgument, "frame names no lease (lease_id 0)");
+  std::lock_guard lock(mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end()) {
+    auto t = tombstones_.find(id);
+    if (t != tombstones_.end() && t->second.tenant == c.tenant) {
+      return make_error(Status::kLeaseExpired,
+                        "lease " + lease_str(id) +
+                            (t->second.reason == DropReason::kReleased ? " was released" : " has ended"));
+    }
+    return make_error(Status::kLeaseNotFound, "no lease " + lease_str(id) + " on this node");
+  }
+  // SECURITY: a lease acts only for the tenant that acquired it.
+  if (auto owner = capability::check_lease_owner(c, it->second->tenant); !owner) {
+    metrics_.auth_failed(owner.status());
+    return std::move(owner).error();
+  }
+  if (it->second->expires_at_ms.load() <= now_unix_ms()) {
+    return make_error(Status::kLeaseExpired, "lease " + lease_str(id) + " has expired");
+  }
+  return it->second;
+}
+
+wire::LeaseInfo Node::lease_info(const Lease& l) const {
+  wire::LeaseInfo i;
+  i.lease_id = l.id;
+  i.state = l.state.load();
+  i.exclusivity = l.exclusivity;
+  i.device = l.device;
+  i.quota_bytes = l.quota;
+  i.used_bytes = l.used_bytes.load();
+  i.expires_at_ms = l.expires_at_ms.load();
+  uint64_t now = now_unix_ms();
+  i.remaining_ms = i.expires_at_ms > now ? i.expires_at_ms - now : 0;
+  i.buffers = l.buffer_count.load();
+  i.modules = l.module_count.load();
+  return i;
+}
+
+void Node::op_renew(const capability::Claims& c, const std::shared_ptr<Lease>& l, ByteSpan payload,
+                    const ReplyFn& reply) {
+  auto m = wire::decode_payload<wire::LeaseRenewRequest>(payload, cfg_.limits);
+  if (!m) return reply_error(reply, m.error());
+  if (l->state.load() == wire::LeaseState::kFaulted) {
+    return reply_error(reply, Status::kLeaseFaulted, "a faulted lease cannot be renewed");
+  }
+  uint64_t at = expiry_for(m->ttl_s, c);
+  // Renewal never shortens a lease.
+  uint64_t cur = l->expires_at_ms.load();
+  while (at > cur && !l->expires_at_ms.compare_exchange_weak(cur, at)) {
+  }
+  reply_ok(reply, wire::LeaseRenewReply{std::max(at, cur)});
+}
+
+void Node::op_release(const std::shared_ptr<Lease>& l, ReplyFn reply) {
+  // The reply goes out once the context is destroyed and the VRAM is back.
+  end_lease(l, DropReason::kReleased, [reply = std::move(reply)] { reply_ok(reply, wire::Empty{}); });
+}
+
+void Node::op_list(const capability::Claims& c, const ReplyFn& reply) {
+  wire::LeaseListReply r;
+  std::vector<std::shared_ptr<Lease>> mine;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, l] : leases_) {
+      if (l->tenant == c.tenant && (c.lease_id == 0 || c.lease_id == id)) mine.push_back(l);
+      if (mine.size() >= cfg_.limits.max_list_entries) break;
+    }
+  }
+  std::sort(mine.begin(), mine.end(), [](const auto& a, const auto& b) { return a->id < b->id; });
+  for (const auto& l : mine) r.leases.push_back(lease_info(*l));
+  reply_ok(reply, r);
+}
+
+void Node::op_cap_request(const capability::Claims& c, const std::shared_ptr<Lease>& l,
+                          ByteSpan payload, const ReplyFn& reply) {
+  auto m = wire::decode_payload<wire::CapRequestRequest>(payload, cfg_.limits);
+  if (!m) return reply_error(reply, m.error());
+  capability::AttenuationRequest ar;
+  ar.lease_id = l->id;
+  ar.perms = m->permissions;
+  int64_t now = static_cast<int64_t>(now_unix_ms() / 1000);
+  ar.now_unix_s = now;
+  ar.ttl_s = m->ttl_s != 0 ? m->ttl_s
+                           : (c.expires_at > static_cast<uint64_t>(now) ? c.expires_at - now : 1);
+  auto tok = node_authority_.attenuate(c, ar);
+  if (!tok) return reply_error(reply, tok.error());
+  log_info("scoped token issued", {{"lease", lease_str(l->id)}, {"tenant", c.tenant},
+                                   {"perms", capability::format_permissions(m->permissions)}});
+  reply_ok(reply, wire::CapRequestReply{std::move(tok).value()});
+}
+
+// ---- Ending leases -----------------------------------------------------------------
+
+void Node::end_lease(const std::shared_ptr<Lease>& l, DropReason reason, std::function<void()> done) {
+  {
+    std::lock_guard lock(mu_);
+    if (l->ended) {
+      if (done) done();
+      return;
+    }
+    l->ended = true;
+    leases_.erase(l->id);
+    if (tombstones_.size() >= kMaxTombstones) tombstones_.erase(tombstones_.begin());
+    tombstones_[l->id] = Tombstone{l->tenant, reason};
+    for (auto it = idempotency_.begin(); it != idempotency_.end();) {
+      it = it->second == l->id ? idempotency_.erase(it) : std::next(it);
+    }
+  }
+  l->state = reason == DropReason::kReleased ? wire::LeaseState::kReleased : wire::LeaseState::kExpired;
+  static constexpr const char* kReason[] = {"released", "expired", "disconnected", "shutdown"};
+  log_info("lease ended", {{"lease", lease_str(l->id)}, {"tenant", l->tenant},
+                           {"reason", kReason[static_cast<int>(reason)]}});
+  asio::post(l->strand, [this, l, reason, done = std::move(done)] {
+    // Destroying the context frees its memory, modules and stream.
+    l->ctx.reset();
+    metrics_.mem_alloc_bytes.fetch_sub(static_cast<int64_t>(l->used_bytes.load()));
+    l->buffers.clear();
+    l->modules.clear();
+    {
+      std::lock_guard lock(mu_);
+      for (auto& d : devices_) {
+        if (d.info.index != l->device) continue;
+        d.committed -= l->quota + l->overhead;
+        d.leases -= 1;
+        if (l->exclusivity == wire::Exclusivity::kDeviceExclusive) d.exclusive_held = false;
+      }
+      auto& tu = tenants_[l->tenant];
+      tu.leases -= 1;
+      tu.bytes -= l->quota;
+      if (tu.leases == 0) tenants_.erase(l->tenant);
+    }
+    metrics_.leases_active.fetch_sub(1, std::memory_order_relaxed);
+    metrics_.lease_dropped(reason);
+    if (done) done();
+  });
+}
+
+void Node::connection_closed(uint64_t conn_id) {
+  std::vector<std::shared_ptr<Lease>> drop;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, l] : leases_) {
+      if (l->release_on_disconnect && l->owner_conn == conn_id) drop.push_back(l);
+    }
+  }
+  for (const auto& l : drop) end_lease(l, DropReason::kDisconnected);
+}
+
+void Node::reaper_loop() {
+  std::unique_lock lock(reaper_mu_);
+  while (!reaper_stop_) {
+    reaper_cv_.wait_for(lock, std::chrono::milliseconds(cfg_.reaper_interval_ms));
+    if (reaper_stop_) break;
+    lock.unlock();
+    std::vector<std::shared_ptr<Lease>> expired;
+    uint64_t now = now_unix_ms();
+    {
+      std::lock_guard g(mu_);
+      for (const auto& [id, l] : leases_) {
+        if (l->expires_at_ms.load() <= now) expired.push_back(l);
+      }
+    }
+    for (const auto& l : expired) end_lease(l, DropReason::kExpired);
+    lock.lock();
+  }
+}
+
+void Node::shutdown() {
+  std::vector<std::shared_ptr<Lease>> all;
+  {
+    std::lock_guard lock(mu_);
+    if (shutting_down_) return;
+    shutting_down_ = true;
+    for (const auto& [id, l] : leases_) all.push_back(l);
+  }
+  {
+    std::lock_guard lock(reaper_mu_);
+    reaper_stop_ = true;
+  }
+  reaper_cv_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
+  std::vector<std::future<void>> waits;
+  for (const auto& l : all) {
+    auto p = std::make_shared<std::promise<void>>();
+    waits.push_back(p->get_future());
+    end_lease(l, DropReason::kShutdown, [p] { p->set_value(); });
+  }
+  for (auto& w : waits) w.wait();
+  device_pool_.join();
+  if (!all.empty()) log_info("released every lease at shutdown", {{"count", std::to_string(all.size())}});
+}
+
+}  // namespace gpulease::server

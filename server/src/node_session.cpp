@@ -1,0 +1,372 @@
+// Session ops (0x0601-0x0608) and GPU_SUBMIT: everything that touches a
+// lease's device context. All of it runs on the lease's strand.
+#include <asio/post.hpp>
+
+#include "log.hpp"
+#include "node.hpp"
+
+namespace gpulease::server {
+
+using wire::Bytes;
+using wire::ByteSpan;
+using wire::Opcode;
+using wire::Status;
+
+namespace {
+
+Bytes message_bytes(std::string_view s) { return wire::to_bytes(s.substr(0, 1024)); }
+void reply_error(const ReplyFn& reply, Status s, std::string_view msg) { reply(s, message_bytes(msg)); }
+void reply_error(const ReplyFn& reply, const Error& e) { reply(e.status, message_bytes(e.message)); }
+template <typename M>
+void reply_ok(const ReplyFn& reply, const M& m) {
+  reply(Status::kOk, wire::encode_payload(m));
+}
+
+bool in_range(uint64_t offset, uint64_t len, uint64_t size) { return offset <= size && len <= size - offset; }
+
+std::string hex(uint64_t v) {
+  char b[24];
+  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+// Checks launch geometry against the protocol limits and the device's.
+Result<void> check_geometry(const wire::Dim3& grid, const wire::Dim3& block, uint32_t shared,
+                            const wire::Limits& lim, const DeviceInfo& dev) {
+  uint64_t threads = 1;
+  for (int i = 0; i < 3; ++i) {
+    if (grid[i] == 0 || block[i] == 0) return make_error(Status::kLaunchFailed, "grid and block dimensions must be >= 1");
+    if (grid[i] > std::min(lim.max_grid[i], dev.max_grid[i])) {
+      return make_error(Status::kLaunchFailed, "grid dimension " + std::to_string(i) + " of " +
+                                                   std::to_string(grid[i]) + " exceeds the device limit");
+    }
+    if (block[i] > std::min(lim.max_block[i], dev.max_block[i])) {
+      return make_error(Status::kLaunchFailed, "block dimension " + std::to_string(i) + " of " +
+                                                   std::to_string(block[i]) + " exceeds the device limit");
+    }
+    threads *= block[i];
+  }
+  if (threads > std::min(lim.max_threads_per_block, dev.max_threads_per_block)) {
+    return make_error(Status::kLaunchFailed, "too many threads per block: " + std::to_string(threads));
+  }
+  if (shared > std::min(lim.max_shared_bytes, dev.max_shared_per_block)) {
+    return make_error(Status::kLaunchFailed, "dynamic shared memory of " + std::to_string(shared) +
+                                                 " bytes exceeds the device limit");
+  }
+  return {};
+}
+
+Bytes le64(uint64_t v) {
+  Bytes b(8);
+  wire::store_le64(b.data(), v);
+  return b;
+}
+
+}  // namespace
+
+void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
+                      std::shared_ptr<Bytes> body, size_t payload_offset, ReplyFn reply) {
+  asio::post(l->strand, [this, h, l, body = std::move(body), payload_offset,
+                         reply = std::move(reply)]() mutable {
+    ByteSpan payload(body->data() + payload_offset, h.payload_len);
+    Lease& L = *l;
+    auto st = L.state.load();
+    if (st == wire::LeaseState::kFaulted) {
+      return reply_error(reply, Status::kLeaseFaulted,
+                         "lease " + std::to_string(L.id) + " is faulted; release it");
+    }
+    if (st != wire::LeaseState::kActive || !L.ctx) {
+      return reply_error(reply, Status::kLeaseExpired, "lease " + std::to_string(L.id) + " has ended");
+    }
+    DeviceContext& ctx = *L.ctx;
+    // A fault seen by the backend outside SYNC poisons the lease for every op
+    // but SYNC, which reports its cause.
+    if (h.opcode != Opcode::kSync && ctx.faulted()) {
+      L.state = wire::LeaseState::kFaulted;
+      return reply_error(reply, Status::kLeaseFaulted,
+                         "lease " + std::to_string(L.id) + " is faulted; SYNC reports the cause");
+    }
+    const wire::Limits& lim = cfg_.limits;
+    switch (h.opcode) {
+      case Opcode::kMemAlloc: {
+        if (auto* e = L.replay.find(h.request_id, h.opcode)) return reply(e->status, e->payload);
+        auto m = wire::decode_payload<wire::MemAllocRequest>(payload, lim);
+        if (!m) return reply_error(reply, m.error());
+        uint64_t used = L.used_bytes.load();
+        // SECURITY: the quota check and the allocation run on the lease's
+        // strand, so no two allocations of a lease can race past the quota.
+        if (m->size > L.quota - used) {
+          Error e = make_error(Status::kAllocFailed,
+                               "allocation of " + std::to_string(m->size) + " bytes exceeds the lease quota (" +
+                                   std::to_string(L.quota - used) + " of " + std::to_string(L.quota) + " left)");
+          L.replay.remember(h.request_id, h.opcode, e.status, message_bytes(e.message));
+          return reply_error(reply, e);
+        }
+        auto addr = ctx.mem_alloc(m->size);
+        if (!addr) {
+          L.replay.remember(h.request_id, h.opcode, addr.status(), message_bytes(addr.error().message));
+          return reply_error(reply, addr.error());
+        }
+        L.buffers[*addr] = m->size;
+        L.used_bytes = used + m->size;
+        L.buffer_count = static_cast<uint32_t>(L.buffers.size());
+        metrics_.mem_alloc_bytes.fetch_add(static_cast<int64_t>(m->size));
+        Bytes out = wire::encode_payload(wire::HandleReply{*addr});
+        L.replay.remember(h.request_id, h.opcode, Status::kOk, out);
+        return reply(Status::kOk, std::move(out));
+      }
+      case Opcode::kMemFree: {
+        auto m = wire::decode_payload<wire::HandleRequest>(payload, lim);
+        if (!m) return reply_error(reply, m.error());
+        auto it = L.buffers.find(m->handle);
+        if (it == L.buffers.end()) {
+          return reply_error(reply, Status::kInvalidHandle, "no buffer " + hex(m->handle) + " in this lease");
+        }
+        if (auto r = ctx.mem_free(it->first); !r) return reply_error(reply, r.error());
+        L.used_bytes -= it->second;
+        metrics_.mem_alloc_bytes.fetch_sub(static_cast<int64_t>(it->second));
+        L.buffers.erase(it);
+        L.buffer_count = static_cast<uint32_t>(L.buffers.size());
+        return reply_ok(reply, wire::Empty{});
+      }
+      case Opcode::kMemWrite: {
+        // Parsed in place: the data stays in the frame's buffer (no copy).
+        wire::ByteReader r(payload);
+        uint64_t handle = 0, offset = 0;
+        if (!r.u64(handle) || !r.u64(offset)) return reply_error(reply, Status::kBadFrame, "truncated MEM_WRITE");
+        ByteSpan data = r.rest();
+        auto it = L.buffers.find(handle);
+        if (it == L.buffers.end()) {
+          return reply_error(reply, Status::kInvalidHandle, "no buffer " + hex(handle) + " in this lease");
+        }
+        if (!in_range(offset, data.size(), it->second)) {
+          return reply_error(reply, Status::kOutOfRange,
+                             "write of " + std::to_string(data.size()) + " bytes at offset " +
+                                 std::to_string(offset) + " past the end of a " + std::to_string(it->second) +
+                                 "-byte buffer");
+        }
+        if (auto w = ctx.mem_write(it->first + offset, data); !w) return reply_error(reply, w.error());
+        return reply_ok(reply, wire::Empty{});
+      }
+      case Opcode::kMemRead: {
+        auto m = wire::decode_payload<wire::MemReadRequest>(payload, lim);
+        if (!m) return reply_error(reply, m.error());
+        auto it = L.buffers.find(m->handle);
+        if (it == L.buffers.end()) {
+          return reply_error(reply, Status::kInvalidHandle, "no buffer " + hex(m->handle) + " in this lease");
+        }
+        if (!in_range(m->offset, m->length, it->second)) {
+          return reply_error(reply, Status::kOutOfRange,
+                             "read of " + std::to_string(m->length) + " bytes at offset " +
+                                 std::to_string(m->offset) + " past the end of a " +
+                                 std::to_string(it->second) + "-byte buffer");
+        }
+        Bytes out(m->length);
+        if (auto rd = ctx.mem_read(it->first + m->offset, out); !rd) return reply_error(reply, rd.error());
+        return reply(Status::kOk, std::move(out));
+      }
+      case Opcode::kModuleLoad: {
+        if (auto* e = L.replay.find(h.request_id, h.opcode)) return reply(e->status, e->payload);
+        auto m = wire::decode_payload<wire::ModuleLoadRequest>(payload, lim);
+        if (!m) return reply_error(reply, m.error());
+        auto mod = ctx.module_load(static_cast<ImageKind>(m->format), m->image);
+        if (!mod) {
+          L.replay.remember(h.request_id, h.opcode, mod.status(), message_bytes(mod.error().message));
+          return reply_error(reply, mod.error());
+        }
+        L.modules.insert(*mod);
+        L.module_count = static_cast<uint32_t>(L.modules.size());
+        Bytes out = wire::encode_payload(wire::HandleReply{*mod});
+        L.replay.remember(h.request_id, h.opcode, Status::kOk, out);
+        return reply(Status::kOk, std::move(out));
+      }
+      case Opcode::kModuleUnload: {
+        auto m = wire::decode_payload<wire::HandleRequest>(payload, lim);
+        if (!m) return reply_error(reply, m.error());
+        if (!L.modules.count(m->handle)) {
+          return reply_error(reply, Status::kInvalidHandle, "no module " + hex(m->handle) + " in this lease");
+        }
+        if (auto r = ctx.module_unload(m->handle); !r) return reply_error(reply, r.error());
+        L.modules.erase(m->handle);
+        L.module_count = static_cast<uint32_t>(L.modules.size());
+        return reply_ok(reply, wire::Empty{});
+      }
+      case Opcode::kLaunch: {
+        auto m = wire::decode_payload<wire::LaunchRequest>(payload, lim);
+        if (!m) return reply_error(reply, m.error());
+        if (!L.modules.count(m->module)) {
+          return reply_error(reply, Status::kInvalidHandle, "no module " + hex(m->module) + " in this lease");
+        }
+        DeviceInfo dev;
+        {
+          std::lock_guard lock(mu_);
+          for (const auto& d : devices_) {
+            if (d.info.index == L.device) dev = d.info;
+          }
+        }
+        if (auto g = check_geometry(m->grid, m->block, m->shared_bytes, lim, dev); !g) {
+          return reply_error(reply, g.error());
+        }
+        LaunchRequest req;
+        req.module = m->module;
+        req.kernel = std::move(m->kernel);
+        req.grid = m->grid;
+        req.block = m->block;
+        req.shared_bytes = m->shared_bytes;
+        if (m->args.form == wire::ArgForm::kRaw) {
+          size_t at = 0;
+          for (uint32_t s : m->args.raw_sizes) {
+            req.args.emplace_back(m->args.raw_blob.begin() + static_cast<ptrdiff_t>(at),
+                                  m->args.raw_blob.begin() + static_cast<ptrdiff_t>(at + s));
+            at += s;
+          }
+        } else {
+          for (size_t i = 0; i < m->args.typed.size(); ++i) {
+            auto& a = m->args.typed[i];
+            if (a.kind == wire::TypedArgKind::kScalar) {
+              req.args.push_back(std::move(a.scalar));
+              continue;
+            }
+            // SECURITY: a typed buffer argument must name a live buffer of
+            // this lease, and its offset must lie inside it.
+            auto it = L.buffers.find(a.handle);
+            if (it == L.buffers.end()) {
+              return reply_error(reply, Status::kInvalidHandle,
+                                 "argument " + std::to_string(i) + ": no buffer " + hex(a.handle) + " in this lease");
+            }
+            if (a.offset > it->second) {
+              return reply_error(reply, Status::kOutOfRange,
+                                 "argument " + std::to_string(i) + ": offset past the end of the buffer");
+            }
+            req.args.push_back(le64(it->first + a.offset));
+          }
+        }
+        if (auto r = ctx.launch(req); !r) return reply_error(reply, r.error());
+        L.launches += 1;
+        metrics_.launch_total.fetch_add(1, std::memory_order_relaxed);
+        return reply_ok(reply, wire::LaunchReply{L.launches});
+      }
+      case Opcode::kSync: {
+        auto m = wire::decode_payload<wire::Empty>(payload, lim);
+        if (!m) return reply_error(reply, m.error());
+        uint64_t launched = L.launches;
+        ctx.sync([this, l, launched, reply = std::move(reply)](Result<void> r) {
+          metrics_.sync_total.fetch_add(1, std::memory_order_relaxed);
+          if (!r) {
+            metrics_.sync_errors.fetch_add(1, std::memory_order_relaxed);
+            // The sync callback may run on a backend thread: faulted() is
+            // safe to read from any thread by contract of the fault path.
+            l->state = wire::LeaseState::kFaulted;
+            log_warn("lease faulted", {{"lease", std::to_string(l->id)}, {"tenant", l->tenant},
+                                       {"cause", r.error().message}});
+            return reply_error(reply, r.error());
+          }
+          reply_ok(reply, wire::SyncReply{launched});
+        });
+        return;
+      }
+      case Opcode::kGpuSubmit: {
+        auto m = wire::decode_payload<wire::GpuSubmitRequest>(payload, lim);
+        if (!m) return reply_error(reply, m.error());
+        return run_submit(l, std::move(m).value(), std::move(reply));
+      }
+      default:
+        return reply_error(reply, Status::kUnknownOpcode, "not a session op");
+    }
+  });
+}
+
+// GPU_SUBMIT: load, allocate temporaries in the lease's quota, launch, wait,
+// read outputs, and free everything before the reply. REQUIRES: on l->strand.
+void Node::run_submit(std::shared_ptr<Lease> l, wire::GpuSubmitRequest req, ReplyFn reply) {
+  struct Temp {
+    uint64_t module = 0;
+    std::vector<std::pair<uint64_t, uint64_t>> bufs;  // addr, size
+  };
+  auto temp = std::make_shared<Temp>();
+  // Frees every temporary. REQUIRES: on l->strand.
+  auto cleanup = [this, l, temp] {
+    if (!l->ctx) return;  // the lease ended; its context took everything with it
+    for (auto [addr, size] : temp->bufs) {
+      (void)l->ctx->mem_free(addr);
+      l->used_bytes -= size;
+      metrics_.mem_alloc_bytes.fetch_sub(static_cast<int64_t>(size));
+    }
+    temp->bufs.clear();
+    if (temp->module != 0) (void)l->ctx->module_unload(temp->module);
+    temp->module = 0;
+  };
+  auto fail = [cleanup, &reply](const Error& e) {
+    cleanup();
+    reply_error(reply, e);
+  };
+  DeviceContext& ctx = *l->ctx;
+  DeviceInfo dev;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& d : devices_) {
+      if (d.info.index == l->device) dev = d.info;
+    }
+  }
+  if (auto g = check_geometry(req.grid, req.block, req.shared_bytes, cfg_.limits, dev); !g) return fail(g.error());
+  auto mod = ctx.module_load(static_cast<ImageKind>(req.format), req.image);
+  if (!mod) return fail(mod.error());
+  temp->module = *mod;
+  LaunchRequest lr;
+  lr.module = *mod;
+  lr.kernel = req.kernel;
+  lr.grid = req.grid;
+  lr.block = req.block;
+  lr.shared_bytes = req.shared_bytes;
+  std::vector<std::pair<uint16_t, size_t>> outputs;  // arg index -> temp buffer index
+  for (size_t i = 0; i < req.args.size(); ++i) {
+    auto& a = req.args[i];
+    if (a.kind == wire::SubmitArgKind::kScalar) {
+      lr.args.push_back(std::move(a.data));
+      continue;
+    }
+    uint64_t size = a.kind == wire::SubmitArgKind::kOut ? a.out_size : a.data.size();
+    if (size > l->quota - l->used_bytes.load()) {
+      return fail(make_error(Status::kAllocFailed, "GPU_SUBMIT buffers exceed the lease quota"));
+    }
+    auto addr = ctx.mem_alloc(size);
+    if (!addr) return fail(addr.error());
+    temp->bufs.emplace_back(*addr, size);
+    l->used_bytes += size;
+    metrics_.mem_alloc_bytes.fetch_add(static_cast<int64_t>(size));
+    Bytes init = a.kind == wire::SubmitArgKind::kOut ? Bytes(size) : std::move(a.data);
+    if (auto w = ctx.mem_write(*addr, init); !w) return fail(w.error());
+    if (a.kind != wire::SubmitArgKind::kIn) outputs.emplace_back(static_cast<uint16_t>(i), temp->bufs.size() - 1);
+    lr.args.push_back(le64(*addr));
+  }
+  if (auto r = ctx.launch(lr); !r) return fail(r.error());
+  l->launches += 1;
+  metrics_.launch_total.fetch_add(1, std::memory_order_relaxed);
+  ctx.sync([this, l, temp, cleanup, outputs = std::move(outputs), reply](Result<void> r) mutable {
+    // Back onto the strand: the context is used only there.
+    asio::post(l->strand, [this, l, temp, cleanup, outputs = std::move(outputs), reply, r = std::move(r)]() mutable {
+      metrics_.sync_total.fetch_add(1, std::memory_order_relaxed);
+      if (!r) {
+        metrics_.sync_errors.fetch_add(1, std::memory_order_relaxed);
+        if (l->ctx && l->ctx->faulted()) l->state = wire::LeaseState::kFaulted;
+        cleanup();
+        return reply_error(reply, r.error());
+      }
+      if (!l->ctx) return reply_error(reply, Status::kLeaseExpired, "lease ended during GPU_SUBMIT");
+      wire::GpuSubmitReply out;
+      for (auto [arg, buf] : outputs) {
+        auto [addr, size] = temp->bufs[buf];
+        wire::SubmitOutput o{arg, Bytes(size)};
+        if (auto rd = l->ctx->mem_read(addr, o.data); !rd) {
+          cleanup();
+          return reply_error(reply, rd.error());
+        }
+        out.outputs.push_back(std::move(o));
+      }
+      cleanup();
+      reply_ok(reply, out);
+    });
+  });
+}
+
+}  // namespace gpulease::server
