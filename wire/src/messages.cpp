@@ -697,15 +697,22 @@ Result<GpuSubmitRequest> decode_payload<GpuSubmitRequest>(ByteSpan p, const Limi
   m.shared_bytes = d.u32("shared_bytes");
   size_t n = d.count16("arg count", l.max_kernel_args, 3);
   m.args.reserve(n);
+  uint64_t param_bytes = 0;  // as LAUNCH: scalars at their size, buffers 8 bytes
+  uint64_t reply_bytes = 2;  // the reply's output count, then one entry per out/inout
   for (size_t i = 0; i < n && d.ok(); ++i) {
     SubmitArg a;
     uint8_t kind = d.u8("arg kind");
     switch (kind) {
-      case static_cast<uint8_t>(SubmitArgKind::kScalar): a.data = decode_scalar(d); break;
+      case static_cast<uint8_t>(SubmitArgKind::kScalar):
+        a.data = decode_scalar(d);
+        param_bytes += a.data.size();
+        break;
       case static_cast<uint8_t>(SubmitArgKind::kIn):
       case static_cast<uint8_t>(SubmitArgKind::kInOut):
         a.data = d.bytes32("buffer data", l.max_payload_bytes);
         if (d.ok() && a.data.empty()) d.fail(Status::kInvalidArgument, "empty input buffer");
+        param_bytes += 8;
+        if (kind == static_cast<uint8_t>(SubmitArgKind::kInOut)) reply_bytes += 6 + a.data.size();
         break;
       case static_cast<uint8_t>(SubmitArgKind::kOut):
         a.out_size = d.u64("out size");
@@ -713,12 +720,23 @@ Result<GpuSubmitRequest> decode_payload<GpuSubmitRequest>(ByteSpan p, const Limi
           d.fail(Status::kInvalidArgument, "output buffer size must be 1.." +
                                                std::to_string(l.max_payload_bytes));
         }
+        param_bytes += 8;
+        reply_bytes += 6 + a.out_size;
         break;
       default:
         if (d.ok()) d.fail(Status::kBadFrame, "unknown submit argument kind " + std::to_string(kind));
     }
     a.kind = static_cast<SubmitArgKind>(kind);
     m.args.push_back(std::move(a));
+  }
+  // The limits LAUNCH enforces, and a reply that can be sent: outputs that
+  // could not fit one reply frame are refused before anything runs.
+  if (d.ok() && param_bytes > l.max_arg_bytes) {
+    d.fail(Status::kFrameTooLarge, "arguments exceed " + std::to_string(l.max_arg_bytes) + " bytes");
+  }
+  if (d.ok() && reply_bytes > l.max_payload_bytes) {
+    d.fail(Status::kFrameTooLarge, "outputs of " + std::to_string(reply_bytes) +
+                                       " bytes would exceed the payload limit");
   }
   return d.finish(std::move(m));
 }
