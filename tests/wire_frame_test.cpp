@@ -1,0 +1,271 @@
+// Frame header codec: layout, checksum, every header rejection, every
+// truncated prefix and every flipped bit.
+#include "gpulease/wire/frame.hpp"
+
+#include <gtest/gtest.h>
+#include <xxhash.h>
+
+#include "wire_json.hpp"
+
+namespace gpulease::wire {
+namespace {
+
+const Limits kLimits{};
+
+FrameHeader request_header(Opcode op = Opcode::kMemAlloc) {
+  FrameHeader h;
+  h.opcode = op;
+  h.request_id = 0x0102030405060708;
+  h.lease_id = 0x1112131415161718;
+  return h;
+}
+
+Bytes sample_frame() {
+  return encode_frame(request_header(), to_bytes("token-bytes"), to_bytes("payload!"));
+}
+
+void reseal(Bytes& f) {
+  ByteSpan all(f);
+  store_le64(f.data() + kOffChecksum, frame_checksum(all.first(kHeaderSize), {}, all.subspan(kHeaderSize)));
+}
+
+TEST(WireFrame, EncodedHeaderPlacesEveryFieldAtItsDocumentedOffset) {
+  Bytes f = sample_frame();
+  ASSERT_EQ(f.size(), kHeaderSize + 11 + 8);
+  EXPECT_EQ(vectors::to_hex(ByteSpan(f).first(4)), "47504c53");  // "GPLS"
+  EXPECT_EQ(load_le16(f.data() + 4), 1);
+  EXPECT_EQ(load_le16(f.data() + 6), 0x0601);
+  EXPECT_EQ(load_le16(f.data() + 8), 0);
+  EXPECT_EQ(load_le16(f.data() + 10), 0);
+  EXPECT_EQ(load_le32(f.data() + 12), 11u);
+  EXPECT_EQ(vectors::to_hex(ByteSpan(f).subspan(16, 8)), "0807060504030201");
+  EXPECT_EQ(load_le64(f.data() + 24), 0x1112131415161718u);
+  EXPECT_EQ(load_le32(f.data() + 32), 8u);
+  EXPECT_EQ(load_le32(f.data() + 36), 0u);
+  EXPECT_EQ(kHeaderSize, 48u);
+  EXPECT_EQ(kOffChecksum + 8, kHeaderSize);
+}
+
+TEST(WireFrame, ChecksumIsXxh3OfHeaderWithZeroedChecksumThenTokenThenPayload) {
+  Bytes f = sample_frame();
+  Bytes zeroed = f;
+  std::fill_n(zeroed.begin() + kOffChecksum, 8, std::byte{0});
+  EXPECT_EQ(load_le64(f.data() + kOffChecksum), XXH3_64bits(zeroed.data(), zeroed.size()));
+  EXPECT_EQ(load_le64(f.data() + kOffChecksum), XXH3_64bits_withSeed(zeroed.data(), zeroed.size(), 0));
+}
+
+TEST(WireFrame, ChecksumIgnoresWhateverTheChecksumFieldHolds) {
+  Bytes f = sample_frame();
+  ByteSpan s(f);
+  uint64_t c = frame_checksum(s.first(kHeaderSize), s.subspan(48, 11), s.subspan(59));
+  std::fill_n(f.begin() + kOffChecksum, 8, std::byte{0xee});
+  EXPECT_EQ(frame_checksum(ByteSpan(f).first(kHeaderSize), s.subspan(48, 11), s.subspan(59)), c);
+}
+
+TEST(WireFrame, ChecksumOfSplitTokenAndPayloadEqualsChecksumOfTheirConcatenation) {
+  Bytes f = sample_frame();
+  ByteSpan s(f);
+  EXPECT_EQ(frame_checksum(s.first(48), s.subspan(48, 11), s.subspan(59)),
+            frame_checksum(s.first(48), {}, s.subspan(48)));
+}
+
+TEST(WireFrame, HeaderRoundTripsEveryFieldIncludingExtremes) {
+  for (uint64_t id : {uint64_t{0}, uint64_t{1}, ~uint64_t{0}}) {
+    FrameHeader h = request_header(Opcode::kGpuSubmit);
+    h.request_id = id;
+    h.lease_id = ~id;
+    Bytes f = encode_frame(h, to_bytes("t"), to_bytes("p"));
+    auto d = decode_frame(f, kLimits);
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(d->header.request_id, id);
+    EXPECT_EQ(d->header.lease_id, ~id);
+    EXPECT_EQ(d->header.opcode, Opcode::kGpuSubmit);
+    EXPECT_EQ(d->header.token_len, 1u);
+    EXPECT_EQ(d->header.payload_len, 1u);
+    EXPECT_EQ(vectors::to_hex(d->token), "74");
+    EXPECT_EQ(vectors::to_hex(d->payload), "70");
+  }
+}
+
+TEST(WireFrame, ReplyCarriesEveryKnownStatus) {
+  for (uint16_t s = 0; s <= kMaxStatusValue; ++s) {
+    FrameHeader h = request_header();
+    h.flags = kFlagReply;
+    h.status = static_cast<Status>(s);
+    Bytes f = encode_frame(h, {}, {});
+    auto d = decode_frame(f, kLimits);
+    ASSERT_TRUE(d) << s;
+    EXPECT_TRUE(d->header.is_reply());
+    EXPECT_EQ(d->header.status, static_cast<Status>(s));
+  }
+}
+
+TEST(WireFrame, EveryOpcodeIsAcceptedInTheHeader) {
+  for (Opcode op : kAllOpcodes) {
+    Bytes f = encode_frame(request_header(op), {}, {});
+    EXPECT_TRUE(decode_header(f, kLimits)) << opcode_name(op);
+  }
+}
+
+TEST(WireFrame, HeaderDecodesFromExactlyFortyEightBytes) {
+  Bytes f = sample_frame();
+  auto h = decode_header(ByteSpan(f).first(kHeaderSize), kLimits);
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->token_len, 11u);
+  EXPECT_EQ(h->payload_len, 8u);
+}
+
+TEST(WireFrame, EveryTruncatedPrefixFailsWithBadFrame) {
+  Bytes f = sample_frame();
+  for (size_t n = 0; n < f.size(); ++n) {
+    auto d = decode_frame(ByteSpan(f).first(n), kLimits);
+    ASSERT_FALSE(d) << n;
+    EXPECT_EQ(d.status(), Status::kBadFrame) << n;
+    if (n < kHeaderSize) {
+      EXPECT_EQ(decode_header(ByteSpan(f).first(n), kLimits).status(), Status::kBadFrame);
+    }
+  }
+}
+
+TEST(WireFrame, EveryFlippedBitIsRejected) {
+  Bytes f = sample_frame();
+  for (size_t i = 0; i < f.size() * 8; ++i) {
+    Bytes g = f;
+    g[i / 8] ^= std::byte(1u << (i % 8));
+    EXPECT_FALSE(decode_frame(g, kLimits)) << "bit " << i;
+  }
+}
+
+TEST(WireFrame, FlippedBitsInTokenOrPayloadAreChecksumMismatches) {
+  Bytes f = sample_frame();
+  for (size_t i = kHeaderSize * 8; i < f.size() * 8; ++i) {
+    Bytes g = f;
+    g[i / 8] ^= std::byte(1u << (i % 8));
+    EXPECT_EQ(decode_frame(g, kLimits).status(), Status::kChecksumMismatch) << "bit " << i;
+  }
+}
+
+TEST(WireFrame, BadMagicIsBadFrame) {
+  Bytes f = sample_frame();
+  f[0] = std::byte{'X'};
+  reseal(f);
+  EXPECT_EQ(decode_header(f, kLimits).status(), Status::kBadFrame);
+}
+
+TEST(WireFrame, VersionsOtherThanOneAreUnsupported) {
+  for (uint16_t v : {0, 2, 3, 0x100, 0xffff}) {
+    Bytes f = sample_frame();
+    store_le16(f.data() + kOffVersion, v);
+    reseal(f);
+    EXPECT_EQ(decode_frame(f, kLimits).status(), Status::kUnsupportedVersion) << v;
+  }
+}
+
+TEST(WireFrame, EveryUndefinedFlagBitIsBadFrame) {
+  for (int bit = 1; bit < 16; ++bit) {
+    Bytes f = sample_frame();
+    store_le16(f.data() + kOffFlags, static_cast<uint16_t>(1u << bit));
+    reseal(f);
+    EXPECT_EQ(decode_frame(f, kLimits).status(), Status::kBadFrame) << bit;
+  }
+}
+
+TEST(WireFrame, EveryReservedBitIsBadFrame) {
+  for (int bit = 0; bit < 32; ++bit) {
+    Bytes f = sample_frame();
+    store_le32(f.data() + kOffReserved, 1u << bit);
+    reseal(f);
+    EXPECT_EQ(decode_frame(f, kLimits).status(), Status::kBadFrame) << bit;
+  }
+}
+
+TEST(WireFrame, UnknownOpcodesAreUnknownOpcode) {
+  for (uint32_t op = 0; op <= 0xffff; ++op) {
+    if (is_known_opcode(static_cast<uint16_t>(op))) continue;
+    Bytes f = sample_frame();
+    store_le16(f.data() + kOffOpcode, static_cast<uint16_t>(op));
+    ASSERT_EQ(decode_header(f, kLimits).status(), Status::kUnknownOpcode) << op;
+  }
+}
+
+TEST(WireFrame, RequestWithStatusIsBadFrame) {
+  Bytes f = sample_frame();
+  store_le16(f.data() + kOffStatus, 1);
+  reseal(f);
+  EXPECT_EQ(decode_frame(f, kLimits).status(), Status::kBadFrame);
+}
+
+TEST(WireFrame, ReplyWithTokenSectionIsBadFrame) {
+  FrameHeader h = request_header();
+  h.flags = kFlagReply;
+  EXPECT_EQ(decode_frame(encode_frame(h, to_bytes("t"), {}), kLimits).status(), Status::kBadFrame);
+}
+
+TEST(WireFrame, ReplyWithUndefinedStatusIsBadFrame) {
+  FrameHeader h = request_header();
+  h.flags = kFlagReply;
+  Bytes f = encode_frame(h, {}, {});
+  for (uint32_t s = kMaxStatusValue + 1; s <= 0xffff; s += 997) {
+    store_le16(f.data() + kOffStatus, static_cast<uint16_t>(s));
+    EXPECT_EQ(decode_header(f, kLimits).status(), Status::kBadFrame) << s;
+  }
+}
+
+TEST(WireFrame, LengthsOverTheLimitsAreRejectedFromTheHeaderAlone) {
+  Bytes f = sample_frame();
+  Bytes h(f.begin(), f.begin() + kHeaderSize);
+  store_le32(h.data() + kOffTokenLen, kLimits.max_token_bytes + 1);
+  EXPECT_EQ(decode_header(h, kLimits).status(), Status::kFrameTooLarge);
+  store_le32(h.data() + kOffTokenLen, kLimits.max_token_bytes);
+  EXPECT_TRUE(decode_header(h, kLimits));
+  store_le32(h.data() + kOffPayloadLen, kLimits.max_payload_bytes + 1);
+  EXPECT_EQ(decode_header(h, kLimits).status(), Status::kFrameTooLarge);
+  store_le32(h.data() + kOffPayloadLen, 0xffffffff);
+  EXPECT_EQ(decode_header(h, kLimits).status(), Status::kFrameTooLarge);
+  store_le32(h.data() + kOffPayloadLen, kLimits.max_payload_bytes);
+  EXPECT_TRUE(decode_header(h, kLimits));
+}
+
+TEST(WireFrame, SmallerLimitsPassedInAreHonoured) {
+  Limits tight;
+  tight.max_token_bytes = 10;
+  tight.max_payload_bytes = 7;
+  EXPECT_EQ(decode_frame(sample_frame(), tight).status(), Status::kFrameTooLarge);
+  tight.max_token_bytes = 11;
+  EXPECT_EQ(decode_frame(sample_frame(), tight).status(), Status::kFrameTooLarge);
+  tight.max_payload_bytes = 8;
+  EXPECT_TRUE(decode_frame(sample_frame(), tight));
+}
+
+TEST(WireFrame, FrameLongerThanDeclaredIsBadFrame) {
+  Bytes f = sample_frame();
+  f.push_back(std::byte{0});
+  EXPECT_EQ(decode_frame(f, kLimits).status(), Status::kBadFrame);
+}
+
+TEST(WireFrame, FrameShorterThanDeclaredIsBadFrame) {
+  Bytes f = sample_frame();
+  store_le32(f.data() + kOffPayloadLen, 9);
+  reseal(f);
+  EXPECT_EQ(decode_frame(f, kLimits).status(), Status::kBadFrame);
+}
+
+TEST(WireFrame, VersionIsCheckedBeforeFlagsAndOpcode) {
+  Bytes f = sample_frame();
+  store_le16(f.data() + kOffVersion, 9);
+  store_le16(f.data() + kOffFlags, 0x8000);
+  store_le16(f.data() + kOffOpcode, 0x7777);
+  EXPECT_EQ(decode_header(f, kLimits).status(), Status::kUnsupportedVersion);
+}
+
+TEST(WireFrame, EmptyTokenAndPayloadMakeAFortyEightByteFrame) {
+  Bytes f = encode_frame(request_header(Opcode::kPing), {}, {});
+  EXPECT_EQ(f.size(), kHeaderSize);
+  auto d = decode_frame(f, kLimits);
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(d->token.empty());
+  EXPECT_TRUE(d->payload.empty());
+}
+
+}  // namespace
+}  // namespace gpulease::wire
