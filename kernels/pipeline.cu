@@ -8,9 +8,9 @@
 //          neighbour at either end of the segment is replaced by data[i]
 //          (clamp to edge); output[i] = s > threshold ? s : 0.0f.
 //          The sum is left to right in float; the division is IEEE.
-// encode:  float -> u8: output[i] = (u8)(min(max(input[i], 0), 1) * 255 + 0.5)
-//          i.e. clamp to [0, 1], scale, round half up (truncating conversion
-//          after adding 0.5).
+// encode:  float -> u8: output[i] = (u8)fma(clamp(input[i], 0, 1), 255, 0.5)
+//          i.e. clamp to [0, 1] (NaN -> 0), scale and round half up in one
+//          fused multiply-add, then a truncating conversion.
 // One thread per sample; launch with grid = ceil(n / block).
 extern "C" __global__ void decode(const unsigned char* raw, float* decoded, int n) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -32,6 +32,6 @@ extern "C" __global__ void encode(const float* input, unsigned char* output, int
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) {
     float v = fminf(fmaxf(input[i], 0.0f), 1.0f);
-    output[i] = (unsigned char)(v * 255.0f + 0.5f);
+    output[i] = (unsigned char)__fmaf_rn(v, 255.0f, 0.5f);
   }
 }
