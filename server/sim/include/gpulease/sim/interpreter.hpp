@@ -1,0 +1,113 @@
+// Executes a decoded kernel (ptx_module.hpp) over a launch's grid.
+//
+// Execution model: a launch is a set of blocks; any number of workers may
+// call run_blocks() on disjoint block ranges of one Launch at the same time.
+// Within a block, threads run one after another on the calling worker: each
+// runs until it reaches bar.sync or exits, then the next; when every live
+// thread has arrived the barrier opens and the round repeats. Threads that
+// have exited count as arrived (as on sm_70+ hardware for whole warps).
+// Kernels without a barrier run each thread start to finish.
+//
+// Memory safety: every global access is checked against the launch's
+// GlobalMemory (the context's live allocations when the launch was queued)
+// for bounds and natural alignment; shared, local and param accesses against
+// their own buffers. The first violation faults the launch: the other
+// workers stop at their next budget check, and Launch::fault() names the
+// address, access, kernel, line, block and thread. Global accesses use
+// relaxed atomic loads and stores, so racy tenant kernels are still
+// well-defined C++ on the node.
+//
+// Budget: a launch may execute at most `budget` instructions (guarded-off
+// instructions count too) over all its threads; past that it is stopped and
+// faulted with "instruction budget exceeded".
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "gpulease/sim/ptx_module.hpp"
+
+namespace gpulease::sim {
+
+struct GlobalRange {
+  uint64_t base = 0;
+  uint64_t size = 0;
+  std::byte* data = nullptr;
+};
+
+// A snapshot of a context's allocations, sorted by base. Immutable once
+// published, so workers read it without locks; the owner keeps the buffers
+// alive for as long as any launch holds the snapshot.
+struct GlobalMemory {
+  std::vector<GlobalRange> ranges;
+  std::vector<std::shared_ptr<std::byte>> owners;  // keep the buffers alive
+  const GlobalRange* find(uint64_t addr, uint64_t len) const;
+};
+
+class Launch {
+ public:
+  // REQUIRES: `kernel` belongs to `module`; params.size() == kernel->param_bytes;
+  // dimensions already validated (validate_launch).
+  Launch(std::shared_ptr<const Module> module, const Kernel* kernel, std::array<uint32_t, 3> grid,
+         std::array<uint32_t, 3> block, uint32_t dynamic_shared, std::vector<std::byte> params,
+         std::shared_ptr<const GlobalMemory> memory, uint64_t budget);
+
+  uint64_t total_blocks() const { return total_blocks_; }
+  const Kernel& kernel() const { return *kernel_; }
+
+  // Runs blocks [first, first + count). THREAD SAFETY: callable concurrently
+  // on disjoint ranges. Returns early once the launch is stopped.
+  void run_blocks(uint64_t first, uint64_t count);
+
+  // Stops the launch (its remaining blocks are skipped) without a fault.
+  void cancel() { stop_.store(true, std::memory_order_relaxed); }
+  bool stopped() const { return stop_.load(std::memory_order_relaxed); }
+
+  // Empty when no fault. Only meaningful once every run_blocks call returned.
+  std::string fault() const;
+  // Instructions executed so far (exact once every run_blocks call returned).
+  uint64_t instructions() const { return executed_.load(std::memory_order_relaxed); }
+
+ private:
+  friend class BlockRunner;
+  void set_fault(std::string msg);
+  // Claims up to `want` instructions of budget; 0 when exhausted or stopped.
+  uint64_t claim_fuel(uint64_t want);
+
+  std::shared_ptr<const Module> module_;
+  const Kernel* kernel_;
+  std::array<uint32_t, 3> grid_;
+  std::array<uint32_t, 3> block_;
+  uint32_t dynamic_shared_;
+  std::vector<std::byte> params_;
+  std::shared_ptr<const GlobalMemory> memory_;
+  uint64_t budget_;
+  uint64_t total_blocks_;
+  std::atomic<uint64_t> claimed_{0};
+  std::atomic<uint64_t> executed_{0};
+  std::atomic<bool> stop_{false};
+  mutable std::mutex fault_mu_;
+  std::string fault_;
+};
+
+struct LaunchLimits {
+  uint32_t max_threads_per_block = 1024;
+  std::array<uint32_t, 3> max_block{1024, 1024, 64};
+  std::array<uint32_t, 3> max_grid{0x7fffffff, 65535, 65535};
+  uint32_t max_shared_per_block = 48 * 1024;
+  uint64_t max_block_state_bytes = 64u << 20;  // registers + local memory of one block
+};
+
+// Checks dimensions, shared memory and per-block state against the limits.
+// LAUNCH_FAILED with a message naming the problem.
+[[nodiscard]] Result<void> validate_launch(const Kernel& k, std::array<uint32_t, 3> grid,
+                                           std::array<uint32_t, 3> block, uint32_t dynamic_shared,
+                                           const LaunchLimits& limits);
+
+}  // namespace gpulease::sim

@@ -1,0 +1,162 @@
+// The decoded form of a PTX module, as the sim backend's interpreter runs it.
+//
+// load_ptx() parses PTX text once, at MODULE_LOAD, into this form:
+//   - every register, special register and immediate of a kernel is resolved
+//     to a slot of the thread's register file (uint64_t per slot; a value of
+//     a type narrower than 64 bits is kept zero-extended, predicates are 0/1);
+//   - every label is resolved to an instruction index;
+//   - every instruction is checked against the supported subset (opcode,
+//     modifiers, types, state spaces, operand kinds and register sizes) and
+//     becomes one 32-byte Inst whose Op already names the type and space, so
+//     the interpreter is a single switch over a flat array.
+// Anything outside the subset (docs/PTX_SUBSET.md) is a LOAD_FAILED error
+// naming the instruction or directive and its line; arbitrary text never
+// crashes or hangs the loader (it is fuzzed: fuzz/fuzz_ptx_loader.cpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gpulease/wire/result.hpp"
+
+namespace gpulease::sim {
+
+using Slot = uint32_t;
+
+// Fixed slots at the start of every kernel's register file.
+inline constexpr Slot kSlotZero = 0;    // constant 0 (base of absolute addresses)
+inline constexpr Slot kSlotTrue = 1;    // constant 1 (guard of unguarded instructions)
+inline constexpr Slot kSlotTid = 2;     // %tid.x, .y, .z
+inline constexpr Slot kSlotNtid = 5;    // %ntid.x, .y, .z
+inline constexpr Slot kSlotCtaid = 8;   // %ctaid.x, .y, .z
+inline constexpr Slot kSlotNctaid = 11; // %nctaid.x, .y, .z
+inline constexpr Slot kSlotLaneid = 14; // %laneid
+inline constexpr Slot kSlotSink = 15;   // written by red.* and `_`; never read
+inline constexpr Slot kFirstFreeSlot = 16;
+
+// Generic-address windows (cvta.shared / cvta.local and generic ld/st/atom).
+// Sim global addresses live at 0x7f00'0000'0000 and above, so the windows
+// never overlap global memory.
+inline constexpr uint64_t kSharedWindow = uint64_t{1} << 44;
+inline constexpr uint64_t kLocalWindow = uint64_t{2} << 44;
+inline constexpr uint64_t kWindowSize = uint64_t{1} << 32;
+
+// Decoded opcodes. Integer ops are width-generic: Inst::mod holds the width
+// in bits (1 for predicates, 8/16/32/64) and Inst::imm the width's mask, so
+// one handler serves all widths. Float ops are split by precision.
+enum class Op : uint16_t {
+  kNop,
+  kMov,       // d = a (bit copy)
+  kPack64,    // d = a | b << 32            (mov.b64 d, {a, b})
+  kUnpack64,  // d = a & 0xffffffff, c = a >> 32 (mov.b64 {d, c}, a)
+  // integer, d = f(a, b[, c]) & mask(mod)
+  kAdd, kSub, kMulLo, kMulHiS, kMulHiU, kMulWideS, kMulWideU, kMadLo, kMadWideS, kMadWideU,
+  kMadHiS, kMadHiU, kDivS, kDivU, kRemS, kRemU, kMinS, kMinU, kMaxS, kMaxU,
+  kAnd, kOr, kXor, kNot, kCnot, kNeg, kAbs, kShl, kShrU, kShrS, kPopc, kClz, kBrev,
+  kSelp,      // d = c ? a : b
+  // comparisons: d = cmp(a, b) [boolop c]; mod = width; imm = Cmp | BoolOp << 8 | (c negated) << 10
+  kSetpS, kSetpU, kSetpF32, kSetpF64,
+  // f32 (Inst::mod: kFlagFtz | kFlagSat)
+  kAddF32, kSubF32, kMulF32, kFmaF32, kDivF32, kMinF32, kMaxF32, kNegF32, kAbsF32,
+  kSqrtF32, kRcpF32, kRsqrtF32, kEx2F32, kLg2F32, kSinF32, kCosF32, kTanhF32,
+  // f64
+  kAddF64, kSubF64, kMulF64, kFmaF64, kDivF64, kMinF64, kMaxF64, kNegF64, kAbsF64,
+  kSqrtF64, kRcpF64, kRsqrtF64,
+  // conversions
+  kCvtInt,    // int -> int: extend a from mod bits (sign-extend when c == 1), then & imm
+  kCvt,       // everything else: b = source Ty, c = destination Ty, mod = Rnd | flags << 4
+  // memory: address = a + imm; Inst::mod = access size log2 | kLdSigned | dst reg size log2 << 4
+  kLdGlobal, kLdShared, kLdLocal, kLdParam, kLdGeneric,
+  kStGlobal, kStShared, kStLocal, kStGeneric,           // value in b
+  kLdVec, kStVec,  // c = index into Kernel::vec_slots, b = space, Inst::mod as above + count << 6
+  kAtom,           // d = atom(op, [a + imm], b[, c]); Inst::mod = AtomOp | type << 4; Inst::neg>>1 = space
+  // control
+  kBra,       // pc = imm
+  kBar,       // bar.sync / barrier.sync: wait for the block's other threads
+  kRet,       // ret / exit: the thread is done
+};
+
+inline constexpr uint8_t kFlagFtz = 1;
+inline constexpr uint8_t kFlagSat = 2;
+inline constexpr uint8_t kLdSigned = 4;
+
+// State spaces of memory operands.
+enum class Space : uint8_t { kGlobal = 0, kShared = 1, kLocal = 2, kParam = 3, kGeneric = 4 };
+
+// Comparison kinds of setp.
+enum class Cmp : uint8_t {
+  kEq, kNe, kLt, kLe, kGt, kGe,          // ordered for floats; signedness from the Op
+  kEqu, kNeu, kLtu, kLeu, kGtu, kGeu,    // floats, unordered (true if either is NaN)
+  kNum, kNan,
+};
+enum class BoolOp : uint8_t { kNone, kAnd, kOr, kXor };
+
+enum class AtomOp : uint8_t { kAdd, kMin, kMax, kExch, kCas, kAnd, kOr, kXor, kInc, kDec };
+// Scalar types, as they travel in kCvt / kAtom descriptors.
+enum class Ty : uint8_t { kU8, kU16, kU32, kU64, kS8, kS16, kS32, kS64, kF32, kF64, kPred };
+// Rounding of kCvt: none, rn, rz, rm, rp (float results) or rni, rzi, rmi, rpi.
+enum class Rnd : uint8_t { kNone, kRn, kRz, kRm, kRp, kRni, kRzi, kRmi, kRpi };
+
+struct Inst {
+  Op op = Op::kNop;
+  uint8_t neg = 0;     // bit 0: guard is negated (@!p); bits 1..3: space of kAtom
+  uint8_t mod = 0;     // op-specific (see Op)
+  Slot guard = kSlotTrue;
+  Slot d = kSlotSink;
+  Slot a = kSlotZero;
+  Slot b = kSlotZero;
+  Slot c = kSlotZero;
+  int64_t imm = 0;     // mask, address offset, branch target, or op-specific
+};
+static_assert(sizeof(Inst) == 32, "Inst is meant to stay compact");
+
+struct Param {
+  std::string name;
+  uint32_t offset = 0;  // in the launch's parameter buffer
+  uint32_t size = 0;
+  uint32_t align = 1;
+};
+
+struct Kernel {
+  std::string name;
+  std::vector<Param> params;
+  uint32_t param_bytes = 0;
+  std::vector<Inst> code;
+  std::vector<uint32_t> lines;      // source line of each instruction
+  std::vector<Slot> vec_slots;      // register lists of vector ld/st
+  std::vector<uint64_t> init_regs;  // the register file every thread starts from
+  uint32_t static_shared_bytes = 0; // static .shared, laid out from shared offset 0
+  uint32_t dynamic_shared_offset = 0; // where extern .shared arrays start
+  uint32_t local_bytes = 0;         // .local per thread
+  bool has_barrier = false;
+  uint32_t num_slots() const { return static_cast<uint32_t>(init_regs.size()); }
+};
+
+struct Module {
+  std::vector<Kernel> kernels;
+  const Kernel* find(std::string_view name) const;
+};
+
+// Caps that keep a hostile module from exhausting the node. The defaults are
+// far above what nvcc emits for real kernels.
+struct LoadLimits {
+  size_t max_text_bytes = 64u << 20;
+  uint32_t max_kernels = 1024;
+  uint32_t max_instructions = 1u << 20;  // per kernel
+  uint32_t max_slots = 1u << 16;         // register file slots per kernel
+  uint32_t max_params = 4096;
+  uint32_t max_param_bytes = 32764;      // CUDA 12.1+ limit on kernel parameters
+  uint32_t max_shared_bytes = 48u << 10; // static .shared per kernel
+  uint32_t max_local_bytes = 512u << 10; // .local per thread
+};
+
+// Parses and checks a PTX module. LOAD_FAILED with "line N: ..." on anything
+// malformed or outside the supported subset.
+[[nodiscard]] Result<std::shared_ptr<const Module>> load_ptx(std::string_view text,
+                                                             const LoadLimits& limits = {});
+
+}  // namespace gpulease::sim

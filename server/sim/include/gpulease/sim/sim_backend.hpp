@@ -1,0 +1,54 @@
+// The `sim` device backend: host memory plus the PTX interpreter, so the
+// node runs tenants' PTX with no GPU (docs/PTX_SUBSET.md).
+//
+//   auto backend = gpulease::sim::make_sim_backend({});   // 1 device, 8 GiB
+//   auto ctx = backend->create_context(0, {}).value();
+//   ctx->module_load(...); ctx->mem_alloc(...); ctx->launch(...); ctx->sync(done);
+//
+// Device addresses are virtual (from 0x7f00'0000'0000 up, per context, with
+// unmapped guard gaps between allocations); every access a kernel makes is
+// checked against its context's live allocations, so a tenant can reach
+// neither another tenant's buffers nor the node's memory. A fault (illegal
+// or misaligned address, instruction budget) poisons the context: sync()
+// reports SYNC_FAILED naming the kernel and cause, faulted() turns true, and
+// other contexts are unaffected.
+//
+// Launches run on one worker pool per backend (bounded threads shared by all
+// contexts, blocks of different leases interleaved fairly); launch() returns
+// once the launch is queued, sync() calls back from a worker.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gpulease/server/device_backend.hpp"
+#include "gpulease/sim/interpreter.hpp"
+#include "gpulease/sim/ptx_module.hpp"
+
+namespace gpulease::sim {
+
+struct SimDeviceConfig {
+  std::string name = "gpulease sim device";
+  uint64_t total_bytes = uint64_t{8} << 30;
+};
+
+struct SimConfig {
+  std::vector<SimDeviceConfig> devices{SimDeviceConfig{}};
+  // Worker threads that execute launches; 0 = std::thread::hardware_concurrency().
+  uint32_t worker_threads = 0;
+  // Device memory each context costs beyond its allocations (counted against
+  // the device, reported by context_overhead_bytes()).
+  uint64_t context_overhead_bytes = uint64_t{2} << 20;
+  // Instructions one launch may execute when ContextOptions::instruction_budget
+  // is 0: 2^32, about ten seconds to a minute of one core. A tenant's
+  // infinite loop is stopped after that and reported at sync.
+  uint64_t default_instruction_budget = uint64_t{1} << 32;
+  LaunchLimits launch_limits{};
+  LoadLimits load_limits{};
+};
+
+[[nodiscard]] std::unique_ptr<server::DeviceBackend> make_sim_backend(const SimConfig& config = {});
+
+}  // namespace gpulease::sim

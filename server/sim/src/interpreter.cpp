@@ -1,0 +1,939 @@
+// The PTX interpreter: a switch over the decoded instruction array, one
+// thread at a time (see interpreter.hpp for the execution model).
+//
+// Float semantics: f32 math is done in float and f64 in double with the
+// host's default round-to-nearest-even, which matches PTX .rn bit for bit
+// (std::fma for fma/mad, IEEE division and square root). f32 NaN results are
+// replaced by the canonical NaN 0x7fffffff, as the GPU produces. Approximate
+// instructions (ex2/lg2/sin/cos/tanh/rsqrt .approx) use the libm function,
+// which is at least as accurate as the PTX-documented bound.
+#include "gpulease/sim/interpreter.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+
+namespace gpulease::sim {
+
+const GlobalRange* GlobalMemory::find(uint64_t addr, uint64_t len) const {
+  auto it = std::upper_bound(ranges.begin(), ranges.end(), addr,
+                             [](uint64_t a, const GlobalRange& r) { return a < r.base; });
+  if (it == ranges.begin()) return nullptr;
+  --it;
+  const uint64_t off = addr - it->base;
+  if (off >= it->size || len > it->size - off) return nullptr;
+  return &*it;
+}
+
+Launch::Launch(std::shared_ptr<const Module> module, const Kernel* kernel, std::array<uint32_t, 3> grid,
+               std::array<uint32_t, 3> block, uint32_t dynamic_shared, std::vector<std::byte> params,
+               std::shared_ptr<const GlobalMemory> memory, uint64_t budget)
+    : module_(std::move(module)),
+      kernel_(kernel),
+      grid_(grid),
+      block_(block),
+      dynamic_shared_(dynamic_shared),
+      params_(std::move(params)),
+      memory_(std::move(memory)),
+      budget_(budget),
+      total_blocks_(uint64_t{grid[0]} * grid[1] * grid[2]) {}
+
+std::string Launch::fault() const {
+  std::lock_guard<std::mutex> lk(fault_mu_);
+  return fault_;
+}
+
+void Launch::set_fault(std::string msg) {
+  std::lock_guard<std::mutex> lk(fault_mu_);
+  if (fault_.empty()) fault_ = std::move(msg);
+  stop_.store(true, std::memory_order_relaxed);
+}
+
+uint64_t Launch::claim_fuel(uint64_t want) {
+  if (stop_.load(std::memory_order_relaxed)) return 0;
+  const uint64_t prev = claimed_.fetch_add(want, std::memory_order_relaxed);
+  if (prev >= budget_) return 0;
+  return std::min(want, budget_ - prev);
+}
+
+Result<void> validate_launch(const Kernel& k, std::array<uint32_t, 3> grid, std::array<uint32_t, 3> block,
+                             uint32_t dynamic_shared, const LaunchLimits& limits) {
+  static const char* kAxis[] = {"x", "y", "z"};
+  for (int i = 0; i < 3; ++i) {
+    if (grid[i] == 0 || grid[i] > limits.max_grid[i])
+      return make_error(Status::kLaunchFailed, std::string("grid.") + kAxis[i] + " = " + std::to_string(grid[i]) +
+                                                   " is outside 1.." + std::to_string(limits.max_grid[i]));
+    if (block[i] == 0 || block[i] > limits.max_block[i])
+      return make_error(Status::kLaunchFailed, std::string("block.") + kAxis[i] + " = " + std::to_string(block[i]) +
+                                                   " is outside 1.." + std::to_string(limits.max_block[i]));
+  }
+  const uint64_t threads = uint64_t{block[0]} * block[1] * block[2];
+  if (threads > limits.max_threads_per_block)
+    return make_error(Status::kLaunchFailed, "block of " + std::to_string(threads) + " threads exceeds " +
+                                                 std::to_string(limits.max_threads_per_block));
+  const uint64_t shared = uint64_t{k.dynamic_shared_offset} + dynamic_shared;
+  if (k.static_shared_bytes + uint64_t{dynamic_shared} > limits.max_shared_per_block)
+    return make_error(Status::kLaunchFailed, "shared memory (" + std::to_string(k.static_shared_bytes) + " static + " +
+                                                 std::to_string(dynamic_shared) + " dynamic bytes) exceeds " +
+                                                 std::to_string(limits.max_shared_per_block));
+  (void)shared;
+  const uint64_t per_thread = uint64_t{k.num_slots()} * 8 + k.local_bytes;
+  const uint64_t state = k.has_barrier ? per_thread * threads : per_thread;
+  if (state > limits.max_block_state_bytes)
+    return make_error(Status::kLaunchFailed, "kernel " + k.name + " needs " + std::to_string(state) +
+                                                 " bytes of registers and local memory per block (limit " +
+                                                 std::to_string(limits.max_block_state_bytes) + ")");
+  return {};
+}
+
+namespace {
+
+inline float f32(uint64_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v)); }
+inline double f64(uint64_t v) { return std::bit_cast<double>(v); }
+inline uint64_t bits(float f) {
+  if (f != f) return 0x7fffffffu;  // canonical NaN
+  return std::bit_cast<uint32_t>(f);
+}
+inline uint64_t bits(double d) { return std::bit_cast<uint64_t>(d); }
+
+inline float ftz(float f) { return std::fpclassify(f) == FP_SUBNORMAL ? std::copysign(0.0f, f) : f; }
+inline float sat(float f) { return f > 0.0f ? (f < 1.0f ? f : 1.0f) : 0.0f; }  // NaN -> 0
+
+inline int64_t sext(uint64_t v, unsigned w) {
+  const unsigned s = 64 - w;
+  return static_cast<int64_t>(v << s) >> s;
+}
+
+template <typename F>
+F pmin(F a, F b) {
+  if (a != a) return b != b ? std::numeric_limits<F>::quiet_NaN() : b;
+  if (b != b) return a;
+  if (a == b) return std::signbit(a) ? a : b;
+  return a < b ? a : b;
+}
+template <typename F>
+F pmax(F a, F b) {
+  if (a != a) return b != b ? std::numeric_limits<F>::quiet_NaN() : b;
+  if (b != b) return a;
+  if (a == b) return std::signbit(a) ? b : a;
+  return a > b ? a : b;
+}
+
+template <typename F>
+bool fcmp(Cmp c, F a, F b) {
+  const bool un = a != a || b != b;
+  switch (c) {
+    case Cmp::kEq: return !un && a == b;
+    case Cmp::kNe: return !un && a != b;
+    case Cmp::kLt: return !un && a < b;
+    case Cmp::kLe: return !un && a <= b;
+    case Cmp::kGt: return !un && a > b;
+    case Cmp::kGe: return !un && a >= b;
+    case Cmp::kEqu: return un || a == b;
+    case Cmp::kNeu: return un || a != b;
+    case Cmp::kLtu: return un || a < b;
+    case Cmp::kLeu: return un || a <= b;
+    case Cmp::kGtu: return un || a > b;
+    case Cmp::kGeu: return un || a >= b;
+    case Cmp::kNum: return !un;
+    case Cmp::kNan: return un;
+  }
+  return false;
+}
+template <typename I>
+bool icmp(Cmp c, I a, I b) {
+  switch (c) {
+    case Cmp::kEq: return a == b;
+    case Cmp::kNe: return a != b;
+    case Cmp::kLt: return a < b;
+    case Cmp::kLe: return a <= b;
+    case Cmp::kGt: return a > b;
+    case Cmp::kGe: return a >= b;
+    default: return false;
+  }
+}
+inline uint64_t combine(uint64_t p, int64_t imm, uint64_t c) {
+  const auto bop = static_cast<BoolOp>((imm >> 8) & 3);
+  if (bop == BoolOp::kNone) return p;
+  c = (c ^ static_cast<uint64_t>((imm >> 10) & 1)) & 1;
+  switch (bop) {
+    case BoolOp::kAnd: return p & c;
+    case BoolOp::kOr: return p | c;
+    case BoolOp::kXor: return p ^ c;
+    case BoolOp::kNone: break;
+  }
+  return p;
+}
+
+unsigned ty_bits(Ty t) {
+  switch (t) {
+    case Ty::kU8: case Ty::kS8: return 8;
+    case Ty::kU16: case Ty::kS16: return 16;
+    case Ty::kU32: case Ty::kS32: case Ty::kF32: return 32;
+    default: return 64;
+  }
+}
+bool ty_signed(Ty t) { return t == Ty::kS8 || t == Ty::kS16 || t == Ty::kS32 || t == Ty::kS64; }
+bool ty_float(Ty t) { return t == Ty::kF32 || t == Ty::kF64; }
+uint64_t ty_mask(Ty t) { const unsigned b = ty_bits(t); return b >= 64 ? ~uint64_t{0} : (uint64_t{1} << b) - 1; }
+
+// Float -> integer per PTX: round as requested, NaN -> 0, saturate to range.
+uint64_t float_to_int(double v, Rnd r, Ty dt) {
+  switch (r) {
+    case Rnd::kRni: v = std::nearbyint(v); break;
+    case Rnd::kRzi: v = std::trunc(v); break;
+    case Rnd::kRmi: v = std::floor(v); break;
+    case Rnd::kRpi: v = std::ceil(v); break;
+    default: break;
+  }
+  if (v != v) return 0;
+  const unsigned b = ty_bits(dt);
+  if (ty_signed(dt)) {
+    const double lo = -std::ldexp(1.0, static_cast<int>(b) - 1);
+    const double hi = std::ldexp(1.0, static_cast<int>(b) - 1);  // exclusive
+    int64_t i;
+    if (v <= lo) i = static_cast<int64_t>(-(static_cast<__int128>(1) << (b - 1)));
+    else if (v >= hi) i = static_cast<int64_t>((static_cast<__int128>(1) << (b - 1)) - 1);
+    else i = static_cast<int64_t>(v);
+    return static_cast<uint64_t>(i) & ty_mask(dt);
+  }
+  const double hi = std::ldexp(1.0, static_cast<int>(b));
+  if (v <= 0) return 0;
+  if (v >= hi) return ty_mask(dt);
+  return static_cast<uint64_t>(v);
+}
+
+uint64_t convert(uint64_t a, Ty st, Ty dt, Rnd r, uint8_t flags) {
+  const bool fz = flags & kFlagFtz, st_ = flags & kFlagSat;
+  if (ty_float(st)) {
+    double v;
+    float fv = 0;
+    if (st == Ty::kF32) {
+      fv = f32(a);
+      if (fz) fv = ftz(fv);
+      v = fv;
+    } else {
+      v = f64(a);
+    }
+    if (!ty_float(dt)) return float_to_int(v, r, dt);
+    if (dt == Ty::kF32) {
+      float out;
+      if (st == Ty::kF32) {
+        out = fv;
+        switch (r) {
+          case Rnd::kRni: out = std::nearbyint(out); break;
+          case Rnd::kRzi: out = std::trunc(out); break;
+          case Rnd::kRmi: out = std::floor(out); break;
+          case Rnd::kRpi: out = std::ceil(out); break;
+          default: break;
+        }
+      } else {
+        out = static_cast<float>(v);  // rn
+      }
+      if (fz) out = ftz(out);
+      if (st_) out = sat(out);
+      return bits(out);
+    }
+    double out = v;
+    if (st == Ty::kF64) {
+      switch (r) {
+        case Rnd::kRni: out = std::nearbyint(out); break;
+        case Rnd::kRzi: out = std::trunc(out); break;
+        case Rnd::kRmi: out = std::floor(out); break;
+        case Rnd::kRpi: out = std::ceil(out); break;
+        default: break;
+      }
+    }
+    if (st_) out = out > 0.0 ? (out < 1.0 ? out : 1.0) : 0.0;
+    return bits(out);
+  }
+  // Integer source.
+  const unsigned sb = ty_bits(st);
+  const bool ss = ty_signed(st);
+  const uint64_t ua = a & ty_mask(st);
+  const int64_t sa = sext(ua, sb);
+  if (dt == Ty::kF32) {
+    float out = ss ? static_cast<float>(sa) : static_cast<float>(ua);
+    if (st_) out = sat(out);
+    return bits(out);
+  }
+  if (dt == Ty::kF64) {
+    double out = ss ? static_cast<double>(sa) : static_cast<double>(ua);
+    if (st_) out = out > 0.0 ? (out < 1.0 ? out : 1.0) : 0.0;
+    return bits(out);
+  }
+  // int -> int with .sat: clamp to the destination's range.
+  const __int128 v = ss ? static_cast<__int128>(sa) : static_cast<__int128>(ua);
+  const unsigned db = ty_bits(dt);
+  __int128 lo, hi;
+  if (ty_signed(dt)) {
+    lo = -(static_cast<__int128>(1) << (db - 1));
+    hi = (static_cast<__int128>(1) << (db - 1)) - 1;
+  } else {
+    lo = 0;
+    hi = (static_cast<__int128>(1) << db) - 1;
+  }
+  const __int128 c = v < lo ? lo : (v > hi ? hi : v);
+  return static_cast<uint64_t>(c) & ty_mask(dt);
+}
+
+uint64_t atom_apply(AtomOp op, Ty t, uint64_t old, uint64_t b, uint64_t c) {
+  const unsigned w = ty_bits(t);
+  const uint64_t m = ty_mask(t);
+  switch (op) {
+    case AtomOp::kAdd:
+      if (t == Ty::kF32) return bits(f32(old) + f32(b));
+      if (t == Ty::kF64) return bits(f64(old) + f64(b));
+      return (old + b) & m;
+    case AtomOp::kMin:
+      if (ty_signed(t)) return sext(old, w) <= sext(b, w) ? old : b;
+      return old <= b ? old : b;
+    case AtomOp::kMax:
+      if (ty_signed(t)) return sext(old, w) >= sext(b, w) ? old : b;
+      return old >= b ? old : b;
+    case AtomOp::kExch: return b;
+    case AtomOp::kCas: return old == b ? c : old;
+    case AtomOp::kAnd: return old & b;
+    case AtomOp::kOr: return old | b;
+    case AtomOp::kXor: return old ^ b;
+    case AtomOp::kInc: return old >= b ? 0 : (old + 1) & m;
+    case AtomOp::kDec: return (old == 0 || old > b) ? b : old - 1;
+  }
+  return old;
+}
+
+const char* space_name(Space s) {
+  switch (s) {
+    case Space::kGlobal: return "global";
+    case Space::kShared: return "shared";
+    case Space::kLocal: return "local";
+    case Space::kParam: return "param";
+    case Space::kGeneric: return "generic";
+  }
+  return "?";
+}
+
+enum class Stop : uint8_t { kExit, kBarrier, kFault };
+
+}  // namespace
+
+// Runs the blocks of one Launch on the calling worker; holds the scratch
+// buffers (registers, shared and local memory) reused between blocks.
+class BlockRunner {
+ public:
+  explicit BlockRunner(Launch& l) : l_(l), k_(*l.kernel_), mem_(*l.memory_) {
+    nthreads_ = l.block_[0] * l.block_[1] * l.block_[2];
+    nslots_ = k_.num_slots();
+    shared_size_ = static_cast<uint64_t>(k_.dynamic_shared_offset) + l.dynamic_shared_;
+    if (shared_size_ < k_.static_shared_bytes) shared_size_ = k_.static_shared_bytes;
+    shared_.resize(shared_size_);
+    const bool all_threads = k_.has_barrier;
+    regs_.resize(static_cast<size_t>(nslots_) * (all_threads ? nthreads_ : 1));
+    local_.resize(static_cast<size_t>(k_.local_bytes) * (all_threads ? nthreads_ : 1));
+    pcs_.resize(all_threads ? nthreads_ : 1);
+    live_.resize(all_threads ? nthreads_ : 1);
+    tmpl_ = k_.init_regs;
+    tmpl_[kSlotNtid] = l.block_[0];
+    tmpl_[kSlotNtid + 1] = l.block_[1];
+    tmpl_[kSlotNtid + 2] = l.block_[2];
+    tmpl_[kSlotNctaid] = l.grid_[0];
+    tmpl_[kSlotNctaid + 1] = l.grid_[1];
+    tmpl_[kSlotNctaid + 2] = l.grid_[2];
+  }
+
+  // Accounts the instructions this runner executed and returns the unused
+  // part of its last claim to the launch's budget.
+  ~BlockRunner() {
+    l_.executed_.fetch_add(granted_total_ - fuel_, std::memory_order_relaxed);
+    l_.claimed_.fetch_sub(fuel_, std::memory_order_relaxed);
+  }
+
+  // False when the launch was stopped (fault, budget or cancel).
+  bool run_block(uint64_t index) {
+    const uint32_t bx = static_cast<uint32_t>(index % l_.grid_[0]);
+    const uint32_t by = static_cast<uint32_t>((index / l_.grid_[0]) % l_.grid_[1]);
+    const uint32_t bz = static_cast<uint32_t>(index / (uint64_t{l_.grid_[0]} * l_.grid_[1]));
+    ctaid_ = {bx, by, bz};
+    tmpl_[kSlotCtaid] = bx;
+    tmpl_[kSlotCtaid + 1] = by;
+    tmpl_[kSlotCtaid + 2] = bz;
+    // Shared memory starts zeroed in the sim (uninitialised on a GPU).
+    std::fill(shared_.begin(), shared_.end(), std::byte{0});
+    if (!k_.has_barrier) {
+      for (uint32_t t = 0; t < nthreads_; ++t) {
+        init_thread(t, regs_.data(), local_.data());
+        uint32_t pc = 0;
+        tid_linear_ = t;
+        if (run(regs_.data(), pc, local_.data()) == Stop::kFault) return false;
+      }
+      return true;
+    }
+    for (uint32_t t = 0; t < nthreads_; ++t) {
+      init_thread(t, regs_.data() + static_cast<size_t>(t) * nslots_, local_.data() + static_cast<size_t>(t) * k_.local_bytes);
+      pcs_[t] = 0;
+      live_[t] = 1;
+    }
+    uint32_t remaining = nthreads_;
+    while (remaining > 0) {
+      for (uint32_t t = 0; t < nthreads_; ++t) {
+        if (!live_[t]) continue;
+        tid_linear_ = t;
+        const Stop s = run(regs_.data() + static_cast<size_t>(t) * nslots_, pcs_[t],
+                           local_.data() + static_cast<size_t>(t) * k_.local_bytes);
+        if (s == Stop::kFault) return false;
+        if (s == Stop::kExit) {
+          live_[t] = 0;
+          --remaining;
+        }
+      }
+    }
+    return true;
+  }
+
+ private:
+  void init_thread(uint32_t t, uint64_t* r, std::byte* local) {
+    std::memcpy(r, tmpl_.data(), static_cast<size_t>(nslots_) * 8);
+    const uint32_t tx = t % l_.block_[0];
+    const uint32_t ty = (t / l_.block_[0]) % l_.block_[1];
+    const uint32_t tz = t / (l_.block_[0] * l_.block_[1]);
+    r[kSlotTid] = tx;
+    r[kSlotTid + 1] = ty;
+    r[kSlotTid + 2] = tz;
+    r[kSlotLaneid] = t % 32;
+    if (k_.local_bytes) std::memset(local, 0, k_.local_bytes);
+  }
+
+  std::string where(uint32_t pc) const {
+    const uint32_t tx = tid_linear_ % l_.block_[0];
+    const uint32_t ty = (tid_linear_ / l_.block_[0]) % l_.block_[1];
+    const uint32_t tz = tid_linear_ / (l_.block_[0] * l_.block_[1]);
+    char buf[160];
+    std::snprintf(buf, sizeof buf, " in kernel %s at line %u (block (%u,%u,%u), thread (%u,%u,%u))", k_.name.c_str(),
+                  pc < k_.lines.size() ? k_.lines[pc] : 0u, ctaid_[0], ctaid_[1], ctaid_[2], tx, ty, tz);
+    return buf;
+  }
+
+  Stop mem_fault(uint32_t pc, const char* what, Space sp, const char* access, uint64_t addr, uint32_t size) {
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "%s 0x%" PRIx64 " (%s %s, %u bytes)", what, addr, space_name(sp), access, size);
+    l_.set_fault(buf + where(pc));
+    return Stop::kFault;
+  }
+
+  // Host pointer for a global access, or nullptr (bounds) — alignment is
+  // checked by the caller.
+  std::byte* gptr(uint64_t addr, uint32_t size) {
+    const uint64_t off = addr - cache_.base;
+    if (off < cache_.size && size <= cache_.size - off) return cache_.data + off;
+    const GlobalRange* r = mem_.find(addr, size);
+    if (r == nullptr) return nullptr;
+    cache_ = *r;
+    return r->data + (addr - r->base);
+  }
+
+  // Resolves an address in `sp` to a host pointer with bounds and alignment
+  // checks. On failure records the fault and returns nullptr.
+  std::byte* resolve(Space sp, uint64_t addr, uint32_t size, uint32_t align, std::byte* local, uint32_t pc,
+                     const char* access, Space* actual) {
+    if (sp == Space::kGeneric) {
+      if (addr - kSharedWindow < kWindowSize) {
+        sp = Space::kShared;
+        addr -= kSharedWindow;
+      } else if (addr - kLocalWindow < kWindowSize) {
+        sp = Space::kLocal;
+        addr -= kLocalWindow;
+      } else {
+        sp = Space::kGlobal;
+      }
+    }
+    *actual = sp;
+    if ((addr & (align - 1)) != 0) {
+      mem_fault(pc, "misaligned address", sp, access, addr, size);
+      return nullptr;
+    }
+    std::byte* p = nullptr;
+    switch (sp) {
+      case Space::kGlobal: p = gptr(addr, size); break;
+      case Space::kShared:
+        if (addr < shared_size_ && size <= shared_size_ - addr) p = shared_.data() + addr;
+        break;
+      case Space::kLocal:
+        if (addr < k_.local_bytes && size <= k_.local_bytes - addr) p = local + addr;
+        break;
+      case Space::kParam:
+        if (addr < l_.params_.size() && size <= l_.params_.size() - addr) p = l_.params_.data() + addr;
+        break;
+      case Space::kGeneric: break;
+    }
+    if (p == nullptr) mem_fault(pc, "illegal address", sp, access, addr, size);
+    return p;
+  }
+
+  static uint64_t load_raw(const std::byte* p, uint32_t size, bool atomic) {
+    if (atomic) {
+      switch (size) {
+        case 1: return __atomic_load_n(reinterpret_cast<const uint8_t*>(p), __ATOMIC_RELAXED);
+        case 2: return __atomic_load_n(reinterpret_cast<const uint16_t*>(p), __ATOMIC_RELAXED);
+        case 4: return __atomic_load_n(reinterpret_cast<const uint32_t*>(p), __ATOMIC_RELAXED);
+        default: return __atomic_load_n(reinterpret_cast<const uint64_t*>(p), __ATOMIC_RELAXED);
+      }
+    }
+    uint64_t v = 0;
+    std::memcpy(&v, p, size);  // little-endian host
+    return v;
+  }
+  static void store_raw(std::byte* p, uint32_t size, uint64_t v, bool atomic) {
+    if (atomic) {
+      switch (size) {
+        case 1: __atomic_store_n(reinterpret_cast<uint8_t*>(p), static_cast<uint8_t>(v), __ATOMIC_RELAXED); return;
+        case 2: __atomic_store_n(reinterpret_cast<uint16_t*>(p), static_cast<uint16_t>(v), __ATOMIC_RELAXED); return;
+        case 4: __atomic_store_n(reinterpret_cast<uint32_t*>(p), static_cast<uint32_t>(v), __ATOMIC_RELAXED); return;
+        default: __atomic_store_n(reinterpret_cast<uint64_t*>(p), v, __ATOMIC_RELAXED); return;
+      }
+    }
+    std::memcpy(p, &v, size);
+  }
+
+  // Extends a loaded value to the destination register (mod: see Op::kLd*).
+  static uint64_t extend(uint64_t v, uint8_t mod) {
+    const unsigned size_bits = 8u << (mod & 3);
+    const unsigned reg_bits = 8u << ((mod >> 4) & 3);
+    if ((mod & kLdSigned) && reg_bits > size_bits) {
+      const uint64_t s = static_cast<uint64_t>(sext(v, size_bits));
+      return reg_bits >= 64 ? s : s & ((uint64_t{1} << reg_bits) - 1);
+    }
+    return v;
+  }
+
+  bool do_atom(const Inst& in, uint64_t* r, std::byte* local, uint32_t pc) {
+    const auto op = static_cast<AtomOp>(in.mod & 15);
+    const auto t = static_cast<Ty>(in.mod >> 4);
+    const auto sp = static_cast<Space>((in.neg >> 1) & 7);
+    const uint32_t size = ty_bits(t) / 8;
+    Space actual;
+    std::byte* p = resolve(sp, r[in.a] + static_cast<uint64_t>(in.imm), size, size, local, pc, "atom", &actual);
+    if (p == nullptr) return false;
+    const uint64_t b = r[in.b], c = r[in.c];
+    uint64_t old;
+    if (actual != Space::kGlobal) {
+      old = load_raw(p, size, false);
+      store_raw(p, size, atom_apply(op, t, old, b, c), false);
+    } else if (size == 4) {
+      auto* q = reinterpret_cast<uint32_t*>(p);
+      if (op == AtomOp::kAdd && !ty_float(t)) {
+        old = __atomic_fetch_add(q, static_cast<uint32_t>(b), __ATOMIC_RELAXED);
+      } else if (op == AtomOp::kExch) {
+        old = __atomic_exchange_n(q, static_cast<uint32_t>(b), __ATOMIC_RELAXED);
+      } else {
+        uint32_t cur = __atomic_load_n(q, __ATOMIC_RELAXED);
+        for (;;) {
+          const auto next = static_cast<uint32_t>(atom_apply(op, t, cur, b, c));
+          if (next == cur || __atomic_compare_exchange_n(q, &cur, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) break;
+        }
+        old = cur;
+      }
+    } else {
+      auto* q = reinterpret_cast<uint64_t*>(p);
+      if (op == AtomOp::kAdd && !ty_float(t)) {
+        old = __atomic_fetch_add(q, b, __ATOMIC_RELAXED);
+      } else if (op == AtomOp::kExch) {
+        old = __atomic_exchange_n(q, b, __ATOMIC_RELAXED);
+      } else {
+        uint64_t cur = __atomic_load_n(q, __ATOMIC_RELAXED);
+        for (;;) {
+          const uint64_t next = atom_apply(op, t, cur, b, c);
+          if (next == cur || __atomic_compare_exchange_n(q, &cur, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) break;
+        }
+        old = cur;
+      }
+    }
+    r[in.d] = old;
+    return true;
+  }
+
+  bool vec_access(const Inst& in, uint64_t* r, std::byte* local, uint32_t pc, bool is_ld) {
+    const uint32_t size = 1u << (in.mod & 3);
+    const uint32_t n = (in.mod >> 6) == 1 ? 2 : 4;
+    const auto sp = static_cast<Space>(in.b);
+    Space actual;
+    std::byte* p = resolve(sp, r[in.a] + static_cast<uint64_t>(in.imm), size * n, size * n, local, pc,
+                           is_ld ? "ld" : "st", &actual);
+    if (p == nullptr) return false;
+    const bool atomic = actual == Space::kGlobal;
+    const Slot* slots = k_.vec_slots.data() + in.c;
+    for (uint32_t e = 0; e < n; ++e) {
+      if (is_ld)
+        r[slots[e]] = extend(load_raw(p + e * size, size, atomic), in.mod);
+      else
+        store_raw(p + e * size, size, r[slots[e]], atomic);
+    }
+    return true;
+  }
+
+  bool refuel() {
+    fuel_ = l_.claim_fuel(kFuelChunk);
+    granted_total_ += fuel_;
+    return fuel_ != 0;
+  }
+
+  Stop out_of_fuel(uint32_t pc) {
+    if (l_.stopped()) return Stop::kFault;  // another worker faulted, or cancel
+    l_.set_fault("instruction budget exceeded (" + std::to_string(l_.budget_) + " instructions)" + where(pc));
+    return Stop::kFault;
+  }
+
+  Stop run(uint64_t* r, uint32_t& pc_ref, std::byte* local);
+
+  static constexpr uint64_t kFuelChunk = 1u << 16;
+
+  Launch& l_;
+  const Kernel& k_;
+  const GlobalMemory& mem_;
+  GlobalRange cache_{};
+  uint32_t nthreads_ = 0;
+  uint32_t nslots_ = 0;
+  uint64_t shared_size_ = 0;
+  std::vector<std::byte> shared_;
+  std::vector<uint64_t> regs_;
+  std::vector<std::byte> local_;
+  std::vector<uint32_t> pcs_;
+  std::vector<uint8_t> live_;
+  std::vector<uint64_t> tmpl_;
+  std::array<uint32_t, 3> ctaid_{};
+  uint32_t tid_linear_ = 0;
+  uint64_t fuel_ = 0;           // instructions left of the current claim
+  uint64_t granted_total_ = 0;  // all claims so far
+};
+
+Stop BlockRunner::run(uint64_t* r, uint32_t& pc_ref, std::byte* local) {
+  const Inst* const code = k_.code.data();
+  uint32_t pc = pc_ref;
+  uint64_t fuel = fuel_;
+  const std::byte* const params = l_.params_.data();
+  const uint64_t param_size = l_.params_.size();
+  std::byte* const shared = shared_.data();
+  const uint64_t shared_size = shared_size_;
+  Stop result = Stop::kExit;
+
+  for (;;) {
+    if (fuel == 0) {
+      fuel_ = 0;
+      if (!refuel()) {
+        result = out_of_fuel(pc);
+        goto out;
+      }
+      fuel = fuel_;
+    }
+    --fuel;
+    const Inst& in = code[pc];
+    if (((r[in.guard] ^ in.neg) & 1) == 0) {
+      ++pc;
+      continue;
+    }
+    const uint64_t mask = static_cast<uint64_t>(in.imm);
+    switch (in.op) {
+      case Op::kNop: break;
+      case Op::kMov: r[in.d] = r[in.a]; break;
+      case Op::kPack64: r[in.d] = (r[in.a] & 0xffffffffu) | (r[in.b] << 32); break;
+      case Op::kUnpack64: {
+        const uint64_t v = r[in.a];
+        r[in.d] = v & 0xffffffffu;
+        r[in.c] = v >> 32;
+        break;
+      }
+      case Op::kAdd: r[in.d] = (r[in.a] + r[in.b]) & mask; break;
+      case Op::kSub: r[in.d] = (r[in.a] - r[in.b]) & mask; break;
+      case Op::kMulLo: r[in.d] = (r[in.a] * r[in.b]) & mask; break;
+      case Op::kMadLo: r[in.d] = (r[in.a] * r[in.b] + r[in.c]) & mask; break;
+      case Op::kMulHiS:
+      case Op::kMadHiS: {
+        const unsigned w = in.mod;
+        const __int128 p = static_cast<__int128>(sext(r[in.a], w)) * sext(r[in.b], w);
+        uint64_t hi = static_cast<uint64_t>(p >> w);
+        if (in.op == Op::kMadHiS) hi += r[in.c];
+        r[in.d] = hi & mask;
+        break;
+      }
+      case Op::kMulHiU:
+      case Op::kMadHiU: {
+        const unsigned w = in.mod;
+        const unsigned __int128 p = static_cast<unsigned __int128>(r[in.a]) * r[in.b];
+        uint64_t hi = static_cast<uint64_t>(p >> w);
+        if (in.op == Op::kMadHiU) hi += r[in.c];
+        r[in.d] = hi & mask;
+        break;
+      }
+      case Op::kMulWideS: r[in.d] = static_cast<uint64_t>(sext(r[in.a], in.mod) * sext(r[in.b], in.mod)) & mask; break;
+      case Op::kMulWideU: r[in.d] = (r[in.a] * r[in.b]) & mask; break;
+      case Op::kMadWideS:
+        r[in.d] = (static_cast<uint64_t>(sext(r[in.a], in.mod) * sext(r[in.b], in.mod)) + r[in.c]) & mask;
+        break;
+      case Op::kMadWideU: r[in.d] = (r[in.a] * r[in.b] + r[in.c]) & mask; break;
+      case Op::kDivS: {
+        // PTX leaves x/0 unspecified; the sim defines it as -1 (all ones,
+        // like the GPU's unsigned result) and MIN/-1 as MIN.
+        const int64_t a = sext(r[in.a], in.mod), b = sext(r[in.b], in.mod);
+        r[in.d] = (b == 0 ? ~uint64_t{0} : (b == -1 ? static_cast<uint64_t>(0) - static_cast<uint64_t>(a) : static_cast<uint64_t>(a / b))) & mask;
+        break;
+      }
+      case Op::kDivU: r[in.d] = (r[in.b] == 0 ? ~uint64_t{0} : r[in.a] / r[in.b]) & mask; break;
+      case Op::kRemS: {
+        const int64_t a = sext(r[in.a], in.mod), b = sext(r[in.b], in.mod);
+        r[in.d] = (b == 0 ? static_cast<uint64_t>(a) : (b == -1 ? 0 : static_cast<uint64_t>(a % b))) & mask;
+        break;
+      }
+      case Op::kRemU: r[in.d] = (r[in.b] == 0 ? r[in.a] : r[in.a] % r[in.b]) & mask; break;
+      case Op::kMinS: r[in.d] = sext(r[in.a], in.mod) <= sext(r[in.b], in.mod) ? r[in.a] : r[in.b]; break;
+      case Op::kMaxS: r[in.d] = sext(r[in.a], in.mod) >= sext(r[in.b], in.mod) ? r[in.a] : r[in.b]; break;
+      case Op::kMinU: r[in.d] = std::min(r[in.a], r[in.b]); break;
+      case Op::kMaxU: r[in.d] = std::max(r[in.a], r[in.b]); break;
+      case Op::kAnd: r[in.d] = r[in.a] & r[in.b]; break;
+      case Op::kOr: r[in.d] = r[in.a] | r[in.b]; break;
+      case Op::kXor: r[in.d] = r[in.a] ^ r[in.b]; break;
+      case Op::kNot: r[in.d] = ~r[in.a] & mask; break;
+      case Op::kCnot: r[in.d] = r[in.a] == 0 ? 1 : 0; break;
+      case Op::kNeg: r[in.d] = (0 - r[in.a]) & mask; break;
+      case Op::kAbs: {
+        const int64_t a = sext(r[in.a], in.mod);
+        r[in.d] = (a < 0 ? 0 - static_cast<uint64_t>(a) : static_cast<uint64_t>(a)) & mask;
+        break;
+      }
+      case Op::kShl: {
+        const uint64_t s = r[in.b] & 0xffffffffu;
+        r[in.d] = s >= in.mod ? 0 : (r[in.a] << s) & mask;
+        break;
+      }
+      case Op::kShrU: {
+        const uint64_t s = r[in.b] & 0xffffffffu;
+        r[in.d] = s >= in.mod ? 0 : r[in.a] >> s;
+        break;
+      }
+      case Op::kShrS: {
+        const uint64_t s = std::min<uint64_t>(r[in.b] & 0xffffffffu, in.mod - 1u);
+        r[in.d] = static_cast<uint64_t>(sext(r[in.a], in.mod) >> s) & mask;
+        break;
+      }
+      case Op::kPopc: r[in.d] = static_cast<uint64_t>(std::popcount(r[in.a])); break;
+      case Op::kClz: r[in.d] = static_cast<uint64_t>(std::countl_zero(r[in.a]) - (64 - in.mod)); break;
+      case Op::kBrev: {
+        uint64_t v = r[in.a], o = 0;
+        for (unsigned i = 0; i < in.mod; ++i) o |= ((v >> i) & 1) << (in.mod - 1 - i);
+        r[in.d] = o;
+        break;
+      }
+      case Op::kSelp: r[in.d] = (r[in.c] & 1) ? r[in.a] : r[in.b]; break;
+      case Op::kSetpS: {
+        const bool p = icmp<int64_t>(static_cast<Cmp>(in.imm & 0xff), sext(r[in.a], in.mod), sext(r[in.b], in.mod));
+        r[in.d] = combine(p, in.imm, r[in.c]);
+        break;
+      }
+      case Op::kSetpU: {
+        const bool p = icmp<uint64_t>(static_cast<Cmp>(in.imm & 0xff), r[in.a], r[in.b]);
+        r[in.d] = combine(p, in.imm, r[in.c]);
+        break;
+      }
+      case Op::kSetpF32: {
+        const bool p = fcmp<float>(static_cast<Cmp>(in.imm & 0xff), f32(r[in.a]), f32(r[in.b]));
+        r[in.d] = combine(p, in.imm, r[in.c]);
+        break;
+      }
+      case Op::kSetpF64: {
+        const bool p = fcmp<double>(static_cast<Cmp>(in.imm & 0xff), f64(r[in.a]), f64(r[in.b]));
+        r[in.d] = combine(p, in.imm, r[in.c]);
+        break;
+      }
+#define GL_F32_BIN(NAME, EXPR)                                   \
+  case Op::NAME: {                                               \
+    float a = f32(r[in.a]), b = f32(r[in.b]);                    \
+    if (in.mod & kFlagFtz) { a = ftz(a); b = ftz(b); }           \
+    float v = (EXPR);                                            \
+    if (in.mod) { if (in.mod & kFlagFtz) v = ftz(v); if (in.mod & kFlagSat) v = sat(v); } \
+    r[in.d] = bits(v);                                           \
+    break;                                                       \
+  }
+      GL_F32_BIN(kAddF32, a + b)
+      GL_F32_BIN(kSubF32, a - b)
+      GL_F32_BIN(kMulF32, a * b)
+      GL_F32_BIN(kDivF32, a / b)
+      GL_F32_BIN(kMinF32, pmin(a, b))
+      GL_F32_BIN(kMaxF32, pmax(a, b))
+#undef GL_F32_BIN
+      case Op::kFmaF32: {
+        float a = f32(r[in.a]), b = f32(r[in.b]), c = f32(r[in.c]);
+        if (in.mod & kFlagFtz) { a = ftz(a); b = ftz(b); c = ftz(c); }
+        float v = std::fma(a, b, c);
+        if (in.mod) { if (in.mod & kFlagFtz) v = ftz(v); if (in.mod & kFlagSat) v = sat(v); }
+        r[in.d] = bits(v);
+        break;
+      }
+#define GL_F32_UN(NAME, EXPR)                                    \
+  case Op::NAME: {                                               \
+    float a = f32(r[in.a]);                                      \
+    if (in.mod & kFlagFtz) a = ftz(a);                           \
+    float v = (EXPR);                                            \
+    if (in.mod) { if (in.mod & kFlagFtz) v = ftz(v); if (in.mod & kFlagSat) v = sat(v); } \
+    r[in.d] = bits(v);                                           \
+    break;                                                       \
+  }
+      GL_F32_UN(kSqrtF32, std::sqrt(a))
+      GL_F32_UN(kRcpF32, 1.0f / a)
+      GL_F32_UN(kRsqrtF32, 1.0f / std::sqrt(a))
+      GL_F32_UN(kEx2F32, std::exp2(a))
+      GL_F32_UN(kLg2F32, std::log2(a))
+      GL_F32_UN(kSinF32, std::sin(a))
+      GL_F32_UN(kCosF32, std::cos(a))
+      GL_F32_UN(kTanhF32, std::tanh(a))
+#undef GL_F32_UN
+      case Op::kNegF32: r[in.d] = (r[in.a] ^ 0x80000000u) & 0xffffffffu; break;
+      case Op::kAbsF32: r[in.d] = r[in.a] & 0x7fffffffu; break;
+      case Op::kAddF64: r[in.d] = bits(f64(r[in.a]) + f64(r[in.b])); break;
+      case Op::kSubF64: r[in.d] = bits(f64(r[in.a]) - f64(r[in.b])); break;
+      case Op::kMulF64: r[in.d] = bits(f64(r[in.a]) * f64(r[in.b])); break;
+      case Op::kDivF64: r[in.d] = bits(f64(r[in.a]) / f64(r[in.b])); break;
+      case Op::kFmaF64: r[in.d] = bits(std::fma(f64(r[in.a]), f64(r[in.b]), f64(r[in.c]))); break;
+      case Op::kMinF64: r[in.d] = bits(pmin(f64(r[in.a]), f64(r[in.b]))); break;
+      case Op::kMaxF64: r[in.d] = bits(pmax(f64(r[in.a]), f64(r[in.b]))); break;
+      case Op::kNegF64: r[in.d] = r[in.a] ^ (uint64_t{1} << 63); break;
+      case Op::kAbsF64: r[in.d] = r[in.a] & ~(uint64_t{1} << 63); break;
+      case Op::kSqrtF64: r[in.d] = bits(std::sqrt(f64(r[in.a]))); break;
+      case Op::kRcpF64: r[in.d] = bits(1.0 / f64(r[in.a])); break;
+      case Op::kRsqrtF64: r[in.d] = bits(1.0 / std::sqrt(f64(r[in.a]))); break;
+      case Op::kCvtInt: {
+        const uint64_t v = in.c ? static_cast<uint64_t>(sext(r[in.a], in.mod))
+                                : (in.mod >= 64 ? r[in.a] : r[in.a] & ((uint64_t{1} << in.mod) - 1));
+        r[in.d] = v & mask;
+        break;
+      }
+      case Op::kCvt:
+        r[in.d] = convert(r[in.a], static_cast<Ty>(in.b), static_cast<Ty>(in.c), static_cast<Rnd>(in.mod & 15),
+                          static_cast<uint8_t>(in.mod >> 4));
+        break;
+      case Op::kLdGlobal: {
+        const uint32_t size = 1u << (in.mod & 3);
+        const uint64_t addr = r[in.a] + mask;
+        if ((addr & (size - 1)) != 0) {
+          result = mem_fault(pc, "misaligned address", Space::kGlobal, "ld", addr, size);
+          goto out;
+        }
+        const std::byte* p = gptr(addr, size);
+        if (p == nullptr) {
+          result = mem_fault(pc, "illegal address", Space::kGlobal, "ld", addr, size);
+          goto out;
+        }
+        r[in.d] = extend(load_raw(p, size, true), in.mod);
+        break;
+      }
+      case Op::kStGlobal: {
+        const uint32_t size = 1u << (in.mod & 3);
+        const uint64_t addr = r[in.a] + mask;
+        if ((addr & (size - 1)) != 0) {
+          result = mem_fault(pc, "misaligned address", Space::kGlobal, "st", addr, size);
+          goto out;
+        }
+        std::byte* p = gptr(addr, size);
+        if (p == nullptr) {
+          result = mem_fault(pc, "illegal address", Space::kGlobal, "st", addr, size);
+          goto out;
+        }
+        store_raw(p, size, r[in.b], true);
+        break;
+      }
+      case Op::kLdShared: {
+        const uint32_t size = 1u << (in.mod & 3);
+        const uint64_t addr = r[in.a] + mask;
+        if (addr >= shared_size || size > shared_size - addr || (addr & (size - 1)) != 0) {
+          result = mem_fault(pc, (addr & (size - 1)) ? "misaligned address" : "illegal address", Space::kShared, "ld", addr, size);
+          goto out;
+        }
+        r[in.d] = extend(load_raw(shared + addr, size, false), in.mod);
+        break;
+      }
+      case Op::kStShared: {
+        const uint32_t size = 1u << (in.mod & 3);
+        const uint64_t addr = r[in.a] + mask;
+        if (addr >= shared_size || size > shared_size - addr || (addr & (size - 1)) != 0) {
+          result = mem_fault(pc, (addr & (size - 1)) ? "misaligned address" : "illegal address", Space::kShared, "st", addr, size);
+          goto out;
+        }
+        store_raw(shared + addr, size, r[in.b], false);
+        break;
+      }
+      case Op::kLdParam: {
+        const uint32_t size = 1u << (in.mod & 3);
+        const uint64_t addr = r[in.a] + mask;
+        if (addr >= param_size || size > param_size - addr) {
+          result = mem_fault(pc, "illegal address", Space::kParam, "ld", addr, size);
+          goto out;
+        }
+        r[in.d] = extend(load_raw(params + addr, size, false), in.mod);
+        break;
+      }
+      case Op::kLdLocal:
+      case Op::kLdGeneric: {
+        const uint32_t size = 1u << (in.mod & 3);
+        Space actual;
+        const std::byte* p = resolve(in.op == Op::kLdLocal ? Space::kLocal : Space::kGeneric, r[in.a] + mask, size, size,
+                                     local, pc, "ld", &actual);
+        if (p == nullptr) {
+          result = Stop::kFault;
+          goto out;
+        }
+        r[in.d] = extend(load_raw(p, size, actual == Space::kGlobal), in.mod);
+        break;
+      }
+      case Op::kStLocal:
+      case Op::kStGeneric: {
+        const uint32_t size = 1u << (in.mod & 3);
+        Space actual;
+        std::byte* p = resolve(in.op == Op::kStLocal ? Space::kLocal : Space::kGeneric, r[in.a] + mask, size, size, local,
+                               pc, "st", &actual);
+        if (p == nullptr) {
+          result = Stop::kFault;
+          goto out;
+        }
+        store_raw(p, size, r[in.b], actual == Space::kGlobal);
+        break;
+      }
+      case Op::kLdVec:
+      case Op::kStVec:
+        if (!vec_access(in, r, local, pc, in.op == Op::kLdVec)) {
+          result = Stop::kFault;
+          goto out;
+        }
+        break;
+      case Op::kAtom:
+        if (!do_atom(in, r, local, pc)) {
+          result = Stop::kFault;
+          goto out;
+        }
+        break;
+      case Op::kBra: pc = static_cast<uint32_t>(in.imm); continue;
+      case Op::kBar:
+        pc_ref = pc + 1;
+        fuel_ = fuel;
+        return Stop::kBarrier;
+      case Op::kRet:
+        result = Stop::kExit;
+        goto out;
+    }
+    ++pc;
+  }
+out:
+  pc_ref = pc;
+  fuel_ = fuel;
+  return result;
+}
+
+void Launch::run_blocks(uint64_t first, uint64_t count) {
+  if (stopped()) return;
+  BlockRunner runner(*this);
+  for (uint64_t i = first; i < first + count && i < total_blocks_; ++i) {
+    if (stopped() || !runner.run_block(i)) break;
+  }
+}
+
+}  // namespace gpulease::sim

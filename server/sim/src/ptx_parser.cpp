@@ -1,0 +1,1514 @@
+// PTX text -> decoded Module (see ptx_module.hpp for the decoded form and
+// docs/PTX_SUBSET.md for the accepted subset).
+//
+// The loader is a hand-written lexer and a statement parser with no recursion
+// and no backtracking: every loop consumes at least one token, so arbitrary
+// input finishes in time linear in its length. Every count and size taken from
+// the text is checked against LoadLimits before anything is allocated for it.
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <optional>
+#include <unordered_map>
+
+#include "gpulease/sim/ptx_module.hpp"
+
+namespace gpulease::sim {
+
+const Kernel* Module::find(std::string_view name) const {
+  for (const Kernel& k : kernels)
+    if (k.name == name) return &k;
+  return nullptr;
+}
+
+namespace {
+
+// ---------------------------------------------------------------- lexer
+
+enum class Tk : uint8_t { kEnd, kIdent, kNumber, kString, kPunct };
+
+struct Token {
+  Tk kind = Tk::kEnd;
+  std::string_view text;
+  uint32_t line = 0;
+};
+
+bool is_ident_start(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '$' || c == '%' ||
+         c == '.';
+}
+bool is_ident_char(char c) { return is_ident_start(c) || (c >= '0' && c <= '9'); }
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+class Lexer {
+ public:
+  explicit Lexer(std::string_view s) : s_(s) {}
+
+  // Returns false (with a message) on a character no PTX token starts with.
+  bool next(Token& t, std::string& err) {
+    skip_space_and_comments();
+    t.line = line_;
+    if (pos_ >= s_.size()) {
+      t.kind = Tk::kEnd;
+      t.text = {};
+      return true;
+    }
+    const size_t start = pos_;
+    const char c = s_[pos_];
+    if (is_digit(c)) {
+      const bool radix = c == '0' && pos_ + 1 < s_.size() &&
+                         std::strchr("xXfFdDbB", s_[pos_ + 1]) != nullptr;
+      ++pos_;
+      while (pos_ < s_.size()) {
+        const char d = s_[pos_];
+        if (is_ident_char(d) && d != '%' && d != '$') {
+          ++pos_;
+        } else if ((d == '+' || d == '-') && !radix && (s_[pos_ - 1] == 'e' || s_[pos_ - 1] == 'E')) {
+          ++pos_;
+        } else {
+          break;
+        }
+      }
+      t.kind = Tk::kNumber;
+    } else if (is_ident_start(c)) {
+      while (pos_ < s_.size() && is_ident_char(s_[pos_])) ++pos_;
+      t.kind = Tk::kIdent;
+    } else if (c == '"') {
+      ++pos_;
+      while (pos_ < s_.size() && s_[pos_] != '"' && s_[pos_] != '\n') ++pos_;
+      if (pos_ >= s_.size() || s_[pos_] != '"') {
+        err = "line " + std::to_string(line_) + ": unterminated string";
+        return false;
+      }
+      ++pos_;
+      t.kind = Tk::kString;
+    } else if (std::strchr(",;:[]{}()<>+-@!|=", c) != nullptr) {
+      ++pos_;
+      t.kind = Tk::kPunct;
+    } else {
+      err = "line " + std::to_string(line_) + ": unexpected character";
+      if (c >= 0x20 && c < 0x7f) err += std::string(" '") + c + "'";
+      return false;
+    }
+    t.text = s_.substr(start, pos_ - start);
+    return true;
+  }
+
+ private:
+  void skip_space_and_comments() {
+    while (pos_ < s_.size()) {
+      const char c = s_[pos_];
+      if (c == '\n') {
+        ++line_;
+        ++pos_;
+      } else if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+        ++pos_;
+      } else if (c == '/' && pos_ + 1 < s_.size() && s_[pos_ + 1] == '/') {
+        while (pos_ < s_.size() && s_[pos_] != '\n') ++pos_;
+      } else if (c == '/' && pos_ + 1 < s_.size() && s_[pos_ + 1] == '*') {
+        pos_ += 2;
+        while (pos_ < s_.size() && !(s_[pos_] == '*' && pos_ + 1 < s_.size() && s_[pos_ + 1] == '/')) {
+          if (s_[pos_] == '\n') ++line_;
+          ++pos_;
+        }
+        pos_ = std::min(pos_ + 2, s_.size());
+      } else {
+        break;
+      }
+    }
+  }
+
+  std::string_view s_;
+  size_t pos_ = 0;
+  uint32_t line_ = 1;
+};
+
+// ---------------------------------------------------------------- numbers
+
+std::optional<uint64_t> parse_uint(std::string_view t) {
+  if (t.empty()) return std::nullopt;
+  if (t.back() == 'U' || t.back() == 'u') t.remove_suffix(1);
+  int base = 10;
+  if (t.size() > 2 && t[0] == '0' && (t[1] == 'x' || t[1] == 'X')) {
+    base = 16;
+    t.remove_prefix(2);
+  } else if (t.size() > 2 && t[0] == '0' && (t[1] == 'b' || t[1] == 'B')) {
+    base = 2;
+    t.remove_prefix(2);
+  } else if (t.size() > 1 && t[0] == '0') {
+    base = 8;
+    t.remove_prefix(1);
+  }
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), v, base);
+  if (ec != std::errc() || p != t.data() + t.size()) return std::nullopt;
+  return v;
+}
+
+// A numeric literal, before the instruction's type gives it bits.
+struct Literal {
+  enum Kind : uint8_t { kInt, kF32Bits, kF64Bits, kDecimal } kind = kInt;
+  uint64_t bits = 0;  // integer value (two's complement when negated), or float bits
+  double value = 0;   // kDecimal
+};
+
+std::optional<Literal> parse_literal(std::string_view t, bool negate) {
+  Literal lit;
+  if (t.size() == 10 && t[0] == '0' && (t[1] == 'f' || t[1] == 'F')) {
+    uint32_t b = 0;
+    auto [p, ec] = std::from_chars(t.data() + 2, t.data() + t.size(), b, 16);
+    if (ec != std::errc() || p != t.data() + t.size()) return std::nullopt;
+    lit.kind = Literal::kF32Bits;
+    lit.bits = negate ? (b ^ 0x80000000u) : b;
+    return lit;
+  }
+  if (t.size() == 18 && t[0] == '0' && (t[1] == 'd' || t[1] == 'D')) {
+    uint64_t b = 0;
+    auto [p, ec] = std::from_chars(t.data() + 2, t.data() + t.size(), b, 16);
+    if (ec != std::errc() || p != t.data() + t.size()) return std::nullopt;
+    lit.kind = Literal::kF64Bits;
+    lit.bits = negate ? (b ^ (uint64_t{1} << 63)) : b;
+    return lit;
+  }
+  if (auto v = parse_uint(t)) {
+    lit.kind = Literal::kInt;
+    lit.bits = negate ? (~*v + 1) : *v;
+    return lit;
+  }
+  // Decimal floating point (digits, one '.', optional exponent).
+  bool dot = false, digits = false;
+  for (size_t i = 0; i < t.size(); ++i) {
+    const char c = t[i];
+    if (is_digit(c)) {
+      digits = true;
+    } else if (c == '.' && !dot) {
+      dot = true;
+    } else if ((c == 'e' || c == 'E') && digits) {
+      size_t j = i + 1;
+      if (j < t.size() && (t[j] == '+' || t[j] == '-')) ++j;
+      if (j >= t.size()) return std::nullopt;
+      for (; j < t.size(); ++j)
+        if (!is_digit(t[j])) return std::nullopt;
+      break;
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (!digits) return std::nullopt;
+  double d = 0;
+  auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), d);
+  if (ec != std::errc() && ec != std::errc::result_out_of_range) return std::nullopt;
+  (void)p;
+  lit.kind = Literal::kDecimal;
+  lit.value = negate ? -d : d;
+  return lit;
+}
+
+uint64_t mask_of(unsigned bits) { return bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1; }
+
+// ---------------------------------------------------------------- types
+
+struct TypeInfo {
+  Ty ty = Ty::kU32;
+  uint8_t bits = 32;
+  bool is_float = false;
+  bool is_signed = false;
+  bool is_pred = false;
+};
+
+std::optional<TypeInfo> type_of(std::string_view m) {
+  static const std::pair<std::string_view, TypeInfo> kTypes[] = {
+      {"u8", {Ty::kU8, 8, false, false, false}},   {"b8", {Ty::kU8, 8, false, false, false}},
+      {"s8", {Ty::kS8, 8, false, true, false}},    {"u16", {Ty::kU16, 16, false, false, false}},
+      {"b16", {Ty::kU16, 16, false, false, false}}, {"s16", {Ty::kS16, 16, false, true, false}},
+      {"u32", {Ty::kU32, 32, false, false, false}}, {"b32", {Ty::kU32, 32, false, false, false}},
+      {"s32", {Ty::kS32, 32, false, true, false}},  {"u64", {Ty::kU64, 64, false, false, false}},
+      {"b64", {Ty::kU64, 64, false, false, false}}, {"s64", {Ty::kS64, 64, false, true, false}},
+      {"f32", {Ty::kF32, 32, true, true, false}},   {"f64", {Ty::kF64, 64, true, true, false}},
+      {"pred", {Ty::kPred, 1, false, false, true}},
+  };
+  for (const auto& [name, info] : kTypes)
+    if (name == m) return info;
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------- operands
+
+struct Operand {
+  enum Kind : uint8_t { kReg, kImm, kAddr, kVec, kSym, kSink } kind = kReg;
+  Slot slot = 0;
+  uint8_t bits = 0;       // register size (1 for predicates)
+  bool negated = false;   // !%p
+  Literal lit;            // kImm
+  std::string_view sym;   // kSym, or the symbol of a kAddr
+  bool has_base = false;  // kAddr: [reg + off]
+  int64_t offset = 0;     // kAddr
+  std::vector<Operand> elems;  // kVec (kReg or kSink)
+};
+
+struct RegInfo {
+  Slot slot = 0;
+  uint8_t bits = 0;
+};
+
+struct SharedVar {
+  uint32_t size = 0;
+  uint32_t align = 1;
+  bool is_extern = false;
+};
+
+struct Fixup {
+  enum Kind : uint8_t { kSlotValue, kInstImm } kind = kSlotValue;
+  uint32_t index = 0;  // slot or instruction
+  std::string sym;
+  int64_t addend = 0;
+  uint32_t line = 0;
+};
+
+class Parser {
+ public:
+  Parser(std::string_view text, const LoadLimits& limits) : lex_(text), limits_(limits) {}
+
+  Result<std::shared_ptr<const Module>> run() {
+    auto mod = std::make_shared<Module>();
+    module_ = mod.get();
+    if (!advance()) return fail_result();
+    bool seen_version = false, seen_target = false;
+    while (tok_.kind != Tk::kEnd) {
+      const uint32_t line = tok_.line;
+      if (tok_.kind != Tk::kIdent) return error(line, "expected a directive, got '" + std::string(tok_.text) + "'");
+      const std::string_view d = tok_.text;
+      if (d == ".version") {
+        if (!advance()) return fail_result();
+        if (tok_.kind != Tk::kNumber) return error(line, ".version needs a number");
+        // Accept any 7.x..9.x; the subset is what is checked, not the number.
+        const std::string_view v = tok_.text;
+        if (v.empty() || v[0] < '1' || v[0] > '9') return error(line, "unsupported .version " + std::string(v));
+        if (!advance()) return fail_result();
+        seen_version = true;
+      } else if (d == ".target") {
+        if (!advance()) return fail_result();
+        for (bool first = true; first || is_punct(','); first = false) {
+          if (!first && !advance()) return fail_result();
+          if (tok_.kind != Tk::kIdent) return error(tok_.line, ".target needs a target name");
+          const std::string_view t = tok_.text;
+          if (!(t.substr(0, 3) == "sm_" || t.substr(0, 8) == "compute_" || t == "texmode_independent" ||
+                t == "texmode_unified" || t == "map_f64_to_f32"))
+            return error(tok_.line, "unsupported .target " + std::string(t));
+          if (!advance()) return fail_result();
+        }
+        seen_target = true;
+      } else if (d == ".address_size") {
+        if (!advance()) return fail_result();
+        if (tok_.kind != Tk::kNumber || tok_.text != "64") return error(line, "only .address_size 64 is supported");
+        if (!advance()) return fail_result();
+      } else if (d == ".pragma" || d == ".file") {
+        if (!skip_statement()) return fail_result();
+        continue;
+      } else if (d == ".visible" || d == ".weak" || d == ".extern" || d == ".entry" || d == ".func" ||
+                 d == ".shared" || d == ".global" || d == ".const" || d == ".local") {
+        if (!seen_version || !seen_target) return error(line, "'" + std::string(d) + "' before .version and .target");
+        if (!module_decl()) return fail_result();
+        continue;
+      } else if (d == ".section") {
+        return error(line, "unsupported directive .section (debug information)");
+      } else {
+        return error(line, "unsupported directive '" + std::string(d) + "'");
+      }
+      if (!expect_semicolon_optional()) return fail_result();
+    }
+    if (!seen_version) return error(1, "missing .version");
+    if (!seen_target) return error(1, "missing .target");
+    if (module_->kernels.empty()) return error(1, "the module has no .entry kernel");
+    return std::shared_ptr<const Module>(std::move(mod));
+  }
+
+ private:
+  // ---- errors
+  Error error(uint32_t line, std::string msg) {
+    if (err_.empty()) err_ = "line " + std::to_string(line) + ": " + msg;
+    return make_error(Status::kLoadFailed, err_);
+  }
+  Error fail_result() { return make_error(Status::kLoadFailed, err_.empty() ? "malformed PTX" : err_); }
+  bool fail(uint32_t line, std::string msg) {
+    (void)error(line, std::move(msg));
+    return false;
+  }
+
+  // ---- tokens
+  bool advance() {
+    if (!lex_.next(tok_, lex_err_)) {
+      if (err_.empty()) err_ = lex_err_;
+      return false;
+    }
+    return true;
+  }
+  bool is_punct(char c) const { return tok_.kind == Tk::kPunct && tok_.text.size() == 1 && tok_.text[0] == c; }
+  bool expect_punct(char c) {
+    if (!is_punct(c)) return fail(tok_.line, std::string("expected '") + c + "', got '" + token_text() + "'");
+    return advance();
+  }
+  std::string token_text() const { return tok_.kind == Tk::kEnd ? "end of input" : std::string(tok_.text); }
+  bool expect_semicolon_optional() {
+    if (is_punct(';')) return advance();
+    return true;
+  }
+  bool skip_statement() {
+    while (tok_.kind != Tk::kEnd && !is_punct(';'))
+      if (!advance()) return false;
+    if (tok_.kind == Tk::kEnd) return fail(tok_.line, "missing ';'");
+    return advance();
+  }
+  bool expect_number(uint64_t& v, uint64_t max, const char* what) {
+    if (tok_.kind != Tk::kNumber) return fail(tok_.line, std::string("expected ") + what);
+    auto n = parse_uint(tok_.text);
+    if (!n || *n > max) return fail(tok_.line, std::string("bad ") + what + " '" + std::string(tok_.text) + "'");
+    v = *n;
+    return advance();
+  }
+
+  // ---- module-level declarations
+  bool module_decl() {
+    bool is_extern = false;
+    while (tok_.kind == Tk::kIdent && (tok_.text == ".visible" || tok_.text == ".weak" || tok_.text == ".extern")) {
+      if (tok_.text == ".extern") is_extern = true;
+      if (!advance()) return false;
+    }
+    if (tok_.kind != Tk::kIdent) return fail(tok_.line, "expected a declaration");
+    const uint32_t line = tok_.line;
+    if (tok_.text == ".entry") {
+      if (is_extern) return fail(line, "unsupported .extern .entry");
+      if (!advance()) return false;
+      return entry();
+    }
+    if (tok_.text == ".func") return fail(line, "unsupported directive .func (device function calls are not supported)");
+    if (tok_.text == ".shared") {
+      if (!advance()) return false;
+      std::string name;
+      SharedVar v;
+      if (!var_decl(name, v, is_extern, limits_.max_shared_bytes)) return false;
+      if (module_shared_.count(name) != 0) return fail(line, "redeclared .shared " + name);
+      module_shared_.emplace(name, v);
+      module_shared_order_.push_back(name);
+      return expect_punct(';');
+    }
+    return fail(line, "unsupported directive " + std::string(tok_.text) + " (module-scope variables)");
+  }
+
+  // [.align N] .type name[N] | name[] | name   (after the state space)
+  bool var_decl(std::string& name, SharedVar& v, bool allow_unsized, uint32_t max_bytes) {
+    uint64_t align = 0;
+    if (tok_.kind == Tk::kIdent && tok_.text == ".align") {
+      if (!advance()) return false;
+      if (!expect_number(align, 4096, "alignment")) return false;
+      if (align == 0 || (align & (align - 1)) != 0) return fail(tok_.line, "alignment must be a power of two");
+    }
+    if (tok_.kind != Tk::kIdent || tok_.text.empty() || tok_.text[0] != '.') return fail(tok_.line, "expected a type");
+    auto ti = type_of(tok_.text.substr(1));
+    if (!ti || ti->is_pred) return fail(tok_.line, "unsupported variable type " + token_text());
+    const uint32_t elem = ti->bits / 8;
+    if (!advance()) return false;
+    if (tok_.kind != Tk::kIdent || tok_.text[0] == '%' || tok_.text[0] == '.') return fail(tok_.line, "expected a variable name");
+    name = std::string(tok_.text);
+    if (!advance()) return false;
+    uint64_t count = 1;
+    if (is_punct('[')) {
+      if (!advance()) return false;
+      if (is_punct(']')) {
+        if (!allow_unsized) return fail(tok_.line, "an unsized array must be .extern");
+        count = 0;
+        v.is_extern = true;
+      } else {
+        if (!expect_number(count, max_bytes, "array size")) return false;
+      }
+      if (!expect_punct(']')) return false;
+    } else if (allow_unsized) {
+      return fail(tok_.line, ".extern .shared must be an unsized array");
+    }
+    if (is_punct('=')) return fail(tok_.line, "initialisers are not supported");
+    const uint64_t bytes = count * elem;
+    if (bytes > max_bytes) return fail(tok_.line, "variable " + name + " is too large");
+    v.size = static_cast<uint32_t>(bytes);
+    v.align = static_cast<uint32_t>(align != 0 ? align : elem);
+    return true;
+  }
+
+  // ---- kernels
+  bool entry() {
+    if (module_->kernels.size() >= limits_.max_kernels) return fail(tok_.line, "too many kernels");
+    if (tok_.kind != Tk::kIdent || tok_.text[0] == '.' || tok_.text[0] == '%') return fail(tok_.line, "expected a kernel name");
+    k_ = Kernel{};
+    k_.name = std::string(tok_.text);
+    if (module_->find(k_.name) != nullptr) return fail(tok_.line, "kernel " + k_.name + " defined twice");
+    if (!advance()) return false;
+    // Parameters.
+    params_.clear();
+    if (!expect_punct('(')) return false;
+    while (!is_punct(')')) {
+      if (!params_.empty() && !expect_punct(',')) return false;
+      if (tok_.kind != Tk::kIdent || tok_.text != ".param") return fail(tok_.line, "expected .param");
+      if (!advance()) return false;
+      if (k_.params.size() >= limits_.max_params) return fail(tok_.line, "too many parameters");
+      // .param [.ptr .space [.align N]] — only the alignment matters here.
+      if (tok_.kind == Tk::kIdent && tok_.text == ".ptr") {
+        if (!advance()) return false;
+        if (tok_.kind == Tk::kIdent && (tok_.text == ".global" || tok_.text == ".shared" || tok_.text == ".local" || tok_.text == ".const"))
+          if (!advance()) return false;
+      }
+      std::string name;
+      SharedVar v;
+      if (!var_decl(name, v, false, limits_.max_param_bytes)) return false;
+      if (params_.count(name) != 0) return fail(tok_.line, "parameter " + name + " declared twice");
+      uint64_t off = (uint64_t{k_.param_bytes} + v.align - 1) / v.align * v.align;
+      if (off + v.size > limits_.max_param_bytes) return fail(tok_.line, "parameters exceed " + std::to_string(limits_.max_param_bytes) + " bytes");
+      Param p{name, static_cast<uint32_t>(off), v.size, v.align};
+      params_.emplace(name, k_.params.size());
+      k_.params.push_back(p);
+      k_.param_bytes = static_cast<uint32_t>(off + v.size);
+    }
+    if (!advance()) return false;
+    // Performance directives (.maxntid 256, 1, 1 etc.): accepted, not enforced.
+    while (tok_.kind == Tk::kIdent && (tok_.text == ".maxntid" || tok_.text == ".reqntid" || tok_.text == ".minnctapersm" ||
+                                       tok_.text == ".maxnctapersm" || tok_.text == ".maxnreg" || tok_.text == ".noreturn" ||
+                                       tok_.text == ".maxclusterrank" || tok_.text == ".reqnctapercluster")) {
+      if (!advance()) return false;
+      while (tok_.kind == Tk::kNumber || is_punct(','))
+        if (!advance()) return false;
+    }
+    if (is_punct(';')) return fail(tok_.line, "kernel " + k_.name + " is declared without a body");
+    if (!expect_punct('{')) return false;
+    return body();
+  }
+
+  Slot new_slot(uint64_t init) {
+    k_.init_regs.push_back(init);
+    return static_cast<Slot>(k_.init_regs.size() - 1);
+  }
+  Slot constant(uint64_t bits) {
+    auto it = consts_.find(bits);
+    if (it != consts_.end()) return it->second;
+    const Slot s = new_slot(bits);
+    consts_.emplace(bits, s);
+    return s;
+  }
+
+  bool body() {
+    k_.init_regs.assign(kFirstFreeSlot, 0);
+    k_.init_regs[kSlotTrue] = 1;
+    consts_.clear();
+    scopes_.clear();
+    scopes_.emplace_back();
+    labels_.clear();
+    label_refs_.clear();
+    fixups_.clear();
+    shared_.clear();
+    shared_order_.clear();
+    local_.clear();
+    uint32_t depth = 1;
+    while (depth > 0) {
+      const uint32_t line = tok_.line;
+      if (tok_.kind == Tk::kEnd) return fail(line, "missing '}' at the end of kernel " + k_.name);
+      if (k_.init_regs.size() > limits_.max_slots) return fail(line, "too many registers and constants");
+      if (is_punct('{')) {
+        ++depth;
+        scopes_.emplace_back();
+        if (!advance()) return false;
+        continue;
+      }
+      if (is_punct('}')) {
+        --depth;
+        scopes_.pop_back();
+        if (!advance()) return false;
+        continue;
+      }
+      if (is_punct(';')) {
+        if (!advance()) return false;
+        continue;
+      }
+      if (tok_.kind == Tk::kIdent && tok_.text[0] == '.') {
+        if (!body_directive()) return false;
+        continue;
+      }
+      if (tok_.kind == Tk::kIdent && tok_.text[0] != '%') {
+        // A label ("name:") or an instruction.
+        const Token first = tok_;
+        if (!advance()) return false;
+        if (is_punct(':')) {
+          if (labels_.count(std::string(first.text)) != 0) return fail(line, "label " + std::string(first.text) + " defined twice");
+          labels_.emplace(std::string(first.text), static_cast<uint32_t>(k_.code.size()));
+          if (!advance()) return false;
+          continue;
+        }
+        if (!instruction(first, kSlotTrue, false)) return false;
+        continue;
+      }
+      if (is_punct('@')) {
+        if (!advance()) return false;
+        bool neg = false;
+        if (is_punct('!')) {
+          neg = true;
+          if (!advance()) return false;
+        }
+        if (tok_.kind != Tk::kIdent || tok_.text[0] != '%') return fail(tok_.line, "expected a predicate after '@'");
+        const RegInfo* r = find_reg(tok_.text);
+        if (r == nullptr || r->bits != 1) return fail(tok_.line, "guard " + token_text() + " is not a predicate register");
+        const Slot g = r->slot;
+        if (!advance()) return false;
+        if (tok_.kind != Tk::kIdent || tok_.text[0] == '%' || tok_.text[0] == '.') return fail(tok_.line, "expected an instruction after the guard");
+        const Token first = tok_;
+        if (!advance()) return false;
+        if (!instruction(first, g, neg)) return false;
+        continue;
+      }
+      return fail(line, "unexpected '" + token_text() + "'");
+    }
+    // Resolve labels.
+    for (const auto& [inst, name, line] : label_refs_) {
+      auto it = labels_.find(name);
+      if (it == labels_.end()) return fail(line, "undefined label " + name);
+      k_.code[inst].imm = it->second;
+    }
+    // Ensure falling off the end terminates the thread.
+    k_.code.push_back(Inst{Op::kRet});
+    k_.lines.push_back(tok_.line);
+    // Shared layout: module-scope static arrays, then this kernel's, then
+    // the dynamic (extern) region.
+    std::map<std::string, uint32_t, std::less<>> offsets;
+    uint64_t off = 0;
+    uint32_t dyn_align = 16;
+    auto place = [&](const std::string& name, const SharedVar& v) {
+      if (v.is_extern) {
+        dyn_align = std::max(dyn_align, v.align);
+        return;
+      }
+      off = (off + v.align - 1) / v.align * v.align;
+      offsets[name] = static_cast<uint32_t>(off);
+      off += v.size;
+    };
+    for (const auto& n : module_shared_order_) place(n, module_shared_.at(n));
+    for (const auto& n : shared_order_) place(n, shared_.at(n));
+    if (off > limits_.max_shared_bytes) return fail(tok_.line, "kernel " + k_.name + " declares more than " + std::to_string(limits_.max_shared_bytes) + " bytes of .shared");
+    k_.static_shared_bytes = static_cast<uint32_t>(off);
+    k_.dynamic_shared_offset = static_cast<uint32_t>((off + dyn_align - 1) / dyn_align * dyn_align);
+    for (const auto& [name, v] : module_shared_)
+      if (v.is_extern) offsets[name] = k_.dynamic_shared_offset;
+    for (const auto& [name, v] : shared_)
+      if (v.is_extern) offsets[name] = k_.dynamic_shared_offset;
+    for (const Fixup& f : fixups_) {
+      int64_t base = 0;
+      if (auto it = offsets.find(f.sym); it != offsets.end()) {
+        base = it->second;
+      } else if (auto lt = local_.find(f.sym); lt != local_.end()) {
+        base = lt->second;
+      } else {
+        return fail(f.line, "undefined symbol " + f.sym);
+      }
+      if (f.kind == Fixup::kSlotValue)
+        k_.init_regs[f.index] = static_cast<uint64_t>(base + f.addend);
+      else
+        k_.code[f.index].imm = base + f.addend;
+    }
+    module_->kernels.push_back(std::move(k_));
+    return true;
+  }
+
+  const RegInfo* find_reg(std::string_view name) const {
+    for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it) {
+      auto f = it->find(std::string(name));
+      if (f != it->end()) return &f->second;
+    }
+    return nullptr;
+  }
+
+  bool declare_reg(std::string name, uint8_t bits, uint32_t line) {
+    if (scopes_.back().count(name) != 0) return fail(line, "register " + name + " declared twice");
+    if (k_.init_regs.size() >= limits_.max_slots) return fail(line, "too many registers");
+    scopes_.back().emplace(std::move(name), RegInfo{new_slot(0), bits});
+    return true;
+  }
+
+  bool body_directive() {
+    const uint32_t line = tok_.line;
+    const std::string_view d = tok_.text;
+    if (d == ".reg") {
+      if (!advance()) return false;
+      if (tok_.kind != Tk::kIdent || tok_.text[0] != '.') return fail(line, ".reg needs a type");
+      if (tok_.text.substr(0, 2) == ".v") return fail(line, "vector registers are not supported");
+      auto ti = type_of(tok_.text.substr(1));
+      if (!ti) return fail(line, "unsupported register type " + token_text());
+      if (!advance()) return false;
+      for (bool first = true; !is_punct(';'); first = false) {
+        if (!first && !expect_punct(',')) return false;
+        if (tok_.kind != Tk::kIdent || tok_.text[0] != '%') return fail(tok_.line, "expected a register name");
+        std::string name(tok_.text);
+        if (!advance()) return false;
+        if (is_punct('<')) {
+          if (!advance()) return false;
+          uint64_t n = 0;
+          if (!expect_number(n, limits_.max_slots, "register count")) return false;
+          if (!expect_punct('>')) return false;
+          if (k_.init_regs.size() + n > limits_.max_slots) return fail(line, "too many registers");
+          for (uint64_t i = 0; i < n; ++i)
+            if (!declare_reg(name + std::to_string(i), ti->bits, line)) return false;
+        } else {
+          if (!declare_reg(std::move(name), ti->bits, line)) return false;
+        }
+      }
+      return advance();
+    }
+    if (d == ".shared" || d == ".local") {
+      if (!advance()) return false;
+      std::string name;
+      SharedVar v;
+      if (d == ".shared") {
+        if (!var_decl(name, v, false, limits_.max_shared_bytes)) return false;
+        if (shared_.count(name) != 0 || module_shared_.count(name) != 0) return fail(line, "redeclared .shared " + name);
+        shared_.emplace(name, v);
+        shared_order_.push_back(name);
+      } else {
+        if (!var_decl(name, v, false, limits_.max_local_bytes)) return false;
+        if (local_.count(name) != 0) return fail(line, "redeclared .local " + name);
+        uint64_t off = (uint64_t{k_.local_bytes} + v.align - 1) / v.align * v.align;
+        if (off + v.size > limits_.max_local_bytes) return fail(line, "more than " + std::to_string(limits_.max_local_bytes) + " bytes of .local");
+        local_.emplace(name, static_cast<uint32_t>(off));
+        k_.local_bytes = static_cast<uint32_t>(off + v.size);
+      }
+      return expect_punct(';');
+    }
+    if (d == ".extern") {
+      if (!advance()) return false;
+      if (tok_.kind != Tk::kIdent || tok_.text != ".shared") return fail(line, "only .extern .shared is supported in a kernel");
+      if (!advance()) return false;
+      std::string name;
+      SharedVar v;
+      if (!var_decl(name, v, true, limits_.max_shared_bytes)) return false;
+      if (shared_.count(name) != 0 || module_shared_.count(name) != 0) return fail(line, "redeclared .shared " + name);
+      shared_.emplace(name, v);
+      shared_order_.push_back(name);
+      return expect_punct(';');
+    }
+    if (d == ".pragma" || d == ".loc" || d == ".file") return skip_statement();
+    return fail(line, "unsupported directive '" + std::string(d) + "'");
+  }
+
+  // ---- operands
+  bool operand(Operand& o) {
+    o = Operand{};
+    if (is_punct('!')) {
+      if (!advance()) return false;
+      if (tok_.kind != Tk::kIdent || tok_.text[0] != '%') return fail(tok_.line, "'!' must precede a predicate");
+      if (!operand(o)) return false;
+      if (o.kind != Operand::kReg || o.bits != 1) return fail(tok_.line, "'!' must precede a predicate");
+      o.negated = true;
+      return true;
+    }
+    if (is_punct('-')) {
+      if (!advance()) return false;
+      if (tok_.kind != Tk::kNumber) return fail(tok_.line, "expected a number after '-'");
+      auto lit = parse_literal(tok_.text, true);
+      if (!lit) return fail(tok_.line, "bad number " + token_text());
+      o.kind = Operand::kImm;
+      o.lit = *lit;
+      return advance();
+    }
+    if (tok_.kind == Tk::kNumber) {
+      auto lit = parse_literal(tok_.text, false);
+      if (!lit) return fail(tok_.line, "bad number " + token_text());
+      o.kind = Operand::kImm;
+      o.lit = *lit;
+      return advance();
+    }
+    if (tok_.kind == Tk::kIdent && tok_.text == "_") {
+      o.kind = Operand::kSink;
+      o.slot = kSlotSink;
+      return advance();
+    }
+    if (tok_.kind == Tk::kIdent && tok_.text[0] == '%') {
+      if (!reg_operand(o)) return false;
+      return advance();
+    }
+    if (tok_.kind == Tk::kIdent && tok_.text[0] != '.') {
+      o.kind = Operand::kSym;
+      o.sym = tok_.text;
+      return advance();
+    }
+    if (is_punct('[')) {
+      if (!advance()) return false;
+      o.kind = Operand::kAddr;
+      if (tok_.kind == Tk::kIdent && tok_.text[0] == '%') {
+        Operand r;
+        if (!reg_operand(r)) return false;
+        if (r.bits != 32 && r.bits != 64) return fail(tok_.line, "address register " + token_text() + " must be 32 or 64 bits");
+        o.has_base = true;
+        o.slot = r.slot;
+        o.bits = r.bits;
+        if (!advance()) return false;
+      } else if (tok_.kind == Tk::kIdent && tok_.text[0] != '.') {
+        o.sym = tok_.text;
+        if (!advance()) return false;
+      } else if (tok_.kind == Tk::kNumber) {
+        auto v = parse_uint(tok_.text);
+        if (!v) return fail(tok_.line, "bad address " + token_text());
+        o.offset = static_cast<int64_t>(*v);
+        if (!advance()) return false;
+      } else {
+        return fail(tok_.line, "bad address operand");
+      }
+      if (is_punct('+') || is_punct('-')) {
+        const bool minus = is_punct('-');
+        if (!advance()) return false;
+        bool neg2 = false;
+        if (is_punct('-')) {
+          neg2 = true;
+          if (!advance()) return false;
+        }
+        if (tok_.kind != Tk::kNumber) return fail(tok_.line, "expected an offset");
+        auto v = parse_uint(tok_.text);
+        if (!v || *v > (uint64_t{1} << 62)) return fail(tok_.line, "bad offset " + token_text());
+        int64_t off = static_cast<int64_t>(*v);
+        if (minus != neg2) off = -off;
+        o.offset += off;
+        if (!advance()) return false;
+      }
+      return expect_punct(']');
+    }
+    if (is_punct('{')) {
+      if (!advance()) return false;
+      o.kind = Operand::kVec;
+      while (!is_punct('}')) {
+        if (!o.elems.empty() && !expect_punct(',')) return false;
+        if (o.elems.size() >= 4) return fail(tok_.line, "vector of more than 4 elements");
+        Operand e;
+        if (tok_.kind == Tk::kIdent && tok_.text == "_") {
+          e.kind = Operand::kSink;
+          e.slot = kSlotSink;
+          if (!advance()) return false;
+        } else {
+          if (tok_.kind != Tk::kIdent || tok_.text[0] != '%') return fail(tok_.line, "vector elements must be registers");
+          if (!reg_operand(e)) return false;
+          if (!advance()) return false;
+        }
+        o.elems.push_back(e);
+      }
+      if (o.elems.empty()) return fail(tok_.line, "empty vector");
+      return advance();
+    }
+    return fail(tok_.line, "bad operand '" + token_text() + "'");
+  }
+
+  // Current token is %name: a declared register or a special register.
+  bool reg_operand(Operand& o) {
+    o.kind = Operand::kReg;
+    const std::string_view n = tok_.text;
+    if (const RegInfo* r = find_reg(n)) {
+      o.slot = r->slot;
+      o.bits = r->bits;
+      return true;
+    }
+    static const std::pair<std::string_view, Slot> kSpecial[] = {
+        {"%tid.x", kSlotTid},         {"%tid.y", kSlotTid + 1},         {"%tid.z", kSlotTid + 2},
+        {"%ntid.x", kSlotNtid},       {"%ntid.y", kSlotNtid + 1},       {"%ntid.z", kSlotNtid + 2},
+        {"%ctaid.x", kSlotCtaid},     {"%ctaid.y", kSlotCtaid + 1},     {"%ctaid.z", kSlotCtaid + 2},
+        {"%nctaid.x", kSlotNctaid},   {"%nctaid.y", kSlotNctaid + 1},   {"%nctaid.z", kSlotNctaid + 2},
+        {"%laneid", kSlotLaneid},
+    };
+    for (const auto& [name, slot] : kSpecial) {
+      if (name == n) {
+        o.slot = slot;
+        o.bits = 32;
+        o.negated = false;
+        special_ = true;
+        return true;
+      }
+    }
+    return fail(tok_.line, "undeclared register " + std::string(n));
+  }
+
+  // ---- instruction emission helpers
+  struct Ctx {
+    std::string_view opcode;
+    uint32_t line;
+    std::vector<Operand> ops;
+  };
+
+  bool bad(const Ctx& c, const std::string& why) {
+    return fail(c.line, "unsupported instruction '" + std::string(c.opcode) + "': " + why);
+  }
+
+  // A source operand of `bits` bits of type `t`: a register of that size or
+  // an immediate converted to it. Predicates need a predicate register.
+  bool src(Ctx& c, size_t i, const TypeInfo& t, Slot& out, bool allow_wider = false) {
+    if (i >= c.ops.size()) return bad(c, "missing operand");
+    Operand& o = c.ops[i];
+    if (o.kind == Operand::kReg) {
+      if (o.negated) return bad(c, "'!' is only allowed on setp's last operand");
+      if (t.is_pred != (o.bits == 1)) return bad(c, "operand " + std::to_string(i + 1) + " has the wrong register type");
+      if (o.bits != t.bits && !(allow_wider && o.bits > t.bits)) {
+        return bad(c, "operand " + std::to_string(i + 1) + " is a " + std::to_string(o.bits) + "-bit register, the type needs " + std::to_string(t.bits));
+      }
+      out = o.slot;
+      return true;
+    }
+    if (o.kind == Operand::kImm) {
+      if (t.is_pred) return bad(c, "immediate predicate");
+      uint64_t bits = 0;
+      if (!literal_bits(c, o.lit, t, bits)) return false;
+      out = constant(bits);
+      return true;
+    }
+    return bad(c, "operand " + std::to_string(i + 1) + " must be a register or an immediate");
+  }
+
+  bool literal_bits(Ctx& c, const Literal& l, const TypeInfo& t, uint64_t& bits) {
+    if (t.is_float) {
+      double v = 0;
+      switch (l.kind) {
+        case Literal::kF32Bits: {
+          float f;
+          uint32_t b = static_cast<uint32_t>(l.bits);
+          std::memcpy(&f, &b, 4);
+          if (t.bits == 32) { bits = b; return true; }
+          v = f;
+          break;
+        }
+        case Literal::kF64Bits: {
+          if (t.bits == 64) { bits = l.bits; return true; }
+          std::memcpy(&v, &l.bits, 8);
+          break;
+        }
+        case Literal::kDecimal: v = l.value; break;
+        case Literal::kInt: v = static_cast<double>(static_cast<int64_t>(l.bits)); break;
+      }
+      if (t.bits == 32) {
+        const float f = static_cast<float>(v);
+        uint32_t b;
+        std::memcpy(&b, &f, 4);
+        bits = b;
+      } else {
+        std::memcpy(&bits, &v, 8);
+      }
+      return true;
+    }
+    if (l.kind != Literal::kInt) return bad(c, "floating-point immediate for an integer type");
+    bits = l.bits & mask_of(t.bits);
+    return true;
+  }
+
+  bool dst(Ctx& c, size_t i, const TypeInfo& t, Slot& out, bool allow_wider = false) {
+    if (i >= c.ops.size()) return bad(c, "missing operand");
+    const Operand& o = c.ops[i];
+    if (o.kind == Operand::kSink) {
+      out = kSlotSink;
+      return true;
+    }
+    if (o.kind != Operand::kReg || o.negated) return bad(c, "the destination must be a register");
+    if (o.slot < kFirstFreeSlot) return bad(c, "special registers are read-only");
+    if (t.is_pred != (o.bits == 1) || (o.bits != t.bits && !(allow_wider && o.bits > t.bits)))
+      return bad(c, "the destination is a " + std::to_string(o.bits) + "-bit register, the type needs " + std::to_string(t.is_pred ? 1 : t.bits));
+    out = o.slot;
+    return true;
+  }
+
+  bool count(Ctx& c, size_t n) {
+    if (c.ops.size() != n) return bad(c, "expects " + std::to_string(n) + " operands, has " + std::to_string(c.ops.size()));
+    return true;
+  }
+
+  void emit(const Inst& in, uint32_t line) {
+    k_.code.push_back(in);
+    k_.lines.push_back(line);
+  }
+
+  // The address of a memory operand: base slot and offset; symbols are
+  // parameters (resolved now) or shared/local arrays (fixed up at the end).
+  bool address(Ctx& c, size_t i, Space space, Inst& in) {
+    if (i >= c.ops.size() || c.ops[i].kind != Operand::kAddr) return bad(c, "operand " + std::to_string(i + 1) + " must be an address [..]");
+    const Operand& o = c.ops[i];
+    in.a = o.has_base ? o.slot : kSlotZero;
+    in.imm = o.offset;
+    if (!o.sym.empty()) {
+      const std::string sym(o.sym);
+      if (auto p = params_.find(sym); p != params_.end()) {
+        if (space != Space::kParam) return bad(c, "parameter " + sym + " used outside the .param space");
+        in.imm += k_.params[p->second].offset;
+      } else if (space == Space::kShared || space == Space::kLocal) {
+        fixups_.push_back(Fixup{Fixup::kInstImm, static_cast<uint32_t>(k_.code.size()), sym, o.offset, c.line});
+      } else {
+        return bad(c, "symbol " + sym + " is not addressable in this state space");
+      }
+    } else if (space == Space::kParam) {
+      return bad(c, "parameters must be addressed by name");
+    }
+    return true;
+  }
+
+  bool instruction(const Token& first, Slot guard, bool guard_neg);
+  bool emit_instruction(Ctx& c, Inst base);
+
+  Lexer lex_;
+  std::string lex_err_;
+  const LoadLimits& limits_;
+  Token tok_;
+  std::string err_;
+  Module* module_ = nullptr;
+  Kernel k_;
+  bool special_ = false;
+  std::unordered_map<std::string, size_t> params_;
+  std::unordered_map<uint64_t, Slot> consts_;
+  std::vector<std::unordered_map<std::string, RegInfo>> scopes_;
+  std::unordered_map<std::string, uint32_t> labels_;
+  std::vector<std::tuple<uint32_t, std::string, uint32_t>> label_refs_;
+  std::vector<Fixup> fixups_;
+  std::map<std::string, SharedVar, std::less<>> module_shared_;
+  std::vector<std::string> module_shared_order_;
+  std::map<std::string, SharedVar, std::less<>> shared_;
+  std::vector<std::string> shared_order_;
+  std::map<std::string, uint32_t, std::less<>> local_;
+};
+
+bool Parser::instruction(const Token& first, Slot guard, bool guard_neg) {
+  Ctx c;
+  c.opcode = first.text;
+  c.line = first.line;
+  if (k_.code.size() >= limits_.max_instructions) return fail(c.line, "too many instructions in kernel " + k_.name);
+  while (!is_punct(';')) {
+    if (tok_.kind == Tk::kEnd) return fail(c.line, "missing ';' after '" + std::string(c.opcode) + "'");
+    if (!c.ops.empty() && !expect_punct(',')) return false;
+    if (c.ops.size() >= 8) return bad(c, "too many operands");
+    Operand o;
+    if (!operand(o)) return false;
+    if (is_punct('|')) return bad(c, "two-destination setp is not supported");
+    c.ops.push_back(std::move(o));
+  }
+  if (!advance()) return false;
+  Inst in;
+  in.guard = guard;
+  in.neg = guard_neg ? 1 : 0;
+  return emit_instruction(c, in);
+}
+
+bool Parser::emit_instruction(Ctx& c, Inst in) {
+  // Split the opcode into its base and modifiers.
+  std::vector<std::string_view> mods;
+  std::string_view base = c.opcode;
+  if (auto dot = base.find('.'); dot != std::string_view::npos) {
+    std::string_view rest = base.substr(dot + 1);
+    base = base.substr(0, dot);
+    while (!rest.empty()) {
+      auto d = rest.find('.');
+      mods.push_back(rest.substr(0, d));
+      if (d == std::string_view::npos) break;
+      rest = rest.substr(d + 1);
+    }
+  }
+  // Classify modifiers.
+  std::vector<TypeInfo> types;
+  std::vector<std::string_view> other;
+  for (auto m : mods) {
+    if (m.empty()) return bad(c, "empty modifier");
+    if (auto t = type_of(m)) types.push_back(*t);
+    else other.push_back(m);
+  }
+  auto has = [&](std::string_view m) { return std::find(other.begin(), other.end(), m) != other.end(); };
+  auto take = [&](std::string_view m) {
+    auto it = std::find(other.begin(), other.end(), m);
+    if (it == other.end()) return false;
+    other.erase(it);
+    return true;
+  };
+  auto no_more = [&]() {
+    if (!other.empty()) return bad(c, "unsupported modifier ." + std::string(other.front()));
+    return true;
+  };
+  auto one_type = [&](TypeInfo& t) {
+    if (types.size() != 1) return bad(c, "expects exactly one type");
+    t = types[0];
+    return true;
+  };
+  const uint32_t line = c.line;
+  auto int_op = [&](Op op, const TypeInfo& t, int nsrc) {
+    if (t.is_float) return bad(c, "integer operation on a float type");
+    if (!count(c, static_cast<size_t>(nsrc) + 1)) return false;
+    in.op = op;
+    in.mod = t.bits;
+    in.imm = static_cast<int64_t>(mask_of(t.bits));
+    if (!dst(c, 0, t, in.d)) return false;
+    if (nsrc >= 1 && !src(c, 1, t, in.a)) return false;
+    if (nsrc >= 2 && !src(c, 2, t, in.b)) return false;
+    if (nsrc >= 3 && !src(c, 3, t, in.c)) return false;
+    emit(in, line);
+    return true;
+  };
+  auto float_op = [&](Op op32, Op op64, const TypeInfo& t, int nsrc, bool need_rnd) {
+    const bool rn = take("rn");
+    if (has("rz") || has("rm") || has("rp")) return bad(c, "only the .rn rounding mode is supported for float arithmetic");
+    if (need_rnd && !rn) return bad(c, "a rounding modifier (.rn) is required");
+    if (take("ftz")) in.mod |= kFlagFtz;
+    if (take("sat")) in.mod |= kFlagSat;
+    if (!no_more()) return false;
+    if (t.bits == 64 && in.mod != 0) return bad(c, ".ftz/.sat apply to f32 only");
+    if (!count(c, static_cast<size_t>(nsrc) + 1)) return false;
+    in.op = t.bits == 32 ? op32 : op64;
+    if (!dst(c, 0, t, in.d)) return false;
+    if (nsrc >= 1 && !src(c, 1, t, in.a)) return false;
+    if (nsrc >= 2 && !src(c, 2, t, in.b)) return false;
+    if (nsrc >= 3 && !src(c, 3, t, in.c)) return false;
+    emit(in, line);
+    return true;
+  };
+
+  TypeInfo t;
+  if (base == "mov") {
+    if (!one_type(t) || !no_more() || !count(c, 2)) return false;
+    Operand& d = c.ops[0];
+    Operand& s = c.ops[1];
+    if (d.kind == Operand::kVec || s.kind == Operand::kVec) {
+      if (t.bits != 64 || t.is_float) return bad(c, "only mov.b64 packs or unpacks 32-bit halves");
+      const Operand& v = d.kind == Operand::kVec ? d : s;
+      if (v.elems.size() != 2) return bad(c, "expects two 32-bit halves");
+      TypeInfo h{Ty::kU32, 32, false, false, false};
+      if (d.kind == Operand::kVec) {
+        in.op = Op::kUnpack64;
+        if (!src(c, 1, t, in.a)) return false;
+        c.ops = {d.elems[0], d.elems[1]};
+        if (!dst(c, 0, h, in.d) || !dst(c, 1, h, in.c)) return false;
+      } else {
+        in.op = Op::kPack64;
+        if (!dst(c, 0, t, in.d)) return false;
+        std::vector<Operand> halves = s.elems;
+        if (halves[0].kind != Operand::kReg || halves[1].kind != Operand::kReg) return bad(c, "halves must be registers");
+        c.ops = {halves[0], halves[1]};
+        if (!src(c, 0, h, in.a) || !src(c, 1, h, in.b)) return false;
+      }
+      emit(in, line);
+      return true;
+    }
+    in.op = Op::kMov;
+    if (!dst(c, 0, t, in.d)) return false;
+    if (s.kind == Operand::kSym) {
+      if (t.is_float || t.is_pred || t.bits < 32) return bad(c, "a symbol's address needs a 32- or 64-bit integer type");
+      const std::string sym(s.sym);
+      if (params_.count(sym) != 0) return bad(c, "taking the address of parameter " + sym + " is not supported");
+      const Slot slot = new_slot(0);
+      fixups_.push_back(Fixup{Fixup::kSlotValue, slot, sym, 0, line});
+      in.a = slot;
+      emit(in, line);
+      return true;
+    }
+    if (!src(c, 1, t, in.a)) return false;
+    emit(in, line);
+    return true;
+  }
+  if (base == "add" || base == "sub") {
+    if (!one_type(t)) return false;
+    if (t.is_pred) return bad(c, "predicate type");
+    if (t.is_float) return float_op(base == "add" ? Op::kAddF32 : Op::kSubF32, base == "add" ? Op::kAddF64 : Op::kSubF64, t, 2, false);
+    if (t.bits < 16) return bad(c, "8-bit arithmetic types are not valid");
+    if (!no_more()) return false;
+    return int_op(base == "add" ? Op::kAdd : Op::kSub, t, 2);
+  }
+  if (base == "mul" || base == "mad") {
+    if (!one_type(t)) return false;
+    if (t.is_pred) return bad(c, "predicate type");
+    const bool mad = base == "mad";
+    if (t.is_float) return float_op(mad ? Op::kFmaF32 : Op::kMulF32, mad ? Op::kFmaF64 : Op::kMulF64, t, mad ? 3 : 2, mad && t.bits == 64);
+    if (t.bits < 16) return bad(c, "8-bit arithmetic types are not valid");
+    const bool lo = take("lo"), hi = take("hi"), wide = take("wide");
+    if (!no_more()) return false;
+    if (lo + hi + wide != 1) return bad(c, "needs exactly one of .lo, .hi, .wide");
+    if (wide) {
+      if (t.bits == 64) return bad(c, ".wide needs a 16- or 32-bit type");
+      TypeInfo w = t;
+      w.bits = static_cast<uint8_t>(t.bits * 2);
+      if (!count(c, mad ? 4 : 3)) return false;
+      in.op = mad ? (t.is_signed ? Op::kMadWideS : Op::kMadWideU) : (t.is_signed ? Op::kMulWideS : Op::kMulWideU);
+      in.mod = t.bits;
+      in.imm = static_cast<int64_t>(mask_of(w.bits));
+      if (!dst(c, 0, w, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b)) return false;
+      if (mad && !src(c, 3, w, in.c)) return false;
+      emit(in, line);
+      return true;
+    }
+    if (lo) return int_op(mad ? Op::kMadLo : Op::kMulLo, t, mad ? 3 : 2);
+    return int_op(mad ? (t.is_signed ? Op::kMadHiS : Op::kMadHiU) : (t.is_signed ? Op::kMulHiS : Op::kMulHiU), t, mad ? 3 : 2);
+  }
+  if (base == "fma") {
+    if (!one_type(t) || !t.is_float) return bad(c, "fma needs .f32 or .f64");
+    return float_op(Op::kFmaF32, Op::kFmaF64, t, 3, true);
+  }
+  if (base == "div") {
+    if (!one_type(t)) return false;
+    if (t.is_float) {
+      // div.approx.f32 and div.full.f32 are within 2 ulp; the sim computes
+      // the correctly rounded quotient, which is within that bound.
+      const bool approx = take("approx"), full = take("full");
+      if (t.bits == 64 && (approx || full)) return bad(c, "div.f64 needs .rn");
+      return float_op(Op::kDivF32, Op::kDivF64, t, 2, !(approx || full));
+    }
+    if (t.is_pred || t.bits < 16) return bad(c, "bad type");
+    if (!no_more()) return false;
+    return int_op(t.is_signed ? Op::kDivS : Op::kDivU, t, 2);
+  }
+  if (base == "rem") {
+    if (!one_type(t) || t.is_float || t.is_pred || t.bits < 16) return bad(c, "rem needs an integer type");
+    if (!no_more()) return false;
+    return int_op(t.is_signed ? Op::kRemS : Op::kRemU, t, 2);
+  }
+  if (base == "min" || base == "max") {
+    if (!one_type(t)) return false;
+    if (t.is_float) {
+      if (has("NaN") || has("xorsign")) return bad(c, ".NaN / .xorsign are not supported");
+      return float_op(base == "min" ? Op::kMinF32 : Op::kMaxF32, base == "min" ? Op::kMinF64 : Op::kMaxF64, t, 2, false);
+    }
+    if (t.is_pred || t.bits < 16) return bad(c, "bad type");
+    if (!no_more()) return false;
+    if (base == "min") return int_op(t.is_signed ? Op::kMinS : Op::kMinU, t, 2);
+    return int_op(t.is_signed ? Op::kMaxS : Op::kMaxU, t, 2);
+  }
+  if (base == "neg" || base == "abs") {
+    if (!one_type(t)) return false;
+    if (t.is_float) return float_op(base == "neg" ? Op::kNegF32 : Op::kAbsF32, base == "neg" ? Op::kNegF64 : Op::kAbsF64, t, 1, false);
+    if (t.is_pred || t.bits < 16 || (!t.is_signed && base == "abs")) return bad(c, "needs a signed integer type");
+    if (!no_more()) return false;
+    return int_op(base == "neg" ? Op::kNeg : Op::kAbs, t, 1);
+  }
+  if (base == "and" || base == "or" || base == "xor" || base == "not" || base == "cnot") {
+    if (!one_type(t) || !no_more()) return false;
+    if (t.is_float || (!t.is_pred && t.bits < 16)) return bad(c, "needs a .pred or .b16/.b32/.b64 type");
+    if (base == "not") return int_op(Op::kNot, t, 1);
+    if (base == "cnot") return int_op(Op::kCnot, t, 1);
+    return int_op(base == "and" ? Op::kAnd : base == "or" ? Op::kOr : Op::kXor, t, 2);
+  }
+  if (base == "shl" || base == "shr") {
+    if (!one_type(t) || !no_more()) return false;
+    if (t.is_float || t.is_pred || t.bits < 16) return bad(c, "needs a 16/32/64-bit integer type");
+    if (!count(c, 3)) return false;
+    in.op = base == "shl" ? Op::kShl : (t.is_signed ? Op::kShrS : Op::kShrU);
+    in.mod = t.bits;
+    in.imm = static_cast<int64_t>(mask_of(t.bits));
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, u32, in.b)) return false;
+    emit(in, line);
+    return true;
+  }
+  if (base == "popc" || base == "clz" || base == "brev") {
+    if (!one_type(t) || !no_more()) return false;
+    if (t.is_float || t.is_pred || t.bits < 32) return bad(c, "needs .b32 or .b64");
+    if (!count(c, 2)) return false;
+    in.op = base == "popc" ? Op::kPopc : base == "clz" ? Op::kClz : Op::kBrev;
+    in.mod = t.bits;
+    in.imm = static_cast<int64_t>(mask_of(t.bits));
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    if (!dst(c, 0, base == "brev" ? t : u32, in.d) || !src(c, 1, t, in.a)) return false;
+    emit(in, line);
+    return true;
+  }
+  if (base == "selp") {
+    if (!one_type(t) || !no_more() || !count(c, 4)) return false;
+    if (t.is_pred) return bad(c, "bad type");
+    in.op = Op::kSelp;
+    const TypeInfo p{Ty::kPred, 1, false, false, true};
+    if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b) || !src(c, 3, p, in.c)) return false;
+    emit(in, line);
+    return true;
+  }
+  if (base == "setp") {
+    if (!one_type(t)) return false;
+    if (t.is_pred || t.bits < 16) return bad(c, "bad type");
+    static const std::pair<std::string_view, Cmp> kCmps[] = {
+        {"eq", Cmp::kEq},   {"ne", Cmp::kNe},   {"lt", Cmp::kLt},   {"le", Cmp::kLe},   {"gt", Cmp::kGt},
+        {"ge", Cmp::kGe},   {"lo", Cmp::kLt},   {"ls", Cmp::kLe},   {"hi", Cmp::kGt},   {"hs", Cmp::kGe},
+        {"equ", Cmp::kEqu}, {"neu", Cmp::kNeu}, {"ltu", Cmp::kLtu}, {"leu", Cmp::kLeu}, {"gtu", Cmp::kGtu},
+        {"geu", Cmp::kGeu}, {"num", Cmp::kNum}, {"nan", Cmp::kNan},
+    };
+    std::optional<Cmp> cmp;
+    bool unsigned_cmp = false;
+    for (const auto& [name, k] : kCmps) {
+      if (take(name)) {
+        if (cmp) return bad(c, "two comparisons");
+        cmp = k;
+        unsigned_cmp = name == "lo" || name == "ls" || name == "hi" || name == "hs";
+      }
+    }
+    if (!cmp) return bad(c, "missing comparison");
+    if (!t.is_float && *cmp > Cmp::kGe) return bad(c, "unordered comparisons need a float type");
+    if (t.is_float && unsigned_cmp) return bad(c, "lo/ls/hi/hs need an integer type");
+    BoolOp bop = BoolOp::kNone;
+    if (take("and")) bop = BoolOp::kAnd;
+    else if (take("or")) bop = BoolOp::kOr;
+    else if (take("xor")) bop = BoolOp::kXor;
+    if (t.is_float && take("ftz")) in.mod |= 0;  // ftz compares: subnormals equal zero (see docs)
+    if (!no_more()) return false;
+    if (!count(c, bop == BoolOp::kNone ? 3 : 4)) return false;
+    const TypeInfo p{Ty::kPred, 1, false, false, true};
+    if (!dst(c, 0, p, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b)) return false;
+    bool cneg = false;
+    if (bop != BoolOp::kNone) {
+      cneg = c.ops[3].negated;
+      c.ops[3].negated = false;
+      if (!src(c, 3, p, in.c)) return false;
+    }
+    in.op = t.is_float ? (t.bits == 32 ? Op::kSetpF32 : Op::kSetpF64) : ((t.is_signed && !unsigned_cmp) ? Op::kSetpS : Op::kSetpU);
+    if (!t.is_float) in.mod = t.bits;
+    in.imm = static_cast<int64_t>(static_cast<uint32_t>(*cmp) | static_cast<uint32_t>(bop) << 8 | (cneg ? 1u << 10 : 0u));
+    emit(in, line);
+    return true;
+  }
+  if (base == "cvt") {
+    if (types.size() != 2) return bad(c, "expects a destination and a source type");
+    const TypeInfo dt = types[0], st = types[1];
+    if (dt.is_pred || st.is_pred) return bad(c, "predicate conversions are not supported");
+    static const std::pair<std::string_view, Rnd> kRnd[] = {
+        {"rn", Rnd::kRn},   {"rz", Rnd::kRz},   {"rm", Rnd::kRm},   {"rp", Rnd::kRp},
+        {"rni", Rnd::kRni}, {"rzi", Rnd::kRzi}, {"rmi", Rnd::kRmi}, {"rpi", Rnd::kRpi},
+    };
+    Rnd rnd = Rnd::kNone;
+    for (const auto& [name, r] : kRnd)
+      if (take(name)) {
+        if (rnd != Rnd::kNone) return bad(c, "two rounding modifiers");
+        rnd = r;
+      }
+    uint8_t flags = 0;
+    if (take("ftz")) flags |= kFlagFtz;
+    if (take("sat")) flags |= kFlagSat;
+    if (!no_more()) return false;
+    if (!count(c, 2)) return false;
+    const bool int_round = rnd >= Rnd::kRni;
+    if (dt.is_float && st.is_float) {
+      if (dt.bits == st.bits && rnd != Rnd::kNone && !int_round) return bad(c, "same-size float conversion takes an integer rounding (.rni etc.)");
+      if (dt.bits < st.bits && rnd != Rnd::kRn && rnd != Rnd::kNone) return bad(c, "only .rn is supported for f64 -> f32");
+      if (dt.bits < st.bits && rnd == Rnd::kNone) return bad(c, "f64 -> f32 needs a rounding modifier");
+      if (dt.bits > st.bits && rnd != Rnd::kNone) return bad(c, "f32 -> f64 is exact and takes no rounding modifier");
+    } else if (dt.is_float) {
+      if (rnd != Rnd::kRn) return bad(c, "int -> float needs .rn (other modes are not supported)");
+    } else if (st.is_float) {
+      if (!int_round) return bad(c, "float -> int needs .rni, .rzi, .rmi or .rpi");
+    } else {
+      if (rnd != Rnd::kNone) return bad(c, "int -> int conversion takes no rounding modifier");
+      if (flags & kFlagFtz) return bad(c, ".ftz on an integer conversion");
+      if (!(flags & kFlagSat)) {
+        in.op = Op::kCvtInt;
+        in.mod = st.bits;
+        in.c = st.is_signed ? 1 : 0;
+        in.imm = static_cast<int64_t>(mask_of(dt.bits));
+        if (!dst(c, 0, dt, in.d, true) || !src(c, 1, st, in.a, true)) return false;
+        emit(in, line);
+        return true;
+      }
+    }
+    in.op = Op::kCvt;
+    in.mod = static_cast<uint8_t>(static_cast<uint8_t>(rnd) | flags << 4);
+    in.b = static_cast<Slot>(st.ty);
+    in.c = static_cast<Slot>(dt.ty);
+    if (!dst(c, 0, dt, in.d, !dt.is_float) || !src(c, 1, st, in.a, !st.is_float)) return false;
+    emit(in, line);
+    return true;
+  }
+  if (base == "cvta") {
+    const bool to = take("to");
+    Space sp;
+    if (take("global")) sp = Space::kGlobal;
+    else if (take("shared")) sp = Space::kShared;
+    else if (take("local")) sp = Space::kLocal;
+    else return bad(c, "needs .global, .shared or .local");
+    if (!one_type(t) || !no_more()) return false;
+    if (t.bits != 64 || t.is_float || t.is_signed) return bad(c, "needs .u64");
+    if (!count(c, 2)) return false;
+    if (!dst(c, 0, t, in.d)) return false;
+    if (c.ops[1].kind == Operand::kSym) return bad(c, "symbol operands are not supported; mov the address first");
+    if (!src(c, 1, t, in.a)) return false;
+    if (sp == Space::kGlobal) {
+      in.op = Op::kMov;  // sim global addresses are generic addresses
+    } else {
+      in.op = to ? Op::kSub : Op::kAdd;
+      in.mod = 64;
+      in.imm = -1;
+      in.b = constant(sp == Space::kShared ? kSharedWindow : kLocalWindow);
+    }
+    emit(in, line);
+    return true;
+  }
+  if (base == "ld" || base == "st" || base == "atom" || base == "red") {
+    const bool is_ld = base == "ld", is_st = base == "st";
+    Space sp = Space::kGeneric;
+    if (take("global")) sp = Space::kGlobal;
+    else if (take("shared")) sp = Space::kShared;
+    else if (take("local")) sp = Space::kLocal;
+    else if (take("param")) sp = Space::kParam;
+    if (has("const") || has("tex")) return bad(c, "the .const space is not supported");
+    if (take("shared::cta")) sp = Space::kShared;
+    // Cache, ordering and scope qualifiers do not change results here: the
+    // sim runs one block per worker and global accesses are atomic.
+    for (auto q : {"volatile", "relaxed", "acquire", "release", "acq_rel", "weak", "nc", "ca", "cg", "cs", "lu", "cv", "wb", "wt", "cta", "gpu", "sys"})
+      (void)take(q);
+    if (sp == Space::kParam && !is_ld) return bad(c, "only ld.param is supported (st.param is for calls)");
+    if (!one_type(t)) return false;
+    if (t.is_pred) return bad(c, "predicate type");
+    if (is_ld || is_st) {
+      uint32_t nvec = 1;
+      if (take("v2")) nvec = 2;
+      else if (take("v4")) nvec = 4;
+      if (!no_more()) return false;
+      if (!count(c, 2)) return false;
+      if (!address(c, is_ld ? 1 : 0, sp, in)) return false;
+      const uint32_t log2 = t.bits == 8 ? 0 : t.bits == 16 ? 1 : t.bits == 32 ? 2 : 3;
+      if (nvec * (t.bits / 8) > 16) return bad(c, "vector access of more than 16 bytes");
+      in.mod = static_cast<uint8_t>(log2 | ((t.is_signed && !t.is_float) ? kLdSigned : 0));
+      const size_t vi = is_ld ? 0 : 1;
+      if (nvec == 1) {
+        if (c.ops[vi].kind == Operand::kVec) return bad(c, "vector operand without .v2/.v4");
+        Slot r;
+        if (is_ld) {
+          if (!dst(c, vi, t, r, !t.is_float)) return false;
+          in.d = r;
+        } else {
+          if (!src(c, vi, t, r, !t.is_float)) return false;
+          in.b = r;
+        }
+        const uint8_t regbits = c.ops[vi].kind == Operand::kReg ? c.ops[vi].bits : t.bits;
+        const uint32_t rl = regbits <= 8 ? 0 : regbits == 16 ? 1 : regbits == 32 ? 2 : 3;
+        in.mod |= static_cast<uint8_t>(rl << 4);
+        static const Op kLd[] = {Op::kLdGlobal, Op::kLdShared, Op::kLdLocal, Op::kLdParam, Op::kLdGeneric};
+        static const Op kSt[] = {Op::kStGlobal, Op::kStShared, Op::kStLocal, Op::kNop, Op::kStGeneric};
+        in.op = is_ld ? kLd[static_cast<int>(sp)] : kSt[static_cast<int>(sp)];
+        emit(in, line);
+        return true;
+      }
+      const Operand& v = c.ops[vi];
+      if (v.kind != Operand::kVec || v.elems.size() != nvec) return bad(c, "expects a vector of " + std::to_string(nvec) + " registers");
+      in.op = is_ld ? Op::kLdVec : Op::kStVec;
+      in.b = static_cast<Slot>(sp);
+      in.c = static_cast<Slot>(k_.vec_slots.size());
+      in.mod = static_cast<uint8_t>(in.mod | (nvec == 2 ? 1 : 2) << 6);
+      uint32_t rl = 0;
+      for (size_t e = 0; e < v.elems.size(); ++e) {
+        Ctx ec{c.opcode, c.line, {v.elems[e]}};
+        Slot r;
+        if (is_ld) {
+          if (!dst(ec, 0, t, r, !t.is_float)) return false;
+        } else {
+          if (v.elems[e].kind == Operand::kSink) return bad(c, "'_' in a store");
+          if (!src(ec, 0, t, r, !t.is_float)) return false;
+        }
+        const uint8_t rb = v.elems[e].kind == Operand::kReg ? v.elems[e].bits : t.bits;
+        const uint32_t l = rb <= 8 ? 0 : rb == 16 ? 1 : rb == 32 ? 2 : 3;
+        if (e > 0 && l != rl) return bad(c, "vector registers of different sizes");
+        rl = l;
+        k_.vec_slots.push_back(r);
+      }
+      in.mod = static_cast<uint8_t>(in.mod | rl << 4);
+      emit(in, line);
+      return true;
+    }
+    // atom / red
+    if (sp == Space::kLocal || sp == Space::kParam) return bad(c, "atomics need the global, shared or generic space");
+    static const std::pair<std::string_view, AtomOp> kAops[] = {
+        {"add", AtomOp::kAdd}, {"min", AtomOp::kMin}, {"max", AtomOp::kMax}, {"exch", AtomOp::kExch},
+        {"cas", AtomOp::kCas}, {"and", AtomOp::kAnd}, {"or", AtomOp::kOr},   {"xor", AtomOp::kXor},
+        {"inc", AtomOp::kInc}, {"dec", AtomOp::kDec},
+    };
+    std::optional<AtomOp> aop;
+    for (const auto& [name, k] : kAops)
+      if (take(name)) {
+        if (aop) return bad(c, "two atomic operations");
+        aop = k;
+      }
+    if (!aop) return bad(c, "missing atomic operation");
+    if (!no_more()) return false;
+    if (t.bits < 32) return bad(c, "atomics need a 32- or 64-bit type");
+    if (t.is_float && *aop != AtomOp::kAdd && *aop != AtomOp::kExch) return bad(c, "float atomics support add and exch only");
+    if ((*aop == AtomOp::kInc || *aop == AtomOp::kDec) && (t.bits != 32 || t.is_signed)) return bad(c, "inc/dec need .u32");
+    if (base == "red" && *aop == AtomOp::kCas) return bad(c, "red.cas does not exist");
+    const size_t first = base == "atom" ? 1 : 0;
+    const size_t n = first + 2 + (*aop == AtomOp::kCas ? 1 : 0);
+    if (!count(c, n)) return false;
+    if (base == "atom") {
+      if (!dst(c, 0, t, in.d)) return false;
+    }
+    if (!address(c, first, sp, in)) return false;
+    if (!src(c, first + 1, t, in.b)) return false;
+    if (*aop == AtomOp::kCas && !src(c, first + 2, t, in.c)) return false;
+    in.op = Op::kAtom;
+    in.mod = static_cast<uint8_t>(static_cast<uint8_t>(*aop) | static_cast<uint8_t>(t.ty) << 4);
+    in.neg = static_cast<uint8_t>(in.neg | static_cast<uint8_t>(sp) << 1);
+    emit(in, line);
+    return true;
+  }
+  if (base == "bar" || base == "barrier") {
+    // bar.sync / bar.sync.aligned / barrier.sync[.aligned] id [, count]
+    const bool sync = take("sync");
+    (void)take("aligned");
+    if (!sync && base == "bar" && !other.empty() && other.front() == "warp") return bad(c, "bar.warp.sync is not supported");
+    if (!sync || !no_more() || !types.empty()) return bad(c, "only bar.sync / barrier.sync are supported");
+    if (c.ops.empty() || c.ops.size() > 2) return bad(c, "expects a barrier id and an optional thread count");
+    for (const Operand& o : c.ops)
+      if (o.kind != Operand::kImm && o.kind != Operand::kReg) return bad(c, "bad barrier operand");
+    if (c.ops[0].kind != Operand::kImm || c.ops[0].lit.kind != Literal::kInt || c.ops[0].lit.bits != 0)
+      return bad(c, "only barrier 0 is supported");
+    if (c.ops.size() == 2) return bad(c, "barriers with a thread count are not supported");
+    in.op = Op::kBar;
+    k_.has_barrier = true;
+    emit(in, line);
+    return true;
+  }
+  if (base == "membar" || base == "fence") {
+    // The sim's global accesses are sequentially consistent per address and
+    // a block's threads run on one worker: fences need no action.
+    in.op = Op::kNop;
+    if (!c.ops.empty()) return bad(c, "takes no operands");
+    emit(in, line);
+    return true;
+  }
+  if (base == "bra") {
+    (void)take("uni");
+    if (!no_more() || !types.empty() || !count(c, 1)) return bad(c, "expects bra[.uni] label");
+    if (c.ops[0].kind != Operand::kSym) return bad(c, "the target must be a label");
+    in.op = Op::kBra;
+    label_refs_.emplace_back(static_cast<uint32_t>(k_.code.size()), std::string(c.ops[0].sym), line);
+    emit(in, line);
+    return true;
+  }
+  if (base == "ret" || base == "exit") {
+    (void)take("uni");
+    if (!no_more() || !types.empty() || !c.ops.empty()) return bad(c, "takes no operands");
+    in.op = Op::kRet;
+    emit(in, line);
+    return true;
+  }
+  if (base == "rcp" || base == "sqrt" || base == "rsqrt" || base == "ex2" || base == "lg2" || base == "sin" || base == "cos" || base == "tanh") {
+    if (!one_type(t) || !t.is_float) return bad(c, "needs a float type");
+    const bool approx = take("approx");
+    const bool exact_op = base == "rcp" || base == "sqrt";
+    if (exact_op && !approx && !has("rn")) return bad(c, "needs .rn or .approx");
+    if (!exact_op && !approx) return bad(c, "needs .approx");
+    if (t.bits == 64 && !exact_op && !(base == "rsqrt")) return bad(c, "f64 is not supported");
+    Op op32 = Op::kNop, op64 = Op::kNop;
+    if (base == "rcp") { op32 = Op::kRcpF32; op64 = Op::kRcpF64; }
+    else if (base == "sqrt") { op32 = Op::kSqrtF32; op64 = Op::kSqrtF64; }
+    else if (base == "rsqrt") { op32 = Op::kRsqrtF32; op64 = Op::kRsqrtF64; }
+    else if (base == "ex2") op32 = Op::kEx2F32;
+    else if (base == "lg2") op32 = Op::kLg2F32;
+    else if (base == "sin") op32 = Op::kSinF32;
+    else if (base == "cos") op32 = Op::kCosF32;
+    else op32 = Op::kTanhF32;
+    if (t.bits == 64 && approx && base == "rcp") (void)take("ftz");  // rcp.approx.ftz.f64
+    return float_op(op32, op64, t, 1, false);
+  }
+  if (base == "call" || base == "callseq") return bad(c, "function calls are not supported");
+  return fail(c.line, "unsupported instruction '" + std::string(c.opcode) + "'");
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const Module>> load_ptx(std::string_view text, const LoadLimits& limits) {
+  if (text.size() > limits.max_text_bytes) return make_error(Status::kLoadFailed, "PTX text larger than the loader's limit");
+  // Images may carry a trailing NUL (cuModuleLoadData takes a C string).
+  while (!text.empty() && text.back() == '\0') text.remove_suffix(1);
+  if (text.find('\0') != std::string_view::npos) return make_error(Status::kLoadFailed, "PTX text contains a NUL byte");
+  Parser p(text, limits);
+  return p.run();
+}
+
+}  // namespace gpulease::sim

@@ -1,0 +1,509 @@
+// SimBackend, its contexts, and the worker pool that runs their launches.
+//
+// Ownership and lifetimes:
+//   SimBackend ──shared──> WorkerPool, DeviceState (one per device)
+//   SimContext ──shared──> WorkerPool, DeviceState, ContextCore
+//   pool task  ──shared──> ContextCore, Launch
+// A context's destructor cancels its queued work and waits until no launch
+// of it runs, so the pool never touches a dead context; the pool is only
+// released from a context or backend destructor, never from a worker thread.
+#include "gpulease/sim/sim_backend.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace gpulease::sim {
+namespace {
+
+using server::ContextOptions;
+using server::DeviceContext;
+using server::DeviceInfo;
+using server::ImageKind;
+using server::LaunchRequest;
+
+// Device addresses: each context gets a 1 TiB window above kGlobalBase
+// (window index = context sequence number mod 256); allocations are 256-byte
+// aligned and separated by at least kGuardBytes of unmapped space, so a small
+// overrun faults instead of landing in a neighbour.
+constexpr uint64_t kGlobalBase = 0x7f00'0000'0000ull;
+constexpr uint64_t kContextWindow = uint64_t{1} << 40;
+constexpr uint64_t kGuardBytes = 64u << 10;
+constexpr uint64_t kAllocAlign = 256;
+
+struct DeviceState {
+  DeviceInfo info;
+  std::mutex mu;
+  uint64_t used = 0;  // allocations and context overheads, bytes
+
+  bool reserve(uint64_t bytes) {
+    std::lock_guard<std::mutex> lk(mu);
+    if (bytes > info.total_bytes - used) return false;
+    used += bytes;
+    return true;
+  }
+  void release(uint64_t bytes) {
+    std::lock_guard<std::mutex> lk(mu);
+    used -= std::min(used, bytes);
+  }
+};
+
+class ContextCore;
+
+// One queued launch in the pool: blocks are claimed in chunks by workers.
+struct Task {
+  std::shared_ptr<ContextCore> core;
+  std::shared_ptr<Launch> launch;
+  uint64_t seq = 0;
+  // Guarded by the pool's mutex.
+  uint64_t next_block = 0;
+  uint32_t active = 0;
+  bool all_claimed = false;
+};
+
+// A fixed set of threads shared by all contexts of a backend. Tasks rotate
+// through the queue after every claimed chunk, so leases share the workers
+// fairly and a long launch does not starve others.
+class WorkerPool {
+ public:
+  explicit WorkerPool(uint32_t n) {
+    if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+    workers_ = n;
+    for (uint32_t i = 0; i < n; ++i) threads_.emplace_back([this] { loop(); });
+  }
+  ~WorkerPool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  uint32_t size() const { return workers_; }
+
+  void submit(std::shared_ptr<Task> t) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      queue_.push_back(std::move(t));
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void loop();
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Task>> queue_;
+  bool stopping_ = false;
+  uint32_t workers_ = 0;
+  std::vector<std::thread> threads_;
+};
+
+// The part of a context that workers call back into.
+class ContextCore : public std::enable_shared_from_this<ContextCore> {
+ public:
+  explicit ContextCore(WorkerPool* pool) : pool_(pool) {}
+
+  // Queues a launch (and starts it when nothing of this context runs).
+  void enqueue(std::shared_ptr<Launch> l) {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto t = std::make_shared<Task>();
+    t->core = shared_from_this();
+    t->launch = std::move(l);
+    t->seq = ++enqueued_;
+    if (running_) {
+      queue_.push_back(std::move(t));
+    } else {
+      running_ = true;
+      current_ = t->launch;
+      pool_->submit(std::move(t));
+    }
+  }
+
+  // Called by the worker that finished the last block of `t`.
+  void finished(const Task& t) {
+    std::vector<std::function<void(Result<void>)>> ready;
+    Result<void> outcome;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      completed_ = t.seq;
+      std::string f = t.launch->fault();
+      if (!f.empty() && fault_.empty()) fault_ = std::move(f);
+      if (!fault_.empty() || closing_) {
+        // Launches queued after a fault are abandoned (as on a GPU context
+        // with a sticky error), and so are those of a closing context.
+        if (!queue_.empty()) completed_ = queue_.back()->seq;
+        queue_.clear();
+      }
+      if (!queue_.empty()) {
+        auto next = std::move(queue_.front());
+        queue_.pop_front();
+        current_ = next->launch;
+        pool_->submit(std::move(next));
+      } else {
+        running_ = false;
+        current_.reset();
+      }
+      outcome = status_locked();
+      collect_locked(ready);
+      cv_.notify_all();
+    }
+    for (auto& done : ready) done(outcome);
+  }
+
+  void sync(std::function<void(Result<void>)> done) {
+    Result<void> outcome;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (completed_ < enqueued_) {
+        waiters_.emplace_back(enqueued_, std::move(done));
+        return;
+      }
+      outcome = status_locked();
+    }
+    done(std::move(outcome));
+  }
+
+  // Blocks until no launch of this context is queued or running.
+  void drain() {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return !running_; });
+  }
+
+  // Abandons queued launches, cancels the running one and waits for it;
+  // pending sync callbacks get SYNC_FAILED. After this no worker touches
+  // the core and the pool is no longer used.
+  void close() {
+    std::vector<std::function<void(Result<void>)>> orphans;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      closing_ = true;
+      queue_.clear();
+      if (current_) current_->cancel();
+      cv_.wait(lk, [&] { return !running_; });
+      for (auto& w : waiters_) orphans.push_back(std::move(w.second));
+      waiters_.clear();
+    }
+    for (auto& done : orphans) done(make_error(Status::kSyncFailed, "context destroyed before its launches finished"));
+  }
+
+  bool faulted() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return !fault_.empty();
+  }
+  std::string fault() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return fault_;
+  }
+
+ private:
+  Result<void> status_locked() const {
+    if (fault_.empty()) return {};
+    return make_error(Status::kSyncFailed, fault_);
+  }
+  void collect_locked(std::vector<std::function<void(Result<void>)>>& out) {
+    auto it = std::remove_if(waiters_.begin(), waiters_.end(), [&](auto& w) {
+      if (w.first > completed_) return false;
+      out.push_back(std::move(w.second));
+      return true;
+    });
+    waiters_.erase(it, waiters_.end());
+  }
+
+  WorkerPool* pool_;  // valid until close(); owned by the SimContext
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Task>> queue_;  // queued, not yet submitted
+  bool running_ = false;
+  bool closing_ = false;
+  uint64_t enqueued_ = 0;
+  uint64_t completed_ = 0;
+  std::string fault_;
+  std::vector<std::pair<uint64_t, std::function<void(Result<void>)>>> waiters_;
+  std::shared_ptr<Launch> current_;  // submitted to the pool, not finished
+};
+
+void WorkerPool::loop() {
+  for (;;) {
+    std::shared_ptr<Task> t;
+    uint64_t first = 0, count = 0;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping
+      t = queue_.front();
+      queue_.pop_front();
+      const uint64_t total = t->launch->total_blocks();
+      const uint64_t chunk = t->launch->stopped()
+                                 ? total
+                                 : std::clamp<uint64_t>(total / (uint64_t{workers_} * 4), 1, 16);
+      first = t->next_block;
+      count = std::min(chunk, total - first);
+      t->next_block += count;
+      ++t->active;
+      if (t->next_block >= total)
+        t->all_claimed = true;
+      else
+        queue_.push_back(t);  // rotate: other leases' work goes first
+      if (!queue_.empty()) cv_.notify_one();
+    }
+    t->launch->run_blocks(first, count);
+    bool last = false;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      --t->active;
+      last = t->all_claimed && t->active == 0;
+      if (last) t->all_claimed = false;  // report once
+    }
+    if (last) t->core->finished(*t);
+  }
+}
+
+class SimContext final : public DeviceContext {
+ public:
+  SimContext(std::shared_ptr<WorkerPool> pool, std::shared_ptr<DeviceState> dev, const SimConfig& cfg,
+             const ContextOptions& opts, uint64_t seq)
+      : pool_(std::move(pool)),
+        dev_(std::move(dev)),
+        core_(std::make_shared<ContextCore>(pool_.get())),
+        launch_limits_(cfg.launch_limits),
+        load_limits_(cfg.load_limits),
+        overhead_(cfg.context_overhead_bytes),
+        quota_(opts.quota_bytes),
+        budget_(opts.instruction_budget != 0 ? opts.instruction_budget : cfg.default_instruction_budget),
+        window_base_(kGlobalBase + (seq % 256) * kContextWindow),
+        next_addr_(window_base_) {}
+
+  ~SimContext() override {
+    core_->close();
+    uint64_t bytes = overhead_;
+    for (const auto& [base, a] : allocs_) bytes += a.size;
+    dev_->release(bytes);
+  }
+
+  Result<uint64_t> mem_alloc(uint64_t bytes) override {
+    if (bytes == 0) return make_error(Status::kInvalidArgument, "allocation of 0 bytes");
+    if (quota_ != 0 && (bytes > quota_ || allocated_ > quota_ - bytes))
+      return make_error(Status::kAllocFailed, "allocation of " + std::to_string(bytes) + " bytes exceeds the lease quota");
+    if (bytes > dev_->info.total_bytes || !dev_->reserve(bytes))
+      return make_error(Status::kAllocFailed, "sim device out of memory (" + std::to_string(bytes) + " bytes requested)");
+    const uint64_t span = (bytes + kAllocAlign - 1) / kAllocAlign * kAllocAlign;
+    if (span > window_base_ + kContextWindow - next_addr_) {
+      dev_->release(bytes);
+      return make_error(Status::kAllocFailed, "context address space exhausted");
+    }
+    // calloc: zeroed, 16-byte aligned (atomics need natural alignment), and
+    // large buffers are mapped lazily.
+    auto* raw = static_cast<std::byte*>(std::calloc(1, bytes));
+    if (raw == nullptr) {
+      dev_->release(bytes);
+      return make_error(Status::kAllocFailed, "host memory exhausted");
+    }
+    const uint64_t addr = next_addr_;
+    next_addr_ += span + kGuardBytes;
+    allocs_.emplace(addr, Alloc{bytes, std::shared_ptr<std::byte>(raw, [](std::byte* p) { std::free(p); })});
+    allocated_ += bytes;
+    snapshot_.reset();
+    return addr;
+  }
+
+  Result<void> mem_free(uint64_t addr) override {
+    auto it = allocs_.find(addr);
+    if (it == allocs_.end()) return make_error(Status::kInvalidHandle, "not a live allocation of this context");
+    core_->drain();  // stream order: earlier launches may still use it
+    dev_->release(it->second.size);
+    allocated_ -= it->second.size;
+    allocs_.erase(it);
+    snapshot_.reset();
+    return {};
+  }
+
+  Result<void> mem_write(uint64_t addr, std::span<const std::byte> data) override {
+    auto p = host_range(addr, data.size());
+    if (!p.ok()) return std::move(p).error();
+    core_->drain();
+    if (!data.empty()) std::memcpy(*p, data.data(), data.size());
+    return {};
+  }
+
+  Result<void> mem_read(uint64_t addr, std::span<std::byte> out) override {
+    auto p = host_range(addr, out.size());
+    if (!p.ok()) return std::move(p).error();
+    core_->drain();
+    if (!out.empty()) std::memcpy(out.data(), *p, out.size());
+    return {};
+  }
+
+  Result<uint64_t> module_load(ImageKind kind, std::span<const std::byte> image) override {
+    if (kind != ImageKind::kPtx) return make_error(Status::kLoadFailed, "the sim backend runs PTX only (no cubin/fatbin)");
+    auto m = load_ptx(std::string_view(reinterpret_cast<const char*>(image.data()), image.size()), load_limits_);
+    if (!m.ok()) return std::move(m).error();
+    const uint64_t h = ++next_module_;
+    modules_.emplace(h, std::move(m).value());
+    return h;
+  }
+
+  Result<void> module_unload(uint64_t module) override {
+    // Launches already queued hold their own reference to the module.
+    if (modules_.erase(module) == 0) return make_error(Status::kInvalidHandle, "not a loaded module of this context");
+    return {};
+  }
+
+  Result<void> launch(const LaunchRequest& req) override {
+    if (core_->faulted()) return make_error(Status::kLaunchFailed, "context is faulted: " + core_->fault());
+    auto mit = modules_.find(req.module);
+    if (mit == modules_.end()) return make_error(Status::kLaunchFailed, "unknown module handle");
+    const Kernel* k = mit->second->find(req.kernel);
+    if (k == nullptr) return make_error(Status::kLaunchFailed, "kernel '" + req.kernel + "' not found in the module");
+    if (req.args.size() != k->params.size())
+      return make_error(Status::kLaunchFailed, "kernel " + k->name + " takes " + std::to_string(k->params.size()) +
+                                                   " arguments, got " + std::to_string(req.args.size()));
+    std::vector<std::byte> params(k->param_bytes);
+    for (size_t i = 0; i < req.args.size(); ++i) {
+      const Param& p = k->params[i];
+      if (req.args[i].size() != p.size)
+        return make_error(Status::kLaunchFailed, "argument " + std::to_string(i) + " of kernel " + k->name + " is " +
+                                                     std::to_string(req.args[i].size()) + " bytes, the parameter is " +
+                                                     std::to_string(p.size));
+      if (p.size != 0) std::memcpy(params.data() + p.offset, req.args[i].data(), p.size);
+    }
+    auto v = validate_launch(*k, req.grid, req.block, req.shared_bytes, launch_limits_);
+    if (!v.ok()) return make_error(Status::kLaunchFailed, "kernel " + k->name + ": " + v.error().message);
+    auto l = std::make_shared<Launch>(mit->second, k, req.grid, req.block, req.shared_bytes, std::move(params),
+                                      memory(), budget_);
+    core_->enqueue(l);
+    return {};
+  }
+
+  void sync(std::function<void(Result<void>)> done) override { core_->sync(std::move(done)); }
+
+  bool faulted() const override { return core_->faulted(); }
+
+ private:
+  struct Alloc {
+    uint64_t size = 0;
+    std::shared_ptr<std::byte> data;
+  };
+
+  Result<std::byte*> host_range(uint64_t addr, uint64_t len) {
+    auto it = allocs_.upper_bound(addr);
+    if (it == allocs_.begin()) return make_error(Status::kInvalidHandle, "address is not in a live allocation");
+    --it;
+    const uint64_t off = addr - it->first;
+    if (off >= it->second.size) return make_error(Status::kInvalidHandle, "address is not in a live allocation");
+    if (len > it->second.size - off) return make_error(Status::kOutOfRange, "range runs past the end of the allocation");
+    return it->second.data.get() + off;
+  }
+
+  // The allocation table as launches see it; rebuilt after alloc/free.
+  std::shared_ptr<const GlobalMemory> memory() {
+    if (!snapshot_) {
+      auto m = std::make_shared<GlobalMemory>();
+      m->ranges.reserve(allocs_.size());
+      m->owners.reserve(allocs_.size());
+      for (const auto& [base, a] : allocs_) {
+        m->ranges.push_back(GlobalRange{base, a.size, a.data.get()});
+        m->owners.push_back(a.data);
+      }
+      snapshot_ = std::move(m);
+    }
+    return snapshot_;
+  }
+
+  std::shared_ptr<WorkerPool> pool_;
+  std::shared_ptr<DeviceState> dev_;
+  std::shared_ptr<ContextCore> core_;
+  LaunchLimits launch_limits_;
+  LoadLimits load_limits_;
+  uint64_t overhead_;
+  uint64_t quota_;
+  uint64_t budget_;
+  uint64_t window_base_;
+  uint64_t next_addr_;
+  uint64_t allocated_ = 0;
+  std::map<uint64_t, Alloc> allocs_;
+  std::shared_ptr<const GlobalMemory> snapshot_;
+  std::map<uint64_t, std::shared_ptr<const Module>> modules_;
+  uint64_t next_module_ = 0;
+};
+
+class SimBackend final : public server::DeviceBackend {
+ public:
+  explicit SimBackend(const SimConfig& cfg) : cfg_(cfg), pool_(std::make_shared<WorkerPool>(cfg.worker_threads)) {
+    uint16_t index = 0;
+    for (const SimDeviceConfig& d : cfg.devices) {
+      auto s = std::make_shared<DeviceState>();
+      s->info.index = index;
+      s->info.name = d.name;
+      // A stable, recognisable UUID: "gpulease-sim" then the device index.
+      const char tag[] = "gpulease-sim";
+      std::memcpy(s->info.uuid.data(), tag, sizeof tag - 1);
+      s->info.uuid[14] = static_cast<uint8_t>(index >> 8);
+      s->info.uuid[15] = static_cast<uint8_t>(index);
+      s->info.cc_major = 7;  // the PTX in kernels/ targets sm_75
+      s->info.cc_minor = 5;
+      s->info.sm_count = pool_->size();
+      s->info.total_bytes = d.total_bytes;
+      s->info.max_threads_per_block = cfg.launch_limits.max_threads_per_block;
+      s->info.max_block = cfg.launch_limits.max_block;
+      s->info.max_grid = cfg.launch_limits.max_grid;
+      s->info.max_shared_per_block = cfg.launch_limits.max_shared_per_block;
+      devices_.push_back(std::move(s));
+      ++index;
+    }
+  }
+
+  std::string_view name() const override { return "sim"; }
+
+  std::vector<DeviceInfo> devices() override {
+    std::vector<DeviceInfo> out;
+    for (const auto& d : devices_) {
+      DeviceInfo i = d->info;
+      std::lock_guard<std::mutex> lk(d->mu);
+      i.free_bytes = i.total_bytes - std::min(i.total_bytes, d->used);
+      out.push_back(std::move(i));
+    }
+    return out;
+  }
+
+  uint64_t context_overhead_bytes(uint16_t device) const override {
+    (void)device;
+    return cfg_.context_overhead_bytes;
+  }
+
+  Result<std::unique_ptr<DeviceContext>> create_context(uint16_t device, const ContextOptions& opts) override {
+    if (device >= devices_.size()) return make_error(Status::kInvalidArgument, "no sim device " + std::to_string(device));
+    if (opts.session_exclusive)
+      return make_error(Status::kUnsupported, "the sim backend has no exclusive SM partitions");
+    auto& dev = devices_[device];
+    if (!dev->reserve(cfg_.context_overhead_bytes))
+      return make_error(Status::kCapacityExceeded, "sim device " + std::to_string(device) + " has no room for a context");
+    const uint64_t seq = next_context_.fetch_add(1, std::memory_order_relaxed);
+    return std::unique_ptr<DeviceContext>(std::make_unique<SimContext>(pool_, dev, cfg_, opts, seq));
+  }
+
+ private:
+  SimConfig cfg_;
+  std::shared_ptr<WorkerPool> pool_;
+  std::vector<std::shared_ptr<DeviceState>> devices_;
+  std::atomic<uint64_t> next_context_{0};
+};
+
+}  // namespace
+
+std::unique_ptr<server::DeviceBackend> make_sim_backend(const SimConfig& config) {
+  return std::make_unique<SimBackend>(config);
+}
+
+}  // namespace gpulease::sim
