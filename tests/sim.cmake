@@ -1,0 +1,20 @@
+# sim backend tests (issue 5): the PTX loader, the interpreter's semantics,
+# every kernel in kernels/ against a C++ reference, and the backend contract.
+if(TARGET gpulease_sim)
+  gpulease_add_test(ptx_parser_test
+    SOURCES ptx_parser_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
+  gpulease_add_test(ptx_semantics_test
+    SOURCES ptx_semantics_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
+  gpulease_add_test(sim_kernels_test
+    SOURCES sim_kernels_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
+  gpulease_add_test(sim_backend_test
+    SOURCES sim_backend_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
+endif()

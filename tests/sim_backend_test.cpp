@@ -1,0 +1,357 @@
+// The sim backend honours the DeviceBackend / DeviceContext contract:
+// recipes 30 and 34 run end to end, faults are reported at sync and poison
+// only their own context, runaway kernels are stopped by the budget, bad
+// launches and modules are refused up front, and memory is accounted.
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "sim_harness.hpp"
+
+namespace gpulease::sim::testing {
+namespace {
+
+TEST(SimBackend, DescribesOneEightGibDeviceByDefault) {
+  auto b = make_sim_backend({});
+  EXPECT_EQ(b->name(), "sim");
+  auto d = b->devices();
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].name, "gpulease sim device");
+  EXPECT_EQ(d[0].total_bytes, uint64_t{8} << 30);
+  EXPECT_EQ(d[0].free_bytes, d[0].total_bytes);
+  EXPECT_GT(b->context_overhead_bytes(0), 0u);
+}
+
+TEST(SimBackend, ConfiguredDevicesHaveTheirOwnCapacity) {
+  SimConfig cfg;
+  cfg.devices = {{"a", 1 << 20}, {"b", 64 << 20}};
+  cfg.context_overhead_bytes = 4096;
+  auto b = make_sim_backend(cfg);
+  ASSERT_EQ(b->devices().size(), 2u);
+  EXPECT_EQ(b->devices()[1].total_bytes, uint64_t{64} << 20);
+  auto ctx = b->create_context(1, {});
+  ASSERT_TRUE(ctx.ok());
+  EXPECT_EQ(b->devices()[1].free_bytes, (uint64_t{64} << 20) - 4096);
+  EXPECT_EQ(b->devices()[0].free_bytes, uint64_t{1} << 20);
+  EXPECT_EQ(b->create_context(2, {}).status(), Status::kInvalidArgument);
+}
+
+TEST(SimBackend, Recipe30ScaleThenBiasGivesTwoIPlusTen) {
+  Harness h;
+  const uint64_t m = h.load_file("transform.ptx");
+  std::vector<float> x(1024);
+  for (int i = 0; i < 1024; ++i) x[i] = float(i);
+  const uint64_t buf = h.upload(x);
+  ASSERT_TRUE(h.launch(m, "scale", {4, 1, 1}, {256, 1, 1}, Args().add(buf).add(int32_t(1024)).add(2.0f)).ok());
+  ASSERT_TRUE(h.launch(m, "bias", {4, 1, 1}, {256, 1, 1}, Args().add(buf).add(int32_t(1024)).add(10.0f)).ok());
+  ASSERT_TRUE(h.sync().ok());
+  auto y = h.download<float>(buf, 1024);
+  for (int i = 0; i < 1024; ++i) ASSERT_EQ(y[i], 2.0f * i + 10.0f) << i;
+}
+
+TEST(SimBackend, MemReadIsOrderedAfterEarlierLaunchesWithoutSync) {
+  Harness h;
+  const uint64_t m = h.load_file("transform.ptx");
+  const uint64_t buf = h.upload(std::vector<float>(4096, 1.0f));
+  for (int i = 0; i < 8; ++i)
+    ASSERT_TRUE(h.launch(m, "bias", {16, 1, 1}, {256, 1, 1}, Args().add(buf).add(int32_t(4096)).add(1.0f)).ok());
+  auto y = h.download<float>(buf, 4096);  // no sync: stream order alone
+  for (float v : y) ASSERT_EQ(v, 9.0f);
+}
+
+TEST(SimBackend, Recipe34PipelineRunsThreeStagesOnDeviceBuffers) {
+  Harness h;
+  const uint64_t m = h.load_file("pipeline.ptx");
+  const int n = 1000;
+  std::vector<uint8_t> raw(n);
+  for (int i = 0; i < n; ++i) raw[i] = uint8_t((i * 37) % 256);
+  const uint64_t draw = h.upload(raw), da = h.alloc(n * 4), db = h.alloc(n * 4), dout = h.alloc(n);
+  const uint32_t g = blocks_for(n, 256);
+  ASSERT_TRUE(h.launch(m, "decode", {g, 1, 1}, {256, 1, 1}, Args().add(draw).add(da).add(n)).ok());
+  ASSERT_TRUE(h.launch(m, "denoise", {g, 1, 1}, {256, 1, 1}, Args().add(da).add(db).add(n).add(0.2f)).ok());
+  ASSERT_TRUE(h.launch(m, "encode", {g, 1, 1}, {256, 1, 1}, Args().add(db).add(dout).add(n)).ok());
+  ASSERT_TRUE(h.sync().ok());
+  auto out = h.download<uint8_t>(dout, n);
+  for (int i = 0; i < n; ++i) {
+    auto dec = [&](int j) { return float(raw[j]) / 255.0f; };
+    const float c = dec(i), l = i > 0 ? dec(i - 1) : c, r = i + 1 < n ? dec(i + 1) : c;
+    const float s = (l + c + r) / 3.0f;
+    const float d = s > 0.2f ? s : 0.0f;
+    ASSERT_EQ(out[i], uint8_t(std::fma(std::min(std::max(d, 0.0f), 1.0f), 255.0f, 0.5f))) << i;
+  }
+}
+
+TEST(SimBackend, OutOfBoundsReadFaultsWithAddressAndKernelAndOtherContextsKeepWorking) {
+  auto backend = make_sim_backend(Harness::small_config());
+  auto bad = std::move(backend->create_context(0, {})).value();
+  auto good = std::move(backend->create_context(0, {})).value();
+
+  auto mod = bad->module_load(server::ImageKind::kPtx, as_bytes(read_ptx("faults.ptx")));
+  ASSERT_TRUE(mod.ok());
+  const uint64_t in = *bad->mem_alloc(256 * 4), out = *bad->mem_alloc(256 * 4);
+  server::LaunchRequest req;
+  req.module = *mod;
+  req.kernel = "oob_read";
+  req.grid = {1, 1, 1};
+  req.block = {256, 1, 1};
+  req.args = Args().add(in).add(out).add(int32_t(256)).add(int32_t(1 << 20)).take();
+  ASSERT_TRUE(bad->launch(req).ok());  // the fault shows at sync, not at launch
+  auto r = wait_sync(*bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status(), Status::kSyncFailed);
+  EXPECT_NE(r.error().message.find("illegal address 0x"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("(global ld, 4 bytes)"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("in kernel oob_read"), std::string::npos) << r.error().message;
+  EXPECT_TRUE(bad->faulted());
+  // The fault is sticky, and further launches are refused.
+  EXPECT_EQ(wait_sync(*bad).status(), Status::kSyncFailed);
+  EXPECT_EQ(bad->launch(req).status(), Status::kLaunchFailed);
+
+  // A second lease on the same backend is unaffected.
+  EXPECT_FALSE(good->faulted());
+  auto gm = good->module_load(server::ImageKind::kPtx, as_bytes(read_ptx("transform.ptx")));
+  ASSERT_TRUE(gm.ok());
+  const uint64_t buf = *good->mem_alloc(64 * 4);
+  std::vector<float> ones(64, 1.0f);
+  ASSERT_TRUE(good->mem_write(buf, {reinterpret_cast<const std::byte*>(ones.data()), 256}).ok());
+  server::LaunchRequest s;
+  s.module = *gm;
+  s.kernel = "scale";
+  s.block = {64, 1, 1};
+  s.args = Args().add(buf).add(int32_t(64)).add(3.0f).take();
+  ASSERT_TRUE(good->launch(s).ok());
+  ASSERT_TRUE(wait_sync(*good).ok());
+  ASSERT_TRUE(good->mem_read(buf, {reinterpret_cast<std::byte*>(ones.data()), 256}).ok());
+  EXPECT_EQ(ones[63], 3.0f);
+}
+
+TEST(SimBackend, AnotherContextsBufferIsNotReachable) {
+  auto backend = make_sim_backend(Harness::small_config());
+  auto a = std::move(backend->create_context(0, {})).value();
+  auto b = std::move(backend->create_context(0, {})).value();
+  const uint64_t secret = *b->mem_alloc(1024);
+  auto mod = a->module_load(server::ImageKind::kPtx, as_bytes(read_ptx("vector.ptx")));
+  const uint64_t mine = *a->mem_alloc(1024);
+  server::LaunchRequest req;
+  req.module = *mod;
+  req.kernel = "vector_add";
+  req.block = {32, 1, 1};
+  req.args = Args().add(secret).add(mine).add(mine).add(int32_t(32)).take();
+  ASSERT_TRUE(a->launch(req).ok());
+  auto r = wait_sync(*a);
+  ASSERT_EQ(r.status(), Status::kSyncFailed);
+  EXPECT_NE(r.error().message.find("illegal address"), std::string::npos);
+}
+
+TEST(SimBackend, MisalignedAccessFaults) {
+  Harness h;
+  const uint64_t m = h.load_file("transform.ptx");
+  const uint64_t buf = h.alloc(1024);
+  auto r = h.run(m, "scale", {1, 1, 1}, {4, 1, 1}, Args().add(buf + 2).add(int32_t(4)).add(2.0f));
+  ASSERT_EQ(r.status(), Status::kSyncFailed);
+  EXPECT_NE(r.error().message.find("misaligned address"), std::string::npos) << r.error().message;
+}
+
+TEST(SimBackend, InfiniteLoopIsStoppedByTheInstructionBudget) {
+  server::ContextOptions opts;
+  opts.instruction_budget = 1'000'000;
+  Harness h(opts);
+  const uint64_t m = h.load_file("faults.ptx");
+  const uint64_t flag = h.upload(std::vector<int32_t>{0});
+  auto r = h.run(m, "spin", {8, 1, 1}, {64, 1, 1}, Args().add(flag));
+  ASSERT_EQ(r.status(), Status::kSyncFailed);
+  EXPECT_NE(r.error().message.find("instruction budget exceeded"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("in kernel spin"), std::string::npos) << r.error().message;
+  EXPECT_TRUE(h.ctx().faulted());
+}
+
+TEST(SimBackend, TheBudgetIsPerLaunchNotPerContext) {
+  server::ContextOptions opts;
+  opts.instruction_budget = 200'000;  // one launch below needs ~ 4096 * 12
+  Harness h(opts);
+  const uint64_t m = h.load_file("transform.ptx");
+  const uint64_t buf = h.alloc(4096 * 4);
+  for (int i = 0; i < 20; ++i)
+    ASSERT_TRUE(h.launch(m, "scale", {16, 1, 1}, {256, 1, 1}, Args().add(buf).add(int32_t(4096)).add(1.0f)).ok());
+  EXPECT_TRUE(h.sync().ok());
+}
+
+TEST(SimBackend, LaunchRefusesAnUnknownKernel) {
+  Harness h;
+  const uint64_t m = h.load_file("transform.ptx");
+  auto r = h.launch(m, "nope", {1, 1, 1}, {1, 1, 1}, Args());
+  ASSERT_EQ(r.status(), Status::kLaunchFailed);
+  EXPECT_NE(r.error().message.find("nope"), std::string::npos);
+  EXPECT_EQ(h.launch(m + 100, "scale", {1, 1, 1}, {1, 1, 1}, Args()).status(), Status::kLaunchFailed);
+}
+
+TEST(SimBackend, LaunchRefusesAWrongArgumentCount) {
+  Harness h;
+  const uint64_t m = h.load_file("transform.ptx");
+  auto r = h.launch(m, "scale", {1, 1, 1}, {1, 1, 1}, Args().add(uint64_t(0)).add(int32_t(1)));
+  ASSERT_EQ(r.status(), Status::kLaunchFailed);
+  EXPECT_NE(r.error().message.find("takes 3 arguments, got 2"), std::string::npos) << r.error().message;
+}
+
+TEST(SimBackend, LaunchRefusesAWrongArgumentSize) {
+  Harness h;
+  const uint64_t m = h.load_file("transform.ptx");
+  auto r = h.launch(m, "scale", {1, 1, 1}, {1, 1, 1}, Args().add(uint64_t(0)).add(int64_t(1)).add(2.0f));
+  ASSERT_EQ(r.status(), Status::kLaunchFailed);
+  EXPECT_NE(r.error().message.find("argument 1"), std::string::npos) << r.error().message;
+}
+
+TEST(SimBackend, LaunchRefusesBadDimensionsAndSharedMemory) {
+  Harness h;
+  const uint64_t m = h.load_file("transform.ptx");
+  auto args = [] { return Args().add(uint64_t(0)).add(int32_t(0)).add(1.0f); };
+  EXPECT_EQ(h.launch(m, "scale", {0, 1, 1}, {1, 1, 1}, args()).status(), Status::kLaunchFailed);
+  EXPECT_EQ(h.launch(m, "scale", {1, 1, 1}, {1025, 1, 1}, args()).status(), Status::kLaunchFailed);
+  EXPECT_EQ(h.launch(m, "scale", {1, 1, 1}, {32, 32, 2}, args()).status(), Status::kLaunchFailed);
+  EXPECT_EQ(h.launch(m, "scale", {1, 70000, 1}, {1, 1, 1}, args()).status(), Status::kLaunchFailed);
+  EXPECT_EQ(h.launch(m, "scale", {1, 1, 1}, {1, 1, 1}, args(), 49 * 1024).status(), Status::kLaunchFailed);
+  const uint64_t r = h.load_file("reduce.ptx");  // 4 KiB static shared
+  EXPECT_EQ(h.launch(r, "reduce_sum", {1, 1, 1}, {32, 1, 1}, Args().add(uint64_t(0)).add(uint64_t(0)).add(int32_t(0)), 45 * 1024).status(),
+            Status::kLaunchFailed);
+}
+
+TEST(SimBackend, ModuleLoadRejectsNonPtxImagesAndBadPtx) {
+  Harness h;
+  std::string text = "garbage";
+  EXPECT_EQ(h.ctx().module_load(server::ImageKind::kCubin, as_bytes(text)).status(), Status::kLoadFailed);
+  auto r = h.ctx().module_load(server::ImageKind::kPtx, as_bytes(text));
+  EXPECT_EQ(r.status(), Status::kLoadFailed);
+}
+
+TEST(SimBackend, AllocFailsWhenTheDeviceIsFullAndFreeGivesRoomBack) {
+  SimConfig cfg = Harness::small_config();
+  cfg.devices = {{"tiny", 1 << 20}};
+  cfg.context_overhead_bytes = 0;
+  Harness h({}, cfg);
+  auto a = h.ctx().mem_alloc(768 << 10);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(h.ctx().mem_alloc(512 << 10).status(), Status::kAllocFailed);
+  EXPECT_EQ(h.backend().devices()[0].free_bytes, uint64_t{256} << 10);
+  ASSERT_TRUE(h.ctx().mem_free(*a).ok());
+  EXPECT_TRUE(h.ctx().mem_alloc(512 << 10).ok());
+  EXPECT_EQ(h.ctx().mem_free(12345).status(), Status::kInvalidHandle);
+}
+
+TEST(SimBackend, AllocRespectsTheLeaseQuota) {
+  server::ContextOptions opts;
+  opts.quota_bytes = 4096;
+  Harness h(opts);
+  EXPECT_TRUE(h.ctx().mem_alloc(4000).ok());
+  EXPECT_EQ(h.ctx().mem_alloc(200).status(), Status::kAllocFailed);
+}
+
+TEST(SimBackend, DestroyingAContextReturnsItsMemoryToTheDevice) {
+  SimConfig cfg = Harness::small_config();
+  cfg.devices = {{"d", 64 << 20}};
+  auto b = make_sim_backend(cfg);
+  {
+    auto ctx = std::move(b->create_context(0, {})).value();
+    ASSERT_TRUE(ctx->mem_alloc(10 << 20).ok());
+    EXPECT_LT(b->devices()[0].free_bytes, uint64_t{54} << 20);
+  }
+  EXPECT_EQ(b->devices()[0].free_bytes, uint64_t{64} << 20);
+}
+
+TEST(SimBackend, AllocationsAreSeparatedByUnmappedGuards) {
+  Harness h;
+  const uint64_t a = h.alloc(100), b = h.alloc(100);
+  EXPECT_GE(a, 0x7f0000000000ull);
+  EXPECT_EQ(a % 256, 0u);
+  EXPECT_GE(b - a, 64u << 10);
+  std::vector<std::byte> buf(8);
+  EXPECT_EQ(h.ctx().mem_read(a + 96, buf).status(), Status::kOutOfRange);
+  EXPECT_EQ(h.ctx().mem_read(a + 200, buf).status(), Status::kInvalidHandle);
+}
+
+TEST(SimBackend, SyncWithNothingQueuedCallsBackAtOnce) {
+  Harness h;
+  bool called = false;
+  h.ctx().sync([&](Result<void> r) {
+    called = true;
+    EXPECT_TRUE(r.ok());
+  });
+  EXPECT_TRUE(called);
+}
+
+TEST(SimBackend, SyncDoesNotBlockTheCaller) {
+  Harness h;
+  const uint64_t m = h.load_file("branchy.ptx");
+  std::vector<uint32_t> start(1 << 14, 837799);  // 524 steps each
+  const uint64_t ds = h.upload(start), dsteps = h.alloc(start.size() * 4);
+  ASSERT_TRUE(h.launch(m, "collatz", {64, 1, 1}, {256, 1, 1}, Args().add(ds).add(dsteps).add(int32_t(start.size())).add(1000u)).ok());
+  std::atomic<bool> done{false};
+  const auto t0 = std::chrono::steady_clock::now();
+  h.ctx().sync([&](Result<void> r) {
+    EXPECT_TRUE(r.ok());
+    done = true;
+  });
+  const auto returned = std::chrono::steady_clock::now() - t0;
+  while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const auto finished = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(returned, finished);
+  EXPECT_EQ(h.download<uint32_t>(dsteps, 1)[0], 524u);
+}
+
+TEST(SimBackend, DestroyingAContextWithQueuedWorkAbandonsItSafely) {
+  auto b = make_sim_backend(Harness::small_config());
+  std::atomic<int> callbacks{0};
+  {
+    auto ctx = std::move(b->create_context(0, {})).value();
+    auto m = ctx->module_load(server::ImageKind::kPtx, as_bytes(read_ptx("faults.ptx")));
+    const uint64_t flag = *ctx->mem_alloc(4);
+    server::LaunchRequest req;
+    req.module = *m;
+    req.kernel = "spin";
+    req.grid = {64, 1, 1};
+    req.block = {32, 1, 1};
+    req.args = Args().add(flag).take();
+    for (int i = 0; i < 4; ++i) ASSERT_TRUE(ctx->launch(req).ok());
+    ctx->sync([&](Result<void> r) {
+      EXPECT_EQ(r.status(), Status::kSyncFailed);
+      ++callbacks;
+    });
+  }  // spins forever (default budget) until the destructor cancels it
+  EXPECT_EQ(callbacks.load(), 1);
+  // The pool is free for new work.
+  Harness h;
+  const uint64_t m = h.load_file("transform.ptx");
+  const uint64_t buf = h.alloc(4);
+  EXPECT_TRUE(h.run(m, "scale", {1, 1, 1}, {1, 1, 1}, Args().add(buf).add(int32_t(1)).add(1.0f)).ok());
+}
+
+TEST(SimBackend, ManyContextsRunConcurrentlyOnTheSharedPool) {
+  auto b = make_sim_backend(Harness::small_config());
+  const std::string ptx = read_ptx("transform.ptx");
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      auto ctx = std::move(b->create_context(0, {})).value();
+      auto m = ctx->module_load(server::ImageKind::kPtx, as_bytes(ptx));
+      std::vector<float> x(2000, float(t));
+      const uint64_t buf = *ctx->mem_alloc(x.size() * 4);
+      (void)ctx->mem_write(buf, {reinterpret_cast<const std::byte*>(x.data()), x.size() * 4});
+      server::LaunchRequest req;
+      req.module = *m;
+      req.kernel = "bias";
+      req.grid = {8, 1, 1};
+      req.block = {256, 1, 1};
+      req.args = Args().add(buf).add(int32_t(2000)).add(1.0f).take();
+      for (int i = 0; i < 10; ++i) (void)ctx->launch(req);
+      if (!wait_sync(*ctx).ok()) return;
+      (void)ctx->mem_read(buf, {reinterpret_cast<std::byte*>(x.data()), x.size() * 4});
+      if (std::all_of(x.begin(), x.end(), [&](float v) { return v == float(t) + 10.0f; })) ++ok;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), 8);
+}
+
+}  // namespace
+}  // namespace gpulease::sim::testing
