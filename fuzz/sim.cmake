@@ -1,0 +1,6 @@
+# sim backend: the PTX loader (issue 5). Seeds: fuzz/corpus/fuzz_ptx_loader/
+# holds a copy of kernels/ptx/*.ptx.
+if(TARGET gpulease_sim)
+  gpulease_add_fuzzer(fuzz_ptx_loader SOURCE ${CMAKE_CURRENT_LIST_DIR}/fuzz_ptx_loader.cpp
+                      LIBS gpulease_sim)
+endif()
