@@ -37,8 +37,11 @@ struct SignatureCacheStats {
 // THREAD SAFETY: every member may be called concurrently.
 class SignatureCache {
  public:
-  // `capacity` entries in all (0 disables the cache: every lookup misses and
-  // nothing is stored); `shards` is rounded up to a power of two.
+  // About `capacity` entries in all: each shard holds ceil(capacity / shards),
+  // so the bound is `capacity` rounded up to a multiple of the shard count
+  // (0 disables the cache: every lookup misses and nothing is stored).
+  // `shards` is rounded up to a power of two, at most 1024, and down to no
+  // more than `capacity`.
   explicit SignatureCache(size_t capacity, size_t shards = 16);
   SignatureCache(const SignatureCache&) = delete;
   SignatureCache& operator=(const SignatureCache&) = delete;
