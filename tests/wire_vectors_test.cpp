@@ -191,6 +191,47 @@ TEST(WireVectors, EveryFlippedBitOfEveryValidFrameIsRejected) {
   }
 }
 
+// docs/PROTOCOL.md shows frames as "<!-- vector ID -->" then a code block of
+// "label hex hex ..." lines; each must be that vector's frame, so the spec's
+// examples cannot drift from the codec.
+TEST(WireVectors, EveryHexExampleInTheSpecIsItsVectorsFrame) {
+  std::ifstream in(fs::path(GPULEASE_SOURCE_DIR) / "docs" / "PROTOCOL.md");
+  ASSERT_TRUE(in) << "docs/PROTOCOL.md is missing";
+  std::map<std::string, std::string> hex_of;
+  for (const auto& [file, v] : all_vectors()) hex_of[v.at("id")] = v.at("hex");
+  const std::string marker = "<!-- vector ";
+  std::string line, id;
+  bool in_block = false;
+  std::string got;
+  size_t examples = 0;
+  while (std::getline(in, line)) {
+    if (line.rfind(marker, 0) == 0) {
+      id = line.substr(marker.size(), line.find(" -->") - marker.size());
+      continue;
+    }
+    if (id.empty() || line.rfind("```", 0) != 0) {
+      if (in_block) {
+        std::istringstream words(line);
+        std::string w;
+        words >> w;  // the label: header / token / payload
+        while (words >> w) got += w;
+      }
+      continue;
+    }
+    if (!in_block) {
+      in_block = true;
+      got.clear();
+      continue;
+    }
+    ASSERT_TRUE(hex_of.count(id)) << "the spec names vector " << id << ", which does not exist";
+    EXPECT_EQ(got, hex_of[id]) << "docs/PROTOCOL.md example " << id;
+    ++examples;
+    in_block = false;
+    id.clear();
+  }
+  EXPECT_GE(examples, 34u);
+}
+
 TEST(WireVectors, HexHelpersRoundTripAndRejectNonHex) {
   Bytes b{std::byte{0}, std::byte{0xab}, std::byte{0xff}};
   EXPECT_EQ(to_hex(b), "00abff");

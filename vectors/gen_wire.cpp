@@ -299,7 +299,7 @@ std::vector<Vector> requests() {
                       Opcode::kMemRead, MemReadRequest{kBuffer, 0, kLimits.max_payload_bytes}, 18, kLease));
   v.push_back(request("request.module_load", "MODULE_LOAD of a PTX image", Opcode::kModuleLoad,
                       ModuleLoadRequest{ImageFormat::kPtx, str_bytes(kPtx)}, 19, kLease));
-  v.push_back(request("request.module_load.cubin", "MODULE_LOAD of a (fake, 8-byte) cubin image",
+  v.push_back(request("request.module_load.cubin", "MODULE_LOAD of a (fake, 7-byte) cubin image",
                       Opcode::kModuleLoad,
                       ModuleLoadRequest{ImageFormat::kCubin, str_bytes("\x7f" "ELF\x02\x01\x01\x00")}, 20, kLease));
   v.push_back(request("request.launch.raw", "LAUNCH scale<<<4,256>>>(ptr, 1024, 2.0f) with raw arguments (sizes 8,4,4)",
