@@ -16,6 +16,11 @@
 // Launches run on one worker pool per backend (bounded threads shared by all
 // contexts, blocks of different leases interleaved fairly); launch() returns
 // once the launch is queued, sync() calls back from a worker.
+//
+// THREAD SAFETY: sync's `done` runs on a pool worker. It must not block on
+// device work nor destroy its context synchronously (post that to the
+// lease's executor instead): the worker it runs on may be needed to finish
+// the context's remaining launches.
 #pragma once
 
 #include <cstdint>
