@@ -1,5 +1,7 @@
 #include "backend_factory.hpp"
 
+#include <algorithm>
+
 #include "gpulease/sim/sim_backend.hpp"
 #include "log.hpp"
 #ifdef GPULEASE_HAVE_CUDA_BACKEND
@@ -12,8 +14,14 @@ namespace {
 
 std::unique_ptr<DeviceBackend> sim(const NodeConfig& cfg) {
   sim::SimConfig sc;
-  sc.device_count = cfg.sim_devices;
-  sc.device_bytes = cfg.sim_device_bytes;
+  sc.devices.clear();
+  for (uint32_t i = 0; i < std::max(1u, cfg.sim_devices); ++i) {
+    sim::SimDeviceConfig d;
+    d.total_bytes = cfg.sim_device_bytes;
+    sc.devices.push_back(d);
+  }
+  sc.worker_threads = cfg.device_threads;
+  if (cfg.instruction_budget != 0) sc.default_instruction_budget = cfg.instruction_budget;
   return sim::make_sim_backend(sc);
 }
 

@@ -52,8 +52,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   // Thread-safe: queues a reply frame.
-  void send(const wire::FrameHeader& req, uint16_t raw_opcode, Status s, Bytes payload,
-            bool close_after = false) {
+  void send(const wire::FrameHeader& req, uint16_t raw_opcode, Status s, Bytes payload) {
     wire::FrameHeader h;
     h.opcode = static_cast<wire::Opcode>(raw_opcode);
     h.flags = wire::kFlagReply;
@@ -63,10 +62,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto out = std::make_shared<OutFrame>();
     out->payload = std::move(payload);
     out->header = wire::encode_header(h, {}, out->payload);
-    asio::post(sock_.get_executor(), [self = shared_from_this(), out, close_after] {
+    asio::post(sock_.get_executor(), [self = shared_from_this(), out] {
       if (self->closed_) return;
       self->outq_.push_back(std::move(*out));
-      if (close_after) self->close_after_flush_ = true;
       self->write_signal_.cancel();
     });
   }
@@ -153,9 +151,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
       auto self = shared_from_this();
       wire::FrameHeader req = *h;
       node_.handle(req, std::move(body), id_, [self, req, raw_op](Status s, Bytes p) {
-        self->send(req, raw_op, s, std::move(p));
+        // Count the request done before its reply can reach the client, so
+        // a client that waits for each reply is never answered BUSY.
         self->inflight_.fetch_sub(1);
         self->srv_.inflight_total.fetch_sub(1);
+        self->send(req, raw_op, s, std::move(p));
       });
     }
     if (!close_after_flush_) do_close();
@@ -163,9 +163,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void reject(const wire::FrameHeader& echo, uint16_t raw_op, Status s, const std::string& msg, bool close) {
     node_.metrics().bad_frames.fetch_add(1, std::memory_order_relaxed);
+    // REQUIRES: on the strand (the reader). The writer closes the socket once
+    // this reply is out.
+    if (close) close_after_flush_ = true;
     log_debug("bad frame", {{"conn", std::to_string(id_)}, {"peer", peer_},
                             {"status", std::string(wire::status_name(s))}, {"msg", msg}});
-    send(echo, raw_op, s, wire::to_bytes(msg), close);
+    send(echo, raw_op, s, wire::to_bytes(msg));
   }
 
   awaitable<void> writer() {

@@ -36,11 +36,14 @@ Result<FrameHeader> decode_header(ByteSpan b, const Limits& limits) {
     return frame_error(Status::kBadFrame, "reserved header field is not zero");
   }
   uint16_t op = load_le16(b.data() + kOffOpcode);
-  if (!is_known_opcode(op)) {
+  uint16_t status = load_le16(b.data() + kOffStatus);
+  // An error reply echoes the opcode of the request it answers, even one the
+  // node did not know (UNKNOWN_OPCODE) or could not read (BAD_FRAME).
+  bool echoed_error = h.is_reply() && status != 0 && is_known_status(status);
+  if (!is_known_opcode(op) && !echoed_error) {
     return frame_error(Status::kUnknownOpcode, "unknown opcode " + std::to_string(op));
   }
   h.opcode = static_cast<Opcode>(op);
-  uint16_t status = load_le16(b.data() + kOffStatus);
   h.token_len = load_le32(b.data() + kOffTokenLen);
   if (h.is_reply()) {
     if (!is_known_status(status)) return frame_error(Status::kBadFrame, "unknown status in reply");

@@ -67,7 +67,8 @@ struct FrameHeader {
 
 // Decodes and validates the first kHeaderSize bytes of a frame, in this
 // order: size (BAD_FRAME), magic (BAD_FRAME), version (UNSUPPORTED_VERSION),
-// flags (BAD_FRAME), reserved (BAD_FRAME), opcode (UNKNOWN_OPCODE), status
+// flags (BAD_FRAME), reserved (BAD_FRAME), opcode (UNKNOWN_OPCODE; an error
+// reply may echo any opcode, since it answers whatever the client sent), status
 // field (BAD_FRAME: nonzero in a request, unknown in a reply), token_len in a
 // reply (BAD_FRAME), token_len and payload_len against the limits
 // (FRAME_TOO_LARGE). Does not verify the checksum (the body is not read yet).

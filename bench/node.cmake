@@ -1,0 +1,2 @@
+add_executable(bench_node bench_node.cpp)
+target_link_libraries(bench_node PRIVATE gpulease_node benchmark::benchmark)

@@ -1,0 +1,344 @@
+// The node end to end over TCP on the sim backend: leases and every session op.
+#include "server_test_util.hpp"
+
+namespace gpulease::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class SessionTest : public ::testing::Test {
+ protected:
+  TestNode node_;
+  RawClient c_{node_.port()};
+  Bytes tok_ = node_.token("alice");
+};
+
+TEST_F(SessionTest, HelloNeedsNoTokenAndDescribesTheNode) {
+  wire::HelloRequest h;
+  h.client_name = "test";
+  auto r = c_.call(Opcode::kHello, 0, {}, h);
+  ASSERT_EQ(r.status(), Status::kOk) << r.message();
+  auto hr = r.as<wire::HelloReply>();
+  EXPECT_EQ(hr.version, 1);
+  EXPECT_EQ(hr.node_id, "test-node");
+  EXPECT_EQ(hr.backend, "sim");
+  ASSERT_EQ(hr.devices.size(), 1u);
+  EXPECT_EQ(hr.devices[0].total_bytes, 64ull << 20);
+  EXPECT_GT(hr.limits.max_payload_bytes, 0u);
+}
+
+TEST_F(SessionTest, HelloRefusesVersionsTheNodeDoesNotSpeak) {
+  wire::HelloRequest h;
+  h.min_version = 2;
+  h.max_version = 3;
+  EXPECT_EQ(c_.call(Opcode::kHello, 0, {}, h).status(), Status::kUnsupportedVersion);
+}
+
+TEST_F(SessionTest, PingEchoesItsData) {
+  wire::PingRequest p{wire::to_bytes("hello node")};
+  auto r = c_.call(Opcode::kPing, 0, {}, p);
+  ASSERT_EQ(r.status(), Status::kOk);
+  EXPECT_EQ(r.as<wire::PingReply>().data, p.data);
+}
+
+TEST_F(SessionTest, AcquireAllocWriteReadReleaseRoundTrip) {
+  uint64_t lease = acquire(c_, tok_, 4 << 20);
+  ASSERT_NE(lease, 0u);
+  uint64_t buf = alloc(c_, lease, tok_, 1024);
+  ASSERT_NE(buf, 0u);
+  Bytes data(1024);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = std::byte(i * 7);
+  wire::MemWriteRequest w{buf, 0, data};
+  ASSERT_EQ(c_.call(Opcode::kMemWrite, lease, tok_, w).status(), Status::kOk);
+  auto r = c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{buf, 0, 1024});
+  ASSERT_EQ(r.status(), Status::kOk);
+  EXPECT_EQ(r.payload, data);
+  // A read at an offset sees the same bytes.
+  r = c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{buf, 1000, 24});
+  ASSERT_EQ(r.status(), Status::kOk);
+  EXPECT_EQ(r.payload, Bytes(data.begin() + 1000, data.end()));
+
+  auto q = c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{});
+  ASSERT_EQ(q.status(), Status::kOk);
+  auto info = q.as<wire::LeaseInfo>();
+  EXPECT_EQ(info.lease_id, lease);
+  EXPECT_EQ(info.state, wire::LeaseState::kActive);
+  EXPECT_EQ(info.used_bytes, 1024u);
+  EXPECT_EQ(info.buffers, 1u);
+  EXPECT_GT(info.remaining_ms, 0u);
+
+  ASSERT_EQ(c_.call(Opcode::kLeaseRelease, lease, tok_, wire::Empty{}).status(), Status::kOk);
+  EXPECT_EQ(c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{buf, 0, 4}).status(),
+            Status::kLeaseExpired);
+}
+
+TEST_F(SessionTest, ReleaseReturnsTheVramToThePoolAtOnce) {
+  auto free_bytes = [&] {
+    return c_.call(Opcode::kHello, 0, {}, wire::HelloRequest{}).as<wire::HelloReply>().devices[0].free_bytes;
+  };
+  uint64_t before = free_bytes();
+  uint64_t lease = acquire(c_, tok_, 16 << 20);
+  EXPECT_LE(free_bytes(), before - (16 << 20));
+  ASSERT_EQ(c_.call(Opcode::kLeaseRelease, lease, tok_, wire::Empty{}).status(), Status::kOk);
+  EXPECT_EQ(free_bytes(), before);
+}
+
+TEST_F(SessionTest, AdmissionNeverOversubscribesTheDevice) {
+  // 64 MiB device, 2 MiB context overhead: three 18 MiB leases fit, a fourth does not.
+  std::vector<uint64_t> leases;
+  for (int i = 0; i < 3; ++i) leases.push_back(acquire(c_, tok_, 18 << 20));
+  wire::LeaseAcquireRequest req{18 << 20, 60};
+  auto r = c_.call(Opcode::kLeaseAcquire, 0, tok_, req);
+  EXPECT_EQ(r.status(), Status::kCapacityExceeded) << r.message();
+  ASSERT_EQ(c_.call(Opcode::kLeaseRelease, leases[0], tok_, wire::Empty{}).status(), Status::kOk);
+  EXPECT_EQ(c_.call(Opcode::kLeaseAcquire, 0, tok_, req).status(), Status::kOk);
+}
+
+TEST_F(SessionTest, DeviceExclusiveTakesTheDeviceAlone) {
+  wire::LeaseAcquireRequest ex{1 << 20, 60, wire::Exclusivity::kDeviceExclusive};
+  auto r = c_.call(Opcode::kLeaseAcquire, 0, tok_, ex);
+  ASSERT_EQ(r.status(), Status::kOk) << r.message();
+  uint64_t lease = r.as<wire::LeaseAcquireReply>().lease_id;
+  EXPECT_EQ(c_.call(Opcode::kLeaseAcquire, 0, tok_, wire::LeaseAcquireRequest{1 << 20, 60}).status(),
+            Status::kCapacityExceeded);
+  ASSERT_EQ(c_.call(Opcode::kLeaseRelease, lease, tok_, wire::Empty{}).status(), Status::kOk);
+  acquire(c_, tok_);
+  // And an exclusive lease waits for an empty device.
+  EXPECT_EQ(c_.call(Opcode::kLeaseAcquire, 0, tok_, ex).status(), Status::kCapacityExceeded);
+}
+
+TEST_F(SessionTest, SessionExclusiveIsRefusedClearlyOnTheSimBackend) {
+  wire::LeaseAcquireRequest req{1 << 20, 60, wire::Exclusivity::kSessionExclusive};
+  auto r = c_.call(Opcode::kLeaseAcquire, 0, tok_, req);
+  EXPECT_EQ(r.status(), Status::kUnsupported);
+  EXPECT_NE(r.message().find("SessionExclusive"), std::string::npos);
+}
+
+TEST_F(SessionTest, AllocBeyondTheQuotaFailsAndChangesNothing) {
+  uint64_t lease = acquire(c_, tok_, 1 << 20);
+  alloc(c_, lease, tok_, 768 << 10);
+  auto r = c_.call(Opcode::kMemAlloc, lease, tok_, wire::MemAllocRequest{512 << 10});
+  EXPECT_EQ(r.status(), Status::kAllocFailed);
+  auto info = c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>();
+  EXPECT_EQ(info.used_bytes, 768u << 10);
+  EXPECT_EQ(info.buffers, 1u);
+  alloc(c_, lease, tok_, 256 << 10);  // exactly fills the quota
+}
+
+TEST_F(SessionTest, HandlesAndRangesAreCheckedOnEveryOp) {
+  uint64_t lease = acquire(c_, tok_);
+  uint64_t buf = alloc(c_, lease, tok_, 100);
+  EXPECT_EQ(c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{buf + 8, 0, 4}).status(),
+            Status::kInvalidHandle);
+  EXPECT_EQ(c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{buf, 96, 5}).status(),
+            Status::kOutOfRange);
+  EXPECT_EQ(c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{buf, ~0ull, 1}).status(),
+            Status::kOutOfRange);
+  wire::MemWriteRequest w{buf, 99, Bytes(2)};
+  EXPECT_EQ(c_.call(Opcode::kMemWrite, lease, tok_, w).status(), Status::kOutOfRange);
+  EXPECT_EQ(c_.call(Opcode::kMemFree, lease, tok_, wire::HandleRequest{buf}).status(), Status::kOk);
+  EXPECT_EQ(c_.call(Opcode::kMemFree, lease, tok_, wire::HandleRequest{buf}).status(), Status::kInvalidHandle);
+  EXPECT_EQ(c_.call(Opcode::kModuleUnload, lease, tok_, wire::HandleRequest{77}).status(), Status::kInvalidHandle);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes, 0u);
+}
+
+TEST_F(SessionTest, Recipe30ScaleThenBiasGivesTwoITimesPlusTen) {
+  uint64_t lease = acquire(c_, tok_, 64 << 10);
+  const int n = 1024;
+  std::vector<float> in(n);
+  for (int i = 0; i < n; ++i) in[i] = static_cast<float>(i);
+  uint64_t buf = alloc(c_, lease, tok_, n * 4);
+  ASSERT_EQ(c_.call(Opcode::kMemWrite, lease, tok_, wire::MemWriteRequest{buf, 0, pod_bytes(in)}).status(),
+            Status::kOk);
+  uint64_t mod = load_module(c_, lease, tok_, ptx("transform.ptx"));
+  // scale with raw args (the recipe's form), bias with typed args.
+  wire::LaunchRequest scale;
+  scale.module = mod;
+  scale.kernel = "scale";
+  scale.grid = {(n + 255) / 256, 1, 1};
+  scale.block = {256, 1, 1};
+  scale.args.form = wire::ArgForm::kRaw;
+  scale.args.raw_sizes = {8, 4, 4};
+  Bytes raw(16);
+  wire::store_le64(raw.data(), buf);
+  wire::store_le32(raw.data() + 8, n);
+  float two = 2.0f;
+  std::memcpy(raw.data() + 12, &two, 4);
+  scale.args.raw_blob = raw;
+  auto l1 = c_.call(Opcode::kLaunch, lease, tok_, scale);
+  ASSERT_EQ(l1.status(), Status::kOk) << l1.message();
+  EXPECT_EQ(l1.as<wire::LaunchReply>().launch_seq, 1u);
+  auto l2 = c_.call(Opcode::kLaunch, lease, tok_,
+                    launch_req(mod, "bias", (n + 255) / 256, 256, Args().buf(buf).scalar<int32_t>(n).scalar(10.0f)));
+  ASSERT_EQ(l2.status(), Status::kOk) << l2.message();
+  auto s = c_.call(Opcode::kSync, lease, tok_, wire::Empty{});
+  ASSERT_EQ(s.status(), Status::kOk) << s.message();
+  EXPECT_EQ(s.as<wire::SyncReply>().completed, 2u);
+  auto r = c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{buf, 0, n * 4});
+  ASSERT_EQ(r.status(), Status::kOk);
+  auto out = from_bytes<float>(r.payload);
+  for (int i = 0; i < n; ++i) ASSERT_EQ(out[i], 2.0f * i + 10.0f) << i;
+  ASSERT_EQ(c_.call(Opcode::kModuleUnload, lease, tok_, wire::HandleRequest{mod}).status(), Status::kOk);
+}
+
+TEST_F(SessionTest, LaunchChecksModuleKernelGeometryAndArguments) {
+  uint64_t lease = acquire(c_, tok_);
+  uint64_t buf = alloc(c_, lease, tok_, 64);
+  uint64_t mod = load_module(c_, lease, tok_, ptx("transform.ptx"));
+  auto good = Args().buf(buf).scalar<int32_t>(16).scalar(1.0f);
+  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_, launch_req(mod + 1, "scale", 1, 16, good)).status(),
+            Status::kInvalidHandle);
+  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_, launch_req(mod, "no_such_kernel", 1, 16, good)).status(),
+            Status::kLaunchFailed);
+  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_, launch_req(mod, "scale", 1, 2048, good)).status(),
+            Status::kLaunchFailed);
+  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_, launch_req(mod, "scale", 0, 16, good)).status(),
+            Status::kLaunchFailed);
+  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_,
+                    launch_req(mod, "scale", 1, 16, Args().buf(buf).scalar<int32_t>(16))).status(),
+            Status::kLaunchFailed);
+  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_,
+                    launch_req(mod, "scale", 1, 16, Args().buf(buf + 1).scalar<int32_t>(16).scalar(1.0f))).status(),
+            Status::kInvalidHandle);
+  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_,
+                    launch_req(mod, "scale", 1, 16, Args().buf(buf, 65).scalar<int32_t>(16).scalar(1.0f))).status(),
+            Status::kOutOfRange);
+  // None of those queued anything.
+  auto s = c_.call(Opcode::kSync, lease, tok_, wire::Empty{});
+  ASSERT_EQ(s.status(), Status::kOk);
+  EXPECT_EQ(s.as<wire::SyncReply>().completed, 0u);
+}
+
+TEST_F(SessionTest, BadPtxIsLoadFailedWithTheLoaderLog) {
+  uint64_t lease = acquire(c_, tok_);
+  wire::ModuleLoadRequest m;
+  m.image = wire::to_bytes(".version 7.0\n.target sm_75\n.address_size 64\n.visible .entry k() { frobnicate.u32 %r1; }\n");
+  auto r = c_.call(Opcode::kModuleLoad, lease, tok_, m);
+  EXPECT_EQ(r.status(), Status::kLoadFailed);
+  EXPECT_FALSE(r.message().empty());
+}
+
+TEST_F(SessionTest, AnOutOfBoundsKernelFailsSyncFaultsTheLeaseAndSparesOthers) {
+  uint64_t bad = acquire(c_, tok_);
+  uint64_t good = acquire(c_, tok_);
+  uint64_t in = alloc(c_, bad, tok_, 256);
+  uint64_t out = alloc(c_, bad, tok_, 256);
+  uint64_t mod = load_module(c_, bad, tok_, ptx("faults.ptx"));
+  auto l = c_.call(Opcode::kLaunch, bad, tok_,
+                   launch_req(mod, "oob_read", 1, 64, Args().buf(in).buf(out).scalar<int32_t>(64).scalar<int32_t>(1 << 20)));
+  ASSERT_EQ(l.status(), Status::kOk) << l.message();
+  auto s = c_.call(Opcode::kSync, bad, tok_, wire::Empty{});
+  EXPECT_EQ(s.status(), Status::kSyncFailed);
+  EXPECT_NE(s.message().find("oob_read"), std::string::npos) << s.message();
+  EXPECT_EQ(c_.call(Opcode::kMemRead, bad, tok_, wire::MemReadRequest{in, 0, 4}).status(), Status::kLeaseFaulted);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, bad, tok_, wire::Empty{}).as<wire::LeaseInfo>().state,
+            wire::LeaseState::kFaulted);
+  // The other lease keeps working, and release cleans the faulted one up.
+  uint64_t b2 = alloc(c_, good, tok_, 16);
+  EXPECT_EQ(c_.call(Opcode::kMemRead, good, tok_, wire::MemReadRequest{b2, 0, 16}).status(), Status::kOk);
+  EXPECT_EQ(c_.call(Opcode::kLeaseRelease, bad, tok_, wire::Empty{}).status(), Status::kOk);
+}
+
+TEST_F(SessionTest, GpuSubmitRunsOneKernelAndReturnsItsOutputs) {
+  uint64_t lease = acquire(c_, tok_);
+  const int n = 300;
+  std::vector<float> a(n), b(n);
+  for (int i = 0; i < n; ++i) a[i] = i * 0.5f, b[i] = 3.0f - i;
+  wire::GpuSubmitRequest req;
+  req.image = wire::to_bytes(ptx("vector.ptx"));
+  req.kernel = "vector_add";
+  req.grid = {(n + 127) / 128, 1, 1};
+  req.block = {128, 1, 1};
+  req.args.push_back({wire::SubmitArgKind::kIn, pod_bytes(a), 0});
+  req.args.push_back({wire::SubmitArgKind::kIn, pod_bytes(b), 0});
+  req.args.push_back({wire::SubmitArgKind::kOut, {}, n * 4});
+  Bytes nb(4);
+  wire::store_le32(nb.data(), n);
+  req.args.push_back({wire::SubmitArgKind::kScalar, nb, 0});
+  auto r = c_.call(Opcode::kGpuSubmit, lease, tok_, req);
+  ASSERT_EQ(r.status(), Status::kOk) << r.message();
+  auto rep = r.as<wire::GpuSubmitReply>();
+  ASSERT_EQ(rep.outputs.size(), 1u);
+  EXPECT_EQ(rep.outputs[0].arg_index, 2);
+  auto c = from_bytes<float>(rep.outputs[0].data);
+  for (int i = 0; i < n; ++i) ASSERT_EQ(c[i], a[i] + b[i]);
+  // Nothing of it outlives the reply.
+  auto info = c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>();
+  EXPECT_EQ(info.used_bytes, 0u);
+  EXPECT_EQ(info.modules, 0u);
+}
+
+TEST_F(SessionTest, RetriedAllocWithTheSameRequestIdReturnsTheFirstAnswer) {
+  uint64_t lease = acquire(c_, tok_);
+  Bytes p = wire::encode_payload(wire::MemAllocRequest{4096});
+  c_.send(Opcode::kMemAlloc, lease, tok_, p, 77);
+  auto first = c_.recv();
+  ASSERT_TRUE(first && first->status() == Status::kOk);
+  // The "lost reply" retry, on a new connection.
+  RawClient again(node_.port());
+  again.send(Opcode::kMemAlloc, lease, tok_, p, 77);
+  auto second = again.recv();
+  ASSERT_TRUE(second && second->status() == Status::kOk);
+  EXPECT_EQ(second->as<wire::HandleReply>().handle, first->as<wire::HandleReply>().handle);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes, 4096u);
+  // A new request id allocates anew.
+  alloc(c_, lease, tok_, 4096);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().buffers, 2u);
+}
+
+TEST_F(SessionTest, AcquireWithTheSameIdempotencyKeyReturnsTheSameLease) {
+  wire::LeaseAcquireRequest req{1 << 20, 60};
+  req.idempotency_key[0] = 42;
+  auto a = c_.call(Opcode::kLeaseAcquire, 0, tok_, req).as<wire::LeaseAcquireReply>();
+  auto b = c_.call(Opcode::kLeaseAcquire, 0, tok_, req).as<wire::LeaseAcquireReply>();
+  EXPECT_EQ(a.lease_id, b.lease_id);
+  auto list = c_.call(Opcode::kLeaseList, 0, tok_, wire::Empty{}).as<wire::LeaseListReply>();
+  EXPECT_EQ(list.leases.size(), 1u);
+  req.idempotency_key[0] = 43;
+  EXPECT_NE(c_.call(Opcode::kLeaseAcquire, 0, tok_, req).as<wire::LeaseAcquireReply>().lease_id, a.lease_id);
+}
+
+TEST_F(SessionTest, RenewExtendsTheLeaseButNeverPastTheToken) {
+  uint64_t lease = acquire(c_, tok_, 1 << 20, 5);
+  auto before = c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().expires_at_ms;
+  auto r = c_.call(Opcode::kLeaseRenew, lease, tok_, wire::LeaseRenewRequest{120});
+  ASSERT_EQ(r.status(), Status::kOk);
+  EXPECT_GT(r.as<wire::LeaseRenewReply>().expires_at_ms, before + 100'000);
+  Bytes short_tok = node_.token("alice", capability::kAllPermissions, 10);
+  auto r2 = c_.call(Opcode::kLeaseRenew, lease, short_tok, wire::LeaseRenewRequest{3600});
+  ASSERT_EQ(r2.status(), Status::kOk);
+  // The earlier, longer expiry stands; a short token cannot stretch it to an hour.
+  EXPECT_LT(r2.as<wire::LeaseRenewReply>().expires_at_ms, before + 200'000);
+}
+
+TEST_F(SessionTest, ALeaseExpiresOnTimeAndItsMemoryGoesBack) {
+  uint64_t lease = acquire(c_, tok_, 8 << 20, 1);
+  alloc(c_, lease, tok_, 1 << 20);
+  ASSERT_TRUE(eventually([&] { return node_.node().active_leases() == 0; }, 5s));
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).status(), Status::kLeaseExpired);
+  auto hello = c_.call(Opcode::kHello, 0, {}, wire::HelloRequest{}).as<wire::HelloReply>();
+  EXPECT_EQ(hello.devices[0].free_bytes, hello.devices[0].total_bytes);
+}
+
+TEST_F(SessionTest, ReleaseOnDisconnectLeasesEndWithTheirConnection) {
+  {
+    RawClient other(node_.port());
+    acquire(other, tok_, 1 << 20, 60, wire::kAcquireReleaseOnDisconnect);
+    acquire(other, tok_, 1 << 20, 60);
+    EXPECT_EQ(node_.node().active_leases(), 2u);
+  }
+  EXPECT_TRUE(eventually([&] { return node_.node().active_leases() == 1; }));
+}
+
+TEST_F(SessionTest, LeasesSurviveADroppedConnection) {
+  uint64_t lease;
+  {
+    RawClient other(node_.port());
+    lease = acquire(other, tok_);
+  }
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).status(), Status::kOk);
+}
+
+}  // namespace
+}  // namespace gpulease::testing
