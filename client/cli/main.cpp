@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <string>
 
+#include "client_commands.hpp"
 #include "commands.hpp"
 
 namespace gpulease::cli {
@@ -27,6 +28,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("gpulease 0.1.0"));
   gpulease::cli::register_key_commands(app);
+  gpulease::cli::register_node_commands(app);
+  gpulease::cli::register_lease_commands(app);
+  gpulease::cli::register_run_commands(app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

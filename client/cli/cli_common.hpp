@@ -1,0 +1,77 @@
+// Shared pieces of the node-facing CLI commands: the common flags (--node,
+// --token, --token-file, --json), connecting, byte-size parsing, output and
+// a stderr progress bar.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "gpulease/client/client.hpp"
+
+namespace gpulease::cli {
+
+inline constexpr const char* kDefaultNode = "127.0.0.1:7070";
+
+struct CommonOptions {
+  std::string node;        // empty: $GPULEASE_NODE, else kDefaultNode
+  std::string token;       // empty: --token-file, else $GPULEASE_TOKEN
+  std::string token_file;
+  bool json = false;
+};
+
+// Adds --node, --token, --token-file and --json to `cmd`.
+void add_common_options(CLI::App* cmd, CommonOptions& o);
+
+// Connects to the node the options name. `need_token`: fail with a clear
+// message when no token is given at all.
+[[nodiscard]] client::Connection connect_or_fail(const CommonOptions& o, bool need_token);
+
+// Prints "gpulease: error: STATUS: message" and exits with status 1 (via
+// CLI::RuntimeError, like fail()).
+[[noreturn]] void fail_error(const Error& e);
+
+template <typename T>
+T value_or_fail(Result<T> r) {
+  if (!r) fail_error(r.error());
+  return std::move(r).value();
+}
+inline void ok_or_fail(Result<void> r) {
+  if (!r) fail_error(r.error());
+}
+
+// "123", "64KiB", "512MiB", "2G": binary multiples. nullopt otherwise.
+[[nodiscard]] std::optional<uint64_t> parse_size(std::string_view s);
+// "1.5 GiB"
+[[nodiscard]] std::string human_bytes(uint64_t n);
+// "2026-05-06T12:00:00Z"
+[[nodiscard]] std::string iso_time_ms(uint64_t unix_ms);
+
+void print_json(const nlohmann::json& j);
+
+// A progress bar on stderr for one transfer: drawn only when stderr is a
+// terminal and the transfer has taken more than a second.
+// THREAD SAFETY: update() may be called from any thread.
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::string label);
+  ~ProgressBar();
+  void update(uint64_t done, uint64_t total);
+  client::ProgressFn fn();
+
+ private:
+  std::string label_;
+  std::chrono::steady_clock::time_point start_;
+  bool tty_;
+  bool drawn_ = false;
+  std::mutex mu_;
+};
+
+}  // namespace gpulease::cli

@@ -1,0 +1,175 @@
+// gpulease lease acquire|list|query|renew|release.
+#include <cinttypes>
+#include <cstdio>
+
+#include "cli_common.hpp"
+#include "client_commands.hpp"
+#include "commands.hpp"
+
+namespace gpulease::cli {
+namespace {
+
+struct AcquireOptions {
+  CommonOptions common;
+  std::string vram = "64MiB";
+  uint32_t ttl_s = 300;
+  std::string exclusivity = "shared";
+  int device = -1;
+};
+
+struct LeaseIdOptions {
+  CommonOptions common;
+  uint64_t lease_id = 0;
+  uint32_t ttl_s = 0;
+};
+
+nlohmann::json info_json(const client::LeaseInfo& i) {
+  return {{"lease_id", i.lease_id},
+          {"state", client::lease_state_name(i.state)},
+          {"exclusivity", client::exclusivity_name(i.exclusivity)},
+          {"device", i.device},
+          {"quota_bytes", i.quota_bytes},
+          {"used_bytes", i.used_bytes},
+          {"expires_at_ms", i.expires_at_ms},
+          {"remaining_ms", i.remaining_ms},
+          {"buffers", i.buffers},
+          {"modules", i.modules}};
+}
+
+void print_info(const client::LeaseInfo& i) {
+  std::printf("lease:       %" PRIu64 "\n", i.lease_id);
+  std::printf("state:       %s\n", std::string(client::lease_state_name(i.state)).c_str());
+  std::printf("exclusivity: %s\n", std::string(client::exclusivity_name(i.exclusivity)).c_str());
+  std::printf("device:      %u\n", unsigned{i.device});
+  std::printf("memory:      %s used of %s\n", human_bytes(i.used_bytes).c_str(), human_bytes(i.quota_bytes).c_str());
+  std::printf("buffers:     %u\n", i.buffers);
+  std::printf("modules:     %u\n", i.modules);
+  std::printf("expires:     %s (in %.1f s)\n", iso_time_ms(i.expires_at_ms).c_str(),
+              static_cast<double>(i.remaining_ms) / 1000.0);
+}
+
+void run_acquire(const AcquireOptions& o) {
+  auto vram = parse_size(o.vram);
+  if (!vram || *vram == 0) fail("--vram: expected a byte count such as 64MiB");
+  client::Exclusivity excl;
+  if (o.exclusivity == "shared") {
+    excl = client::Exclusivity::kShared;
+  } else if (o.exclusivity == "session") {
+    excl = client::Exclusivity::kSessionExclusive;
+  } else if (o.exclusivity == "device") {
+    excl = client::Exclusivity::kDeviceExclusive;
+  } else {
+    fail("--exclusivity: shared, session or device");
+  }
+  client::Connection conn = connect_or_fail(o.common, true);
+  client::LeaseBuilder b(conn);
+  b.min_vram(*vram).lease_secs(o.ttl_s).exclusivity(excl);
+  if (o.device >= 0) b.device(static_cast<uint16_t>(o.device));
+  client::Lease lease = value_or_fail(b.acquire());
+  // The lease outlives this process: release it with `gpulease lease release`.
+  const uint64_t id = lease.detach();
+  if (o.common.json) {
+    print_json({{"lease_id", id}, {"device", lease.device()}, {"granted_bytes", lease.granted_bytes()},
+                {"expires_at_ms", lease.expires_at_ms()}});
+    return;
+  }
+  std::printf("lease %" PRIu64 " acquired: %s on device %u, expires %s\n", id,
+              human_bytes(lease.granted_bytes()).c_str(), unsigned{lease.device()},
+              iso_time_ms(lease.expires_at_ms()).c_str());
+}
+
+void run_list(const CommonOptions& o) {
+  client::Connection conn = connect_or_fail(o, true);
+  auto leases = value_or_fail(client::list_leases(conn));
+  if (o.json) {
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto& i : leases) a.push_back(info_json(i));
+    print_json({{"leases", a}});
+    return;
+  }
+  if (leases.empty()) {
+    std::printf("no leases\n");
+    return;
+  }
+  std::printf("%-20s %-9s %-6s %-12s %-12s %s\n", "LEASE", "STATE", "DEVICE", "USED", "QUOTA", "REMAINING");
+  for (const auto& i : leases) {
+    std::printf("%-20" PRIu64 " %-9s %-6u %-12s %-12s %.1f s\n", i.lease_id,
+                std::string(client::lease_state_name(i.state)).c_str(), unsigned{i.device},
+                human_bytes(i.used_bytes).c_str(), human_bytes(i.quota_bytes).c_str(),
+                static_cast<double>(i.remaining_ms) / 1000.0);
+  }
+}
+
+void run_query(const LeaseIdOptions& o) {
+  client::Connection conn = connect_or_fail(o.common, true);
+  client::Lease lease = client::Lease::adopt(conn, o.lease_id);
+  auto info = lease.query();
+  lease.detach();
+  if (!info) fail_error(info.error());
+  if (o.common.json) {
+    print_json(info_json(*info));
+  } else {
+    print_info(*info);
+  }
+}
+
+void run_renew(const LeaseIdOptions& o) {
+  if (o.ttl_s == 0) fail("--ttl must be positive");
+  client::Connection conn = connect_or_fail(o.common, true);
+  client::Lease lease = client::Lease::adopt(conn, o.lease_id, o.ttl_s);
+  auto r = lease.renew(o.ttl_s);
+  lease.detach();
+  if (!r) fail_error(r.error());
+  if (o.common.json) {
+    print_json({{"lease_id", o.lease_id}, {"expires_at_ms", lease.expires_at_ms()}});
+  } else {
+    std::printf("lease %" PRIu64 " renewed: expires %s\n", o.lease_id, iso_time_ms(lease.expires_at_ms()).c_str());
+  }
+}
+
+void run_release(const LeaseIdOptions& o) {
+  client::Connection conn = connect_or_fail(o.common, true);
+  client::Lease lease = client::Lease::adopt(conn, o.lease_id);
+  ok_or_fail(lease.release());
+  if (o.common.json) {
+    print_json({{"lease_id", o.lease_id}, {"released", true}});
+  } else {
+    std::printf("lease %" PRIu64 " released\n", o.lease_id);
+  }
+}
+
+}  // namespace
+
+void register_lease_commands(CLI::App& app) {
+  CLI::App* lease = app.add_subcommand("lease", "Acquire, list, query, renew and release leases");
+  lease->require_subcommand(1);
+  {
+    auto o = std::make_shared<AcquireOptions>();
+    CLI::App* cmd = lease->add_subcommand("acquire", "Acquire a lease; it stays until released or expired");
+    add_common_options(cmd, o->common);
+    cmd->add_option("--vram", o->vram, "VRAM quota, e.g. 512MiB")->capture_default_str();
+    cmd->add_option("--ttl", o->ttl_s, "Seconds the lease lives unless renewed")->capture_default_str();
+    cmd->add_option("--exclusivity", o->exclusivity, "shared | session | device")->capture_default_str();
+    cmd->add_option("--device", o->device, "Device index (default: any)");
+    cmd->callback([o] { run_acquire(*o); });
+  }
+  {
+    auto o = std::make_shared<CommonOptions>();
+    CLI::App* cmd = lease->add_subcommand("list", "List the token's leases on the node");
+    add_common_options(cmd, *o);
+    cmd->callback([o] { run_list(*o); });
+  }
+  auto by_id = [&](const char* name, const char* help, void (*fn)(const LeaseIdOptions&), bool ttl) {
+    auto o = std::make_shared<LeaseIdOptions>();
+    CLI::App* cmd = lease->add_subcommand(name, help);
+    add_common_options(cmd, o->common);
+    cmd->add_option("lease", o->lease_id, "Lease id")->required();
+    if (ttl) cmd->add_option("--ttl", o->ttl_s, "New TTL in seconds from now")->required();
+    cmd->callback([o, fn] { fn(*o); });
+  };
+  by_id("query", "Show a lease's state, memory and remaining time", run_query, false);
+  by_id("renew", "Extend a lease", run_renew, true);
+  by_id("release", "Release a lease now (its memory and modules are freed)", run_release, false);
+}
+
+}  // namespace gpulease::cli

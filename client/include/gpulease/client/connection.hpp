@@ -1,0 +1,189 @@
+// A connection to one gpuleased node.
+//
+//   auto conn = gpulease::client::Connection::connect({.node = {"127.0.0.1", 7070},
+//                                                      .token = token_bytes});
+//   if (!conn) { ... conn.error() ... }
+//   std::printf("%s runs %s\n", conn->node_info().node_id.c_str(), conn->node_info().backend.c_str());
+//
+// What it does:
+//  - TCP with TCP_NODELAY and keepalive; HELLO on connect (the node's limits,
+//    devices and identity come back in node_info()).
+//  - Pipelining: send() writes a request and returns at once with a
+//    PendingReply; a reader thread matches replies to requests by request id,
+//    so replies may come back in any order. At most the node's announced
+//    max_inflight requests are outstanding; send() blocks for a slot beyond
+//    that (the node would answer BUSY).
+//  - Reconnect: when the connection drops, the reader thread reconnects with
+//    exponential backoff, says HELLO again and resends every outstanding
+//    request marked retry-safe with the SAME request id (the node's replay
+//    window then answers a repeated MEM_ALLOC / MODULE_LOAD with its first
+//    answer; LEASE_ACQUIRE carries its own idempotency key). Requests that are
+//    not safe to repeat (LAUNCH, MEM_FREE, MODULE_UNLOAD) and were already on
+//    the old connection fail with kConnectionLost. Request ids start at a
+//    random 64-bit base per Connection and never repeat within it.
+//  - Errors: a reply with a non-OK status becomes an Error with that status
+//    and the node's message.
+//
+// Connection is a cheap, copyable handle to shared state; copies talk over the
+// same socket; its members are const because they act on that shared state.
+// THREAD SAFETY: every member may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "gpulease/client/errors.hpp"
+#include "gpulease/wire/bytes.hpp"
+#include "gpulease/wire/frame.hpp"
+#include "gpulease/wire/messages.hpp"
+#include "gpulease/wire/opcodes.hpp"
+#include "gpulease/wire/result.hpp"
+
+namespace gpulease::client {
+
+struct NodeAddress {
+  std::string host = "127.0.0.1";
+  uint16_t port = 7070;
+
+  // "HOST:PORT" or "[V6ADDR]:PORT". INVALID_ARGUMENT otherwise.
+  [[nodiscard]] static Result<NodeAddress> parse(std::string_view text);
+  [[nodiscard]] std::string str() const;
+};
+
+// Reads a token given as text ("glt1....") into its binary form.
+// UNAUTHENTICATED when it is not a token's text form.
+[[nodiscard]] Result<wire::Bytes> token_from_text(std::string_view text);
+
+struct ConnectOptions {
+  NodeAddress node;
+  wire::Bytes token;  // binary capability token sent with every frame but HELLO/PING
+  std::string client_name = "gpulease-client";
+  std::chrono::milliseconds connect_timeout{5000};
+  // How long wait() waits for any one reply before giving up with BUSY.
+  std::chrono::milliseconds request_timeout{300'000};
+  // Reconnect attempts after a drop (0 = never reconnect), with exponential
+  // backoff from initial to max between attempts.
+  unsigned reconnect_attempts = 8;
+  std::chrono::milliseconds reconnect_initial_backoff{20};
+  std::chrono::milliseconds reconnect_max_backoff{2000};
+  // Largest MEM_WRITE / MEM_READ chunk (also capped below the node's max payload).
+  uint32_t max_chunk_bytes = 4u << 20;
+};
+
+// One reply: its header (status OK) and payload.
+struct Reply {
+  wire::FrameHeader header;
+  wire::Bytes payload;
+};
+
+// Called as bytes of a request (sending) or its reply (receiving) move; on
+// the calling thread while sending, on the reader thread while receiving.
+using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
+
+struct RequestOptions {
+  uint64_t lease_id = 0;
+  // Token for this frame instead of the connection's (scoped grants). Empty =
+  // the connection's token.
+  wire::Bytes token;
+  // Whether the request may be resent after a reconnect (see top of file).
+  bool retry_safe = true;
+  ProgressFn progress;
+};
+
+namespace detail {
+struct ConnectionImpl;
+struct Slot;
+}  // namespace detail
+
+// The reply to one request, once it arrives.
+class PendingReply {
+ public:
+  PendingReply() = default;
+  // Blocks until the reply arrives (or the request fails). A reply with a
+  // non-OK status is returned as its Error. May be called once.
+  [[nodiscard]] Result<Reply> wait();
+  // True once wait() would not block.
+  [[nodiscard]] bool ready() const;
+  [[nodiscard]] bool valid() const noexcept { return slot_ != nullptr; }
+  [[nodiscard]] uint64_t request_id() const noexcept;
+
+ private:
+  friend class Connection;
+  PendingReply(std::shared_ptr<detail::ConnectionImpl> c, std::shared_ptr<detail::Slot> s)
+      : conn_(std::move(c)), slot_(std::move(s)) {}
+  std::shared_ptr<detail::ConnectionImpl> conn_;
+  std::shared_ptr<detail::Slot> slot_;
+};
+
+class Connection {
+ public:
+  // Connects, says HELLO and starts the reader thread. Errors: kConnectionLost
+  // when the node cannot be reached, the node's status when HELLO fails.
+  [[nodiscard]] static Result<Connection> connect(ConnectOptions options);
+  // Convenience: "HOST:PORT" and the token's text form.
+  [[nodiscard]] static Result<Connection> connect(std::string_view node, std::string_view token_text);
+
+  // The HELLO reply (refreshed on every reconnect).
+  [[nodiscard]] wire::HelloReply node_info() const;
+  [[nodiscard]] const NodeAddress& address() const noexcept;
+
+  // Sends one request; returns without waiting for the reply.
+  [[nodiscard]] PendingReply send(wire::Opcode op, wire::Bytes payload, RequestOptions opts = {}) const;
+  // send() + wait().
+  [[nodiscard]] Result<Reply> call(wire::Opcode op, wire::Bytes payload, RequestOptions opts = {}) const;
+  // call() and decode the OK reply as M.
+  template <typename M>
+  [[nodiscard]] Result<M> call_as(wire::Opcode op, wire::Bytes payload, RequestOptions opts = {}) const {
+    auto r = call(op, std::move(payload), std::move(opts));
+    if (!r) return std::move(r).error();
+    return decode_reply_as<M>(op, r->payload);
+  }
+
+  // PING round trip (no token).
+  [[nodiscard]] Result<std::chrono::microseconds> ping(wire::ByteSpan data = {}) const;
+
+  // Replaces the token used by later frames.
+  void set_token(wire::Bytes token);
+  [[nodiscard]] wire::Bytes token() const;
+
+  // Largest chunk for MEM_WRITE / MEM_READ on this node.
+  [[nodiscard]] uint32_t chunk_bytes() const;
+  [[nodiscard]] std::chrono::milliseconds request_timeout() const;
+
+  struct Stats {
+    uint64_t requests = 0;      // requests sent (resends not counted)
+    uint64_t replies = 0;       // replies matched to a request
+    uint64_t reconnects = 0;    // successful reconnects
+    uint64_t resent = 0;        // requests resent after a reconnect
+    uint32_t max_inflight = 0;  // most requests outstanding at once
+    uint32_t window = 0;        // current in-flight limit
+  };
+  [[nodiscard]] Stats stats() const;
+
+  // Closes the socket and fails every outstanding request; later calls fail
+  // with kConnectionLost. Idempotent. Copies share the closed state.
+  void close() const;
+
+  // Decodes an OK reply payload of `op` as M. BAD_FRAME on a mismatch.
+  template <typename M>
+  [[nodiscard]] static Result<M> decode_reply_as(wire::Opcode op, wire::ByteSpan payload);
+
+ private:
+  explicit Connection(std::shared_ptr<detail::ConnectionImpl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<detail::ConnectionImpl> impl_;
+};
+
+template <typename M>
+Result<M> Connection::decode_reply_as(wire::Opcode op, wire::ByteSpan payload) {
+  auto m = wire::decode_reply(op, payload, wire::Limits{});
+  if (!m) return with_context(std::move(m).error(), "decoding reply");
+  if (auto* v = std::get_if<M>(&m.value())) return std::move(*v);
+  return make_error(wire::Status::kBadFrame, "reply of unexpected type");
+}
+
+}  // namespace gpulease::client

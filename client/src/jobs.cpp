@@ -1,0 +1,181 @@
+#include "gpulease/client/jobs.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <optional>
+#include <thread>
+
+#include "gpulease/client/renewal.hpp"
+
+namespace gpulease::client {
+
+using wire::Bytes;
+using wire::Status;
+
+std::chrono::milliseconds RetryPolicy::backoff(unsigned retry) const noexcept {
+  if (retry == 0) return std::chrono::milliseconds(0);
+  double ms = static_cast<double>(initial_backoff.count()) * std::pow(multiplier, static_cast<double>(retry - 1));
+  const double cap = static_cast<double>(max_backoff.count());
+  if (!(ms < cap)) ms = cap;  // also catches overflow to inf
+  return std::chrono::milliseconds(static_cast<int64_t>(ms));
+}
+
+bool RetryPolicy::needs_fresh_lease(const Error& e) noexcept {
+  return is_lease_lost(e) || is_connection_lost(e);
+}
+
+bool RetryPolicy::retryable(const Error& e) noexcept {
+  return needs_fresh_lease(e) || e.status == Status::kBusy || e.status == Status::kCapacityExceeded;
+}
+
+Result<Module> ChunkContext::module(const std::string& name, wire::ByteSpan image) {
+  auto it = modules_->find(name);
+  if (it != modules_->end()) return it->second;
+  auto m = session_->module_load(image);
+  if (!m) return m;
+  modules_->emplace(name, *m);
+  return m;
+}
+
+JobCoordinator::JobCoordinator(Options options) : opts_(std::move(options)) {}
+
+JobCoordinator::Stats JobCoordinator::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs, const WorkFn& work) {
+  if (opts_.nodes.empty()) return make_error(Status::kInvalidArgument, "JobCoordinator: no nodes");
+  const size_t n = inputs.size();
+  std::vector<Bytes> outputs(n);
+  if (n == 0) return outputs;
+
+  std::mutex qmu;
+  std::deque<size_t> queue;  // GUARDED_BY(qmu)
+  for (size_t i = 0; i < n; ++i) queue.push_back(i);
+  std::vector<unsigned> attempts(n, 0);  // GUARDED_BY(qmu)
+  std::optional<Error> fatal;            // GUARDED_BY(qmu)
+
+  std::optional<RenewalManager> renewals;
+  if (opts_.renew_leases) renewals.emplace();
+
+  auto set_fatal = [&](Error e) {
+    std::lock_guard lock(qmu);
+    if (!fatal) fatal = std::move(e);
+  };
+
+  auto worker = [&](size_t w) {
+    size_t node = w % opts_.nodes.size();
+    std::optional<Lease> lease;
+    std::optional<Session> session;
+    std::map<std::string, Module> modules;
+    unsigned acquire_failures = 0;
+    auto drop_lease = [&] {
+      session.reset();
+      lease.reset();  // releases; a lost lease just answers with an error
+      modules.clear();
+    };
+    for (;;) {
+      size_t idx;
+      {
+        std::lock_guard lock(qmu);
+        if (fatal || queue.empty()) break;
+        idx = queue.front();
+        queue.pop_front();
+      }
+      auto requeue = [&] {
+        std::lock_guard lock(qmu);
+        queue.push_front(idx);
+      };
+      if (!lease) {
+        auto l = LeaseBuilder(opts_.nodes[node])
+                     .min_vram(opts_.lease.min_vram)
+                     .lease_secs(opts_.lease.ttl_s)
+                     .exclusivity(opts_.lease.exclusivity)
+                     .acquire();
+        if (!l) {
+          Error e = std::move(l).error();
+          if (!RetryPolicy::retryable(e) || ++acquire_failures > opts_.retry.max_retries) {
+            set_fatal(with_context(std::move(e), "JobCoordinator: acquiring a lease for chunk " + std::to_string(idx)));
+            requeue();
+            break;
+          }
+          if (is_connection_lost(e)) node = (node + 1) % opts_.nodes.size();
+          requeue();
+          std::this_thread::sleep_for(opts_.retry.backoff(acquire_failures));
+          continue;
+        }
+        acquire_failures = 0;
+        lease.emplace(std::move(l).value());
+        session.emplace(*lease);
+        if (renewals) renewals->add(*lease);
+        std::lock_guard lock(mu_);
+        stats_.leases_acquired++;
+      }
+      ChunkContext ctx;
+      ctx.index_ = idx;
+      {
+        std::lock_guard lock(qmu);
+        ctx.attempt_ = attempts[idx];
+      }
+      ctx.input_ = inputs[idx];
+      ctx.session_ = &*session;
+      ctx.lease_ = &*lease;
+      ctx.modules_ = &modules;
+      auto r = work(ctx);
+      if (r) {
+        outputs[idx] = std::move(r).value();
+        {
+          std::lock_guard lock(mu_);
+          stats_.chunks_done++;
+        }
+        if (opts_.on_chunk_done) opts_.on_chunk_done(idx, lease->lease_id());
+        continue;
+      }
+      Error e = std::move(r).error();
+      if (!RetryPolicy::retryable(e)) {
+        set_fatal(with_context(std::move(e), "chunk " + std::to_string(idx)));
+        break;
+      }
+      unsigned attempt;
+      {
+        std::lock_guard lock(qmu);
+        attempt = ++attempts[idx];
+      }
+      if (attempt > opts_.retry.max_retries) {
+        set_fatal(with_context(std::move(e), "chunk " + std::to_string(idx) + " failed " +
+                                                 std::to_string(attempt) + " times; last error"));
+        break;
+      }
+      {
+        std::lock_guard lock(mu_);
+        stats_.retries++;
+        if (RetryPolicy::needs_fresh_lease(e)) stats_.leases_lost++;
+      }
+      if (opts_.on_retry) opts_.on_retry(idx, e);
+      if (RetryPolicy::needs_fresh_lease(e)) {
+        if (is_connection_lost(e)) node = (node + 1) % opts_.nodes.size();
+        drop_lease();
+      }
+      std::this_thread::sleep_for(opts_.retry.backoff(attempt));
+      requeue();
+    }
+    drop_lease();
+  };
+
+  const size_t m = std::max<size_t>(1, std::min<size_t>(opts_.workers, n));
+  std::vector<std::thread> threads;
+  threads.reserve(m);
+  for (size_t w = 0; w < m; ++w) threads.emplace_back(worker, w);
+  for (auto& t : threads) t.join();
+
+  if (fatal) return std::move(*fatal);
+  {
+    std::lock_guard lock(qmu);
+    if (!queue.empty()) return make_error(Status::kInternal, "JobCoordinator: chunks left unprocessed");
+  }
+  return outputs;
+}
+
+}  // namespace gpulease::client
