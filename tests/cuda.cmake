@@ -22,6 +22,11 @@ target_compile_definitions(cuda_driver_api_test PRIVATE
   GPULEASE_FAKE_CUDA_NO_DEVICE="$<TARGET_FILE:gpulease_fake_cuda_1>"
   GPULEASE_FAKE_CUDA_TOO_OLD="$<TARGET_FILE:gpulease_fake_cuda_2>"
   GPULEASE_FAKE_CUDA_PRE_11_3="$<TARGET_FILE:gpulease_fake_cuda_3>")
+# The toolkit's own stub libcuda (answers CUDA_ERROR_STUB_LIBRARY), if present.
+find_file(GPULEASE_CUDA_STUB_LIB libcuda.so PATHS ${CUDAToolkit_LIBRARY_DIR}/stubs NO_DEFAULT_PATH)
+if(GPULEASE_CUDA_STUB_LIB)
+  target_compile_definitions(cuda_driver_api_test PRIVATE GPULEASE_CUDA_STUB_LIB="${GPULEASE_CUDA_STUB_LIB}")
+endif()
 
 gpulease_add_test(cuda_backend_test SOURCES cuda_backend_test.cpp
   LIBS gpulease_cuda gpulease_kernels LABELS gpu)

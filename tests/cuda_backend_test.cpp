@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <future>
@@ -41,6 +42,15 @@ std::string ptx_for_driver(std::string ptx, int driver_version) {
   if (pos != std::string::npos) ptx.replace(pos, 12, ".version 7.8");
   return ptx;
 }
+
+// The source tree: GPULEASE_SOURCE_DIR from the environment when set (a
+// build carried to another machine, scripts/gpu-check --carried), else the
+// one this binary was built from.
+std::string source_dir() {
+  const char* env = std::getenv("GPULEASE_SOURCE_DIR");
+  return env != nullptr && *env != '\0' ? env : GPULEASE_SOURCE_DIR;
+}
+std::string ptx_path(const std::string& file) { return source_dir() + "/kernels/ptx/" + file; }
 
 std::span<const std::byte> as_bytes(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
@@ -101,7 +111,7 @@ class CudaBackendTest : public ::testing::Test {
   }
   uint64_t load(DeviceContext& ctx, const std::string& file) {
     std::string ptx =
-        ptx_for_driver(read_text(std::string(GPULEASE_PTX_DIR) + "/" + file), driver_version_);
+        ptx_for_driver(read_text(ptx_path(file)), driver_version_);
     auto m = ctx.module_load(ImageKind::kPtx, as_bytes(ptx));
     EXPECT_TRUE(m) << (m ? "" : m.error().message);
     return m ? m.value() : 0;
@@ -380,7 +390,7 @@ TEST_F(CudaBackendTest, TheWatchdogStopsALongKernel) {
   o.watchdog_ms = 300;
   auto ctx = context(o);
   ASSERT_TRUE(ctx);
-  std::string ptx = read_text(std::string(GPULEASE_SOURCE_DIR) + "/tests/data/spin_cycles.ptx");
+  std::string ptx = read_text(source_dir() + "/tests/data/spin_cycles.ptx");
   auto mod = ctx->module_load(ImageKind::kPtx, as_bytes(ptx));
   ASSERT_TRUE(mod) << mod.error().message;
   LaunchRequest r;
@@ -527,7 +537,7 @@ TEST_F(CudaBackendTest, DestroyingAContextWithPendingSyncsCompletesThem) {
   o.watchdog_ms = 0;
   auto ctx = context(o);
   ASSERT_TRUE(ctx);
-  std::string ptx = read_text(std::string(GPULEASE_SOURCE_DIR) + "/tests/data/spin_cycles.ptx");
+  std::string ptx = read_text(source_dir() + "/tests/data/spin_cycles.ptx");
   auto mod = ctx->module_load(ImageKind::kPtx, as_bytes(ptx));
   ASSERT_TRUE(mod);
   LaunchRequest r;

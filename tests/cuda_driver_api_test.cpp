@@ -45,6 +45,18 @@ TEST(CudaDriverLoader, RejectsADriverWithoutCuGetProcAddress) {
   EXPECT_TRUE(contains(r.error().message, "no cuGetProcAddress")) << r.error().message;
 }
 
+TEST(CudaDriverLoader, RecognisesTheToolkitsStubLibrary) {
+#ifdef GPULEASE_CUDA_STUB_LIB
+  auto r = load_driver(GPULEASE_CUDA_STUB_LIB);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status(), Status::kUnsupported);
+  EXPECT_TRUE(contains(r.error().message, "CUDA_ERROR_STUB_LIBRARY")) << r.error().message;
+  EXPECT_TRUE(contains(r.error().message, "stub")) << r.error().message;
+#else
+  GTEST_SKIP() << "the CUDA toolkit has no stubs/libcuda.so here";
+#endif
+}
+
 TEST(CudaDriverLoader, AsksForLazyModuleLoadingWithoutOverridingTheOperator) {
   ::unsetenv("CUDA_MODULE_LOADING");
   (void)load_driver("/nonexistent/libcuda.so.1", true);

@@ -447,7 +447,11 @@ class LeaseCore {
         // A green context is the device's primary context with an SM
         // partition: its memory and modules outlive cuGreenCtxDestroy, so
         // they are freed one by one.
-        if (ctx_ != nullptr && a.cuCtxPushCurrent(ctx_) == CUDA_SUCCESS) {
+        // After a fault (a poisoned primary context, or a kernel the
+        // watchdog gave up on, which cuStreamSynchronize or cuMemFree would
+        // wait for forever) they are left to the driver: see
+        // docs/CUDA_BACKEND.md, "Green contexts".
+        if (!faulted() && ctx_ != nullptr && a.cuCtxPushCurrent(ctx_) == CUDA_SUCCESS) {
           (void)a.cuStreamSynchronize(stream_);
           for (auto& [addr, bytes] : allocs_) (void)a.cuMemFree(static_cast<CUdeviceptr>(addr));
           for (auto& [h, m] : modules_) (void)a.cuModuleUnload(m.mod);

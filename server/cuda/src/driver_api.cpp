@@ -40,20 +40,26 @@ namespace {
 struct ProcResolver {
   PFN_cuGetProcAddress_v12000 v2 = nullptr;
   PFN_cuGetProcAddress_v11030 v1 = nullptr;
+  // The first failure other than "symbol not found" (e.g. the toolkit's
+  // stub library answers CUDA_ERROR_STUB_LIBRARY to everything).
+  CUresult first_error = CUDA_SUCCESS;
 
-  void* get(const char* name, int version) const {
+  void* get(const char* name, int version) {
     void* fn = nullptr;
     // Legacy default-stream semantics: every call here names its stream.
     constexpr cuuint64_t kFlags = CU_GET_PROC_ADDRESS_LEGACY_STREAM;
+    CUresult r = CUDA_SUCCESS;
     if (v2 != nullptr) {
       CUdriverProcAddressQueryResult found{};
-      if (v2(name, &fn, version, kFlags, &found) != CUDA_SUCCESS ||
-          found != CU_GET_PROC_ADDRESS_SUCCESS) {
-        return nullptr;
-      }
-      return fn;
+      r = v2(name, &fn, version, kFlags, &found);
+      if (r == CUDA_SUCCESS && found != CU_GET_PROC_ADDRESS_SUCCESS) fn = nullptr;
+    } else {
+      r = v1(name, &fn, version, kFlags);
     }
-    if (v1(name, &fn, version, kFlags) != CUDA_SUCCESS) return nullptr;
+    if (r != CUDA_SUCCESS) {
+      fn = nullptr;
+      if (r != CUDA_ERROR_NOT_FOUND && first_error == CUDA_SUCCESS) first_error = r;
+    }
     return fn;
   }
 };
@@ -97,6 +103,14 @@ Result<std::shared_ptr<const DriverApi>> load_driver(const std::string& path, bo
   GPULEASE_CUDA_DRIVER_ENTRY_POINTS(GPULEASE_CUDA_RESOLVE_REQUIRED, GPULEASE_CUDA_RESOLVE_OPTIONAL)
 #undef GPULEASE_CUDA_RESOLVE_REQUIRED
 #undef GPULEASE_CUDA_RESOLVE_OPTIONAL
+  if (!missing.empty() && res.first_error != CUDA_SUCCESS) {
+    std::string why = cuda_error_name(static_cast<int>(res.first_error));
+    if (res.first_error == CUDA_ERROR_STUB_LIBRARY) {
+      why += ": this is the CUDA toolkit's stub libcuda, not an NVIDIA driver";
+    }
+    return make_error(Status::kUnsupported, "no CUDA device: cuGetProcAddress in " + path +
+                                                " failed with " + why);
+  }
   if (!missing.empty()) {
     return make_error(Status::kUnsupported,
                       path + " lacks required entry points (" + missing +
