@@ -2,3 +2,7 @@
 gpulease_add_test(server_session_test SOURCES server_session_test.cpp LIBS gpulease_node)
 gpulease_add_test(server_security_test SOURCES server_security_test.cpp LIBS gpulease_node)
 gpulease_add_test(server_frames_test SOURCES server_frames_test.cpp LIBS gpulease_node)
+# Every kernel in kernels/ through the node: the sim kernel suite compiled
+# against a DeviceContext that sends each op as a frame to a real node.
+gpulease_add_test(node_kernels_test SOURCES sim_kernels_test.cpp LIBS gpulease_node gpulease_kernels)
+target_compile_definitions(node_kernels_test PRIVATE GPULEASE_KERNELS_THROUGH_NODE=1)

@@ -59,6 +59,7 @@ class TestNode {
     cfg.listen_port = 0;
     cfg.backend = "sim";
     cfg_ = cfg;
+    server::set_log_level(server::LogLevel::kWarn);
     auto backend = server::make_backend(cfg_);
     EXPECT_TRUE(backend.ok());
     node_ = std::make_unique<server::Node>(cfg_, std::move(backend).value(), capability::SecretKey::generate());

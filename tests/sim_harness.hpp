@@ -12,6 +12,9 @@
 #include <gtest/gtest.h>
 
 #include "gpulease/sim/sim_backend.hpp"
+#ifdef GPULEASE_KERNELS_THROUGH_NODE
+#include "node_context.hpp"
+#endif
 
 namespace gpulease::sim::testing {
 
@@ -53,9 +56,15 @@ class Harness {
  public:
   explicit Harness(server::ContextOptions opts = {}, SimConfig cfg = small_config())
       : backend_(make_sim_backend(cfg)) {
+#ifdef GPULEASE_KERNELS_THROUGH_NODE
+    // Every op as a protocol frame through a real node (tests/node_context.hpp).
+    (void)opts;
+    ctx_ = std::make_unique<gpulease::testing::NodeContext>();
+#else
     auto c = backend_->create_context(0, opts);
     EXPECT_TRUE(c.ok());
     ctx_ = std::move(c).value();
+#endif
   }
 
   static SimConfig small_config() {
