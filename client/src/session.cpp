@@ -179,7 +179,10 @@ Result<void> Session::mem_write(const DeviceBuffer& buf, uint64_t offset, ByteSp
     w.raw(data.subspan(at, n));
     RequestOptions o = opts(true);
     if (progress) {
-      o.progress = [progress, at, total](uint64_t done, uint64_t) { progress(at + done, total); };
+      // `done` counts the whole payload, including the 16-byte handle and offset.
+      o.progress = [progress, at, total](uint64_t done, uint64_t) {
+        progress(at + (done > 16 ? done - 16 : 0), total);
+      };
     }
     auto pending = lease_->conn.send(Opcode::kMemWrite, std::move(payload), std::move(o));
     track("MEM_WRITE buffer " + hex(buf.handle) + " (" + std::to_string(n) + " bytes at offset " +

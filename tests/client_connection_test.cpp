@@ -1,0 +1,179 @@
+// Connection: HELLO, PING, error replies, pipelining within the node's
+// in-flight limit, and reconnecting after the network drops.
+#include <set>
+
+#include "client_test_util.hpp"
+
+namespace gpulease::testing {
+namespace {
+
+using client::Connection;
+using client::LeaseBuilder;
+using client::Session;
+
+TEST(ClientConnection, SaysHelloAndLearnsTheNodesIdentityAndLimits) {
+  TestNode node(client_test_config());
+  auto conn = connect_client(node.port(), node.token("t1"));
+  auto info = conn.node_info();
+  EXPECT_EQ(info.node_id, "test-node");
+  EXPECT_EQ(info.backend, "sim");
+  EXPECT_GT(info.limits.max_inflight, 0u);
+  ASSERT_EQ(info.devices.size(), 1u);
+  EXPECT_GT(conn.chunk_bytes(), 0u);
+  EXPECT_LE(conn.chunk_bytes(), info.limits.max_payload_bytes);
+}
+
+TEST(ClientConnection, PingEchoesWithoutAToken) {
+  TestNode node(client_test_config());
+  auto conn = connect_client(node.port(), {});
+  Bytes data(1000, std::byte{0x5a});
+  auto rtt = conn.ping(data);
+  ASSERT_TRUE(rtt.ok()) << client::describe(rtt.error());
+}
+
+TEST(ClientConnection, ConnectingToAClosedPortIsConnectionLost) {
+  uint16_t port;
+  {
+    TestNode node(client_test_config());
+    port = node.port();
+  }
+  client::ConnectOptions o;
+  o.node = {"127.0.0.1", port};
+  auto c = Connection::connect(o);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status(), client::kConnectionLost);
+  EXPECT_EQ(client::status_string(c.status()), "CONNECTION_LOST");
+}
+
+TEST(ClientConnection, ConnectParsesNodeAndTokenText) {
+  EXPECT_FALSE(client::NodeAddress::parse("nohost").ok());
+  EXPECT_FALSE(client::NodeAddress::parse("h:0").ok());
+  EXPECT_FALSE(client::NodeAddress::parse("h:65536").ok());
+  auto a = client::NodeAddress::parse("[::1]:7070");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->host, "::1");
+  EXPECT_EQ(a->str(), "[::1]:7070");
+  auto bad = Connection::connect("127.0.0.1:1", "not-a-token");
+  EXPECT_EQ(bad.status(), Status::kUnauthenticated);
+}
+
+TEST(ClientConnection, ErrorRepliesCarryTheWireStatusAndTheNodesMessage) {
+  TestNode node(client_test_config());
+  auto conn = connect_client(node.port(), node.token("t1"));
+  auto lease = client::Lease::adopt(conn, 12345, 10);
+  auto q = lease.query();
+  lease.detach();
+  ASSERT_FALSE(q.ok());
+  EXPECT_EQ(q.status(), Status::kLeaseNotFound);
+  EXPECT_NE(q.error().message.find("LEASE_QUERY"), std::string::npos) << q.error().message;
+  EXPECT_NE(q.error().message.find("12345"), std::string::npos) << q.error().message;
+}
+
+TEST(ClientConnection, PipelinedRequestsStayWithinTheNodesInflightLimit) {
+  server::NodeConfig cfg = client_test_config();
+  cfg.limits.max_inflight = 4;
+  TestNode node(cfg);
+  auto conn = connect_client(node.port(), node.token("t1"));
+  EXPECT_EQ(conn.stats().window, 4u);
+  std::vector<client::PendingReply> replies;
+  for (int i = 0; i < 100; ++i) {
+    replies.push_back(conn.send(Opcode::kPing, wire::encode_payload(wire::PingRequest{})));
+  }
+  for (auto& r : replies) {
+    auto rep = r.wait();
+    ASSERT_TRUE(rep.ok()) << client::describe(rep.error());  // never BUSY
+  }
+  EXPECT_LE(conn.stats().max_inflight, 4u);
+  EXPECT_EQ(conn.stats().replies, 100u);
+}
+
+TEST(ClientConnection, RequestsFromManyThreadsAreMatchedToTheirReplies) {
+  TestNode node(client_test_config());
+  auto conn = connect_client(node.port(), node.token("t1"));
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        Bytes data(static_cast<size_t>(8 + t), std::byte(i));
+        auto r = conn.ping(data);  // checks that the echo is this request's data
+        if (!r) bad++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
+TEST(ClientConnection, ReconnectsAfterTheNetworkDropsAndTheLeaseCarriesOn) {
+  TestNode node(client_test_config());
+  TcpProxy proxy(node.port());
+  auto conn = connect_client(proxy.port(), node.token("t1"));
+  auto lease = LeaseBuilder(conn).min_vram(1 << 20).lease_secs(60).acquire();
+  ASSERT_TRUE(lease.ok()) << client::describe(lease.error());
+  Session s(*lease);
+  auto buf = s.mem_alloc(4096);
+  ASSERT_TRUE(buf.ok());
+  std::vector<uint32_t> host(1024);
+  for (uint32_t i = 0; i < host.size(); ++i) host[i] = i * 7;
+  ASSERT_TRUE(s.mem_write(*buf, 0, as_byte_vector(host)).ok());
+  ASSERT_TRUE(s.flush().ok());
+
+  proxy.cut();
+
+  // The next ops go over a new connection, with the same lease and buffer.
+  auto back = s.mem_read(*buf, 0, 4096);
+  ASSERT_TRUE(back.ok()) << client::describe(back.error());
+  EXPECT_EQ(*back, as_byte_vector(host));
+  EXPECT_GE(conn.stats().reconnects, 1u);
+  EXPECT_GE(proxy.accepted(), 2);
+  auto info = lease->query();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->buffers, 1u);
+}
+
+TEST(ClientConnection, RequestsInFlightDuringADropAreResentWithTheSameId) {
+  TestNode node(client_test_config());
+  TcpProxy proxy(node.port());
+  auto conn = connect_client(proxy.port(), node.token("t1"));
+  auto lease = LeaseBuilder(conn).min_vram(8 << 20).lease_secs(60).acquire();
+  ASSERT_TRUE(lease.ok());
+  // Cut the connection with allocations in flight: every MEM_ALLOC is
+  // retry-safe (the node's replay window answers a resend of the same request
+  // id with the first answer), so each returns a buffer and none is made twice.
+  std::vector<client::PendingReply> replies;
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 60; ++i) {
+      replies.push_back(conn.send(Opcode::kMemAlloc, wire::encode_payload(wire::MemAllocRequest{4096}),
+                                  client::RequestOptions{lease->lease_id(), {}, true, {}}));
+    }
+    proxy.cut();
+  }
+  std::set<uint64_t> handles;
+  for (auto& r : replies) {
+    auto rep = r.wait();
+    ASSERT_TRUE(rep.ok()) << client::describe(rep.error());
+    auto h = Connection::decode_reply_as<wire::HandleReply>(Opcode::kMemAlloc, rep->payload);
+    ASSERT_TRUE(h.ok());
+    handles.insert(h->handle);
+  }
+  EXPECT_GE(conn.stats().reconnects, 1u);
+  std::printf("reconnects %llu, resent %llu\n", static_cast<unsigned long long>(conn.stats().reconnects),
+              static_cast<unsigned long long>(conn.stats().resent));
+  EXPECT_EQ(handles.size(), 180u);
+  auto info = lease->query();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->buffers, 180u);  // no allocation was made twice
+}
+
+TEST(ClientConnection, ClosedConnectionFailsRequestsAsConnectionLost) {
+  TestNode node(client_test_config());
+  auto conn = connect_client(node.port(), node.token("t1"));
+  conn.close();
+  auto r = conn.ping();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status(), client::kConnectionLost);
+}
+
+}  // namespace
+}  // namespace gpulease::testing
