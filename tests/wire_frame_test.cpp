@@ -211,6 +211,27 @@ TEST(WireFrame, ReplyWithUndefinedStatusIsBadFrame) {
   }
 }
 
+TEST(WireFrame, ErrorRepliesMayEchoAnUndefinedOpcode) {
+  FrameHeader h = request_header();
+  h.flags = kFlagReply;
+  h.status = Status::kUnknownOpcode;
+  h.opcode = static_cast<Opcode>(0x7777);
+  auto d = decode_frame(encode_frame(h, {}, to_bytes("unknown opcode")), kLimits);
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(static_cast<uint16_t>(d->header.opcode), 0x7777);
+  h.opcode = static_cast<Opcode>(0);
+  h.status = Status::kBadFrame;
+  EXPECT_TRUE(decode_frame(encode_frame(h, {}, {}), kLimits));
+}
+
+TEST(WireFrame, OkRepliesAndRequestsWithAnUndefinedOpcodeAreUnknownOpcode) {
+  FrameHeader h = request_header();
+  h.opcode = static_cast<Opcode>(0x7777);
+  EXPECT_EQ(decode_frame(encode_frame(h, {}, {}), kLimits).status(), Status::kUnknownOpcode);
+  h.flags = kFlagReply;
+  EXPECT_EQ(decode_frame(encode_frame(h, {}, {}), kLimits).status(), Status::kUnknownOpcode);
+}
+
 TEST(WireFrame, LengthsOverTheLimitsAreRejectedFromTheHeaderAlone) {
   Bytes f = sample_frame();
   Bytes h(f.begin(), f.begin() + kHeaderSize);

@@ -84,9 +84,9 @@ TEST(WireVectors, EveryValidVectorsFieldsEncodeToItsBytes) {
   for (const auto& [file, v] : all_vectors()) {
     if (!is_valid(v)) continue;
     SCOPED_TRACE(v.at("id").get<std::string>());
-    auto op = opcode_from_name(v.at("opcode").get<std::string>());
+    auto op = opcode_from_label(v.at("opcode").get<std::string>());
     ASSERT_TRUE(op.has_value());
-    DecodedFrame f = frame_from_json(*op, v.at("direction") == "reply", v.at("fields"));
+    DecodedFrame f = frame_from_json(static_cast<Opcode>(*op), v.at("direction") == "reply", v.at("fields"));
     EXPECT_EQ(to_hex(encode_full_frame(f)), v.at("hex"));
   }
 }

@@ -407,6 +407,19 @@ std::vector<Vector> replies() {
                           "session-exclusive leases need CUDA green contexts \xe2\x80\x94 not on backend sim", 6, 0));
   v.push_back(error_reply("reply.error.busy", "BUSY error reply to GPU_SUBMIT", Opcode::kGpuSubmit, Status::kBusy,
                           "too many requests in flight", 27, kLease));
+  {
+    // Error replies echo the request's opcode even when it is undefined (or
+    // 0 when the header could not be read), so clients match them by request_id.
+    DecodedFrame f{reply_header(Opcode::kPing, 31, 0, Status::kUnknownOpcode), {}, ErrorReply{"unknown opcode 30583"}};
+    f.header.opcode = static_cast<Opcode>(0x7777);
+    v.push_back(valid_frame("reply.error.unknown_opcode",
+                            "UNKNOWN_OPCODE error reply echoing the undefined opcode 0x7777 of the request", f));
+    f = DecodedFrame{reply_header(Opcode::kPing, 0, 0, Status::kBadFrame), {}, ErrorReply{"bad magic"}};
+    f.header.opcode = static_cast<Opcode>(0);
+    v.push_back(valid_frame("reply.error.bad_magic",
+                            "BAD_FRAME error reply to a frame with a bad magic: opcode 0 (the node closes the connection after it)",
+                            f));
+  }
   v.push_back(error_reply("reply.error.max_message", "INTERNAL error reply with a message of exactly max_message_bytes (1024)",
                           Opcode::kPing, Status::kInternal, std::string(kLimits.max_message_bytes, 'x'), 3, 0));
   return v;
@@ -477,6 +490,11 @@ std::vector<Vector> frames_invalid() {
     store_le16(f.data() + kOffStatus, kMaxStatusValue + 1);
     reseal(f);
     bad("frame.unknown_status_in_reply", "reply frame with status 24 (not defined)", f, Status::kBadFrame, alloc, true);
+    f = encode_frame(reply_header(Opcode::kMemAlloc, 12, kLease), {}, le64(kBuffer));
+    store_le16(f.data() + kOffOpcode, 0x7777);
+    reseal(f);
+    bad("frame.unknown_opcode_in_ok_reply", "OK reply with the undefined opcode 0x7777 (only error replies may echo one)", f,
+        Status::kUnknownOpcode, 0x7777, true);
   }
   bad("frame.bad_checksum", "checksum with its lowest bit flipped",
       with([](Bytes& f) { f[kOffChecksum] ^= std::byte{1}; }, false), Status::kChecksumMismatch);
