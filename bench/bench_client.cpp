@@ -37,13 +37,15 @@ struct Fixture {
     cfg.sim_device_bytes = 256u << 20;
     cfg.log_level = server::LogLevel::kWarn;
     server::set_log_level(cfg.log_level);
-    node = std::make_unique<server::Node>(cfg, server::make_backend(cfg).value(), capability::SecretKey::generate());
+    node = std::make_unique<server::Node>(cfg, server::make_backend(cfg).value(),
+                                          capability::SecretKey::generate());
     node->key_ring().add(authority.public_key());
     (void)node->start();
     srv = std::make_unique<server::Server>(*node, node->config());
     (void)srv->start();
     const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                         std::chrono::system_clock::now().time_since_epoch()).count();
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
     capability::Claims c;
     c.tenant = "bench";
     c.audience = "bench-node";
@@ -90,7 +92,8 @@ void BM_ClientLaunchesPipelinedVsWaiting(benchmark::State& state) {
   int64_t launches = 0;
   for (auto _ : state) {
     auto t0 = Clock::now();
-    for (int i = 0; i < kBatch; ++i) (void)s.launch_with_args(mod, "scale", {1, 1, 1}, {1, 1, 1}, args);
+    for (int i = 0; i < kBatch; ++i)
+      (void)s.launch_with_args(mod, "scale", {1, 1, 1}, {1, 1, 1}, args);
     if (!s.flush()) state.SkipWithError("pipelined launch failed");
     auto t1 = Clock::now();
     (void)s.sync();

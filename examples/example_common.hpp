@@ -39,7 +39,9 @@ inline std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-inline std::string ptx(const Common& c, const std::string& name) { return read_file(c.ptx_dir + "/" + name); }
+inline std::string ptx(const Common& c, const std::string& name) {
+  return read_file(c.ptx_dir + "/" + name);
+}
 
 inline gl::ConnectOptions connect_options(const Common& c) {
   std::string node = c.node;
@@ -47,7 +49,8 @@ inline gl::ConnectOptions connect_options(const Common& c) {
   if (node.empty()) node = "127.0.0.1:7070";
   std::string token = c.token;
   if (token.empty() && !c.token_file.empty()) token = read_file(c.token_file);
-  if (token.empty() && std::getenv("GPULEASE_TOKEN") != nullptr) token = std::getenv("GPULEASE_TOKEN");
+  if (token.empty() && std::getenv("GPULEASE_TOKEN") != nullptr)
+    token = std::getenv("GPULEASE_TOKEN");
   if (token.empty()) throw std::runtime_error("no token: pass --token or set GPULEASE_TOKEN");
   gl::ConnectOptions o;
   o.node = gl::unwrap(gl::NodeAddress::parse(node));
@@ -55,7 +58,9 @@ inline gl::ConnectOptions connect_options(const Common& c) {
   return o;
 }
 
-inline gl::Connection connect(const Common& c) { return gl::unwrap(gl::Connection::connect(connect_options(c))); }
+inline gl::Connection connect(const Common& c) {
+  return gl::unwrap(gl::Connection::connect(connect_options(c)));
+}
 
 // Runs `body`; a ClientError (or any exception) becomes a message and exit
 // status 1. The recipes use unwrap(), so failures read as exceptions here.

@@ -19,10 +19,12 @@ int main(int argc, char** argv) {
 
   return example::run_main("recipe30", [&] {
     gl::Connection conn = example::connect(common);
-    gl::Lease lease = unwrap(gl::LeaseBuilder(conn).min_vram(64 * 1024 * 1024).lease_secs(120).acquire());
+    gl::Lease lease =
+        unwrap(gl::LeaseBuilder(conn).min_vram(64 * 1024 * 1024).lease_secs(120).acquire());
     gl::Session session(lease);
-    std::printf("recipe 30: lease %llu on %s (%s backend)\n", static_cast<unsigned long long>(lease.lease_id()),
-                conn.address().str().c_str(), conn.node_info().backend.c_str());
+    std::printf("recipe 30: lease %llu on %s (%s backend)\n",
+                static_cast<unsigned long long>(lease.lease_id()), conn.address().str().c_str(),
+                conn.node_info().backend.c_str());
 
     // Upload data once.
     const uint32_t n = 1024;
@@ -60,8 +62,9 @@ int main(int argc, char** argv) {
     for (uint32_t i = 0; i < n; ++i) {
       if (out[i] != 2.0f * static_cast<float>(i) + 10.0f) ++bad;
     }
-    std::printf("recipe 30: results[0] = %g, results[1] = %g, results[100] = %g, results[1023] = %g\n", out[0],
-                out[1], out[100], out[1023]);
+    std::printf(
+        "recipe 30: results[0] = %g, results[1] = %g, results[100] = %g, results[1023] = %g\n",
+        out[0], out[1], out[100], out[1023]);
     unwrap(session.mem_free(buf));  // optional: releasing the lease frees it anyway
     unwrap(lease.release());
     if (bad != 0) {

@@ -29,7 +29,8 @@ constexpr float kThreshold = 0.1f;
 Bytes reference(ByteSpan raw) {
   const size_t n = raw.size();
   std::vector<float> d(n), s(n);
-  for (size_t i = 0; i < n; ++i) d[i] = static_cast<float>(std::to_integer<uint8_t>(raw[i])) / 255.0f;
+  for (size_t i = 0; i < n; ++i)
+    d[i] = static_cast<float>(std::to_integer<uint8_t>(raw[i])) / 255.0f;
   for (size_t i = 0; i < n; ++i) {
     const float c = d[i], l = i > 0 ? d[i - 1] : c, r = i + 1 < n ? d[i + 1] : c;
     const float v = (l + c + r) / 3.0f;
@@ -59,10 +60,13 @@ gpulease::Result<Bytes> run_pipeline(gl::ChunkContext& c, const std::string& ptx
   auto& [raw, a, b, out] = bufs;
   (void)s.mem_write(raw, 0, c.input());
   const gl::Dim3 grid{(n + 255) / 256, 1, 1}, block{256, 1, 1};
-  (void)s.launch_with_args(*module, "decode", grid, block, gl::KernelArgs().push_buffer(raw).push_buffer(a).push_u32(n));
-  (void)s.launch_with_args(*module, "denoise", grid, block,
-                           gl::KernelArgs().push_buffer(a).push_buffer(b).push_u32(n).push_f32(kThreshold));
-  (void)s.launch_with_args(*module, "encode", grid, block, gl::KernelArgs().push_buffer(b).push_buffer(out).push_u32(n));
+  (void)s.launch_with_args(*module, "decode", grid, block,
+                           gl::KernelArgs().push_buffer(raw).push_buffer(a).push_u32(n));
+  (void)s.launch_with_args(
+      *module, "denoise", grid, block,
+      gl::KernelArgs().push_buffer(a).push_buffer(b).push_u32(n).push_f32(kThreshold));
+  (void)s.launch_with_args(*module, "encode", grid, block,
+                           gl::KernelArgs().push_buffer(b).push_buffer(out).push_u32(n));
   if (auto r = s.sync(); !r) return std::move(r).error();  // a pipelined error surfaces here
   auto result = s.mem_read(out, 0, n);
   for (const auto& buf : bufs) (void)s.mem_free(buf);
@@ -72,7 +76,8 @@ gpulease::Result<Bytes> run_pipeline(gl::ChunkContext& c, const std::string& ptx
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Recipe 34: 100 segments through decode/denoise/encode over parallel leased sessions"};
+  CLI::App app{
+      "Recipe 34: 100 segments through decode/denoise/encode over parallel leased sessions"};
   example::Common common;
   example::add_common(app, common);
   unsigned segments = 100, leases = 4, kill_after = 10;
@@ -80,7 +85,9 @@ int main(int argc, char** argv) {
   app.add_option("--segments", segments, "Number of segments")->capture_default_str();
   app.add_option("--segment-bytes", segment_bytes, "Bytes per segment")->capture_default_str();
   app.add_option("--leases", leases, "Leases (sessions) in parallel")->capture_default_str();
-  app.add_option("--kill-after", kill_after, "Release one lease behind the coordinator's back after this many segments (0 = never)")
+  app.add_option(
+         "--kill-after", kill_after,
+         "Release one lease behind the coordinator's back after this many segments (0 = never)")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -111,30 +118,36 @@ int main(int argc, char** argv) {
         auto victim = gl::Lease::adopt(saboteur, lease_id);
         auto r = victim.release();
         std::printf("recipe 34: released lease %llu behind the coordinator's back: %s\n",
-                    static_cast<unsigned long long>(lease_id), r ? "ok" : gl::describe(r.error()).c_str());
+                    static_cast<unsigned long long>(lease_id),
+                    r ? "ok" : gl::describe(r.error()).c_str());
       }
     };
     o.on_retry = [](size_t index, const gpulease::Error& e) {
-      std::printf("recipe 34: segment %zu will be retried on a fresh lease (%s)\n", index, gl::describe(e).c_str());
+      std::printf("recipe 34: segment %zu will be retried on a fresh lease (%s)\n", index,
+                  gl::describe(e).c_str());
     };
     gl::JobCoordinator jobs(o);
     const auto start = std::chrono::steady_clock::now();
-    std::vector<Bytes> outputs = unwrap(jobs.run(inputs, [&](gl::ChunkContext& c) { return run_pipeline(c, ptx); }));
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    std::vector<Bytes> outputs =
+        unwrap(jobs.run(inputs, [&](gl::ChunkContext& c) { return run_pipeline(c, ptx); }));
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 
     unsigned mismatches = 0;
     for (size_t i = 0; i < inputs.size(); ++i) {
       if (outputs[i] != reference(inputs[i])) ++mismatches;
     }
     const auto st = jobs.stats();
-    std::printf("recipe 34: %u segments of %zu bytes over %u parallel leases in %.0f ms\n", segments, segment_bytes,
-                leases, ms);
+    std::printf("recipe 34: %u segments of %zu bytes over %u parallel leases in %.0f ms\n",
+                segments, segment_bytes, leases, ms);
     std::printf("recipe 34: leases acquired %llu, chunk retries %llu, leases lost %llu\n",
-                static_cast<unsigned long long>(st.leases_acquired), static_cast<unsigned long long>(st.retries),
+                static_cast<unsigned long long>(st.leases_acquired),
+                static_cast<unsigned long long>(st.retries),
                 static_cast<unsigned long long>(st.leases_lost));
     const auto left = unwrap(gl::list_leases(conn));
     if (mismatches != 0) {
-      std::printf("recipe 34: FAILED: %u of %u segments differ from the CPU reference\n", mismatches, segments);
+      std::printf("recipe 34: FAILED: %u of %u segments differ from the CPU reference\n",
+                  mismatches, segments);
       return 1;
     }
     if (kill_after != 0 && kill_after < segments && (killed == 0 || st.retries == 0)) {
@@ -145,7 +158,8 @@ int main(int argc, char** argv) {
       std::printf("recipe 34: FAILED: %zu leases still held after the job\n", left.size());
       return 1;
     }
-    std::printf("recipe 34: OK: all %u segments match the CPU reference; every lease released\n", segments);
+    std::printf("recipe 34: OK: all %u segments match the CPU reference; every lease released\n",
+                segments);
     return 0;
   });
 }

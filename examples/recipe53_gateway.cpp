@@ -108,14 +108,17 @@ class Gateway {
 
   gpulease::Result<InferenceResponse> handle(const InferenceRequest& req) {
     if (req.input.size() != kInDim) {  // input bound, before anything is leased
-      return gpulease::make_error(Status::kInvalidArgument, "input must have " + std::to_string(kInDim) + " values");
+      return gpulease::make_error(Status::kInvalidArgument,
+                                  "input must have " + std::to_string(kInDim) + " values");
     }
     const std::string key = "inference:" + req.request_id;
     switch (effects_.reserve(key)) {
-      case IdempotencyStore::Outcome::kReserved: break;
+      case IdempotencyStore::Outcome::kReserved:
+        break;
       case IdempotencyStore::Outcome::kInProgress:
       case IdempotencyStore::Outcome::kCompleted:
-        return gpulease::make_error(Status::kInvalidArgument, "duplicate request " + req.request_id);
+        return gpulease::make_error(Status::kInvalidArgument,
+                                    "duplicate request " + req.request_id);
     }
     auto r = serve(req);
     if (r) {
@@ -133,7 +136,8 @@ class Gateway {
     auto t = Clock::now();
     auto lap = [&](const char* what) {
       auto now = Clock::now();
-      resp.timings_ms.emplace_back(what, std::chrono::duration<double, std::milli>(now - t).count());
+      resp.timings_ms.emplace_back(what,
+                                   std::chrono::duration<double, std::milli>(now - t).count());
       t = now;
     };
     // One short lease per request. SessionExclusive where the node's backend
@@ -145,17 +149,23 @@ class Gateway {
                      .release_on_disconnect()
                      .acquire();
     if (!lease && lease.status() == Status::kUnsupported) {
-      lease = gl::LeaseBuilder(conn_).min_vram(4u << 20).lease_secs(req.lease_ttl_secs).release_on_disconnect().acquire();
+      lease = gl::LeaseBuilder(conn_)
+                  .min_vram(4u << 20)
+                  .lease_secs(req.lease_ttl_secs)
+                  .release_on_disconnect()
+                  .acquire();
     }
     if (!lease) return std::move(lease).error();
     resp.lease_id = lease->lease_id();
     lap("acquire");
 
     // A grant for this lease with only what inference needs, checked before use.
-    auto grant = gl::request_scoped_token(*lease, gl::kDefaultScopedPermissions, req.lease_ttl_secs);
+    auto grant =
+        gl::request_scoped_token(*lease, gl::kDefaultScopedPermissions, req.lease_ttl_secs);
     if (!grant) return std::move(grant).error();
     const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::system_clock::now().time_since_epoch()).count();
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
     if (auto ok = gl::check_scoped_token(*grant, lease->lease_id(), conn_.node_info().node_id,
                                          gl::Permission::kTaskletSubmit, now_s);
         !ok) {
@@ -164,8 +174,10 @@ class Gateway {
     resp.token_expires_at = grant->expires_at_unix_secs();
     gl::Session submit_only(*lease, grant->token);
     // Fail closed: the node refuses the grant anything beyond submit and query.
-    if (auto probe = submit_only.mem_alloc(16); probe.ok() || probe.status() != Status::kPermissionDenied) {
-      return gpulease::make_error(Status::kInternal, "the scoped grant was allowed to allocate memory");
+    if (auto probe = submit_only.mem_alloc(16);
+        probe.ok() || probe.status() != Status::kPermissionDenied) {
+      return gpulease::make_error(Status::kInternal,
+                                  "the scoped grant was allowed to allocate memory");
     }
     lap("grant");
 
@@ -189,8 +201,13 @@ class Gateway {
 
     // Launch and sync under the scoped grant.
     (void)submit_only.launch_with_args(*module, "infer", {1, 1, 1}, {kOutDim, 1, 1},
-                                       gl::KernelArgs().push_buffer(*w).push_buffer(*x).push_buffer(*b)
-                                           .push_buffer(*y).push_u32(kInDim).push_u32(kOutDim));
+                                       gl::KernelArgs()
+                                           .push_buffer(*w)
+                                           .push_buffer(*x)
+                                           .push_buffer(*b)
+                                           .push_buffer(*y)
+                                           .push_u32(kInDim)
+                                           .push_u32(kOutDim));
     if (auto r = submit_only.sync(); !r) return std::move(r).error();
     lap("launch+sync");
 
@@ -218,7 +235,8 @@ class Gateway {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Recipe 53: per-request leases with scoped grants, an idempotency store, full teardown"};
+  CLI::App app{
+      "Recipe 53: per-request leases with scoped grants, an idempotency store, full teardown"};
   example::Common common;
   example::add_common(app, common);
   CLI11_PARSE(app, argc, argv);
@@ -242,7 +260,8 @@ int main(int argc, char** argv) {
       auto r = gateway.handle(req);
       if (!r) {
         const bool duplicate = r.error().message.rfind("duplicate request", 0) == 0;
-        std::printf("recipe 53: %s: %s%s\n", req.request_id.c_str(), gl::describe(r.error()).c_str(),
+        std::printf("recipe 53: %s: %s%s\n", req.request_id.c_str(),
+                    gl::describe(r.error()).c_str(),
                     duplicate ? " (refused by the idempotency store, as expected)" : "");
         if (duplicate) {
           ++refused;
@@ -253,12 +272,14 @@ int main(int argc, char** argv) {
       }
       const auto want = infer_reference(model_for(req.model_id), req.input);
       float worst = 0;
-      for (uint32_t o = 0; o < kOutDim; ++o) worst = std::max(worst, std::fabs(r->output[o] - want[o]));
+      for (uint32_t o = 0; o < kOutDim; ++o)
+        worst = std::max(worst, std::fabs(r->output[o] - want[o]));
       const bool ok = worst <= 1e-5f;
-      std::printf("recipe 53: %s on lease %llu (grant expires %llu): y[0..3] = %.4f %.4f %.4f %.4f, %s\n",
-                  req.request_id.c_str(), static_cast<unsigned long long>(r->lease_id),
-                  static_cast<unsigned long long>(r->token_expires_at), r->output[0], r->output[1], r->output[2],
-                  r->output[3], ok ? "matches the CPU reference" : "MISMATCH");
+      std::printf(
+          "recipe 53: %s on lease %llu (grant expires %llu): y[0..3] = %.4f %.4f %.4f %.4f, %s\n",
+          req.request_id.c_str(), static_cast<unsigned long long>(r->lease_id),
+          static_cast<unsigned long long>(r->token_expires_at), r->output[0], r->output[1],
+          r->output[2], r->output[3], ok ? "matches the CPU reference" : "MISMATCH");
       std::printf("recipe 53:   timings:");
       for (auto [what, ms] : r->timings_ms) std::printf(" %s %.2f ms;", what, ms);
       std::printf("\n");
@@ -270,7 +291,9 @@ int main(int argc, char** argv) {
       std::printf("recipe 53: FAILED\n");
       return 1;
     }
-    std::printf("recipe 53: OK: 3 requests served on their own leases, 1 duplicate refused, everything freed\n");
+    std::printf(
+        "recipe 53: OK: 3 requests served on their own leases, 1 duplicate refused, everything "
+        "freed\n");
     return 0;
   });
 }

@@ -33,7 +33,8 @@ struct ModelSpec {
 };
 
 ModelSpec make_model(std::string name, uint32_t in_dim, uint32_t out_dim, uint32_t seed) {
-  ModelSpec m{std::move(name), in_dim, out_dim, std::vector<float>(size_t{in_dim} * out_dim), std::vector<float>(out_dim)};
+  ModelSpec m{std::move(name), in_dim, out_dim, std::vector<float>(size_t{in_dim} * out_dim),
+              std::vector<float>(out_dim)};
   uint32_t x = seed;
   auto next = [&] {
     x = x * 1664525u + 1013904223u;
@@ -48,7 +49,8 @@ std::vector<float> reference(const ModelSpec& m, const std::vector<float>& x) {
   std::vector<float> y(m.out_dim);
   for (uint32_t o = 0; o < m.out_dim; ++o) {
     float acc = 0.0f;
-    for (uint32_t k = 0; k < m.in_dim; ++k) acc = std::fma(m.w[size_t{o} * m.in_dim + k], x[k], acc);
+    for (uint32_t k = 0; k < m.in_dim; ++k)
+      acc = std::fma(m.w[size_t{o} * m.in_dim + k], x[k], acc);
     acc += m.b[o];
     y[o] = acc > 0.0f ? acc : 0.0f;
   }
@@ -68,7 +70,10 @@ Bytes to_bytes(const std::vector<T>& v) {
 class ModelInstance {
  public:
   ModelInstance(gl::Connection conn, ModelSpec spec, std::string ptx, uint32_t lease_secs)
-      : conn_(std::move(conn)), spec_(std::move(spec)), ptx_(std::move(ptx)), lease_secs_(lease_secs) {}
+      : conn_(std::move(conn)),
+        spec_(std::move(spec)),
+        ptx_(std::move(ptx)),
+        lease_secs_(lease_secs) {}
 
   Result<void> load() {
     std::unique_lock lock(mu_);
@@ -77,19 +82,22 @@ class ModelInstance {
 
   Result<std::vector<float>> infer(const std::vector<float>& x) {
     if (x.size() != spec_.in_dim) {
-      return gpulease::make_error(Status::kInvalidArgument, spec_.name + ": input must have " +
-                                                                 std::to_string(spec_.in_dim) + " values, got " +
-                                                                 std::to_string(x.size()));
+      return gpulease::make_error(Status::kInvalidArgument,
+                                  spec_.name + ": input must have " + std::to_string(spec_.in_dim) +
+                                      " values, got " + std::to_string(x.size()));
     }
     std::shared_lock lock(mu_);
-    if (!lease_) return gpulease::make_error(Status::kLeaseExpired, spec_.name + ": no lease (reacquire failed)");
+    if (!lease_)
+      return gpulease::make_error(Status::kLeaseExpired,
+                                  spec_.name + ": no lease (reacquire failed)");
     auto r = run(x);
     if (!r && gl::is_lease_lost(r.error())) {
       const uint64_t lost_id = lease_->lease_id();
       lock.unlock();
       reacquire(lost_id);
       return Error{r.error().status, spec_.name + ": its lease " + std::to_string(lost_id) +
-                                         " ended (" + gl::describe(r.error()) + "); reacquired, retry the request"};
+                                         " ended (" + gl::describe(r.error()) +
+                                         "); reacquired, retry the request"};
     }
     return r;
   }
@@ -98,10 +106,7 @@ class ModelInstance {
 
  private:
   Result<void> load_locked() {
-    auto lease = gl::LeaseBuilder(conn_)
-                     .min_vram(4u << 20)
-                     .lease_secs(lease_secs_)
-                     .acquire();
+    auto lease = gl::LeaseBuilder(conn_).min_vram(4u << 20).lease_secs(lease_secs_).acquire();
     if (!lease) return std::move(lease).error();
     gl::Session s(*lease);
     auto w = s.mem_alloc(spec_.w.size() * 4);
@@ -126,7 +131,8 @@ class ModelInstance {
     if (lease_) lease_->detach();  // it is gone on the node; nothing to release
     lease_.reset();
     if (auto r = load_locked(); !r) {
-      std::fprintf(stderr, "recipe5: %s: reacquire failed: %s\n", spec_.name.c_str(), gl::describe(r.error()).c_str());
+      std::fprintf(stderr, "recipe5: %s: reacquire failed: %s\n", spec_.name.c_str(),
+                   gl::describe(r.error()).c_str());
       return;
     }
     reacquisitions_++;
@@ -140,8 +146,13 @@ class ModelInstance {
     if (!yb) return std::move(yb).error();
     (void)s.mem_write(*xb, 0, to_bytes(x));
     (void)s.launch_with_args(module_, "infer", {(spec_.out_dim + 63) / 64, 1, 1}, {64, 1, 1},
-                             gl::KernelArgs().push_buffer(w_).push_buffer(*xb).push_buffer(b_).push_buffer(*yb)
-                                 .push_u32(spec_.in_dim).push_u32(spec_.out_dim));
+                             gl::KernelArgs()
+                                 .push_buffer(w_)
+                                 .push_buffer(*xb)
+                                 .push_buffer(b_)
+                                 .push_buffer(*yb)
+                                 .push_u32(spec_.in_dim)
+                                 .push_u32(spec_.out_dim));
     if (auto r = s.sync(); !r) return std::move(r).error();
     auto out = s.mem_read(*yb, 0, size_t{spec_.out_dim} * 4);  // output bound: out_dim values
     (void)s.mem_free(*xb);
@@ -166,20 +177,24 @@ class ModelInstance {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Recipe 5: an inference service holding one lease per model, serving several client threads"};
+  CLI::App app{
+      "Recipe 5: an inference service holding one lease per model, serving several client threads"};
   example::Common common;
   example::add_common(app, common);
   unsigned threads = 4, requests = 12;
   uint32_t lease_secs = 3;
   app.add_option("--threads", threads, "Client threads")->capture_default_str();
-  app.add_option("--requests", requests, "Requests per client thread per phase")->capture_default_str();
-  app.add_option("--lease-secs", lease_secs, "Lease TTL (not renewed, to show expiry)")->capture_default_str();
+  app.add_option("--requests", requests, "Requests per client thread per phase")
+      ->capture_default_str();
+  app.add_option("--lease-secs", lease_secs, "Lease TTL (not renewed, to show expiry)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   return example::run_main("recipe5", [&] {
     gl::Connection conn = example::connect(common);
     const std::string ptx = example::ptx(common, "infer.ptx");
-    std::vector<ModelSpec> specs = {make_model("classifier", 64, 10, 5), make_model("embedder", 128, 32, 7)};
+    std::vector<ModelSpec> specs = {make_model("classifier", 64, 10, 5),
+                                    make_model("embedder", 128, 32, 7)};
     std::vector<std::unique_ptr<ModelInstance>> models;
     for (const auto& spec : specs) {
       models.push_back(std::make_unique<ModelInstance>(conn, spec, ptx, lease_secs));
@@ -199,18 +214,23 @@ int main(int argc, char** argv) {
           for (unsigned i = 0; i < requests; ++i) {
             const size_t mi = (t + i) % models.size();
             std::vector<float> x(specs[mi].in_dim);
-            for (size_t k = 0; k < x.size(); ++k) x[k] = std::cos(static_cast<float>(t * 131 + i * 17 + k) * 0.1f);
+            for (size_t k = 0; k < x.size(); ++k)
+              x[k] = std::cos(static_cast<float>(t * 131 + i * 17 + k) * 0.1f);
             const auto start = std::chrono::steady_clock::now();
             auto y = models[mi]->infer(x);
-            const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+            const double ms =
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                    .count();
             if (!y) {
               (gl::is_lease_lost(y.error()) ? expired : failed)++;
-              std::fprintf(stderr, "recipe 5: request failed: %s\n", gl::describe(y.error()).c_str());
+              std::fprintf(stderr, "recipe 5: request failed: %s\n",
+                           gl::describe(y.error()).c_str());
               continue;
             }
             const auto want = reference(specs[mi], x);
             bool ok = true;
-            for (size_t o = 0; o < want.size(); ++o) ok = ok && std::fabs((*y)[o] - want[o]) <= 1e-5f;
+            for (size_t o = 0; o < want.size(); ++o)
+              ok = ok && std::fabs((*y)[o] - want[o]) <= 1e-5f;
             if (!ok) wrong++;
             served++;
             std::lock_guard lock(lat_mu);
@@ -219,8 +239,9 @@ int main(int argc, char** argv) {
         });
       }
       for (auto& c : clients) c.join();
-      std::printf("recipe 5: %s: %u requests served so far, %u wrong, %u lease-expired, %u failed\n", name,
-                  served.load(), wrong.load(), expired.load(), failed.load());
+      std::printf(
+          "recipe 5: %s: %u requests served so far, %u wrong, %u lease-expired, %u failed\n", name,
+          served.load(), wrong.load(), expired.load(), failed.load());
     };
 
     phase("phase 1");
@@ -238,17 +259,21 @@ int main(int argc, char** argv) {
       std::printf("recipe 5: after expiry: %s\n", gl::describe(r.error()).c_str());
     }
     auto bad = models[0]->infer(std::vector<float>(3, 1.0f));
-    std::printf("recipe 5: a malformed request: %s\n", bad ? "accepted?!" : gl::describe(bad.error()).c_str());
+    std::printf("recipe 5: a malformed request: %s\n",
+                bad ? "accepted?!" : gl::describe(bad.error()).c_str());
 
     phase("phase 2");
 
     std::sort(latencies.begin(), latencies.end());
     const double p50 = latencies.empty() ? 0 : latencies[latencies.size() / 2];
-    const double p99 = latencies.empty() ? 0 : latencies[std::min(latencies.size() - 1, latencies.size() * 99 / 100)];
+    const double p99 = latencies.empty()
+                           ? 0
+                           : latencies[std::min(latencies.size() - 1, latencies.size() * 99 / 100)];
     uint64_t reacq = 0;
     for (auto& m : models) reacq += m->reacquisitions();
-    std::printf("recipe 5: %u requests served, latency p50 %.2f ms, p99 %.2f ms; %llu leases reacquired\n",
-                served.load(), p50, p99, static_cast<unsigned long long>(reacq));
+    std::printf(
+        "recipe 5: %u requests served, latency p50 %.2f ms, p99 %.2f ms; %llu leases reacquired\n",
+        served.load(), p50, p99, static_cast<unsigned long long>(reacq));
     // On a slow machine a lease may expire again mid-phase: those requests get
     // the clear error and the service reacquires; nothing else may fail.
     if (wrong != 0 || failed != 0 || bad.ok() || reacq < models.size() ||
@@ -256,7 +281,9 @@ int main(int argc, char** argv) {
       std::printf("recipe 5: FAILED\n");
       return 1;
     }
-    std::printf("recipe 5: OK: every answer matches the CPU reference; expired leases were reported and reacquired\n");
+    std::printf(
+        "recipe 5: OK: every answer matches the CPU reference; expired leases were reported and "
+        "reacquired\n");
     return 0;
   });
 }

@@ -74,8 +74,9 @@ TEST(ClientCli, RunSubmitsAKernelWithTypedArgumentsAndFiles) {
     f.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * 4));
   }
   const std::string ptx_path = std::string(GPULEASE_SOURCE_DIR) + "/kernels/ptx/transform.ptx";
-  auto j = run_json(node, "run " + ptx_path + " scale --grid 4 --block 256 --arg inout:" + in.string() + ":" +
-                              out.string() + " --arg i32:1000 --arg f32:0.5");
+  auto j =
+      run_json(node, "run " + ptx_path + " scale --grid 4 --block 256 --arg inout:" + in.string() +
+                         ":" + out.string() + " --arg i32:1000 --arg f32:0.5");
   ASSERT_EQ(j["outputs"].size(), 1u);
   EXPECT_EQ(j["outputs"][0]["bytes"].get<uint64_t>(), 4000u);
   std::string bytes = slurp(out);

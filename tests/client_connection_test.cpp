@@ -144,7 +144,8 @@ TEST(ClientConnection, RequestsInFlightDuringADropAreResentWithTheSameId) {
   std::vector<client::PendingReply> replies;
   for (int round = 0; round < 3; ++round) {
     for (int i = 0; i < 60; ++i) {
-      replies.push_back(conn.send(Opcode::kMemAlloc, wire::encode_payload(wire::MemAllocRequest{4096}),
+      replies.push_back(conn.send(Opcode::kMemAlloc,
+                                  wire::encode_payload(wire::MemAllocRequest{4096}),
                                   client::RequestOptions{lease->lease_id(), {}, true, {}}));
     }
     proxy.cut();
@@ -158,7 +159,8 @@ TEST(ClientConnection, RequestsInFlightDuringADropAreResentWithTheSameId) {
     handles.insert(h->handle);
   }
   EXPECT_GE(conn.stats().reconnects, 1u);
-  std::printf("reconnects %llu, resent %llu\n", static_cast<unsigned long long>(conn.stats().reconnects),
+  std::printf("reconnects %llu, resent %llu\n",
+              static_cast<unsigned long long>(conn.stats().reconnects),
               static_cast<unsigned long long>(conn.stats().resent));
   EXPECT_EQ(handles.size(), 180u);
   auto info = lease->query();

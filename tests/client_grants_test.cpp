@@ -23,7 +23,9 @@ TEST(ClientGrants, AScopedTokenIsBoundToTheLeaseWithOnlySubmitAndQuery) {
   EXPECT_EQ(grant->claims.perms, client::kDefaultScopedPermissions);
   EXPECT_LE(grant->expires_at_unix_secs(), static_cast<uint64_t>(now_s() + 21));
   EXPECT_EQ(grant->text().rfind("glt1.", 0), 0u);
-  EXPECT_TRUE(client::check_scoped_token(*grant, lease.lease_id(), "test-node", Permission::kTaskletSubmit, now_s()).ok());
+  EXPECT_TRUE(client::check_scoped_token(*grant, lease.lease_id(), "test-node",
+                                         Permission::kTaskletSubmit, now_s())
+                  .ok());
 }
 
 TEST(ClientGrants, TheCheckRefusesAnotherLeaseAudiencePermissionOrTime) {
@@ -32,14 +34,19 @@ TEST(ClientGrants, TheCheckRefusesAnotherLeaseAudiencePermissionOrTime) {
   auto lease = unwrap(LeaseBuilder(conn).min_vram(1 << 20).lease_secs(30).acquire());
   auto grant = unwrap(client::request_scoped_token(lease, client::kDefaultScopedPermissions, 20));
   const auto id = lease.lease_id();
-  EXPECT_EQ(client::check_scoped_token(grant, id + 1, "test-node", Permission::kTaskletSubmit, now_s()).status(),
-            Status::kPermissionDenied);
-  EXPECT_EQ(client::check_scoped_token(grant, id, "other-node", Permission::kTaskletSubmit, now_s()).status(),
+  EXPECT_EQ(
+      client::check_scoped_token(grant, id + 1, "test-node", Permission::kTaskletSubmit, now_s())
+          .status(),
+      Status::kPermissionDenied);
+  EXPECT_EQ(client::check_scoped_token(grant, id, "other-node", Permission::kTaskletSubmit, now_s())
+                .status(),
             Status::kPermissionDenied);
   EXPECT_EQ(client::check_scoped_token(grant, id, "test-node", Permission::kMem, now_s()).status(),
             Status::kPermissionDenied);
-  EXPECT_EQ(client::check_scoped_token(grant, id, "test-node", Permission::kTaskletSubmit, now_s() + 3600).status(),
-            Status::kTokenExpired);
+  EXPECT_EQ(
+      client::check_scoped_token(grant, id, "test-node", Permission::kTaskletSubmit, now_s() + 3600)
+          .status(),
+      Status::kTokenExpired);
 }
 
 TEST(ClientGrants, TheNodeLetsTheGrantLaunchAndSyncButNotTouchMemory) {
@@ -59,8 +66,9 @@ TEST(ClientGrants, TheNodeLetsTheGrantLaunchAndSyncButNotTouchMemory) {
 
   auto denied = scoped.mem_alloc(64);
   EXPECT_EQ(denied.status(), Status::kPermissionDenied);
-  ASSERT_TRUE(scoped.launch_with_args(mod, "scale", {1, 1, 1}, {n, 1, 1},
-                                      KernelArgs().push_buffer(buf).push_i32(n).push_f32(4.0f))
+  ASSERT_TRUE(scoped
+                  .launch_with_args(mod, "scale", {1, 1, 1}, {n, 1, 1},
+                                    KernelArgs().push_buffer(buf).push_i32(n).push_f32(4.0f))
                   .ok());
   auto done = scoped.sync();
   ASSERT_TRUE(done.ok()) << client::describe(done.error());

@@ -19,7 +19,8 @@ using client::unwrap;
 Bytes pipeline_reference(wire::ByteSpan raw, float threshold) {
   const size_t n = raw.size();
   std::vector<float> d(n), s(n);
-  for (size_t i = 0; i < n; ++i) d[i] = static_cast<float>(std::to_integer<uint8_t>(raw[i])) / 255.0f;
+  for (size_t i = 0; i < n; ++i)
+    d[i] = static_cast<float>(std::to_integer<uint8_t>(raw[i])) / 255.0f;
   for (size_t i = 0; i < n; ++i) {
     float c = d[i], l = i > 0 ? d[i - 1] : c, r = i + 1 < n ? d[i + 1] : c;
     float v = (l + c + r) / 3.0f;
@@ -48,10 +49,13 @@ Result<Bytes> run_pipeline(ChunkContext& c, const std::string& ptx_text, float t
   if (!out) return std::move(out).error();
   (void)s.mem_write(*raw, 0, c.input());
   const client::Dim3 grid{(n + 127) / 128, 1, 1}, block{128, 1, 1};
-  (void)s.launch_with_args(*mod, "decode", grid, block, KernelArgs().push_buffer(*raw).push_buffer(*a).push_u32(n));
-  (void)s.launch_with_args(*mod, "denoise", grid, block,
-                           KernelArgs().push_buffer(*a).push_buffer(*b).push_u32(n).push_f32(threshold));
-  (void)s.launch_with_args(*mod, "encode", grid, block, KernelArgs().push_buffer(*b).push_buffer(*out).push_u32(n));
+  (void)s.launch_with_args(*mod, "decode", grid, block,
+                           KernelArgs().push_buffer(*raw).push_buffer(*a).push_u32(n));
+  (void)s.launch_with_args(
+      *mod, "denoise", grid, block,
+      KernelArgs().push_buffer(*a).push_buffer(*b).push_u32(n).push_f32(threshold));
+  (void)s.launch_with_args(*mod, "encode", grid, block,
+                           KernelArgs().push_buffer(*b).push_buffer(*out).push_u32(n));
   if (auto r = s.sync(); !r) return std::move(r).error();
   auto result = s.mem_read(*out, 0, n);
   for (auto buf : {*raw, *a, *b, *out}) (void)s.mem_free(buf);
@@ -106,7 +110,8 @@ TEST(ClientJobs, RunsEveryChunkOverSeveralLeasesAndKeepsOutputsInOrder) {
   auto out = jobs.run(inputs, [&](ChunkContext& c) { return run_pipeline(c, ptx_text, 0.1f); });
   ASSERT_TRUE(out.ok()) << client::describe(out.error());
   ASSERT_EQ(out->size(), inputs.size());
-  for (size_t i = 0; i < inputs.size(); ++i) EXPECT_EQ((*out)[i], pipeline_reference(inputs[i], 0.1f)) << i;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    EXPECT_EQ((*out)[i], pipeline_reference(inputs[i], 0.1f)) << i;
   EXPECT_EQ(jobs.stats().chunks_done, inputs.size());
   EXPECT_EQ(jobs.stats().retries, 0u);
   EXPECT_EQ(jobs.stats().leases_acquired, 3u);
@@ -142,7 +147,8 @@ TEST(ClientJobs, AChunkWhoseLeaseIsReleasedBehindItsBackRunsAgainOnAFreshLease) 
   JobCoordinator jobs(o);
   auto out = jobs.run(inputs, [&](ChunkContext& c) { return run_pipeline(c, ptx_text, 0.25f); });
   ASSERT_TRUE(out.ok()) << client::describe(out.error());
-  for (size_t i = 0; i < inputs.size(); ++i) EXPECT_EQ((*out)[i], pipeline_reference(inputs[i], 0.25f)) << i;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    EXPECT_EQ((*out)[i], pipeline_reference(inputs[i], 0.25f)) << i;
   EXPECT_TRUE(killed.load());
   EXPECT_GE(jobs.stats().retries, 1u);
   EXPECT_GE(jobs.stats().leases_lost, 1u);
@@ -212,7 +218,8 @@ TEST(ClientJobs, SpreadsLeasesOverSeveralNodes) {
   JobCoordinator jobs(o);
   auto out = jobs.run(inputs, [&](ChunkContext& c) { return run_pipeline(c, ptx_text, 0.1f); });
   ASSERT_TRUE(out.ok()) << client::describe(out.error());
-  for (size_t i = 0; i < inputs.size(); ++i) EXPECT_EQ((*out)[i], pipeline_reference(inputs[i], 0.1f));
+  for (size_t i = 0; i < inputs.size(); ++i)
+    EXPECT_EQ((*out)[i], pipeline_reference(inputs[i], 0.1f));
   EXPECT_EQ(a.node().metrics().lease_acquired.load() > 0, true);
   EXPECT_EQ(b.node().metrics().lease_acquired.load() > 0, true);
 }

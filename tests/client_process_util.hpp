@@ -40,8 +40,9 @@ struct ProcessResult {
 class NodeProcess {
  public:
   explicit NodeProcess(const std::string& node_id = "example-node") : node_id_(node_id) {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("gpulease-client-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
+    dir_ =
+        std::filesystem::temp_directory_path() /
+        ("gpulease-client-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     auto key = capability::SecretKey::generate();
@@ -96,7 +97,8 @@ class NodeProcess {
 
   std::string token(const std::string& tenant = "tenant-a", int64_t ttl_s = 3600) const {
     const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
-                            std::chrono::system_clock::now().time_since_epoch()).count();
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
     capability::Claims c;
     c.tenant = tenant;
     c.audience = node_id_;
@@ -115,9 +117,9 @@ class NodeProcess {
     static int n = 0;
     const auto out = dir_ / ("out" + std::to_string(n) + ".txt");
     const auto err = dir_ / ("err" + std::to_string(n++) + ".txt");
-    const std::string cmd = "GPULEASE_NODE=" + address() + " GPULEASE_TOKEN=" + token() + " timeout " +
-                            std::to_string(timeout_s) + " " + command + " > " + out.string() + " 2> " +
-                            err.string();
+    const std::string cmd = "GPULEASE_NODE=" + address() + " GPULEASE_TOKEN=" + token() +
+                            " timeout " + std::to_string(timeout_s) + " " + command + " > " +
+                            out.string() + " 2> " + err.string();
     int st = std::system(cmd.c_str());
     ProcessResult r;
     r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -138,6 +140,8 @@ class NodeProcess {
   uint16_t port_ = 0;
 };
 
-inline std::string bin(const std::string& name) { return std::string(GPULEASE_BIN_DIR) + "/" + name; }
+inline std::string bin(const std::string& name) {
+  return std::string(GPULEASE_BIN_DIR) + "/" + name;
+}
 
 }  // namespace gpulease::testing

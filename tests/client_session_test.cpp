@@ -70,9 +70,10 @@ TEST_F(ClientSession, ManyPipelinedLaunchesRunInOrderAndSyncOnce) {
   Module m = unwrap(s.module_load(wire::as_bytes(ptx_text)));
   for (int i = 0; i < 200; ++i) {
     // data = data * 1 + 1, 200 times, alternating kernels.
-    ASSERT_TRUE(s.launch_with_args(m, i % 2 ? "scale" : "bias", {1, 1, 1}, {n, 1, 1},
-                                   KernelArgs().push_buffer(buf).push_i32(n).push_f32(i % 2 ? 1.0f : 1.0f))
-                    .ok());
+    ASSERT_TRUE(
+        s.launch_with_args(m, i % 2 ? "scale" : "bias", {1, 1, 1}, {n, 1, 1},
+                           KernelArgs().push_buffer(buf).push_i32(n).push_f32(i % 2 ? 1.0f : 1.0f))
+            .ok());
   }
   auto done = s.sync();
   ASSERT_TRUE(done.ok()) << client::describe(done.error());
@@ -93,12 +94,14 @@ TEST_F(ClientSession, AFailedLaunchSurfacesAtSyncNamingTheKernel) {
   EXPECT_TRUE(s.launch_with_args(m, "no_such_kernel", {1, 1, 1}, {1, 1, 1},
                                  KernelArgs().push_buffer(buf).push_i32(1).push_f32(1))
                   .ok());
-  EXPECT_TRUE(s.launch_with_args(m, "scale", {1, 1, 1}, {1, 1, 1}, KernelArgs().push_buffer(buf).push_i32(1).push_f32(1))
+  EXPECT_TRUE(s.launch_with_args(m, "scale", {1, 1, 1}, {1, 1, 1},
+                                 KernelArgs().push_buffer(buf).push_i32(1).push_f32(1))
                   .ok());
   auto r = s.sync();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status(), Status::kLaunchFailed);
-  EXPECT_NE(r.error().message.find("LAUNCH 'no_such_kernel'"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("LAUNCH 'no_such_kernel'"), std::string::npos)
+      << r.error().message;
   // Reported once: the session goes on.
   auto again = s.sync();
   EXPECT_TRUE(again.ok()) << client::describe(again.error());
@@ -138,7 +141,8 @@ TEST_F(ClientSession, LargeTransfersAreSplitIntoChunksInFlightTogether) {
   for (size_t i = 0; i < size; ++i) data[i] = std::byte((i * 131) >> 3);
   DeviceBuffer buf = unwrap(s.mem_alloc(size));
   uint64_t last_progress = 0;
-  ASSERT_TRUE(s.mem_write(buf, 0, data, [&](uint64_t done, uint64_t) { last_progress = done; }).ok());
+  ASSERT_TRUE(
+      s.mem_write(buf, 0, data, [&](uint64_t done, uint64_t) { last_progress = done; }).ok());
   auto back = s.mem_read(buf, 0, size);
   ASSERT_TRUE(back.ok()) << client::describe(back.error());
   EXPECT_TRUE(*back == data);
@@ -153,8 +157,9 @@ TEST_F(ClientSession, AFaultingKernelIsSyncFailedAndFaultsTheLease) {
   DeviceBuffer out = unwrap(s.mem_alloc(64));
   std::string ptx_text = ptx("faults.ptx");
   Module m = unwrap(s.module_load(wire::as_bytes(ptx_text)));
-  ASSERT_TRUE(s.launch_with_args(m, "oob_read", {1, 1, 1}, {16, 1, 1},
-                                 KernelArgs().push_buffer(in).push_buffer(out).push_i32(16).push_i32(1 << 20))
+  ASSERT_TRUE(s.launch_with_args(
+                   m, "oob_read", {1, 1, 1}, {16, 1, 1},
+                   KernelArgs().push_buffer(in).push_buffer(out).push_i32(16).push_i32(1 << 20))
                   .ok());
   auto r = s.sync();
   ASSERT_FALSE(r.ok());
@@ -170,8 +175,9 @@ TEST_F(ClientSession, SubmitRunsOneKernelAndReturnsItsOutputs) {
   std::vector<float> input(n);
   for (int i = 0; i < n; ++i) input[i] = static_cast<float>(i);
   std::string ptx_text = ptx("transform.ptx");
-  auto r = client::submit(lease_, wire::as_bytes(ptx_text), "scale", {1, 1, 1}, {128, 1, 1},
-                          client::SubmitArgs().inout(as_byte_vector(input)).push_i32(n).push_f32(3.0f));
+  auto r =
+      client::submit(lease_, wire::as_bytes(ptx_text), "scale", {1, 1, 1}, {128, 1, 1},
+                     client::SubmitArgs().inout(as_byte_vector(input)).push_i32(n).push_f32(3.0f));
   ASSERT_TRUE(r.ok()) << client::describe(r.error());
   ASSERT_EQ(r->outputs.size(), 1u);
   ASSERT_NE(r->output(0), nullptr);

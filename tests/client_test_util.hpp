@@ -29,7 +29,8 @@ inline server::NodeConfig client_test_config() {
   return c;
 }
 
-inline client::Connection connect_client(uint16_t port, Bytes token, client::ConnectOptions o = {}) {
+inline client::Connection connect_client(uint16_t port, Bytes token,
+                                         client::ConnectOptions o = {}) {
   o.node = client::NodeAddress{"127.0.0.1", port};
   o.token = std::move(token);
   o.request_timeout = std::chrono::seconds(120);

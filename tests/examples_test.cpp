@@ -15,7 +15,8 @@ TEST(Examples, Recipe30ScalesThenBiasesInOneSession) {
   NodeProcess node;
   auto r = node.run(bin("recipe30_scale_bias"));
   expect_ok(r, "recipe 30");
-  EXPECT_NE(r.out.find("results[0] = 10, results[1] = 12, results[100] = 210"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("results[0] = 10, results[1] = 12, results[100] = 210"), std::string::npos)
+      << r.out;
 }
 
 TEST(Examples, Recipe34FinishesAllSegmentsDespiteAKilledLease) {
@@ -43,15 +44,16 @@ TEST(Examples, Recipe5ServesThreadsAndReacquiresExpiredLeases) {
 
 TEST(Examples, ExamplesTakeNodeAndTokenFlagsToo) {
   NodeProcess node;
-  auto r = node.run("env -u GPULEASE_NODE -u GPULEASE_TOKEN " + bin("recipe30_scale_bias") + " --node " +
-                    node.address() + " --token " + node.token("tenant-b"));
+  auto r = node.run("env -u GPULEASE_NODE -u GPULEASE_TOKEN " + bin("recipe30_scale_bias") +
+                    " --node " + node.address() + " --token " + node.token("tenant-b"));
   expect_ok(r, "recipe 30 with flags");
 }
 
 TEST(Examples, AWrongTokenFailsWithAClearMessageAndNonZeroStatus) {
   NodeProcess node;
   NodeProcess other("other-node");
-  auto r = node.run("env -u GPULEASE_TOKEN " + bin("recipe30_scale_bias") + " --token " + other.token());
+  auto r =
+      node.run("env -u GPULEASE_TOKEN " + bin("recipe30_scale_bias") + " --token " + other.token());
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("UNAUTHENTICATED"), std::string::npos) << r.err;
 }

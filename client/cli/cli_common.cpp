@@ -13,13 +13,16 @@
 namespace gpulease::cli {
 
 void add_common_options(CLI::App* cmd, CommonOptions& o) {
-  cmd->add_option("--node,-n", o.node, "Node HOST:PORT (default: $GPULEASE_NODE, else 127.0.0.1:7070)");
+  cmd->add_option("--node,-n", o.node,
+                  "Node HOST:PORT (default: $GPULEASE_NODE, else 127.0.0.1:7070)");
   cmd->add_option("--token", o.token, "Capability token text glt1.... (default: $GPULEASE_TOKEN)");
   cmd->add_option("--token-file", o.token_file, "File holding the token text");
   cmd->add_flag("--json", o.json, "Print machine-readable JSON on stdout");
 }
 
-void fail_error(const Error& e) { fail(client::describe(e)); }
+void fail_error(const Error& e) {
+  fail(client::describe(e));
+}
 
 client::Connection connect_or_fail(const CommonOptions& o, bool need_token) {
   std::string node = o.node;
@@ -50,7 +53,9 @@ client::Connection connect_or_fail(const CommonOptions& o, bool need_token) {
     if (!t) fail("token: " + t.error().message);
     co.token = std::move(t).value();
   } else if (need_token) {
-    fail("no token: pass --token or --token-file, or set GPULEASE_TOKEN (mint one with `gpulease token mint`)");
+    fail(
+        "no token: pass --token or --token-file, or set GPULEASE_TOKEN (mint one with `gpulease "
+        "token mint`)");
   }
   auto c = client::Connection::connect(std::move(co));
   if (!c) fail_error(c.error());
@@ -71,12 +76,28 @@ std::optional<uint64_t> parse_size(std::string_view s) {
   unsigned shift = 0;
   if (!suffix.empty()) {
     switch (suffix.front()) {
-      case 'k': case 'K': shift = 10; break;
-      case 'm': case 'M': shift = 20; break;
-      case 'g': case 'G': shift = 30; break;
-      case 't': case 'T': shift = 40; break;
-      case 'b': case 'B': shift = 0; break;
-      default: return std::nullopt;
+      case 'k':
+      case 'K':
+        shift = 10;
+        break;
+      case 'm':
+      case 'M':
+        shift = 20;
+        break;
+      case 'g':
+      case 'G':
+        shift = 30;
+        break;
+      case 't':
+      case 'T':
+        shift = 40;
+        break;
+      case 'b':
+      case 'B':
+        shift = 0;
+        break;
+      default:
+        return std::nullopt;
     }
     if (shift != 0) suffix.remove_prefix(1);
     if (!(suffix.empty() || suffix == "B" || suffix == "iB")) return std::nullopt;
@@ -112,7 +133,9 @@ std::string iso_time_ms(uint64_t unix_ms) {
   return b;
 }
 
-void print_json(const nlohmann::json& j) { std::printf("%s\n", j.dump(2).c_str()); }
+void print_json(const nlohmann::json& j) {
+  std::printf("%s\n", j.dump(2).c_str());
+}
 
 ProgressBar::ProgressBar(std::string label)
     : label_(std::move(label)), start_(std::chrono::steady_clock::now()), tty_(::isatty(2) == 1) {}

@@ -21,8 +21,8 @@ namespace gpulease::cli {
 inline constexpr const char* kDefaultNode = "127.0.0.1:7070";
 
 struct CommonOptions {
-  std::string node;        // empty: $GPULEASE_NODE, else kDefaultNode
-  std::string token;       // empty: --token-file, else $GPULEASE_TOKEN
+  std::string node;   // empty: $GPULEASE_NODE, else kDefaultNode
+  std::string token;  // empty: --token-file, else $GPULEASE_TOKEN
   std::string token_file;
   bool json = false;
 };

@@ -41,7 +41,8 @@ void print_info(const client::LeaseInfo& i) {
   std::printf("state:       %s\n", std::string(client::lease_state_name(i.state)).c_str());
   std::printf("exclusivity: %s\n", std::string(client::exclusivity_name(i.exclusivity)).c_str());
   std::printf("device:      %u\n", unsigned{i.device});
-  std::printf("memory:      %s used of %s\n", human_bytes(i.used_bytes).c_str(), human_bytes(i.quota_bytes).c_str());
+  std::printf("memory:      %s used of %s\n", human_bytes(i.used_bytes).c_str(),
+              human_bytes(i.quota_bytes).c_str());
   std::printf("buffers:     %u\n", i.buffers);
   std::printf("modules:     %u\n", i.modules);
   std::printf("expires:     %s (in %.1f s)\n", iso_time_ms(i.expires_at_ms).c_str(),
@@ -69,7 +70,9 @@ void run_acquire(const AcquireOptions& o) {
   // The lease outlives this process: release it with `gpulease lease release`.
   const uint64_t id = lease.detach();
   if (o.common.json) {
-    print_json({{"lease_id", id}, {"device", lease.device()}, {"granted_bytes", lease.granted_bytes()},
+    print_json({{"lease_id", id},
+                {"device", lease.device()},
+                {"granted_bytes", lease.granted_bytes()},
                 {"expires_at_ms", lease.expires_at_ms()}});
     return;
   }
@@ -91,7 +94,8 @@ void run_list(const CommonOptions& o) {
     std::printf("no leases\n");
     return;
   }
-  std::printf("%-20s %-9s %-6s %-12s %-12s %s\n", "LEASE", "STATE", "DEVICE", "USED", "QUOTA", "REMAINING");
+  std::printf("%-20s %-9s %-6s %-12s %-12s %s\n", "LEASE", "STATE", "DEVICE", "USED", "QUOTA",
+              "REMAINING");
   for (const auto& i : leases) {
     std::printf("%-20" PRIu64 " %-9s %-6u %-12s %-12s %.1f s\n", i.lease_id,
                 std::string(client::lease_state_name(i.state)).c_str(), unsigned{i.device},
@@ -123,7 +127,8 @@ void run_renew(const LeaseIdOptions& o) {
   if (o.common.json) {
     print_json({{"lease_id", o.lease_id}, {"expires_at_ms", lease.expires_at_ms()}});
   } else {
-    std::printf("lease %" PRIu64 " renewed: expires %s\n", o.lease_id, iso_time_ms(lease.expires_at_ms()).c_str());
+    std::printf("lease %" PRIu64 " renewed: expires %s\n", o.lease_id,
+                iso_time_ms(lease.expires_at_ms()).c_str());
   }
 }
 
@@ -145,11 +150,14 @@ void register_lease_commands(CLI::App& app) {
   lease->require_subcommand(1);
   {
     auto o = std::make_shared<AcquireOptions>();
-    CLI::App* cmd = lease->add_subcommand("acquire", "Acquire a lease; it stays until released or expired");
+    CLI::App* cmd =
+        lease->add_subcommand("acquire", "Acquire a lease; it stays until released or expired");
     add_common_options(cmd, o->common);
     cmd->add_option("--vram", o->vram, "VRAM quota, e.g. 512MiB")->capture_default_str();
-    cmd->add_option("--ttl", o->ttl_s, "Seconds the lease lives unless renewed")->capture_default_str();
-    cmd->add_option("--exclusivity", o->exclusivity, "shared | session | device")->capture_default_str();
+    cmd->add_option("--ttl", o->ttl_s, "Seconds the lease lives unless renewed")
+        ->capture_default_str();
+    cmd->add_option("--exclusivity", o->exclusivity, "shared | session | device")
+        ->capture_default_str();
     cmd->add_option("--device", o->device, "Device index (default: any)");
     cmd->callback([o] { run_acquire(*o); });
   }
@@ -159,7 +167,8 @@ void register_lease_commands(CLI::App& app) {
     add_common_options(cmd, *o);
     cmd->callback([o] { run_list(*o); });
   }
-  auto by_id = [&](const char* name, const char* help, void (*fn)(const LeaseIdOptions&), bool ttl) {
+  auto by_id = [&](const char* name, const char* help, void (*fn)(const LeaseIdOptions&),
+                   bool ttl) {
     auto o = std::make_shared<LeaseIdOptions>();
     CLI::App* cmd = lease->add_subcommand(name, help);
     add_common_options(cmd, o->common);

@@ -34,17 +34,28 @@ void run_info(const CommonOptions& o) {
   if (o.json) {
     nlohmann::json devs = nlohmann::json::array();
     for (const auto& d : h.devices) {
-      devs.push_back({{"index", d.index}, {"name", d.name}, {"uuid", uuid_hex(d.uuid)},
-                      {"compute_capability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor)},
-                      {"sm_count", d.sm_count}, {"total_bytes", d.total_bytes}, {"free_bytes", d.free_bytes}});
+      devs.push_back(
+          {{"index", d.index},
+           {"name", d.name},
+           {"uuid", uuid_hex(d.uuid)},
+           {"compute_capability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor)},
+           {"sm_count", d.sm_count},
+           {"total_bytes", d.total_bytes},
+           {"free_bytes", d.free_bytes}});
     }
     const auto& L = h.limits;
-    print_json({{"node", conn.address().str()}, {"node_id", h.node_id}, {"backend", h.backend},
+    print_json({{"node", conn.address().str()},
+                {"node_id", h.node_id},
+                {"backend", h.backend},
                 {"protocol_version", h.version},
-                {"limits", {{"max_token_bytes", L.max_token_bytes}, {"max_payload_bytes", L.max_payload_bytes},
-                            {"max_inflight", L.max_inflight}, {"max_kernel_args", L.max_kernel_args},
-                            {"max_arg_bytes", L.max_arg_bytes}, {"max_name_bytes", L.max_name_bytes},
-                            {"max_lease_ttl_s", L.max_lease_ttl_s}}},
+                {"limits",
+                 {{"max_token_bytes", L.max_token_bytes},
+                  {"max_payload_bytes", L.max_payload_bytes},
+                  {"max_inflight", L.max_inflight},
+                  {"max_kernel_args", L.max_kernel_args},
+                  {"max_arg_bytes", L.max_arg_bytes},
+                  {"max_name_bytes", L.max_name_bytes},
+                  {"max_lease_ttl_s", L.max_lease_ttl_s}}},
                 {"devices", devs}});
     return;
   }
@@ -53,12 +64,13 @@ void run_info(const CommonOptions& o) {
   std::printf("backend:   %s\n", h.backend.c_str());
   std::printf("protocol:  %u\n", unsigned{h.version});
   std::printf("limits:    payload %s, %u requests in flight, lease TTL up to %u s\n",
-              human_bytes(h.limits.max_payload_bytes).c_str(), h.limits.max_inflight, h.limits.max_lease_ttl_s);
+              human_bytes(h.limits.max_payload_bytes).c_str(), h.limits.max_inflight,
+              h.limits.max_lease_ttl_s);
   std::printf("devices:   %zu\n", h.devices.size());
   for (const auto& d : h.devices) {
     std::printf("  [%u] %s (cc %u.%u, %u SMs): %s free of %s\n", unsigned{d.index}, d.name.c_str(),
-                unsigned{d.cc_major}, unsigned{d.cc_minor}, d.sm_count, human_bytes(d.free_bytes).c_str(),
-                human_bytes(d.total_bytes).c_str());
+                unsigned{d.cc_major}, unsigned{d.cc_minor}, d.sm_count,
+                human_bytes(d.free_bytes).c_str(), human_bytes(d.total_bytes).c_str());
   }
 }
 
@@ -79,13 +91,17 @@ void run_ping(const PingOptions& o) {
     sum_us += us;
     rtts.push_back(us);
     if (!o.common.json) {
-      std::printf("%zu bytes from %s: seq=%u time=%.3f ms\n", data.size(), conn.address().str().c_str(), i,
-                  us / 1000.0);
+      std::printf("%zu bytes from %s: seq=%u time=%.3f ms\n", data.size(),
+                  conn.address().str().c_str(), i, us / 1000.0);
     }
   }
   if (o.common.json) {
-    print_json({{"node", conn.address().str()}, {"bytes", data.size()}, {"rtt_us", rtts},
-                {"min_us", min_us}, {"avg_us", o.count ? sum_us / o.count : 0}, {"max_us", max_us}});
+    print_json({{"node", conn.address().str()},
+                {"bytes", data.size()},
+                {"rtt_us", rtts},
+                {"min_us", min_us},
+                {"avg_us", o.count ? sum_us / o.count : 0},
+                {"max_us", max_us}});
   } else if (o.count > 0) {
     std::printf("rtt min/avg/max = %.3f/%.3f/%.3f ms\n", min_us / 1000.0, sum_us / o.count / 1000.0,
                 max_us / 1000.0);
@@ -97,13 +113,15 @@ void run_ping(const PingOptions& o) {
 void register_node_commands(CLI::App& app) {
   {
     auto o = std::make_shared<CommonOptions>();
-    CLI::App* cmd = app.add_subcommand("info", "Show a node's identity, backend, limits, devices and free VRAM");
+    CLI::App* cmd = app.add_subcommand(
+        "info", "Show a node's identity, backend, limits, devices and free VRAM");
     add_common_options(cmd, *o);
     cmd->callback([o] { run_info(*o); });
   }
   {
     auto o = std::make_shared<PingOptions>();
-    CLI::App* cmd = app.add_subcommand("ping", "Measure round trips to a node (PING, no token needed)");
+    CLI::App* cmd =
+        app.add_subcommand("ping", "Measure round trips to a node (PING, no token needed)");
     add_common_options(cmd, o->common);
     cmd->add_option("--count,-c", o->count, "Number of pings")->capture_default_str();
     cmd->add_option("--size,-s", o->size, "Echo payload size, e.g. 1KiB")->capture_default_str();

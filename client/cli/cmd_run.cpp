@@ -62,7 +62,8 @@ wire::Dim3 parse_dim(const std::string& flag, const std::string& s) {
     std::string part = s.substr(at, end == std::string::npos ? std::string::npos : end - at);
     char* e = nullptr;
     unsigned long v = std::strtoul(part.c_str(), &e, 10);
-    if (part.empty() || *e != '\0' || v == 0 || v > 0xffffffffUL) fail(flag + ": expected X[,Y[,Z]] of positive integers");
+    if (part.empty() || *e != '\0' || v == 0 || v > 0xffffffffUL)
+      fail(flag + ": expected X[,Y[,Z]] of positive integers");
     d[i++] = static_cast<uint32_t>(v);
     if (end == std::string::npos) return d;
     at = end + 1;
@@ -82,7 +83,8 @@ T parse_num(const std::string& arg, const std::string& v) {
       if (used == v.size()) return x;
     } else if constexpr (std::is_signed_v<T>) {
       long long x = std::stoll(v, &used, 0);
-      if (used == v.size() && x >= std::numeric_limits<T>::min() && x <= std::numeric_limits<T>::max()) {
+      if (used == v.size() && x >= std::numeric_limits<T>::min() &&
+          x <= std::numeric_limits<T>::max()) {
         return static_cast<T>(x);
       }
     } else {
@@ -148,7 +150,8 @@ void run_run(const RunOptions& o) {
       args.inout(data);
       outputs.push_back({idx, out_path});
     } else {
-      fail("--arg " + a + ": unknown type '" + type + "' (u32, i32, u64, i64, f32, f64, in, out, inout)");
+      fail("--arg " + a + ": unknown type '" + type +
+           "' (u32, i32, u64, i64, f32, f64, in, out, inout)");
     }
   }
 
@@ -163,17 +166,22 @@ void run_run(const RunOptions& o) {
       if (!v || *v == 0) fail("--vram: expected a byte count such as 64MiB");
       vram = *v;
     }
-    lease.emplace(value_or_fail(
-        client::LeaseBuilder(conn).min_vram(vram).lease_secs(o.ttl_s).release_on_disconnect().acquire()));
+    lease.emplace(value_or_fail(client::LeaseBuilder(conn)
+                                    .min_vram(vram)
+                                    .lease_secs(o.ttl_s)
+                                    .release_on_disconnect()
+                                    .acquire()));
   }
   const auto start = std::chrono::steady_clock::now();
   Result<client::SubmitResult> r = make_error(wire::Status::kInternal, "not run");
   {
     ProgressBar bar("run " + o.kernel);
     client::Session session(*lease);
-    r = session.submit(image, o.kernel, grid, block, args, o.shared, wire::ImageFormat::kPtx, bar.fn());
+    r = session.submit(image, o.kernel, grid, block, args, o.shared, wire::ImageFormat::kPtx,
+                       bar.fn());
   }
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   if (o.lease_id != 0) {
     lease->detach();
   } else {
@@ -183,11 +191,13 @@ void run_run(const RunOptions& o) {
   nlohmann::json outs = nlohmann::json::array();
   for (const auto& of : outputs) {
     const wire::Bytes* data = r->output(of.arg_index);
-    if (data == nullptr) fail("the node returned no output for argument " + std::to_string(of.arg_index));
+    if (data == nullptr)
+      fail("the node returned no output for argument " + std::to_string(of.arg_index));
     write_file(of.path, *data);
     outs.push_back({{"arg", of.arg_index}, {"bytes", data->size()}, {"file", of.path}});
     if (!o.common.json) {
-      std::printf("arg %u: %zu bytes -> %s\n", unsigned{of.arg_index}, data->size(), of.path.c_str());
+      std::printf("arg %u: %zu bytes -> %s\n", unsigned{of.arg_index}, data->size(),
+                  of.path.c_str());
     }
   }
   if (o.common.json) {

@@ -42,9 +42,13 @@ namespace {
 
 constexpr size_t kProgressStep = 1u << 20;
 
-Error lost(std::string msg) { return Error{kConnectionLost, std::move(msg)}; }
+Error lost(std::string msg) {
+  return Error{kConnectionLost, std::move(msg)};
+}
 
-std::string errno_text(int e) { return std::strerror(e); }
+std::string errno_text(int e) {
+  return std::strerror(e);
+}
 
 // Writes every byte of the iovecs. False on any error.
 bool write_all(int fd, struct iovec* iov, int n) {
@@ -154,27 +158,32 @@ Result<NodeAddress> NodeAddress::parse(std::string_view text) {
   if (!text.empty() && text.front() == '[') {
     auto close = text.find(']');
     if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return make_error(Status::kInvalidArgument, "expected [ADDR]:PORT, got '" + std::string(text) + "'");
+      return make_error(Status::kInvalidArgument,
+                        "expected [ADDR]:PORT, got '" + std::string(text) + "'");
     }
     host = text.substr(1, close - 1);
     port = text.substr(close + 2);
   } else {
     auto colon = text.rfind(':');
     if (colon == std::string_view::npos) {
-      return make_error(Status::kInvalidArgument, "expected HOST:PORT, got '" + std::string(text) + "'");
+      return make_error(Status::kInvalidArgument,
+                        "expected HOST:PORT, got '" + std::string(text) + "'");
     }
     host = text.substr(0, colon);
     port = text.substr(colon + 1);
   }
   unsigned long p = 0;
   if (host.empty() || port.empty() || port.size() > 5) {
-    return make_error(Status::kInvalidArgument, "expected HOST:PORT, got '" + std::string(text) + "'");
+    return make_error(Status::kInvalidArgument,
+                      "expected HOST:PORT, got '" + std::string(text) + "'");
   }
   for (char c : port) {
-    if (c < '0' || c > '9') return make_error(Status::kInvalidArgument, "bad port in '" + std::string(text) + "'");
+    if (c < '0' || c > '9')
+      return make_error(Status::kInvalidArgument, "bad port in '" + std::string(text) + "'");
     p = p * 10 + static_cast<unsigned long>(c - '0');
   }
-  if (p == 0 || p > 65535) return make_error(Status::kInvalidArgument, "bad port in '" + std::string(text) + "'");
+  if (p == 0 || p > 65535)
+    return make_error(Status::kInvalidArgument, "bad port in '" + std::string(text) + "'");
   a.host = std::string(host);
   a.port = static_cast<uint16_t>(p);
   return a;
@@ -185,7 +194,9 @@ std::string NodeAddress::str() const {
   return host + ":" + std::to_string(port);
 }
 
-Result<Bytes> token_from_text(std::string_view text) { return capability::decode_token_text(text); }
+Result<Bytes> token_from_text(std::string_view text) {
+  return capability::decode_token_text(text);
+}
 
 // ---- Shared state ----------------------------------------------------------------
 
@@ -208,21 +219,22 @@ struct Slot {
 struct ConnectionImpl {
   enum class State { kConnected, kReconnecting, kFailed, kClosed };
 
-  explicit ConnectionImpl(ConnectOptions o) : opts(std::move(o)), token(opts.token), next_id(random_u64()) {}
+  explicit ConnectionImpl(ConnectOptions o)
+      : opts(std::move(o)), token(opts.token), next_id(random_u64()) {}
   ~ConnectionImpl() { close(); }
 
   ConnectOptions opts;
 
   mutable std::mutex mu;
   std::condition_variable cv;
-  wire::HelloReply hello;  // GUARDED_BY(mu)
-  Bytes token;             // GUARDED_BY(mu)
+  wire::HelloReply hello;                                       // GUARDED_BY(mu)
+  Bytes token;                                                  // GUARDED_BY(mu)
   std::unordered_map<uint64_t, std::shared_ptr<Slot>> pending;  // GUARDED_BY(mu)
-  uint64_t next_id;        // GUARDED_BY(mu)
-  uint32_t window = 1;     // GUARDED_BY(mu)
-  uint32_t chunk = 1u << 20;  // GUARDED_BY(mu)
-  State state = State::kConnected;  // GUARDED_BY(mu)
-  Connection::Stats stats;          // GUARDED_BY(mu)
+  uint64_t next_id;                                             // GUARDED_BY(mu)
+  uint32_t window = 1;                                          // GUARDED_BY(mu)
+  uint32_t chunk = 1u << 20;                                    // GUARDED_BY(mu)
+  State state = State::kConnected;                              // GUARDED_BY(mu)
+  Connection::Stats stats;                                      // GUARDED_BY(mu)
 
   std::mutex write_mu;
   int fd = -1;       // GUARDED_BY(write_mu) for writers; the reader owns reads
@@ -259,7 +271,8 @@ struct ConnectionImpl {
     };
     if (!write_all(s, iov, 2)) return fail(lost("HELLO: write failed: " + errno_text(errno)));
     wire::HeaderBytes rb;
-    if (!read_all(s, rb.data(), rb.size())) return fail(lost("HELLO: no reply from " + opts.node.str()));
+    if (!read_all(s, rb.data(), rb.size()))
+      return fail(lost("HELLO: no reply from " + opts.node.str()));
     auto rh = wire::decode_header(rb, wire::Limits{});
     if (!rh) return fail(with_context(std::move(rh).error(), "HELLO reply"));
     Bytes rp(rh->payload_len);
@@ -445,10 +458,11 @@ struct ConnectionImpl {
           std::lock_guard lock(mu);
           if (state != State::kClosed) state = State::kFailed;
         }
-        fail_all(closing.load() ? lost("connection closed")
-                                : lost("connection to " + opts.node.str() + " lost (" + why +
-                                       ") and not re-established: " +
-                                       (next.ok() ? std::string("closing") : next.error().message)));
+        fail_all(closing.load()
+                     ? lost("connection closed")
+                     : lost("connection to " + opts.node.str() + " lost (" + why +
+                            ") and not re-established: " +
+                            (next.ok() ? std::string("closing") : next.error().message)));
         if (next.ok()) ::close(*next);
         return;
       }
@@ -530,20 +544,23 @@ struct ConnectionImpl {
       return pending.size() < window || state == State::kClosed || state == State::kFailed;
     });
     if (state == State::kClosed || state == State::kFailed) {
-      slot->result.emplace(lost(std::string(wire::opcode_name(op)) + ": not connected to " + opts.node.str()));
+      slot->result.emplace(
+          lost(std::string(wire::opcode_name(op)) + ": not connected to " + opts.node.str()));
       slot->done = true;
       return slot;
     }
     if (!room) {
-      slot->result.emplace(make_error(Status::kBusy, std::string(wire::opcode_name(op)) +
-                                                         ": no request slot free within the request timeout"));
+      slot->result.emplace(
+          make_error(Status::kBusy, std::string(wire::opcode_name(op)) +
+                                        ": no request slot free within the request timeout"));
       slot->done = true;
       return slot;
     }
     slot->id = next_id++;
     pending.emplace(slot->id, slot);
     stats.requests++;
-    stats.max_inflight = std::max<uint32_t>(stats.max_inflight, static_cast<uint32_t>(pending.size()));
+    stats.max_inflight =
+        std::max<uint32_t>(stats.max_inflight, static_cast<uint32_t>(pending.size()));
     const bool connected = state == State::kConnected;
     lock.unlock();
     if (connected) write(*slot);
@@ -556,7 +573,8 @@ struct ConnectionImpl {
     if (!cv.wait_until(lock, Clock::now() + opts.request_timeout, [&] { return slot->done; })) {
       pending.erase(slot->id);
       cv.notify_all();
-      return make_error(Status::kBusy, std::string(wire::opcode_name(slot->op)) + ": no reply within " +
+      return make_error(Status::kBusy, std::string(wire::opcode_name(slot->op)) +
+                                           ": no reply within " +
                                            std::to_string(opts.request_timeout.count()) + " ms");
     }
     if (!slot->result) return make_error(Status::kInternal, "PendingReply::wait() called twice");
@@ -581,7 +599,9 @@ bool PendingReply::ready() const {
   return slot_->done;
 }
 
-uint64_t PendingReply::request_id() const noexcept { return slot_ ? slot_->id : 0; }
+uint64_t PendingReply::request_id() const noexcept {
+  return slot_ ? slot_->id : 0;
+}
 
 // ---- Connection ----------------------------------------------------------------------
 
@@ -591,7 +611,8 @@ Result<Connection> Connection::connect(ConnectOptions options) {
     std::lock_guard lock(impl->mu);
     const size_t max_token = capability::kMaxTokenBytes;
     if (impl->token.size() > max_token) {
-      return make_error(Status::kInvalidArgument, "token of " + std::to_string(impl->token.size()) + " bytes is too long");
+      return make_error(Status::kInvalidArgument,
+                        "token of " + std::to_string(impl->token.size()) + " bytes is too long");
     }
   }
   auto s = impl->open();
@@ -623,7 +644,9 @@ wire::HelloReply Connection::node_info() const {
   return impl_->hello;
 }
 
-const NodeAddress& Connection::address() const noexcept { return impl_->opts.node; }
+const NodeAddress& Connection::address() const noexcept {
+  return impl_->opts.node;
+}
 
 PendingReply Connection::send(Opcode op, Bytes payload, RequestOptions opts) const {
   auto slot = impl_->enqueue(op, std::move(payload), opts);
@@ -636,7 +659,8 @@ Result<Reply> Connection::call(Opcode op, Bytes payload, RequestOptions opts) co
 
 Result<std::chrono::microseconds> Connection::ping(ByteSpan data) const {
   auto start = Clock::now();
-  auto r = call(Opcode::kPing, wire::encode_payload(wire::PingRequest{Bytes(data.begin(), data.end())}));
+  auto r =
+      call(Opcode::kPing, wire::encode_payload(wire::PingRequest{Bytes(data.begin(), data.end())}));
   if (!r) return std::move(r).error();
   auto m = decode_reply_as<wire::PingReply>(Opcode::kPing, r->payload);
   if (!m) return std::move(m).error();
@@ -661,13 +685,17 @@ uint32_t Connection::chunk_bytes() const {
   return impl_->chunk;
 }
 
-std::chrono::milliseconds Connection::request_timeout() const { return impl_->opts.request_timeout; }
+std::chrono::milliseconds Connection::request_timeout() const {
+  return impl_->opts.request_timeout;
+}
 
 Connection::Stats Connection::stats() const {
   std::lock_guard lock(impl_->mu);
   return impl_->stats;
 }
 
-void Connection::close() const { impl_->close(); }
+void Connection::close() const {
+  impl_->close();
+}
 
 }  // namespace gpulease::client

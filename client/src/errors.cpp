@@ -21,7 +21,9 @@ bool is_lease_lost(const Error& e) noexcept {
          e.status == wire::Status::kLeaseNotFound;
 }
 
-bool is_connection_lost(const Error& e) noexcept { return e.status == kConnectionLost; }
+bool is_connection_lost(const Error& e) noexcept {
+  return e.status == kConnectionLost;
+}
 
 Error with_context(Error e, std::string_view op) {
   std::string m(op);

@@ -15,7 +15,8 @@ using wire::Status;
 
 std::chrono::milliseconds RetryPolicy::backoff(unsigned retry) const noexcept {
   if (retry == 0) return std::chrono::milliseconds(0);
-  double ms = static_cast<double>(initial_backoff.count()) * std::pow(multiplier, static_cast<double>(retry - 1));
+  double ms = static_cast<double>(initial_backoff.count()) *
+              std::pow(multiplier, static_cast<double>(retry - 1));
   const double cap = static_cast<double>(max_backoff.count());
   if (!(ms < cap)) ms = cap;  // also catches overflow to inf
   return std::chrono::milliseconds(static_cast<int64_t>(ms));
@@ -45,7 +46,8 @@ JobCoordinator::Stats JobCoordinator::stats() const {
   return stats_;
 }
 
-Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs, const WorkFn& work) {
+Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
+                                               const WorkFn& work) {
   if (opts_.nodes.empty()) return make_error(Status::kInvalidArgument, "JobCoordinator: no nodes");
   const size_t n = inputs.size();
   std::vector<Bytes> outputs(n);
@@ -97,7 +99,8 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
         if (!l) {
           Error e = std::move(l).error();
           if (!RetryPolicy::retryable(e) || ++acquire_failures > opts_.retry.max_retries) {
-            set_fatal(with_context(std::move(e), "JobCoordinator: acquiring a lease for chunk " + std::to_string(idx)));
+            set_fatal(with_context(std::move(e), "JobCoordinator: acquiring a lease for chunk " +
+                                                     std::to_string(idx)));
             requeue();
             break;
           }
@@ -173,7 +176,8 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
   if (fatal) return std::move(*fatal);
   {
     std::lock_guard lock(qmu);
-    if (!queue.empty()) return make_error(Status::kInternal, "JobCoordinator: chunks left unprocessed");
+    if (!queue.empty())
+      return make_error(Status::kInternal, "JobCoordinator: chunks left unprocessed");
   }
   return outputs;
 }

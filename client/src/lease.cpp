@@ -37,12 +37,15 @@ Lease& Lease::operator=(Lease&& other) noexcept {
   return *this;
 }
 
-Lease::~Lease() { release_quietly(); }
+Lease::~Lease() {
+  release_quietly();
+}
 
 void Lease::release_quietly() noexcept {
   if (!state_ || state_->ended.exchange(true)) return;
   try {
-    (void)state_->conn.call(Opcode::kLeaseRelease, wire::encode_payload(wire::Empty{}), on_lease(state_->id));
+    (void)state_->conn.call(Opcode::kLeaseRelease, wire::encode_payload(wire::Empty{}),
+                            on_lease(state_->id));
   } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw (bad_alloc)
   }
 }
@@ -61,21 +64,23 @@ std::chrono::system_clock::time_point Lease::expires_at() const noexcept {
 Result<void> detail::renew_lease(LeaseState& s, uint32_t ttl_s) {
   uint32_t ttl = ttl_s != 0 ? ttl_s : s.ttl_s;
   if (ttl == 0) return make_error(Status::kInvalidArgument, "LEASE_RENEW: no TTL given");
-  auto r = s.conn.call_as<wire::LeaseRenewReply>(Opcode::kLeaseRenew,
-                                                 wire::encode_payload(wire::LeaseRenewRequest{ttl}),
-                                                 on_lease(s.id));
+  auto r = s.conn.call_as<wire::LeaseRenewReply>(
+      Opcode::kLeaseRenew, wire::encode_payload(wire::LeaseRenewRequest{ttl}), on_lease(s.id));
   if (!r) return with_context(std::move(r).error(), "LEASE_RENEW lease " + std::to_string(s.id));
   s.expires_at_ms = r->expires_at_ms;
   if (s.ttl_s == 0) s.ttl_s = ttl;
   return {};
 }
 
-Result<void> Lease::renew(uint32_t ttl_s) { return detail::renew_lease(*state_, ttl_s); }
+Result<void> Lease::renew(uint32_t ttl_s) {
+  return detail::renew_lease(*state_, ttl_s);
+}
 
 Result<LeaseInfo> Lease::query() const {
-  auto r = state_->conn.call_as<wire::LeaseInfo>(Opcode::kLeaseQuery, wire::encode_payload(wire::Empty{}),
-                                                  on_lease(state_->id));
-  if (!r) return with_context(std::move(r).error(), "LEASE_QUERY lease " + std::to_string(state_->id));
+  auto r = state_->conn.call_as<wire::LeaseInfo>(
+      Opcode::kLeaseQuery, wire::encode_payload(wire::Empty{}), on_lease(state_->id));
+  if (!r)
+    return with_context(std::move(r).error(), "LEASE_QUERY lease " + std::to_string(state_->id));
   state_->expires_at_ms = r->expires_at_ms;
   return r;
 }
@@ -83,10 +88,13 @@ Result<LeaseInfo> Lease::query() const {
 Result<void> Lease::release() {
   if (!state_) return make_error(Status::kInvalidArgument, "LEASE_RELEASE on a moved-from Lease");
   if (state_->ended.exchange(true)) {
-    return make_error(Status::kLeaseExpired, "lease " + std::to_string(state_->id) + " was already released");
+    return make_error(Status::kLeaseExpired,
+                      "lease " + std::to_string(state_->id) + " was already released");
   }
-  auto r = state_->conn.call(Opcode::kLeaseRelease, wire::encode_payload(wire::Empty{}), on_lease(state_->id));
-  if (!r) return with_context(std::move(r).error(), "LEASE_RELEASE lease " + std::to_string(state_->id));
+  auto r = state_->conn.call(Opcode::kLeaseRelease, wire::encode_payload(wire::Empty{}),
+                             on_lease(state_->id));
+  if (!r)
+    return with_context(std::move(r).error(), "LEASE_RELEASE lease " + std::to_string(state_->id));
   return {};
 }
 
@@ -98,8 +106,10 @@ uint64_t Lease::detach() noexcept {
 
 Result<Lease> LeaseBuilder::acquire() const {
   wire::LeaseAcquireRequest req = req_;
-  if (req.min_vram == 0) return make_error(Status::kInvalidArgument, "LEASE_ACQUIRE: min_vram must be > 0");
-  if (req.ttl_s == 0) return make_error(Status::kInvalidArgument, "LEASE_ACQUIRE: lease_secs must be > 0");
+  if (req.min_vram == 0)
+    return make_error(Status::kInvalidArgument, "LEASE_ACQUIRE: min_vram must be > 0");
+  if (req.ttl_s == 0)
+    return make_error(Status::kInvalidArgument, "LEASE_ACQUIRE: lease_secs must be > 0");
   req.idempotency_key = random_key();
   // Retry-safe: the idempotency key makes a resend return the same lease.
   auto r = conn_.call_as<wire::LeaseAcquireReply>(Opcode::kLeaseAcquire, wire::encode_payload(req));
@@ -122,19 +132,26 @@ Result<std::vector<LeaseInfo>> list_leases(const Connection& conn) {
 
 std::string_view lease_state_name(wire::LeaseState s) noexcept {
   switch (s) {
-    case wire::LeaseState::kActive: return "active";
-    case wire::LeaseState::kFaulted: return "faulted";
-    case wire::LeaseState::kExpired: return "expired";
-    case wire::LeaseState::kReleased: return "released";
+    case wire::LeaseState::kActive:
+      return "active";
+    case wire::LeaseState::kFaulted:
+      return "faulted";
+    case wire::LeaseState::kExpired:
+      return "expired";
+    case wire::LeaseState::kReleased:
+      return "released";
   }
   return "unknown";
 }
 
 std::string_view exclusivity_name(Exclusivity e) noexcept {
   switch (e) {
-    case Exclusivity::kShared: return "shared";
-    case Exclusivity::kSessionExclusive: return "session_exclusive";
-    case Exclusivity::kDeviceExclusive: return "device_exclusive";
+    case Exclusivity::kShared:
+      return "shared";
+    case Exclusivity::kSessionExclusive:
+      return "session_exclusive";
+    case Exclusivity::kDeviceExclusive:
+      return "device_exclusive";
   }
   return "unknown";
 }

@@ -71,7 +71,8 @@ void RenewalManager::loop() {
       }
       const Entry& e = it->second;
       const uint64_t ttl_ms = uint64_t{e.policy.ttl_s != 0 ? e.policy.ttl_s : s->ttl_s} * 1000;
-      const auto threshold = static_cast<uint64_t>(static_cast<double>(ttl_ms) * e.policy.renew_when_remaining);
+      const auto threshold =
+          static_cast<uint64_t>(static_cast<double>(ttl_ms) * e.policy.renew_when_remaining);
       const uint64_t exp = s->expires_at_ms.load();
       const uint64_t remaining = exp > now_ms ? exp - now_ms : 0;
       if (remaining <= threshold || exp == 0) {

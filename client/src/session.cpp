@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <bit>
-#include <type_traits>
 #include <cstdio>
 #include <cstring>
+#include <type_traits>
 
 namespace gpulease::client {
 
@@ -45,13 +45,33 @@ KernelArgs& KernelArgs::scalar(const void* p, size_t n) {
   return *this;
 }
 
-KernelArgs& KernelArgs::push_u32(uint32_t v) { auto b = le_bytes(v); return scalar(b.data(), b.size()); }
-KernelArgs& KernelArgs::push_i32(int32_t v) { auto b = le_bytes(v); return scalar(b.data(), b.size()); }
-KernelArgs& KernelArgs::push_u64(uint64_t v) { auto b = le_bytes(v); return scalar(b.data(), b.size()); }
-KernelArgs& KernelArgs::push_i64(int64_t v) { auto b = le_bytes(v); return scalar(b.data(), b.size()); }
-KernelArgs& KernelArgs::push_f32(float v) { auto b = le_bytes(v); return scalar(b.data(), b.size()); }
-KernelArgs& KernelArgs::push_f64(double v) { auto b = le_bytes(v); return scalar(b.data(), b.size()); }
-KernelArgs& KernelArgs::push_bytes(ByteSpan bytes) { return scalar(bytes.data(), bytes.size()); }
+KernelArgs& KernelArgs::push_u32(uint32_t v) {
+  auto b = le_bytes(v);
+  return scalar(b.data(), b.size());
+}
+KernelArgs& KernelArgs::push_i32(int32_t v) {
+  auto b = le_bytes(v);
+  return scalar(b.data(), b.size());
+}
+KernelArgs& KernelArgs::push_u64(uint64_t v) {
+  auto b = le_bytes(v);
+  return scalar(b.data(), b.size());
+}
+KernelArgs& KernelArgs::push_i64(int64_t v) {
+  auto b = le_bytes(v);
+  return scalar(b.data(), b.size());
+}
+KernelArgs& KernelArgs::push_f32(float v) {
+  auto b = le_bytes(v);
+  return scalar(b.data(), b.size());
+}
+KernelArgs& KernelArgs::push_f64(double v) {
+  auto b = le_bytes(v);
+  return scalar(b.data(), b.size());
+}
+KernelArgs& KernelArgs::push_bytes(ByteSpan bytes) {
+  return scalar(bytes.data(), bytes.size());
+}
 
 KernelArgs& KernelArgs::push_buffer(const DeviceBuffer& buf, uint64_t offset) {
   wire::TypedArg a;
@@ -73,12 +93,29 @@ SubmitArgs& SubmitArgs::scalar(const void* p, size_t n) {
   return *this;
 }
 
-SubmitArgs& SubmitArgs::push_u32(uint32_t v) { auto b = le_bytes(v); return scalar(b.data(), b.size()); }
-SubmitArgs& SubmitArgs::push_i32(int32_t v) { auto b = le_bytes(v); return scalar(b.data(), b.size()); }
-SubmitArgs& SubmitArgs::push_u64(uint64_t v) { auto b = le_bytes(v); return scalar(b.data(), b.size()); }
-SubmitArgs& SubmitArgs::push_f32(float v) { auto b = le_bytes(v); return scalar(b.data(), b.size()); }
-SubmitArgs& SubmitArgs::push_f64(double v) { auto b = le_bytes(v); return scalar(b.data(), b.size()); }
-SubmitArgs& SubmitArgs::push_bytes(ByteSpan bytes) { return scalar(bytes.data(), bytes.size()); }
+SubmitArgs& SubmitArgs::push_u32(uint32_t v) {
+  auto b = le_bytes(v);
+  return scalar(b.data(), b.size());
+}
+SubmitArgs& SubmitArgs::push_i32(int32_t v) {
+  auto b = le_bytes(v);
+  return scalar(b.data(), b.size());
+}
+SubmitArgs& SubmitArgs::push_u64(uint64_t v) {
+  auto b = le_bytes(v);
+  return scalar(b.data(), b.size());
+}
+SubmitArgs& SubmitArgs::push_f32(float v) {
+  auto b = le_bytes(v);
+  return scalar(b.data(), b.size());
+}
+SubmitArgs& SubmitArgs::push_f64(double v) {
+  auto b = le_bytes(v);
+  return scalar(b.data(), b.size());
+}
+SubmitArgs& SubmitArgs::push_bytes(ByteSpan bytes) {
+  return scalar(bytes.data(), bytes.size());
+}
 
 SubmitArgs& SubmitArgs::in(ByteSpan data) {
   args_.push_back(wire::SubmitArg{wire::SubmitArgKind::kIn, Bytes(data.begin(), data.end()), 0});
@@ -103,13 +140,16 @@ const Bytes* SubmitResult::output(uint16_t arg_index) const noexcept {
 // ---- Session ------------------------------------------------------------------------------
 
 Session::Session(const Lease& lease) : lease_(lease.state()) {}
-Session::Session(const Lease& lease, Bytes token) : lease_(lease.state()), token_(std::move(token)) {}
+Session::Session(const Lease& lease, Bytes token)
+    : lease_(lease.state()), token_(std::move(token)) {}
 
 Session::~Session() {
   if (lease_) reap(true);
 }
 
-uint64_t Session::lease_id() const noexcept { return lease_->id; }
+uint64_t Session::lease_id() const noexcept {
+  return lease_->id;
+}
 
 RequestOptions Session::opts(bool retry_safe) const {
   RequestOptions o;
@@ -205,9 +245,9 @@ Result<Bytes> Session::mem_read(const DeviceBuffer& buf, uint64_t offset, uint64
   uint64_t at = 0;
   do {
     const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(chunk, length - at));
-    auto pending = lease_->conn.send(Opcode::kMemRead,
-                                     wire::encode_payload(wire::MemReadRequest{buf.handle, offset + at, n}),
-                                     opts(true));
+    auto pending = lease_->conn.send(
+        Opcode::kMemRead, wire::encode_payload(wire::MemReadRequest{buf.handle, offset + at, n}),
+        opts(true));
     parts.push_back(Part{at, n, std::move(pending)});
     at += n;
   } while (at < length);
@@ -227,7 +267,8 @@ Result<Bytes> Session::mem_read(const DeviceBuffer& buf, uint64_t offset, uint64
       continue;
     }
     if (r->payload.size() != p.n) {
-      err = make_error(Status::kBadFrame, what + ": reply has " + std::to_string(r->payload.size()) + " bytes");
+      err = make_error(Status::kBadFrame,
+                       what + ": reply has " + std::to_string(r->payload.size()) + " bytes");
       continue;
     }
     out.insert(out.end(), r->payload.begin(), r->payload.end());
@@ -257,14 +298,18 @@ Result<void> Session::module_unload(Module module) {
 }
 
 Result<void> Session::launch(const Module& module, std::string_view kernel, Dim3 grid, Dim3 block,
-                             ByteSpan args, std::span<const uint32_t> arg_sizes, uint32_t shared_bytes) {
+                             ByteSpan args, std::span<const uint32_t> arg_sizes,
+                             uint32_t shared_bytes) {
   uint64_t sum = 0;
   for (uint32_t s : arg_sizes) {
-    if (s == 0) return make_error(Status::kInvalidArgument, "LAUNCH '" + std::string(kernel) + "': an argument size is 0");
+    if (s == 0)
+      return make_error(Status::kInvalidArgument,
+                        "LAUNCH '" + std::string(kernel) + "': an argument size is 0");
     sum += s;
   }
   if (sum != args.size()) {
-    return make_error(Status::kInvalidArgument, "LAUNCH '" + std::string(kernel) + "': argument sizes add up to " +
+    return make_error(Status::kInvalidArgument, "LAUNCH '" + std::string(kernel) +
+                                                    "': argument sizes add up to " +
                                                     std::to_string(sum) + " bytes but " +
                                                     std::to_string(args.size()) + " were given");
   }
@@ -272,7 +317,8 @@ Result<void> Session::launch(const Module& module, std::string_view kernel, Dim3
   ka.form = wire::ArgForm::kRaw;
   ka.raw_sizes.assign(arg_sizes.begin(), arg_sizes.end());
   ka.raw_blob.assign(args.begin(), args.end());
-  wire::LaunchRequest req{module.handle, std::string(kernel), grid, block, shared_bytes, std::move(ka)};
+  wire::LaunchRequest req{module.handle, std::string(kernel), grid,
+                          block,         shared_bytes,        std::move(ka)};
   if (req.kernel.empty()) return make_error(Status::kInvalidArgument, "LAUNCH: empty kernel name");
   auto pending = lease_->conn.send(Opcode::kLaunch, wire::encode_payload(req), opts(false));
   track("LAUNCH '" + req.kernel + "' (op " + std::to_string(++op_seq_) + ")", std::move(pending));
@@ -281,7 +327,8 @@ Result<void> Session::launch(const Module& module, std::string_view kernel, Dim3
 
 Result<void> Session::launch_with_args(const Module& module, std::string_view kernel, Dim3 grid,
                                        Dim3 block, const KernelArgs& args, uint32_t shared_bytes) {
-  wire::LaunchRequest req{module.handle, std::string(kernel), grid, block, shared_bytes, args.wire_args()};
+  wire::LaunchRequest req{module.handle, std::string(kernel), grid,
+                          block,         shared_bytes,        args.wire_args()};
   if (req.kernel.empty()) return make_error(Status::kInvalidArgument, "LAUNCH: empty kernel name");
   auto pending = lease_->conn.send(Opcode::kLaunch, wire::encode_payload(req), opts(false));
   track("LAUNCH '" + req.kernel + "' (op " + std::to_string(++op_seq_) + ")", std::move(pending));
@@ -305,8 +352,8 @@ Result<void> Session::flush() {
 }
 
 Result<SubmitResult> Session::submit(ByteSpan image, std::string_view kernel, Dim3 grid, Dim3 block,
-                                     const SubmitArgs& args, uint32_t shared_bytes, ImageFormat format,
-                                     ProgressFn progress) {
+                                     const SubmitArgs& args, uint32_t shared_bytes,
+                                     ImageFormat format, ProgressFn progress) {
   wire::GpuSubmitRequest req;
   req.format = format;
   req.image.assign(image.begin(), image.end());

@@ -3,7 +3,8 @@
 //   auto conn = gpulease::client::Connection::connect({.node = {"127.0.0.1", 7070},
 //                                                      .token = token_bytes});
 //   if (!conn) { ... conn.error() ... }
-//   std::printf("%s runs %s\n", conn->node_info().node_id.c_str(), conn->node_info().backend.c_str());
+//   std::printf("%s runs %s\n", conn->node_info().node_id.c_str(),
+//   conn->node_info().backend.c_str());
 //
 // What it does:
 //  - TCP with TCP_NODELAY and keepalive; HELLO on connect (the node's limits,
@@ -126,19 +127,23 @@ class Connection {
   // when the node cannot be reached, the node's status when HELLO fails.
   [[nodiscard]] static Result<Connection> connect(ConnectOptions options);
   // Convenience: "HOST:PORT" and the token's text form.
-  [[nodiscard]] static Result<Connection> connect(std::string_view node, std::string_view token_text);
+  [[nodiscard]] static Result<Connection> connect(std::string_view node,
+                                                  std::string_view token_text);
 
   // The HELLO reply (refreshed on every reconnect).
   [[nodiscard]] wire::HelloReply node_info() const;
   [[nodiscard]] const NodeAddress& address() const noexcept;
 
   // Sends one request; returns without waiting for the reply.
-  [[nodiscard]] PendingReply send(wire::Opcode op, wire::Bytes payload, RequestOptions opts = {}) const;
+  [[nodiscard]] PendingReply send(wire::Opcode op, wire::Bytes payload,
+                                  RequestOptions opts = {}) const;
   // send() + wait().
-  [[nodiscard]] Result<Reply> call(wire::Opcode op, wire::Bytes payload, RequestOptions opts = {}) const;
+  [[nodiscard]] Result<Reply> call(wire::Opcode op, wire::Bytes payload,
+                                   RequestOptions opts = {}) const;
   // call() and decode the OK reply as M.
   template <typename M>
-  [[nodiscard]] Result<M> call_as(wire::Opcode op, wire::Bytes payload, RequestOptions opts = {}) const {
+  [[nodiscard]] Result<M> call_as(wire::Opcode op, wire::Bytes payload,
+                                  RequestOptions opts = {}) const {
     auto r = call(op, std::move(payload), std::move(opts));
     if (!r) return std::move(r).error();
     return decode_reply_as<M>(op, r->payload);

@@ -28,7 +28,7 @@ inline constexpr PermissionSet kDefaultScopedPermissions =
     capability::bits(Permission::kTaskletSubmit) | capability::bits(Permission::kLeaseQuery);
 
 struct ScopedGrant {
-  wire::Bytes token;        // binary, for Session(lease, token) or RequestOptions::token
+  wire::Bytes token;          // binary, for Session(lease, token) or RequestOptions::token
   capability::Claims claims;  // parsed from the token
   [[nodiscard]] std::string text() const;  // "glt1...."
   [[nodiscard]] uint64_t expires_at_unix_secs() const noexcept { return claims.expires_at; }
@@ -37,9 +37,8 @@ struct ScopedGrant {
 // CAP_REQUEST on `lease`: a token bound to it with `perms`, valid for ttl_s
 // seconds (0 = as long as the presenting token). The presenting token needs
 // the cap_request permission and every bit of `perms`.
-[[nodiscard]] Result<ScopedGrant> request_scoped_token(const Lease& lease,
-                                                       PermissionSet perms = kDefaultScopedPermissions,
-                                                       uint32_t ttl_s = 0);
+[[nodiscard]] Result<ScopedGrant> request_scoped_token(
+    const Lease& lease, PermissionSet perms = kDefaultScopedPermissions, uint32_t ttl_s = 0);
 
 // Checks, before use, that a grant is what the caller asked for: bound to
 // `lease_id`, for `audience`, granting `needed`, valid at `now_unix_s`, and

@@ -96,9 +96,9 @@ class JobCoordinator {
   };
   struct Stats {
     uint64_t chunks_done = 0;
-    uint64_t retries = 0;          // chunk attempts after the first
+    uint64_t retries = 0;  // chunk attempts after the first
     uint64_t leases_acquired = 0;
-    uint64_t leases_lost = 0;      // leases dropped after a lease/connection failure
+    uint64_t leases_lost = 0;  // leases dropped after a lease/connection failure
   };
 
   explicit JobCoordinator(Options options);

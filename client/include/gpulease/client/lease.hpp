@@ -89,11 +89,26 @@ class LeaseBuilder {
  public:
   explicit LeaseBuilder(Connection conn) : conn_(std::move(conn)) {}
 
-  LeaseBuilder& min_vram(uint64_t bytes) { req_.min_vram = bytes; return *this; }
-  LeaseBuilder& lease_secs(uint32_t s) { req_.ttl_s = s; return *this; }
-  LeaseBuilder& exclusivity(Exclusivity e) { req_.exclusivity = e; return *this; }
-  LeaseBuilder& device(uint16_t index) { req_.device = index; return *this; }
-  LeaseBuilder& any_device() { req_.device = wire::kAnyDevice; return *this; }
+  LeaseBuilder& min_vram(uint64_t bytes) {
+    req_.min_vram = bytes;
+    return *this;
+  }
+  LeaseBuilder& lease_secs(uint32_t s) {
+    req_.ttl_s = s;
+    return *this;
+  }
+  LeaseBuilder& exclusivity(Exclusivity e) {
+    req_.exclusivity = e;
+    return *this;
+  }
+  LeaseBuilder& device(uint16_t index) {
+    req_.device = index;
+    return *this;
+  }
+  LeaseBuilder& any_device() {
+    req_.device = wire::kAnyDevice;
+    return *this;
+  }
   // The node ends the lease when this connection closes.
   LeaseBuilder& release_on_disconnect(bool on = true) {
     req_.flags = on ? uint8_t(req_.flags | wire::kAcquireReleaseOnDisconnect)

@@ -134,10 +134,11 @@ class Session {
     return mem_write(buf, offset, std::as_bytes(data));
   }
   // Waits for earlier pipelined ops first: their first error wins.
-  [[nodiscard]] Result<wire::Bytes> mem_read(const DeviceBuffer& buf, uint64_t offset, uint64_t length,
-                                             ProgressFn progress = {});
+  [[nodiscard]] Result<wire::Bytes> mem_read(const DeviceBuffer& buf, uint64_t offset,
+                                             uint64_t length, ProgressFn progress = {});
 
-  [[nodiscard]] Result<Module> module_load(wire::ByteSpan image, ImageFormat format = ImageFormat::kPtx);
+  [[nodiscard]] Result<Module> module_load(wire::ByteSpan image,
+                                           ImageFormat format = ImageFormat::kPtx);
   [[nodiscard]] Result<void> module_unload(Module module);
 
   // Pipelined. Raw argument form, as in the recipes: `args` is the
@@ -161,8 +162,8 @@ class Session {
 
   // GPU_SUBMIT: load, run once and collect outputs in one round trip; the
   // node frees everything before it answers.
-  [[nodiscard]] Result<SubmitResult> submit(wire::ByteSpan image, std::string_view kernel, Dim3 grid,
-                                            Dim3 block, const SubmitArgs& args,
+  [[nodiscard]] Result<SubmitResult> submit(wire::ByteSpan image, std::string_view kernel,
+                                            Dim3 grid, Dim3 block, const SubmitArgs& args,
                                             uint32_t shared_bytes = 0,
                                             ImageFormat format = ImageFormat::kPtx,
                                             ProgressFn progress = {});
