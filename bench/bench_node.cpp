@@ -90,6 +90,9 @@ class RawFrameServer {
       if (mode_ == Mode::kSource && n >= 4) reply_len = wire::load_le32(body.data() + n - 4);
       out.resize(reply_len);
       if (mode_ == Mode::kEcho) out = body;
+      // The reply carries everything after the header as its payload.
+      wire::store_le32(hb.data() + wire::kOffTokenLen, 0);
+      wire::store_le32(hb.data() + wire::kOffPayloadLen, static_cast<uint32_t>(reply_len));
       std::array<asio::const_buffer, 2> bufs{asio::buffer(hb), asio::buffer(out)};
       asio::write(s, bufs, ec);
       if (ec) return;
@@ -191,6 +194,12 @@ struct NodeFixture {
     c.recv(&p);
     return {lease, wire::decode_payload<wire::HandleReply>(p, {}).value().handle};
   }
+  // Google Benchmark calls a benchmark function several times (to size the
+  // run): each call releases the lease it took.
+  void release(Client& c, uint64_t lease) {
+    c.send(c.frame(Opcode::kLeaseRelease, lease, token, {}));
+    c.recv();
+  }
   server::NodeConfig cfg;
   capability::Authority authority;
   std::unique_ptr<server::Node> node;
@@ -246,6 +255,7 @@ void BM_NodeMemReadRoundTrip(benchmark::State& state) {
   auto [lease, buf] = fx.lease_with_buffer(c, 4096);
   Bytes f = c.frame(Opcode::kMemRead, lease, fx.token, wire::encode_payload(wire::MemReadRequest{buf, 0, 64}));
   round_trips(state, c, f, [&](Status s) { if (s != Status::kOk) state.SkipWithError("mem_read failed"); });
+  fx.release(c, lease);
 }
 BENCHMARK(BM_NodeMemReadRoundTrip)->UseRealTime();
 
@@ -269,6 +279,7 @@ void BM_NodeMemReadPipelined(benchmark::State& state) {
   Client c(fx.srv->port());
   auto [lease, buf] = fx.lease_with_buffer(c, 4096);
   pipelined(state, c, c.frame(Opcode::kMemRead, lease, fx.token, wire::encode_payload(wire::MemReadRequest{buf, 0, 64})));
+  fx.release(c, lease);
 }
 BENCHMARK(BM_NodeMemReadPipelined)->UseRealTime();
 
@@ -304,6 +315,7 @@ void BM_NodeBulkMemWrite(benchmark::State& state) {
   Client c(fx.srv->port());
   auto [lease, buf] = fx.lease_with_buffer(c, kBulk);
   bulk_write(state, c, lease, buf, fx.token);
+  fx.release(c, lease);
 }
 BENCHMARK(BM_NodeBulkMemWrite)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -334,6 +346,7 @@ void BM_NodeBulkMemRead(benchmark::State& state) {
   Client c(fx.srv->port());
   auto [lease, buf] = fx.lease_with_buffer(c, kBulk);
   bulk_read(state, c, lease, buf, fx.token);
+  fx.release(c, lease);
 }
 BENCHMARK(BM_NodeBulkMemRead)->UseRealTime()->Unit(benchmark::kMillisecond);
 

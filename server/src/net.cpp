@@ -114,10 +114,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
       // Lengths are bounded: read the body (a MEM_WRITE payload lands here
       // once and is handed to the device without another copy).
-      auto body = std::make_shared<Bytes>(size_t{token_len} + payload_len);
-      co_await asio::async_read(sock_, asio::buffer(*body), asio::redirect_error(use_awaitable, ec));
+      const size_t body_len = size_t{token_len} + payload_len;
+      auto body = srv_.body_pool().take(body_len);
+      co_await asio::async_read(sock_, asio::buffer(body->data(), body_len),
+                                asio::redirect_error(use_awaitable, ec));
       if (ec) break;
-      node_.metrics().bytes_in.fetch_add(body->size(), std::memory_order_relaxed);
+      node_.metrics().bytes_in.fetch_add(body_len, std::memory_order_relaxed);
       wire::ByteSpan token(body->data(), token_len);
       wire::ByteSpan payload(body->data() + token_len, payload_len);
       if (wire::frame_checksum(hb, token, payload) != wire::load_le64(hb.data() + wire::kOffChecksum)) {
@@ -249,6 +251,30 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool close_after_flush_ = false;
   std::atomic<uint32_t> inflight_{0};
 };
+
+std::shared_ptr<Bytes> BodyPool::take(size_t n) {
+  if (n >= kMinPooledBytes) {
+    std::lock_guard lock(mu_);
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      // Reuse a buffer that fits without holding one far larger than needed.
+      if ((*it)->size() >= n && (*it)->size() <= 2 * n) {
+        Bytes* b = it->release();
+        free_.erase(it);
+        return wrap(b);
+      }
+    }
+  }
+  return n >= kMinPooledBytes ? wrap(new Bytes(n)) : std::make_shared<Bytes>(n);
+}
+
+std::shared_ptr<Bytes> BodyPool::wrap(Bytes* b) {
+  // The deleter may run on any thread (the device pool): it only takes mu_.
+  return std::shared_ptr<Bytes>(b, [this](Bytes* p) {
+    std::unique_ptr<Bytes> owned(p);
+    std::lock_guard lock(mu_);
+    if (free_.size() < kMaxPooled) free_.push_back(std::move(owned));
+  });
+}
 
 Server::Server(Node& node, const NodeConfig& cfg)
     : node_(node), cfg_(cfg), acceptor_(io_), metrics_acceptor_(io_) {}

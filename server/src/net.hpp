@@ -27,6 +27,25 @@ namespace gpulease::server {
 
 class Connection;
 
+// Recycles the buffers large frame bodies (MEM_WRITE chunks, module images)
+// are read into, so a bulk transfer does not map and fault in fresh pages for
+// every chunk. A taken buffer may be larger than asked for: readers use the
+// frame's declared lengths, never the buffer's size.
+// THREAD SAFETY: take() and the buffers' release may run on any thread.
+// LIFETIME: must outlive every buffer it hands out (the Server owns it and
+// joins the device work that holds bodies before it is destroyed).
+class BodyPool {
+ public:
+  static constexpr size_t kMinPooledBytes = 256u << 10;
+  static constexpr size_t kMaxPooled = 16;
+  [[nodiscard]] std::shared_ptr<wire::Bytes> take(size_t n);
+
+ private:
+  std::shared_ptr<wire::Bytes> wrap(wire::Bytes* b);
+  std::mutex mu_;
+  std::vector<std::unique_ptr<wire::Bytes>> free_;  // GUARDED_BY(mu_)
+};
+
 class Server {
  public:
   Server(Node& node, const NodeConfig& cfg);
@@ -50,6 +69,7 @@ class Server {
 
   // Connection bookkeeping (called by connections).
   void connection_ended(const std::shared_ptr<Connection>& c);
+  BodyPool& body_pool() noexcept { return body_pool_; }
   [[nodiscard]] bool draining() const noexcept { return draining_.load(); }
   std::atomic<int64_t> inflight_total{0};
 
@@ -59,6 +79,7 @@ class Server {
 
   Node& node_;
   const NodeConfig& cfg_;
+  BodyPool body_pool_;  // before io_: outlives every connection and its frames
   asio::io_context io_;
   asio::ip::tcp::acceptor acceptor_;
   asio::ip::tcp::acceptor metrics_acceptor_;
