@@ -6,3 +6,4 @@ gpulease_add_test(server_frames_test SOURCES server_frames_test.cpp LIBS gpuleas
 # against a DeviceContext that sends each op as a frame to a real node.
 gpulease_add_test(node_kernels_test SOURCES sim_kernels_test.cpp LIBS gpulease_node gpulease_kernels)
 target_compile_definitions(node_kernels_test PRIVATE GPULEASE_KERNELS_THROUGH_NODE=1)
+gpulease_add_test(server_config_test SOURCES server_config_test.cpp LIBS gpulease_node)

@@ -286,6 +286,40 @@ TEST_F(SessionTest, RetriedAllocWithTheSameRequestIdReturnsTheFirstAnswer) {
   EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().buffers, 2u);
 }
 
+TEST_F(SessionTest, TheReplayWindowAnswersOnlyTheSameRequestAndForgetsFreedHandles) {
+  uint64_t lease = acquire(c_, tok_);
+  Bytes small = wire::encode_payload(wire::MemAllocRequest{64});
+  Bytes large = wire::encode_payload(wire::MemAllocRequest{128});
+  c_.send(Opcode::kMemAlloc, lease, tok_, small, 500);
+  uint64_t first = c_.recv()->as<wire::HandleReply>().handle;
+  // Same request id, different request: a new allocation, not a replay.
+  c_.send(Opcode::kMemAlloc, lease, tok_, large, 500);
+  uint64_t second = c_.recv()->as<wire::HandleReply>().handle;
+  EXPECT_NE(first, second);
+  // Once freed, the handle is never handed out again by a replay.
+  ASSERT_EQ(c_.call(Opcode::kMemFree, lease, tok_, wire::HandleRequest{first}).status(), Status::kOk);
+  c_.send(Opcode::kMemAlloc, lease, tok_, small, 500);
+  auto again = c_.recv();
+  ASSERT_TRUE(again && again->status() == Status::kOk);
+  uint64_t third = again->as<wire::HandleReply>().handle;
+  EXPECT_EQ(c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{third, 0, 64}).status(), Status::kOk);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().buffers, 2u);
+}
+
+TEST_F(SessionTest, LoadedModulesCountAgainstTheQuota) {
+  std::string text = ptx("transform.ptx");
+  uint64_t lease = acquire(c_, tok_, text.size() + 100);
+  uint64_t mod = load_module(c_, lease, tok_, text);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes, text.size());
+  // A second copy does not fit, and neither does a buffer past the rest.
+  wire::ModuleLoadRequest m;
+  m.image = wire::to_bytes(text);
+  EXPECT_EQ(c_.call(Opcode::kModuleLoad, lease, tok_, m).status(), Status::kAllocFailed);
+  EXPECT_EQ(c_.call(Opcode::kMemAlloc, lease, tok_, wire::MemAllocRequest{101}).status(), Status::kAllocFailed);
+  ASSERT_EQ(c_.call(Opcode::kModuleUnload, lease, tok_, wire::HandleRequest{mod}).status(), Status::kOk);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes, 0u);
+}
+
 TEST_F(SessionTest, AcquireWithTheSameIdempotencyKeyReturnsTheSameLease) {
   wire::LeaseAcquireRequest req{1 << 20, 60};
   req.idempotency_key[0] = 42;

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <toml++/toml.h>
 
+#include <cstdlib>
 #include <iostream>
 
 namespace gpulease::server {
@@ -18,15 +19,37 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
     return make_error(Status::kInvalidArgument, "config " + path + ": " + std::string(e.description()));
   }
   auto str = [&](const char* k, std::string& v) { if (auto x = t[k].value<std::string>()) v = *x; };
-  auto u32 = [&](const char* k, uint32_t& v) { if (auto x = t[k].value<int64_t>()) v = static_cast<uint32_t>(*x); };
-  auto u64 = [&](const char* k, uint64_t& v) { if (auto x = t[k].value<int64_t>()) v = static_cast<uint64_t>(*x); };
+  std::string bad;  // first out-of-range key
+  auto u32 = [&](const char* k, uint32_t& v) {
+    if (auto x = t[k].value<int64_t>()) {
+      if (*x < 0 || *x > int64_t{UINT32_MAX}) {
+        if (bad.empty()) bad = k;
+      } else {
+        v = static_cast<uint32_t>(*x);
+      }
+    }
+  };
+  auto u64 = [&](const char* k, uint64_t& v) {
+    if (auto x = t[k].value<int64_t>()) {
+      if (*x < 0) {
+        if (bad.empty()) bad = k;
+      } else {
+        v = static_cast<uint64_t>(*x);
+      }
+    }
+  };
   std::string listen;
   str("listen", listen);
   if (!listen.empty()) {
     auto colon = listen.rfind(':');
     if (colon == std::string::npos) return make_error(Status::kInvalidArgument, "config listen wants HOST:PORT");
     c.listen_host = listen.substr(0, colon);
-    c.listen_port = static_cast<uint16_t>(std::stoi(listen.substr(colon + 1)));
+    char* end = nullptr;
+    long port = std::strtol(listen.c_str() + colon + 1, &end, 10);
+    if (end == listen.c_str() + colon + 1 || *end != '\0' || port < 0 || port > 65535) {
+      return make_error(Status::kInvalidArgument, "config listen: bad port in " + listen);
+    }
+    c.listen_port = static_cast<uint16_t>(port);
   }
   str("backend", c.backend);
   str("node_id", c.node_id);
@@ -65,6 +88,8 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   u32("tenant_max_leases", c.tenant_max_leases);
   u64("tenant_max_bytes", c.tenant_max_bytes);
   u32("reaper_interval_ms", c.reaper_interval_ms);
+  u64("frame_bytes_budget", c.frame_bytes_budget);
+  if (!bad.empty()) return make_error(Status::kInvalidArgument, "config " + bad + ": value out of range");
   return {};
 }
 
@@ -112,6 +137,8 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
   app.add_option("--instruction-budget", c.instruction_budget, "sim backend: instructions per launch (0 = default)")->capture_default_str();
   app.add_option("--watchdog-ms", c.watchdog_ms, "cuda backend: fault a lease whose kernels run longer")->capture_default_str();
   app.add_option("--reaper-interval-ms", c.reaper_interval_ms, "how often expired leases are reaped")->capture_default_str();
+  app.add_option("--frame-bytes-budget", c.frame_bytes_budget,
+                 "frame bodies held at once across connections; readers wait past it")->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -134,9 +161,22 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
   if (app.count("--log-level") && !parse_log_level(level, c.log_level)) {
     return make_error(Status::kInvalidArgument, "--log-level: unknown level " + level);
   }
-  if (c.min_ttl_s == 0 || c.min_ttl_s > c.max_ttl_s) {
-    return make_error(Status::kInvalidArgument, "--min-ttl-s must be 1..max-ttl-s");
+  return validate_node_config(c);
+}
+
+Result<void> validate_node_config(const NodeConfig& c) {
+  auto bad = [](const std::string& m) { return make_error(Status::kInvalidArgument, m); };
+  if (c.min_ttl_s == 0 || c.min_ttl_s > c.max_ttl_s) return bad("min_ttl_s must be 1..max_ttl_s");
+  if (c.limits.max_payload_bytes < 4096 || c.limits.max_payload_bytes > wire::Limits{}.max_payload_bytes) {
+    return bad("max_payload_bytes must be 4096.." + std::to_string(wire::Limits{}.max_payload_bytes));
   }
+  if (c.limits.max_inflight == 0) return bad("max_inflight must be >= 1");
+  if (c.reaper_interval_ms < 10) return bad("reaper_interval_ms must be >= 10");
+  if (c.idle_timeout_ms == 0 || c.frame_timeout_ms == 0) return bad("timeouts must be > 0");
+  if (c.max_connections == 0 || c.max_connections_per_ip == 0) return bad("connection limits must be >= 1");
+  if (c.tenant_max_leases == 0) return bad("tenant_max_leases must be >= 1");
+  if (c.frame_bytes_budget < c.limits.max_payload_bytes) return bad("frame_bytes_budget must be >= max_payload_bytes");
+  if (c.sim_devices == 0 || c.sim_devices > wire::Limits{}.max_devices) return bad("sim_devices must be 1..64");
   return {};
 }
 

@@ -23,6 +23,7 @@ struct NodeConfig {
   uint32_t idle_timeout_ms = 300'000;  // no frame started for this long: disconnect
   uint32_t frame_timeout_ms = 30'000;  // a started frame must complete within this
   wire::Limits limits;
+  uint64_t frame_bytes_budget = 1ull << 30;  // bytes of frame bodies held at once, all connections
 
   // Backend
   std::string backend = "auto";  // auto | sim | cuda
@@ -51,6 +52,9 @@ struct NodeConfig {
   std::string metrics_listen;  // "host:port"; empty = no metrics endpoint
   LogLevel log_level = LogLevel::kInfo;
 };
+
+// Checks values that came from the file or flags against their domains.
+[[nodiscard]] Result<void> validate_node_config(const NodeConfig& cfg);
 
 // Parses argv into cfg (reading --config FILE first if given). Returns
 // INVALID_ARGUMENT with a readable message on a bad flag or file; a --help

@@ -26,27 +26,35 @@ namespace gpulease::server {
 using DeviceStrand = asio::strand<asio::thread_pool::executor_type>;
 
 // The answers to the last N MEM_ALLOC / MODULE_LOAD requests of a lease, so a
-// retry of the same request id gets the first answer instead of leaking a
-// second buffer or module.
+// retry of the same request (same request id, opcode and payload) gets the
+// first answer instead of leaking a second buffer or module. An entry is
+// forgotten once the handle it returned is freed, so a replay never hands out
+// a dead handle.
 class ReplayWindow {
  public:
   explicit ReplayWindow(size_t capacity) : capacity_(capacity) {}
   struct Entry {
     uint64_t request_id;
     wire::Opcode opcode;
+    uint64_t payload_hash;  // XXH3-64 of the request payload
     wire::Status status;
     wire::Bytes payload;
+    uint64_t handle;  // the handle an OK answer returned (0 otherwise)
   };
-  const Entry* find(uint64_t request_id, wire::Opcode op) const {
+  const Entry* find(uint64_t request_id, wire::Opcode op, uint64_t payload_hash) const {
     for (const auto& e : entries_) {
-      if (e.request_id == request_id && e.opcode == op) return &e;
+      if (e.request_id == request_id && e.opcode == op && e.payload_hash == payload_hash) return &e;
     }
     return nullptr;
   }
-  void remember(uint64_t request_id, wire::Opcode op, wire::Status status, wire::Bytes payload) {
+  void remember(uint64_t request_id, wire::Opcode op, uint64_t payload_hash, wire::Status status,
+                wire::Bytes payload, uint64_t handle = 0) {
     if (capacity_ == 0) return;
     if (entries_.size() == capacity_) entries_.pop_front();
-    entries_.push_back(Entry{request_id, op, status, std::move(payload)});
+    entries_.push_back(Entry{request_id, op, payload_hash, status, std::move(payload), handle});
+  }
+  void forget_handle(wire::Opcode op, uint64_t handle) {
+    std::erase_if(entries_, [&](const Entry& e) { return e.opcode == op && e.handle == handle; });
   }
 
  private:
@@ -88,7 +96,7 @@ struct Lease {
   // STRAND
   std::unique_ptr<DeviceContext> ctx;
   std::map<uint64_t, uint64_t> buffers;  // device address -> size
-  std::set<uint64_t> modules;
+  std::map<uint64_t, uint64_t> modules;  // module handle -> bytes charged to the quota
   ReplayWindow replay;
   uint64_t launches = 0;
 

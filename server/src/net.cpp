@@ -62,18 +62,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto out = std::make_shared<OutFrame>();
     out->payload = std::move(payload);
     out->header = wire::encode_header(h, {}, out->payload);
-    asio::post(sock_.get_executor(), [self = shared_from_this(), out] {
-      if (self->closed_) return;
-      self->outq_.push_back(std::move(*out));
+    asio::post(sock_.get_executor(), [self = shared_from_this(), out] { self->enqueue(std::move(*out)); });
+  }
+
+  // Graceful close (drain): the writer sends every queued reply, then closes.
+  void close_after_flush() {
+    asio::post(sock_.get_executor(), [self = shared_from_this()] {
+      self->close_after_flush_ = true;
       self->write_signal_.cancel();
     });
   }
 
-  void close() {
-    asio::post(sock_.get_executor(), [self = shared_from_this()] { self->do_close(); });
-  }
-
   std::string_view peer() const { return peer_; }
+  uint64_t id() const { return id_; }
   uint32_t inflight() const { return inflight_.load(); }
 
  private:
@@ -81,6 +82,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     wire::HeaderBytes header;
     Bytes payload;
   };
+
+  // REQUIRES: on the strand.
+  void enqueue(OutFrame f) {
+    if (closed_) return;
+    outq_.push_back(std::move(f));
+    write_signal_.cancel();
+  }
 
   awaitable<void> reader() {
     wire::HeaderBytes hb;
@@ -115,6 +123,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
       // Lengths are bounded: read the body (a MEM_WRITE payload lands here
       // once and is handed to the device without another copy).
       const size_t body_len = size_t{token_len} + payload_len;
+      // Backpressure: frame bodies held across all connections are bounded;
+      // past the budget the reader waits (the frame deadline still runs).
+      while (!srv_.body_pool().within_budget(body_len)) {
+        asio::steady_timer wait(sock_.get_executor(), std::chrono::milliseconds(1));
+        co_await wait.async_wait(asio::redirect_error(use_awaitable, ec));
+        if (closed_) co_return;
+      }
       auto body = srv_.body_pool().take(body_len);
       co_await asio::async_read(sock_, asio::buffer(body->data(), body_len),
                                 asio::redirect_error(use_awaitable, ec));
@@ -139,17 +154,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
         reject(echo, raw_op, Status::kBadFrame, "a reply frame was sent to the node", false);
         continue;
       }
-      if (srv_.draining()) {
-        reject(*h, raw_op, Status::kBusy, "node is draining", false);
-        continue;
-      }
       if (inflight_.load() >= cfg_.limits.max_inflight) {
         reject(*h, raw_op, Status::kBusy,
                "too many requests in flight (limit " + std::to_string(cfg_.limits.max_inflight) + ")", false);
         continue;
       }
+      // Counted before the draining check, so a drain that sees no request in
+      // flight can be sure none is about to enter the node.
       inflight_.fetch_add(1);
       srv_.inflight_total.fetch_add(1);
+      if (srv_.draining()) {
+        inflight_.fetch_sub(1);
+        srv_.inflight_total.fetch_sub(1);
+        reject(*h, raw_op, Status::kBusy, "node is draining", false);
+        continue;
+      }
       auto self = shared_from_this();
       wire::FrameHeader req = *h;
       node_.handle(req, std::move(body), id_, [self, req, raw_op](Status s, Bytes p) {
@@ -170,7 +189,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (close) close_after_flush_ = true;
     log_debug("bad frame", {{"conn", std::to_string(id_)}, {"peer", peer_},
                             {"status", std::string(wire::status_name(s))}, {"msg", msg}});
-    send(echo, raw_op, s, wire::to_bytes(msg));
+    // On the strand already: queue directly, so the writer cannot see the
+    // close flag before this reply.
+    wire::FrameHeader h;
+    h.opcode = static_cast<wire::Opcode>(raw_op);
+    h.flags = wire::kFlagReply;
+    h.status = s;
+    h.request_id = echo.request_id;
+    h.lease_id = echo.lease_id;
+    OutFrame f;
+    f.payload = wire::to_bytes(msg);
+    f.header = wire::encode_header(h, {}, f.payload);
+    enqueue(std::move(f));
   }
 
   awaitable<void> writer() {
@@ -253,31 +283,41 @@ class Connection : public std::enable_shared_from_this<Connection> {
 };
 
 std::shared_ptr<Bytes> BodyPool::take(size_t n) {
+  std::unique_ptr<Bytes> b;
   if (n >= kMinPooledBytes) {
-    std::lock_guard lock(mu_);
-    for (auto it = free_.begin(); it != free_.end(); ++it) {
+    std::lock_guard lock(state_->mu);
+    for (auto it = state_->free.begin(); it != state_->free.end(); ++it) {
       // Reuse a buffer that fits without holding one far larger than needed.
       if ((*it)->size() >= n && (*it)->size() <= 2 * n) {
-        Bytes* b = it->release();
-        free_.erase(it);
-        return wrap(b);
+        b = std::move(*it);
+        state_->free.erase(it);
+        break;
       }
     }
   }
-  return n >= kMinPooledBytes ? wrap(new Bytes(n)) : std::make_shared<Bytes>(n);
-}
-
-std::shared_ptr<Bytes> BodyPool::wrap(Bytes* b) {
-  // The deleter may run on any thread (the device pool): it only takes mu_.
-  return std::shared_ptr<Bytes>(b, [this](Bytes* p) {
+  if (!b) b = std::make_unique<Bytes>(n);
+  const size_t held = b->size();
+  state_->outstanding.fetch_add(held);
+  // The deleter may run on any thread (the device pool) and after the Server
+  // is gone: it owns a reference to the pool's state.
+  return std::shared_ptr<Bytes>(b.release(), [state = state_, held](Bytes* p) {
     std::unique_ptr<Bytes> owned(p);
-    std::lock_guard lock(mu_);
-    if (free_.size() < kMaxPooled) free_.push_back(std::move(owned));
+    state->outstanding.fetch_sub(held);
+    if (owned->size() < kMinPooledBytes) return;
+    std::lock_guard lock(state->mu);
+    if (state->free.size() < kMaxPooled) state->free.push_back(std::move(owned));
   });
 }
 
+bool BodyPool::within_budget(size_t n) const {
+  size_t out = state_->outstanding.load();
+  // A frame alone may always proceed, so one frame larger than the budget
+  // cannot stall forever.
+  return out == 0 || out + n <= budget_;
+}
+
 Server::Server(Node& node, const NodeConfig& cfg)
-    : node_(node), cfg_(cfg), acceptor_(io_), metrics_acceptor_(io_) {}
+    : node_(node), cfg_(cfg), body_pool_(cfg.frame_bytes_budget), acceptor_(io_), metrics_acceptor_(io_) {}
 
 Server::~Server() {
   drain_and_stop();
@@ -342,7 +382,10 @@ void Server::accept_loop() {
       tcp::socket sock = co_await acceptor_.async_accept(asio::make_strand(io_), asio::redirect_error(use_awaitable, ec));
       if (ec) {
         if (!acceptor_.is_open() || draining_) co_return;
-        continue;  // e.g. EMFILE: keep serving the clients we have
+        // e.g. EMFILE: keep serving the clients we have; retry a little later.
+        asio::steady_timer backoff(io_, std::chrono::milliseconds(100));
+        co_await backoff.async_wait(asio::redirect_error(use_awaitable, ec));
+        continue;
       }
       asio::error_code pec;
       auto remote = sock.remote_endpoint(pec);
@@ -364,6 +407,7 @@ void Server::accept_loop() {
       }
       node_.metrics().connections_total.fetch_add(1);
       node_.metrics().connections_active.fetch_add(1);
+      node_.connection_opened(conn->id());
       conn->start();
     }
   }, asio::detached);
@@ -381,19 +425,33 @@ void Server::metrics_loop() {
   asio::co_spawn(io_, [this]() -> awaitable<void> {
     for (;;) {
       asio::error_code ec;
-      tcp::socket sock = co_await metrics_acceptor_.async_accept(asio::redirect_error(use_awaitable, ec));
+      // Each request on its own strand: the deadline timer and the handler
+      // never run at once, and the timer shares ownership of the socket.
+      auto sp = std::make_shared<tcp::socket>(co_await metrics_acceptor_.async_accept(
+          asio::make_strand(io_), asio::redirect_error(use_awaitable, ec)));
       if (ec) {
         if (!metrics_acceptor_.is_open()) co_return;
+        asio::steady_timer backoff(io_, std::chrono::milliseconds(100));
+        co_await backoff.async_wait(asio::redirect_error(use_awaitable, ec));
         continue;
       }
-      asio::co_spawn(io_, [this, s = std::move(sock)]() mutable -> awaitable<void> {
-        asio::steady_timer t(s.get_executor());
-        t.expires_after(std::chrono::seconds(5));
-        t.async_wait([&s](asio::error_code e) { if (!e) { asio::error_code x; s.close(x); } });
+      asio::co_spawn(sp->get_executor(), [this, sp]() -> awaitable<void> {
+        tcp::socket& s = *sp;
+        auto t = std::make_shared<asio::steady_timer>(s.get_executor());
+        t->expires_after(std::chrono::seconds(5));
+        t->async_wait([sp, t](asio::error_code e) {
+          if (!e) {
+            asio::error_code x;
+            sp->close(x);
+          }
+        });
         asio::streambuf req(8192);
         asio::error_code e;
         co_await asio::async_read_until(s, req, "\r\n\r\n", asio::redirect_error(use_awaitable, e));
-        if (e) co_return;
+        if (e) {
+          t->cancel();
+          co_return;
+        }
         std::string line(asio::buffers_begin(req.data()), asio::buffers_begin(req.data()) + std::min<size_t>(req.size(), 256));
         std::string status = "200 OK", ctype = "text/plain; version=0.0.4", body;
         if (line.rfind("GET /metrics", 0) == 0) {
@@ -411,7 +469,7 @@ void Server::metrics_loop() {
                            "\r\nContent-Length: " + std::to_string(body.size()) +
                            "\r\nConnection: close\r\n\r\n" + body;
         co_await asio::async_write(s, asio::buffer(resp), asio::redirect_error(use_awaitable, e));
-        t.cancel();
+        t->cancel();
         s.close(e);
       }, asio::detached);
     }
@@ -439,13 +497,21 @@ void Server::drain_and_stop() {
           if (auto c = w.lock()) live.push_back(c);
         }
       }
-      for (auto& c : live) c->close();
+      for (auto& c : live) c->close_after_flush();
       asio::post(io_, [this] {
         asio::error_code ec;
         metrics_acceptor_.close(ec);
       });
-      // Let the closes run, then stop.
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      // Let the writers flush their last replies (bounded), then stop.
+      auto flush_until = Clock::now() + std::chrono::seconds(2);
+      for (;;) {
+        {
+          std::lock_guard lock(mu_);
+          if (conns_.empty()) break;
+        }
+        if (Clock::now() >= flush_until) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
       io_.stop();
       stopped_ = true;
     });

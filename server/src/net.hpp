@@ -32,18 +32,25 @@ class Connection;
 // every chunk. A taken buffer may be larger than asked for: readers use the
 // frame's declared lengths, never the buffer's size.
 // THREAD SAFETY: take() and the buffers' release may run on any thread.
-// LIFETIME: must outlive every buffer it hands out (the Server owns it and
-// joins the device work that holds bodies before it is destroyed).
+// LIFETIME: buffers may outlive the pool (their deleter shares its state).
 class BodyPool {
  public:
   static constexpr size_t kMinPooledBytes = 256u << 10;
   static constexpr size_t kMaxPooled = 16;
+  explicit BodyPool(size_t budget_bytes) : budget_(budget_bytes) {}
   [[nodiscard]] std::shared_ptr<wire::Bytes> take(size_t n);
+  // Whether a body of n more bytes fits the budget of bytes held by frames
+  // read but not yet done with (across all connections).
+  [[nodiscard]] bool within_budget(size_t n) const;
 
  private:
-  std::shared_ptr<wire::Bytes> wrap(wire::Bytes* b);
-  std::mutex mu_;
-  std::vector<std::unique_ptr<wire::Bytes>> free_;  // GUARDED_BY(mu_)
+  struct State {
+    std::mutex mu;
+    std::vector<std::unique_ptr<wire::Bytes>> free;  // GUARDED_BY(mu)
+    std::atomic<size_t> outstanding{0};
+  };
+  const size_t budget_;
+  std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
 class Server {
@@ -79,7 +86,7 @@ class Server {
 
   Node& node_;
   const NodeConfig& cfg_;
-  BodyPool body_pool_;  // before io_: outlives every connection and its frames
+  BodyPool body_pool_;
   asio::io_context io_;
   asio::ip::tcp::acceptor acceptor_;
   asio::ip::tcp::acceptor metrics_acceptor_;

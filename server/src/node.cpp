@@ -102,7 +102,8 @@ uint64_t Node::expiry_for(uint32_t ttl_s, const capability::Claims& c) const {
   uint64_t ttl = std::clamp<uint64_t>(ttl_s, cfg_.min_ttl_s, cfg_.max_ttl_s);
   uint64_t at = now_unix_ms() + ttl * 1000;
   // A lease never outlives the grant that asked for it.
-  return std::min(at, c.expires_at * 1000);
+  uint64_t token_ms = c.expires_at > UINT64_MAX / 1000 ? UINT64_MAX : c.expires_at * 1000;
+  return std::min(at, token_ms);
 }
 
 // ---- Entry --------------------------------------------------------------------
@@ -110,13 +111,20 @@ uint64_t Node::expiry_for(uint32_t ttl_s, const capability::Claims& c) const {
 void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint64_t conn_id,
                   ReplyFn reply) {
   auto start = std::chrono::steady_clock::now();
+  // Counted until answered, so shutdown() can wait for every request that got
+  // past the check below before it stops the device pool.
+  ops_in_progress_.fetch_add(1);
   ReplyFn timed = [this, op = h.opcode, start, reply = std::move(reply)](Status s, Bytes p) {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(
                   std::chrono::steady_clock::now() - start)
                   .count();
     metrics_.frame_done(op, s, static_cast<uint64_t>(us));
     reply(s, std::move(p));
+    ops_in_progress_.fetch_sub(1);
   };
+  if (shutting_down_flag_.load()) {
+    return reply_error(timed, Status::kBusy, "node is shutting down");
+  }
   ByteSpan token(body->data(), h.token_len);
   if (!capability::requires_token(h.opcode)) {
     dispatch(h, nullptr, std::move(body), conn_id, std::move(timed));
@@ -247,6 +255,15 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
       }
     }
     TenantUsage& tu = tenants_[c.tenant];
+    // A refused acquire leaves no empty entry behind.
+    struct EraseIfUnused {
+      std::map<std::string, TenantUsage, std::less<>>& m;
+      const std::string& t;
+      ~EraseIfUnused() {
+        auto it = m.find(t);
+        if (it != m.end() && it->second.leases == 0) m.erase(it);
+      }
+    } erase_if_unused{tenants_, c.tenant};
     if (tu.leases >= cfg_.tenant_max_leases) {
       return reply_error(reply, Status::kCapacityExceeded,
                          "tenant holds " + std::to_string(tu.leases) + " leases (limit " +
@@ -297,6 +314,7 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
     auto& tu = tenants_[tenant];
     tu.leases -= 1;
     tu.bytes -= min_vram;
+    if (tu.leases == 0) tenants_.erase(tenant);
     if (has_key) idempotency_.erase(ikey);
   };
   // Context creation may take a while on a real device: off the network thread.
@@ -318,19 +336,25 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
         asio::make_strand(device_pool_.get_executor()), cfg_.replay_window);
     lease->ctx = std::move(ctx).value();
     lease->expires_at_ms = expiry_for(req.ttl_s, c);
+    // Once published, the lease belongs to its strand: only `published`
+    // (decided under mu_) says what happened here.
+    bool published = false;
+    bool owner_gone = false;
     {
       std::lock_guard lock(mu_);
-      if (shutting_down_) {
-        lease->ctx.reset();
-        // unreserve takes mu_.
-      } else {
+      owner_gone = lease->release_on_disconnect && !live_connections_.count(conn_id);
+      if (!shutting_down_ && !owner_gone) {
         leases_.emplace(lease_id, lease);
         if (has_key) idempotency_[ikey] = lease_id;
+        published = true;
       }
     }
-    if (!lease->ctx) {
-      unreserve();
-      return reply_error(reply, Status::kBusy, "node is shutting down");
+    if (!published) {
+      lease->ctx.reset();
+      unreserve();  // takes mu_
+      return reply_error(reply, Status::kBusy,
+                         owner_gone ? "the connection that asked for this lease has closed"
+                                    : "node is shutting down");
     }
     metrics_.lease_acquired.fetch_add(1, std::memory_order_relaxed);
     metrics_.leases_active.fetch_add(1, std::memory_order_relaxed);
@@ -441,7 +465,9 @@ void Node::end_lease(const std::shared_ptr<Lease>& l, DropReason reason, std::fu
   {
     std::lock_guard lock(mu_);
     if (l->ended) {
-      if (done) done();
+      // Answer after the first end's destroy task (strand order), so the
+      // reply still means "the VRAM is back".
+      if (done) asio::post(l->strand, std::move(done));
       return;
     }
     l->ended = true;
@@ -459,7 +485,9 @@ void Node::end_lease(const std::shared_ptr<Lease>& l, DropReason reason, std::fu
   asio::post(l->strand, [this, l, reason, done = std::move(done)] {
     // Destroying the context frees its memory, modules and stream.
     l->ctx.reset();
-    metrics_.mem_alloc_bytes.fetch_sub(static_cast<int64_t>(l->used_bytes.load()));
+    int64_t buffer_bytes = 0;
+    for (const auto& [addr, size] : l->buffers) buffer_bytes += static_cast<int64_t>(size);
+    metrics_.mem_alloc_bytes.fetch_sub(buffer_bytes);
     l->buffers.clear();
     l->modules.clear();
     {
@@ -481,10 +509,16 @@ void Node::end_lease(const std::shared_ptr<Lease>& l, DropReason reason, std::fu
   });
 }
 
+void Node::connection_opened(uint64_t conn_id) {
+  std::lock_guard lock(mu_);
+  live_connections_.insert(conn_id);
+}
+
 void Node::connection_closed(uint64_t conn_id) {
   std::vector<std::shared_ptr<Lease>> drop;
   {
     std::lock_guard lock(mu_);
+    live_connections_.erase(conn_id);
     for (const auto& [id, l] : leases_) {
       if (l->release_on_disconnect && l->owner_conn == conn_id) drop.push_back(l);
     }
@@ -517,6 +551,7 @@ void Node::shutdown() {
     std::lock_guard lock(mu_);
     if (shutting_down_) return;
     shutting_down_ = true;
+    shutting_down_flag_ = true;
     for (const auto& [id, l] : leases_) all.push_back(l);
   }
   {
@@ -532,6 +567,12 @@ void Node::shutdown() {
     end_lease(l, DropReason::kShutdown, [p] { p->set_value(); });
   }
   for (auto& w : waits) w.wait();
+  // Requests that got past the shutting-down check may still be posting to
+  // the pool; wait (bounded) until every one is answered, then stop it.
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (ops_in_progress_.load() > 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   device_pool_.join();
   if (!all.empty()) log_info("released every lease at shutdown", {{"count", std::to_string(all.size())}});
 }

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -56,7 +57,9 @@ class Node {
   void handle(const wire::FrameHeader& h, std::shared_ptr<wire::Bytes> body, uint64_t conn_id,
               ReplyFn reply);
 
-  // A connection ended: releases its release-on-disconnect leases.
+  // Connection bookkeeping: a release-on-disconnect lease is published only
+  // while its connection is open, and ends when it closes.
+  void connection_opened(uint64_t conn_id);
   void connection_closed(uint64_t conn_id);
 
   // Ends every lease (reason shutdown), waits until their contexts are
@@ -132,6 +135,9 @@ class Node {
   std::map<uint64_t, Tombstone> tombstones_;                      // GUARDED_BY(mu_), bounded
   uint64_t next_lease_id_;                                        // GUARDED_BY(mu_)
   bool shutting_down_ = false;                                    // GUARDED_BY(mu_)
+  std::set<uint64_t> live_connections_;                           // GUARDED_BY(mu_)
+  std::atomic<bool> shutting_down_flag_{false};  // shutting_down_, readable without mu_
+  std::atomic<int64_t> ops_in_progress_{0};      // requests handed to handle() and not yet answered
 
   std::mutex reaper_mu_;
   std::condition_variable reaper_cv_;

@@ -1,6 +1,7 @@
 // Session ops (0x0601-0x0608) and GPU_SUBMIT: everything that touches a
 // lease's device context. All of it runs on the lease's strand.
 #include <asio/post.hpp>
+#include <xxhash.h>
 
 #include "log.hpp"
 #include "node.hpp"
@@ -23,6 +24,8 @@ void reply_ok(const ReplyFn& reply, const M& m) {
 }
 
 bool in_range(uint64_t offset, uint64_t len, uint64_t size) { return offset <= size && len <= size - offset; }
+
+constexpr size_t kMaxModulesPerLease = 256;
 
 std::string hex(uint64_t v) {
   char b[24];
@@ -87,9 +90,11 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
                          "lease " + std::to_string(L.id) + " is faulted; SYNC reports the cause");
     }
     const wire::Limits& lim = cfg_.limits;
+    auto payload_hash = [&] { return XXH3_64bits(payload.data(), payload.size()); };
     switch (h.opcode) {
       case Opcode::kMemAlloc: {
-        if (auto* e = L.replay.find(h.request_id, h.opcode)) return reply(e->status, e->payload);
+        const uint64_t ph = payload_hash();
+        if (auto* e = L.replay.find(h.request_id, h.opcode, ph)) return reply(e->status, e->payload);
         auto m = wire::decode_payload<wire::MemAllocRequest>(payload, lim);
         if (!m) return reply_error(reply, m.error());
         uint64_t used = L.used_bytes.load();
@@ -99,12 +104,12 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
           Error e = make_error(Status::kAllocFailed,
                                "allocation of " + std::to_string(m->size) + " bytes exceeds the lease quota (" +
                                    std::to_string(L.quota - used) + " of " + std::to_string(L.quota) + " left)");
-          L.replay.remember(h.request_id, h.opcode, e.status, message_bytes(e.message));
+          L.replay.remember(h.request_id, h.opcode, ph, e.status, message_bytes(e.message));
           return reply_error(reply, e);
         }
         auto addr = ctx.mem_alloc(m->size);
         if (!addr) {
-          L.replay.remember(h.request_id, h.opcode, addr.status(), message_bytes(addr.error().message));
+          L.replay.remember(h.request_id, h.opcode, ph, addr.status(), message_bytes(addr.error().message));
           return reply_error(reply, addr.error());
         }
         L.buffers[*addr] = m->size;
@@ -112,7 +117,7 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
         L.buffer_count = static_cast<uint32_t>(L.buffers.size());
         metrics_.mem_alloc_bytes.fetch_add(static_cast<int64_t>(m->size));
         Bytes out = wire::encode_payload(wire::HandleReply{*addr});
-        L.replay.remember(h.request_id, h.opcode, Status::kOk, out);
+        L.replay.remember(h.request_id, h.opcode, ph, Status::kOk, out, *addr);
         return reply(Status::kOk, std::move(out));
       }
       case Opcode::kMemFree: {
@@ -125,6 +130,7 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
         if (auto r = ctx.mem_free(it->first); !r) return reply_error(reply, r.error());
         L.used_bytes -= it->second;
         metrics_.mem_alloc_bytes.fetch_sub(static_cast<int64_t>(it->second));
+        L.replay.forget_handle(Opcode::kMemAlloc, it->first);
         L.buffers.erase(it);
         L.buffer_count = static_cast<uint32_t>(L.buffers.size());
         return reply_ok(reply, wire::Empty{});
@@ -166,18 +172,32 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
         return reply(Status::kOk, std::move(out));
       }
       case Opcode::kModuleLoad: {
-        if (auto* e = L.replay.find(h.request_id, h.opcode)) return reply(e->status, e->payload);
+        const uint64_t ph = payload_hash();
+        if (auto* e = L.replay.find(h.request_id, h.opcode, ph)) return reply(e->status, e->payload);
         auto m = wire::decode_payload<wire::ModuleLoadRequest>(payload, lim);
         if (!m) return reply_error(reply, m.error());
+        // SECURITY: a loaded module takes memory too: its image size is
+        // charged to the lease's quota, and a lease holds a bounded number.
+        const uint64_t charge = m->image.size();
+        uint64_t used = L.used_bytes.load();
+        if (L.modules.size() >= kMaxModulesPerLease || charge > L.quota - used) {
+          Error e = make_error(Status::kAllocFailed,
+                               L.modules.size() >= kMaxModulesPerLease
+                                   ? "lease holds " + std::to_string(kMaxModulesPerLease) + " modules already"
+                                   : "module image of " + std::to_string(charge) + " bytes exceeds the lease quota");
+          L.replay.remember(h.request_id, h.opcode, ph, e.status, message_bytes(e.message));
+          return reply_error(reply, e);
+        }
         auto mod = ctx.module_load(static_cast<ImageKind>(m->format), m->image);
         if (!mod) {
-          L.replay.remember(h.request_id, h.opcode, mod.status(), message_bytes(mod.error().message));
+          L.replay.remember(h.request_id, h.opcode, ph, mod.status(), message_bytes(mod.error().message));
           return reply_error(reply, mod.error());
         }
-        L.modules.insert(*mod);
+        L.modules[*mod] = charge;
+        L.used_bytes = used + charge;
         L.module_count = static_cast<uint32_t>(L.modules.size());
         Bytes out = wire::encode_payload(wire::HandleReply{*mod});
-        L.replay.remember(h.request_id, h.opcode, Status::kOk, out);
+        L.replay.remember(h.request_id, h.opcode, ph, Status::kOk, out, *mod);
         return reply(Status::kOk, std::move(out));
       }
       case Opcode::kModuleUnload: {
@@ -187,6 +207,8 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
           return reply_error(reply, Status::kInvalidHandle, "no module " + hex(m->handle) + " in this lease");
         }
         if (auto r = ctx.module_unload(m->handle); !r) return reply_error(reply, r.error());
+        L.used_bytes -= L.modules[m->handle];
+        L.replay.forget_handle(Opcode::kModuleLoad, m->handle);
         L.modules.erase(m->handle);
         L.module_count = static_cast<uint32_t>(L.modules.size());
         return reply_ok(reply, wire::Empty{});
@@ -254,9 +276,13 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
           metrics_.sync_total.fetch_add(1, std::memory_order_relaxed);
           if (!r) {
             metrics_.sync_errors.fetch_add(1, std::memory_order_relaxed);
-            // The sync callback may run on a backend thread: faulted() is
-            // safe to read from any thread by contract of the fault path.
-            l->state = wire::LeaseState::kFaulted;
+            // Runs on a backend thread. Only an active lease becomes faulted:
+            // a lease that ended meanwhile (its pending SYNCs fail when its
+            // context is destroyed) keeps its Released/Expired state.
+            auto active = wire::LeaseState::kActive;
+            if (!l->state.compare_exchange_strong(active, wire::LeaseState::kFaulted)) {
+              return reply_error(reply, Status::kLeaseExpired, "lease ended before its work completed");
+            }
             log_warn("lease faulted", {{"lease", std::to_string(l->id)}, {"tenant", l->tenant},
                                        {"cause", r.error().message}});
             return reply_error(reply, r.error());
@@ -348,7 +374,8 @@ void Node::run_submit(std::shared_ptr<Lease> l, wire::GpuSubmitRequest req, Repl
       metrics_.sync_total.fetch_add(1, std::memory_order_relaxed);
       if (!r) {
         metrics_.sync_errors.fetch_add(1, std::memory_order_relaxed);
-        if (l->ctx && l->ctx->faulted()) l->state = wire::LeaseState::kFaulted;
+        auto active = wire::LeaseState::kActive;
+        if (l->ctx && l->ctx->faulted()) l->state.compare_exchange_strong(active, wire::LeaseState::kFaulted);
         cleanup();
         return reply_error(reply, r.error());
       }
