@@ -129,7 +129,8 @@ void BM_CudaContextOverhead(benchmark::State& state) {
         state.SkipWithError(c.error().message.c_str());
         return;
       }
-      auto m = c.value()->module_load(ImageKind::kPtx, {reinterpret_cast<const std::byte*>(kNoopPtx), sizeof(kNoopPtx)});
+      auto m = c.value()->module_load(
+          ImageKind::kPtx, {reinterpret_cast<const std::byte*>(kNoopPtx), sizeof(kNoopPtx)});
       if (m) {
         LaunchRequest r;
         r.module = m.value();
@@ -170,7 +171,8 @@ void BM_CudaLaunchRoundTrip(benchmark::State& state) {
     return;
   }
   auto& ctx = *c.value();
-  auto m = ctx.module_load(ImageKind::kPtx, {reinterpret_cast<const std::byte*>(kNoopPtx), sizeof(kNoopPtx)});
+  auto m = ctx.module_load(ImageKind::kPtx,
+                           {reinterpret_cast<const std::byte*>(kNoopPtx), sizeof(kNoopPtx)});
   if (!m) {
     state.SkipWithError(m.error().message.c_str());
     return;
@@ -209,7 +211,8 @@ void mem_bench(benchmark::State& state, bool write) {
     RawCtx raw(a);
     void* pinned = nullptr;
     CUdeviceptr d = 0;
-    if (a.cuMemHostAlloc(&pinned, bytes, 0) != CUDA_SUCCESS || a.cuMemAlloc(&d, bytes) != CUDA_SUCCESS) {
+    if (a.cuMemHostAlloc(&pinned, bytes, 0) != CUDA_SUCCESS ||
+        a.cuMemAlloc(&d, bytes) != CUDA_SUCCESS) {
       state.SkipWithError("baseline allocation failed");
       return;
     }
@@ -254,10 +257,24 @@ void mem_bench(benchmark::State& state, bool write) {
   state.counters["ratio"] = base / per;  // backend bandwidth / baseline bandwidth
 }
 
-void BM_CudaMemWrite(benchmark::State& state) { mem_bench(state, true); }
-void BM_CudaMemRead(benchmark::State& state) { mem_bench(state, false); }
-BENCHMARK(BM_CudaMemWrite)->Arg(1 << 20)->Arg(16 << 20)->Arg(256 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_CudaMemRead)->Arg(1 << 20)->Arg(16 << 20)->Arg(256 << 20)->Unit(benchmark::kMillisecond)->UseRealTime();
+void BM_CudaMemWrite(benchmark::State& state) {
+  mem_bench(state, true);
+}
+void BM_CudaMemRead(benchmark::State& state) {
+  mem_bench(state, false);
+}
+BENCHMARK(BM_CudaMemWrite)
+    ->Arg(1 << 20)
+    ->Arg(16 << 20)
+    ->Arg(256 << 20)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_CudaMemRead)
+    ->Arg(1 << 20)
+    ->Arg(16 << 20)
+    ->Arg(256 << 20)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace gpulease::server::cuda

@@ -48,7 +48,8 @@ constexpr int kPipeline = 64;
 class RawFrameServer {
  public:
   enum class Mode { kEcho, kAck, kSource };
-  explicit RawFrameServer(Mode mode) : mode_(mode), acc_(io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+  explicit RawFrameServer(Mode mode)
+      : mode_(mode), acc_(io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
     port_ = acc_.local_endpoint().port();
     thread_ = std::thread([this] {
       for (;;) {
@@ -81,7 +82,8 @@ class RawFrameServer {
       asio::error_code ec;
       asio::read(s, asio::buffer(hb), ec);
       if (ec) return;
-      size_t n = wire::load_le32(hb.data() + wire::kOffTokenLen) + size_t{wire::load_le32(hb.data() + wire::kOffPayloadLen)};
+      size_t n = wire::load_le32(hb.data() + wire::kOffTokenLen) +
+                 size_t{wire::load_le32(hb.data() + wire::kOffPayloadLen)};
       body.resize(n);
       asio::read(s, asio::buffer(body), ec);
       if (ec) return;
@@ -123,7 +125,8 @@ class Client {
   void send(const Bytes& f) { asio::write(s_, asio::buffer(f)); }
   // Sends header + token + payload as one gathered write without building
   // the frame in one buffer (bulk).
-  void send_parts(Opcode op, uint64_t lease, wire::ByteSpan token, wire::ByteSpan prefix, wire::ByteSpan data) {
+  void send_parts(Opcode op, uint64_t lease, wire::ByteSpan token, wire::ByteSpan prefix,
+                  wire::ByteSpan data) {
     wire::FrameHeader h;
     h.opcode = op;
     h.lease_id = lease;
@@ -135,8 +138,8 @@ class Client {
     whole.insert(whole.end(), prefix.begin(), prefix.end());
     whole.insert(whole.end(), data.begin(), data.end());
     wire::HeaderBytes hb = wire::encode_header(h, token, whole);
-    std::array<asio::const_buffer, 3> bufs{asio::buffer(hb), asio::buffer(token.data(), token.size()),
-                                           asio::buffer(whole)};
+    std::array<asio::const_buffer, 3> bufs{
+        asio::buffer(hb), asio::buffer(token.data(), token.size()), asio::buffer(whole)};
     asio::write(s_, bufs);
   }
   Status recv(Bytes* payload = nullptr) {
@@ -165,7 +168,8 @@ struct NodeFixture {
     cfg.device_threads = 1;
     cfg.sim_device_bytes = 1ull << 30;
     server::set_log_level(server::LogLevel::kWarn);
-    node = std::make_unique<server::Node>(cfg, server::make_backend(cfg).value(), capability::SecretKey::generate());
+    node = std::make_unique<server::Node>(cfg, server::make_backend(cfg).value(),
+                                          capability::SecretKey::generate());
     node->key_ring().add(authority.public_key());
     (void)node->start();
     srv = std::make_unique<server::Server>(*node, node->config());
@@ -174,7 +178,9 @@ struct NodeFixture {
     c.tenant = "bench";
     c.audience = "bench-node";
     c.perms = capability::kAllPermissions;
-    auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
     c.not_before = static_cast<uint64_t>(now - 5);
     c.expires_at = static_cast<uint64_t>(now + 3600);
     c.token_id = capability::random_token_id();
@@ -186,11 +192,13 @@ struct NodeFixture {
   }
   // Acquires a lease with one buffer of `bytes`; returns {lease, handle}.
   std::pair<uint64_t, uint64_t> lease_with_buffer(Client& c, uint64_t bytes) {
-    c.send(c.frame(Opcode::kLeaseAcquire, 0, token, wire::encode_payload(wire::LeaseAcquireRequest{bytes + 4096, 3600})));
+    c.send(c.frame(Opcode::kLeaseAcquire, 0, token,
+                   wire::encode_payload(wire::LeaseAcquireRequest{bytes + 4096, 3600})));
     Bytes p;
     c.recv(&p);
     uint64_t lease = wire::decode_payload<wire::LeaseAcquireReply>(p, {}).value().lease_id;
-    c.send(c.frame(Opcode::kMemAlloc, lease, token, wire::encode_payload(wire::MemAllocRequest{bytes})));
+    c.send(c.frame(Opcode::kMemAlloc, lease, token,
+                   wire::encode_payload(wire::MemAllocRequest{bytes})));
     c.recv(&p);
     return {lease, wire::decode_payload<wire::HandleReply>(p, {}).value().handle};
   }
@@ -227,7 +235,8 @@ void round_trips(benchmark::State& state, Client& c, const Bytes& frame, F&& che
     auto t0 = std::chrono::steady_clock::now();
     c.send(frame);
     Status s = c.recv();
-    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    us.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     check(s);
   }
   latency_counters(state, us);
@@ -237,7 +246,8 @@ void round_trips(benchmark::State& state, Client& c, const Bytes& frame, F&& che
 void BM_RawEchoRoundTrip(benchmark::State& state) {
   RawFrameServer echo(RawFrameServer::Mode::kEcho);
   Client c(echo.port());
-  Bytes f = c.frame(Opcode::kMemRead, 1, fixture().token, wire::encode_payload(wire::MemReadRequest{1, 0, 64}));
+  Bytes f = c.frame(Opcode::kMemRead, 1, fixture().token,
+                    wire::encode_payload(wire::MemReadRequest{1, 0, 64}));
   round_trips(state, c, f, [](Status) {});
 }
 BENCHMARK(BM_RawEchoRoundTrip)->UseRealTime();
@@ -245,7 +255,9 @@ BENCHMARK(BM_RawEchoRoundTrip)->UseRealTime();
 void BM_NodePingRoundTrip(benchmark::State& state) {
   Client c(fixture().srv->port());
   Bytes f = c.frame(Opcode::kPing, 0, {}, {});
-  round_trips(state, c, f, [&](Status s) { if (s != Status::kOk) state.SkipWithError("ping failed"); });
+  round_trips(state, c, f, [&](Status s) {
+    if (s != Status::kOk) state.SkipWithError("ping failed");
+  });
 }
 BENCHMARK(BM_NodePingRoundTrip)->UseRealTime();
 
@@ -253,8 +265,11 @@ void BM_NodeMemReadRoundTrip(benchmark::State& state) {
   auto& fx = fixture();
   Client c(fx.srv->port());
   auto [lease, buf] = fx.lease_with_buffer(c, 4096);
-  Bytes f = c.frame(Opcode::kMemRead, lease, fx.token, wire::encode_payload(wire::MemReadRequest{buf, 0, 64}));
-  round_trips(state, c, f, [&](Status s) { if (s != Status::kOk) state.SkipWithError("mem_read failed"); });
+  Bytes f = c.frame(Opcode::kMemRead, lease, fx.token,
+                    wire::encode_payload(wire::MemReadRequest{buf, 0, 64}));
+  round_trips(state, c, f, [&](Status s) {
+    if (s != Status::kOk) state.SkipWithError("mem_read failed");
+  });
   fx.release(c, lease);
 }
 BENCHMARK(BM_NodeMemReadRoundTrip)->UseRealTime();
@@ -270,7 +285,9 @@ void pipelined(benchmark::State& state, Client& c, const Bytes& f) {
 void BM_RawEchoPipelined(benchmark::State& state) {
   RawFrameServer echo(RawFrameServer::Mode::kEcho);
   Client c(echo.port());
-  pipelined(state, c, c.frame(Opcode::kMemRead, 1, fixture().token, wire::encode_payload(wire::MemReadRequest{1, 0, 64})));
+  pipelined(state, c,
+            c.frame(Opcode::kMemRead, 1, fixture().token,
+                    wire::encode_payload(wire::MemReadRequest{1, 0, 64})));
 }
 BENCHMARK(BM_RawEchoPipelined)->UseRealTime();
 
@@ -278,13 +295,16 @@ void BM_NodeMemReadPipelined(benchmark::State& state) {
   auto& fx = fixture();
   Client c(fx.srv->port());
   auto [lease, buf] = fx.lease_with_buffer(c, 4096);
-  pipelined(state, c, c.frame(Opcode::kMemRead, lease, fx.token, wire::encode_payload(wire::MemReadRequest{buf, 0, 64})));
+  pipelined(state, c,
+            c.frame(Opcode::kMemRead, lease, fx.token,
+                    wire::encode_payload(wire::MemReadRequest{buf, 0, 64})));
   fx.release(c, lease);
 }
 BENCHMARK(BM_NodeMemReadPipelined)->UseRealTime();
 
 // Bulk writes: 256 MiB as 4 MiB MEM_WRITE frames, kBulkInflight in flight.
-void bulk_write(benchmark::State& state, Client& c, uint64_t lease, uint64_t handle, wire::ByteSpan token) {
+void bulk_write(benchmark::State& state, Client& c, uint64_t lease, uint64_t handle,
+                wire::ByteSpan token) {
   Bytes chunk(kChunk, std::byte{0x5a});
   for (auto _ : state) {
     int inflight = 0;
@@ -319,11 +339,13 @@ void BM_NodeBulkMemWrite(benchmark::State& state) {
 }
 BENCHMARK(BM_NodeBulkMemWrite)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-void bulk_read(benchmark::State& state, Client& c, uint64_t lease, uint64_t handle, wire::ByteSpan token) {
+void bulk_read(benchmark::State& state, Client& c, uint64_t lease, uint64_t handle,
+               wire::ByteSpan token) {
   for (auto _ : state) {
     int inflight = 0;
     for (size_t off = 0; off < kBulk; off += kChunk) {
-      c.send(c.frame(Opcode::kMemRead, lease, token, wire::encode_payload(wire::MemReadRequest{handle, off, kChunk})));
+      c.send(c.frame(Opcode::kMemRead, lease, token,
+                     wire::encode_payload(wire::MemReadRequest{handle, off, kChunk})));
       if (++inflight == kBulkInflight) {
         if (c.recv() != Status::kOk) state.SkipWithError("read failed");
         --inflight;

@@ -10,9 +10,9 @@
 // absolute figures).
 #include <benchmark/benchmark.h>
 
-#include <ctime>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <future>
 #include <sstream>
@@ -122,7 +122,8 @@ void BM_MatmulTiledInterpreted(benchmark::State& state) {
         for (int r = 0; r < s; ++r)
           for (int c = 0; c < s; ++c) {
             float acc = 0;
-            for (int j = 0; j < s; ++j) acc = std::fma(A[size_t(r) * s + j], B[size_t(j) * s + c], acc);
+            for (int j = 0; j < s; ++j)
+              acc = std::fma(A[size_t(r) * s + j], B[size_t(j) * s + c], acc);
             C[size_t(r) * s + c] = acc;
           }
         benchmark::ClobberMemory();
@@ -130,7 +131,8 @@ void BM_MatmulTiledInterpreted(benchmark::State& state) {
       3);
   state.counters["instr/s"] = benchmark::Counter(double(instructions), benchmark::Counter::kIsRate);
   state.counters["x_native"] = interpreted / native;
-  state.counters["flop/s"] = benchmark::Counter(2.0 * s * s * s * double(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["flop/s"] =
+      benchmark::Counter(2.0 * s * s * s * double(state.iterations()), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_MatmulTiledInterpreted)->Arg(128)->Unit(benchmark::kMillisecond);
 
@@ -175,7 +177,8 @@ void BM_SaxpyBackend(benchmark::State& state) {
     ctx->sync([&](gpulease::Result<void>) { p.set_value(); });
     p.get_future().wait();
   }
-  state.counters["instr/s"] = benchmark::Counter(instr_per_launch * double(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["instr/s"] = benchmark::Counter(instr_per_launch * double(state.iterations()),
+                                                 benchmark::Counter::kIsRate);
   state.counters["workers"] = double(backend->devices()[0].sm_count);
   state.SetItemsProcessed(int64_t(state.iterations()) * n);
 }

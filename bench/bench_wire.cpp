@@ -84,7 +84,8 @@ void BM_EncodeSmallLaunchFrame(benchmark::State& state) {
 BENCHMARK(BM_EncodeSmallLaunchFrame);
 
 void BM_DecodeSmallLaunchFrame(benchmark::State& state) {
-  const Bytes frame = encode_frame(header(Opcode::kLaunch), token(), encode_payload(small_launch()));
+  const Bytes frame =
+      encode_frame(header(Opcode::kLaunch), token(), encode_payload(small_launch()));
   const Limits limits;
   for (auto _ : state) {
     auto f = decode_frame(frame, limits);

@@ -12,7 +12,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Limits limits;
   auto h = decode_header(in, limits);
   if (!h) return 0;
-  if (h->token_len > limits.max_token_bytes || h->payload_len > limits.max_payload_bytes) std::abort();
+  if (h->token_len > limits.max_token_bytes || h->payload_len > limits.max_payload_bytes)
+    std::abort();
   auto f = decode_frame(in, limits);
   if (f && (f->token.size() != h->token_len || f->payload.size() != h->payload_len ||
             kHeaderSize + f->token.size() + f->payload.size() != size)) {

@@ -20,9 +20,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const Inst& in : k.code) {
       if (in.guard >= slots || in.d >= slots || in.a >= slots) __builtin_trap();
       const bool b_slot = in.op != Op::kCvt && in.op != Op::kLdVec && in.op != Op::kStVec;
-      const bool c_slot = in.op != Op::kCvt && in.op != Op::kLdVec && in.op != Op::kStVec && in.op != Op::kCvtInt;
+      const bool c_slot =
+          in.op != Op::kCvt && in.op != Op::kLdVec && in.op != Op::kStVec && in.op != Op::kCvtInt;
       if ((b_slot && in.b >= slots) || (c_slot && in.c >= slots)) __builtin_trap();
-      if (in.op == Op::kBra && (in.imm < 0 || static_cast<uint64_t>(in.imm) >= k.code.size())) __builtin_trap();
+      if (in.op == Op::kBra && (in.imm < 0 || static_cast<uint64_t>(in.imm) >= k.code.size()))
+        __builtin_trap();
     }
   }
   return 0;

@@ -17,7 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (out != Bytes(in.begin(), in.end())) std::abort();
   auto again = vectors::decode_full_frame(out, limits);
   if (!again || !(*again == *f)) std::abort();
-  const auto back = vectors::frame_from_json(f->header.opcode, f->header.is_reply(), vectors::frame_to_json(*f));
+  const auto back =
+      vectors::frame_from_json(f->header.opcode, f->header.is_reply(), vectors::frame_to_json(*f));
   if (vectors::encode_full_frame(back) != out) std::abort();
   return 0;
 }

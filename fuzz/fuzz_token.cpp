@@ -12,8 +12,8 @@
 
 namespace cap = gpulease::capability;
 using gpulease::Status;
-using gpulease::wire::ByteSpan;
 using gpulease::wire::Bytes;
+using gpulease::wire::ByteSpan;
 
 namespace {
 
@@ -74,7 +74,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Re-signed by the trusted key: exercise every step after the signature.
   auto signed_token = f.authority.mint(claims);
   if (!signed_token) std::abort();
-  const auto op = gpulease::wire::kAllOpcodes[claims.lease_id % std::size(gpulease::wire::kAllOpcodes)];
+  const auto op =
+      gpulease::wire::kAllOpcodes[claims.lease_id % std::size(gpulease::wire::kAllOpcodes)];
   check(f, *signed_token, op, claims.max_vram % 4 == 0 ? claims.lease_id : claims.max_vram);
   return 0;
 }

@@ -8,8 +8,7 @@
 //        sdiv[i] = (s64)in[i] / -3 and smax[i] = max((s64)in[i], (s64)seed)
 //        so signed 64-bit division and compare are exercised.
 extern "C" __global__ void mix64(const unsigned long long* in, unsigned long long* out,
-                                 long long* sdiv, long long* smax, int n,
-                                 unsigned long long seed) {
+                                 long long* sdiv, long long* smax, int n, unsigned long long seed) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   unsigned long long x = in[i];

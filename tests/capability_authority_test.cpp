@@ -99,7 +99,8 @@ TEST(Attenuate, RequiresALeaseAndAPositiveTtl) {
 
 TEST(Attenuate, KeepsTheRootAsOriginAcrossGenerations) {
   const Authority node(testing::key_b());
-  auto child = node.attenuate(parent_claims(), narrow(bits(Permission::kMem) | bits(Permission::kCapRequest)));
+  auto child = node.attenuate(parent_claims(),
+                              narrow(bits(Permission::kMem) | bits(Permission::kCapRequest)));
   ASSERT_TRUE(child);
   const Claims c1 = parse_token(*child)->to_claims();
   AttenuationRequest again = narrow(bits(Permission::kMem));
@@ -116,7 +117,9 @@ TEST(Attenuate, ParentPastItsExpiryCannotDelegate) {
   EXPECT_EQ(node.attenuate(parent_claims(), r).status(), Status::kTokenExpired);
 }
 
-TEST(RandomTokenId, DiffersBetweenCalls) { EXPECT_NE(random_token_id(), random_token_id()); }
+TEST(RandomTokenId, DiffersBetweenCalls) {
+  EXPECT_NE(random_token_id(), random_token_id());
+}
 
 }  // namespace
 }  // namespace gpulease::capability

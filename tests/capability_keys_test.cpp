@@ -52,8 +52,10 @@ TEST(SecretKey, FromSeedIsDeterministicAndSigns) {
   const wire::Bytes msg = wire::to_bytes("hello");
   const Signature s = a1.sign(msg);
   EXPECT_EQ(s, a2.sign(msg));  // Ed25519 is deterministic
-  EXPECT_TRUE(verify_signature(a1.public_key(), msg, {reinterpret_cast<const std::byte*>(s.data()), 64}));
-  EXPECT_FALSE(verify_signature(b.public_key(), msg, {reinterpret_cast<const std::byte*>(s.data()), 64}));
+  EXPECT_TRUE(
+      verify_signature(a1.public_key(), msg, {reinterpret_cast<const std::byte*>(s.data()), 64}));
+  EXPECT_FALSE(
+      verify_signature(b.public_key(), msg, {reinterpret_cast<const std::byte*>(s.data()), 64}));
 }
 
 TEST(SecretKey, MovedFromKeyIsWiped) {
@@ -128,7 +130,8 @@ TEST(KeyFiles, SecretKeyReadableByOthersIsRefused) {
 
 TEST(KeyFiles, SecretKeyErrorsNeverEchoTheFile) {
   TempDir dir;
-  const std::string secret = "gpulease-ed25519-secret-v1 0000000000000000 c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=";
+  const std::string secret =
+      "gpulease-ed25519-secret-v1 0000000000000000 c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=";
   write_text(dir.path() / "bad.key", secret, fs::perms::owner_read | fs::perms::owner_write);
   auto sk = load_secret_key_file(dir.path() / "bad.key");
   ASSERT_FALSE(sk);

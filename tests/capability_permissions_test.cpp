@@ -48,8 +48,8 @@ TEST(Permissions, NoneIsAlwaysGranted) {
 
 TEST(ParsePermissions, AcceptsListsAllAndCaseInsensitiveNames) {
   EXPECT_EQ(*parse_permissions("lease_acquire,mem, module ,TASKLET_SUBMIT"),
-            bits(Permission::kLeaseAcquire) | bits(Permission::kMem) |
-                bits(Permission::kModule) | bits(Permission::kTaskletSubmit));
+            bits(Permission::kLeaseAcquire) | bits(Permission::kMem) | bits(Permission::kModule) |
+                bits(Permission::kTaskletSubmit));
   EXPECT_EQ(*parse_permissions("all"), kAllPermissions);
   EXPECT_EQ(*parse_permissions("none"), 0u);
   EXPECT_EQ(*parse_permissions("mem,mem"), bits(Permission::kMem));

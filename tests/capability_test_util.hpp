@@ -22,8 +22,12 @@ inline std::array<uint8_t, 32> seed(uint8_t first) {
   return s;
 }
 
-inline SecretKey key_a() { return SecretKey::from_seed(seed(0x00)); }
-inline SecretKey key_b() { return SecretKey::from_seed(seed(0x20)); }
+inline SecretKey key_a() {
+  return SecretKey::from_seed(seed(0x00));
+}
+inline SecretKey key_b() {
+  return SecretKey::from_seed(seed(0x20));
+}
 
 inline TokenId token_id(uint8_t fill) {
   TokenId id;

@@ -160,8 +160,7 @@ TEST(TokenText, RejectsMissingPrefixBadBase64AndOverlongText) {
   EXPECT_EQ(decode_token_text(text.substr(5)).status(), Status::kUnauthenticated);
   EXPECT_EQ(decode_token_text("glt2." + text.substr(5)).status(), Status::kUnauthenticated);
   EXPECT_EQ(decode_token_text(text + "=").status(), Status::kUnauthenticated);
-  EXPECT_EQ(decode_token_text("glt1." + std::string(400, 'A')).status(),
-            Status::kUnauthenticated);
+  EXPECT_EQ(decode_token_text("glt1." + std::string(400, 'A')).status(), Status::kUnauthenticated);
 }
 
 TEST(ValidateClaims, RejectsWhatParseWouldReject) {

@@ -29,7 +29,9 @@ wire::Bytes unhex(const std::string& s) {
   return b ? *b : wire::Bytes{};
 }
 
-uint64_t u64(const json& j) { return std::stoull(j.get<std::string>()); }
+uint64_t u64(const json& j) {
+  return std::stoull(j.get<std::string>());
+}
 
 TokenId id(const json& j) {
   const wire::Bytes b = unhex(j.get<std::string>());

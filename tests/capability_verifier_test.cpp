@@ -179,7 +179,8 @@ TEST_F(VerifierTest, RotationAcceptsBothKeysWhileBothAreInTheRing) {
   const Authority next(testing::key_b());
   verifier_.key_ring().add(next.public_key());
   EXPECT_TRUE(verifier_.verify(mint(reference_claims()), request(Opcode::kMemAlloc)));
-  EXPECT_TRUE(verifier_.verify(testing::mint(next, reference_claims()), request(Opcode::kMemAlloc)));
+  EXPECT_TRUE(
+      verifier_.verify(testing::mint(next, reference_claims()), request(Opcode::kMemAlloc)));
 }
 
 TEST_F(VerifierTest, OrderIsSignatureThenTimeThenAudienceThenPermissionThenRevocationThenLease) {

@@ -41,7 +41,9 @@ class CliKeys : public ::testing::Test {
   fs::path dir_;
 };
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+std::string first_line(const std::string& s) {
+  return s.substr(0, s.find('\n'));
+}
 
 TEST_F(CliKeys, KeygenMintInspectRoundTrip) {
   ASSERT_EQ(run("keygen --out " + p("auth")).rc, 0);
@@ -51,18 +53,18 @@ TEST_F(CliKeys, KeygenMintInspectRoundTrip) {
   ASSERT_TRUE(fs::exists(p("auth.pub")));
 
   const CliResult mint = run("token mint --key " + p("auth.key") +
-                       " --tenant alice --audience node-a --perms lease_acquire,mem,module,"
-                       "tasklet_submit --ttl 3600 --lease 42 --max-vram 2GiB");
+                             " --tenant alice --audience node-a --perms lease_acquire,mem,module,"
+                             "tasklet_submit --ttl 3600 --lease 42 --max-vram 2GiB");
   ASSERT_EQ(mint.rc, 0) << mint.out;
   const std::string token = first_line(mint.out);
   EXPECT_EQ(token.rfind("glt1.", 0), 0u);
 
   const CliResult inspect = run("token inspect " + token + " --pub " + p("auth.pub"));
   EXPECT_EQ(inspect.rc, 0) << inspect.out;
-  for (const char* want : {"tenant:      alice", "audience:    node-a", "lease id:    42",
-                           "permissions: lease_acquire,mem,module,tasklet_submit",
-                           "max vram:    2147483648 bytes", "within validity window",
-                           "signature:   valid"}) {
+  for (const char* want :
+       {"tenant:      alice", "audience:    node-a", "lease id:    42",
+        "permissions: lease_acquire,mem,module,tasklet_submit", "max vram:    2147483648 bytes",
+        "within validity window", "signature:   valid"}) {
     EXPECT_NE(inspect.out.find(want), std::string::npos) << want << "\n" << inspect.out;
   }
 }
@@ -70,8 +72,8 @@ TEST_F(CliKeys, KeygenMintInspectRoundTrip) {
 TEST_F(CliKeys, InspectWithAnotherKeySaysInvalid) {
   ASSERT_EQ(run("keygen --out " + p("a")).rc, 0);
   ASSERT_EQ(run("keygen --out " + p("b")).rc, 0);
-  const CliResult mint = run("token mint --key " + p("a.key") +
-                       " --tenant t --audience n --perms all --ttl 60");
+  const CliResult mint =
+      run("token mint --key " + p("a.key") + " --tenant t --audience n --perms all --ttl 60");
   ASSERT_EQ(mint.rc, 0) << mint.out;
   const CliResult inspect = run("token inspect " + first_line(mint.out) + " --pub " + p("b.pub"));
   EXPECT_NE(inspect.rc, 0);
@@ -81,8 +83,8 @@ TEST_F(CliKeys, InspectWithAnotherKeySaysInvalid) {
 
 TEST_F(CliKeys, InspectWithoutPubPrintsFieldsAndSaysNotChecked) {
   ASSERT_EQ(run("keygen --out " + p("a")).rc, 0);
-  const CliResult mint = run("token mint --key " + p("a.key") +
-                       " --tenant t --audience n --perms mem --ttl 60");
+  const CliResult mint =
+      run("token mint --key " + p("a.key") + " --tenant t --audience n --perms mem --ttl 60");
   const CliResult inspect = run("token inspect " + first_line(mint.out));
   EXPECT_EQ(inspect.rc, 0);
   EXPECT_NE(inspect.out.find("signature:   not checked"), std::string::npos) << inspect.out;
@@ -100,7 +102,7 @@ TEST_F(CliKeys, KeygenRefusesToOverwrite) {
 TEST_F(CliKeys, MintRejectsUnknownPermissionsAndNeverPrintsTheSecret) {
   ASSERT_EQ(run("keygen --out " + p("auth")).rc, 0);
   const CliResult bad = run("token mint --key " + p("auth.key") +
-                      " --tenant t --audience n --perms mem,warp --ttl 60");
+                            " --tenant t --audience n --perms mem,warp --ttl 60");
   EXPECT_NE(bad.rc, 0);
   EXPECT_NE(bad.out.find("unknown permission 'warp'"), std::string::npos) << bad.out;
   FILE* f = std::fopen(p("auth.key").c_str(), "r");

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -16,7 +17,6 @@
 #include <random>
 #include <sstream>
 #include <thread>
-#include <unistd.h>
 
 #include "gpulease/cuda/driver_api.hpp"
 
@@ -50,7 +50,9 @@ std::string source_dir() {
   const char* env = std::getenv("GPULEASE_SOURCE_DIR");
   return env != nullptr && *env != '\0' ? env : GPULEASE_SOURCE_DIR;
 }
-std::string ptx_path(const std::string& file) { return source_dir() + "/kernels/ptx/" + file; }
+std::string ptx_path(const std::string& file) {
+  return source_dir() + "/kernels/ptx/" + file;
+}
 
 std::span<const std::byte> as_bytes(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
@@ -110,8 +112,7 @@ class CudaBackendTest : public ::testing::Test {
     return c ? std::move(c).value() : nullptr;
   }
   uint64_t load(DeviceContext& ctx, const std::string& file) {
-    std::string ptx =
-        ptx_for_driver(read_text(ptx_path(file)), driver_version_);
+    std::string ptx = ptx_for_driver(read_text(ptx_path(file)), driver_version_);
     auto m = ctx.module_load(ImageKind::kPtx, as_bytes(ptx));
     EXPECT_TRUE(m) << (m ? "" : m.error().message);
     return m ? m.value() : 0;
@@ -133,7 +134,8 @@ class CudaBackendTest : public ::testing::Test {
     uint64_t mod = load(ctx, "transform.ptx");
     auto buf = ctx.mem_alloc(n * sizeof(float));
     if (!buf) return ::testing::AssertionFailure() << buf.error().message;
-    if (auto r = ctx.mem_write(buf.value(), bytes_of(host)); !r) return ::testing::AssertionFailure() << r.error().message;
+    if (auto r = ctx.mem_write(buf.value(), bytes_of(host)); !r)
+      return ::testing::AssertionFailure() << r.error().message;
     auto s = req(mod, "scale", n);
     s.args = {arg(buf.value()), arg(static_cast<int32_t>(n)), arg(factor)};
     auto bi = req(mod, "bias", n);
@@ -142,7 +144,8 @@ class CudaBackendTest : public ::testing::Test {
     if (auto r = ctx.launch(bi); !r) return ::testing::AssertionFailure() << r.error().message;
     if (auto r = sync_wait(ctx); !r) return ::testing::AssertionFailure() << r.error().message;
     std::vector<float> out(n);
-    if (auto r = ctx.mem_read(buf.value(), bytes_of(out)); !r) return ::testing::AssertionFailure() << r.error().message;
+    if (auto r = ctx.mem_read(buf.value(), bytes_of(out)); !r)
+      return ::testing::AssertionFailure() << r.error().message;
     for (uint32_t i = 0; i < n; ++i) {
       float want = host[i] * factor;
       want = want + b;
@@ -150,7 +153,8 @@ class CudaBackendTest : public ::testing::Test {
         return ::testing::AssertionFailure() << "element " << i << ": " << out[i] << " != " << want;
       }
     }
-    if (auto r = ctx.mem_free(buf.value()); !r) return ::testing::AssertionFailure() << r.error().message;
+    if (auto r = ctx.mem_free(buf.value()); !r)
+      return ::testing::AssertionFailure() << r.error().message;
     return ::testing::AssertionSuccess();
   }
 
@@ -175,9 +179,10 @@ TEST_F(CudaBackendTest, InventoryDescribesEveryDevice) {
     uint64_t oh = backend_->context_overhead_bytes(d.index);
     EXPECT_GT(oh, 0u);
     EXPECT_LT(oh, d.total_bytes / 4);
-    std::cout << "[ INFO     ] device " << d.index << ": " << d.name << " cc " << int(d.cc_major) << "."
-              << int(d.cc_minor) << ", " << d.sm_count << " SMs, " << (d.total_bytes >> 20)
-              << " MiB, context overhead " << (oh >> 20) << " MiB, driver " << driver_version_ << "\n";
+    std::cout << "[ INFO     ] device " << d.index << ": " << d.name << " cc " << int(d.cc_major)
+              << "." << int(d.cc_minor) << ", " << d.sm_count << " SMs, " << (d.total_bytes >> 20)
+              << " MiB, context overhead " << (oh >> 20) << " MiB, driver " << driver_version_
+              << "\n";
   }
 }
 
@@ -292,7 +297,8 @@ TEST_F(CudaBackendTest, SyncWithNothingInFlightCompletesAtOnce) {
 TEST_F(CudaBackendTest, AFutureJitVersionIsLoadFailedWithTheLog) {
   auto ctx = context();
   ASSERT_TRUE(ctx);
-  std::string ptx = ".version 99.0\n.target sm_50\n.address_size 64\n.visible .entry k() { ret; }\n";
+  std::string ptx =
+      ".version 99.0\n.target sm_50\n.address_size 64\n.visible .entry k() { ret; }\n";
   auto m = ctx->module_load(ImageKind::kPtx, as_bytes(ptx));
   ASSERT_FALSE(m);
   EXPECT_EQ(m.status(), Status::kLoadFailed);
@@ -356,7 +362,8 @@ TEST_F(CudaBackendTest, ArgumentMismatchIsLaunchFailedNotACorruptLaunch) {
   r.args = {arg(buf.value()), arg(int64_t(1024)), arg(1.0f)};  // n as 8 bytes
   l = ctx->launch(r);
   ASSERT_FALSE(l);
-  EXPECT_NE(l.error().message.find("parameter 1 is 4 bytes"), std::string::npos) << l.error().message;
+  EXPECT_NE(l.error().message.find("parameter 1 is 4 bytes"), std::string::npos)
+      << l.error().message;
   EXPECT_FALSE(ctx->faulted());
 }
 
@@ -375,7 +382,8 @@ TEST_F(CudaBackendTest, AnIllegalAddressFaultsThatLeaseOnly) {
   auto s = sync_wait(*bad);
   ASSERT_FALSE(s);
   EXPECT_EQ(s.status(), Status::kSyncFailed);
-  EXPECT_NE(s.error().message.find("CUDA_ERROR_ILLEGAL_ADDRESS"), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find("CUDA_ERROR_ILLEGAL_ADDRESS"), std::string::npos)
+      << s.error().message;
   EXPECT_NE(s.error().message.find("oob_read"), std::string::npos) << s.error().message;
   EXPECT_TRUE(bad->faulted());
   EXPECT_EQ(bad->mem_alloc(16).status(), Status::kLeaseFaulted);
@@ -455,7 +463,8 @@ TEST_F(CudaBackendTest, SixLeasesRunAtOnceOnOneCard) {
   for (int i = 0; i < 6; ++i) {
     runs.push_back(std::async(std::launch::async, [&, i] {
       bool ok = true;
-      for (int round = 0; round < 5; ++round) ok = ok && recipe30(*ctxs[i], 1 << 18, 1.0f + i, float(round));
+      for (int round = 0; round < 5; ++round)
+        ok = ok && recipe30(*ctxs[i], 1 << 18, 1.0f + i, float(round));
       return ok;
     }));
   }
@@ -490,8 +499,8 @@ TEST_F(CudaBackendTest, TheMeasuredOverheadCoversARealLease) {
   EXPECT_TRUE(recipe30(*ctx, 1024, 1.0f, 0.0f));  // a module loaded, kernels run
   uint64_t after = free_now();
   uint64_t used = before > after ? before - after : 0;
-  std::cout << "[ INFO     ] one context: measured " << (oh >> 10) << " KiB at start, " << (used >> 10)
-            << " KiB now\n";
+  std::cout << "[ INFO     ] one context: measured " << (oh >> 10) << " KiB at start, "
+            << (used >> 10) << " KiB now\n";
   EXPECT_LE(used, oh + (uint64_t{4} << 20));  // module code may add a little
 }
 

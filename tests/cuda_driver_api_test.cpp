@@ -12,13 +12,16 @@
 namespace gpulease::server::cuda {
 namespace {
 
-bool contains(const std::string& s, const char* what) { return s.find(what) != std::string::npos; }
+bool contains(const std::string& s, const char* what) {
+  return s.find(what) != std::string::npos;
+}
 
 TEST(CudaDriverLoader, ReportsAMissingLibraryByName) {
   auto r = load_driver("/nonexistent/libcuda.so.1");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.status(), Status::kUnsupported);
-  EXPECT_TRUE(contains(r.error().message, "/nonexistent/libcuda.so.1 not found: ")) << r.error().message;
+  EXPECT_TRUE(contains(r.error().message, "/nonexistent/libcuda.so.1 not found: "))
+      << r.error().message;
 }
 
 TEST(CudaDriverLoader, ReportsNoDeviceWithTheDriversErrorName) {
@@ -27,7 +30,8 @@ TEST(CudaDriverLoader, ReportsNoDeviceWithTheDriversErrorName) {
   EXPECT_EQ(r.status(), Status::kUnsupported);
   EXPECT_TRUE(contains(r.error().message, "no CUDA device")) << r.error().message;
   EXPECT_TRUE(contains(r.error().message, "CUDA_ERROR_NO_DEVICE")) << r.error().message;
-  EXPECT_TRUE(contains(r.error().message, "no CUDA-capable device is detected")) << r.error().message;
+  EXPECT_TRUE(contains(r.error().message, "no CUDA-capable device is detected"))
+      << r.error().message;
 }
 
 TEST(CudaDriverLoader, NamesTheEntryPointsAnOldDriverLacks) {

@@ -24,7 +24,8 @@ LaunchLimits h100_like() {
 }
 
 TEST(CudaLaunchShape, AcceptsTheLargestLegalLaunch) {
-  EXPECT_TRUE(check_launch_shape(h100_like(), {0x7fffffff, 65535, 65535}, {1024, 1, 1}, 227 * 1024, "k"));
+  EXPECT_TRUE(
+      check_launch_shape(h100_like(), {0x7fffffff, 65535, 65535}, {1024, 1, 1}, 227 * 1024, "k"));
   EXPECT_TRUE(check_launch_shape(h100_like(), {1, 1, 1}, {16, 16, 4}, 0, "k"));
 }
 
@@ -85,7 +86,8 @@ TEST(CudaArgs, RejectAWrongArgumentSize) {
   std::vector<std::vector<std::byte>> args{bytes(8), bytes(8)};
   auto r = check_args(params, args, "scale");
   ASSERT_FALSE(r);
-  EXPECT_NE(r.error().message.find("parameter 1 is 4 bytes, argument is 8 bytes"), std::string::npos);
+  EXPECT_NE(r.error().message.find("parameter 1 is 4 bytes, argument is 8 bytes"),
+            std::string::npos);
 }
 
 TEST(CudaArgs, WithoutParameterInfoOnlyTheParameterSpaceIsChecked) {
@@ -113,28 +115,32 @@ TEST(CudaParamPointers, PointAtEachArgumentsBytesInOrder) {
 TEST(CudaErrorNames, MatchTheHeadersCodes) {
   EXPECT_EQ(cuda_error_name(CUDA_SUCCESS), "CUDA_SUCCESS");
   EXPECT_EQ(cuda_error_name(CUDA_ERROR_ILLEGAL_ADDRESS), "CUDA_ERROR_ILLEGAL_ADDRESS");
-  EXPECT_EQ(cuda_error_name(CUDA_ERROR_UNSUPPORTED_PTX_VERSION), "CUDA_ERROR_UNSUPPORTED_PTX_VERSION");
+  EXPECT_EQ(cuda_error_name(CUDA_ERROR_UNSUPPORTED_PTX_VERSION),
+            "CUDA_ERROR_UNSUPPORTED_PTX_VERSION");
   EXPECT_EQ(cuda_error_name(CUDA_ERROR_NO_DEVICE), "CUDA_ERROR_NO_DEVICE");
   EXPECT_EQ(cuda_error_name(CUDA_ERROR_NOT_READY), "CUDA_ERROR_NOT_READY");
   EXPECT_EQ(cuda_error_name(123456), "CUDA_ERROR_UNKNOWN_123456");
 }
 
 TEST(CudaErrorNames, StickyErrorsAreTheOnesThatPoisonAContext) {
-  for (int code : {CUDA_ERROR_ILLEGAL_ADDRESS, CUDA_ERROR_MISALIGNED_ADDRESS, CUDA_ERROR_ILLEGAL_INSTRUCTION,
-                   CUDA_ERROR_HARDWARE_STACK_ERROR, CUDA_ERROR_LAUNCH_FAILED, CUDA_ERROR_ASSERT,
-                   CUDA_ERROR_INVALID_PC, CUDA_ERROR_LAUNCH_TIMEOUT, CUDA_ERROR_ECC_UNCORRECTABLE}) {
+  for (int code :
+       {CUDA_ERROR_ILLEGAL_ADDRESS, CUDA_ERROR_MISALIGNED_ADDRESS, CUDA_ERROR_ILLEGAL_INSTRUCTION,
+        CUDA_ERROR_HARDWARE_STACK_ERROR, CUDA_ERROR_LAUNCH_FAILED, CUDA_ERROR_ASSERT,
+        CUDA_ERROR_INVALID_PC, CUDA_ERROR_LAUNCH_TIMEOUT, CUDA_ERROR_ECC_UNCORRECTABLE}) {
     EXPECT_TRUE(is_sticky_error(code)) << cuda_error_name(code);
   }
-  for (int code : {CUDA_SUCCESS, CUDA_ERROR_NOT_READY, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_OUT_OF_MEMORY,
-                   CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, CUDA_ERROR_NOT_FOUND, CUDA_ERROR_INVALID_PTX,
-                   CUDA_ERROR_UNSUPPORTED_PTX_VERSION}) {
+  for (int code :
+       {CUDA_SUCCESS, CUDA_ERROR_NOT_READY, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_OUT_OF_MEMORY,
+        CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, CUDA_ERROR_NOT_FOUND, CUDA_ERROR_INVALID_PTX,
+        CUDA_ERROR_UNSUPPORTED_PTX_VERSION}) {
     EXPECT_FALSE(is_sticky_error(code)) << cuda_error_name(code);
   }
 }
 
 TEST(CudaJitLog, LoadFailureCarriesTheErrorNameAndLog) {
-  Error e = load_failure("CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
-                         "ptxas application ptx input, line 1; fatal   : Unsupported .version 99.0", "");
+  Error e =
+      load_failure("CUDA_ERROR_UNSUPPORTED_PTX_VERSION",
+                   "ptxas application ptx input, line 1; fatal   : Unsupported .version 99.0", "");
   EXPECT_EQ(e.status, Status::kLoadFailed);
   EXPECT_NE(e.message.find("CUDA_ERROR_UNSUPPORTED_PTX_VERSION"), std::string::npos);
   EXPECT_NE(e.message.find("Unsupported .version 99.0"), std::string::npos);
@@ -172,7 +178,7 @@ TEST(CudaChunks, CoverTheTransferExactlyOnce) {
 }
 
 TEST(CudaExclusivePartition, RoundsToTheDriversGranularity) {
-  EXPECT_EQ(exclusive_sm_partition(132, 0, 8), 40u);   // a quarter (33) rounded up to 8
+  EXPECT_EQ(exclusive_sm_partition(132, 0, 8), 40u);  // a quarter (33) rounded up to 8
   EXPECT_EQ(exclusive_sm_partition(132, 10, 8), 16u);
   EXPECT_EQ(exclusive_sm_partition(132, 1, 8), 8u);
   EXPECT_EQ(exclusive_sm_partition(132, 500, 8), 132u);

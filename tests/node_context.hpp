@@ -45,13 +45,15 @@ class NodeContext : public server::DeviceContext {
     return {};
   }
   Result<uint64_t> module_load(server::ImageKind kind, std::span<const std::byte> image) override {
-    wire::ModuleLoadRequest m{static_cast<wire::ImageFormat>(kind), Bytes(image.begin(), image.end())};
+    wire::ModuleLoadRequest m{static_cast<wire::ImageFormat>(kind),
+                              Bytes(image.begin(), image.end())};
     auto r = client_.call(Opcode::kModuleLoad, lease_, token_, m);
     if (r.status() != Status::kOk) return make_error(r.status(), r.message());
     return r.as<wire::HandleReply>().handle;
   }
   Result<void> module_unload(uint64_t module) override {
-    return status_of(client_.call(Opcode::kModuleUnload, lease_, token_, wire::HandleRequest{module}));
+    return status_of(
+        client_.call(Opcode::kModuleUnload, lease_, token_, wire::HandleRequest{module}));
   }
   Result<void> launch(const server::LaunchRequest& req) override {
     wire::LaunchRequest l;
@@ -71,7 +73,8 @@ class NodeContext : public server::DeviceContext {
     done(status_of(client_.call(Opcode::kSync, lease_, token_, wire::Empty{})));
   }
   bool faulted() const override {
-    auto r = const_cast<RawClient&>(client_).call(Opcode::kLeaseQuery, lease_, token_, wire::Empty{});
+    auto r =
+        const_cast<RawClient&>(client_).call(Opcode::kLeaseQuery, lease_, token_, wire::Empty{});
     return r.status() == Status::kOk && r.as<wire::LeaseInfo>().state == wire::LeaseState::kFaulted;
   }
 

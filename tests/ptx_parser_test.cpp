@@ -9,12 +9,14 @@
 namespace gpulease::sim::testing {
 namespace {
 
-const char* const kAllPtx[] = {"transform.ptx", "pipeline.ptx", "infer.ptx", "vector.ptx", "reduce.ptx",
-                               "matmul.ptx",    "histogram.ptx", "branchy.ptx", "int64.ptx", "faults.ptx"};
+const char* const kAllPtx[] = {"transform.ptx", "pipeline.ptx", "infer.ptx",     "vector.ptx",
+                               "reduce.ptx",    "matmul.ptx",   "histogram.ptx", "branchy.ptx",
+                               "int64.ptx",     "faults.ptx"};
 
 std::string wrap(const std::string& body, const std::string& params = "") {
   return ".version 9.0\n.target sm_75\n.address_size 64\n"
-         ".visible .entry k(" + params + ")\n{\n" + body + "\n}\n";
+         ".visible .entry k(" +
+         params + ")\n{\n" + body + "\n}\n";
 }
 
 Error load_error(const std::string& text) {
@@ -50,13 +52,14 @@ TEST(PtxParser, DecodesParametersWithOffsetsAndSizes) {
 }
 
 TEST(PtxParser, ResolvesLabelsToInstructionIndices) {
-  auto m = load_ptx(wrap(".reg .pred %p<2>;\n.reg .b32 %r<2>;\n"
-                         "mov.u32 %r1, 0;\n"
-                         "$L_top:\n"
-                         "add.s32 %r1, %r1, 1;\n"
-                         "setp.lt.s32 %p1, %r1, 10;\n"
-                         "@%p1 bra $L_top;\n"
-                         "ret;"));
+  auto m =
+      load_ptx(wrap(".reg .pred %p<2>;\n.reg .b32 %r<2>;\n"
+                    "mov.u32 %r1, 0;\n"
+                    "$L_top:\n"
+                    "add.s32 %r1, %r1, 1;\n"
+                    "setp.lt.s32 %p1, %r1, 10;\n"
+                    "@%p1 bra $L_top;\n"
+                    "ret;"));
   ASSERT_TRUE(m.ok()) << m.error().message;
   const Kernel& k = (*m)->kernels[0];
   ASSERT_GE(k.code.size(), 5u);
@@ -67,7 +70,8 @@ TEST(PtxParser, ResolvesLabelsToInstructionIndices) {
 }
 
 TEST(PtxParser, ResolvesImmediatesToConstantSlots) {
-  auto m = load_ptx(wrap(".reg .f32 %f<3>;\nmov.f32 %f1, 0f3F800000;\nadd.f32 %f2, %f1, 0f3F800000;"));
+  auto m =
+      load_ptx(wrap(".reg .f32 %f<3>;\nmov.f32 %f1, 0f3F800000;\nadd.f32 %f2, %f1, 0f3F800000;"));
   ASSERT_TRUE(m.ok()) << m.error().message;
   const Kernel& k = (*m)->kernels[0];
   EXPECT_EQ(k.code[0].a, k.code[1].b);  // one slot per distinct constant
@@ -105,13 +109,16 @@ TEST(PtxParser, UnknownDirectiveIsLoadFailed) {
 
 TEST(PtxParser, RejectsCallsAndDeviceFunctions) {
   EXPECT_NE(load_error(wrap("call foo;")).message.find("call"), std::string::npos);
-  EXPECT_NE(load_error(".version 9.0\n.target sm_75\n.address_size 64\n.func f()\n{\nret;\n}\n").message.find(".func"),
+  EXPECT_NE(load_error(".version 9.0\n.target sm_75\n.address_size 64\n.func f()\n{\nret;\n}\n")
+                .message.find(".func"),
             std::string::npos);
 }
 
 TEST(PtxParser, RejectsUndeclaredRegistersAndUndefinedLabels) {
-  EXPECT_NE(load_error(wrap("mov.u32 %r1, 0;")).message.find("undeclared register %r1"), std::string::npos);
-  EXPECT_NE(load_error(wrap("bra $L_nowhere;")).message.find("undefined label $L_nowhere"), std::string::npos);
+  EXPECT_NE(load_error(wrap("mov.u32 %r1, 0;")).message.find("undeclared register %r1"),
+            std::string::npos);
+  EXPECT_NE(load_error(wrap("bra $L_nowhere;")).message.find("undefined label $L_nowhere"),
+            std::string::npos);
 }
 
 TEST(PtxParser, RejectsRegisterOfTheWrongSize) {
@@ -122,7 +129,8 @@ TEST(PtxParser, RejectsRegisterOfTheWrongSize) {
 }
 
 TEST(PtxParser, RejectsParametersUsedOutsideTheParamSpace) {
-  auto e = load_error(wrap(".reg .b32 %r<2>;\nld.global.u32 %r1, [k_param_0];", ".param .u64 k_param_0"));
+  auto e = load_error(
+      wrap(".reg .b32 %r<2>;\nld.global.u32 %r1, [k_param_0];", ".param .u64 k_param_0"));
   EXPECT_NE(e.message.find("k_param_0"), std::string::npos) << e.message;
 }
 
@@ -130,17 +138,19 @@ TEST(PtxParser, RequiresVersionTargetAndAKernel) {
   EXPECT_EQ(load_ptx("").status(), Status::kLoadFailed);
   EXPECT_EQ(load_ptx(".version 9.0\n.target sm_75\n").status(), Status::kLoadFailed);
   EXPECT_EQ(load_ptx(".visible .entry k() { ret; }").status(), Status::kLoadFailed);
-  EXPECT_EQ(load_ptx(".version 9.0\n.target sm_75\n.address_size 32\n").status(), Status::kLoadFailed);
+  EXPECT_EQ(load_ptx(".version 9.0\n.target sm_75\n.address_size 32\n").status(),
+            Status::kLoadFailed);
 }
 
 TEST(PtxParser, AcceptsCommentsPragmasAndPerformanceDirectives) {
-  auto m = load_ptx("// header\n.version 8.0\n.target sm_80, texmode_independent\n.address_size 64\n"
-                    "/* block\n comment */\n"
-                    ".visible .entry k(.param .align 8 .b8 k_param_0[16])\n.maxntid 256, 1, 1\n{\n"
-                    ".reg .b64 %rd<2>;\n.pragma \"nounroll\";\n"
-                    "ld.param.u64 %rd1, [k_param_0+8];\n"
-                    "{\n.reg .b32 %inner;\nmov.u32 %inner, 5;\n}\n"
-                    "membar.gl;\nret;\n}\n");
+  auto m = load_ptx(
+      "// header\n.version 8.0\n.target sm_80, texmode_independent\n.address_size 64\n"
+      "/* block\n comment */\n"
+      ".visible .entry k(.param .align 8 .b8 k_param_0[16])\n.maxntid 256, 1, 1\n{\n"
+      ".reg .b64 %rd<2>;\n.pragma \"nounroll\";\n"
+      "ld.param.u64 %rd1, [k_param_0+8];\n"
+      "{\n.reg .b32 %inner;\nmov.u32 %inner, 5;\n}\n"
+      "membar.gl;\nret;\n}\n");
   ASSERT_TRUE(m.ok()) << m.error().message;
   EXPECT_EQ((*m)->kernels[0].params[0].size, 16u);
 }
@@ -178,8 +188,8 @@ TEST(PtxParser, RandomByteCorruptionNeverCrashes) {
       for (int j = 0; j < 3; ++j) t[rng() % t.size()] = static_cast<char>(rng() % 128);
       auto r = load_ptx(t);
       if (!r.ok()) {
-      EXPECT_EQ(r.status(), Status::kLoadFailed);
-    }
+        EXPECT_EQ(r.status(), Status::kLoadFailed);
+      }
     }
   }
 }

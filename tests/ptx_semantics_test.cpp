@@ -14,8 +14,9 @@ namespace {
 // Runs `body` in kernel k(u64* out, u64* in) on `threads` threads of one
 // block; %out and %in hold the two pointers (cvta'd to global). Returns the
 // 16 u64 words of `out`.
-std::vector<uint64_t> run(const std::string& body, std::vector<uint64_t> in = {}, uint32_t threads = 1,
-                          Status expect = Status::kOk, std::string* message = nullptr) {
+std::vector<uint64_t> run(const std::string& body, std::vector<uint64_t> in = {},
+                          uint32_t threads = 1, Status expect = Status::kOk,
+                          std::string* message = nullptr) {
   const std::string text =
       ".version 9.0\n.target sm_75\n.address_size 64\n"
       ".visible .entry k(.param .u64 k_out, .param .u64 k_in)\n{\n"
@@ -33,9 +34,15 @@ std::vector<uint64_t> run(const std::string& body, std::vector<uint64_t> in = {}
   return h.download<uint64_t>(dout, 16);
 }
 
-uint64_t fbits(float f) { return std::bit_cast<uint32_t>(f); }
-uint64_t dbits(double d) { return std::bit_cast<uint64_t>(d); }
-float as_f(uint64_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v)); }
+uint64_t fbits(float f) {
+  return std::bit_cast<uint32_t>(f);
+}
+uint64_t dbits(double d) {
+  return std::bit_cast<uint64_t>(d);
+}
+float as_f(uint64_t v) {
+  return std::bit_cast<float>(static_cast<uint32_t>(v));
+}
 
 TEST(PtxSemantics, CvtRoundsFloatToIntegerAsRequestedAndSaturates) {
   auto o = run(R"(
@@ -54,7 +61,7 @@ TEST(PtxSemantics, CvtRoundsFloatToIntegerAsRequestedAndSaturates) {
     cvt.rni.f32.f32 %f6, %f1; st.global.f32 [%out+64], %f6;
   )",
                {fbits(2.5f), fbits(3.5f), fbits(-2.7f), fbits(1e10f)});
-  EXPECT_EQ(int32_t(o[0]), 2);   // ties to even
+  EXPECT_EQ(int32_t(o[0]), 2);  // ties to even
   EXPECT_EQ(int32_t(o[1]), 4);
   EXPECT_EQ(int32_t(o[2]), -2);  // toward zero
   EXPECT_EQ(int32_t(o[3]), -3);  // toward -inf
@@ -265,7 +272,9 @@ TEST(PtxSemantics, SixtyFourBitDivRemAndPackUnpack) {
                {0xF000000000000007ull, 10});
   EXPECT_EQ(o[0], 0xF000000000000007ull / 10);
   EXPECT_EQ(int64_t(o[1]), int64_t(0xF000000000000007ull) % 10);
-  EXPECT_EQ(o[2], uint64_t((static_cast<unsigned __int128>(0xF000000000000007ull) * 0xF000000000000007ull) >> 64));
+  EXPECT_EQ(o[2], uint64_t((static_cast<unsigned __int128>(0xF000000000000007ull) *
+                            0xF000000000000007ull) >>
+                           64));
   EXPECT_EQ(o[3], 0xF0000000u);
   EXPECT_EQ(o[4], 0x00000007F0000000ull);
 }
@@ -286,13 +295,13 @@ TEST(PtxSemantics, GlobalAtomicsReturnTheOldValue) {
     atom.global.add.u64 %rd1, [%out+80], 7;
     atom.global.exch.b64 %rd2, [%out+80], 3; st.global.u64 [%out+88], %rd2;
   )");
-  EXPECT_EQ(o[1], 10u);                 // add returned the old value
-  EXPECT_EQ(o[2], 15u);                 // inc: 15 >= 15 -> wraps to 0
-  EXPECT_EQ(o[3], 0u);                  // dec: 0 -> 100
-  EXPECT_EQ(o[4], 100u);                // cas mismatch: unchanged
+  EXPECT_EQ(o[1], 10u);   // add returned the old value
+  EXPECT_EQ(o[2], 15u);   // inc: 15 >= 15 -> wraps to 0
+  EXPECT_EQ(o[3], 0u);    // dec: 0 -> 100
+  EXPECT_EQ(o[4], 100u);  // cas mismatch: unchanged
   EXPECT_EQ(o[5], 100u);
-  EXPECT_EQ(o[6], 100u);                // (cas 14 also mismatched)
-  EXPECT_EQ(o[7], 108u);                // or 8 applied before
+  EXPECT_EQ(o[6], 100u);                   // (cas 14 also mismatched)
+  EXPECT_EQ(o[7], 108u);                   // or 8 applied before
   EXPECT_EQ(uint32_t(o[8]), 0xFFFFFFFCu);  // min.s32 stored -4; max.u32 saw it
   EXPECT_EQ(uint32_t(o[0]), 0xFFFFFFFCu);  // max.u32(-4 as u32, 2) keeps it
   EXPECT_EQ(as_f(o[9]), 1.5f);
@@ -404,7 +413,9 @@ TEST(PtxSemantics, SharedOutOfBoundsFaults) {
     ld.shared.u32 %r2, [%r1+16];
   )",
       {}, 1, Status::kSyncFailed, &msg);
-  EXPECT_NE(msg.find("illegal address 0x10 (shared ld, 4 bytes) in kernel k at line"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("illegal address 0x10 (shared ld, 4 bytes) in kernel k at line"),
+            std::string::npos)
+      << msg;
 }
 
 TEST(PtxSemantics, BarrierWaitsForEveryThreadOfTheBlock) {

@@ -31,17 +31,18 @@ Result<void> parse(std::vector<std::string> args, NodeConfig& cfg) {
 }
 
 std::string write_toml(const std::string& text) {
-  auto path = std::filesystem::temp_directory_path() /
-              ("gpulease-config-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "-" +
-               ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".toml");
+  auto path =
+      std::filesystem::temp_directory_path() /
+      ("gpulease-config-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+       "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".toml");
   std::ofstream(path) << text;
   return path.string();
 }
 
 TEST(ServerConfig, FlagsSetTheirFields) {
   NodeConfig c;
-  ASSERT_TRUE(parse({"--listen", "0.0.0.0:9000", "--node-id", "n1", "--backend", "sim", "--max-inflight", "8",
-                     "--authority-key", "a.pub", "--authority-key", "b.pub"},
+  ASSERT_TRUE(parse({"--listen", "0.0.0.0:9000", "--node-id", "n1", "--backend", "sim",
+                     "--max-inflight", "8", "--authority-key", "a.pub", "--authority-key", "b.pub"},
                     c)
                   .ok());
   EXPECT_EQ(c.listen_host, "0.0.0.0");
@@ -52,7 +53,8 @@ TEST(ServerConfig, FlagsSetTheirFields) {
 }
 
 TEST(ServerConfig, TheFileIsReadAndFlagsOverrideIt) {
-  std::string path = write_toml("listen = \"127.0.0.1:7100\"\nnode_id = \"from-file\"\nmax_ttl_s = 600\n");
+  std::string path =
+      write_toml("listen = \"127.0.0.1:7100\"\nnode_id = \"from-file\"\nmax_ttl_s = 600\n");
   NodeConfig c;
   ASSERT_TRUE(parse({"--config", path, "--node-id", "from-flag"}, c).ok());
   EXPECT_EQ(c.listen_port, 7100);
@@ -69,8 +71,9 @@ TEST(ServerConfig, BadValuesAreRefusedWithAMessage) {
   EXPECT_EQ(parse({"--max-inflight", "0"}, c2).status(), Status::kInvalidArgument);
   NodeConfig c3;
   EXPECT_EQ(parse({"--backend", "quantum"}, c3).status(), Status::kInvalidArgument);
-  for (const char* toml : {"listen = \"h:notaport\"\n", "max_inflight = -1\n", "reaper_interval_ms = 0\n",
-                           "max_payload_bytes = 999999999\n", "this is not toml\n"}) {
+  for (const char* toml :
+       {"listen = \"h:notaport\"\n", "max_inflight = -1\n", "reaper_interval_ms = 0\n",
+        "max_payload_bytes = 999999999\n", "this is not toml\n"}) {
     std::string path = write_toml(toml);
     NodeConfig cf;
     auto r = parse({"--config", path}, cf);

@@ -21,7 +21,8 @@ Bytes ping_frame(uint64_t id = 1) {
 Bytes with_field(Bytes frame, size_t off, size_t width, uint64_t value) {
   for (size_t i = 0; i < width; ++i) frame[off + i] = std::byte((value >> (8 * i)) & 0xff);
   wire::ByteSpan all(frame);
-  uint64_t sum = wire::frame_checksum(all.first(wire::kHeaderSize), {}, all.subspan(wire::kHeaderSize));
+  uint64_t sum =
+      wire::frame_checksum(all.first(wire::kHeaderSize), {}, all.subspan(wire::kHeaderSize));
   wire::store_le64(frame.data() + wire::kOffChecksum, sum);
   return frame;
 }
@@ -117,11 +118,15 @@ TEST_F(FramesTest, MalformedPayloadsGetBadFrameAndChangeNothing) {
   RawClient c(node_.port());
   uint64_t lease = acquire(c, tok_);
   Bytes short_alloc(3);
-  EXPECT_EQ(c.call(Opcode::kMemAlloc, lease, tok_, wire::ByteSpan(short_alloc)).status(), Status::kBadFrame);
+  EXPECT_EQ(c.call(Opcode::kMemAlloc, lease, tok_, wire::ByteSpan(short_alloc)).status(),
+            Status::kBadFrame);
   Bytes long_query(5);
-  EXPECT_EQ(c.call(Opcode::kLeaseQuery, lease, tok_, wire::ByteSpan(long_query)).status(), Status::kBadFrame);
-  EXPECT_EQ(c.call(Opcode::kMemAlloc, lease, tok_, wire::MemAllocRequest{0}).status(), Status::kInvalidArgument);
-  EXPECT_EQ(c.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().buffers, 0u);
+  EXPECT_EQ(c.call(Opcode::kLeaseQuery, lease, tok_, wire::ByteSpan(long_query)).status(),
+            Status::kBadFrame);
+  EXPECT_EQ(c.call(Opcode::kMemAlloc, lease, tok_, wire::MemAllocRequest{0}).status(),
+            Status::kInvalidArgument);
+  EXPECT_EQ(c.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().buffers,
+            0u);
 }
 
 TEST_F(FramesTest, GarbageFromOneClientDoesNotDisturbAnother) {
@@ -170,7 +175,8 @@ TEST_F(DeadlineTest, AClientThatStallsMidPayloadIsDisconnectedAndItsLeaseSurvive
   c.send_bytes(wire::ByteSpan(f).first(f.size() - 4));
   EXPECT_TRUE(c.closed_by_peer());
   RawClient again(node_.port());
-  EXPECT_EQ(again.call(Opcode::kLeaseQuery, lease, tok, wire::Empty{}).as<wire::LeaseInfo>().buffers, 0u);
+  EXPECT_EQ(
+      again.call(Opcode::kLeaseQuery, lease, tok, wire::Empty{}).as<wire::LeaseInfo>().buffers, 0u);
 }
 
 TEST_F(DeadlineTest, AnIdleClientIsDisconnected) {
@@ -185,7 +191,9 @@ uint64_t start_spinning(RawClient& c, const Bytes& tok, uint64_t& lease) {
   lease = acquire(c, tok);
   uint64_t flag = alloc(c, lease, tok, 4);
   uint64_t mod = load_module(c, lease, tok, ptx("faults.ptx"));
-  EXPECT_EQ(c.call(Opcode::kLaunch, lease, tok, launch_req(mod, "spin", 1, 1, Args().buf(flag))).status(), Status::kOk);
+  EXPECT_EQ(
+      c.call(Opcode::kLaunch, lease, tok, launch_req(mod, "spin", 1, 1, Args().buf(flag))).status(),
+      Status::kOk);
   return c.send(Opcode::kSync, lease, tok, wire::encode_payload(wire::Empty{}));
 }
 
@@ -260,13 +268,14 @@ TEST(MetricsTest, TheMetricsEndpointServesPrometheusTextWithTheSeedsNames) {
   c.call(Opcode::kLeaseList, 0, Bytes(10), wire::Empty{});  // a malformed token
   std::string m = http_get(node.server().metrics_port(), "/metrics");
   EXPECT_NE(m.find("200 OK"), std::string::npos);
-  for (const char* name : {"gpu_lease_acquired_total 1", "gpu_leases_active 1", "gpu_session_mem_alloc_bytes 4096",
-                           "gpu_session_launch_total", "gpu_session_sync_total 1", "gpu_session_sync_errors_total 0",
-                           "gpu_lease_dropped_total{reason=\"expired\"}",
-                           "gpulease_frames_total{opcode=\"MEM_ALLOC\",status=\"OK\"} 1",
-                           "gpulease_auth_failures_total{reason=\"UNAUTHENTICATED\"} 1",
-                           "gpulease_token_cache_hits_total", "gpulease_bytes_in_total",
-                           "gpulease_request_duration_seconds_bucket{opcode=\"LEASE_ACQUIRE\""}) {
+  for (const char* name :
+       {"gpu_lease_acquired_total 1", "gpu_leases_active 1", "gpu_session_mem_alloc_bytes 4096",
+        "gpu_session_launch_total", "gpu_session_sync_total 1", "gpu_session_sync_errors_total 0",
+        "gpu_lease_dropped_total{reason=\"expired\"}",
+        "gpulease_frames_total{opcode=\"MEM_ALLOC\",status=\"OK\"} 1",
+        "gpulease_auth_failures_total{reason=\"UNAUTHENTICATED\"} 1",
+        "gpulease_token_cache_hits_total", "gpulease_bytes_in_total",
+        "gpulease_request_duration_seconds_bucket{opcode=\"LEASE_ACQUIRE\""}) {
     EXPECT_NE(m.find(name), std::string::npos) << name;
   }
   EXPECT_NE(http_get(node.server().metrics_port(), "/healthz").find("ok"), std::string::npos);
@@ -286,7 +295,9 @@ TEST(ExpiryTest, LeasesExpireOnTimeWhileOtherClientsKeepTheNodeBusy) {
   std::thread load([&] {
     RawClient l(node.port());
     while (!stop) {
-      if (l.call(Opcode::kMemRead, keeper, tok, wire::MemReadRequest{buf, 0, 1024}).status() == Status::kOk) ++ok;
+      if (l.call(Opcode::kMemRead, keeper, tok, wire::MemReadRequest{buf, 0, 1024}).status() ==
+          Status::kOk)
+        ++ok;
     }
   });
   EXPECT_TRUE(eventually([&] { return node.node().active_leases() == 1; }, 10s));

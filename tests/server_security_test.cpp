@@ -5,8 +5,8 @@
 namespace gpulease::testing {
 namespace {
 
-using capability::Permission;
 using capability::bits;
+using capability::Permission;
 
 class SecurityTest : public ::testing::Test {
  protected:
@@ -33,8 +33,9 @@ TEST_F(SecurityTest, ATokenSignedByAnUntrustedKeyIsUnauthenticated) {
   c.token_id = capability::random_token_id();
   auto tok = rogue.mint(c);
   ASSERT_TRUE(tok.ok());
-  EXPECT_EQ(c_.call(Opcode::kLeaseAcquire, 0, *tok, wire::LeaseAcquireRequest{1 << 20, 60}).status(),
-            Status::kUnauthenticated);
+  EXPECT_EQ(
+      c_.call(Opcode::kLeaseAcquire, 0, *tok, wire::LeaseAcquireRequest{1 << 20, 60}).status(),
+      Status::kUnauthenticated);
 }
 
 TEST_F(SecurityTest, ATamperedTokenIsUnauthenticated) {
@@ -53,7 +54,8 @@ TEST_F(SecurityTest, ExpiredAndNotYetValidTokensAreTokenExpired) {
 
 TEST_F(SecurityTest, ATokenForAnotherNodeIsPermissionDenied) {
   Bytes other = node_.token("alice", capability::kAllPermissions, 600, 0, 0, "some-other-node");
-  EXPECT_EQ(c_.call(Opcode::kLeaseList, 0, other, wire::Empty{}).status(), Status::kPermissionDenied);
+  EXPECT_EQ(c_.call(Opcode::kLeaseList, 0, other, wire::Empty{}).status(),
+            Status::kPermissionDenied);
 }
 
 TEST_F(SecurityTest, EachOpNeedsItsPermission) {
@@ -62,17 +64,23 @@ TEST_F(SecurityTest, EachOpNeedsItsPermission) {
   EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, query_only, wire::Empty{}).status(), Status::kOk);
   EXPECT_EQ(c_.call(Opcode::kMemAlloc, lease, query_only, wire::MemAllocRequest{16}).status(),
             Status::kPermissionDenied);
-  EXPECT_EQ(c_.call(Opcode::kLeaseRelease, lease, query_only, wire::Empty{}).status(), Status::kPermissionDenied);
-  EXPECT_EQ(c_.call(Opcode::kLeaseAcquire, 0, query_only, wire::LeaseAcquireRequest{1 << 20, 60}).status(),
+  EXPECT_EQ(c_.call(Opcode::kLeaseRelease, lease, query_only, wire::Empty{}).status(),
             Status::kPermissionDenied);
-  EXPECT_EQ(c_.call(Opcode::kSync, lease, query_only, wire::Empty{}).status(), Status::kPermissionDenied);
+  EXPECT_EQ(c_.call(Opcode::kLeaseAcquire, 0, query_only, wire::LeaseAcquireRequest{1 << 20, 60})
+                .status(),
+            Status::kPermissionDenied);
+  EXPECT_EQ(c_.call(Opcode::kSync, lease, query_only, wire::Empty{}).status(),
+            Status::kPermissionDenied);
 }
 
 TEST_F(SecurityTest, TheTokensVramCeilingBoundsAcquire) {
   Bytes small = node_.token("alice", capability::kAllPermissions, 600, 0, 1 << 20);
-  EXPECT_EQ(c_.call(Opcode::kLeaseAcquire, 0, small, wire::LeaseAcquireRequest{2 << 20, 60}).status(),
-            Status::kPermissionDenied);
-  EXPECT_EQ(c_.call(Opcode::kLeaseAcquire, 0, small, wire::LeaseAcquireRequest{1 << 20, 60}).status(), Status::kOk);
+  EXPECT_EQ(
+      c_.call(Opcode::kLeaseAcquire, 0, small, wire::LeaseAcquireRequest{2 << 20, 60}).status(),
+      Status::kPermissionDenied);
+  EXPECT_EQ(
+      c_.call(Opcode::kLeaseAcquire, 0, small, wire::LeaseAcquireRequest{1 << 20, 60}).status(),
+      Status::kOk);
 }
 
 TEST_F(SecurityTest, RevokedTenantsAndTokensAreRefusedOnTheNextFrame) {
@@ -91,20 +99,27 @@ TEST_F(SecurityTest, TwoTenantsCannotTouchEachOthersLeasesOrHandles) {
   for (Opcode op : {Opcode::kLeaseQuery, Opcode::kLeaseRelease, Opcode::kSync}) {
     EXPECT_EQ(c_.call(op, a, bob_, wire::Empty{}).status(), Status::kPermissionDenied);
   }
-  EXPECT_EQ(c_.call(Opcode::kMemRead, a, bob_, wire::MemReadRequest{abuf, 0, 64}).status(), Status::kPermissionDenied);
-  EXPECT_EQ(c_.call(Opcode::kLeaseRenew, a, bob_, wire::LeaseRenewRequest{60}).status(), Status::kPermissionDenied);
-  EXPECT_EQ(c_.call(Opcode::kCapRequest, a, bob_, wire::CapRequestRequest{bits(Permission::kMem), 60}).status(),
+  EXPECT_EQ(c_.call(Opcode::kMemRead, a, bob_, wire::MemReadRequest{abuf, 0, 64}).status(),
             Status::kPermissionDenied);
+  EXPECT_EQ(c_.call(Opcode::kLeaseRenew, a, bob_, wire::LeaseRenewRequest{60}).status(),
+            Status::kPermissionDenied);
+  EXPECT_EQ(
+      c_.call(Opcode::kCapRequest, a, bob_, wire::CapRequestRequest{bits(Permission::kMem), 60})
+          .status(),
+      Status::kPermissionDenied);
   // Bob names Alice's buffer inside his own lease: not a handle of his lease.
-  EXPECT_EQ(c_.call(Opcode::kMemRead, b, bob_, wire::MemReadRequest{abuf, 0, 64}).status(), Status::kInvalidHandle);
-  EXPECT_EQ(c_.call(Opcode::kMemFree, b, bob_, wire::HandleRequest{abuf}).status(), Status::kInvalidHandle);
+  EXPECT_EQ(c_.call(Opcode::kMemRead, b, bob_, wire::MemReadRequest{abuf, 0, 64}).status(),
+            Status::kInvalidHandle);
+  EXPECT_EQ(c_.call(Opcode::kMemFree, b, bob_, wire::HandleRequest{abuf}).status(),
+            Status::kInvalidHandle);
   wire::MemWriteRequest w{abuf, 0, Bytes(64, std::byte{0xff})};
   EXPECT_EQ(c_.call(Opcode::kMemWrite, b, bob_, w).status(), Status::kInvalidHandle);
   // Bob's list shows only his lease; Alice's data is untouched.
   auto list = c_.call(Opcode::kLeaseList, 0, bob_, wire::Empty{}).as<wire::LeaseListReply>();
   ASSERT_EQ(list.leases.size(), 1u);
   EXPECT_EQ(list.leases[0].lease_id, b);
-  EXPECT_EQ(c_.call(Opcode::kMemRead, a, alice_, wire::MemReadRequest{abuf, 0, 64}).payload, Bytes(64));
+  EXPECT_EQ(c_.call(Opcode::kMemRead, a, alice_, wire::MemReadRequest{abuf, 0, 64}).payload,
+            Bytes(64));
   (void)bbuf;
 }
 
@@ -113,7 +128,8 @@ TEST_F(SecurityTest, ATokenBoundToOneLeaseActsOnNoOther) {
   uint64_t a2 = acquire(c_, alice_);
   Bytes bound = node_.token("alice", capability::kAllPermissions, 600, a1);
   EXPECT_EQ(c_.call(Opcode::kLeaseQuery, a1, bound, wire::Empty{}).status(), Status::kOk);
-  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, a2, bound, wire::Empty{}).status(), Status::kPermissionDenied);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, a2, bound, wire::Empty{}).status(),
+            Status::kPermissionDenied);
 }
 
 TEST_F(SecurityTest, CapRequestIssuesAScopedTokenForOneLease) {
@@ -130,17 +146,24 @@ TEST_F(SecurityTest, CapRequestIssuesAScopedTokenForOneLease) {
   // ... but nothing else, and no other lease.
   EXPECT_EQ(c_.call(Opcode::kMemRead, lease, scoped, wire::MemReadRequest{buf, 0, 4}).status(),
             Status::kPermissionDenied);
-  EXPECT_EQ(c_.call(Opcode::kLeaseRelease, lease, scoped, wire::Empty{}).status(), Status::kPermissionDenied);
-  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, other, scoped, wire::Empty{}).status(), Status::kPermissionDenied);
+  EXPECT_EQ(c_.call(Opcode::kLeaseRelease, lease, scoped, wire::Empty{}).status(),
+            Status::kPermissionDenied);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, other, scoped, wire::Empty{}).status(),
+            Status::kPermissionDenied);
   // A scoped token cannot widen itself.
-  EXPECT_EQ(c_.call(Opcode::kCapRequest, lease, scoped, wire::CapRequestRequest{capability::kAllPermissions, 30}).status(),
+  EXPECT_EQ(c_.call(Opcode::kCapRequest, lease, scoped,
+                    wire::CapRequestRequest{capability::kAllPermissions, 30})
+                .status(),
             Status::kPermissionDenied);
 }
 
 TEST_F(SecurityTest, CapRequestCannotGrantMoreThanThePresentingToken) {
-  Bytes narrow = node_.token("alice", bits(Permission::kCapRequest) | bits(Permission::kLeaseQuery));
+  Bytes narrow =
+      node_.token("alice", bits(Permission::kCapRequest) | bits(Permission::kLeaseQuery));
   uint64_t lease = acquire(c_, alice_);
-  EXPECT_EQ(c_.call(Opcode::kCapRequest, lease, narrow, wire::CapRequestRequest{bits(Permission::kMem), 30}).status(),
+  EXPECT_EQ(c_.call(Opcode::kCapRequest, lease, narrow,
+                    wire::CapRequestRequest{bits(Permission::kMem), 30})
+                .status(),
             Status::kPermissionDenied);
 }
 
@@ -154,7 +177,9 @@ TEST_F(SecurityTest, ATenantCannotHoldMoreLeasesThanItsCap) {
   acquire(c, t);
   EXPECT_EQ(c.call(Opcode::kLeaseAcquire, 0, t, wire::LeaseAcquireRequest{1 << 20, 60}).status(),
             Status::kCapacityExceeded);
-  EXPECT_EQ(c.call(Opcode::kLeaseAcquire, 0, capped.token("modest"), wire::LeaseAcquireRequest{1 << 20, 60}).status(),
+  EXPECT_EQ(c.call(Opcode::kLeaseAcquire, 0, capped.token("modest"),
+                   wire::LeaseAcquireRequest{1 << 20, 60})
+                .status(),
             Status::kOk);
 }
 

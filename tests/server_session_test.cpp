@@ -74,7 +74,10 @@ TEST_F(SessionTest, AcquireAllocWriteReadReleaseRoundTrip) {
 
 TEST_F(SessionTest, ReleaseReturnsTheVramToThePoolAtOnce) {
   auto free_bytes = [&] {
-    return c_.call(Opcode::kHello, 0, {}, wire::HelloRequest{}).as<wire::HelloReply>().devices[0].free_bytes;
+    return c_.call(Opcode::kHello, 0, {}, wire::HelloRequest{})
+        .as<wire::HelloReply>()
+        .devices[0]
+        .free_bytes;
   };
   uint64_t before = free_bytes();
   uint64_t lease = acquire(c_, tok_, 16 << 20);
@@ -99,8 +102,9 @@ TEST_F(SessionTest, DeviceExclusiveTakesTheDeviceAlone) {
   auto r = c_.call(Opcode::kLeaseAcquire, 0, tok_, ex);
   ASSERT_EQ(r.status(), Status::kOk) << r.message();
   uint64_t lease = r.as<wire::LeaseAcquireReply>().lease_id;
-  EXPECT_EQ(c_.call(Opcode::kLeaseAcquire, 0, tok_, wire::LeaseAcquireRequest{1 << 20, 60}).status(),
-            Status::kCapacityExceeded);
+  EXPECT_EQ(
+      c_.call(Opcode::kLeaseAcquire, 0, tok_, wire::LeaseAcquireRequest{1 << 20, 60}).status(),
+      Status::kCapacityExceeded);
   ASSERT_EQ(c_.call(Opcode::kLeaseRelease, lease, tok_, wire::Empty{}).status(), Status::kOk);
   acquire(c_, tok_);
   // And an exclusive lease waits for an empty device.
@@ -137,9 +141,13 @@ TEST_F(SessionTest, HandlesAndRangesAreCheckedOnEveryOp) {
   wire::MemWriteRequest w{buf, 99, Bytes(2)};
   EXPECT_EQ(c_.call(Opcode::kMemWrite, lease, tok_, w).status(), Status::kOutOfRange);
   EXPECT_EQ(c_.call(Opcode::kMemFree, lease, tok_, wire::HandleRequest{buf}).status(), Status::kOk);
-  EXPECT_EQ(c_.call(Opcode::kMemFree, lease, tok_, wire::HandleRequest{buf}).status(), Status::kInvalidHandle);
-  EXPECT_EQ(c_.call(Opcode::kModuleUnload, lease, tok_, wire::HandleRequest{77}).status(), Status::kInvalidHandle);
-  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes, 0u);
+  EXPECT_EQ(c_.call(Opcode::kMemFree, lease, tok_, wire::HandleRequest{buf}).status(),
+            Status::kInvalidHandle);
+  EXPECT_EQ(c_.call(Opcode::kModuleUnload, lease, tok_, wire::HandleRequest{77}).status(),
+            Status::kInvalidHandle);
+  EXPECT_EQ(
+      c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes,
+      0u);
 }
 
 TEST_F(SessionTest, Recipe30ScaleThenBiasGivesTwoITimesPlusTen) {
@@ -148,7 +156,8 @@ TEST_F(SessionTest, Recipe30ScaleThenBiasGivesTwoITimesPlusTen) {
   std::vector<float> in(n);
   for (int i = 0; i < n; ++i) in[i] = static_cast<float>(i);
   uint64_t buf = alloc(c_, lease, tok_, n * 4);
-  ASSERT_EQ(c_.call(Opcode::kMemWrite, lease, tok_, wire::MemWriteRequest{buf, 0, pod_bytes(in)}).status(),
+  ASSERT_EQ(c_.call(Opcode::kMemWrite, lease, tok_, wire::MemWriteRequest{buf, 0, pod_bytes(in)})
+                .status(),
             Status::kOk);
   uint64_t mod = load_module(c_, lease, tok_, ptx("transform.ptx"));
   // scale with raw args (the recipe's form), bias with typed args.
@@ -169,7 +178,8 @@ TEST_F(SessionTest, Recipe30ScaleThenBiasGivesTwoITimesPlusTen) {
   ASSERT_EQ(l1.status(), Status::kOk) << l1.message();
   EXPECT_EQ(l1.as<wire::LaunchReply>().launch_seq, 1u);
   auto l2 = c_.call(Opcode::kLaunch, lease, tok_,
-                    launch_req(mod, "bias", (n + 255) / 256, 256, Args().buf(buf).scalar<int32_t>(n).scalar(10.0f)));
+                    launch_req(mod, "bias", (n + 255) / 256, 256,
+                               Args().buf(buf).scalar<int32_t>(n).scalar(10.0f)));
   ASSERT_EQ(l2.status(), Status::kOk) << l2.message();
   auto s = c_.call(Opcode::kSync, lease, tok_, wire::Empty{});
   ASSERT_EQ(s.status(), Status::kOk) << s.message();
@@ -178,7 +188,8 @@ TEST_F(SessionTest, Recipe30ScaleThenBiasGivesTwoITimesPlusTen) {
   ASSERT_EQ(r.status(), Status::kOk);
   auto out = from_bytes<float>(r.payload);
   for (int i = 0; i < n; ++i) ASSERT_EQ(out[i], 2.0f * i + 10.0f) << i;
-  ASSERT_EQ(c_.call(Opcode::kModuleUnload, lease, tok_, wire::HandleRequest{mod}).status(), Status::kOk);
+  ASSERT_EQ(c_.call(Opcode::kModuleUnload, lease, tok_, wire::HandleRequest{mod}).status(),
+            Status::kOk);
 }
 
 TEST_F(SessionTest, LaunchChecksModuleKernelGeometryAndArguments) {
@@ -186,23 +197,30 @@ TEST_F(SessionTest, LaunchChecksModuleKernelGeometryAndArguments) {
   uint64_t buf = alloc(c_, lease, tok_, 64);
   uint64_t mod = load_module(c_, lease, tok_, ptx("transform.ptx"));
   auto good = Args().buf(buf).scalar<int32_t>(16).scalar(1.0f);
-  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_, launch_req(mod + 1, "scale", 1, 16, good)).status(),
-            Status::kInvalidHandle);
-  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_, launch_req(mod, "no_such_kernel", 1, 16, good)).status(),
+  EXPECT_EQ(
+      c_.call(Opcode::kLaunch, lease, tok_, launch_req(mod + 1, "scale", 1, 16, good)).status(),
+      Status::kInvalidHandle);
+  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_, launch_req(mod, "no_such_kernel", 1, 16, good))
+                .status(),
             Status::kLaunchFailed);
   EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_, launch_req(mod, "scale", 1, 2048, good)).status(),
             Status::kLaunchFailed);
   EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_, launch_req(mod, "scale", 0, 16, good)).status(),
             Status::kLaunchFailed);
   EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_,
-                    launch_req(mod, "scale", 1, 16, Args().buf(buf).scalar<int32_t>(16))).status(),
+                    launch_req(mod, "scale", 1, 16, Args().buf(buf).scalar<int32_t>(16)))
+                .status(),
             Status::kLaunchFailed);
-  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_,
-                    launch_req(mod, "scale", 1, 16, Args().buf(buf + 1).scalar<int32_t>(16).scalar(1.0f))).status(),
-            Status::kInvalidHandle);
-  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_,
-                    launch_req(mod, "scale", 1, 16, Args().buf(buf, 65).scalar<int32_t>(16).scalar(1.0f))).status(),
-            Status::kOutOfRange);
+  EXPECT_EQ(
+      c_.call(Opcode::kLaunch, lease, tok_,
+              launch_req(mod, "scale", 1, 16, Args().buf(buf + 1).scalar<int32_t>(16).scalar(1.0f)))
+          .status(),
+      Status::kInvalidHandle);
+  EXPECT_EQ(
+      c_.call(Opcode::kLaunch, lease, tok_,
+              launch_req(mod, "scale", 1, 16, Args().buf(buf, 65).scalar<int32_t>(16).scalar(1.0f)))
+          .status(),
+      Status::kOutOfRange);
   // None of those queued anything.
   auto s = c_.call(Opcode::kSync, lease, tok_, wire::Empty{});
   ASSERT_EQ(s.status(), Status::kOk);
@@ -212,7 +230,9 @@ TEST_F(SessionTest, LaunchChecksModuleKernelGeometryAndArguments) {
 TEST_F(SessionTest, BadPtxIsLoadFailedWithTheLoaderLog) {
   uint64_t lease = acquire(c_, tok_);
   wire::ModuleLoadRequest m;
-  m.image = wire::to_bytes(".version 7.0\n.target sm_75\n.address_size 64\n.visible .entry k() { frobnicate.u32 %r1; }\n");
+  m.image = wire::to_bytes(
+      ".version 7.0\n.target sm_75\n.address_size 64\n.visible .entry k() { frobnicate.u32 %r1; "
+      "}\n");
   auto r = c_.call(Opcode::kModuleLoad, lease, tok_, m);
   EXPECT_EQ(r.status(), Status::kLoadFailed);
   EXPECT_FALSE(r.message().empty());
@@ -224,18 +244,22 @@ TEST_F(SessionTest, AnOutOfBoundsKernelFailsSyncFaultsTheLeaseAndSparesOthers) {
   uint64_t in = alloc(c_, bad, tok_, 256);
   uint64_t out = alloc(c_, bad, tok_, 256);
   uint64_t mod = load_module(c_, bad, tok_, ptx("faults.ptx"));
-  auto l = c_.call(Opcode::kLaunch, bad, tok_,
-                   launch_req(mod, "oob_read", 1, 64, Args().buf(in).buf(out).scalar<int32_t>(64).scalar<int32_t>(1 << 20)));
+  auto l =
+      c_.call(Opcode::kLaunch, bad, tok_,
+              launch_req(mod, "oob_read", 1, 64,
+                         Args().buf(in).buf(out).scalar<int32_t>(64).scalar<int32_t>(1 << 20)));
   ASSERT_EQ(l.status(), Status::kOk) << l.message();
   auto s = c_.call(Opcode::kSync, bad, tok_, wire::Empty{});
   EXPECT_EQ(s.status(), Status::kSyncFailed);
   EXPECT_NE(s.message().find("oob_read"), std::string::npos) << s.message();
-  EXPECT_EQ(c_.call(Opcode::kMemRead, bad, tok_, wire::MemReadRequest{in, 0, 4}).status(), Status::kLeaseFaulted);
+  EXPECT_EQ(c_.call(Opcode::kMemRead, bad, tok_, wire::MemReadRequest{in, 0, 4}).status(),
+            Status::kLeaseFaulted);
   EXPECT_EQ(c_.call(Opcode::kLeaseQuery, bad, tok_, wire::Empty{}).as<wire::LeaseInfo>().state,
             wire::LeaseState::kFaulted);
   // The other lease keeps working, and release cleans the faulted one up.
   uint64_t b2 = alloc(c_, good, tok_, 16);
-  EXPECT_EQ(c_.call(Opcode::kMemRead, good, tok_, wire::MemReadRequest{b2, 0, 16}).status(), Status::kOk);
+  EXPECT_EQ(c_.call(Opcode::kMemRead, good, tok_, wire::MemReadRequest{b2, 0, 16}).status(),
+            Status::kOk);
   EXPECT_EQ(c_.call(Opcode::kLeaseRelease, bad, tok_, wire::Empty{}).status(), Status::kOk);
 }
 
@@ -280,10 +304,13 @@ TEST_F(SessionTest, RetriedAllocWithTheSameRequestIdReturnsTheFirstAnswer) {
   auto second = again.recv();
   ASSERT_TRUE(second && second->status() == Status::kOk);
   EXPECT_EQ(second->as<wire::HandleReply>().handle, first->as<wire::HandleReply>().handle);
-  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes, 4096u);
+  EXPECT_EQ(
+      c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes,
+      4096u);
   // A new request id allocates anew.
   alloc(c_, lease, tok_, 4096);
-  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().buffers, 2u);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().buffers,
+            2u);
 }
 
 TEST_F(SessionTest, TheReplayWindowAnswersOnlyTheSameRequestAndForgetsFreedHandles) {
@@ -297,27 +324,36 @@ TEST_F(SessionTest, TheReplayWindowAnswersOnlyTheSameRequestAndForgetsFreedHandl
   uint64_t second = c_.recv()->as<wire::HandleReply>().handle;
   EXPECT_NE(first, second);
   // Once freed, the handle is never handed out again by a replay.
-  ASSERT_EQ(c_.call(Opcode::kMemFree, lease, tok_, wire::HandleRequest{first}).status(), Status::kOk);
+  ASSERT_EQ(c_.call(Opcode::kMemFree, lease, tok_, wire::HandleRequest{first}).status(),
+            Status::kOk);
   c_.send(Opcode::kMemAlloc, lease, tok_, small, 500);
   auto again = c_.recv();
   ASSERT_TRUE(again && again->status() == Status::kOk);
   uint64_t third = again->as<wire::HandleReply>().handle;
-  EXPECT_EQ(c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{third, 0, 64}).status(), Status::kOk);
-  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().buffers, 2u);
+  EXPECT_EQ(c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{third, 0, 64}).status(),
+            Status::kOk);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().buffers,
+            2u);
 }
 
 TEST_F(SessionTest, LoadedModulesCountAgainstTheQuota) {
   std::string text = ptx("transform.ptx");
   uint64_t lease = acquire(c_, tok_, text.size() + 100);
   uint64_t mod = load_module(c_, lease, tok_, text);
-  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes, text.size());
+  EXPECT_EQ(
+      c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes,
+      text.size());
   // A second copy does not fit, and neither does a buffer past the rest.
   wire::ModuleLoadRequest m;
   m.image = wire::to_bytes(text);
   EXPECT_EQ(c_.call(Opcode::kModuleLoad, lease, tok_, m).status(), Status::kAllocFailed);
-  EXPECT_EQ(c_.call(Opcode::kMemAlloc, lease, tok_, wire::MemAllocRequest{101}).status(), Status::kAllocFailed);
-  ASSERT_EQ(c_.call(Opcode::kModuleUnload, lease, tok_, wire::HandleRequest{mod}).status(), Status::kOk);
-  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes, 0u);
+  EXPECT_EQ(c_.call(Opcode::kMemAlloc, lease, tok_, wire::MemAllocRequest{101}).status(),
+            Status::kAllocFailed);
+  ASSERT_EQ(c_.call(Opcode::kModuleUnload, lease, tok_, wire::HandleRequest{mod}).status(),
+            Status::kOk);
+  EXPECT_EQ(
+      c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes,
+      0u);
 }
 
 TEST_F(SessionTest, AcquireWithTheSameIdempotencyKeyReturnsTheSameLease) {
@@ -329,12 +365,14 @@ TEST_F(SessionTest, AcquireWithTheSameIdempotencyKeyReturnsTheSameLease) {
   auto list = c_.call(Opcode::kLeaseList, 0, tok_, wire::Empty{}).as<wire::LeaseListReply>();
   EXPECT_EQ(list.leases.size(), 1u);
   req.idempotency_key[0] = 43;
-  EXPECT_NE(c_.call(Opcode::kLeaseAcquire, 0, tok_, req).as<wire::LeaseAcquireReply>().lease_id, a.lease_id);
+  EXPECT_NE(c_.call(Opcode::kLeaseAcquire, 0, tok_, req).as<wire::LeaseAcquireReply>().lease_id,
+            a.lease_id);
 }
 
 TEST_F(SessionTest, RenewExtendsTheLeaseButNeverPastTheToken) {
   uint64_t lease = acquire(c_, tok_, 1 << 20, 5);
-  auto before = c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().expires_at_ms;
+  auto before =
+      c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().expires_at_ms;
   auto r = c_.call(Opcode::kLeaseRenew, lease, tok_, wire::LeaseRenewRequest{120});
   ASSERT_EQ(r.status(), Status::kOk);
   EXPECT_GT(r.as<wire::LeaseRenewReply>().expires_at_ms, before + 100'000);
@@ -349,7 +387,8 @@ TEST_F(SessionTest, ALeaseExpiresOnTimeAndItsMemoryGoesBack) {
   uint64_t lease = acquire(c_, tok_, 8 << 20, 1);
   alloc(c_, lease, tok_, 1 << 20);
   ASSERT_TRUE(eventually([&] { return node_.node().active_leases() == 0; }, 5s));
-  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).status(), Status::kLeaseExpired);
+  EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).status(),
+            Status::kLeaseExpired);
   auto hello = c_.call(Opcode::kHello, 0, {}, wire::HelloRequest{}).as<wire::HelloReply>();
   EXPECT_EQ(hello.devices[0].free_bytes, hello.devices[0].total_bytes);
 }

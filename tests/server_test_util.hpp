@@ -46,7 +46,8 @@ inline std::string ptx(const std::string& name) {
 }
 
 inline int64_t now_s() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -62,7 +63,8 @@ class TestNode {
     server::set_log_level(server::LogLevel::kWarn);
     auto backend = server::make_backend(cfg_);
     EXPECT_TRUE(backend.ok());
-    node_ = std::make_unique<server::Node>(cfg_, std::move(backend).value(), capability::SecretKey::generate());
+    node_ = std::make_unique<server::Node>(cfg_, std::move(backend).value(),
+                                           capability::SecretKey::generate());
     node_->key_ring().add(authority_.public_key());
     EXPECT_TRUE(node_->start().ok());
     server_ = std::make_unique<server::Server>(*node_, node_->config());
@@ -97,9 +99,10 @@ class TestNode {
   server::Server& server() { return *server_; }
 
   // A token from the test authority.
-  Bytes token(const std::string& tenant, capability::PermissionSet perms = capability::kAllPermissions,
-              int64_t ttl_s = 600, uint64_t lease = 0, uint64_t max_vram = 0,
-              const std::string& audience = "test-node", int64_t not_before_offset = -5) const {
+  Bytes token(const std::string& tenant,
+              capability::PermissionSet perms = capability::kAllPermissions, int64_t ttl_s = 600,
+              uint64_t lease = 0, uint64_t max_vram = 0, const std::string& audience = "test-node",
+              int64_t not_before_offset = -5) const {
     capability::Claims c;
     c.tenant = tenant;
     c.audience = audience;
@@ -208,8 +211,8 @@ class RawClient {
 };
 
 // Convenience: acquire a lease and return its id (asserting success).
-inline uint64_t acquire(RawClient& c, wire::ByteSpan tok, uint64_t bytes = 1 << 20, uint32_t ttl = 60,
-                        uint8_t flags = 0) {
+inline uint64_t acquire(RawClient& c, wire::ByteSpan tok, uint64_t bytes = 1 << 20,
+                        uint32_t ttl = 60, uint8_t flags = 0) {
   wire::LeaseAcquireRequest req;
   req.min_vram = bytes;
   req.ttl_s = ttl;
@@ -225,7 +228,8 @@ inline uint64_t alloc(RawClient& c, uint64_t lease, wire::ByteSpan tok, uint64_t
   return r.status() == Status::kOk ? r.as<wire::HandleReply>().handle : 0;
 }
 
-inline uint64_t load_module(RawClient& c, uint64_t lease, wire::ByteSpan tok, const std::string& text) {
+inline uint64_t load_module(RawClient& c, uint64_t lease, wire::ByteSpan tok,
+                            const std::string& text) {
   wire::ModuleLoadRequest m;
   m.image = wire::to_bytes(text);
   auto r = c.call(Opcode::kModuleLoad, lease, tok, m);
@@ -268,8 +272,8 @@ struct Args {
   }
 };
 
-inline wire::LaunchRequest launch_req(uint64_t module, const std::string& kernel, uint32_t grid, uint32_t block,
-                                      const Args& args) {
+inline wire::LaunchRequest launch_req(uint64_t module, const std::string& kernel, uint32_t grid,
+                                      uint32_t block, const Args& args) {
   wire::LaunchRequest l;
   l.module = module;
   l.kernel = kernel;

@@ -43,8 +43,12 @@ TEST(SimBackend, Recipe30ScaleThenBiasGivesTwoIPlusTen) {
   std::vector<float> x(1024);
   for (int i = 0; i < 1024; ++i) x[i] = float(i);
   const uint64_t buf = h.upload(x);
-  ASSERT_TRUE(h.launch(m, "scale", {4, 1, 1}, {256, 1, 1}, Args().add(buf).add(int32_t(1024)).add(2.0f)).ok());
-  ASSERT_TRUE(h.launch(m, "bias", {4, 1, 1}, {256, 1, 1}, Args().add(buf).add(int32_t(1024)).add(10.0f)).ok());
+  ASSERT_TRUE(
+      h.launch(m, "scale", {4, 1, 1}, {256, 1, 1}, Args().add(buf).add(int32_t(1024)).add(2.0f))
+          .ok());
+  ASSERT_TRUE(
+      h.launch(m, "bias", {4, 1, 1}, {256, 1, 1}, Args().add(buf).add(int32_t(1024)).add(10.0f))
+          .ok());
   ASSERT_TRUE(h.sync().ok());
   auto y = h.download<float>(buf, 1024);
   for (int i = 0; i < 1024; ++i) ASSERT_EQ(y[i], 2.0f * i + 10.0f) << i;
@@ -55,7 +59,9 @@ TEST(SimBackend, MemReadIsOrderedAfterEarlierLaunchesWithoutSync) {
   const uint64_t m = h.load_file("transform.ptx");
   const uint64_t buf = h.upload(std::vector<float>(4096, 1.0f));
   for (int i = 0; i < 8; ++i)
-    ASSERT_TRUE(h.launch(m, "bias", {16, 1, 1}, {256, 1, 1}, Args().add(buf).add(int32_t(4096)).add(1.0f)).ok());
+    ASSERT_TRUE(
+        h.launch(m, "bias", {16, 1, 1}, {256, 1, 1}, Args().add(buf).add(int32_t(4096)).add(1.0f))
+            .ok());
   auto y = h.download<float>(buf, 4096);  // no sync: stream order alone
   for (float v : y) ASSERT_EQ(v, 9.0f);
 }
@@ -69,7 +75,8 @@ TEST(SimBackend, Recipe34PipelineRunsThreeStagesOnDeviceBuffers) {
   const uint64_t draw = h.upload(raw), da = h.alloc(n * 4), db = h.alloc(n * 4), dout = h.alloc(n);
   const uint32_t g = blocks_for(n, 256);
   ASSERT_TRUE(h.launch(m, "decode", {g, 1, 1}, {256, 1, 1}, Args().add(draw).add(da).add(n)).ok());
-  ASSERT_TRUE(h.launch(m, "denoise", {g, 1, 1}, {256, 1, 1}, Args().add(da).add(db).add(n).add(0.2f)).ok());
+  ASSERT_TRUE(
+      h.launch(m, "denoise", {g, 1, 1}, {256, 1, 1}, Args().add(da).add(db).add(n).add(0.2f)).ok());
   ASSERT_TRUE(h.launch(m, "encode", {g, 1, 1}, {256, 1, 1}, Args().add(db).add(dout).add(n)).ok());
   ASSERT_TRUE(h.sync().ok());
   auto out = h.download<uint8_t>(dout, n);
@@ -161,7 +168,8 @@ TEST(SimBackend, InfiniteLoopIsStoppedByTheInstructionBudget) {
   const uint64_t flag = h.upload(std::vector<int32_t>{0});
   auto r = h.run(m, "spin", {8, 1, 1}, {64, 1, 1}, Args().add(flag));
   ASSERT_EQ(r.status(), Status::kSyncFailed);
-  EXPECT_NE(r.error().message.find("instruction budget exceeded"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("instruction budget exceeded"), std::string::npos)
+      << r.error().message;
   EXPECT_NE(r.error().message.find("in kernel spin"), std::string::npos) << r.error().message;
   EXPECT_TRUE(h.ctx().faulted());
 }
@@ -173,7 +181,9 @@ TEST(SimBackend, TheBudgetIsPerLaunchNotPerContext) {
   const uint64_t m = h.load_file("transform.ptx");
   const uint64_t buf = h.alloc(4096 * 4);
   for (int i = 0; i < 20; ++i)
-    ASSERT_TRUE(h.launch(m, "scale", {16, 1, 1}, {256, 1, 1}, Args().add(buf).add(int32_t(4096)).add(1.0f)).ok());
+    ASSERT_TRUE(
+        h.launch(m, "scale", {16, 1, 1}, {256, 1, 1}, Args().add(buf).add(int32_t(4096)).add(1.0f))
+            .ok());
   EXPECT_TRUE(h.sync().ok());
 }
 
@@ -183,7 +193,8 @@ TEST(SimBackend, LaunchRefusesAnUnknownKernel) {
   auto r = h.launch(m, "nope", {1, 1, 1}, {1, 1, 1}, Args());
   ASSERT_EQ(r.status(), Status::kLaunchFailed);
   EXPECT_NE(r.error().message.find("nope"), std::string::npos);
-  EXPECT_EQ(h.launch(m + 100, "scale", {1, 1, 1}, {1, 1, 1}, Args()).status(), Status::kLaunchFailed);
+  EXPECT_EQ(h.launch(m + 100, "scale", {1, 1, 1}, {1, 1, 1}, Args()).status(),
+            Status::kLaunchFailed);
 }
 
 TEST(SimBackend, LaunchRefusesAWrongArgumentCount) {
@@ -191,13 +202,15 @@ TEST(SimBackend, LaunchRefusesAWrongArgumentCount) {
   const uint64_t m = h.load_file("transform.ptx");
   auto r = h.launch(m, "scale", {1, 1, 1}, {1, 1, 1}, Args().add(uint64_t(0)).add(int32_t(1)));
   ASSERT_EQ(r.status(), Status::kLaunchFailed);
-  EXPECT_NE(r.error().message.find("takes 3 arguments, got 2"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("takes 3 arguments, got 2"), std::string::npos)
+      << r.error().message;
 }
 
 TEST(SimBackend, LaunchRefusesAWrongArgumentSize) {
   Harness h;
   const uint64_t m = h.load_file("transform.ptx");
-  auto r = h.launch(m, "scale", {1, 1, 1}, {1, 1, 1}, Args().add(uint64_t(0)).add(int64_t(1)).add(2.0f));
+  auto r =
+      h.launch(m, "scale", {1, 1, 1}, {1, 1, 1}, Args().add(uint64_t(0)).add(int64_t(1)).add(2.0f));
   ASSERT_EQ(r.status(), Status::kLaunchFailed);
   EXPECT_NE(r.error().message.find("argument 1"), std::string::npos) << r.error().message;
 }
@@ -210,16 +223,20 @@ TEST(SimBackend, LaunchRefusesBadDimensionsAndSharedMemory) {
   EXPECT_EQ(h.launch(m, "scale", {1, 1, 1}, {1025, 1, 1}, args()).status(), Status::kLaunchFailed);
   EXPECT_EQ(h.launch(m, "scale", {1, 1, 1}, {32, 32, 2}, args()).status(), Status::kLaunchFailed);
   EXPECT_EQ(h.launch(m, "scale", {1, 70000, 1}, {1, 1, 1}, args()).status(), Status::kLaunchFailed);
-  EXPECT_EQ(h.launch(m, "scale", {1, 1, 1}, {1, 1, 1}, args(), 49 * 1024).status(), Status::kLaunchFailed);
+  EXPECT_EQ(h.launch(m, "scale", {1, 1, 1}, {1, 1, 1}, args(), 49 * 1024).status(),
+            Status::kLaunchFailed);
   const uint64_t r = h.load_file("reduce.ptx");  // 4 KiB static shared
-  EXPECT_EQ(h.launch(r, "reduce_sum", {1, 1, 1}, {32, 1, 1}, Args().add(uint64_t(0)).add(uint64_t(0)).add(int32_t(0)), 45 * 1024).status(),
+  EXPECT_EQ(h.launch(r, "reduce_sum", {1, 1, 1}, {32, 1, 1},
+                     Args().add(uint64_t(0)).add(uint64_t(0)).add(int32_t(0)), 45 * 1024)
+                .status(),
             Status::kLaunchFailed);
 }
 
 TEST(SimBackend, ModuleLoadRejectsNonPtxImagesAndBadPtx) {
   Harness h;
   std::string text = "garbage";
-  EXPECT_EQ(h.ctx().module_load(server::ImageKind::kCubin, as_bytes(text)).status(), Status::kLoadFailed);
+  EXPECT_EQ(h.ctx().module_load(server::ImageKind::kCubin, as_bytes(text)).status(),
+            Status::kLoadFailed);
   auto r = h.ctx().module_load(server::ImageKind::kPtx, as_bytes(text));
   EXPECT_EQ(r.status(), Status::kLoadFailed);
 }
@@ -284,7 +301,9 @@ TEST(SimBackend, SyncDoesNotBlockTheCaller) {
   const uint64_t m = h.load_file("branchy.ptx");
   std::vector<uint32_t> start(1 << 14, 837799);  // 524 steps each
   const uint64_t ds = h.upload(start), dsteps = h.alloc(start.size() * 4);
-  ASSERT_TRUE(h.launch(m, "collatz", {64, 1, 1}, {256, 1, 1}, Args().add(ds).add(dsteps).add(int32_t(start.size())).add(1000u)).ok());
+  ASSERT_TRUE(h.launch(m, "collatz", {64, 1, 1}, {256, 1, 1},
+                       Args().add(ds).add(dsteps).add(int32_t(start.size())).add(1000u))
+                  .ok());
   std::atomic<bool> done{false};
   const auto t0 = std::chrono::steady_clock::now();
   h.ctx().sync([&](Result<void> r) {
@@ -322,7 +341,8 @@ TEST(SimBackend, DestroyingAContextWithQueuedWorkAbandonsItSafely) {
   Harness h;
   const uint64_t m = h.load_file("transform.ptx");
   const uint64_t buf = h.alloc(4);
-  EXPECT_TRUE(h.run(m, "scale", {1, 1, 1}, {1, 1, 1}, Args().add(buf).add(int32_t(1)).add(1.0f)).ok());
+  EXPECT_TRUE(
+      h.run(m, "scale", {1, 1, 1}, {1, 1, 1}, Args().add(buf).add(int32_t(1)).add(1.0f)).ok());
 }
 
 TEST(SimBackend, ManyContextsRunConcurrentlyOnTheSharedPool) {

@@ -73,15 +73,21 @@ class Harness {
     return c;
   }
 
-  server::DeviceBackend& backend() { return *backend_; }
-  server::DeviceContext& ctx() { return *ctx_; }
+  server::DeviceBackend& backend() {
+    return *backend_;
+  }
+  server::DeviceContext& ctx() {
+    return *ctx_;
+  }
 
   uint64_t load(const std::string& text) {
     auto m = ctx_->module_load(server::ImageKind::kPtx, as_bytes(text));
     EXPECT_TRUE(m.ok()) << (m.ok() ? "" : m.error().message);
     return m.ok() ? *m : 0;
   }
-  uint64_t load_file(const std::string& name) { return load(read_ptx(name)); }
+  uint64_t load_file(const std::string& name) {
+    return load(read_ptx(name));
+  }
 
   uint64_t alloc(uint64_t bytes) {
     auto a = ctx_->mem_alloc(bytes);
@@ -92,7 +98,9 @@ class Harness {
   uint64_t upload(const std::vector<T>& v) {
     const uint64_t a = alloc(std::max<uint64_t>(1, v.size() * sizeof(T)));
     if (!v.empty()) {
-      EXPECT_TRUE(ctx_->mem_write(a, {reinterpret_cast<const std::byte*>(v.data()), v.size() * sizeof(T)}).ok());
+      EXPECT_TRUE(
+          ctx_->mem_write(a, {reinterpret_cast<const std::byte*>(v.data()), v.size() * sizeof(T)})
+              .ok());
     }
     return a;
   }
@@ -100,7 +108,8 @@ class Harness {
   std::vector<T> download(uint64_t addr, size_t n) {
     std::vector<T> v(n);
     if (n != 0) {
-      EXPECT_TRUE(ctx_->mem_read(addr, {reinterpret_cast<std::byte*>(v.data()), n * sizeof(T)}).ok());
+      EXPECT_TRUE(
+          ctx_->mem_read(addr, {reinterpret_cast<std::byte*>(v.data()), n * sizeof(T)}).ok());
     }
     return v;
   }
@@ -123,13 +132,17 @@ class Harness {
     if (!l.ok()) return l;
     return sync();
   }
-  Result<void> sync() { return wait_sync(*ctx_); }
+  Result<void> sync() {
+    return wait_sync(*ctx_);
+  }
 
  private:
   std::unique_ptr<server::DeviceBackend> backend_;
   std::unique_ptr<server::DeviceContext> ctx_;
 };
 
-inline uint32_t blocks_for(uint64_t n, uint32_t block) { return static_cast<uint32_t>((n + block - 1) / block); }
+inline uint32_t blocks_for(uint64_t n, uint32_t block) {
+  return static_cast<uint32_t>((n + block - 1) / block);
+}
 
 }  // namespace gpulease::sim::testing

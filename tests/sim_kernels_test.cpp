@@ -48,8 +48,12 @@ TEST(SimKernels, ScaleAndBiasMatchTheReference) {
     auto x = random_floats(n, 1);
     const uint64_t buf = h.upload(x);
     const uint32_t g = blocks_for(n, kBlock);
-    ASSERT_TRUE(h.run(m, "scale", {g, 1, 1}, {kBlock, 1, 1}, Args().add(buf).add(int32_t(n)).add(1.5f)).ok());
-    ASSERT_TRUE(h.run(m, "bias", {g, 1, 1}, {kBlock, 1, 1}, Args().add(buf).add(int32_t(n)).add(-0.25f)).ok());
+    ASSERT_TRUE(
+        h.run(m, "scale", {g, 1, 1}, {kBlock, 1, 1}, Args().add(buf).add(int32_t(n)).add(1.5f))
+            .ok());
+    ASSERT_TRUE(
+        h.run(m, "bias", {g, 1, 1}, {kBlock, 1, 1}, Args().add(buf).add(int32_t(n)).add(-0.25f))
+            .ok());
     for (auto& v : x) v = v * 1.5f + -0.25f;  // two roundings, as the two kernels
     expect_bits_equal(h.download<float>(buf, n), x);
   }
@@ -62,12 +66,16 @@ TEST(SimKernels, VectorAddAndSaxpyMatchTheReference) {
     auto a = random_floats(n, 2), b = random_floats(n, 3);
     const uint64_t da = h.upload(a), db = h.upload(b), dc = h.alloc(n * 4);
     const uint32_t g = blocks_for(n, 128);
-    ASSERT_TRUE(h.run(m, "vector_add", {g, 1, 1}, {128, 1, 1}, Args().add(da).add(db).add(dc).add(int32_t(n))).ok());
+    ASSERT_TRUE(h.run(m, "vector_add", {g, 1, 1}, {128, 1, 1},
+                      Args().add(da).add(db).add(dc).add(int32_t(n)))
+                    .ok());
     std::vector<float> want(n);
     for (size_t i = 0; i < n; ++i) want[i] = a[i] + b[i];
     expect_bits_equal(h.download<float>(dc, n), want);
 
-    ASSERT_TRUE(h.run(m, "saxpy", {g, 1, 1}, {128, 1, 1}, Args().add(int32_t(n)).add(0.75f).add(da).add(db)).ok());
+    ASSERT_TRUE(
+        h.run(m, "saxpy", {g, 1, 1}, {128, 1, 1}, Args().add(int32_t(n)).add(0.75f).add(da).add(db))
+            .ok());
     for (size_t i = 0; i < n; ++i) want[i] = std::fma(0.75f, a[i], b[i]);
     expect_bits_equal(h.download<float>(db, n), want);
   }
@@ -79,15 +87,20 @@ TEST(SimKernels, DecodeDenoiseEncodeMatchTheReference) {
     const uint64_t m = h.load_file("pipeline.ptx");
     auto raw = random_ints<uint32_t>(n, 4, 0, 255);
     std::vector<uint8_t> raw8(raw.begin(), raw.end());
-    const uint64_t draw = h.upload(raw8), da = h.alloc(n * 4), db = h.alloc(n * 4), dout = h.alloc(n);
+    const uint64_t draw = h.upload(raw8), da = h.alloc(n * 4), db = h.alloc(n * 4),
+                   dout = h.alloc(n);
     const uint32_t g = blocks_for(n, kBlock);
-    ASSERT_TRUE(h.run(m, "decode", {g, 1, 1}, {kBlock, 1, 1}, Args().add(draw).add(da).add(int32_t(n))).ok());
+    ASSERT_TRUE(
+        h.run(m, "decode", {g, 1, 1}, {kBlock, 1, 1}, Args().add(draw).add(da).add(int32_t(n)))
+            .ok());
     std::vector<float> dec(n);
     for (size_t i = 0; i < n; ++i) dec[i] = static_cast<float>(raw8[i]) / 255.0f;
     expect_bits_equal(h.download<float>(da, n), dec);
 
     const float threshold = 0.3f;
-    ASSERT_TRUE(h.run(m, "denoise", {g, 1, 1}, {kBlock, 1, 1}, Args().add(da).add(db).add(int32_t(n)).add(threshold)).ok());
+    ASSERT_TRUE(h.run(m, "denoise", {g, 1, 1}, {kBlock, 1, 1},
+                      Args().add(da).add(db).add(int32_t(n)).add(threshold))
+                    .ok());
     std::vector<float> den(n);
     for (size_t i = 0; i < n; ++i) {
       const float c = dec[i], l = i > 0 ? dec[i - 1] : c, r = i + 1 < n ? dec[i + 1] : c;
@@ -96,7 +109,9 @@ TEST(SimKernels, DecodeDenoiseEncodeMatchTheReference) {
     }
     expect_bits_equal(h.download<float>(db, n), den);
 
-    ASSERT_TRUE(h.run(m, "encode", {g, 1, 1}, {kBlock, 1, 1}, Args().add(db).add(dout).add(int32_t(n))).ok());
+    ASSERT_TRUE(
+        h.run(m, "encode", {g, 1, 1}, {kBlock, 1, 1}, Args().add(db).add(dout).add(int32_t(n)))
+            .ok());
     auto out = h.download<uint8_t>(dout, n);
     for (size_t i = 0; i < n; ++i) {
       const float v = std::min(std::max(den[i], 0.0f), 1.0f);
@@ -110,8 +125,11 @@ TEST(SimKernels, EncodeClampsOutOfRangeAndNaNInputs) {
   const uint64_t m = h.load_file("pipeline.ptx");
   std::vector<float> in = {-1.0f, 2.0f, NAN, 0.5f, 1.0f, 0.0f, INFINITY, -INFINITY};
   const uint64_t din = h.upload(in), dout = h.alloc(in.size());
-  ASSERT_TRUE(h.run(m, "encode", {1, 1, 1}, {32, 1, 1}, Args().add(din).add(dout).add(int32_t(in.size()))).ok());
-  EXPECT_EQ(h.download<uint8_t>(dout, in.size()), (std::vector<uint8_t>{0, 255, 0, 128, 255, 0, 255, 0}));
+  ASSERT_TRUE(
+      h.run(m, "encode", {1, 1, 1}, {32, 1, 1}, Args().add(din).add(dout).add(int32_t(in.size())))
+          .ok());
+  EXPECT_EQ(h.download<uint8_t>(dout, in.size()),
+            (std::vector<uint8_t>{0, 255, 0, 128, 255, 0, 255, 0}));
 }
 
 TEST(SimKernels, InferComputesADenseReluLayer) {
@@ -122,9 +140,10 @@ TEST(SimKernels, InferComputesADenseReluLayer) {
     auto W = random_floats(size_t(in_dim) * out_dim, 5, -1, 1), x = random_floats(in_dim, 6, -1, 1),
          b = random_floats(out_dim, 7, -1, 1);
     const uint64_t dW = h.upload(W), dx = h.upload(x), db = h.upload(b), dy = h.alloc(out_dim * 4);
-    ASSERT_TRUE(h.run(m, "infer", {blocks_for(out_dim, 64), 1, 1}, {64, 1, 1},
-                      Args().add(dW).add(dx).add(db).add(dy).add(int32_t(in_dim)).add(int32_t(out_dim)))
-                    .ok());
+    ASSERT_TRUE(
+        h.run(m, "infer", {blocks_for(out_dim, 64), 1, 1}, {64, 1, 1},
+              Args().add(dW).add(dx).add(db).add(dy).add(int32_t(in_dim)).add(int32_t(out_dim)))
+            .ok());
     std::vector<float> want(out_dim);
     for (int o = 0; o < out_dim; ++o) {
       float acc = 0.0f;
@@ -144,7 +163,9 @@ TEST(SimKernels, ReduceSumFollowsTheSharedMemoryTree) {
       auto in = random_floats(n, 8);
       const uint32_t g = blocks_for(n, block);
       const uint64_t din = h.upload(in), dout = h.alloc(g * 4);
-      ASSERT_TRUE(h.run(m, "reduce_sum", {g, 1, 1}, {block, 1, 1}, Args().add(din).add(dout).add(int32_t(n))).ok());
+      ASSERT_TRUE(h.run(m, "reduce_sum", {g, 1, 1}, {block, 1, 1},
+                        Args().add(din).add(dout).add(int32_t(n)))
+                      .ok());
       std::vector<float> want(g);
       for (uint32_t b = 0; b < g; ++b) {
         std::vector<float> sh(block);
@@ -165,11 +186,15 @@ TEST(SimKernels, ReduceMaxUsesDynamicSharedMemory) {
     auto in = random_ints<int32_t>(n, 9, INT_MIN, INT_MAX);
     const uint32_t block = 128, g = blocks_for(n, block);
     const uint64_t din = h.upload(in), dout = h.alloc(g * 4);
-    ASSERT_TRUE(h.run(m, "reduce_max_dyn", {g, 1, 1}, {block, 1, 1}, Args().add(din).add(dout).add(int32_t(n)), block * 4).ok());
+    ASSERT_TRUE(h.run(m, "reduce_max_dyn", {g, 1, 1}, {block, 1, 1},
+                      Args().add(din).add(dout).add(int32_t(n)), block * 4)
+                    .ok());
     auto got = h.download<int32_t>(dout, g);
     for (uint32_t b = 0; b < g; ++b) {
       int32_t want = INT_MIN;
-      for (uint64_t i = uint64_t(b) * block; i < std::min<uint64_t>(n, uint64_t(b + 1) * block); ++i) want = std::max(want, in[i]);
+      for (uint64_t i = uint64_t(b) * block; i < std::min<uint64_t>(n, uint64_t(b + 1) * block);
+           ++i)
+        want = std::max(want, in[i]);
       EXPECT_EQ(got[b], want) << "block " << b;
     }
   }
@@ -179,14 +204,16 @@ TEST(SimKernels, ReduceMaxWithoutDynamicSharedMemoryFaults) {
   Harness h;
   const uint64_t m = h.load_file("reduce.ptx");
   const uint64_t din = h.upload(std::vector<int32_t>(64, 1)), dout = h.alloc(4);
-  auto r = h.run(m, "reduce_max_dyn", {1, 1, 1}, {64, 1, 1}, Args().add(din).add(dout).add(int32_t(64)), 0);
+  auto r = h.run(m, "reduce_max_dyn", {1, 1, 1}, {64, 1, 1},
+                 Args().add(din).add(dout).add(int32_t(64)), 0);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status(), Status::kSyncFailed);
   EXPECT_NE(r.error().message.find("shared st"), std::string::npos) << r.error().message;
 }
 
 TEST(SimKernels, TiledMatmulMatchesTheReference) {
-  const std::array<int, 3> shapes[] = {{1, 1, 1}, {16, 16, 16}, {17, 5, 33}, {40, 70, 20}, {64, 64, 64}};
+  const std::array<int, 3> shapes[] = {
+      {1, 1, 1}, {16, 16, 16}, {17, 5, 33}, {40, 70, 20}, {64, 64, 64}};
   for (auto [M, N, K] : shapes) {
     Harness h;
     const uint64_t m = h.load_file("matmul.ptx");
@@ -202,7 +229,8 @@ TEST(SimKernels, TiledMatmulMatchesTheReference) {
         for (int t0 = 0; t0 < K; t0 += 16)
           for (int j = 0; j < 16; ++j) {  // padded tiles contribute fma(0, 0, acc)
             const int k = t0 + j;
-            acc = std::fma(k < K ? A[size_t(r) * K + k] : 0.0f, k < K ? B[size_t(k) * N + c] : 0.0f, acc);
+            acc = std::fma(k < K ? A[size_t(r) * K + k] : 0.0f, k < K ? B[size_t(k) * N + c] : 0.0f,
+                           acc);
           }
         want[size_t(r) * N + c] = acc;
       }
@@ -217,7 +245,9 @@ TEST(SimKernels, HistogramCountsWithGlobalAtomics) {
     auto data = random_ints<uint32_t>(n, 12, 0, 1000);
     const uint32_t nbins = 7;
     const uint64_t dd = h.upload(data), dbins = h.upload(std::vector<uint32_t>(nbins, 0));
-    ASSERT_TRUE(h.run(m, "histogram", {blocks_for(n, 64), 1, 1}, {64, 1, 1}, Args().add(dd).add(dbins).add(int32_t(n)).add(nbins)).ok());
+    ASSERT_TRUE(h.run(m, "histogram", {blocks_for(n, 64), 1, 1}, {64, 1, 1},
+                      Args().add(dd).add(dbins).add(int32_t(n)).add(nbins))
+                    .ok());
     std::vector<uint32_t> want(nbins, 0);
     for (auto v : data) ++want[v % nbins];
     EXPECT_EQ(h.download<uint32_t>(dbins, nbins), want);
@@ -229,8 +259,11 @@ TEST(SimKernels, MinmaxUsesMinMaxAddExchAndCas) {
     Harness h;
     const uint64_t m = h.load_file("histogram.ptx");
     auto v = random_ints<int32_t>(n, 13, -50, 50);
-    const uint64_t dv = h.upload(v), ds = h.upload(std::vector<int32_t>{INT_MAX, INT_MIN, 0, -1, INT_MAX});
-    ASSERT_TRUE(h.run(m, "minmax", {blocks_for(n, 32), 1, 1}, {32, 1, 1}, Args().add(dv).add(ds).add(int32_t(n))).ok());
+    const uint64_t dv = h.upload(v),
+                   ds = h.upload(std::vector<int32_t>{INT_MAX, INT_MIN, 0, -1, INT_MAX});
+    ASSERT_TRUE(h.run(m, "minmax", {blocks_for(n, 32), 1, 1}, {32, 1, 1},
+                      Args().add(dv).add(ds).add(int32_t(n)))
+                    .ok());
     auto s = h.download<int32_t>(ds, 5);
     EXPECT_EQ(s[0], *std::min_element(v.begin(), v.end()));
     EXPECT_EQ(s[1], *std::max_element(v.begin(), v.end()));
@@ -254,7 +287,9 @@ TEST(SimKernels, CollatzLoopsWithDivergentTripCounts) {
     start[0] = 0;
     const uint32_t cap = 200;
     const uint64_t ds = h.upload(start), dsteps = h.alloc(n * 4);
-    ASSERT_TRUE(h.run(m, "collatz", {blocks_for(n, kBlock), 1, 1}, {kBlock, 1, 1}, Args().add(ds).add(dsteps).add(int32_t(n)).add(cap)).ok());
+    ASSERT_TRUE(h.run(m, "collatz", {blocks_for(n, kBlock), 1, 1}, {kBlock, 1, 1},
+                      Args().add(ds).add(dsteps).add(int32_t(n)).add(cap))
+                    .ok());
     auto got = h.download<uint32_t>(dsteps, n);
     for (size_t i = 0; i < n; ++i) {
       uint32_t v = start[i], s = 0;
@@ -275,7 +310,9 @@ TEST(SimKernels, ClassifyTakesEveryBranch) {
     auto x = random_floats(n, 15, -2, 2);
     if (n > 3) x[3] = NAN;
     const uint64_t dx = h.upload(x), dout = h.alloc(n * 4);
-    ASSERT_TRUE(h.run(m, "classify", {blocks_for(n, 96), 1, 1}, {96, 1, 1}, Args().add(dx).add(dout).add(int32_t(n)).add(-1.0f).add(1.0f)).ok());
+    ASSERT_TRUE(h.run(m, "classify", {blocks_for(n, 96), 1, 1}, {96, 1, 1},
+                      Args().add(dx).add(dout).add(int32_t(n)).add(-1.0f).add(1.0f))
+                    .ok());
     auto got = h.download<int32_t>(dout, n);
     for (size_t i = 0; i < n; ++i) {
       const float v = x[i];
@@ -296,7 +333,8 @@ TEST(SimKernels, Mix64DoesSixtyFourBitIntegerMath) {
       in[2] = ~uint64_t{0};
     }
     const uint64_t seed = 0x0123456789abcdefull;
-    const uint64_t din = h.upload(in), dout = h.alloc(n * 8), ddiv = h.alloc(n * 8), dmax = h.alloc(n * 8);
+    const uint64_t din = h.upload(in), dout = h.alloc(n * 8), ddiv = h.alloc(n * 8),
+                   dmax = h.alloc(n * 8);
     ASSERT_TRUE(h.run(m, "mix64", {blocks_for(n, kBlock), 1, 1}, {kBlock, 1, 1},
                       Args().add(din).add(dout).add(ddiv).add(dmax).add(int32_t(n)).add(seed))
                     .ok());
@@ -324,7 +362,9 @@ TEST(SimKernels, OobReadCopiesWhenTheOffsetStaysInBounds) {
   const uint64_t m = h.load_file("faults.ptx");
   auto in = random_floats(300, 17);
   const uint64_t din = h.upload(in), dout = h.alloc(200 * 4);
-  ASSERT_TRUE(h.run(m, "oob_read", {2, 1, 1}, {128, 1, 1}, Args().add(din).add(dout).add(int32_t(200)).add(int32_t(100))).ok());
+  ASSERT_TRUE(h.run(m, "oob_read", {2, 1, 1}, {128, 1, 1},
+                    Args().add(din).add(dout).add(int32_t(200)).add(int32_t(100)))
+                  .ok());
   expect_bits_equal(h.download<float>(dout, 200), std::vector<float>(in.begin() + 100, in.end()));
 }
 

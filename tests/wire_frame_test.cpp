@@ -26,7 +26,8 @@ Bytes sample_frame() {
 
 void reseal(Bytes& f) {
   ByteSpan all(f);
-  store_le64(f.data() + kOffChecksum, frame_checksum(all.first(kHeaderSize), {}, all.subspan(kHeaderSize)));
+  store_le64(f.data() + kOffChecksum,
+             frame_checksum(all.first(kHeaderSize), {}, all.subspan(kHeaderSize)));
 }
 
 TEST(WireFrame, EncodedHeaderPlacesEveryFieldAtItsDocumentedOffset) {
@@ -51,7 +52,8 @@ TEST(WireFrame, ChecksumIsXxh3OfHeaderWithZeroedChecksumThenTokenThenPayload) {
   Bytes zeroed = f;
   std::fill_n(zeroed.begin() + kOffChecksum, 8, std::byte{0});
   EXPECT_EQ(load_le64(f.data() + kOffChecksum), XXH3_64bits(zeroed.data(), zeroed.size()));
-  EXPECT_EQ(load_le64(f.data() + kOffChecksum), XXH3_64bits_withSeed(zeroed.data(), zeroed.size(), 0));
+  EXPECT_EQ(load_le64(f.data() + kOffChecksum),
+            XXH3_64bits_withSeed(zeroed.data(), zeroed.size(), 0));
 }
 
 TEST(WireFrame, ChecksumIgnoresWhateverTheChecksumFieldHolds) {

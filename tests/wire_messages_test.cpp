@@ -27,16 +27,24 @@ void* operator new(size_t n) {
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, size_t) noexcept {
+  std::free(p);
+}
 
 namespace gpulease::wire {
 namespace {
 
 const Limits kLimits{};
 
-Bytes b(std::string_view s) { return to_bytes(s); }
-Bytes fill(size_t n, uint8_t v) { return Bytes(n, std::byte{v}); }
+Bytes b(std::string_view s) {
+  return to_bytes(s);
+}
+Bytes fill(size_t n, uint8_t v) {
+  return Bytes(n, std::byte{v});
+}
 
 // Encodes `m`, decodes it back as M, and checks equality and that the
 // re-encoding is byte-identical.
@@ -105,8 +113,9 @@ GpuSubmitRequest sample_submit() {
   m.format = ImageFormat::kFatbin;
   m.image = b("image");
   m.kernel = "k";
-  m.args = {SubmitArg{SubmitArgKind::kScalar, fill(4, 1), 0}, SubmitArg{SubmitArgKind::kIn, fill(3, 2), 0},
-            SubmitArg{SubmitArgKind::kOut, {}, 12}, SubmitArg{SubmitArgKind::kInOut, fill(5, 3), 0}};
+  m.args = {SubmitArg{SubmitArgKind::kScalar, fill(4, 1), 0},
+            SubmitArg{SubmitArgKind::kIn, fill(3, 2), 0}, SubmitArg{SubmitArgKind::kOut, {}, 12},
+            SubmitArg{SubmitArgKind::kInOut, fill(5, 3), 0}};
   return m;
 }
 
@@ -117,8 +126,12 @@ TEST(WireMessages, EveryRequestTypeRoundTripsWithEdgeValues) {
   expect_round_trip(HelloRequest{1, 1, ""});
   expect_round_trip(PingRequest{});
   expect_round_trip(PingRequest{fill(kLimits.max_ping_bytes, 0xff)});
-  expect_round_trip(LeaseAcquireRequest{~0ull, ~0u, Exclusivity::kDeviceExclusive, kAcquireReleaseOnDisconnect,
-                                        kAnyDevice, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}});
+  expect_round_trip(LeaseAcquireRequest{~0ull,
+                                        ~0u,
+                                        Exclusivity::kDeviceExclusive,
+                                        kAcquireReleaseOnDisconnect,
+                                        kAnyDevice,
+                                        {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}});
   expect_round_trip(LeaseAcquireRequest{1, 1, Exclusivity::kSessionExclusive, 0, 0, {}});
   expect_round_trip(LeaseRenewRequest{~0u});
   expect_round_trip(Empty{});
@@ -140,7 +153,8 @@ TEST(WireMessages, EveryReplyTypeRoundTripsWithEdgeValues) {
   expect_round_trip(PingReply{fill(3, 1)});
   expect_round_trip(LeaseAcquireReply{~0ull, 0xffff, ~0ull, ~0ull});
   expect_round_trip(LeaseRenewReply{~0ull});
-  LeaseInfo info{~0ull, LeaseState::kReleased, Exclusivity::kDeviceExclusive, 7, ~0ull, 0, ~0ull, 0, ~0u, ~0u};
+  LeaseInfo info{
+      ~0ull, LeaseState::kReleased, Exclusivity::kDeviceExclusive, 7, ~0ull, 0, ~0ull, 0, ~0u, ~0u};
   expect_round_trip(info);
   expect_round_trip(LeaseListReply{});
   expect_round_trip(LeaseListReply{{info, LeaseInfo{}, info}});
@@ -161,7 +175,8 @@ TEST(WireMessages, LaunchWithTheMaximumArgumentCountAndBytesRoundTrips) {
   expect_round_trip(m);
   m.args.raw_sizes.push_back(1);
   m.args.raw_blob.push_back(std::byte{1});
-  EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(m), kLimits).status(), Status::kFrameTooLarge);
+  EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(m), kLimits).status(),
+            Status::kFrameTooLarge);
 }
 
 TEST(WireMessages, TypedArgumentsCountBuffersAsEightBytes) {
@@ -172,7 +187,8 @@ TEST(WireMessages, TypedArgumentsCountBuffersAsEightBytes) {
   EXPECT_EQ(kernel_args_count(m.args), kLimits.max_kernel_args);
   Limits tight;
   tight.max_arg_bytes = 8 * 128 - 1;
-  EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(m), tight).status(), Status::kFrameTooLarge);
+  EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(m), tight).status(),
+            Status::kFrameTooLarge);
 }
 
 // ---- Truncation and trailing bytes ----------------------------------------------
@@ -205,11 +221,15 @@ TEST(WireMessages, EveryTruncatedPrefixOfEveryMessageFailsCleanly) {
 TEST(WireMessages, FixedLayoutPrefixesAreBadFrame) {
   Bytes p = encode_payload(LeaseAcquireRequest{5, 5, Exclusivity::kShared, 0, 0, {}});
   for (size_t n = 0; n < p.size(); ++n) {
-    EXPECT_EQ(decode_payload<LeaseAcquireRequest>(ByteSpan(p).first(n), kLimits).status(), Status::kBadFrame) << n;
+    EXPECT_EQ(decode_payload<LeaseAcquireRequest>(ByteSpan(p).first(n), kLimits).status(),
+              Status::kBadFrame)
+        << n;
   }
   p = encode_payload(sample_launch(ArgForm::kTyped));
   for (size_t n = 0; n < p.size(); ++n) {
-    EXPECT_EQ(decode_payload<LaunchRequest>(ByteSpan(p).first(n), kLimits).status(), Status::kBadFrame) << n;
+    EXPECT_EQ(decode_payload<LaunchRequest>(ByteSpan(p).first(n), kLimits).status(),
+              Status::kBadFrame)
+        << n;
   }
 }
 
@@ -247,9 +267,11 @@ size_t largest_alloc_while_decoding(const Bytes& p, const Limits& l, Status want
 }
 
 TEST(WireMessages, CountOf65535WithATinyPayloadFailsWithoutAllocating) {
-  Bytes p = encode_payload(GpuSubmitRequest{ImageFormat::kPtx, b("x"), "k", {1, 1, 1}, {1, 1, 1}, 0, {}});
+  Bytes p =
+      encode_payload(GpuSubmitRequest{ImageFormat::kPtx, b("x"), "k", {1, 1, 1}, {1, 1, 1}, 0, {}});
   store_le16(p.data() + p.size() - 2, 0xffff);
-  EXPECT_LT(largest_alloc_while_decoding<GpuSubmitRequest>(p, kLimits, Status::kFrameTooLarge), 1024u);
+  EXPECT_LT(largest_alloc_while_decoding<GpuSubmitRequest>(p, kLimits, Status::kFrameTooLarge),
+            1024u);
 
   // Even with the count limit raised, a count the input cannot hold is
   // refused before the vector is reserved.
@@ -261,7 +283,8 @@ TEST(WireMessages, CountOf65535WithATinyPayloadFailsWithoutAllocating) {
   store_le32(list.data(), 0xffffffff);
   loose.max_list_entries = 0xffffffff;
   EXPECT_LT(largest_alloc_while_decoding<LeaseListReply>(list, loose, Status::kBadFrame), 1024u);
-  EXPECT_LT(largest_alloc_while_decoding<LeaseListReply>(list, kLimits, Status::kFrameTooLarge), 1024u);
+  EXPECT_LT(largest_alloc_while_decoding<LeaseListReply>(list, kLimits, Status::kFrameTooLarge),
+            1024u);
 }
 
 TEST(WireMessages, DeclaredLengthsBeyondTheInputAllocateNothing) {
@@ -270,9 +293,11 @@ TEST(WireMessages, DeclaredLengthsBeyondTheInputAllocateNothing) {
   Limits loose;
   loose.max_token_bytes = 0xffffffff;
   EXPECT_LT(largest_alloc_while_decoding<CapRequestReply>(p, loose, Status::kBadFrame), 1024u);
-  EXPECT_LT(largest_alloc_while_decoding<CapRequestReply>(p, kLimits, Status::kFrameTooLarge), 1024u);
+  EXPECT_LT(largest_alloc_while_decoding<CapRequestReply>(p, kLimits, Status::kFrameTooLarge),
+            1024u);
 
-  Bytes s = encode_payload(GpuSubmitRequest{ImageFormat::kPtx, b("x"), "k", {1, 1, 1}, {1, 1, 1}, 0, {}});
+  Bytes s =
+      encode_payload(GpuSubmitRequest{ImageFormat::kPtx, b("x"), "k", {1, 1, 1}, {1, 1, 1}, 0, {}});
   store_le32(s.data() + 1, kLimits.max_payload_bytes);  // image length
   EXPECT_LT(largest_alloc_while_decoding<GpuSubmitRequest>(s, kLimits, Status::kBadFrame), 1024u);
 }
@@ -294,17 +319,21 @@ TEST(WireMessages, ErrorMessageAboveItsLimitIsFrameTooLarge) {
 }
 
 TEST(WireMessages, NamesAboveTheNameLimitAreFrameTooLarge) {
-  EXPECT_EQ(decode_payload<HelloRequest>(encode_payload(HelloRequest{1, 1, std::string(257, 'n')}), kLimits).status(),
+  EXPECT_EQ(decode_payload<HelloRequest>(encode_payload(HelloRequest{1, 1, std::string(257, 'n')}),
+                                         kLimits)
+                .status(),
             Status::kFrameTooLarge);
   LaunchRequest m = sample_launch(ArgForm::kRaw);
   m.kernel = std::string(257, 'k');
-  EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(m), kLimits).status(), Status::kFrameTooLarge);
+  EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(m), kLimits).status(),
+            Status::kFrameTooLarge);
 }
 
 TEST(WireMessages, TooManyDevicesOrLeasesAreFrameTooLarge) {
   HelloReply h = sample_hello_reply();
   h.devices.resize(kLimits.max_devices + 1);
-  EXPECT_EQ(decode_payload<HelloReply>(encode_payload(h), kLimits).status(), Status::kFrameTooLarge);
+  EXPECT_EQ(decode_payload<HelloReply>(encode_payload(h), kLimits).status(),
+            Status::kFrameTooLarge);
   h.devices.resize(kLimits.max_devices);
   EXPECT_TRUE(decode_payload<HelloReply>(encode_payload(h), kLimits));
 }
@@ -315,7 +344,8 @@ TEST(WireMessages, GpuSubmitParameterBytesAreCappedLikeLaunch) {
                 SubmitArg{SubmitArgKind::kScalar, fill(kLimits.max_scalar_bytes, 1), 0});
   EXPECT_TRUE(decode_payload<GpuSubmitRequest>(encode_payload(m), kLimits));
   m.args.push_back(SubmitArg{SubmitArgKind::kOut, {}, 1});
-  EXPECT_EQ(decode_payload<GpuSubmitRequest>(encode_payload(m), kLimits).status(), Status::kFrameTooLarge);
+  EXPECT_EQ(decode_payload<GpuSubmitRequest>(encode_payload(m), kLimits).status(),
+            Status::kFrameTooLarge);
 }
 
 TEST(WireMessages, GpuSubmitOutputsThatCannotFitOneReplyAreFrameTooLarge) {
@@ -323,24 +353,31 @@ TEST(WireMessages, GpuSubmitOutputsThatCannotFitOneReplyAreFrameTooLarge) {
   m.args = {SubmitArg{SubmitArgKind::kOut, {}, kLimits.max_payload_bytes - 8}};
   EXPECT_TRUE(decode_payload<GpuSubmitRequest>(encode_payload(m), kLimits));
   m.args[0].out_size = kLimits.max_payload_bytes - 7;
-  EXPECT_EQ(decode_payload<GpuSubmitRequest>(encode_payload(m), kLimits).status(), Status::kFrameTooLarge);
-  m.args = {SubmitArg{SubmitArgKind::kOut, {}, 40u << 20}, SubmitArg{SubmitArgKind::kOut, {}, 40u << 20}};
-  EXPECT_EQ(decode_payload<GpuSubmitRequest>(encode_payload(m), kLimits).status(), Status::kFrameTooLarge);
+  EXPECT_EQ(decode_payload<GpuSubmitRequest>(encode_payload(m), kLimits).status(),
+            Status::kFrameTooLarge);
+  m.args = {SubmitArg{SubmitArgKind::kOut, {}, 40u << 20},
+            SubmitArg{SubmitArgKind::kOut, {}, 40u << 20}};
+  EXPECT_EQ(decode_payload<GpuSubmitRequest>(encode_payload(m), kLimits).status(),
+            Status::kFrameTooLarge);
 }
 
 // ---- Field domains ----------------------------------------------------------------
 
 TEST(WireMessages, StringsMustBeWellFormedUtf8WithoutNul) {
-  for (std::string bad : {std::string("\xff"), std::string("\xc0\xaf"), std::string("\xed\xa0\x80"),
-                          std::string("\xe2\x80"), std::string("a\0b", 3), std::string("\xf4\x90\x80\x80"),
-                          std::string("\x80"), std::string("\xf8\x88\x80\x80\x80")}) {
-    EXPECT_EQ(decode_payload<HelloRequest>(encode_payload(HelloRequest{1, 1, bad}), kLimits).status(),
-              Status::kBadFrame);
+  for (std::string bad :
+       {std::string("\xff"), std::string("\xc0\xaf"), std::string("\xed\xa0\x80"),
+        std::string("\xe2\x80"), std::string("a\0b", 3), std::string("\xf4\x90\x80\x80"),
+        std::string("\x80"), std::string("\xf8\x88\x80\x80\x80")}) {
+    EXPECT_EQ(
+        decode_payload<HelloRequest>(encode_payload(HelloRequest{1, 1, bad}), kLimits).status(),
+        Status::kBadFrame);
     EXPECT_EQ(decode_payload<ErrorReply>(to_bytes(bad), kLimits).status(), Status::kBadFrame);
   }
-  for (std::string good : {std::string("plain"), std::string("\xc3\xa9"), std::string("\xe2\x80\x94"),
-                           std::string("\xf0\x9f\x98\x80"), std::string("\xf4\x8f\xbf\xbf")}) {
-    EXPECT_TRUE(decode_payload<HelloRequest>(encode_payload(HelloRequest{1, 1, good}), kLimits)) << good;
+  for (std::string good :
+       {std::string("plain"), std::string("\xc3\xa9"), std::string("\xe2\x80\x94"),
+        std::string("\xf0\x9f\x98\x80"), std::string("\xf4\x8f\xbf\xbf")}) {
+    EXPECT_TRUE(decode_payload<HelloRequest>(encode_payload(HelloRequest{1, 1, good}), kLimits))
+        << good;
   }
 }
 
@@ -353,35 +390,43 @@ TEST(WireMessages, OutOfDomainValuesHaveTheirNamedStatus) {
   LeaseAcquireRequest ok{1, 1, Exclusivity::kShared, 0, 0, {}};
   EXPECT_EQ(acquire(ok, 3), Status::kInvalidArgument);
   EXPECT_EQ(acquire(ok, 0xff), Status::kInvalidArgument);
-  EXPECT_EQ(decode_payload<LeaseAcquireRequest>(encode_payload(LeaseAcquireRequest{1, 1, {}, 0x80, 0, {}}), kLimits)
+  EXPECT_EQ(decode_payload<LeaseAcquireRequest>(
+                encode_payload(LeaseAcquireRequest{1, 1, {}, 0x80, 0, {}}), kLimits)
                 .status(),
             Status::kBadFrame);
-  EXPECT_EQ(decode_payload<LeaseAcquireRequest>(encode_payload(LeaseAcquireRequest{0, 1, {}, 0, 0, {}}), kLimits)
+  EXPECT_EQ(decode_payload<LeaseAcquireRequest>(
+                encode_payload(LeaseAcquireRequest{0, 1, {}, 0, 0, {}}), kLimits)
                 .status(),
             Status::kInvalidArgument);
-  EXPECT_EQ(decode_payload<LeaseAcquireRequest>(encode_payload(LeaseAcquireRequest{1, 0, {}, 0, 0, {}}), kLimits)
+  EXPECT_EQ(decode_payload<LeaseAcquireRequest>(
+                encode_payload(LeaseAcquireRequest{1, 0, {}, 0, 0, {}}), kLimits)
                 .status(),
             Status::kInvalidArgument);
-  EXPECT_EQ(decode_payload<LeaseRenewRequest>(encode_payload(LeaseRenewRequest{0}), kLimits).status(),
-            Status::kInvalidArgument);
+  EXPECT_EQ(
+      decode_payload<LeaseRenewRequest>(encode_payload(LeaseRenewRequest{0}), kLimits).status(),
+      Status::kInvalidArgument);
   EXPECT_EQ(decode_payload<MemAllocRequest>(encode_payload(MemAllocRequest{0}), kLimits).status(),
             Status::kInvalidArgument);
-  EXPECT_EQ(decode_payload<ModuleLoadRequest>(encode_payload(ModuleLoadRequest{ImageFormat::kPtx, {}}), kLimits)
+  EXPECT_EQ(decode_payload<ModuleLoadRequest>(
+                encode_payload(ModuleLoadRequest{ImageFormat::kPtx, {}}), kLimits)
                 .status(),
             Status::kInvalidArgument);
   EXPECT_EQ(decode_payload<HelloRequest>(encode_payload(HelloRequest{2, 1, ""}), kLimits).status(),
             Status::kInvalidArgument);
   LaunchRequest l = sample_launch(ArgForm::kRaw);
   l.kernel = "";
-  EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(l), kLimits).status(), Status::kInvalidArgument);
+  EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(l), kLimits).status(),
+            Status::kInvalidArgument);
   l = sample_launch(ArgForm::kRaw);
   l.args.raw_sizes = {8, 0, 8};
-  EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(l), kLimits).status(), Status::kInvalidArgument);
+  EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(l), kLimits).status(),
+            Status::kInvalidArgument);
   l.args.raw_sizes = {8, 4, 8};
   EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(l), kLimits).status(), Status::kBadFrame);
   l = sample_launch(ArgForm::kTyped);
   l.args.typed[1].scalar = fill(kLimits.max_scalar_bytes + 1, 0);
-  EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(l), kLimits).status(), Status::kInvalidArgument);
+  EXPECT_EQ(decode_payload<LaunchRequest>(encode_payload(l), kLimits).status(),
+            Status::kInvalidArgument);
 }
 
 // ---- Opcode dispatch ------------------------------------------------------------------

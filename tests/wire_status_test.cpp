@@ -86,8 +86,8 @@ TEST(WireStatus, RetryabilityMatchesTheSpecTable) {
 }
 
 TEST(WireStatus, RecipeNamesAllExist) {
-  for (const char* n : {"LEASE_EXPIRED", "ALLOC_FAILED", "INVALID_HANDLE", "LOAD_FAILED", "LAUNCH_FAILED",
-                        "SYNC_FAILED"}) {
+  for (const char* n : {"LEASE_EXPIRED", "ALLOC_FAILED", "INVALID_HANDLE", "LOAD_FAILED",
+                        "LAUNCH_FAILED", "SYNC_FAILED"}) {
     EXPECT_TRUE(status_from_name(n).has_value()) << n;
   }
 }

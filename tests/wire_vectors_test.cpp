@@ -50,7 +50,9 @@ Bytes frame_of(const Json& v) {
   return b.value_or(Bytes{});
 }
 
-bool is_valid(const Json& v) { return v.at("result") == "valid"; }
+bool is_valid(const Json& v) {
+  return v.at("result") == "valid";
+}
 
 TEST(WireVectors, FilesExistAndEveryVectorHasTheRequiredKeys) {
   ASSERT_GE(all_vectors().size(), 100u);
@@ -86,7 +88,8 @@ TEST(WireVectors, EveryValidVectorsFieldsEncodeToItsBytes) {
     SCOPED_TRACE(v.at("id").get<std::string>());
     auto op = opcode_from_label(v.at("opcode").get<std::string>());
     ASSERT_TRUE(op.has_value());
-    DecodedFrame f = frame_from_json(static_cast<Opcode>(*op), v.at("direction") == "reply", v.at("fields"));
+    DecodedFrame f =
+        frame_from_json(static_cast<Opcode>(*op), v.at("direction") == "reply", v.at("fields"));
     EXPECT_EQ(to_hex(encode_full_frame(f)), v.at("hex"));
   }
 }
@@ -107,7 +110,8 @@ TEST(WireVectors, EveryInvalidVectorFailsWithExactlyItsStatus) {
 TEST(WireVectors, EveryOpcodeHasAValidVectorInEachDirection) {
   std::set<std::pair<std::string, std::string>> seen;
   for (const auto& [file, v] : all_vectors()) {
-    if (is_valid(v)) seen.insert({v.at("opcode").get<std::string>(), v.at("direction").get<std::string>()});
+    if (is_valid(v))
+      seen.insert({v.at("opcode").get<std::string>(), v.at("direction").get<std::string>()});
   }
   for (Opcode op : kAllOpcodes) {
     EXPECT_TRUE(seen.count({std::string(opcode_name(op)), "request"})) << opcode_name(op);

@@ -46,7 +46,9 @@ std::array<uint8_t, 32> seed_from(uint8_t first) {
   return s;
 }
 
-std::string hex(wire::ByteSpan b) { return cap::to_hex(b); }
+std::string hex(wire::ByteSpan b) {
+  return cap::to_hex(b);
+}
 std::string hex(const uint8_t* p, size_t n) {
   return cap::to_hex({reinterpret_cast<const std::byte*>(p), n});
 }
@@ -122,8 +124,8 @@ struct Check {
   wire::Opcode opcode = wire::Opcode::kLeaseQuery;
   uint64_t frame_lease_id = 0;
   int64_t now = kNow;
-  const char* lease_owner = nullptr;   // run check_lease_owner with this owner
-  uint64_t acquire_bytes = 0;          // run check_vram_ceiling with this request (if non-zero)
+  const char* lease_owner = nullptr;  // run check_lease_owner with this owner
+  uint64_t acquire_bytes = 0;         // run check_vram_ceiling with this request (if non-zero)
 };
 
 json check_json(const Check& c) {
@@ -180,13 +182,13 @@ struct Generator {
 
   void add_invalid(const std::string& name, cap::DenyReason reason, const std::string& description,
                    const wire::Bytes& token, const Check& check) {
-    invalid.push_back(json{{"name", name},
-                           {"reason", std::string(cap::deny_reason_name(reason))},
-                           {"description", description},
-                           {"token_hex", hex(token)},
-                           {"verify", check_json(check)},
-                           {"expected_status",
-                            std::string(wire::status_name(cap::deny_reason_status(reason)))}});
+    invalid.push_back(
+        json{{"name", name},
+             {"reason", std::string(cap::deny_reason_name(reason))},
+             {"description", description},
+             {"token_hex", hex(token)},
+             {"verify", check_json(check)},
+             {"expected_status", std::string(wire::status_name(cap::deny_reason_status(reason)))}});
     if (corpus.size() < 64) corpus["invalid_" + name] = token;
   }
 
@@ -196,22 +198,26 @@ struct Generator {
       auto c = base_claims("acquire_any_lease");
       add_valid("acquire_any_lease",
                 "Lease management for any lease of the tenant, 2 GiB acquire ceiling",
-                must(A.mint(c)), Check{.opcode = wire::Opcode::kLeaseAcquire, .acquire_bytes = 2 * kGiB});
+                must(A.mint(c)),
+                Check{.opcode = wire::Opcode::kLeaseAcquire, .acquire_bytes = 2 * kGiB});
     }
     {
       auto c = base_claims("session_bound_to_lease");
       c.lease_id = 42;
       c.perms = cap::bits(cap::Permission::kMem) | cap::bits(cap::Permission::kModule) |
-                cap::bits(cap::Permission::kTaskletSubmit) | cap::bits(cap::Permission::kLeaseQuery);
+                cap::bits(cap::Permission::kTaskletSubmit) |
+                cap::bits(cap::Permission::kLeaseQuery);
       c.max_vram = 0;
-      add_valid("session_bound_to_lease", "Session ops on lease 42 only", must(A.mint(c)),
-                Check{.opcode = wire::Opcode::kLaunch, .frame_lease_id = 42, .lease_owner = "alice"});
+      add_valid(
+          "session_bound_to_lease", "Session ops on lease 42 only", must(A.mint(c)),
+          Check{.opcode = wire::Opcode::kLaunch, .frame_lease_id = 42, .lease_owner = "alice"});
     }
     {
       auto c = base_claims("all_permissions");
       c.perms = cap::kAllPermissions;
-      add_valid("all_permissions", "Every defined permission bit", must(A.mint(c)),
-                Check{.opcode = wire::Opcode::kGpuSubmit, .frame_lease_id = 7, .lease_owner = "alice"});
+      add_valid(
+          "all_permissions", "Every defined permission bit", must(A.mint(c)),
+          Check{.opcode = wire::Opcode::kGpuSubmit, .frame_lease_id = 7, .lease_owner = "alice"});
     }
     {
       auto c = base_claims("shortest_names");
@@ -238,9 +244,10 @@ struct Generator {
       c.not_before = 0;
       c.expires_at = 0xfffffffffffffffeull;
       c.max_vram = 0x0123456789abcdefull;
-      add_valid("large_integers", "Little-endian check: every u64 field has distinct bytes",
-                must(A.mint(c)),
-                Check{.opcode = wire::Opcode::kLeaseRenew, .frame_lease_id = 0xfedcba9876543210ull});
+      add_valid(
+          "large_integers", "Little-endian check: every u64 field has distinct bytes",
+          must(A.mint(c)),
+          Check{.opcode = wire::Opcode::kLeaseRenew, .frame_lease_id = 0xfedcba9876543210ull});
     }
     {
       auto c = base_claims("not_before_within_skew");
@@ -267,15 +274,17 @@ struct Generator {
       parent.key_id = A.key_id();
       cap::AttenuationRequest req;
       req.lease_id = 42;
-      req.perms = cap::bits(cap::Permission::kLeaseQuery) | cap::bits(cap::Permission::kTaskletSubmit);
+      req.perms =
+          cap::bits(cap::Permission::kLeaseQuery) | cap::bits(cap::Permission::kTaskletSubmit);
       req.ttl_s = 600;
       req.now_unix_s = kNow;
       req.token_id = id_for("attenuated_by_node");
-      add_valid("attenuated_by_node",
-                "Minted by the node's own key through CAP_REQUEST from a broader token "
-                "(origin_id = the parent's token_id)",
-                must(keys.node.attenuate(parent, req)),
-                Check{.opcode = wire::Opcode::kLaunch, .frame_lease_id = 42, .lease_owner = "alice"});
+      add_valid(
+          "attenuated_by_node",
+          "Minted by the node's own key through CAP_REQUEST from a broader token "
+          "(origin_id = the parent's token_id)",
+          must(keys.node.attenuate(parent, req)),
+          Check{.opcode = wire::Opcode::kLaunch, .frame_lease_id = 42, .lease_owner = "alice"});
     }
   }
 
@@ -289,8 +298,20 @@ struct Generator {
 
     add_invalid("empty", R::kMalformed, "No token bytes", {}, Check{});
     // A sample of truncations: at every field boundary and inside the signature.
-    const size_t cuts[] = {1, 2, 10, 11, 11 + T, 12 + T, 12 + T + Aud, 20 + T + Aud, 24 + T + Aud,
-                           32 + T + Aud, 40 + T + Aud, 56 + T + Aud, 72 + T + Aud, 80 + T + Aud,
+    const size_t cuts[] = {1,
+                           2,
+                           10,
+                           11,
+                           11 + T,
+                           12 + T,
+                           12 + T + Aud,
+                           20 + T + Aud,
+                           24 + T + Aud,
+                           32 + T + Aud,
+                           40 + T + Aud,
+                           56 + T + Aud,
+                           72 + T + Aud,
+                           80 + T + Aud,
                            good.size() - 1};
     for (size_t cut : cuts) {
       add_invalid("truncated_to_" + std::to_string(cut), R::kMalformed,
@@ -329,16 +350,17 @@ struct Generator {
     };
     set_tenant("tenant_empty", "Empty tenant (tenant_len 0)", "");
     set_tenant("tenant_65_bytes", "Tenant of 65 bytes", std::string(65, 'x'));
-    set_tenant("tenant_invalid_utf8", "Tenant with byte 0xff", "ali\xff" "e");
+    set_tenant("tenant_invalid_utf8", "Tenant with byte 0xff",
+               "ali\xff"
+               "e");
     set_tenant("tenant_overlong_utf8", "Tenant with overlong '/' (c0 af)", "a\xc0\xaf");
     set_tenant("tenant_surrogate", "Tenant with an encoded surrogate (ed a0 80)", "a\xed\xa0\x80");
     set_tenant("tenant_control_char", "Tenant with a newline", "ali\nce");
     set_tenant("tenant_nul", "Tenant with a NUL byte", std::string("ali\0ce", 6));
     resigned("audience_invalid_utf8", "Audience with a lone continuation byte",
              [](wire::Bytes& b) { b[12 + 5] = std::byte{0x80}; });
-    resigned("reserved_permission_bit", "Permission bit 9 set", [](wire::Bytes& b) {
-      b[20 + 5 + 6 + 1] |= std::byte{0x02};
-    });
+    resigned("reserved_permission_bit", "Permission bit 9 set",
+             [](wire::Bytes& b) { b[20 + 5 + 6 + 1] |= std::byte{0x02}; });
     {
       auto c = base_claims("expires_equals_not_before");
       c.key_id = A.key_id();
@@ -375,8 +397,8 @@ struct Generator {
     }
     // A sample of single bit flips; the tests flip every bit.
     const size_t body_len = good.size() - 64;
-    for (size_t off : {size_t{2}, size_t{9}, 12 + T + Aud, 20 + T + Aud, 24 + T + Aud,
-                       32 + T + Aud, 40 + T + Aud, 56 + T + Aud, 72 + T + Aud}) {
+    for (size_t off : {size_t{2}, size_t{9}, 12 + T + Aud, 20 + T + Aud, 24 + T + Aud, 32 + T + Aud,
+                       40 + T + Aud, 56 + T + Aud, 72 + T + Aud}) {
       wire::Bytes t = good;
       t[off] ^= std::byte{0x01};
       const R r = off < 10 ? R::kUnknownKey : R::kBadSignature;
@@ -387,18 +409,18 @@ struct Generator {
       for (int bit : {0, 7}) {
         wire::Bytes t = good;
         t[body_len + k] ^= std::byte(1u << bit);
-        add_invalid("signature_bit_flip_byte_" + std::to_string(k) + "_bit_" + std::to_string(bit),
-                    R::kBadSignature,
-                    "Bit " + std::to_string(bit) + " of signature byte " + std::to_string(k) +
-                        " flipped",
-                    t, Check{});
+        add_invalid(
+            "signature_bit_flip_byte_" + std::to_string(k) + "_bit_" + std::to_string(bit),
+            R::kBadSignature,
+            "Bit " + std::to_string(bit) + " of signature byte " + std::to_string(k) + " flipped",
+            t, Check{});
       }
     }
     {
       auto c = base_claims("not_yet_valid");
       c.not_before = kNow + kSkew + 1;
-      add_invalid("not_yet_valid", R::kNotYetValid, "not_before is now + skew + 1",
-                  must(A.mint(c)), Check{});
+      add_invalid("not_yet_valid", R::kNotYetValid, "not_before is now + skew + 1", must(A.mint(c)),
+                  Check{});
     }
     {
       auto c = base_claims("expired");
@@ -412,8 +434,7 @@ struct Generator {
       const cap::Permission need = *cap::required_permission(op);
       auto c = base_claims(std::string("missing_permission_") + std::string(wire::opcode_name(op)));
       c.perms = cap::kAllPermissions & ~cap::bits(need);
-      add_invalid("missing_permission_" + std::string(wire::opcode_name(op)),
-                  R::kMissingPermission,
+      add_invalid("missing_permission_" + std::string(wire::opcode_name(op)), R::kMissingPermission,
                   "Every permission but " + std::string(cap::permission_name(need)),
                   must(A.mint(c)), Check{.opcode = op, .frame_lease_id = 0});
     }
@@ -436,8 +457,7 @@ struct Generator {
       req.token_id = id_for("revoked_origin");
       add_invalid("revoked_origin", R::kRevokedToken,
                   "Attenuated from a revoked token: origin_id is revoked",
-                  must(keys.node.attenuate(parent, req)),
-                  Check{.frame_lease_id = 42});
+                  must(keys.node.attenuate(parent, req)), Check{.frame_lease_id = 42});
     }
     {
       auto c = base_claims("wrong_lease");
@@ -478,8 +498,8 @@ struct Generator {
       auto c = base_claims("order_audience_before_permission");
       c.perms = 0;
       add_invalid("order_audience_before_permission", R::kWrongAudience,
-                  "For another node and lacking the permission: audience decides",
-                  must(A.mint(c)), Check{.node_id = "node-b", .opcode = wire::Opcode::kMemAlloc});
+                  "For another node and lacking the permission: audience decides", must(A.mint(c)),
+                  Check{.node_id = "node-b", .opcode = wire::Opcode::kMemAlloc});
     }
     {
       auto c = base_claims("order_permission_before_revocation");
@@ -520,15 +540,17 @@ std::map<std::string, std::string> generate(std::map<std::string, wire::Bytes>* 
   g.invalid_vectors();
   std::map<std::string, std::string> files;
   files["valid.json"] =
-      g.file("Valid gpulease capability tokens: decoded fields, signed bytes, text form; each "
-             "passes Verifier::verify with the given request",
-             g.valid)
+      g.file(
+           "Valid gpulease capability tokens: decoded fields, signed bytes, text form; each "
+           "passes Verifier::verify with the given request",
+           g.valid)
           .dump(2) +
       "\n";
   files["invalid.json"] =
-      g.file("Invalid gpulease capability tokens, by reason: each fails with exactly "
-             "expected_status at the step named by reason",
-             g.invalid)
+      g.file(
+           "Invalid gpulease capability tokens, by reason: each fails with exactly "
+           "expected_status at the step named by reason",
+           g.invalid)
           .dump(2) +
       "\n";
   if (corpus) *corpus = std::move(g.corpus);

@@ -55,7 +55,9 @@ struct File {
 
 const Limits kLimits{};
 
-Bytes str_bytes(std::string_view s) { return to_bytes(s); }
+Bytes str_bytes(std::string_view s) {
+  return to_bytes(s);
+}
 
 // A placeholder token section: the wire layer carries it opaquely. Real
 // tokens (docs/TOKENS.md) are longer; a node answers these with UNAUTHENTICATED.
@@ -97,7 +99,8 @@ FrameHeader request_header(Opcode op, uint64_t request_id, uint64_t lease_id) {
   h.lease_id = lease_id;
   return h;
 }
-FrameHeader reply_header(Opcode op, uint64_t request_id, uint64_t lease_id, Status s = Status::kOk) {
+FrameHeader reply_header(Opcode op, uint64_t request_id, uint64_t lease_id,
+                         Status s = Status::kOk) {
   FrameHeader h = request_header(op, request_id, lease_id);
   h.flags = kFlagReply;
   h.status = s;
@@ -110,7 +113,8 @@ void check_valid(Vector& v) {
   if (!d) die(v.id + ": valid vector does not decode: " + d.error().message);
   v.fields = vectors::frame_to_json(*d);
   DecodedFrame back = vectors::frame_from_json(static_cast<Opcode>(v.opcode), v.reply, v.fields);
-  if (vectors::encode_full_frame(back) != v.frame) die(v.id + ": fields do not re-encode to the frame");
+  if (vectors::encode_full_frame(back) != v.frame)
+    die(v.id + ": fields do not re-encode to the frame");
 }
 
 void check_invalid(const Vector& v) {
@@ -123,8 +127,13 @@ void check_invalid(const Vector& v) {
 }
 
 Vector valid_frame(std::string id, std::string desc, const DecodedFrame& f) {
-  Vector v{std::move(id), std::move(desc), static_cast<uint16_t>(f.header.opcode),
-           f.header.is_reply(), vectors::encode_full_frame(f), std::nullopt, {}};
+  Vector v{std::move(id),
+           std::move(desc),
+           static_cast<uint16_t>(f.header.opcode),
+           f.header.is_reply(),
+           vectors::encode_full_frame(f),
+           std::nullopt,
+           {}};
   check_valid(v);
   return v;
 }
@@ -134,7 +143,8 @@ Vector request(std::string id, std::string desc, Opcode op, RequestMessage m, ui
   return valid_frame(std::move(id), std::move(desc),
                      DecodedFrame{request_header(op, rid, lease), std::move(token), std::move(m)});
 }
-Vector reply(std::string id, std::string desc, Opcode op, ReplyMessage m, uint64_t rid, uint64_t lease) {
+Vector reply(std::string id, std::string desc, Opcode op, ReplyMessage m, uint64_t rid,
+             uint64_t lease) {
   return valid_frame(std::move(id), std::move(desc),
                      DecodedFrame{reply_header(op, rid, lease), {}, std::move(m)});
 }
@@ -144,7 +154,8 @@ Vector error_reply(std::string id, std::string desc, Opcode op, Status s, std::s
                      DecodedFrame{reply_header(op, rid, lease, s), {}, ErrorReply{std::move(msg)}});
 }
 
-Vector invalid(std::string id, std::string desc, uint16_t opcode, bool is_reply, Bytes frame, Status s) {
+Vector invalid(std::string id, std::string desc, uint16_t opcode, bool is_reply, Bytes frame,
+               Status s) {
   Vector v{std::move(id), std::move(desc), opcode, is_reply, std::move(frame), s, Json::object()};
   check_invalid(v);
   return v;
@@ -208,8 +219,7 @@ GpuSubmitRequest submit_all_kinds() {
   m.args = {SubmitArg{SubmitArgKind::kScalar, f32(3.0f), 0},
             SubmitArg{SubmitArgKind::kIn, concat({f32(1), f32(2), f32(3), f32(4)}), 0},
             SubmitArg{SubmitArgKind::kInOut, concat({f32(10), f32(20), f32(30), f32(40)}), 0},
-            SubmitArg{SubmitArgKind::kOut, {}, 16},
-            SubmitArg{SubmitArgKind::kScalar, le32(4), 0}};
+            SubmitArg{SubmitArgKind::kOut, {}, 16}, SubmitArg{SubmitArgKind::kScalar, le32(4), 0}};
   return m;
 }
 
@@ -259,53 +269,64 @@ std::vector<Vector> requests() {
                       Opcode::kPing, PingRequest{}, 4, 0));
   {
     LeaseAcquireRequest m{256ull << 20, 600, Exclusivity::kShared, 0, kAnyDevice, {}};
-    v.push_back(request("request.lease_acquire", "LEASE_ACQUIRE 256 MiB for 600 s, shared, any device, no idempotency key",
+    v.push_back(request("request.lease_acquire",
+                        "LEASE_ACQUIRE 256 MiB for 600 s, shared, any device, no idempotency key",
                         Opcode::kLeaseAcquire, m, 5, 0));
     IdempotencyKey key{};
     for (uint8_t i = 0; i < 16; ++i) key[i] = static_cast<uint8_t>(i + 1);
     m = {1ull << 30, 3600, Exclusivity::kSessionExclusive, kAcquireReleaseOnDisconnect, 0, key};
     v.push_back(request("request.lease_acquire.session_exclusive",
-                        "LEASE_ACQUIRE 1 GiB on device 0, session-exclusive, release on disconnect, idempotency key 01..10",
+                        "LEASE_ACQUIRE 1 GiB on device 0, session-exclusive, release on "
+                        "disconnect, idempotency key 01..10",
                         Opcode::kLeaseAcquire, m, 6, 0));
     m = {~0ull, ~0u, Exclusivity::kDeviceExclusive, 0, 0xfffe, {}};
-    v.push_back(request("request.lease_acquire.device_exclusive.edge",
-                        "LEASE_ACQUIRE device-exclusive with the largest min_vram and ttl_s and device 0xfffe",
-                        Opcode::kLeaseAcquire, m, ~0ull, 0));
+    v.push_back(request(
+        "request.lease_acquire.device_exclusive.edge",
+        "LEASE_ACQUIRE device-exclusive with the largest min_vram and ttl_s and device 0xfffe",
+        Opcode::kLeaseAcquire, m, ~0ull, 0));
   }
   v.push_back(request("request.lease_renew", "LEASE_RENEW by 600 s", Opcode::kLeaseRenew,
                       LeaseRenewRequest{600}, 7, kLease));
-  v.push_back(request("request.lease_release", "LEASE_RELEASE (empty payload)", Opcode::kLeaseRelease,
-                      Empty{}, 8, kLease));
+  v.push_back(request("request.lease_release", "LEASE_RELEASE (empty payload)",
+                      Opcode::kLeaseRelease, Empty{}, 8, kLease));
   v.push_back(request("request.lease_query", "LEASE_QUERY (empty payload)", Opcode::kLeaseQuery,
                       Empty{}, 9, kLease));
   v.push_back(request("request.lease_list", "LEASE_LIST of the tenant's leases (lease_id 0)",
                       Opcode::kLeaseList, Empty{}, 10, 0));
-  v.push_back(request("request.cap_request", "CAP_REQUEST: permissions 0x0000007f, ttl 300 s, bound to lease 42",
+  v.push_back(request("request.cap_request",
+                      "CAP_REQUEST: permissions 0x0000007f, ttl 300 s, bound to lease 42",
                       Opcode::kCapRequest, CapRequestRequest{0x7f, 300}, 11, kLease));
   v.push_back(request("request.mem_alloc", "MEM_ALLOC 4096 bytes", Opcode::kMemAlloc,
                       MemAllocRequest{4096}, 12, kLease));
   v.push_back(request("request.mem_free", "MEM_FREE of a buffer handle", Opcode::kMemFree,
                       HandleRequest{kBuffer}, 13, kLease));
-  v.push_back(request("request.mem_write", "MEM_WRITE 16 bytes (four f32 1.0) at offset 0", Opcode::kMemWrite,
-                      MemWriteRequest{kBuffer, 0, concat({f32(1), f32(1), f32(1), f32(1)})}, 14, kLease));
-  v.push_back(request("request.mem_write.chunk", "MEM_WRITE of a later chunk: 4 bytes at offset 1 MiB",
-                      Opcode::kMemWrite, MemWriteRequest{kBuffer, 1u << 20, str_bytes("\x01\x02\x03\x04")},
-                      15, kLease));
+  v.push_back(request(
+      "request.mem_write", "MEM_WRITE 16 bytes (four f32 1.0) at offset 0", Opcode::kMemWrite,
+      MemWriteRequest{kBuffer, 0, concat({f32(1), f32(1), f32(1), f32(1)})}, 14, kLease));
+  v.push_back(request("request.mem_write.chunk",
+                      "MEM_WRITE of a later chunk: 4 bytes at offset 1 MiB", Opcode::kMemWrite,
+                      MemWriteRequest{kBuffer, 1u << 20, str_bytes("\x01\x02\x03\x04")}, 15,
+                      kLease));
   v.push_back(request("request.mem_write.empty", "MEM_WRITE of zero bytes (valid; writes nothing)",
                       Opcode::kMemWrite, MemWriteRequest{kBuffer, 4096, {}}, 16, kLease));
   v.push_back(request("request.mem_read", "MEM_READ 16 bytes at offset 0", Opcode::kMemRead,
                       MemReadRequest{kBuffer, 0, 16}, 17, kLease));
   v.push_back(request("request.mem_read.max", "MEM_READ of max_payload_bytes (the largest chunk)",
-                      Opcode::kMemRead, MemReadRequest{kBuffer, 0, kLimits.max_payload_bytes}, 18, kLease));
+                      Opcode::kMemRead, MemReadRequest{kBuffer, 0, kLimits.max_payload_bytes}, 18,
+                      kLease));
   v.push_back(request("request.module_load", "MODULE_LOAD of a PTX image", Opcode::kModuleLoad,
                       ModuleLoadRequest{ImageFormat::kPtx, str_bytes(kPtx)}, 19, kLease));
   v.push_back(request("request.module_load.cubin", "MODULE_LOAD of a (fake, 7-byte) cubin image",
                       Opcode::kModuleLoad,
-                      ModuleLoadRequest{ImageFormat::kCubin, str_bytes("\x7f" "ELF\x02\x01\x01\x00")}, 20, kLease));
-  v.push_back(request("request.launch.raw", "LAUNCH scale<<<4,256>>>(ptr, 1024, 2.0f) with raw arguments (sizes 8,4,4)",
+                      ModuleLoadRequest{ImageFormat::kCubin, str_bytes("\x7f"
+                                                                       "ELF\x02\x01\x01\x00")},
+                      20, kLease));
+  v.push_back(request("request.launch.raw",
+                      "LAUNCH scale<<<4,256>>>(ptr, 1024, 2.0f) with raw arguments (sizes 8,4,4)",
                       Opcode::kLaunch, scale_launch_raw(), 21, kLease));
   v.push_back(request("request.launch.typed",
-                      "LAUNCH scale<<<4,256>>> with typed arguments: buffer (handle, offset 0), scalar 4 bytes, scalar 4 bytes",
+                      "LAUNCH scale<<<4,256>>> with typed arguments: buffer (handle, offset 0), "
+                      "scalar 4 bytes, scalar 4 bytes",
                       Opcode::kLaunch, scale_launch_typed(), 22, kLease));
   {
     LaunchRequest m = scale_launch_raw();
@@ -314,23 +335,27 @@ std::vector<Vector> requests() {
     m.block = {1024, 1, 1};
     m.shared_bytes = 228u << 10;
     v.push_back(request("request.launch.no_args.edge",
-                        "LAUNCH with zero raw arguments, the largest grid, block 1024 and 228 KiB dynamic shared memory",
+                        "LAUNCH with zero raw arguments, the largest grid, block 1024 and 228 KiB "
+                        "dynamic shared memory",
                         Opcode::kLaunch, m, 23, kLease));
     LaunchRequest t = scale_launch_typed();
     t.args.typed = {TypedArg{TypedArgKind::kBuffer, {}, kBuffer, 4096}};
-    v.push_back(request("request.launch.typed.offset", "LAUNCH with one typed buffer argument at byte offset 4096",
+    v.push_back(request("request.launch.typed.offset",
+                        "LAUNCH with one typed buffer argument at byte offset 4096",
                         Opcode::kLaunch, t, 24, kLease));
   }
   v.push_back(request("request.sync", "SYNC (empty payload)", Opcode::kSync, Empty{}, 25, kLease));
-  v.push_back(request("request.module_unload", "MODULE_UNLOAD of a module handle", Opcode::kModuleUnload,
-                      HandleRequest{kModule}, 26, kLease));
+  v.push_back(request("request.module_unload", "MODULE_UNLOAD of a module handle",
+                      Opcode::kModuleUnload, HandleRequest{kModule}, 26, kLease));
   v.push_back(request("request.gpu_submit",
-                      "GPU_SUBMIT axpy with every argument kind: scalar f32, in 16 bytes, inout 16 bytes, out 16 bytes, scalar i32",
+                      "GPU_SUBMIT axpy with every argument kind: scalar f32, in 16 bytes, inout 16 "
+                      "bytes, out 16 bytes, scalar i32",
                       Opcode::kGpuSubmit, submit_all_kinds(), 27, kLease));
   {
     GpuSubmitRequest m = submit_all_kinds();
     m.args = {};
-    v.push_back(request("request.gpu_submit.no_args", "GPU_SUBMIT with no arguments", Opcode::kGpuSubmit, m, 28, kLease));
+    v.push_back(request("request.gpu_submit.no_args", "GPU_SUBMIT with no arguments",
+                        Opcode::kGpuSubmit, m, 28, kLease));
   }
   return v;
 }
@@ -339,89 +364,118 @@ std::vector<Vector> requests() {
 
 std::vector<Vector> replies() {
   std::vector<Vector> v;
-  v.push_back(reply("reply.hello", "HELLO reply: version 1, node-a, sim backend, the default limits, one device",
+  v.push_back(reply("reply.hello",
+                    "HELLO reply: version 1, node-a, sim backend, the default limits, one device",
                     Opcode::kHello, hello_reply(), 1, 0));
   {
     HelloReply m = hello_reply();
     m.devices.clear();
     m.backend = "cuda";
-    v.push_back(reply("reply.hello.no_devices", "HELLO reply listing no devices", Opcode::kHello, m, 2, 0));
+    v.push_back(
+        reply("reply.hello.no_devices", "HELLO reply listing no devices", Opcode::kHello, m, 2, 0));
   }
-  v.push_back(reply("reply.ping", "PING reply echoing 4 bytes", Opcode::kPing, PingReply{str_bytes("ping")}, 3, 0));
-  v.push_back(reply("reply.lease_acquire", "LEASE_ACQUIRE reply: lease 42 on device 0, 256 MiB, expires at 1700000600000 ms",
-                    Opcode::kLeaseAcquire, LeaseAcquireReply{kLease, 0, 256ull << 20, 1700000600000}, 5, 0));
-  v.push_back(reply("reply.lease_renew", "LEASE_RENEW reply with the new expiry", Opcode::kLeaseRenew,
-                    LeaseRenewReply{1700001200000}, 7, kLease));
-  v.push_back(reply("reply.lease_release", "LEASE_RELEASE reply (empty payload)", Opcode::kLeaseRelease,
-                    Empty{}, 8, kLease));
-  v.push_back(reply("reply.lease_query", "LEASE_QUERY reply: an active lease with one buffer and one module",
+  v.push_back(reply("reply.ping", "PING reply echoing 4 bytes", Opcode::kPing,
+                    PingReply{str_bytes("ping")}, 3, 0));
+  v.push_back(reply(
+      "reply.lease_acquire",
+      "LEASE_ACQUIRE reply: lease 42 on device 0, 256 MiB, expires at 1700000600000 ms",
+      Opcode::kLeaseAcquire, LeaseAcquireReply{kLease, 0, 256ull << 20, 1700000600000}, 5, 0));
+  v.push_back(reply("reply.lease_renew", "LEASE_RENEW reply with the new expiry",
+                    Opcode::kLeaseRenew, LeaseRenewReply{1700001200000}, 7, kLease));
+  v.push_back(reply("reply.lease_release", "LEASE_RELEASE reply (empty payload)",
+                    Opcode::kLeaseRelease, Empty{}, 8, kLease));
+  v.push_back(reply("reply.lease_query",
+                    "LEASE_QUERY reply: an active lease with one buffer and one module",
                     Opcode::kLeaseQuery, lease_info(kLease, LeaseState::kActive), 9, kLease));
   {
     LeaseInfo f = lease_info(43, LeaseState::kFaulted);
     f.exclusivity = Exclusivity::kDeviceExclusive;
     f.device = 1;
     f.remaining_ms = 0;
-    v.push_back(reply("reply.lease_list", "LEASE_LIST reply with two leases (active shared; faulted device-exclusive)",
-                      Opcode::kLeaseList, LeaseListReply{{lease_info(kLease, LeaseState::kActive), f}}, 10, 0));
-    v.push_back(reply("reply.lease_list.empty", "LEASE_LIST reply with no leases", Opcode::kLeaseList,
-                      LeaseListReply{}, 10, 0));
+    v.push_back(reply("reply.lease_list",
+                      "LEASE_LIST reply with two leases (active shared; faulted device-exclusive)",
+                      Opcode::kLeaseList,
+                      LeaseListReply{{lease_info(kLease, LeaseState::kActive), f}}, 10, 0));
+    v.push_back(reply("reply.lease_list.empty", "LEASE_LIST reply with no leases",
+                      Opcode::kLeaseList, LeaseListReply{}, 10, 0));
   }
-  v.push_back(reply("reply.cap_request", "CAP_REQUEST reply carrying a (placeholder) narrower token",
-                    Opcode::kCapRequest, CapRequestReply{str_bytes("TOKEN:tenant-a:lease-42")}, 11, kLease));
+  v.push_back(reply(
+      "reply.cap_request", "CAP_REQUEST reply carrying a (placeholder) narrower token",
+      Opcode::kCapRequest, CapRequestReply{str_bytes("TOKEN:tenant-a:lease-42")}, 11, kLease));
   v.push_back(reply("reply.mem_alloc", "MEM_ALLOC reply: the handle is the buffer's device address",
                     Opcode::kMemAlloc, HandleReply{kBuffer}, 12, kLease));
-  v.push_back(reply("reply.mem_free", "MEM_FREE reply (empty payload)", Opcode::kMemFree, Empty{}, 13, kLease));
-  v.push_back(reply("reply.mem_write", "MEM_WRITE reply (empty payload)", Opcode::kMemWrite, Empty{}, 14, kLease));
-  v.push_back(reply("reply.mem_read", "MEM_READ reply with 16 bytes (four f32 12.0)", Opcode::kMemRead,
-                    MemReadReply{concat({f32(12), f32(12), f32(12), f32(12)})}, 17, kLease));
+  v.push_back(reply("reply.mem_free", "MEM_FREE reply (empty payload)", Opcode::kMemFree, Empty{},
+                    13, kLease));
+  v.push_back(reply("reply.mem_write", "MEM_WRITE reply (empty payload)", Opcode::kMemWrite,
+                    Empty{}, 14, kLease));
+  v.push_back(reply("reply.mem_read", "MEM_READ reply with 16 bytes (four f32 12.0)",
+                    Opcode::kMemRead, MemReadReply{concat({f32(12), f32(12), f32(12), f32(12)})},
+                    17, kLease));
   v.push_back(reply("reply.module_load", "MODULE_LOAD reply: module handle 1", Opcode::kModuleLoad,
                     HandleReply{kModule}, 19, kLease));
-  v.push_back(reply("reply.launch", "LAUNCH reply: launch 1 queued", Opcode::kLaunch, LaunchReply{1}, 21, kLease));
-  v.push_back(reply("reply.sync", "SYNC reply: 2 launches completed", Opcode::kSync, SyncReply{2}, 25, kLease));
-  v.push_back(reply("reply.module_unload", "MODULE_UNLOAD reply (empty payload)", Opcode::kModuleUnload,
-                    Empty{}, 26, kLease));
-  v.push_back(reply("reply.gpu_submit", "GPU_SUBMIT reply: outputs of arguments 2 (inout) and 3 (out), in order",
+  v.push_back(reply("reply.launch", "LAUNCH reply: launch 1 queued", Opcode::kLaunch,
+                    LaunchReply{1}, 21, kLease));
+  v.push_back(reply("reply.sync", "SYNC reply: 2 launches completed", Opcode::kSync, SyncReply{2},
+                    25, kLease));
+  v.push_back(reply("reply.module_unload", "MODULE_UNLOAD reply (empty payload)",
+                    Opcode::kModuleUnload, Empty{}, 26, kLease));
+  v.push_back(reply("reply.gpu_submit",
+                    "GPU_SUBMIT reply: outputs of arguments 2 (inout) and 3 (out), in order",
                     Opcode::kGpuSubmit,
                     GpuSubmitReply{{SubmitOutput{2, concat({f32(13), f32(26), f32(39), f32(52)})},
                                     SubmitOutput{3, concat({f32(3), f32(6), f32(9), f32(12)})}}},
                     27, kLease));
-  v.push_back(reply("reply.gpu_submit.no_outputs", "GPU_SUBMIT reply with no outputs", Opcode::kGpuSubmit,
-                    GpuSubmitReply{}, 28, kLease));
+  v.push_back(reply("reply.gpu_submit.no_outputs", "GPU_SUBMIT reply with no outputs",
+                    Opcode::kGpuSubmit, GpuSubmitReply{}, 28, kLease));
 
   // Error replies: status in the header, UTF-8 message as the payload.
   v.push_back(error_reply("reply.error.lease_expired", "LEASE_EXPIRED error reply to MEM_WRITE",
-                          Opcode::kMemWrite, Status::kLeaseExpired, "lease 42 expired", 14, kLease));
-  v.push_back(error_reply("reply.error.alloc_failed", "ALLOC_FAILED error reply to MEM_ALLOC",
-                          Opcode::kMemAlloc, Status::kAllocFailed,
-                          "allocation of 4096 bytes exceeds the lease quota (268435456 of 268435456 used)", 12, kLease));
-  v.push_back(error_reply("reply.error.load_failed", "LOAD_FAILED error reply carrying a JIT log line",
-                          Opcode::kModuleLoad, Status::kLoadFailed,
-                          "ptxas application ptx input, line 4; error   : Unknown symbol 'x'", 19, kLease));
-  v.push_back(error_reply("reply.error.sync_failed", "SYNC_FAILED error reply naming the CUDA error",
-                          Opcode::kSync, Status::kSyncFailed, "CUDA_ERROR_ILLEGAL_ADDRESS", 25, kLease));
-  v.push_back(error_reply("reply.error.unauthenticated", "UNAUTHENTICATED error reply with an empty message",
+                          Opcode::kMemWrite, Status::kLeaseExpired, "lease 42 expired", 14,
+                          kLease));
+  v.push_back(
+      error_reply("reply.error.alloc_failed", "ALLOC_FAILED error reply to MEM_ALLOC",
+                  Opcode::kMemAlloc, Status::kAllocFailed,
+                  "allocation of 4096 bytes exceeds the lease quota (268435456 of 268435456 used)",
+                  12, kLease));
+  v.push_back(
+      error_reply("reply.error.load_failed", "LOAD_FAILED error reply carrying a JIT log line",
+                  Opcode::kModuleLoad, Status::kLoadFailed,
+                  "ptxas application ptx input, line 4; error   : Unknown symbol 'x'", 19, kLease));
+  v.push_back(error_reply("reply.error.sync_failed",
+                          "SYNC_FAILED error reply naming the CUDA error", Opcode::kSync,
+                          Status::kSyncFailed, "CUDA_ERROR_ILLEGAL_ADDRESS", 25, kLease));
+  v.push_back(error_reply("reply.error.unauthenticated",
+                          "UNAUTHENTICATED error reply with an empty message",
                           Opcode::kLeaseAcquire, Status::kUnauthenticated, "", 5, 0));
-  v.push_back(error_reply("reply.error.unsupported.utf8",
-                          "UNSUPPORTED error reply to LEASE_ACQUIRE with a non-ASCII UTF-8 message",
-                          Opcode::kLeaseAcquire, Status::kUnsupported,
-                          "session-exclusive leases need CUDA green contexts \xe2\x80\x94 not on backend sim", 6, 0));
-  v.push_back(error_reply("reply.error.busy", "BUSY error reply to GPU_SUBMIT", Opcode::kGpuSubmit, Status::kBusy,
-                          "too many requests in flight", 27, kLease));
+  v.push_back(error_reply(
+      "reply.error.unsupported.utf8",
+      "UNSUPPORTED error reply to LEASE_ACQUIRE with a non-ASCII UTF-8 message",
+      Opcode::kLeaseAcquire, Status::kUnsupported,
+      "session-exclusive leases need CUDA green contexts \xe2\x80\x94 not on backend sim", 6, 0));
+  v.push_back(error_reply("reply.error.busy", "BUSY error reply to GPU_SUBMIT", Opcode::kGpuSubmit,
+                          Status::kBusy, "too many requests in flight", 27, kLease));
   {
     // Error replies echo the request's opcode even when it is undefined (or
     // 0 when the header could not be read), so clients match them by request_id.
-    DecodedFrame f{reply_header(Opcode::kPing, 31, 0, Status::kUnknownOpcode), {}, ErrorReply{"unknown opcode 30583"}};
+    DecodedFrame f{reply_header(Opcode::kPing, 31, 0, Status::kUnknownOpcode),
+                   {},
+                   ErrorReply{"unknown opcode 30583"}};
     f.header.opcode = static_cast<Opcode>(0x7777);
-    v.push_back(valid_frame("reply.error.unknown_opcode",
-                            "UNKNOWN_OPCODE error reply echoing the undefined opcode 0x7777 of the request", f));
-    f = DecodedFrame{reply_header(Opcode::kPing, 0, 0, Status::kBadFrame), {}, ErrorReply{"bad magic"}};
+    v.push_back(valid_frame(
+        "reply.error.unknown_opcode",
+        "UNKNOWN_OPCODE error reply echoing the undefined opcode 0x7777 of the request", f));
+    f = DecodedFrame{
+        reply_header(Opcode::kPing, 0, 0, Status::kBadFrame), {}, ErrorReply{"bad magic"}};
     f.header.opcode = static_cast<Opcode>(0);
     v.push_back(valid_frame("reply.error.bad_magic",
-                            "BAD_FRAME error reply to a frame with a bad magic: opcode 0 (the node closes the connection after it)",
+                            "BAD_FRAME error reply to a frame with a bad magic: opcode 0 (the node "
+                            "closes the connection after it)",
                             f));
   }
-  v.push_back(error_reply("reply.error.max_message", "INTERNAL error reply with a message of exactly max_message_bytes (1024)",
-                          Opcode::kPing, Status::kInternal, std::string(kLimits.max_message_bytes, 'x'), 3, 0));
+  v.push_back(error_reply("reply.error.max_message",
+                          "INTERNAL error reply with a message of exactly max_message_bytes (1024)",
+                          Opcode::kPing, Status::kInternal,
+                          std::string(kLimits.max_message_bytes, 'x'), 3, 0));
   return v;
 }
 
@@ -438,7 +492,8 @@ std::vector<Vector> frames_invalid() {
     if (seal) reseal(f);
     return f;
   };
-  auto bad = [&](std::string id, std::string desc, Bytes f, Status s, uint16_t op = 0x0601, bool rep = false) {
+  auto bad = [&](std::string id, std::string desc, Bytes f, Status s, uint16_t op = 0x0601,
+                 bool rep = false) {
     v.push_back(invalid(std::move(id), std::move(desc), op, rep, std::move(f), s));
   };
 
@@ -447,29 +502,35 @@ std::vector<Vector> frames_invalid() {
     size_t at;
     const char* where;
   };
-  for (Cut c : {Cut{0, "empty input"}, Cut{4, "after magic"}, Cut{6, "after version"}, Cut{8, "after opcode"},
-                Cut{10, "after flags"}, Cut{12, "after status"}, Cut{16, "after token_len"},
-                Cut{24, "after request_id"}, Cut{32, "after lease_id"}, Cut{36, "after payload_len"},
-                Cut{40, "after reserved"}, Cut{47, "one byte short of the header"},
-                Cut{48, "after the header (token and payload missing)"}, Cut{48 + 5, "inside the token section"},
+  for (Cut c : {Cut{0, "empty input"}, Cut{4, "after magic"}, Cut{6, "after version"},
+                Cut{8, "after opcode"}, Cut{10, "after flags"}, Cut{12, "after status"},
+                Cut{16, "after token_len"}, Cut{24, "after request_id"}, Cut{32, "after lease_id"},
+                Cut{36, "after payload_len"}, Cut{40, "after reserved"},
+                Cut{47, "one byte short of the header"},
+                Cut{48, "after the header (token and payload missing)"},
+                Cut{48 + 5, "inside the token section"},
                 Cut{48 + kToken.size(), "after the token section (payload missing)"},
                 Cut{base.size() - 1, "one byte short of the payload"}}) {
-    bad("frame.truncated." + std::to_string(c.at), "MEM_ALLOC frame truncated to " + std::to_string(c.at) +
-                                                       " bytes: " + c.where,
+    bad("frame.truncated." + std::to_string(c.at),
+        "MEM_ALLOC frame truncated to " + std::to_string(c.at) + " bytes: " + c.where,
         Bytes(base.begin(), base.begin() + c.at), Status::kBadFrame);
   }
 
-  bad("frame.bad_magic", "magic 'GPLT' instead of 'GPLS'", with([](Bytes& f) { f[3] = std::byte{'T'}; }, true),
-      Status::kBadFrame);
+  bad("frame.bad_magic", "magic 'GPLT' instead of 'GPLS'",
+      with([](Bytes& f) { f[3] = std::byte{'T'}; }, true), Status::kBadFrame);
   bad("frame.bad_magic.big_endian", "magic written big-endian (53 4c 50 47)",
       with([](Bytes& f) { store_le32(f.data(), 0x47504C53); }, true), Status::kBadFrame);
   for (uint16_t ver : {uint16_t{0}, uint16_t{2}, uint16_t{0xffff}}) {
     bad("frame.unknown_version." + std::to_string(ver), "header version " + std::to_string(ver),
-        with([&](Bytes& f) { store_le16(f.data() + kOffVersion, ver); }, true), Status::kUnsupportedVersion);
+        with([&](Bytes& f) { store_le16(f.data() + kOffVersion, ver); }, true),
+        Status::kUnsupportedVersion);
   }
-  for (uint16_t op : {uint16_t{0x0000}, uint16_t{0x0003}, uint16_t{0x0600}, uint16_t{0x060a}, uint16_t{0xffff}}) {
-    bad("frame.unknown_opcode." + vectors::opcode_label(op), "opcode " + vectors::opcode_label(op) + " is not defined",
-        with([&](Bytes& f) { store_le16(f.data() + kOffOpcode, op); }, true), Status::kUnknownOpcode, op);
+  for (uint16_t op :
+       {uint16_t{0x0000}, uint16_t{0x0003}, uint16_t{0x0600}, uint16_t{0x060a}, uint16_t{0xffff}}) {
+    bad("frame.unknown_opcode." + vectors::opcode_label(op),
+        "opcode " + vectors::opcode_label(op) + " is not defined",
+        with([&](Bytes& f) { store_le16(f.data() + kOffOpcode, op); }, true),
+        Status::kUnknownOpcode, op);
   }
   for (uint16_t flag : {uint16_t{0x0002}, uint16_t{0x0080}, uint16_t{0x8000}}) {
     char buf[8];
@@ -480,37 +541,45 @@ std::vector<Vector> frames_invalid() {
   bad("frame.reserved_nonzero", "reserved header field is 1",
       with([](Bytes& f) { store_le32(f.data() + kOffReserved, 1); }, true), Status::kBadFrame);
   bad("frame.reserved_nonzero.high", "reserved header field is 0x80000000",
-      with([](Bytes& f) { store_le32(f.data() + kOffReserved, 0x80000000); }, true), Status::kBadFrame);
+      with([](Bytes& f) { store_le32(f.data() + kOffReserved, 0x80000000); }, true),
+      Status::kBadFrame);
   bad("frame.status_in_request", "request frame with status 10 (LEASE_NOT_FOUND) in its header",
       with([](Bytes& f) { store_le16(f.data() + kOffStatus, 10); }, true), Status::kBadFrame);
   {
     Bytes f = encode_frame(reply_header(Opcode::kMemAlloc, 12, kLease), kToken, le64(kBuffer));
-    bad("frame.token_in_reply", "reply frame with a token section", f, Status::kBadFrame, alloc, true);
+    bad("frame.token_in_reply", "reply frame with a token section", f, Status::kBadFrame, alloc,
+        true);
     f = encode_frame(reply_header(Opcode::kMemAlloc, 12, kLease), {}, le64(kBuffer));
     store_le16(f.data() + kOffStatus, kMaxStatusValue + 1);
     reseal(f);
-    bad("frame.unknown_status_in_reply", "reply frame with status 24 (not defined)", f, Status::kBadFrame, alloc, true);
+    bad("frame.unknown_status_in_reply", "reply frame with status 24 (not defined)", f,
+        Status::kBadFrame, alloc, true);
     f = encode_frame(reply_header(Opcode::kMemAlloc, 12, kLease), {}, le64(kBuffer));
     store_le16(f.data() + kOffOpcode, 0x7777);
     reseal(f);
-    bad("frame.unknown_opcode_in_ok_reply", "OK reply with the undefined opcode 0x7777 (only error replies may echo one)", f,
+    bad("frame.unknown_opcode_in_ok_reply",
+        "OK reply with the undefined opcode 0x7777 (only error replies may echo one)", f,
         Status::kUnknownOpcode, 0x7777, true);
   }
   bad("frame.bad_checksum", "checksum with its lowest bit flipped",
       with([](Bytes& f) { f[kOffChecksum] ^= std::byte{1}; }, false), Status::kChecksumMismatch);
   bad("frame.bad_checksum.zero", "checksum field left zero",
-      with([](Bytes& f) { store_le64(f.data() + kOffChecksum, 0); }, false), Status::kChecksumMismatch);
+      with([](Bytes& f) { store_le64(f.data() + kOffChecksum, 0); }, false),
+      Status::kChecksumMismatch);
   bad("frame.bad_checksum.token_bit", "one bit of the token section flipped after sealing",
       with([](Bytes& f) { f[kHeaderSize] ^= std::byte{0x80}; }, false), Status::kChecksumMismatch);
   bad("frame.bad_checksum.payload_bit", "one bit of the payload flipped after sealing",
       with([](Bytes& f) { f.back() ^= std::byte{0x01}; }, false), Status::kChecksumMismatch);
   bad("frame.bad_checksum.header_bit", "request_id bit flipped after sealing",
-      with([](Bytes& f) { f[kOffRequestId] ^= std::byte{0x04}; }, false), Status::kChecksumMismatch);
+      with([](Bytes& f) { f[kOffRequestId] ^= std::byte{0x04}; }, false),
+      Status::kChecksumMismatch);
   bad("frame.bad_checksum.big_endian", "checksum stored big-endian",
-      with([](Bytes& f) {
-        uint64_t c = load_le64(f.data() + kOffChecksum);
-        for (int i = 0; i < 8; ++i) f[kOffChecksum + i] = std::byte((c >> (56 - 8 * i)) & 0xff);
-      }, false),
+      with(
+          [](Bytes& f) {
+            uint64_t c = load_le64(f.data() + kOffChecksum);
+            for (int i = 0; i < 8; ++i) f[kOffChecksum + i] = std::byte((c >> (56 - 8 * i)) & 0xff);
+          },
+          false),
       Status::kChecksumMismatch);
 
   // Lengths over the limits: rejected from the header alone.
@@ -523,9 +592,12 @@ std::vector<Vector> frames_invalid() {
   };
   bad("frame.token_len_too_large", "token_len 1025 (max_token_bytes + 1); only the header is sent",
       header_only(kLimits.max_token_bytes + 1, 8), Status::kFrameTooLarge);
-  bad("frame.token_len_too_large.max", "token_len 0xffffffff", header_only(0xffffffff, 8), Status::kFrameTooLarge);
-  bad("frame.payload_len_too_large", "payload_len 64 MiB + 1 (max_payload_bytes + 1); only the header is sent",
-      header_only(static_cast<uint32_t>(kToken.size()), kLimits.max_payload_bytes + 1), Status::kFrameTooLarge);
+  bad("frame.token_len_too_large.max", "token_len 0xffffffff", header_only(0xffffffff, 8),
+      Status::kFrameTooLarge);
+  bad("frame.payload_len_too_large",
+      "payload_len 64 MiB + 1 (max_payload_bytes + 1); only the header is sent",
+      header_only(static_cast<uint32_t>(kToken.size()), kLimits.max_payload_bytes + 1),
+      Status::kFrameTooLarge);
   bad("frame.payload_len_too_large.max", "payload_len 0xffffffff",
       header_only(static_cast<uint32_t>(kToken.size()), 0xffffffff), Status::kFrameTooLarge);
 
@@ -534,17 +606,23 @@ std::vector<Vector> frames_invalid() {
       with([](Bytes& f) { f.push_back(std::byte{0}); }, true), Status::kBadFrame);
   bad("frame.shorter_than_declared", "payload_len one larger than the bytes that follow",
       with([](Bytes& f) { store_le32(f.data() + kOffPayloadLen, 9); }, true), Status::kBadFrame);
-  bad("frame.token_len_too_small", "token_len one smaller (the last token byte becomes payload): payload is 9 bytes",
-      with([](Bytes& f) {
-        store_le32(f.data() + kOffTokenLen, load_le32(f.data() + kOffTokenLen) - 1);
-        store_le32(f.data() + kOffPayloadLen, 9);
-      }, true),
+  bad("frame.token_len_too_small",
+      "token_len one smaller (the last token byte becomes payload): payload is 9 bytes",
+      with(
+          [](Bytes& f) {
+            store_le32(f.data() + kOffTokenLen, load_le32(f.data() + kOffTokenLen) - 1);
+            store_le32(f.data() + kOffPayloadLen, 9);
+          },
+          true),
       Status::kBadFrame);
-  bad("frame.token_len_too_large_for_frame", "token_len one larger (the first payload byte becomes token): payload is 7 bytes",
-      with([](Bytes& f) {
-        store_le32(f.data() + kOffTokenLen, load_le32(f.data() + kOffTokenLen) + 1);
-        store_le32(f.data() + kOffPayloadLen, 7);
-      }, true),
+  bad("frame.token_len_too_large_for_frame",
+      "token_len one larger (the first payload byte becomes token): payload is 7 bytes",
+      with(
+          [](Bytes& f) {
+            store_le32(f.data() + kOffTokenLen, load_le32(f.data() + kOffTokenLen) + 1);
+            store_le32(f.data() + kOffPayloadLen, 7);
+          },
+          true),
       Status::kBadFrame);
   return v;
 }
@@ -552,7 +630,8 @@ std::vector<Vector> frames_invalid() {
 // ---- Payload-level rejections ---------------------------------------------------
 
 std::string opcode_label_desc(const Vector& ok, const std::string& what) {
-  return vectors::opcode_label(ok.opcode) + (ok.reply ? " reply" : " request") + " of " + ok.id + ": " + what;
+  return vectors::opcode_label(ok.opcode) + (ok.reply ? " reply" : " request") + " of " + ok.id +
+         ": " + what;
 }
 
 Bytes payload_of(const Vector& v) {
@@ -595,8 +674,8 @@ std::vector<Vector> payloads_invalid(const std::vector<Vector>& valid) {
       Bytes f = encode_frame(hh, token, q);
       auto d = vectors::decode_full_frame(f, kLimits);
       if (d) return;  // still valid (a "rest" field absorbed the change)
-      v.push_back(invalid("payload." + ok.id + "." + suffix, opcode_label_desc(ok, what), ok.opcode, ok.reply,
-                          std::move(f), Status::kBadFrame));
+      v.push_back(invalid("payload." + ok.id + "." + suffix, opcode_label_desc(ok, what), ok.opcode,
+                          ok.reply, std::move(f), Status::kBadFrame));
     };
     if (!p.empty()) add("truncated", "payload one byte short", Bytes(p.begin(), p.end() - 1));
     Bytes longer = p;
@@ -616,57 +695,71 @@ std::vector<Vector> payloads_invalid(const std::vector<Vector>& valid) {
   // Counts and lengths over the limits.
   req("payload.launch.raw.count_over_limit", "raw argument count 129 > max_kernel_args", kL,
       concat({launch_head(0), Bytes{std::byte{129}, std::byte{0}}}), Status::kFrameTooLarge);
-  req("payload.launch.raw.count_65535", "raw argument count 65535 with nothing after it (rejected before allocating)",
-      kL, concat({launch_head(0), Bytes{std::byte{0xff}, std::byte{0xff}}}), Status::kFrameTooLarge);
+  req("payload.launch.raw.count_65535",
+      "raw argument count 65535 with nothing after it (rejected before allocating)", kL,
+      concat({launch_head(0), Bytes{std::byte{0xff}, std::byte{0xff}}}), Status::kFrameTooLarge);
   req("payload.launch.raw.count_beyond_input", "raw argument count 3 but only one size follows", kL,
       concat({launch_head(0), Bytes{std::byte{3}, std::byte{0}}, le32(8)}), Status::kBadFrame);
-  req("payload.launch.raw.bytes_over_limit", "two raw arguments of 4096 bytes each (8192 > max_arg_bytes)", kL,
-      concat({launch_head(0), Bytes{std::byte{2}, std::byte{0}}, le32(4096), le32(4096), le32(8192)}),
+  req("payload.launch.raw.bytes_over_limit",
+      "two raw arguments of 4096 bytes each (8192 > max_arg_bytes)", kL,
+      concat(
+          {launch_head(0), Bytes{std::byte{2}, std::byte{0}}, le32(4096), le32(4096), le32(8192)}),
       Status::kFrameTooLarge);
   req("payload.launch.raw.blob_mismatch", "raw sizes sum to 16 but the blob has 12 bytes", kL,
-      concat({launch_head(0), Bytes{std::byte{3}, std::byte{0}}, le32(8), le32(4), le32(4), le32(12),
-              Bytes(12, std::byte{0})}),
+      concat({launch_head(0), Bytes{std::byte{3}, std::byte{0}}, le32(8), le32(4), le32(4),
+              le32(12), Bytes(12, std::byte{0})}),
       Status::kBadFrame);
   req("payload.launch.raw.zero_size", "a raw argument of size 0", kL,
-      concat({launch_head(0), Bytes{std::byte{1}, std::byte{0}}, le32(0), le32(0)}), Status::kInvalidArgument);
+      concat({launch_head(0), Bytes{std::byte{1}, std::byte{0}}, le32(0), le32(0)}),
+      Status::kInvalidArgument);
   req("payload.launch.typed.count_over_limit", "typed argument count 129 > max_kernel_args", kL,
       concat({launch_head(1), Bytes{std::byte{129}, std::byte{0}}}), Status::kFrameTooLarge);
   req("payload.launch.typed.scalar_zero", "typed scalar of 0 bytes", kL,
-      concat({launch_head(1), Bytes{std::byte{1}, std::byte{0}, std::byte{0}, std::byte{0}, std::byte{0}}}),
+      concat({launch_head(1),
+              Bytes{std::byte{1}, std::byte{0}, std::byte{0}, std::byte{0}, std::byte{0}}}),
       Status::kInvalidArgument);
   req("payload.launch.typed.scalar_too_large", "typed scalar of 257 bytes (> max_scalar_bytes)", kL,
-      concat({launch_head(1), Bytes{std::byte{1}, std::byte{0}, std::byte{0}, std::byte{1}, std::byte{1}},
+      concat({launch_head(1),
+              Bytes{std::byte{1}, std::byte{0}, std::byte{0}, std::byte{1}, std::byte{1}},
               Bytes(257, std::byte{0})}),
       Status::kInvalidArgument);
   {
     Bytes p = launch_head(0);
     // Replace the kernel name "scale" (5 bytes) with a 257-byte one.
-    Bytes q = concat({le64(kModule), Bytes{std::byte{1}, std::byte{1}}, Bytes(257, std::byte{'k'}),
-                      Bytes(p.begin() + 8 + 2 + 5, p.end()), Bytes{std::byte{0}, std::byte{0}}, le32(0)});
+    Bytes q =
+        concat({le64(kModule), Bytes{std::byte{1}, std::byte{1}}, Bytes(257, std::byte{'k'}),
+                Bytes(p.begin() + 8 + 2 + 5, p.end()), Bytes{std::byte{0}, std::byte{0}}, le32(0)});
     req("payload.launch.kernel_name_too_long", "kernel name of 257 bytes (> max_name_bytes)", kL, q,
         Status::kFrameTooLarge);
-    Bytes e = concat({le64(kModule), Bytes{std::byte{0}, std::byte{0}}, Bytes(p.begin() + 8 + 2 + 5, p.end()),
-                      Bytes{std::byte{0}, std::byte{0}}, le32(0)});
+    Bytes e =
+        concat({le64(kModule), Bytes{std::byte{0}, std::byte{0}},
+                Bytes(p.begin() + 8 + 2 + 5, p.end()), Bytes{std::byte{0}, std::byte{0}}, le32(0)});
     req("payload.launch.kernel_name_empty", "empty kernel name", kL, e, Status::kInvalidArgument);
   }
   req("payload.gpu_submit.count_65535", "GPU_SUBMIT argument count 65535 with nothing after it", kS,
       concat({submit_head(), Bytes{std::byte{0xff}, std::byte{0xff}}}), Status::kFrameTooLarge);
   req("payload.gpu_submit.out_zero", "GPU_SUBMIT out argument of size 0", kS,
-      concat({submit_head(), Bytes{std::byte{1}, std::byte{0}, std::byte{2}}, le64(0)}), Status::kInvalidArgument);
-  req("payload.gpu_submit.out_too_large", "GPU_SUBMIT out argument larger than max_payload_bytes", kS,
-      concat({submit_head(), Bytes{std::byte{1}, std::byte{0}, std::byte{2}}, le64(kLimits.max_payload_bytes + 1ull)}),
+      concat({submit_head(), Bytes{std::byte{1}, std::byte{0}, std::byte{2}}, le64(0)}),
       Status::kInvalidArgument);
-  req("payload.gpu_submit.outputs_over_limit", "two out arguments of 40 MiB each: the reply could not fit a frame",
-      kS, concat({submit_head(), Bytes{std::byte{2}, std::byte{0}, std::byte{2}}, le64(40u << 20),
-                  Bytes{std::byte{2}}, le64(40u << 20)}),
+  req("payload.gpu_submit.out_too_large", "GPU_SUBMIT out argument larger than max_payload_bytes",
+      kS,
+      concat({submit_head(), Bytes{std::byte{1}, std::byte{0}, std::byte{2}},
+              le64(kLimits.max_payload_bytes + 1ull)}),
+      Status::kInvalidArgument);
+  req("payload.gpu_submit.outputs_over_limit",
+      "two out arguments of 40 MiB each: the reply could not fit a frame", kS,
+      concat({submit_head(), Bytes{std::byte{2}, std::byte{0}, std::byte{2}}, le64(40u << 20),
+              Bytes{std::byte{2}}, le64(40u << 20)}),
       Status::kFrameTooLarge);
   req("payload.gpu_submit.in_empty", "GPU_SUBMIT in argument with 0 bytes", kS,
-      concat({submit_head(), Bytes{std::byte{1}, std::byte{0}, std::byte{1}}, le32(0)}), Status::kInvalidArgument);
+      concat({submit_head(), Bytes{std::byte{1}, std::byte{0}, std::byte{1}}, le32(0)}),
+      Status::kInvalidArgument);
   {
     Bytes p = concat({submit_head(), Bytes{std::byte{32}, std::byte{0}}});
-    for (int i = 0; i < 32; ++i) p = concat({p, Bytes{std::byte{0}, std::byte{0}, std::byte{1}}, Bytes(256, std::byte{0})});
-    req("payload.gpu_submit.arg_bytes_over_limit", "32 scalar arguments of 256 bytes (8192 > max_arg_bytes)", kS, p,
-        Status::kFrameTooLarge);
+    for (int i = 0; i < 32; ++i)
+      p = concat({p, Bytes{std::byte{0}, std::byte{0}, std::byte{1}}, Bytes(256, std::byte{0})});
+    req("payload.gpu_submit.arg_bytes_over_limit",
+        "32 scalar arguments of 256 bytes (8192 > max_arg_bytes)", kS, p, Status::kFrameTooLarge);
   }
   {
     Bytes p;
@@ -678,30 +771,36 @@ std::vector<Vector> payloads_invalid(const std::vector<Vector>& valid) {
     req("payload.hello.client_name_too_long", "HELLO client name of 257 bytes", Opcode::kHello, p,
         Status::kFrameTooLarge);
   }
-  req("payload.mem_read.length_over_limit", "MEM_READ length max_payload_bytes + 1", Opcode::kMemRead,
-      concat({le64(kBuffer), le64(0), le32(kLimits.max_payload_bytes + 1)}), Status::kFrameTooLarge);
+  req("payload.mem_read.length_over_limit", "MEM_READ length max_payload_bytes + 1",
+      Opcode::kMemRead, concat({le64(kBuffer), le64(0), le32(kLimits.max_payload_bytes + 1)}),
+      Status::kFrameTooLarge);
   {
     HelloReply m = hello_reply();
     Bytes p = encode_payload(m);
     // Device count sits after version, two str16 and 7 u32 limits.
     size_t at = 2 + 2 + m.node_id.size() + 2 + m.backend.size() + 28;
     store_le16(p.data() + at, static_cast<uint16_t>(kLimits.max_devices + 1));
-    rep("payload.hello_reply.device_count_over_limit", "HELLO reply declaring 65 devices (> max_devices)",
-        Opcode::kHello, p, Status::kFrameTooLarge);
+    rep("payload.hello_reply.device_count_over_limit",
+        "HELLO reply declaring 65 devices (> max_devices)", Opcode::kHello, p,
+        Status::kFrameTooLarge);
     store_le16(p.data() + at, 2);
-    rep("payload.hello_reply.device_count_beyond_input", "HELLO reply declaring 2 devices but carrying 1",
-        Opcode::kHello, p, Status::kBadFrame);
+    rep("payload.hello_reply.device_count_beyond_input",
+        "HELLO reply declaring 2 devices but carrying 1", Opcode::kHello, p, Status::kBadFrame);
   }
-  rep("payload.lease_list.count_over_limit", "LEASE_LIST reply count 4097 (> max_list_entries)", Opcode::kLeaseList,
-      le32(kLimits.max_list_entries + 1), Status::kFrameTooLarge);
+  rep("payload.lease_list.count_over_limit", "LEASE_LIST reply count 4097 (> max_list_entries)",
+      Opcode::kLeaseList, le32(kLimits.max_list_entries + 1), Status::kFrameTooLarge);
   rep("payload.lease_list.count_beyond_input", "LEASE_LIST reply count 0xffffffff with no entries",
       Opcode::kLeaseList, le32(0xffffffff), Status::kFrameTooLarge);
-  rep("payload.lease_list.count_2_entries_1", "LEASE_LIST reply count 2 with one entry", Opcode::kLeaseList,
-      concat({le32(2), encode_payload(lease_info(kLease, LeaseState::kActive))}), Status::kBadFrame);
-  rep("payload.cap_request.token_over_limit", "CAP_REQUEST reply token length 1025 (> max_token_bytes)",
-      Opcode::kCapRequest, le32(kLimits.max_token_bytes + 1), Status::kFrameTooLarge);
-  v.push_back(bad_reply_payload("payload.error.message_too_long", "error message of 1025 bytes (> max_message_bytes)",
-                                Opcode::kPing, Bytes(kLimits.max_message_bytes + 1, std::byte{'x'}),
+  rep("payload.lease_list.count_2_entries_1", "LEASE_LIST reply count 2 with one entry",
+      Opcode::kLeaseList,
+      concat({le32(2), encode_payload(lease_info(kLease, LeaseState::kActive))}),
+      Status::kBadFrame);
+  rep("payload.cap_request.token_over_limit",
+      "CAP_REQUEST reply token length 1025 (> max_token_bytes)", Opcode::kCapRequest,
+      le32(kLimits.max_token_bytes + 1), Status::kFrameTooLarge);
+  v.push_back(bad_reply_payload("payload.error.message_too_long",
+                                "error message of 1025 bytes (> max_message_bytes)", Opcode::kPing,
+                                Bytes(kLimits.max_message_bytes + 1, std::byte{'x'}),
                                 Status::kFrameTooLarge, Status::kInternal));
 
   // Bad UTF-8.
@@ -716,18 +815,22 @@ std::vector<Vector> payloads_invalid(const std::vector<Vector>& valid) {
   };
   req("payload.hello.utf8.invalid_byte", "client name containing byte 0xff", Opcode::kHello,
       hello_name({std::byte{'a'}, std::byte{0xff}}), Status::kBadFrame);
-  req("payload.hello.utf8.overlong", "client name with an overlong encoding of '/' (c0 af)", Opcode::kHello,
-      hello_name({std::byte{0xc0}, std::byte{0xaf}}), Status::kBadFrame);
-  req("payload.hello.utf8.surrogate", "client name with an encoded surrogate U+D800 (ed a0 80)", Opcode::kHello,
-      hello_name({std::byte{0xed}, std::byte{0xa0}, std::byte{0x80}}), Status::kBadFrame);
-  req("payload.hello.utf8.truncated", "client name ending inside a 3-byte sequence (e2 80)", Opcode::kHello,
-      hello_name({std::byte{0xe2}, std::byte{0x80}}), Status::kBadFrame);
+  req("payload.hello.utf8.overlong", "client name with an overlong encoding of '/' (c0 af)",
+      Opcode::kHello, hello_name({std::byte{0xc0}, std::byte{0xaf}}), Status::kBadFrame);
+  req("payload.hello.utf8.surrogate", "client name with an encoded surrogate U+D800 (ed a0 80)",
+      Opcode::kHello, hello_name({std::byte{0xed}, std::byte{0xa0}, std::byte{0x80}}),
+      Status::kBadFrame);
+  req("payload.hello.utf8.truncated", "client name ending inside a 3-byte sequence (e2 80)",
+      Opcode::kHello, hello_name({std::byte{0xe2}, std::byte{0x80}}), Status::kBadFrame);
   req("payload.hello.utf8.nul", "client name containing NUL", Opcode::kHello,
       hello_name({std::byte{'a'}, std::byte{0}, std::byte{'b'}}), Status::kBadFrame);
-  req("payload.hello.utf8.above_max", "client name with a code point above U+10FFFF (f4 90 80 80)", Opcode::kHello,
-      hello_name({std::byte{0xf4}, std::byte{0x90}, std::byte{0x80}, std::byte{0x80}}), Status::kBadFrame);
-  v.push_back(bad_reply_payload("payload.error.utf8", "error message that is not UTF-8 (ff fe)", Opcode::kMemAlloc,
-                                Bytes{std::byte{0xff}, std::byte{0xfe}}, Status::kBadFrame, Status::kAllocFailed));
+  req("payload.hello.utf8.above_max", "client name with a code point above U+10FFFF (f4 90 80 80)",
+      Opcode::kHello,
+      hello_name({std::byte{0xf4}, std::byte{0x90}, std::byte{0x80}, std::byte{0x80}}),
+      Status::kBadFrame);
+  v.push_back(bad_reply_payload("payload.error.utf8", "error message that is not UTF-8 (ff fe)",
+                                Opcode::kMemAlloc, Bytes{std::byte{0xff}, std::byte{0xfe}},
+                                Status::kBadFrame, Status::kAllocFailed));
 
   // Unknown enum values and out-of-domain fields.
   auto acquire = [](uint64_t vram, uint32_t ttl, uint8_t excl, uint8_t flags) {
@@ -742,40 +845,49 @@ std::vector<Vector> payloads_invalid(const std::vector<Vector>& valid) {
     return p;
   };
   const Opcode kA = Opcode::kLeaseAcquire;
-  req("payload.lease_acquire.unknown_exclusivity", "exclusivity class 3", kA, acquire(4096, 60, 3, 0),
+  req("payload.lease_acquire.unknown_exclusivity", "exclusivity class 3", kA,
+      acquire(4096, 60, 3, 0), Status::kInvalidArgument);
+  req("payload.lease_acquire.unknown_flag", "acquire flag bit 0x02", kA, acquire(4096, 60, 0, 2),
+      Status::kBadFrame);
+  req("payload.lease_acquire.zero_vram", "min_vram 0", kA, acquire(0, 60, 0, 0),
       Status::kInvalidArgument);
-  req("payload.lease_acquire.unknown_flag", "acquire flag bit 0x02", kA, acquire(4096, 60, 0, 2), Status::kBadFrame);
-  req("payload.lease_acquire.zero_vram", "min_vram 0", kA, acquire(0, 60, 0, 0), Status::kInvalidArgument);
-  req("payload.lease_acquire.zero_ttl", "ttl_s 0", kA, acquire(4096, 0, 0, 0), Status::kInvalidArgument);
-  req("payload.lease_renew.zero_ttl", "LEASE_RENEW ttl_s 0", Opcode::kLeaseRenew, le32(0), Status::kInvalidArgument);
-  req("payload.mem_alloc.zero_size", "MEM_ALLOC size 0", Opcode::kMemAlloc, le64(0), Status::kInvalidArgument);
+  req("payload.lease_acquire.zero_ttl", "ttl_s 0", kA, acquire(4096, 0, 0, 0),
+      Status::kInvalidArgument);
+  req("payload.lease_renew.zero_ttl", "LEASE_RENEW ttl_s 0", Opcode::kLeaseRenew, le32(0),
+      Status::kInvalidArgument);
+  req("payload.mem_alloc.zero_size", "MEM_ALLOC size 0", Opcode::kMemAlloc, le64(0),
+      Status::kInvalidArgument);
   req("payload.module_load.unknown_format", "image format 3", Opcode::kModuleLoad,
       concat({Bytes{std::byte{3}}, str_bytes(kPtx)}), Status::kInvalidArgument);
-  req("payload.module_load.empty_image", "MODULE_LOAD with an empty image", Opcode::kModuleLoad, Bytes{std::byte{0}},
-      Status::kInvalidArgument);
+  req("payload.module_load.empty_image", "MODULE_LOAD with an empty image", Opcode::kModuleLoad,
+      Bytes{std::byte{0}}, Status::kInvalidArgument);
   req("payload.hello.min_above_max", "HELLO min_version 2 > max_version 1", Opcode::kHello,
-      concat({Bytes{std::byte{2}, std::byte{0}, std::byte{1}, std::byte{0}, std::byte{0}, std::byte{0}}}),
+      concat({Bytes{std::byte{2}, std::byte{0}, std::byte{1}, std::byte{0}, std::byte{0},
+                    std::byte{0}}}),
       Status::kInvalidArgument);
-  req("payload.launch.unknown_arg_form", "argument form 2", kL, concat({launch_head(2), Bytes{std::byte{0}, std::byte{0}}}),
-      Status::kBadFrame);
+  req("payload.launch.unknown_arg_form", "argument form 2", kL,
+      concat({launch_head(2), Bytes{std::byte{0}, std::byte{0}}}), Status::kBadFrame);
   req("payload.launch.typed.unknown_kind", "typed argument kind 2", kL,
-      concat({launch_head(1), Bytes{std::byte{1}, std::byte{0}, std::byte{2}}, le64(0), le64(0)}), Status::kBadFrame);
+      concat({launch_head(1), Bytes{std::byte{1}, std::byte{0}, std::byte{2}}, le64(0), le64(0)}),
+      Status::kBadFrame);
   req("payload.gpu_submit.unknown_kind", "submit argument kind 4", kS,
-      concat({submit_head(), Bytes{std::byte{1}, std::byte{0}, std::byte{4}}, le64(16)}), Status::kBadFrame);
+      concat({submit_head(), Bytes{std::byte{1}, std::byte{0}, std::byte{4}}, le64(16)}),
+      Status::kBadFrame);
   {
     Bytes p = concat({submit_head(), Bytes{std::byte{0}, std::byte{0}}});
     p[0] = std::byte{0xff};
-    req("payload.gpu_submit.unknown_format", "GPU_SUBMIT image format 0xff", kS, p, Status::kInvalidArgument);
+    req("payload.gpu_submit.unknown_format", "GPU_SUBMIT image format 0xff", kS, p,
+        Status::kInvalidArgument);
   }
   {
     Bytes p = encode_payload(lease_info(kLease, LeaseState::kActive));
     p[8] = std::byte{4};
-    rep("payload.lease_query.unknown_state", "LEASE_QUERY reply with lease state 4", Opcode::kLeaseQuery, p,
-        Status::kBadFrame);
+    rep("payload.lease_query.unknown_state", "LEASE_QUERY reply with lease state 4",
+        Opcode::kLeaseQuery, p, Status::kBadFrame);
     p[8] = std::byte{0};
     p[9] = std::byte{3};
-    rep("payload.lease_query.unknown_exclusivity", "LEASE_QUERY reply with exclusivity 3", Opcode::kLeaseQuery, p,
-        Status::kBadFrame);
+    rep("payload.lease_query.unknown_exclusivity", "LEASE_QUERY reply with exclusivity 3",
+        Opcode::kLeaseQuery, p, Status::kBadFrame);
   }
   return v;
 }
@@ -842,11 +954,13 @@ void print_doc(const std::vector<File>& files) {
       auto h = decode_header(v.frame, kLimits);
       auto part = [&](size_t off, size_t n) { return hex.substr(off * 2, n * 2); };
       std::cout << "### " << v.id << "\n" << v.description << "\n";
-      std::cout << "header: " << part(0, 4) << " " << part(4, 2) << " " << part(6, 2) << " " << part(8, 2) << " "
-                << part(10, 2) << " " << part(12, 4) << " " << part(16, 8) << " " << part(24, 8) << " "
-                << part(32, 4) << " " << part(36, 4) << " " << part(40, 8) << "\n";
+      std::cout << "header: " << part(0, 4) << " " << part(4, 2) << " " << part(6, 2) << " "
+                << part(8, 2) << " " << part(10, 2) << " " << part(12, 4) << " " << part(16, 8)
+                << " " << part(24, 8) << " " << part(32, 4) << " " << part(36, 4) << " "
+                << part(40, 8) << "\n";
       if (h->token_len) std::cout << "token:   " << part(48, h->token_len) << "\n";
-      if (h->payload_len) std::cout << "payload: " << part(48 + h->token_len, h->payload_len) << "\n";
+      if (h->payload_len)
+        std::cout << "payload: " << part(48 + h->token_len, h->payload_len) << "\n";
       std::cout << "\n";
     }
   }
@@ -872,11 +986,15 @@ int main(int argc, char** argv) {
 
   std::vector<File> files;
   files.push_back({"requests.json", "Valid request frames: at least one per opcode.", requests()});
-  files.push_back({"replies.json", "Valid reply frames: at least one OK reply per opcode, and error replies.", replies()});
-  files.push_back({"frames_invalid.json", "Frames rejected by the header, length or checksum checks.", frames_invalid()});
+  files.push_back({"replies.json",
+                   "Valid reply frames: at least one OK reply per opcode, and error replies.",
+                   replies()});
+  files.push_back({"frames_invalid.json",
+                   "Frames rejected by the header, length or checksum checks.", frames_invalid()});
   std::vector<Vector> all_valid = files[0].vectors;
   all_valid.insert(all_valid.end(), files[1].vectors.begin(), files[1].vectors.end());
-  files.push_back({"payloads_invalid.json", "Frames whose header and checksum are right but whose payload is rejected.",
+  files.push_back({"payloads_invalid.json",
+                   "Frames whose header and checksum are right but whose payload is rejected.",
                    payloads_invalid(all_valid)});
 
   fs::create_directories(out);

@@ -50,8 +50,9 @@ std::optional<uint16_t> opcode_from_label(std::string_view label) {
   if (auto op = opcode_from_name(label)) return static_cast<uint16_t>(*op);
   if (label.size() == 6 && label.substr(0, 2) == "0x") {
     auto b = from_hex(label.substr(2));
-    if (b) return static_cast<uint16_t>(std::to_integer<unsigned>((*b)[0]) << 8 |
-                                        std::to_integer<unsigned>((*b)[1]));
+    if (b)
+      return static_cast<uint16_t>(std::to_integer<unsigned>((*b)[0]) << 8 |
+                                   std::to_integer<unsigned>((*b)[1]));
   }
   return std::nullopt;
 }
@@ -67,7 +68,8 @@ Bytes hex_field(const Json& j, const char* key) {
 template <size_t N>
 std::array<uint8_t, N> fixed_hex_field(const Json& j, const char* key) {
   Bytes b = hex_field(j, key);
-  if (b.size() != N) throw std::invalid_argument(std::string("field ") + key + " has the wrong size");
+  if (b.size() != N)
+    throw std::invalid_argument(std::string("field ") + key + " has the wrong size");
   std::array<uint8_t, N> out{};
   for (size_t i = 0; i < N; ++i) out[i] = std::to_integer<uint8_t>(b[i]);
   return out;
@@ -103,10 +105,13 @@ E enum_from(const Json& j, const char* key, const char* const (&names)[N]) {
   throw std::invalid_argument(std::string("unknown ") + key + " name " + s);
 }
 
-Json dim3_json(const Dim3& d) { return Json::array({d[0], d[1], d[2]}); }
+Json dim3_json(const Dim3& d) {
+  return Json::array({d[0], d[1], d[2]});
+}
 Dim3 dim3_from(const Json& j, const char* key) {
   const Json& a = j.at(key);
-  if (!a.is_array() || a.size() != 3) throw std::invalid_argument(std::string(key) + " is not [x,y,z]");
+  if (!a.is_array() || a.size() != 3)
+    throw std::invalid_argument(std::string(key) + " is not [x,y,z]");
   return {a[0].get<uint32_t>(), a[1].get<uint32_t>(), a[2].get<uint32_t>()};
 }
 
@@ -118,7 +123,9 @@ T num(const Json& j, const char* key) {
 // ---- Per-message fields --------------------------------------------------------
 
 Json to_j(const HelloRequest& m) {
-  return {{"min_version", m.min_version}, {"max_version", m.max_version}, {"client_name", m.client_name}};
+  return {{"min_version", m.min_version},
+          {"max_version", m.max_version},
+          {"client_name", m.client_name}};
 }
 void from_j(const Json& j, HelloRequest& m) {
   m.min_version = num<uint16_t>(j, "min_version");
@@ -178,10 +185,18 @@ void from_j(const Json& j, HelloReply& m) {
   }
 }
 
-Json to_j(const PingRequest& m) { return {{"data", to_hex(m.data)}}; }
-void from_j(const Json& j, PingRequest& m) { m.data = hex_field(j, "data"); }
-Json to_j(const PingReply& m) { return {{"data", to_hex(m.data)}}; }
-void from_j(const Json& j, PingReply& m) { m.data = hex_field(j, "data"); }
+Json to_j(const PingRequest& m) {
+  return {{"data", to_hex(m.data)}};
+}
+void from_j(const Json& j, PingRequest& m) {
+  m.data = hex_field(j, "data");
+}
+Json to_j(const PingReply& m) {
+  return {{"data", to_hex(m.data)}};
+}
+void from_j(const Json& j, PingReply& m) {
+  m.data = hex_field(j, "data");
+}
 
 Json to_j(const LeaseAcquireRequest& m) {
   return {{"min_vram", m.min_vram},
@@ -213,12 +228,22 @@ void from_j(const Json& j, LeaseAcquireReply& m) {
   m.expires_at_ms = num<uint64_t>(j, "expires_at_ms");
 }
 
-Json to_j(const LeaseRenewRequest& m) { return {{"ttl_s", m.ttl_s}}; }
-void from_j(const Json& j, LeaseRenewRequest& m) { m.ttl_s = num<uint32_t>(j, "ttl_s"); }
-Json to_j(const LeaseRenewReply& m) { return {{"expires_at_ms", m.expires_at_ms}}; }
-void from_j(const Json& j, LeaseRenewReply& m) { m.expires_at_ms = num<uint64_t>(j, "expires_at_ms"); }
+Json to_j(const LeaseRenewRequest& m) {
+  return {{"ttl_s", m.ttl_s}};
+}
+void from_j(const Json& j, LeaseRenewRequest& m) {
+  m.ttl_s = num<uint32_t>(j, "ttl_s");
+}
+Json to_j(const LeaseRenewReply& m) {
+  return {{"expires_at_ms", m.expires_at_ms}};
+}
+void from_j(const Json& j, LeaseRenewReply& m) {
+  m.expires_at_ms = num<uint64_t>(j, "expires_at_ms");
+}
 
-Json to_j(const Empty&) { return Json::object(); }
+Json to_j(const Empty&) {
+  return Json::object();
+}
 void from_j(const Json& j, Empty&) {
   if (!j.empty()) throw std::invalid_argument("empty payload has fields");
 }
@@ -261,20 +286,38 @@ void from_j(const Json& j, LeaseListReply& m) {
   }
 }
 
-Json to_j(const CapRequestRequest& m) { return {{"permissions", m.permissions}, {"ttl_s", m.ttl_s}}; }
+Json to_j(const CapRequestRequest& m) {
+  return {{"permissions", m.permissions}, {"ttl_s", m.ttl_s}};
+}
 void from_j(const Json& j, CapRequestRequest& m) {
   m.permissions = num<uint32_t>(j, "permissions");
   m.ttl_s = num<uint32_t>(j, "ttl_s");
 }
-Json to_j(const CapRequestReply& m) { return {{"token", to_hex(m.token)}}; }
-void from_j(const Json& j, CapRequestReply& m) { m.token = hex_field(j, "token"); }
+Json to_j(const CapRequestReply& m) {
+  return {{"token", to_hex(m.token)}};
+}
+void from_j(const Json& j, CapRequestReply& m) {
+  m.token = hex_field(j, "token");
+}
 
-Json to_j(const MemAllocRequest& m) { return {{"size", m.size}}; }
-void from_j(const Json& j, MemAllocRequest& m) { m.size = num<uint64_t>(j, "size"); }
-Json to_j(const HandleReply& m) { return {{"handle", m.handle}}; }
-void from_j(const Json& j, HandleReply& m) { m.handle = num<uint64_t>(j, "handle"); }
-Json to_j(const HandleRequest& m) { return {{"handle", m.handle}}; }
-void from_j(const Json& j, HandleRequest& m) { m.handle = num<uint64_t>(j, "handle"); }
+Json to_j(const MemAllocRequest& m) {
+  return {{"size", m.size}};
+}
+void from_j(const Json& j, MemAllocRequest& m) {
+  m.size = num<uint64_t>(j, "size");
+}
+Json to_j(const HandleReply& m) {
+  return {{"handle", m.handle}};
+}
+void from_j(const Json& j, HandleReply& m) {
+  m.handle = num<uint64_t>(j, "handle");
+}
+Json to_j(const HandleRequest& m) {
+  return {{"handle", m.handle}};
+}
+void from_j(const Json& j, HandleRequest& m) {
+  m.handle = num<uint64_t>(j, "handle");
+}
 
 Json to_j(const MemWriteRequest& m) {
   return {{"handle", m.handle}, {"offset", m.offset}, {"data", to_hex(m.data)}};
@@ -292,8 +335,12 @@ void from_j(const Json& j, MemReadRequest& m) {
   m.offset = num<uint64_t>(j, "offset");
   m.length = num<uint32_t>(j, "length");
 }
-Json to_j(const MemReadReply& m) { return {{"data", to_hex(m.data)}}; }
-void from_j(const Json& j, MemReadReply& m) { m.data = hex_field(j, "data"); }
+Json to_j(const MemReadReply& m) {
+  return {{"data", to_hex(m.data)}};
+}
+void from_j(const Json& j, MemReadReply& m) {
+  m.data = hex_field(j, "data");
+}
 
 Json to_j(const ModuleLoadRequest& m) {
   return {{"format", enum_name(m.format, kFormatNames)}, {"image", to_hex(m.image)}};
@@ -344,9 +391,12 @@ KernelArgs args_from(const Json& j) {
 }
 
 Json to_j(const LaunchRequest& m) {
-  return {{"module", m.module},     {"kernel", m.kernel},
-          {"grid", dim3_json(m.grid)}, {"block", dim3_json(m.block)},
-          {"shared_bytes", m.shared_bytes}, {"args", args_json(m.args)}};
+  return {{"module", m.module},
+          {"kernel", m.kernel},
+          {"grid", dim3_json(m.grid)},
+          {"block", dim3_json(m.block)},
+          {"shared_bytes", m.shared_bytes},
+          {"args", args_json(m.args)}};
 }
 void from_j(const Json& j, LaunchRequest& m) {
   m.module = num<uint64_t>(j, "module");
@@ -356,10 +406,18 @@ void from_j(const Json& j, LaunchRequest& m) {
   m.shared_bytes = num<uint32_t>(j, "shared_bytes");
   m.args = args_from(j.at("args"));
 }
-Json to_j(const LaunchReply& m) { return {{"launch_seq", m.launch_seq}}; }
-void from_j(const Json& j, LaunchReply& m) { m.launch_seq = num<uint64_t>(j, "launch_seq"); }
-Json to_j(const SyncReply& m) { return {{"completed", m.completed}}; }
-void from_j(const Json& j, SyncReply& m) { m.completed = num<uint64_t>(j, "completed"); }
+Json to_j(const LaunchReply& m) {
+  return {{"launch_seq", m.launch_seq}};
+}
+void from_j(const Json& j, LaunchReply& m) {
+  m.launch_seq = num<uint64_t>(j, "launch_seq");
+}
+Json to_j(const SyncReply& m) {
+  return {{"completed", m.completed}};
+}
+void from_j(const Json& j, SyncReply& m) {
+  m.completed = num<uint64_t>(j, "completed");
+}
 
 Json to_j(const GpuSubmitRequest& m) {
   Json args = Json::array();
@@ -400,7 +458,8 @@ void from_j(const Json& j, GpuSubmitRequest& m) {
 }
 Json to_j(const GpuSubmitReply& m) {
   Json outs = Json::array();
-  for (const auto& o : m.outputs) outs.push_back({{"arg_index", o.arg_index}, {"data", to_hex(o.data)}});
+  for (const auto& o : m.outputs)
+    outs.push_back({{"arg_index", o.arg_index}, {"data", to_hex(o.data)}});
   return {{"outputs", outs}};
 }
 void from_j(const Json& j, GpuSubmitReply& m) {
@@ -409,8 +468,12 @@ void from_j(const Json& j, GpuSubmitReply& m) {
   }
 }
 
-Json to_j(const ErrorReply& m) { return {{"message", m.message}}; }
-void from_j(const Json& j, ErrorReply& m) { m.message = j.at("message").get<std::string>(); }
+Json to_j(const ErrorReply& m) {
+  return {{"message", m.message}};
+}
+void from_j(const Json& j, ErrorReply& m) {
+  m.message = j.at("message").get<std::string>();
+}
 
 template <typename M, typename V>
 V make(const Json& j) {
@@ -436,23 +499,36 @@ Json reply_to_json(const ReplyMessage& m) {
 RequestMessage request_from_json(Opcode op, const Json& j) {
   using V = RequestMessage;
   switch (op) {
-    case Opcode::kHello: return make<HelloRequest, V>(j);
-    case Opcode::kPing: return make<PingRequest, V>(j);
-    case Opcode::kLeaseAcquire: return make<LeaseAcquireRequest, V>(j);
-    case Opcode::kLeaseRenew: return make<LeaseRenewRequest, V>(j);
+    case Opcode::kHello:
+      return make<HelloRequest, V>(j);
+    case Opcode::kPing:
+      return make<PingRequest, V>(j);
+    case Opcode::kLeaseAcquire:
+      return make<LeaseAcquireRequest, V>(j);
+    case Opcode::kLeaseRenew:
+      return make<LeaseRenewRequest, V>(j);
     case Opcode::kLeaseRelease:
     case Opcode::kLeaseQuery:
     case Opcode::kLeaseList:
-    case Opcode::kSync: return make<Empty, V>(j);
-    case Opcode::kCapRequest: return make<CapRequestRequest, V>(j);
-    case Opcode::kMemAlloc: return make<MemAllocRequest, V>(j);
+    case Opcode::kSync:
+      return make<Empty, V>(j);
+    case Opcode::kCapRequest:
+      return make<CapRequestRequest, V>(j);
+    case Opcode::kMemAlloc:
+      return make<MemAllocRequest, V>(j);
     case Opcode::kMemFree:
-    case Opcode::kModuleUnload: return make<HandleRequest, V>(j);
-    case Opcode::kMemWrite: return make<MemWriteRequest, V>(j);
-    case Opcode::kMemRead: return make<MemReadRequest, V>(j);
-    case Opcode::kModuleLoad: return make<ModuleLoadRequest, V>(j);
-    case Opcode::kLaunch: return make<LaunchRequest, V>(j);
-    case Opcode::kGpuSubmit: return make<GpuSubmitRequest, V>(j);
+    case Opcode::kModuleUnload:
+      return make<HandleRequest, V>(j);
+    case Opcode::kMemWrite:
+      return make<MemWriteRequest, V>(j);
+    case Opcode::kMemRead:
+      return make<MemReadRequest, V>(j);
+    case Opcode::kModuleLoad:
+      return make<ModuleLoadRequest, V>(j);
+    case Opcode::kLaunch:
+      return make<LaunchRequest, V>(j);
+    case Opcode::kGpuSubmit:
+      return make<GpuSubmitRequest, V>(j);
   }
   throw std::invalid_argument("unknown opcode");
 }
@@ -460,23 +536,36 @@ RequestMessage request_from_json(Opcode op, const Json& j) {
 ReplyMessage reply_from_json(Opcode op, const Json& j) {
   using V = ReplyMessage;
   switch (op) {
-    case Opcode::kHello: return make<HelloReply, V>(j);
-    case Opcode::kPing: return make<PingReply, V>(j);
-    case Opcode::kLeaseAcquire: return make<LeaseAcquireReply, V>(j);
-    case Opcode::kLeaseRenew: return make<LeaseRenewReply, V>(j);
+    case Opcode::kHello:
+      return make<HelloReply, V>(j);
+    case Opcode::kPing:
+      return make<PingReply, V>(j);
+    case Opcode::kLeaseAcquire:
+      return make<LeaseAcquireReply, V>(j);
+    case Opcode::kLeaseRenew:
+      return make<LeaseRenewReply, V>(j);
     case Opcode::kLeaseRelease:
     case Opcode::kMemFree:
     case Opcode::kMemWrite:
-    case Opcode::kModuleUnload: return make<Empty, V>(j);
-    case Opcode::kLeaseQuery: return make<LeaseInfo, V>(j);
-    case Opcode::kLeaseList: return make<LeaseListReply, V>(j);
-    case Opcode::kCapRequest: return make<CapRequestReply, V>(j);
+    case Opcode::kModuleUnload:
+      return make<Empty, V>(j);
+    case Opcode::kLeaseQuery:
+      return make<LeaseInfo, V>(j);
+    case Opcode::kLeaseList:
+      return make<LeaseListReply, V>(j);
+    case Opcode::kCapRequest:
+      return make<CapRequestReply, V>(j);
     case Opcode::kMemAlloc:
-    case Opcode::kModuleLoad: return make<HandleReply, V>(j);
-    case Opcode::kMemRead: return make<MemReadReply, V>(j);
-    case Opcode::kLaunch: return make<LaunchReply, V>(j);
-    case Opcode::kSync: return make<SyncReply, V>(j);
-    case Opcode::kGpuSubmit: return make<GpuSubmitReply, V>(j);
+    case Opcode::kModuleLoad:
+      return make<HandleReply, V>(j);
+    case Opcode::kMemRead:
+      return make<MemReadReply, V>(j);
+    case Opcode::kLaunch:
+      return make<LaunchReply, V>(j);
+    case Opcode::kSync:
+      return make<SyncReply, V>(j);
+    case Opcode::kGpuSubmit:
+      return make<GpuSubmitReply, V>(j);
   }
   throw std::invalid_argument("unknown opcode");
 }

@@ -32,9 +32,9 @@ Result<wire::Bytes> Authority::attenuate(const Claims& parent,
   }
   if (req.ttl_s == 0) return make_error(Status::kInvalidArgument, "ttl must be positive");
   if (!is_subset(req.perms, parent.perms)) {
-    return make_error(Status::kPermissionDenied,
-                      "requested permissions " + format_permissions(req.perms & ~parent.perms) +
-                          " are not held by the presented token");
+    return make_error(Status::kPermissionDenied, "requested permissions " +
+                                                     format_permissions(req.perms & ~parent.perms) +
+                                                     " are not held by the presented token");
   }
   if (parent.lease_id != 0 && parent.lease_id != req.lease_id) {
     return make_error(Status::kPermissionDenied,

@@ -138,9 +138,13 @@ SecretKey& SecretKey::operator=(SecretKey&& other) noexcept {
   return *this;
 }
 
-SecretKey::~SecretKey() { wipe(); }
+SecretKey::~SecretKey() {
+  wipe();
+}
 
-void SecretKey::wipe() noexcept { sodium_memzero(sk_.data(), sk_.size()); }
+void SecretKey::wipe() noexcept {
+  sodium_memzero(sk_.data(), sk_.size());
+}
 
 Signature SecretKey::sign(wire::ByteSpan message) const noexcept {
   Signature sig{};
@@ -168,14 +172,13 @@ std::string format_public_key(const PublicKey& pk) {
 Result<PublicKeyEntry> parse_public_key(std::string_view text) {
   KeyLine kl;
   if (!split_key_line(text, kl)) {
-    return make_error(Status::kInvalidArgument, "expected one line '" +
-                                                    std::string(kPublicKeyTag) +
-                                                    " <key id> <base64>'");
+    return make_error(Status::kInvalidArgument,
+                      "expected one line '" + std::string(kPublicKeyTag) + " <key id> <base64>'");
   }
   if (kl.tag != kPublicKeyTag) {
-    return make_error(Status::kInvalidArgument,
-                      kl.tag == kSecretKeyTag ? "this is a secret key file, not a public key"
-                                              : "not a gpulease public key");
+    return make_error(Status::kInvalidArgument, kl.tag == kSecretKeyTag
+                                                    ? "this is a secret key file, not a public key"
+                                                    : "not a gpulease public key");
   }
   auto raw = from_base64(kl.b64, Base64Variant::kStandard);
   if (!raw || raw->size() != kPublicKeyBytes) {
@@ -261,9 +264,8 @@ Result<SecretKey> load_secret_key_file(const std::filesystem::path& path) {
     if (seed) sodium_memzero(seed->data(), seed->size());
     return file_error(Status::kInvalidArgument, path, "secret key is not 32 bytes of base64");
   }
-  SecretKey key = SecretKey::from_seed(
-      std::span<const uint8_t, kSeedBytes>(reinterpret_cast<const uint8_t*>(seed->data()),
-                                           kSeedBytes));
+  SecretKey key = SecretKey::from_seed(std::span<const uint8_t, kSeedBytes>(
+      reinterpret_cast<const uint8_t*>(seed->data()), kSeedBytes));
   sodium_memzero(seed->data(), seed->size());
   if (kl.key_id != key_id_hex(key.key_id())) {
     return file_error(Status::kInvalidArgument, path, "key id does not match the secret key");

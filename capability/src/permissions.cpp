@@ -46,22 +46,31 @@ std::optional<Permission> required_permission(wire::Opcode op) noexcept {
   using wire::Opcode;
   switch (op) {
     case Opcode::kHello:
-    case Opcode::kPing: return Permission::kNone;
-    case Opcode::kLeaseAcquire: return Permission::kLeaseAcquire;
+    case Opcode::kPing:
+      return Permission::kNone;
+    case Opcode::kLeaseAcquire:
+      return Permission::kLeaseAcquire;
     case Opcode::kLeaseQuery:
-    case Opcode::kLeaseList: return Permission::kLeaseQuery;
-    case Opcode::kLeaseRenew: return Permission::kLeaseRenew;
-    case Opcode::kLeaseRelease: return Permission::kLeaseRelease;
-    case Opcode::kCapRequest: return Permission::kCapRequest;
+    case Opcode::kLeaseList:
+      return Permission::kLeaseQuery;
+    case Opcode::kLeaseRenew:
+      return Permission::kLeaseRenew;
+    case Opcode::kLeaseRelease:
+      return Permission::kLeaseRelease;
+    case Opcode::kCapRequest:
+      return Permission::kCapRequest;
     case Opcode::kMemAlloc:
     case Opcode::kMemFree:
     case Opcode::kMemWrite:
-    case Opcode::kMemRead: return Permission::kMem;
+    case Opcode::kMemRead:
+      return Permission::kMem;
     case Opcode::kModuleLoad:
-    case Opcode::kModuleUnload: return Permission::kModule;
+    case Opcode::kModuleUnload:
+      return Permission::kModule;
     case Opcode::kLaunch:
     case Opcode::kSync:
-    case Opcode::kGpuSubmit: return Permission::kTaskletSubmit;
+    case Opcode::kGpuSubmit:
+      return Permission::kTaskletSubmit;
   }
   return std::nullopt;
 }

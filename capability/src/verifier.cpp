@@ -44,7 +44,9 @@ std::string_view deny_reason_name(DenyReason r) noexcept {
   return kReasons[static_cast<size_t>(r)].name;
 }
 
-Status deny_reason_status(DenyReason r) noexcept { return kReasons[static_cast<size_t>(r)].status; }
+Status deny_reason_status(DenyReason r) noexcept {
+  return kReasons[static_cast<size_t>(r)].status;
+}
 
 Verifier::Verifier(VerifierOptions options)
     : options_(std::move(options)), cache_(options_.cache_capacity, options_.cache_shards) {
@@ -78,8 +80,7 @@ Result<Claims> Verifier::verify(wire::ByteSpan token, const VerifyRequest& req) 
     std::array<std::byte, kMaxSignedMessageBytes> msg;
     std::memcpy(msg.data(), kSigningDomain.data(), kSigningDomain.size());
     std::memcpy(msg.data() + kSigningDomain.size(), t.body.data(), t.body.size());
-    if (!verify_signature(*pk, {msg.data(), kSigningDomain.size() + t.body.size()},
-                          t.signature)) {
+    if (!verify_signature(*pk, {msg.data(), kSigningDomain.size() + t.body.size()}, t.signature)) {
       return deny(DenyReason::kBadSignature, "");
     }
     cache_.insert(token);
@@ -88,7 +89,8 @@ Result<Claims> Verifier::verify(wire::ByteSpan token, const VerifyRequest& req) 
   // 4. Time window, widened by the skew on both ends. Unsigned arithmetic
   // with saturation: the token's u64 times are peer-chosen (though signed).
   const uint64_t now = req.now_unix_s < 0 ? 0 : static_cast<uint64_t>(req.now_unix_s);
-  const uint64_t skew = options_.clock_skew_s < 0 ? 0 : static_cast<uint64_t>(options_.clock_skew_s);
+  const uint64_t skew =
+      options_.clock_skew_s < 0 ? 0 : static_cast<uint64_t>(options_.clock_skew_s);
   if (t.not_before > now + skew) {
     return deny(DenyReason::kNotYetValid, "valid from " + std::to_string(t.not_before));
   }
@@ -110,9 +112,12 @@ Result<Claims> Verifier::verify(wire::ByteSpan token, const VerifyRequest& req) 
 
   // 7. Revocation.
   switch (revoked_.check(t.token_id, t.origin_id, t.tenant)) {
-    case Revoked::kNo: break;
-    case Revoked::kToken: return deny(DenyReason::kRevokedToken, "");
-    case Revoked::kTenant: return deny(DenyReason::kRevokedTenant, "");
+    case Revoked::kNo:
+      break;
+    case Revoked::kToken:
+      return deny(DenyReason::kRevokedToken, "");
+    case Revoked::kTenant:
+      return deny(DenyReason::kRevokedTenant, "");
   }
 
   // 8. Lease binding.

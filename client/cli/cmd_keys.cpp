@@ -56,12 +56,28 @@ std::optional<uint64_t> parse_bytes(std::string_view s) {
   unsigned shift = 0;
   if (!suffix.empty()) {
     switch (suffix.front()) {
-      case 'k': case 'K': shift = 10; break;
-      case 'm': case 'M': shift = 20; break;
-      case 'g': case 'G': shift = 30; break;
-      case 't': case 'T': shift = 40; break;
-      case 'b': case 'B': shift = 0; break;
-      default: return std::nullopt;
+      case 'k':
+      case 'K':
+        shift = 10;
+        break;
+      case 'm':
+      case 'M':
+        shift = 20;
+        break;
+      case 'g':
+      case 'G':
+        shift = 30;
+        break;
+      case 't':
+      case 'T':
+        shift = 40;
+        break;
+      case 'b':
+      case 'B':
+        shift = 0;
+        break;
+      default:
+        return std::nullopt;
     }
     if (shift != 0) suffix.remove_prefix(1);
     if (!(suffix.empty() || suffix == "B" || suffix == "iB")) return std::nullopt;
@@ -75,7 +91,8 @@ std::string format_time(uint64_t t) {
   std::time_t tt = static_cast<std::time_t>(t);
   std::tm tm{};
   char buf[32];
-  if (gmtime_r(&tt, &tm) == nullptr || std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+  if (gmtime_r(&tt, &tm) == nullptr ||
+      std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
     return std::to_string(t);
   }
   return std::to_string(t) + " (" + buf + ")";
@@ -142,7 +159,7 @@ void run_inspect(const InspectOptions& o) {
   std::printf("permissions: %s (0x%08x)\n", cap::format_permissions(t.perms).c_str(), t.perms);
   std::printf("not before:  %s\n", format_time(t.not_before).c_str());
   std::printf("expires at:  %s\n", format_time(t.expires_at).c_str());
-  const char* window = unow < t.not_before ? "not yet valid"
+  const char* window = unow < t.not_before    ? "not yet valid"
                        : unow >= t.expires_at ? "expired"
                                               : "within validity window";
   std::printf("time:        %s (now %" PRId64 ", no clock skew applied)\n", window, now);
@@ -207,16 +224,17 @@ void register_key_commands(CLI::App& app) {
     cmd->add_option("--lease", o->lease_id, "Bind to one lease id (default 0: any lease)");
     cmd->add_option("--max-vram", o->max_vram,
                     "LEASE_ACQUIRE ceiling in bytes, e.g. 2GiB (default 0: none)");
-    cmd->add_option("--not-before", o->not_before, "Unix time the token becomes valid (default now)");
+    cmd->add_option("--not-before", o->not_before,
+                    "Unix time the token becomes valid (default now)");
     cmd->callback([o] { run_mint(*o); });
   }
   {
     auto o = std::make_shared<InspectOptions>();
     CLI::App* cmd = token->add_subcommand(
-        "inspect", "Print a token's fields and, with --pub, whether its signature verifies "
-                   "(exit status 1 when it does not)");
-    cmd->add_option("token", o->token, "The token text (glt1....), or - to read stdin")
-        ->required();
+        "inspect",
+        "Print a token's fields and, with --pub, whether its signature verifies "
+        "(exit status 1 when it does not)");
+    cmd->add_option("token", o->token, "The token text (glt1....), or - to read stdin")->required();
     cmd->add_option("--pub", o->pub, "Public key file (NAME.pub) to verify the signature with");
     cmd->callback([o] { run_inspect(*o); });
   }

@@ -10,8 +10,7 @@
 namespace gpulease::cli {
 
 void fail(std::string_view message, int exit_code) {
-  std::fprintf(stderr, "gpulease: error: %.*s\n", static_cast<int>(message.size()),
-               message.data());
+  std::fprintf(stderr, "gpulease: error: %.*s\n", static_cast<int>(message.size()), message.data());
   throw CLI::RuntimeError(exit_code);
 }
 

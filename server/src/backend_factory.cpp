@@ -33,11 +33,14 @@ Result<std::unique_ptr<DeviceBackend>> make_backend(const NodeConfig& cfg) {
   auto cuda = cuda::make_cuda_backend();
   if (cfg.backend == "cuda") return cuda;
   if (cuda) return std::move(cuda).value();
-  log_info("no usable CUDA device: falling back to the sim backend", {{"reason", cuda.error().message}});
+  log_info("no usable CUDA device: falling back to the sim backend",
+           {{"reason", cuda.error().message}});
   return sim(cfg);
 #else
   if (cfg.backend == "cuda") {
-    return make_error(Status::kUnsupported, "this gpuleased was built without the cuda backend (no CUDA toolkit headers at build time)");
+    return make_error(Status::kUnsupported,
+                      "this gpuleased was built without the cuda backend (no CUDA toolkit headers "
+                      "at build time)");
   }
   log_info("built without the cuda backend: using the sim backend");
   return sim(cfg);

@@ -1,7 +1,7 @@
 #include "config.hpp"
 
-#include <CLI/CLI.hpp>
 #include <toml++/toml.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdlib>
 #include <iostream>
@@ -16,9 +16,12 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   try {
     t = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
-    return make_error(Status::kInvalidArgument, "config " + path + ": " + std::string(e.description()));
+    return make_error(Status::kInvalidArgument,
+                      "config " + path + ": " + std::string(e.description()));
   }
-  auto str = [&](const char* k, std::string& v) { if (auto x = t[k].value<std::string>()) v = *x; };
+  auto str = [&](const char* k, std::string& v) {
+    if (auto x = t[k].value<std::string>()) v = *x;
+  };
   std::string bad;  // first out-of-range key
   auto u32 = [&](const char* k, uint32_t& v) {
     if (auto x = t[k].value<int64_t>()) {
@@ -42,7 +45,8 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   str("listen", listen);
   if (!listen.empty()) {
     auto colon = listen.rfind(':');
-    if (colon == std::string::npos) return make_error(Status::kInvalidArgument, "config listen wants HOST:PORT");
+    if (colon == std::string::npos)
+      return make_error(Status::kInvalidArgument, "config listen wants HOST:PORT");
     c.listen_host = listen.substr(0, colon);
     char* end = nullptr;
     long port = std::strtol(listen.c_str() + colon + 1, &end, 10);
@@ -89,7 +93,8 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   u64("tenant_max_bytes", c.tenant_max_bytes);
   u32("reaper_interval_ms", c.reaper_interval_ms);
   u64("frame_bytes_budget", c.frame_bytes_budget);
-  if (!bad.empty()) return make_error(Status::kInvalidArgument, "config " + bad + ": value out of range");
+  if (!bad.empty())
+    return make_error(Status::kInvalidArgument, "config " + bad + ": value out of range");
   return {};
 }
 
@@ -109,36 +114,69 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
   std::string listen = c.listen_host + ":" + std::to_string(c.listen_port);
   std::string level = "info";
   app.add_option("--config", config_path, "TOML config file (keys as the long flags, '_' for '-')");
-  app.add_option("--listen", listen, "HOST:PORT to serve the protocol on (port 0 = any free port)")->capture_default_str();
-  app.add_option("--backend", c.backend, "auto | sim | cuda")->capture_default_str()->check(CLI::IsMember({"auto", "sim", "cuda"}));
-  app.add_option("--node-id", c.node_id, "this node's identity: the audience tokens must name")->capture_default_str();
-  app.add_option("--authority-key", c.authority_keys, "trusted authority public key file (.pub); repeatable");
-  app.add_option("--node-key", c.node_key, "node secret key (.key) for CAP_REQUEST tokens; default: ephemeral");
-  app.add_option("--revocation-file", c.revocation_file, "revoked tokens and tenants; reloaded on SIGHUP");
-  app.add_option("--metrics", c.metrics_listen, "HOST:PORT for the Prometheus /metrics and /healthz endpoint");
+  app.add_option("--listen", listen, "HOST:PORT to serve the protocol on (port 0 = any free port)")
+      ->capture_default_str();
+  app.add_option("--backend", c.backend, "auto | sim | cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "sim", "cuda"}));
+  app.add_option("--node-id", c.node_id, "this node's identity: the audience tokens must name")
+      ->capture_default_str();
+  app.add_option("--authority-key", c.authority_keys,
+                 "trusted authority public key file (.pub); repeatable");
+  app.add_option("--node-key", c.node_key,
+                 "node secret key (.key) for CAP_REQUEST tokens; default: ephemeral");
+  app.add_option("--revocation-file", c.revocation_file,
+                 "revoked tokens and tenants; reloaded on SIGHUP");
+  app.add_option("--metrics", c.metrics_listen,
+                 "HOST:PORT for the Prometheus /metrics and /healthz endpoint");
   app.add_option("--log-level", level, "debug | info | warn | error")->capture_default_str();
-  app.add_option("--network-threads", c.network_threads, "network threads (0 = cores)")->capture_default_str();
-  app.add_option("--device-threads", c.device_threads, "device worker threads (0 = cores)")->capture_default_str();
-  app.add_option("--max-connections", c.max_connections, "global connection limit")->capture_default_str();
-  app.add_option("--max-connections-per-ip", c.max_connections_per_ip, "connections per client address")->capture_default_str();
-  app.add_option("--max-inflight", c.limits.max_inflight, "requests in flight per connection before BUSY")->capture_default_str();
-  app.add_option("--idle-timeout-ms", c.idle_timeout_ms, "disconnect a client idle this long")->capture_default_str();
-  app.add_option("--frame-timeout-ms", c.frame_timeout_ms, "disconnect a client stalled mid-frame this long")->capture_default_str();
-  app.add_option("--max-payload-bytes", c.limits.max_payload_bytes, "largest frame payload accepted")->capture_default_str()
+  app.add_option("--network-threads", c.network_threads, "network threads (0 = cores)")
+      ->capture_default_str();
+  app.add_option("--device-threads", c.device_threads, "device worker threads (0 = cores)")
+      ->capture_default_str();
+  app.add_option("--max-connections", c.max_connections, "global connection limit")
+      ->capture_default_str();
+  app.add_option("--max-connections-per-ip", c.max_connections_per_ip,
+                 "connections per client address")
+      ->capture_default_str();
+  app.add_option("--max-inflight", c.limits.max_inflight,
+                 "requests in flight per connection before BUSY")
+      ->capture_default_str();
+  app.add_option("--idle-timeout-ms", c.idle_timeout_ms, "disconnect a client idle this long")
+      ->capture_default_str();
+  app.add_option("--frame-timeout-ms", c.frame_timeout_ms,
+                 "disconnect a client stalled mid-frame this long")
+      ->capture_default_str();
+  app.add_option("--max-payload-bytes", c.limits.max_payload_bytes,
+                 "largest frame payload accepted")
+      ->capture_default_str()
       ->check(CLI::Range(uint32_t{4096}, uint32_t{64u << 20}));
   app.add_option("--min-ttl-s", c.min_ttl_s, "shortest lease TTL granted")->capture_default_str();
   app.add_option("--max-ttl-s", c.max_ttl_s, "longest lease TTL granted")->capture_default_str();
-  app.add_option("--tenant-max-leases", c.tenant_max_leases, "leases one tenant may hold")->capture_default_str();
-  app.add_option("--tenant-max-bytes", c.tenant_max_bytes, "VRAM one tenant may hold (0 = no cap)")->capture_default_str();
-  app.add_option("--clock-skew-s", c.clock_skew_s, "token time-window tolerance")->capture_default_str();
-  app.add_option("--token-cache-entries", c.token_cache_entries, "verified-signature cache size")->capture_default_str();
-  app.add_option("--sim-devices", c.sim_devices, "sim backend: number of devices")->capture_default_str();
-  app.add_option("--sim-device-bytes", c.sim_device_bytes, "sim backend: memory per device")->capture_default_str();
-  app.add_option("--instruction-budget", c.instruction_budget, "sim backend: instructions per launch (0 = default)")->capture_default_str();
-  app.add_option("--watchdog-ms", c.watchdog_ms, "cuda backend: fault a lease whose kernels run longer")->capture_default_str();
-  app.add_option("--reaper-interval-ms", c.reaper_interval_ms, "how often expired leases are reaped")->capture_default_str();
+  app.add_option("--tenant-max-leases", c.tenant_max_leases, "leases one tenant may hold")
+      ->capture_default_str();
+  app.add_option("--tenant-max-bytes", c.tenant_max_bytes, "VRAM one tenant may hold (0 = no cap)")
+      ->capture_default_str();
+  app.add_option("--clock-skew-s", c.clock_skew_s, "token time-window tolerance")
+      ->capture_default_str();
+  app.add_option("--token-cache-entries", c.token_cache_entries, "verified-signature cache size")
+      ->capture_default_str();
+  app.add_option("--sim-devices", c.sim_devices, "sim backend: number of devices")
+      ->capture_default_str();
+  app.add_option("--sim-device-bytes", c.sim_device_bytes, "sim backend: memory per device")
+      ->capture_default_str();
+  app.add_option("--instruction-budget", c.instruction_budget,
+                 "sim backend: instructions per launch (0 = default)")
+      ->capture_default_str();
+  app.add_option("--watchdog-ms", c.watchdog_ms,
+                 "cuda backend: fault a lease whose kernels run longer")
+      ->capture_default_str();
+  app.add_option("--reaper-interval-ms", c.reaper_interval_ms,
+                 "how often expired leases are reaped")
+      ->capture_default_str();
   app.add_option("--frame-bytes-budget", c.frame_bytes_budget,
-                 "frame bodies held at once across connections; readers wait past it")->capture_default_str();
+                 "frame bodies held at once across connections; readers wait past it")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -149,7 +187,8 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
     return make_error(Status::kInvalidArgument, e.what());
   }
   auto colon = listen.rfind(':');
-  if (colon == std::string::npos) return make_error(Status::kInvalidArgument, "--listen wants HOST:PORT");
+  if (colon == std::string::npos)
+    return make_error(Status::kInvalidArgument, "--listen wants HOST:PORT");
   c.listen_host = listen.substr(0, colon);
   try {
     int p = std::stoi(listen.substr(colon + 1));
@@ -167,16 +206,21 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
 Result<void> validate_node_config(const NodeConfig& c) {
   auto bad = [](const std::string& m) { return make_error(Status::kInvalidArgument, m); };
   if (c.min_ttl_s == 0 || c.min_ttl_s > c.max_ttl_s) return bad("min_ttl_s must be 1..max_ttl_s");
-  if (c.limits.max_payload_bytes < 4096 || c.limits.max_payload_bytes > wire::Limits{}.max_payload_bytes) {
-    return bad("max_payload_bytes must be 4096.." + std::to_string(wire::Limits{}.max_payload_bytes));
+  if (c.limits.max_payload_bytes < 4096 ||
+      c.limits.max_payload_bytes > wire::Limits{}.max_payload_bytes) {
+    return bad("max_payload_bytes must be 4096.." +
+               std::to_string(wire::Limits{}.max_payload_bytes));
   }
   if (c.limits.max_inflight == 0) return bad("max_inflight must be >= 1");
   if (c.reaper_interval_ms < 10) return bad("reaper_interval_ms must be >= 10");
   if (c.idle_timeout_ms == 0 || c.frame_timeout_ms == 0) return bad("timeouts must be > 0");
-  if (c.max_connections == 0 || c.max_connections_per_ip == 0) return bad("connection limits must be >= 1");
+  if (c.max_connections == 0 || c.max_connections_per_ip == 0)
+    return bad("connection limits must be >= 1");
   if (c.tenant_max_leases == 0) return bad("tenant_max_leases must be >= 1");
-  if (c.frame_bytes_budget < c.limits.max_payload_bytes) return bad("frame_bytes_budget must be >= max_payload_bytes");
-  if (c.sim_devices == 0 || c.sim_devices > wire::Limits{}.max_devices) return bad("sim_devices must be 1..64");
+  if (c.frame_bytes_budget < c.limits.max_payload_bytes)
+    return bad("frame_bytes_budget must be >= max_payload_bytes");
+  if (c.sim_devices == 0 || c.sim_devices > wire::Limits{}.max_devices)
+    return bad("sim_devices must be 1..64");
   return {};
 }
 

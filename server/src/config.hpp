@@ -15,7 +15,7 @@ namespace gpulease::server {
 struct NodeConfig {
   // Network
   std::string listen_host = "127.0.0.1";
-  uint16_t listen_port = 7070;  // 0 = pick a free port (tests)
+  uint16_t listen_port = 7070;   // 0 = pick a free port (tests)
   unsigned network_threads = 0;  // 0 = number of cores
   unsigned device_threads = 0;   // 0 = number of cores
   uint32_t max_connections = 1024;

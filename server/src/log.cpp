@@ -34,7 +34,9 @@ void append_value(std::string& out, std::string_view v) {
 
 }  // namespace
 
-void set_log_level(LogLevel level) { g_level = static_cast<int>(level); }
+void set_log_level(LogLevel level) {
+  g_level = static_cast<int>(level);
+}
 
 bool parse_log_level(std::string_view name, LogLevel& out) {
   for (int i = 0; i <= static_cast<int>(LogLevel::kOff); ++i) {
@@ -46,7 +48,9 @@ bool parse_log_level(std::string_view name, LogLevel& out) {
   return false;
 }
 
-bool log_enabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
+bool log_enabled(LogLevel level) {
+  return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
+}
 
 void log(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields) {
   if (!log_enabled(level)) return;

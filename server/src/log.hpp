@@ -21,9 +21,17 @@ void set_log_level(LogLevel level);
 [[nodiscard]] bool log_enabled(LogLevel level);
 void log(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields = {});
 
-inline void log_info(std::string_view m, std::initializer_list<LogField> f = {}) { log(LogLevel::kInfo, m, f); }
-inline void log_warn(std::string_view m, std::initializer_list<LogField> f = {}) { log(LogLevel::kWarn, m, f); }
-inline void log_error(std::string_view m, std::initializer_list<LogField> f = {}) { log(LogLevel::kError, m, f); }
-inline void log_debug(std::string_view m, std::initializer_list<LogField> f = {}) { log(LogLevel::kDebug, m, f); }
+inline void log_info(std::string_view m, std::initializer_list<LogField> f = {}) {
+  log(LogLevel::kInfo, m, f);
+}
+inline void log_warn(std::string_view m, std::initializer_list<LogField> f = {}) {
+  log(LogLevel::kWarn, m, f);
+}
+inline void log_error(std::string_view m, std::initializer_list<LogField> f = {}) {
+  log(LogLevel::kError, m, f);
+}
+inline void log_debug(std::string_view m, std::initializer_list<LogField> f = {}) {
+  log(LogLevel::kDebug, m, f);
+}
 
 }  // namespace gpulease::server

@@ -26,20 +26,24 @@ int main(int argc, char** argv) {
 
   auto backend = make_backend(cfg);
   if (!backend) {
-    log_error("cannot start the device backend", {{"backend", cfg.backend}, {"error", backend.error().message}});
+    log_error("cannot start the device backend",
+              {{"backend", cfg.backend}, {"error", backend.error().message}});
     return 1;
   }
-  log_info("gpuleased starting", {{"backend", std::string((*backend)->name())}, {"node_id", cfg.node_id}});
+  log_info("gpuleased starting",
+           {{"backend", std::string((*backend)->name())}, {"node_id", cfg.node_id}});
 
-  Result<capability::SecretKey> key = cfg.node_key.empty()
-                                          ? Result<capability::SecretKey>(capability::SecretKey::generate())
-                                          : capability::load_secret_key_file(cfg.node_key);
+  Result<capability::SecretKey> key =
+      cfg.node_key.empty() ? Result<capability::SecretKey>(capability::SecretKey::generate())
+                           : capability::load_secret_key_file(cfg.node_key);
   if (!key) {
     log_error("cannot load the node key", {{"error", key.error().message}});
     return 1;
   }
   if (cfg.node_key.empty()) {
-    log_info("no --node-key: CAP_REQUEST tokens are signed with an ephemeral key and die with this process");
+    log_info(
+        "no --node-key: CAP_REQUEST tokens are signed with an ephemeral key and die with this "
+        "process");
   }
   if (cfg.authority_keys.empty()) {
     log_warn("no --authority-key: only tokens this node issued itself will verify");
@@ -57,14 +61,16 @@ int main(int argc, char** argv) {
   }
 
   asio::signal_set signals(server.io(), SIGINT, SIGTERM, SIGHUP);
-  std::function<void(const asio::error_code&, int)> on_signal = [&](const asio::error_code& ec, int sig) {
+  std::function<void(const asio::error_code&, int)> on_signal = [&](const asio::error_code& ec,
+                                                                    int sig) {
     if (ec) return;
     if (sig == SIGHUP) {
       auto r = node.reload_revocations();
       if (r) {
         log_info("revocation list reloaded");
       } else {
-        log_warn("revocation list not reloaded; the previous one stays in force", {{"error", r.error().message}});
+        log_warn("revocation list not reloaded; the previous one stays in force",
+                 {{"error", r.error().message}});
       }
       signals.async_wait(on_signal);
       return;

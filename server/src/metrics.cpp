@@ -103,7 +103,8 @@ std::string Metrics::render() const {
              v);
     }
   }
-  header(o, "gpulease_auth_failures_total", "counter", "Frames refused by token validation, by reason.");
+  header(o, "gpulease_auth_failures_total", "counter",
+         "Frames refused by token validation, by reason.");
   for (auto st : {wire::Status::kUnauthenticated, wire::Status::kTokenExpired,
                   wire::Status::kPermissionDenied, wire::Status::kRevoked}) {
     sample(o, "gpulease_auth_failures_total", label("reason", wire::status_name(st)),
@@ -124,12 +125,14 @@ std::string Metrics::render() const {
   sample(o, "gpulease_connections_active", "", rd(connections_active));
   header(o, "gpulease_connections_total", "counter", "Client connections accepted.");
   sample(o, "gpulease_connections_total", "", rd(connections_total));
-  header(o, "gpulease_connections_rejected_total", "counter", "Connections refused by a connection limit.");
+  header(o, "gpulease_connections_rejected_total", "counter",
+         "Connections refused by a connection limit.");
   sample(o, "gpulease_connections_rejected_total", "", rd(connections_rejected));
   header(o, "gpulease_bad_frames_total", "counter", "Frames rejected before dispatch.");
   sample(o, "gpulease_bad_frames_total", "", rd(bad_frames));
 
-  header(o, "gpulease_request_duration_seconds", "histogram", "Time from frame read to reply queued, by opcode.");
+  header(o, "gpulease_request_duration_seconds", "histogram",
+         "Time from frame read to reply queued, by opcode.");
   for (size_t i = 0; i < kOpcodeSlots; ++i) {
     const Histogram& h = latency_[i];
     uint64_t count = rd(h.count);

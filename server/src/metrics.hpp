@@ -34,7 +34,9 @@ class Metrics {
 
   void frame_done(wire::Opcode op, wire::Status status, uint64_t latency_us) noexcept;
   void auth_failed(wire::Status status) noexcept;
-  void lease_dropped(DropReason r) noexcept { dropped_[static_cast<size_t>(r)].fetch_add(1, std::memory_order_relaxed); }
+  void lease_dropped(DropReason r) noexcept {
+    dropped_[static_cast<size_t>(r)].fetch_add(1, std::memory_order_relaxed);
+  }
 
   std::atomic<uint64_t> lease_acquired{0};
   std::atomic<int64_t> leases_active{0};

@@ -46,9 +46,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto self = shared_from_this();
     asio::error_code ec;
     sock_.set_option(tcp::no_delay(true), ec);
-    asio::co_spawn(sock_.get_executor(), [self] { return self->reader(); }, asio::detached);
-    asio::co_spawn(sock_.get_executor(), [self] { return self->writer(); }, asio::detached);
-    asio::co_spawn(sock_.get_executor(), [self] { return self->watchdog(); }, asio::detached);
+    asio::co_spawn(
+        sock_.get_executor(), [self] { return self->reader(); }, asio::detached);
+    asio::co_spawn(
+        sock_.get_executor(), [self] { return self->writer(); }, asio::detached);
+    asio::co_spawn(
+        sock_.get_executor(), [self] { return self->watchdog(); }, asio::detached);
   }
 
   // Thread-safe: queues a reply frame.
@@ -62,7 +65,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto out = std::make_shared<OutFrame>();
     out->payload = std::move(payload);
     out->header = wire::encode_header(h, {}, out->payload);
-    asio::post(sock_.get_executor(), [self = shared_from_this(), out] { self->enqueue(std::move(*out)); });
+    asio::post(sock_.get_executor(),
+               [self = shared_from_this(), out] { self->enqueue(std::move(*out)); });
   }
 
   // Graceful close (drain): the writer sends every queued reply, then closes.
@@ -115,8 +119,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
       uint32_t payload_len = wire::load_le32(hb.data() + wire::kOffPayloadLen);
       if (token_len > cfg_.limits.max_token_bytes || payload_len > cfg_.limits.max_payload_bytes) {
         reject(echo, raw_op, Status::kFrameTooLarge,
-               "declared length exceeds the limit (token " + std::to_string(cfg_.limits.max_token_bytes) +
-                   ", payload " + std::to_string(cfg_.limits.max_payload_bytes) + " bytes)",
+               "declared length exceeds the limit (token " +
+                   std::to_string(cfg_.limits.max_token_bytes) + ", payload " +
+                   std::to_string(cfg_.limits.max_payload_bytes) + " bytes)",
                true);
         break;
       }
@@ -137,7 +142,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       node_.metrics().bytes_in.fetch_add(body_len, std::memory_order_relaxed);
       wire::ByteSpan token(body->data(), token_len);
       wire::ByteSpan payload(body->data() + token_len, payload_len);
-      if (wire::frame_checksum(hb, token, payload) != wire::load_le64(hb.data() + wire::kOffChecksum)) {
+      if (wire::frame_checksum(hb, token, payload) !=
+          wire::load_le64(hb.data() + wire::kOffChecksum)) {
         reject(echo, raw_op, Status::kChecksumMismatch, "frame checksum mismatch", true);
         break;
       }
@@ -155,8 +161,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
         continue;
       }
       if (inflight_.load() >= cfg_.limits.max_inflight) {
-        reject(*h, raw_op, Status::kBusy,
-               "too many requests in flight (limit " + std::to_string(cfg_.limits.max_inflight) + ")", false);
+        reject(
+            *h, raw_op, Status::kBusy,
+            "too many requests in flight (limit " + std::to_string(cfg_.limits.max_inflight) + ")",
+            false);
         continue;
       }
       // Counted before the draining check, so a drain that sees no request in
@@ -182,13 +190,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!close_after_flush_) do_close();
   }
 
-  void reject(const wire::FrameHeader& echo, uint16_t raw_op, Status s, const std::string& msg, bool close) {
+  void reject(const wire::FrameHeader& echo, uint16_t raw_op, Status s, const std::string& msg,
+              bool close) {
     node_.metrics().bad_frames.fetch_add(1, std::memory_order_relaxed);
     // REQUIRES: on the strand (the reader). The writer closes the socket once
     // this reply is out.
     if (close) close_after_flush_ = true;
-    log_debug("bad frame", {{"conn", std::to_string(id_)}, {"peer", peer_},
-                            {"status", std::string(wire::status_name(s))}, {"msg", msg}});
+    log_debug("bad frame", {{"conn", std::to_string(id_)},
+                            {"peer", peer_},
+                            {"status", std::string(wire::status_name(s))},
+                            {"msg", msg}});
     // On the strand already: queue directly, so the writer cannot see the
     // close flag before this reply.
     wire::FrameHeader h;
@@ -247,8 +258,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
           deadline_ = Clock::now() + std::chrono::milliseconds(cfg_.idle_timeout_ms);
           continue;
         }
-        log_info("disconnecting client", {{"conn", std::to_string(id_)}, {"peer", peer_},
-                                         {"reason", mid_frame_ ? "stalled mid-frame" : "idle"}});
+        log_info("disconnecting client", {{"conn", std::to_string(id_)},
+                                          {"peer", peer_},
+                                          {"reason", mid_frame_ ? "stalled mid-frame" : "idle"}});
         do_close();
       }
     }
@@ -317,7 +329,11 @@ bool BodyPool::within_budget(size_t n) const {
 }
 
 Server::Server(Node& node, const NodeConfig& cfg)
-    : node_(node), cfg_(cfg), body_pool_(cfg.frame_bytes_budget), acceptor_(io_), metrics_acceptor_(io_) {}
+    : node_(node),
+      cfg_(cfg),
+      body_pool_(cfg.frame_bytes_budget),
+      acceptor_(io_),
+      metrics_acceptor_(io_) {}
 
 Server::~Server() {
   drain_and_stop();
@@ -331,7 +347,8 @@ Result<tcp::endpoint> resolve(asio::io_context& io, const std::string& host, uin
   asio::error_code ec;
   tcp::resolver res(io);
   auto it = res.resolve(host, std::to_string(port), tcp::resolver::numeric_service, ec);
-  if (ec || it.empty()) return make_error(Status::kInvalidArgument, "cannot resolve " + host + ": " + ec.message());
+  if (ec || it.empty())
+    return make_error(Status::kInvalidArgument, "cannot resolve " + host + ": " + ec.message());
   return it.begin()->endpoint();
 }
 
@@ -357,7 +374,8 @@ Result<void> Server::start() {
   port_ = acceptor_.local_endpoint().port();
   if (!cfg_.metrics_listen.empty()) {
     auto colon = cfg_.metrics_listen.rfind(':');
-    if (colon == std::string::npos) return make_error(Status::kInvalidArgument, "--metrics wants HOST:PORT");
+    if (colon == std::string::npos)
+      return make_error(Status::kInvalidArgument, "--metrics wants HOST:PORT");
     int mport = std::atoi(cfg_.metrics_listen.c_str() + colon + 1);
     if (mport < 0 || mport > 65535) return make_error(Status::kInvalidArgument, "bad metrics port");
     auto mep = resolve(io_, cfg_.metrics_listen.substr(0, colon), static_cast<uint16_t>(mport));
@@ -367,50 +385,61 @@ Result<void> Server::start() {
     metrics_loop();
   }
   accept_loop();
-  unsigned n = cfg_.network_threads != 0 ? cfg_.network_threads : std::max(1u, std::thread::hardware_concurrency());
+  unsigned n = cfg_.network_threads != 0 ? cfg_.network_threads
+                                         : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { io_.run(); });
-  log_info("listening", {{"addr", cfg_.listen_host + ":" + std::to_string(port_)},
-                         {"threads", std::to_string(n)},
-                         {"metrics", metrics_port_ ? cfg_.metrics_listen.substr(0, cfg_.metrics_listen.rfind(':')) + ":" + std::to_string(metrics_port_) : "off"}});
+  log_info(
+      "listening",
+      {{"addr", cfg_.listen_host + ":" + std::to_string(port_)},
+       {"threads", std::to_string(n)},
+       {"metrics", metrics_port_ ? cfg_.metrics_listen.substr(0, cfg_.metrics_listen.rfind(':')) +
+                                       ":" + std::to_string(metrics_port_)
+                                 : "off"}});
   return {};
 }
 
 void Server::accept_loop() {
-  asio::co_spawn(io_, [this]() -> awaitable<void> {
-    for (;;) {
-      asio::error_code ec;
-      tcp::socket sock = co_await acceptor_.async_accept(asio::make_strand(io_), asio::redirect_error(use_awaitable, ec));
-      if (ec) {
-        if (!acceptor_.is_open() || draining_) co_return;
-        // e.g. EMFILE: keep serving the clients we have; retry a little later.
-        asio::steady_timer backoff(io_, std::chrono::milliseconds(100));
-        co_await backoff.async_wait(asio::redirect_error(use_awaitable, ec));
-        continue;
-      }
-      asio::error_code pec;
-      auto remote = sock.remote_endpoint(pec);
-      std::string ip = pec ? "?" : remote.address().to_string();
-      std::shared_ptr<Connection> conn;
-      {
-        std::lock_guard lock(mu_);
-        if (conns_.size() >= cfg_.max_connections || per_ip_[ip] >= cfg_.max_connections_per_ip) {
-          node_.metrics().connections_rejected.fetch_add(1);
-          if (per_ip_[ip] == 0) per_ip_.erase(ip);
-          log_warn("connection refused: limit reached", {{"peer", ip}});
-          sock.close(pec);
-          continue;
+  asio::co_spawn(
+      io_,
+      [this]() -> awaitable<void> {
+        for (;;) {
+          asio::error_code ec;
+          tcp::socket sock = co_await acceptor_.async_accept(
+              asio::make_strand(io_), asio::redirect_error(use_awaitable, ec));
+          if (ec) {
+            if (!acceptor_.is_open() || draining_) co_return;
+            // e.g. EMFILE: keep serving the clients we have; retry a little later.
+            asio::steady_timer backoff(io_, std::chrono::milliseconds(100));
+            co_await backoff.async_wait(asio::redirect_error(use_awaitable, ec));
+            continue;
+          }
+          asio::error_code pec;
+          auto remote = sock.remote_endpoint(pec);
+          std::string ip = pec ? "?" : remote.address().to_string();
+          std::shared_ptr<Connection> conn;
+          {
+            std::lock_guard lock(mu_);
+            if (conns_.size() >= cfg_.max_connections ||
+                per_ip_[ip] >= cfg_.max_connections_per_ip) {
+              node_.metrics().connections_rejected.fetch_add(1);
+              if (per_ip_[ip] == 0) per_ip_.erase(ip);
+              log_warn("connection refused: limit reached", {{"peer", ip}});
+              sock.close(pec);
+              continue;
+            }
+            per_ip_[ip] += 1;
+            conn =
+                std::make_shared<Connection>(std::move(sock), *this, node_, cfg_, next_conn_id_++,
+                                             ip + ":" + std::to_string(pec ? 0 : remote.port()));
+            conns_[conn.get()] = conn;
+          }
+          node_.metrics().connections_total.fetch_add(1);
+          node_.metrics().connections_active.fetch_add(1);
+          node_.connection_opened(conn->id());
+          conn->start();
         }
-        per_ip_[ip] += 1;
-        conn = std::make_shared<Connection>(std::move(sock), *this, node_, cfg_, next_conn_id_++,
-                                            ip + ":" + std::to_string(pec ? 0 : remote.port()));
-        conns_[conn.get()] = conn;
-      }
-      node_.metrics().connections_total.fetch_add(1);
-      node_.metrics().connections_active.fetch_add(1);
-      node_.connection_opened(conn->id());
-      conn->start();
-    }
-  }, asio::detached);
+      },
+      asio::detached);
 }
 
 void Server::connection_ended(const std::shared_ptr<Connection>& c) {
@@ -422,58 +451,68 @@ void Server::connection_ended(const std::shared_ptr<Connection>& c) {
 }
 
 void Server::metrics_loop() {
-  asio::co_spawn(io_, [this]() -> awaitable<void> {
-    for (;;) {
-      asio::error_code ec;
-      // Each request on its own strand: the deadline timer and the handler
-      // never run at once, and the timer shares ownership of the socket.
-      auto sp = std::make_shared<tcp::socket>(co_await metrics_acceptor_.async_accept(
-          asio::make_strand(io_), asio::redirect_error(use_awaitable, ec)));
-      if (ec) {
-        if (!metrics_acceptor_.is_open()) co_return;
-        asio::steady_timer backoff(io_, std::chrono::milliseconds(100));
-        co_await backoff.async_wait(asio::redirect_error(use_awaitable, ec));
-        continue;
-      }
-      asio::co_spawn(sp->get_executor(), [this, sp]() -> awaitable<void> {
-        tcp::socket& s = *sp;
-        auto t = std::make_shared<asio::steady_timer>(s.get_executor());
-        t->expires_after(std::chrono::seconds(5));
-        t->async_wait([sp, t](asio::error_code e) {
-          if (!e) {
-            asio::error_code x;
-            sp->close(x);
+  asio::co_spawn(
+      io_,
+      [this]() -> awaitable<void> {
+        for (;;) {
+          asio::error_code ec;
+          // Each request on its own strand: the deadline timer and the handler
+          // never run at once, and the timer shares ownership of the socket.
+          auto sp = std::make_shared<tcp::socket>(co_await metrics_acceptor_.async_accept(
+              asio::make_strand(io_), asio::redirect_error(use_awaitable, ec)));
+          if (ec) {
+            if (!metrics_acceptor_.is_open()) co_return;
+            asio::steady_timer backoff(io_, std::chrono::milliseconds(100));
+            co_await backoff.async_wait(asio::redirect_error(use_awaitable, ec));
+            continue;
           }
-        });
-        asio::streambuf req(8192);
-        asio::error_code e;
-        co_await asio::async_read_until(s, req, "\r\n\r\n", asio::redirect_error(use_awaitable, e));
-        if (e) {
-          t->cancel();
-          co_return;
+          asio::co_spawn(
+              sp->get_executor(),
+              [this, sp]() -> awaitable<void> {
+                tcp::socket& s = *sp;
+                auto t = std::make_shared<asio::steady_timer>(s.get_executor());
+                t->expires_after(std::chrono::seconds(5));
+                t->async_wait([sp, t](asio::error_code e) {
+                  if (!e) {
+                    asio::error_code x;
+                    sp->close(x);
+                  }
+                });
+                asio::streambuf req(8192);
+                asio::error_code e;
+                co_await asio::async_read_until(s, req, "\r\n\r\n",
+                                                asio::redirect_error(use_awaitable, e));
+                if (e) {
+                  t->cancel();
+                  co_return;
+                }
+                std::string line(
+                    asio::buffers_begin(req.data()),
+                    asio::buffers_begin(req.data()) + std::min<size_t>(req.size(), 256));
+                std::string status = "200 OK", ctype = "text/plain; version=0.0.4", body;
+                if (line.rfind("GET /metrics", 0) == 0) {
+                  body = node_.metrics().render();
+                } else if (line.rfind("GET /healthz", 0) == 0) {
+                  ctype = "text/plain";
+                  body = draining_ ? "draining\n" : "ok\n";
+                  if (draining_) status = "503 Service Unavailable";
+                } else {
+                  status = "404 Not Found";
+                  ctype = "text/plain";
+                  body = "try /metrics or /healthz\n";
+                }
+                std::string resp = "HTTP/1.1 " + status + "\r\nContent-Type: " + ctype +
+                                   "\r\nContent-Length: " + std::to_string(body.size()) +
+                                   "\r\nConnection: close\r\n\r\n" + body;
+                co_await asio::async_write(s, asio::buffer(resp),
+                                           asio::redirect_error(use_awaitable, e));
+                t->cancel();
+                s.close(e);
+              },
+              asio::detached);
         }
-        std::string line(asio::buffers_begin(req.data()), asio::buffers_begin(req.data()) + std::min<size_t>(req.size(), 256));
-        std::string status = "200 OK", ctype = "text/plain; version=0.0.4", body;
-        if (line.rfind("GET /metrics", 0) == 0) {
-          body = node_.metrics().render();
-        } else if (line.rfind("GET /healthz", 0) == 0) {
-          ctype = "text/plain";
-          body = draining_ ? "draining\n" : "ok\n";
-          if (draining_) status = "503 Service Unavailable";
-        } else {
-          status = "404 Not Found";
-          ctype = "text/plain";
-          body = "try /metrics or /healthz\n";
-        }
-        std::string resp = "HTTP/1.1 " + status + "\r\nContent-Type: " + ctype +
-                           "\r\nContent-Length: " + std::to_string(body.size()) +
-                           "\r\nConnection: close\r\n\r\n" + body;
-        co_await asio::async_write(s, asio::buffer(resp), asio::redirect_error(use_awaitable, e));
-        t->cancel();
-        s.close(e);
-      }, asio::detached);
-    }
-  }, asio::detached);
+      },
+      asio::detached);
 }
 
 void Server::drain_and_stop() {
@@ -522,7 +561,8 @@ void Server::wait() {
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
   }
-  if (drain_thread_.joinable() && drain_thread_.get_id() != std::this_thread::get_id()) drain_thread_.join();
+  if (drain_thread_.joinable() && drain_thread_.get_id() != std::this_thread::get_id())
+    drain_thread_.join();
 }
 
 }  // namespace gpulease::server

@@ -26,12 +26,20 @@ namespace {
 
 constexpr size_t kMaxTombstones = 4096;
 
-unsigned or_cores(unsigned n) { return n != 0 ? n : std::max(1u, std::thread::hardware_concurrency()); }
+unsigned or_cores(unsigned n) {
+  return n != 0 ? n : std::max(1u, std::thread::hardware_concurrency());
+}
 
-Bytes message_bytes(std::string_view s) { return wire::to_bytes(s.substr(0, 1024)); }
+Bytes message_bytes(std::string_view s) {
+  return wire::to_bytes(s.substr(0, 1024));
+}
 
-void reply_error(const ReplyFn& reply, Status s, std::string_view msg) { reply(s, message_bytes(msg)); }
-void reply_error(const ReplyFn& reply, const Error& e) { reply(e.status, message_bytes(e.message)); }
+void reply_error(const ReplyFn& reply, Status s, std::string_view msg) {
+  reply(s, message_bytes(msg));
+}
+void reply_error(const ReplyFn& reply, const Error& e) {
+  reply(e.status, message_bytes(e.message));
+}
 
 template <typename M>
 void reply_ok(const ReplyFn& reply, const M& m) {
@@ -46,7 +54,9 @@ uint64_t random_lease_base() {
   return (v & 0x0000'ffff'ffff'0000ull) | 1;
 }
 
-std::string lease_str(uint64_t id) { return std::to_string(id); }
+std::string lease_str(uint64_t id) {
+  return std::to_string(id);
+}
 
 }  // namespace
 
@@ -75,7 +85,9 @@ Node::Node(NodeConfig cfg, std::unique_ptr<DeviceBackend> backend, capability::S
   }
 }
 
-Node::~Node() { shutdown(); }
+Node::~Node() {
+  shutdown();
+}
 
 Result<void> Node::start() {
   for (const auto& path : cfg_.authority_keys) {
@@ -96,7 +108,9 @@ size_t Node::active_leases() const {
   return leases_.size();
 }
 
-Result<void> Node::reload_revocations() { return verifier_->revocations().reload(); }
+Result<void> Node::reload_revocations() {
+  return verifier_->revocations().reload();
+}
 
 uint64_t Node::expiry_for(uint32_t ttl_s, const capability::Claims& c) const {
   uint64_t ttl = std::clamp<uint64_t>(ttl_s, cfg_.min_ttl_s, cfg_.max_ttl_s);
@@ -149,25 +163,29 @@ void Node::dispatch(const wire::FrameHeader& h, const capability::Claims* c,
                     std::shared_ptr<Bytes> body, uint64_t conn_id, ReplyFn reply) {
   ByteSpan payload(body->data() + h.token_len, h.payload_len);
   switch (h.opcode) {
-    case Opcode::kHello: return op_hello(payload, reply);
+    case Opcode::kHello:
+      return op_hello(payload, reply);
     case Opcode::kPing: {
       auto m = wire::decode_payload<wire::PingRequest>(payload, cfg_.limits);
       if (!m) return reply_error(reply, m.error());
       return reply_ok(reply, wire::PingReply{std::move(m->data)});
     }
-    case Opcode::kLeaseAcquire: return op_acquire(*c, payload, conn_id, std::move(reply));
+    case Opcode::kLeaseAcquire:
+      return op_acquire(*c, payload, conn_id, std::move(reply));
     case Opcode::kLeaseList: {
       auto m = wire::decode_payload<wire::Empty>(payload, cfg_.limits);
       if (!m) return reply_error(reply, m.error());
       return op_list(*c, reply);
     }
-    default: break;
+    default:
+      break;
   }
   // Everything else acts on the lease named in the header.
   auto l = find_lease(h.lease_id, *c);
   if (!l) return reply_error(reply, l.error());
   switch (h.opcode) {
-    case Opcode::kLeaseRenew: return op_renew(*c, *l, payload, reply);
+    case Opcode::kLeaseRenew:
+      return op_renew(*c, *l, payload, reply);
     case Opcode::kLeaseRelease: {
       auto m = wire::decode_payload<wire::Empty>(payload, cfg_.limits);
       if (!m) return reply_error(reply, m.error());
@@ -178,8 +196,10 @@ void Node::dispatch(const wire::FrameHeader& h, const capability::Claims* c,
       if (!m) return reply_error(reply, m.error());
       return reply_ok(reply, lease_info(**l));
     }
-    case Opcode::kCapRequest: return op_cap_request(*c, *l, payload, reply);
-    default: return session_op(h, std::move(*l), std::move(body), h.token_len, std::move(reply));
+    case Opcode::kCapRequest:
+      return op_cap_request(*c, *l, payload, reply);
+    default:
+      return session_op(h, std::move(*l), std::move(body), h.token_len, std::move(reply));
   }
 }
 
@@ -190,8 +210,9 @@ void Node::op_hello(ByteSpan payload, const ReplyFn& reply) {
   if (!m) return reply_error(reply, m.error());
   if (m->max_version < wire::kMinProtocolVersion || m->min_version > wire::kMaxProtocolVersion) {
     return reply_error(reply, Status::kUnsupportedVersion,
-                       "node speaks protocol versions " + std::to_string(wire::kMinProtocolVersion) +
-                           ".." + std::to_string(wire::kMaxProtocolVersion));
+                       "node speaks protocol versions " +
+                           std::to_string(wire::kMinProtocolVersion) + ".." +
+                           std::to_string(wire::kMaxProtocolVersion));
   }
   wire::HelloReply r;
   r.version = std::min(m->max_version, wire::kMaxProtocolVersion);
@@ -244,13 +265,14 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
       auto it = idempotency_.find(ikey);
       if (it != idempotency_.end()) {
         if (it->second == 0) {
-          return reply_error(reply, Status::kBusy, "an acquire with this idempotency key is in progress");
+          return reply_error(reply, Status::kBusy,
+                             "an acquire with this idempotency key is in progress");
         }
         auto lit = leases_.find(it->second);
         if (lit != leases_.end()) {
           const Lease& l = *lit->second;
-          return reply_ok(reply, wire::LeaseAcquireReply{l.id, l.device, l.quota,
-                                                         l.expires_at_ms.load()});
+          return reply_ok(reply,
+                          wire::LeaseAcquireReply{l.id, l.device, l.quota, l.expires_at_ms.load()});
         }
       }
     }
@@ -269,7 +291,8 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
                          "tenant holds " + std::to_string(tu.leases) + " leases (limit " +
                              std::to_string(cfg_.tenant_max_leases) + ")");
     }
-    if (cfg_.tenant_max_bytes != 0 && req.min_vram > cfg_.tenant_max_bytes - std::min(cfg_.tenant_max_bytes, tu.bytes)) {
+    if (cfg_.tenant_max_bytes != 0 &&
+        req.min_vram > cfg_.tenant_max_bytes - std::min(cfg_.tenant_max_bytes, tu.bytes)) {
       return reply_error(reply, Status::kCapacityExceeded, "tenant byte limit reached");
     }
     // Best fit: the device with the least room that still fits quota + overhead.
@@ -358,7 +381,8 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
     }
     metrics_.lease_acquired.fetch_add(1, std::memory_order_relaxed);
     metrics_.leases_active.fetch_add(1, std::memory_order_relaxed);
-    log_info("lease acquired", {{"lease", lease_str(lease_id)}, {"tenant", c.tenant},
+    log_info("lease acquired", {{"lease", lease_str(lease_id)},
+                                {"tenant", c.tenant},
                                 {"device", std::to_string(dev_index)},
                                 {"bytes", std::to_string(req.min_vram)}});
     reply_ok(reply, wire::LeaseAcquireReply{lease_id, dev_index, req.min_vram,
@@ -373,9 +397,10 @@ Result<std::shared_ptr<Lease>> Node::find_lease(uint64_t id, const capability::C
   if (it == leases_.end()) {
     auto t = tombstones_.find(id);
     if (t != tombstones_.end() && t->second.tenant == c.tenant) {
-      return make_error(Status::kLeaseExpired,
-                        "lease " + lease_str(id) +
-                            (t->second.reason == DropReason::kReleased ? " was released" : " has ended"));
+      return make_error(
+          Status::kLeaseExpired,
+          "lease " + lease_str(id) +
+              (t->second.reason == DropReason::kReleased ? " was released" : " has ended"));
     }
     return make_error(Status::kLeaseNotFound, "no lease " + lease_str(id) + " on this node");
   }
@@ -423,7 +448,8 @@ void Node::op_renew(const capability::Claims& c, const std::shared_ptr<Lease>& l
 
 void Node::op_release(const std::shared_ptr<Lease>& l, ReplyFn reply) {
   // The reply goes out once the context is destroyed and the VRAM is back.
-  end_lease(l, DropReason::kReleased, [reply = std::move(reply)] { reply_ok(reply, wire::Empty{}); });
+  end_lease(l, DropReason::kReleased,
+            [reply = std::move(reply)] { reply_ok(reply, wire::Empty{}); });
 }
 
 void Node::op_list(const capability::Claims& c, const ReplyFn& reply) {
@@ -454,14 +480,16 @@ void Node::op_cap_request(const capability::Claims& c, const std::shared_ptr<Lea
                            : (c.expires_at > static_cast<uint64_t>(now) ? c.expires_at - now : 1);
   auto tok = node_authority_.attenuate(c, ar);
   if (!tok) return reply_error(reply, tok.error());
-  log_info("scoped token issued", {{"lease", lease_str(l->id)}, {"tenant", c.tenant},
+  log_info("scoped token issued", {{"lease", lease_str(l->id)},
+                                   {"tenant", c.tenant},
                                    {"perms", capability::format_permissions(m->permissions)}});
   reply_ok(reply, wire::CapRequestReply{std::move(tok).value()});
 }
 
 // ---- Ending leases -----------------------------------------------------------------
 
-void Node::end_lease(const std::shared_ptr<Lease>& l, DropReason reason, std::function<void()> done) {
+void Node::end_lease(const std::shared_ptr<Lease>& l, DropReason reason,
+                     std::function<void()> done) {
   {
     std::lock_guard lock(mu_);
     if (l->ended) {
@@ -478,9 +506,11 @@ void Node::end_lease(const std::shared_ptr<Lease>& l, DropReason reason, std::fu
       it = it->second == l->id ? idempotency_.erase(it) : std::next(it);
     }
   }
-  l->state = reason == DropReason::kReleased ? wire::LeaseState::kReleased : wire::LeaseState::kExpired;
+  l->state =
+      reason == DropReason::kReleased ? wire::LeaseState::kReleased : wire::LeaseState::kExpired;
   static constexpr const char* kReason[] = {"released", "expired", "disconnected", "shutdown"};
-  log_info("lease ended", {{"lease", lease_str(l->id)}, {"tenant", l->tenant},
+  log_info("lease ended", {{"lease", lease_str(l->id)},
+                           {"tenant", l->tenant},
                            {"reason", kReason[static_cast<int>(reason)]}});
   asio::post(l->strand, [this, l, reason, done = std::move(done)] {
     // Destroying the context frees its memory, modules and stream.
@@ -574,7 +604,8 @@ void Node::shutdown() {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   device_pool_.join();
-  if (!all.empty()) log_info("released every lease at shutdown", {{"count", std::to_string(all.size())}});
+  if (!all.empty())
+    log_info("released every lease at shutdown", {{"count", std::to_string(all.size())}});
 }
 
 }  // namespace gpulease::server

@@ -74,7 +74,9 @@ class Node {
   [[nodiscard]] std::string_view backend_name() const { return backend_->name(); }
   [[nodiscard]] size_t active_leases() const;
   [[nodiscard]] capability::KeyRing& key_ring() noexcept { return verifier_->key_ring(); }
-  [[nodiscard]] capability::RevocationSet& revocations() noexcept { return verifier_->revocations(); }
+  [[nodiscard]] capability::RevocationSet& revocations() noexcept {
+    return verifier_->revocations();
+  }
 
  private:
   struct DeviceSlot {
@@ -98,9 +100,10 @@ class Node {
                 std::shared_ptr<wire::Bytes> body, uint64_t conn_id, ReplyFn reply);
 
   void op_hello(wire::ByteSpan payload, const ReplyFn& reply);
-  void op_acquire(const capability::Claims& c, wire::ByteSpan payload, uint64_t conn_id, ReplyFn reply);
-  void op_renew(const capability::Claims& c, const std::shared_ptr<Lease>& l, wire::ByteSpan payload,
-                const ReplyFn& reply);
+  void op_acquire(const capability::Claims& c, wire::ByteSpan payload, uint64_t conn_id,
+                  ReplyFn reply);
+  void op_renew(const capability::Claims& c, const std::shared_ptr<Lease>& l,
+                wire::ByteSpan payload, const ReplyFn& reply);
   void op_release(const std::shared_ptr<Lease>& l, ReplyFn reply);
   void op_list(const capability::Claims& c, const ReplyFn& reply);
   void op_cap_request(const capability::Claims& c, const std::shared_ptr<Lease>& l,
@@ -116,7 +119,8 @@ class Node {
   [[nodiscard]] wire::LeaseInfo lease_info(const Lease& l) const;
   // Ends a lease once: unpublishes it now, destroys its context on its strand,
   // then returns its bytes to the device pool and calls `done`.
-  void end_lease(const std::shared_ptr<Lease>& l, DropReason reason, std::function<void()> done = {});
+  void end_lease(const std::shared_ptr<Lease>& l, DropReason reason,
+                 std::function<void()> done = {});
   void reaper_loop();
   [[nodiscard]] uint64_t expiry_for(uint32_t ttl_s, const capability::Claims& c) const;
 
@@ -128,14 +132,14 @@ class Node {
   asio::thread_pool device_pool_;
 
   mutable std::mutex mu_;
-  std::vector<DeviceSlot> devices_;                                // GUARDED_BY(mu_)
-  std::unordered_map<uint64_t, std::shared_ptr<Lease>> leases_;   // GUARDED_BY(mu_)
-  std::map<std::string, TenantUsage, std::less<>> tenants_;       // GUARDED_BY(mu_)
-  std::map<IdemKey, uint64_t> idempotency_;                       // GUARDED_BY(mu_); 0 = pending
-  std::map<uint64_t, Tombstone> tombstones_;                      // GUARDED_BY(mu_), bounded
-  uint64_t next_lease_id_;                                        // GUARDED_BY(mu_)
-  bool shutting_down_ = false;                                    // GUARDED_BY(mu_)
-  std::set<uint64_t> live_connections_;                           // GUARDED_BY(mu_)
+  std::vector<DeviceSlot> devices_;                              // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, std::shared_ptr<Lease>> leases_;  // GUARDED_BY(mu_)
+  std::map<std::string, TenantUsage, std::less<>> tenants_;      // GUARDED_BY(mu_)
+  std::map<IdemKey, uint64_t> idempotency_;                      // GUARDED_BY(mu_); 0 = pending
+  std::map<uint64_t, Tombstone> tombstones_;                     // GUARDED_BY(mu_), bounded
+  uint64_t next_lease_id_;                                       // GUARDED_BY(mu_)
+  bool shutting_down_ = false;                                   // GUARDED_BY(mu_)
+  std::set<uint64_t> live_connections_;                          // GUARDED_BY(mu_)
   std::atomic<bool> shutting_down_flag_{false};  // shutting_down_, readable without mu_
   std::atomic<int64_t> ops_in_progress_{0};      // requests handed to handle() and not yet answered
 

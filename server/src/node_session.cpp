@@ -1,7 +1,7 @@
 // Session ops (0x0601-0x0608) and GPU_SUBMIT: everything that touches a
 // lease's device context. All of it runs on the lease's strand.
-#include <asio/post.hpp>
 #include <xxhash.h>
+#include <asio/post.hpp>
 
 #include "log.hpp"
 #include "node.hpp"
@@ -15,15 +15,23 @@ using wire::Status;
 
 namespace {
 
-Bytes message_bytes(std::string_view s) { return wire::to_bytes(s.substr(0, 1024)); }
-void reply_error(const ReplyFn& reply, Status s, std::string_view msg) { reply(s, message_bytes(msg)); }
-void reply_error(const ReplyFn& reply, const Error& e) { reply(e.status, message_bytes(e.message)); }
+Bytes message_bytes(std::string_view s) {
+  return wire::to_bytes(s.substr(0, 1024));
+}
+void reply_error(const ReplyFn& reply, Status s, std::string_view msg) {
+  reply(s, message_bytes(msg));
+}
+void reply_error(const ReplyFn& reply, const Error& e) {
+  reply(e.status, message_bytes(e.message));
+}
 template <typename M>
 void reply_ok(const ReplyFn& reply, const M& m) {
   reply(Status::kOk, wire::encode_payload(m));
 }
 
-bool in_range(uint64_t offset, uint64_t len, uint64_t size) { return offset <= size && len <= size - offset; }
+bool in_range(uint64_t offset, uint64_t len, uint64_t size) {
+  return offset <= size && len <= size - offset;
+}
 
 constexpr size_t kMaxModulesPerLease = 256;
 
@@ -38,19 +46,23 @@ Result<void> check_geometry(const wire::Dim3& grid, const wire::Dim3& block, uin
                             const wire::Limits& lim, const DeviceInfo& dev) {
   uint64_t threads = 1;
   for (int i = 0; i < 3; ++i) {
-    if (grid[i] == 0 || block[i] == 0) return make_error(Status::kLaunchFailed, "grid and block dimensions must be >= 1");
+    if (grid[i] == 0 || block[i] == 0)
+      return make_error(Status::kLaunchFailed, "grid and block dimensions must be >= 1");
     if (grid[i] > std::min(lim.max_grid[i], dev.max_grid[i])) {
       return make_error(Status::kLaunchFailed, "grid dimension " + std::to_string(i) + " of " +
-                                                   std::to_string(grid[i]) + " exceeds the device limit");
+                                                   std::to_string(grid[i]) +
+                                                   " exceeds the device limit");
     }
     if (block[i] > std::min(lim.max_block[i], dev.max_block[i])) {
       return make_error(Status::kLaunchFailed, "block dimension " + std::to_string(i) + " of " +
-                                                   std::to_string(block[i]) + " exceeds the device limit");
+                                                   std::to_string(block[i]) +
+                                                   " exceeds the device limit");
     }
     threads *= block[i];
   }
   if (threads > std::min(lim.max_threads_per_block, dev.max_threads_per_block)) {
-    return make_error(Status::kLaunchFailed, "too many threads per block: " + std::to_string(threads));
+    return make_error(Status::kLaunchFailed,
+                      "too many threads per block: " + std::to_string(threads));
   }
   if (shared > std::min(lim.max_shared_bytes, dev.max_shared_per_block)) {
     return make_error(Status::kLaunchFailed, "dynamic shared memory of " + std::to_string(shared) +
@@ -79,7 +91,8 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
                          "lease " + std::to_string(L.id) + " is faulted; release it");
     }
     if (st != wire::LeaseState::kActive || !L.ctx) {
-      return reply_error(reply, Status::kLeaseExpired, "lease " + std::to_string(L.id) + " has ended");
+      return reply_error(reply, Status::kLeaseExpired,
+                         "lease " + std::to_string(L.id) + " has ended");
     }
     DeviceContext& ctx = *L.ctx;
     // A fault seen by the backend outside SYNC poisons the lease for every op
@@ -94,22 +107,25 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
     switch (h.opcode) {
       case Opcode::kMemAlloc: {
         const uint64_t ph = payload_hash();
-        if (auto* e = L.replay.find(h.request_id, h.opcode, ph)) return reply(e->status, e->payload);
+        if (auto* e = L.replay.find(h.request_id, h.opcode, ph))
+          return reply(e->status, e->payload);
         auto m = wire::decode_payload<wire::MemAllocRequest>(payload, lim);
         if (!m) return reply_error(reply, m.error());
         uint64_t used = L.used_bytes.load();
         // SECURITY: the quota check and the allocation run on the lease's
         // strand, so no two allocations of a lease can race past the quota.
         if (m->size > L.quota - used) {
-          Error e = make_error(Status::kAllocFailed,
-                               "allocation of " + std::to_string(m->size) + " bytes exceeds the lease quota (" +
-                                   std::to_string(L.quota - used) + " of " + std::to_string(L.quota) + " left)");
+          Error e = make_error(Status::kAllocFailed, "allocation of " + std::to_string(m->size) +
+                                                         " bytes exceeds the lease quota (" +
+                                                         std::to_string(L.quota - used) + " of " +
+                                                         std::to_string(L.quota) + " left)");
           L.replay.remember(h.request_id, h.opcode, ph, e.status, message_bytes(e.message));
           return reply_error(reply, e);
         }
         auto addr = ctx.mem_alloc(m->size);
         if (!addr) {
-          L.replay.remember(h.request_id, h.opcode, ph, addr.status(), message_bytes(addr.error().message));
+          L.replay.remember(h.request_id, h.opcode, ph, addr.status(),
+                            message_bytes(addr.error().message));
           return reply_error(reply, addr.error());
         }
         L.buffers[*addr] = m->size;
@@ -125,7 +141,8 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
         if (!m) return reply_error(reply, m.error());
         auto it = L.buffers.find(m->handle);
         if (it == L.buffers.end()) {
-          return reply_error(reply, Status::kInvalidHandle, "no buffer " + hex(m->handle) + " in this lease");
+          return reply_error(reply, Status::kInvalidHandle,
+                             "no buffer " + hex(m->handle) + " in this lease");
         }
         if (auto r = ctx.mem_free(it->first); !r) return reply_error(reply, r.error());
         L.used_bytes -= it->second;
@@ -139,19 +156,22 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
         // Parsed in place: the data stays in the frame's buffer (no copy).
         wire::ByteReader r(payload);
         uint64_t handle = 0, offset = 0;
-        if (!r.u64(handle) || !r.u64(offset)) return reply_error(reply, Status::kBadFrame, "truncated MEM_WRITE");
+        if (!r.u64(handle) || !r.u64(offset))
+          return reply_error(reply, Status::kBadFrame, "truncated MEM_WRITE");
         ByteSpan data = r.rest();
         auto it = L.buffers.find(handle);
         if (it == L.buffers.end()) {
-          return reply_error(reply, Status::kInvalidHandle, "no buffer " + hex(handle) + " in this lease");
+          return reply_error(reply, Status::kInvalidHandle,
+                             "no buffer " + hex(handle) + " in this lease");
         }
         if (!in_range(offset, data.size(), it->second)) {
           return reply_error(reply, Status::kOutOfRange,
                              "write of " + std::to_string(data.size()) + " bytes at offset " +
-                                 std::to_string(offset) + " past the end of a " + std::to_string(it->second) +
-                                 "-byte buffer");
+                                 std::to_string(offset) + " past the end of a " +
+                                 std::to_string(it->second) + "-byte buffer");
         }
-        if (auto w = ctx.mem_write(it->first + offset, data); !w) return reply_error(reply, w.error());
+        if (auto w = ctx.mem_write(it->first + offset, data); !w)
+          return reply_error(reply, w.error());
         return reply_ok(reply, wire::Empty{});
       }
       case Opcode::kMemRead: {
@@ -159,7 +179,8 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
         if (!m) return reply_error(reply, m.error());
         auto it = L.buffers.find(m->handle);
         if (it == L.buffers.end()) {
-          return reply_error(reply, Status::kInvalidHandle, "no buffer " + hex(m->handle) + " in this lease");
+          return reply_error(reply, Status::kInvalidHandle,
+                             "no buffer " + hex(m->handle) + " in this lease");
         }
         if (!in_range(m->offset, m->length, it->second)) {
           return reply_error(reply, Status::kOutOfRange,
@@ -168,12 +189,14 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
                                  std::to_string(it->second) + "-byte buffer");
         }
         Bytes out(m->length);
-        if (auto rd = ctx.mem_read(it->first + m->offset, out); !rd) return reply_error(reply, rd.error());
+        if (auto rd = ctx.mem_read(it->first + m->offset, out); !rd)
+          return reply_error(reply, rd.error());
         return reply(Status::kOk, std::move(out));
       }
       case Opcode::kModuleLoad: {
         const uint64_t ph = payload_hash();
-        if (auto* e = L.replay.find(h.request_id, h.opcode, ph)) return reply(e->status, e->payload);
+        if (auto* e = L.replay.find(h.request_id, h.opcode, ph))
+          return reply(e->status, e->payload);
         auto m = wire::decode_payload<wire::ModuleLoadRequest>(payload, lim);
         if (!m) return reply_error(reply, m.error());
         // SECURITY: a loaded module takes memory too: its image size is
@@ -181,16 +204,18 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
         const uint64_t charge = m->image.size();
         uint64_t used = L.used_bytes.load();
         if (L.modules.size() >= kMaxModulesPerLease || charge > L.quota - used) {
-          Error e = make_error(Status::kAllocFailed,
-                               L.modules.size() >= kMaxModulesPerLease
-                                   ? "lease holds " + std::to_string(kMaxModulesPerLease) + " modules already"
-                                   : "module image of " + std::to_string(charge) + " bytes exceeds the lease quota");
+          Error e = make_error(
+              Status::kAllocFailed,
+              L.modules.size() >= kMaxModulesPerLease
+                  ? "lease holds " + std::to_string(kMaxModulesPerLease) + " modules already"
+                  : "module image of " + std::to_string(charge) + " bytes exceeds the lease quota");
           L.replay.remember(h.request_id, h.opcode, ph, e.status, message_bytes(e.message));
           return reply_error(reply, e);
         }
         auto mod = ctx.module_load(static_cast<ImageKind>(m->format), m->image);
         if (!mod) {
-          L.replay.remember(h.request_id, h.opcode, ph, mod.status(), message_bytes(mod.error().message));
+          L.replay.remember(h.request_id, h.opcode, ph, mod.status(),
+                            message_bytes(mod.error().message));
           return reply_error(reply, mod.error());
         }
         L.modules[*mod] = charge;
@@ -204,7 +229,8 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
         auto m = wire::decode_payload<wire::HandleRequest>(payload, lim);
         if (!m) return reply_error(reply, m.error());
         if (!L.modules.count(m->handle)) {
-          return reply_error(reply, Status::kInvalidHandle, "no module " + hex(m->handle) + " in this lease");
+          return reply_error(reply, Status::kInvalidHandle,
+                             "no module " + hex(m->handle) + " in this lease");
         }
         if (auto r = ctx.module_unload(m->handle); !r) return reply_error(reply, r.error());
         L.used_bytes -= L.modules[m->handle];
@@ -217,7 +243,8 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
         auto m = wire::decode_payload<wire::LaunchRequest>(payload, lim);
         if (!m) return reply_error(reply, m.error());
         if (!L.modules.count(m->module)) {
-          return reply_error(reply, Status::kInvalidHandle, "no module " + hex(m->module) + " in this lease");
+          return reply_error(reply, Status::kInvalidHandle,
+                             "no module " + hex(m->module) + " in this lease");
         }
         DeviceInfo dev;
         {
@@ -254,11 +281,13 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
             auto it = L.buffers.find(a.handle);
             if (it == L.buffers.end()) {
               return reply_error(reply, Status::kInvalidHandle,
-                                 "argument " + std::to_string(i) + ": no buffer " + hex(a.handle) + " in this lease");
+                                 "argument " + std::to_string(i) + ": no buffer " + hex(a.handle) +
+                                     " in this lease");
             }
             if (a.offset > it->second) {
-              return reply_error(reply, Status::kOutOfRange,
-                                 "argument " + std::to_string(i) + ": offset past the end of the buffer");
+              return reply_error(
+                  reply, Status::kOutOfRange,
+                  "argument " + std::to_string(i) + ": offset past the end of the buffer");
             }
             req.args.push_back(le64(it->first + a.offset));
           }
@@ -281,9 +310,11 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
             // context is destroyed) keeps its Released/Expired state.
             auto active = wire::LeaseState::kActive;
             if (!l->state.compare_exchange_strong(active, wire::LeaseState::kFaulted)) {
-              return reply_error(reply, Status::kLeaseExpired, "lease ended before its work completed");
+              return reply_error(reply, Status::kLeaseExpired,
+                                 "lease ended before its work completed");
             }
-            log_warn("lease faulted", {{"lease", std::to_string(l->id)}, {"tenant", l->tenant},
+            log_warn("lease faulted", {{"lease", std::to_string(l->id)},
+                                       {"tenant", l->tenant},
                                        {"cause", r.error().message}});
             return reply_error(reply, r.error());
           }
@@ -334,7 +365,8 @@ void Node::run_submit(std::shared_ptr<Lease> l, wire::GpuSubmitRequest req, Repl
       if (d.info.index == l->device) dev = d.info;
     }
   }
-  if (auto g = check_geometry(req.grid, req.block, req.shared_bytes, cfg_.limits, dev); !g) return fail(g.error());
+  if (auto g = check_geometry(req.grid, req.block, req.shared_bytes, cfg_.limits, dev); !g)
+    return fail(g.error());
   auto mod = ctx.module_load(static_cast<ImageKind>(req.format), req.image);
   if (!mod) return fail(mod.error());
   temp->module = *mod;
@@ -362,7 +394,8 @@ void Node::run_submit(std::shared_ptr<Lease> l, wire::GpuSubmitRequest req, Repl
     metrics_.mem_alloc_bytes.fetch_add(static_cast<int64_t>(size));
     Bytes init = a.kind == wire::SubmitArgKind::kOut ? Bytes(size) : std::move(a.data);
     if (auto w = ctx.mem_write(*addr, init); !w) return fail(w.error());
-    if (a.kind != wire::SubmitArgKind::kIn) outputs.emplace_back(static_cast<uint16_t>(i), temp->bufs.size() - 1);
+    if (a.kind != wire::SubmitArgKind::kIn)
+      outputs.emplace_back(static_cast<uint16_t>(i), temp->bufs.size() - 1);
     lr.args.push_back(le64(*addr));
   }
   if (auto r = ctx.launch(lr); !r) return fail(r.error());
@@ -370,16 +403,19 @@ void Node::run_submit(std::shared_ptr<Lease> l, wire::GpuSubmitRequest req, Repl
   metrics_.launch_total.fetch_add(1, std::memory_order_relaxed);
   ctx.sync([this, l, temp, cleanup, outputs = std::move(outputs), reply](Result<void> r) mutable {
     // Back onto the strand: the context is used only there.
-    asio::post(l->strand, [this, l, temp, cleanup, outputs = std::move(outputs), reply, r = std::move(r)]() mutable {
+    asio::post(l->strand, [this, l, temp, cleanup, outputs = std::move(outputs), reply,
+                           r = std::move(r)]() mutable {
       metrics_.sync_total.fetch_add(1, std::memory_order_relaxed);
       if (!r) {
         metrics_.sync_errors.fetch_add(1, std::memory_order_relaxed);
         auto active = wire::LeaseState::kActive;
-        if (l->ctx && l->ctx->faulted()) l->state.compare_exchange_strong(active, wire::LeaseState::kFaulted);
+        if (l->ctx && l->ctx->faulted())
+          l->state.compare_exchange_strong(active, wire::LeaseState::kFaulted);
         cleanup();
         return reply_error(reply, r.error());
       }
-      if (!l->ctx) return reply_error(reply, Status::kLeaseExpired, "lease ended during GPU_SUBMIT");
+      if (!l->ctx)
+        return reply_error(reply, Status::kLeaseExpired, "lease ended during GPU_SUBMIT");
       wire::GpuSubmitReply out;
       for (auto [arg, buf] : outputs) {
         auto [addr, size] = temp->bufs[buf];

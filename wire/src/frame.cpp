@@ -10,14 +10,16 @@
 namespace gpulease::wire {
 namespace {
 
-Error frame_error(Status s, std::string msg) { return make_error(s, std::move(msg)); }
+Error frame_error(Status s, std::string msg) {
+  return make_error(s, std::move(msg));
+}
 
 }  // namespace
 
 Result<FrameHeader> decode_header(ByteSpan b, const Limits& limits) {
   if (b.size() < kHeaderSize) {
-    return frame_error(Status::kBadFrame, "truncated header: " + std::to_string(b.size()) +
-                                              " of " + std::to_string(kHeaderSize) + " bytes");
+    return frame_error(Status::kBadFrame, "truncated header: " + std::to_string(b.size()) + " of " +
+                                              std::to_string(kHeaderSize) + " bytes");
   }
   if (load_le32(b.data() + kOffMagic) != kMagic) {
     return frame_error(Status::kBadFrame, "bad magic");

@@ -56,12 +56,22 @@ class Decoder {
   void fail(Status s, std::string msg) {
     if (!err_) err_ = make_error(s, std::move(msg));
   }
-  void truncated(const char* field) { fail(Status::kBadFrame, std::string("truncated at ") + field); }
+  void truncated(const char* field) {
+    fail(Status::kBadFrame, std::string("truncated at ") + field);
+  }
 
-  uint8_t u8(const char* f) { return num<uint8_t>(f, [&](uint8_t& v) { return r_.u8(v); }); }
-  uint16_t u16(const char* f) { return num<uint16_t>(f, [&](uint16_t& v) { return r_.u16(v); }); }
-  uint32_t u32(const char* f) { return num<uint32_t>(f, [&](uint32_t& v) { return r_.u32(v); }); }
-  uint64_t u64(const char* f) { return num<uint64_t>(f, [&](uint64_t& v) { return r_.u64(v); }); }
+  uint8_t u8(const char* f) {
+    return num<uint8_t>(f, [&](uint8_t& v) { return r_.u8(v); });
+  }
+  uint16_t u16(const char* f) {
+    return num<uint16_t>(f, [&](uint16_t& v) { return r_.u16(v); });
+  }
+  uint32_t u32(const char* f) {
+    return num<uint32_t>(f, [&](uint32_t& v) { return r_.u32(v); });
+  }
+  uint64_t u64(const char* f) {
+    return num<uint64_t>(f, [&](uint64_t& v) { return r_.u64(v); });
+  }
 
   template <size_t N>
   std::array<uint8_t, N> fixed(const char* f) {
@@ -165,8 +175,8 @@ class Decoder {
   size_t check_count(const char* f, size_t n, size_t max, size_t min_elem_bytes) {
     if (err_) return 0;
     if (n > max) {
-      fail(Status::kFrameTooLarge, std::string(f) + " " + std::to_string(n) + " exceeds " +
-                                       std::to_string(max));
+      fail(Status::kFrameTooLarge,
+           std::string(f) + " " + std::to_string(n) + " exceeds " + std::to_string(max));
       return 0;
     }
     if (min_elem_bytes > 0 && n > r_.remaining() / min_elem_bytes) {
@@ -215,8 +225,10 @@ LeaseInfo decode_lease_info(Decoder& d) {
   m.remaining_ms = d.u64("remaining_ms");
   m.buffers = d.u32("buffers");
   m.modules = d.u32("modules");
-  if (state > static_cast<uint8_t>(LeaseState::kReleased)) d.fail(Status::kBadFrame, "unknown lease state");
-  if (excl > static_cast<uint8_t>(Exclusivity::kDeviceExclusive)) d.fail(Status::kBadFrame, "unknown exclusivity");
+  if (state > static_cast<uint8_t>(LeaseState::kReleased))
+    d.fail(Status::kBadFrame, "unknown lease state");
+  if (excl > static_cast<uint8_t>(Exclusivity::kDeviceExclusive))
+    d.fail(Status::kBadFrame, "unknown exclusivity");
   m.state = static_cast<LeaseState>(state);
   m.exclusivity = static_cast<Exclusivity>(excl);
   return m;
@@ -284,8 +296,12 @@ void encode(const HelloReply& m, Bytes& out) {
   }
 }
 
-void encode(const PingRequest& m, Bytes& out) { ByteWriter(out).raw(m.data); }
-void encode(const PingReply& m, Bytes& out) { ByteWriter(out).raw(m.data); }
+void encode(const PingRequest& m, Bytes& out) {
+  ByteWriter(out).raw(m.data);
+}
+void encode(const PingReply& m, Bytes& out) {
+  ByteWriter(out).raw(m.data);
+}
 
 void encode(const LeaseAcquireRequest& m, Bytes& out) {
   ByteWriter w(out);
@@ -305,8 +321,12 @@ void encode(const LeaseAcquireReply& m, Bytes& out) {
   w.u64(m.expires_at_ms);
 }
 
-void encode(const LeaseRenewRequest& m, Bytes& out) { ByteWriter(out).u32(m.ttl_s); }
-void encode(const LeaseRenewReply& m, Bytes& out) { ByteWriter(out).u64(m.expires_at_ms); }
+void encode(const LeaseRenewRequest& m, Bytes& out) {
+  ByteWriter(out).u32(m.ttl_s);
+}
+void encode(const LeaseRenewReply& m, Bytes& out) {
+  ByteWriter(out).u64(m.expires_at_ms);
+}
 void encode(const Empty&, Bytes&) {}
 
 void encode(const LeaseInfo& m, Bytes& out) {
@@ -325,11 +345,19 @@ void encode(const CapRequestRequest& m, Bytes& out) {
   w.u32(m.permissions);
   w.u32(m.ttl_s);
 }
-void encode(const CapRequestReply& m, Bytes& out) { ByteWriter(out).bytes32(m.token); }
+void encode(const CapRequestReply& m, Bytes& out) {
+  ByteWriter(out).bytes32(m.token);
+}
 
-void encode(const MemAllocRequest& m, Bytes& out) { ByteWriter(out).u64(m.size); }
-void encode(const HandleReply& m, Bytes& out) { ByteWriter(out).u64(m.handle); }
-void encode(const HandleRequest& m, Bytes& out) { ByteWriter(out).u64(m.handle); }
+void encode(const MemAllocRequest& m, Bytes& out) {
+  ByteWriter(out).u64(m.size);
+}
+void encode(const HandleReply& m, Bytes& out) {
+  ByteWriter(out).u64(m.handle);
+}
+void encode(const HandleRequest& m, Bytes& out) {
+  ByteWriter(out).u64(m.handle);
+}
 
 void encode(const MemWriteRequest& m, Bytes& out) {
   ByteWriter w(out);
@@ -343,7 +371,9 @@ void encode(const MemReadRequest& m, Bytes& out) {
   w.u64(m.offset);
   w.u32(m.length);
 }
-void encode(const MemReadReply& m, Bytes& out) { ByteWriter(out).raw(m.data); }
+void encode(const MemReadReply& m, Bytes& out) {
+  ByteWriter(out).raw(m.data);
+}
 
 void encode(const ModuleLoadRequest& m, Bytes& out) {
   ByteWriter w(out);
@@ -376,8 +406,12 @@ void encode(const LaunchRequest& m, Bytes& out) {
     }
   }
 }
-void encode(const LaunchReply& m, Bytes& out) { ByteWriter(out).u64(m.launch_seq); }
-void encode(const SyncReply& m, Bytes& out) { ByteWriter(out).u64(m.completed); }
+void encode(const LaunchReply& m, Bytes& out) {
+  ByteWriter(out).u64(m.launch_seq);
+}
+void encode(const SyncReply& m, Bytes& out) {
+  ByteWriter(out).u64(m.completed);
+}
 
 void encode(const GpuSubmitRequest& m, Bytes& out) {
   ByteWriter w(out);
@@ -391,10 +425,16 @@ void encode(const GpuSubmitRequest& m, Bytes& out) {
   for (const auto& a : m.args) {
     w.u8(static_cast<uint8_t>(a.kind));
     switch (a.kind) {
-      case SubmitArgKind::kScalar: encode_scalar(w, a.data); break;
+      case SubmitArgKind::kScalar:
+        encode_scalar(w, a.data);
+        break;
       case SubmitArgKind::kIn:
-      case SubmitArgKind::kInOut: w.bytes32(a.data); break;
-      case SubmitArgKind::kOut: w.u64(a.out_size); break;
+      case SubmitArgKind::kInOut:
+        w.bytes32(a.data);
+        break;
+      case SubmitArgKind::kOut:
+        w.u64(a.out_size);
+        break;
     }
   }
 }
@@ -406,7 +446,9 @@ void encode(const GpuSubmitReply& m, Bytes& out) {
     w.bytes32(o.data);
   }
 }
-void encode(const ErrorReply& m, Bytes& out) { ByteWriter(out).raw(as_bytes(m.message)); }
+void encode(const ErrorReply& m, Bytes& out) {
+  ByteWriter(out).raw(as_bytes(m.message));
+}
 
 // ---- Decoders ---------------------------------------------------------------
 
@@ -431,9 +473,9 @@ Result<HelloReply> decode_payload<HelloReply>(ByteSpan p, const Limits& l) {
   m.node_id = d.str16("node_id", l.max_name_bytes);
   m.backend = d.str16("backend", l.max_name_bytes);
   auto& lim = m.limits;
-  for (uint32_t* v : {&lim.max_token_bytes, &lim.max_payload_bytes, &lim.max_inflight,
-                      &lim.max_kernel_args, &lim.max_arg_bytes, &lim.max_name_bytes,
-                      &lim.max_lease_ttl_s}) {
+  for (uint32_t* v :
+       {&lim.max_token_bytes, &lim.max_payload_bytes, &lim.max_inflight, &lim.max_kernel_args,
+        &lim.max_arg_bytes, &lim.max_name_bytes, &lim.max_lease_ttl_s}) {
     *v = d.u32("limits");
   }
   constexpr size_t kMinDevice = 2 + 2 + 16 + 2 + 4 + 16;
@@ -592,8 +634,8 @@ Result<MemReadRequest> decode_payload<MemReadRequest>(ByteSpan p, const Limits& 
   m.offset = d.u64("offset");
   m.length = d.u32("length");
   if (d.ok() && m.length > l.max_payload_bytes) {
-    d.fail(Status::kFrameTooLarge, "read length " + std::to_string(m.length) +
-                                       " exceeds the payload limit");
+    d.fail(Status::kFrameTooLarge,
+           "read length " + std::to_string(m.length) + " exceeds the payload limit");
   }
   return d.finish(std::move(m));
 }
@@ -639,7 +681,8 @@ Result<LaunchRequest> decode_payload<LaunchRequest>(ByteSpan p, const Limits& l)
       m.args.raw_sizes.push_back(s);
     }
     if (d.ok() && total > l.max_arg_bytes) {
-      d.fail(Status::kFrameTooLarge, "arguments exceed " + std::to_string(l.max_arg_bytes) + " bytes");
+      d.fail(Status::kFrameTooLarge,
+             "arguments exceed " + std::to_string(l.max_arg_bytes) + " bytes");
     }
     m.args.raw_blob = d.bytes32("arg bytes", l.max_arg_bytes);
     if (d.ok() && m.args.raw_blob.size() != total) {
@@ -666,7 +709,8 @@ Result<LaunchRequest> decode_payload<LaunchRequest>(ByteSpan p, const Limits& l)
       m.args.typed.push_back(std::move(a));
     }
     if (d.ok() && total > l.max_arg_bytes) {
-      d.fail(Status::kFrameTooLarge, "arguments exceed " + std::to_string(l.max_arg_bytes) + " bytes");
+      d.fail(Status::kFrameTooLarge,
+             "arguments exceed " + std::to_string(l.max_arg_bytes) + " bytes");
     }
   }
   return d.finish(std::move(m));
@@ -717,14 +761,15 @@ Result<GpuSubmitRequest> decode_payload<GpuSubmitRequest>(ByteSpan p, const Limi
       case static_cast<uint8_t>(SubmitArgKind::kOut):
         a.out_size = d.u64("out size");
         if (d.ok() && (a.out_size == 0 || a.out_size > l.max_payload_bytes)) {
-          d.fail(Status::kInvalidArgument, "output buffer size must be 1.." +
-                                               std::to_string(l.max_payload_bytes));
+          d.fail(Status::kInvalidArgument,
+                 "output buffer size must be 1.." + std::to_string(l.max_payload_bytes));
         }
         param_bytes += 8;
         reply_bytes += 6 + a.out_size;
         break;
       default:
-        if (d.ok()) d.fail(Status::kBadFrame, "unknown submit argument kind " + std::to_string(kind));
+        if (d.ok())
+          d.fail(Status::kBadFrame, "unknown submit argument kind " + std::to_string(kind));
     }
     a.kind = static_cast<SubmitArgKind>(kind);
     m.args.push_back(std::move(a));
@@ -732,11 +777,12 @@ Result<GpuSubmitRequest> decode_payload<GpuSubmitRequest>(ByteSpan p, const Limi
   // The limits LAUNCH enforces, and a reply that can be sent: outputs that
   // could not fit one reply frame are refused before anything runs.
   if (d.ok() && param_bytes > l.max_arg_bytes) {
-    d.fail(Status::kFrameTooLarge, "arguments exceed " + std::to_string(l.max_arg_bytes) + " bytes");
+    d.fail(Status::kFrameTooLarge,
+           "arguments exceed " + std::to_string(l.max_arg_bytes) + " bytes");
   }
   if (d.ok() && reply_bytes > l.max_payload_bytes) {
-    d.fail(Status::kFrameTooLarge, "outputs of " + std::to_string(reply_bytes) +
-                                       " bytes would exceed the payload limit");
+    d.fail(Status::kFrameTooLarge,
+           "outputs of " + std::to_string(reply_bytes) + " bytes would exceed the payload limit");
   }
   return d.finish(std::move(m));
 }
@@ -780,23 +826,36 @@ Result<V> widen(Result<M> r) {
 Result<RequestMessage> decode_request(Opcode op, ByteSpan p, const Limits& l) {
   using V = RequestMessage;
   switch (op) {
-    case Opcode::kHello: return widen<V>(decode_payload<HelloRequest>(p, l));
-    case Opcode::kPing: return widen<V>(decode_payload<PingRequest>(p, l));
-    case Opcode::kLeaseAcquire: return widen<V>(decode_payload<LeaseAcquireRequest>(p, l));
-    case Opcode::kLeaseRenew: return widen<V>(decode_payload<LeaseRenewRequest>(p, l));
+    case Opcode::kHello:
+      return widen<V>(decode_payload<HelloRequest>(p, l));
+    case Opcode::kPing:
+      return widen<V>(decode_payload<PingRequest>(p, l));
+    case Opcode::kLeaseAcquire:
+      return widen<V>(decode_payload<LeaseAcquireRequest>(p, l));
+    case Opcode::kLeaseRenew:
+      return widen<V>(decode_payload<LeaseRenewRequest>(p, l));
     case Opcode::kLeaseRelease:
     case Opcode::kLeaseQuery:
     case Opcode::kLeaseList:
-    case Opcode::kSync: return widen<V>(decode_payload<Empty>(p, l));
-    case Opcode::kCapRequest: return widen<V>(decode_payload<CapRequestRequest>(p, l));
-    case Opcode::kMemAlloc: return widen<V>(decode_payload<MemAllocRequest>(p, l));
+    case Opcode::kSync:
+      return widen<V>(decode_payload<Empty>(p, l));
+    case Opcode::kCapRequest:
+      return widen<V>(decode_payload<CapRequestRequest>(p, l));
+    case Opcode::kMemAlloc:
+      return widen<V>(decode_payload<MemAllocRequest>(p, l));
     case Opcode::kMemFree:
-    case Opcode::kModuleUnload: return widen<V>(decode_payload<HandleRequest>(p, l));
-    case Opcode::kMemWrite: return widen<V>(decode_payload<MemWriteRequest>(p, l));
-    case Opcode::kMemRead: return widen<V>(decode_payload<MemReadRequest>(p, l));
-    case Opcode::kModuleLoad: return widen<V>(decode_payload<ModuleLoadRequest>(p, l));
-    case Opcode::kLaunch: return widen<V>(decode_payload<LaunchRequest>(p, l));
-    case Opcode::kGpuSubmit: return widen<V>(decode_payload<GpuSubmitRequest>(p, l));
+    case Opcode::kModuleUnload:
+      return widen<V>(decode_payload<HandleRequest>(p, l));
+    case Opcode::kMemWrite:
+      return widen<V>(decode_payload<MemWriteRequest>(p, l));
+    case Opcode::kMemRead:
+      return widen<V>(decode_payload<MemReadRequest>(p, l));
+    case Opcode::kModuleLoad:
+      return widen<V>(decode_payload<ModuleLoadRequest>(p, l));
+    case Opcode::kLaunch:
+      return widen<V>(decode_payload<LaunchRequest>(p, l));
+    case Opcode::kGpuSubmit:
+      return widen<V>(decode_payload<GpuSubmitRequest>(p, l));
   }
   return make_error(Status::kUnknownOpcode, "unknown opcode");
 }
@@ -804,23 +863,36 @@ Result<RequestMessage> decode_request(Opcode op, ByteSpan p, const Limits& l) {
 Result<ReplyMessage> decode_reply(Opcode op, ByteSpan p, const Limits& l) {
   using V = ReplyMessage;
   switch (op) {
-    case Opcode::kHello: return widen<V>(decode_payload<HelloReply>(p, l));
-    case Opcode::kPing: return widen<V>(decode_payload<PingReply>(p, l));
-    case Opcode::kLeaseAcquire: return widen<V>(decode_payload<LeaseAcquireReply>(p, l));
-    case Opcode::kLeaseRenew: return widen<V>(decode_payload<LeaseRenewReply>(p, l));
+    case Opcode::kHello:
+      return widen<V>(decode_payload<HelloReply>(p, l));
+    case Opcode::kPing:
+      return widen<V>(decode_payload<PingReply>(p, l));
+    case Opcode::kLeaseAcquire:
+      return widen<V>(decode_payload<LeaseAcquireReply>(p, l));
+    case Opcode::kLeaseRenew:
+      return widen<V>(decode_payload<LeaseRenewReply>(p, l));
     case Opcode::kLeaseRelease:
     case Opcode::kMemFree:
     case Opcode::kMemWrite:
-    case Opcode::kModuleUnload: return widen<V>(decode_payload<Empty>(p, l));
-    case Opcode::kLeaseQuery: return widen<V>(decode_payload<LeaseInfo>(p, l));
-    case Opcode::kLeaseList: return widen<V>(decode_payload<LeaseListReply>(p, l));
-    case Opcode::kCapRequest: return widen<V>(decode_payload<CapRequestReply>(p, l));
+    case Opcode::kModuleUnload:
+      return widen<V>(decode_payload<Empty>(p, l));
+    case Opcode::kLeaseQuery:
+      return widen<V>(decode_payload<LeaseInfo>(p, l));
+    case Opcode::kLeaseList:
+      return widen<V>(decode_payload<LeaseListReply>(p, l));
+    case Opcode::kCapRequest:
+      return widen<V>(decode_payload<CapRequestReply>(p, l));
     case Opcode::kMemAlloc:
-    case Opcode::kModuleLoad: return widen<V>(decode_payload<HandleReply>(p, l));
-    case Opcode::kMemRead: return widen<V>(decode_payload<MemReadReply>(p, l));
-    case Opcode::kLaunch: return widen<V>(decode_payload<LaunchReply>(p, l));
-    case Opcode::kSync: return widen<V>(decode_payload<SyncReply>(p, l));
-    case Opcode::kGpuSubmit: return widen<V>(decode_payload<GpuSubmitReply>(p, l));
+    case Opcode::kModuleLoad:
+      return widen<V>(decode_payload<HandleReply>(p, l));
+    case Opcode::kMemRead:
+      return widen<V>(decode_payload<MemReadReply>(p, l));
+    case Opcode::kLaunch:
+      return widen<V>(decode_payload<LaunchReply>(p, l));
+    case Opcode::kSync:
+      return widen<V>(decode_payload<SyncReply>(p, l));
+    case Opcode::kGpuSubmit:
+      return widen<V>(decode_payload<GpuSubmitReply>(p, l));
   }
   return make_error(Status::kUnknownOpcode, "unknown opcode");
 }

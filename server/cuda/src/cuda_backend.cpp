@@ -397,11 +397,10 @@ class LeaseCore {
           if (r == CUDA_ERROR_NOT_READY) {
             if (opts_.watchdog_ms != 0 &&
                 now - h.started > std::chrono::milliseconds(opts_.watchdog_ms)) {
-              set_fault_locked(make_error(
-                  Status::kSyncFailed,
-                  "watchdog: kernel '" + h.kernel + "' ran longer than " +
-                      std::to_string(opts_.watchdog_ms) +
-                      " ms; the lease's context was destroyed to stop it"));
+              set_fault_locked(make_error(Status::kSyncFailed,
+                                          "watchdog: kernel '" + h.kernel + "' ran longer than " +
+                                              std::to_string(opts_.watchdog_ms) +
+                                              " ms; the lease's context was destroyed to stop it"));
               out = PollResult::kDestroy;
             }
             break;
@@ -422,7 +421,8 @@ class LeaseCore {
                        std::make_move_iterator(syncs_.begin() + static_cast<ptrdiff_t>(n)));
         syncs_.erase(syncs_.begin(), syncs_.begin() + static_cast<ptrdiff_t>(n));
       }
-      if (out != PollResult::kDestroy && inflight_.empty() && syncs_.empty()) out = PollResult::kIdle;
+      if (out != PollResult::kDestroy && inflight_.empty() && syncs_.empty())
+        out = PollResult::kIdle;
     }
     for (auto& s : fire_ok) s.done(Result<void>());
     for (auto& s : fire_err) s.done(Result<void>(*err));
@@ -508,7 +508,8 @@ class LeaseCore {
         s != nullptr) {
       why = std::string(": ") + s;
     }
-    return make_error(Status::kSyncFailed, api_->error_name(r) + " in kernel '" + kernel + "'" + why);
+    return make_error(Status::kSyncFailed,
+                      api_->error_name(r) + " in kernel '" + kernel + "'" + why);
   }
 
  private:
@@ -520,7 +521,8 @@ class LeaseCore {
   void set_fault(CUresult r, const std::string&) {
     std::lock_guard lk(mu_);
     if (fault_) return;
-    std::string kernel = inflight_.empty() ? std::string("(no kernel in flight)") : inflight_.front().kernel;
+    std::string kernel =
+        inflight_.empty() ? std::string("(no kernel in flight)") : inflight_.front().kernel;
     set_fault_locked(kernel_fault(r, kernel));
   }
   void set_fault_locked(Error e) {
@@ -721,13 +723,15 @@ class CudaContext final : public DeviceContext {
     auto chunks = plan_chunks(out.size(), c.bopts().staging_chunk_bytes);
     auto issue = [&](size_t i) -> CUresult {
       int b = static_cast<int>(i % 2);
-      CUresult r = a.cuMemcpyDtoHAsync(c.staging(b), static_cast<CUdeviceptr>(addr + chunks[i].offset),
-                                       chunks[i].bytes, c.stream());
+      CUresult r =
+          a.cuMemcpyDtoHAsync(c.staging(b), static_cast<CUdeviceptr>(addr + chunks[i].offset),
+                              chunks[i].bytes, c.stream());
       if (r == CUDA_SUCCESS) r = a.cuEventRecord(c.staging_event(b), c.stream());
       return r;
     };
     for (size_t i = 0; i < std::min<size_t>(2, chunks.size()); ++i) {
-      if (CUresult r = issue(i); r != CUDA_SUCCESS) return c.op_error("cuMemcpyDtoHAsync", r, Status::kInternal);
+      if (CUresult r = issue(i); r != CUDA_SUCCESS)
+        return c.op_error("cuMemcpyDtoHAsync", r, Status::kInternal);
     }
     for (size_t i = 0; i < chunks.size(); ++i) {
       int b = static_cast<int>(i % 2);
@@ -768,7 +772,8 @@ class CudaContext final : public DeviceContext {
     CUmodule mod = nullptr;
     CUresult r = c.api().cuModuleLoadDataEx(&mod, data, 5, keys, values);
     if (r != CUDA_SUCCESS) {
-      if (is_sticky_error(static_cast<int>(r))) return c.op_error("cuModuleLoadDataEx", r, Status::kLoadFailed);
+      if (is_sticky_error(static_cast<int>(r)))
+        return c.op_error("cuModuleLoadDataEx", r, Status::kLoadFailed);
       Error e = load_failure(c.api().error_name(r), jit_log_text(err_log), jit_log_text(info_log));
       e.message = std::string(image_kind_name(kind)) + " " + e.message;
       return e;
@@ -816,7 +821,8 @@ class CudaContext final : public DeviceContext {
     lim.max_grid = d.max_grid;
     lim.max_shared_per_block = d.max_shared_per_block;
     lim.static_shared_bytes = k.static_shared;
-    if (auto s = check_launch_shape(lim, req.grid, req.block, req.shared_bytes, req.kernel); !s) return s;
+    if (auto s = check_launch_shape(lim, req.grid, req.block, req.shared_bytes, req.kernel); !s)
+      return s;
     if (k.params) {
       if (auto s = check_args(*k.params, req.args, req.kernel); !s) return s;
     } else {
@@ -859,7 +865,9 @@ class CudaContext final : public DeviceContext {
     return {};
   }
 
-  void sync(std::function<void(Result<void>)> done) override { core_->sync(std::move(done), core_); }
+  void sync(std::function<void(Result<void>)> done) override {
+    core_->sync(std::move(done), core_);
+  }
 
   bool faulted() const override { return core_->faulted(); }
 
@@ -873,13 +881,16 @@ class CudaContext final : public DeviceContext {
     }
     if (r != CUDA_SUCCESS) return core_->op_error("cuModuleGetFunction", r, Status::kLaunchFailed);
     int v = 0;
-    if (a.cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, k.fn) == CUDA_SUCCESS && v > 0) {
+    if (a.cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, k.fn) == CUDA_SUCCESS &&
+        v > 0) {
       k.max_threads = static_cast<uint32_t>(v);
     }
-    if (a.cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, k.fn) == CUDA_SUCCESS && v >= 0) {
+    if (a.cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, k.fn) == CUDA_SUCCESS &&
+        v >= 0) {
       k.static_shared = static_cast<uint32_t>(v);
     }
-    if (a.cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, k.fn) == CUDA_SUCCESS &&
+    if (a.cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, k.fn) ==
+            CUDA_SUCCESS &&
         v >= 0) {
       k.dynamic_shared_allowed = static_cast<uint32_t>(v);
     }
@@ -974,7 +985,8 @@ class CudaBackend final : public DeviceBackend {
     if (!a.has_green_contexts()) {
       return make_error(Status::kUnsupported,
                         "SessionExclusive needs CUDA green contexts (driver 12.5 or newer); this "
-                        "driver is " + std::to_string(a.driver_version));
+                        "driver is " +
+                            std::to_string(a.driver_version));
     }
     std::lock_guard lk(s_->mu);
     Device& d = s_->devices[device];
@@ -982,7 +994,8 @@ class CudaBackend final : public DeviceBackend {
       CUdevResource sm{};
       CUresult r = a.cuDeviceGetDevResource(d.dev, &sm, CU_DEV_RESOURCE_TYPE_SM);
       if (r != CUDA_SUCCESS) {
-        return make_error(Status::kUnsupported, "cuDeviceGetDevResource(SM) failed: " + a.describe(r));
+        return make_error(Status::kUnsupported,
+                          "cuDeviceGetDevResource(SM) failed: " + a.describe(r));
       }
       // Minimum partition: 8 SMs (multiple of 8) on compute capability 9+,
       // 4 (multiple of 2) on 8.x, 2 before (driver API docs of
@@ -992,13 +1005,15 @@ class CudaBackend final : public DeviceBackend {
       unsigned n = 0;
       r = a.cuDevSmResourceSplitByCount(nullptr, &n, &sm, nullptr, 0, want);
       if (r != CUDA_SUCCESS || n == 0) {
-        return make_error(Status::kUnsupported, "cuDevSmResourceSplitByCount failed: " + a.describe(r));
+        return make_error(Status::kUnsupported,
+                          "cuDevSmResourceSplitByCount failed: " + a.describe(r));
       }
       d.groups.resize(n);
       r = a.cuDevSmResourceSplitByCount(d.groups.data(), &n, &sm, nullptr, 0, want);
       if (r != CUDA_SUCCESS) {
         d.groups.clear();
-        return make_error(Status::kUnsupported, "cuDevSmResourceSplitByCount failed: " + a.describe(r));
+        return make_error(Status::kUnsupported,
+                          "cuDevSmResourceSplitByCount failed: " + a.describe(r));
       }
       d.groups.resize(n);
       d.group_used.assign(n, false);
@@ -1010,9 +1025,9 @@ class CudaBackend final : public DeviceBackend {
         return i;
       }
     }
-    return make_error(Status::kCapacityExceeded,
-                      "every SM partition of device " + std::to_string(device) +
-                          " is held by a SessionExclusive lease");
+    return make_error(Status::kCapacityExceeded, "every SM partition of device " +
+                                                     std::to_string(device) +
+                                                     " is held by a SessionExclusive lease");
   }
 
   std::shared_ptr<Shared> s_;
@@ -1030,11 +1045,13 @@ Result<uint64_t> measure_overhead(const DriverApi& a, const CudaBackendOptions& 
   CUresult r = a.cuMemGetInfo(&free0, &total);
   CUcontext prev = nullptr;
   (void)a.cuCtxPopCurrent(&prev);
-  if (r != CUDA_SUCCESS) return make_error(Status::kInternal, "cuMemGetInfo failed: " + a.describe(r));
+  if (r != CUDA_SUCCESS)
+    return make_error(Status::kInternal, "cuMemGetInfo failed: " + a.describe(r));
 
   CUcontext c = nullptr;
   r = a.cuCtxCreate(&c, CU_CTX_SCHED_AUTO, dev);
-  if (r != CUDA_SUCCESS) return make_error(Status::kInternal, "cuCtxCreate failed: " + a.describe(r));
+  if (r != CUDA_SUCCESS)
+    return make_error(Status::kInternal, "cuCtxCreate failed: " + a.describe(r));
   (void)a.cuCtxSetLimit(CU_LIMIT_STACK_SIZE, o.stack_bytes_per_thread);
   (void)a.cuCtxSetLimit(CU_LIMIT_PRINTF_FIFO_SIZE, o.printf_fifo_bytes);
   (void)a.cuCtxSetLimit(CU_LIMIT_MALLOC_HEAP_SIZE, o.malloc_heap_bytes);
@@ -1066,8 +1083,11 @@ Result<std::unique_ptr<DeviceBackend>> make_cuda_backend(const CudaBackendOption
 
   int count = 0;
   CUresult r = a.cuDeviceGetCount(&count);
-  if (r != CUDA_SUCCESS) return make_error(Status::kUnsupported, "no CUDA device: cuDeviceGetCount failed: " + a.describe(r));
-  if (count <= 0) return make_error(Status::kUnsupported, "no CUDA device: the driver reports 0 devices");
+  if (r != CUDA_SUCCESS)
+    return make_error(Status::kUnsupported,
+                      "no CUDA device: cuDeviceGetCount failed: " + a.describe(r));
+  if (count <= 0)
+    return make_error(Status::kUnsupported, "no CUDA device: the driver reports 0 devices");
 
   auto shared = std::make_shared<Shared>(api, options);
   for (int i = 0; i < count && i < 0xffff; ++i) {
@@ -1080,11 +1100,13 @@ Result<std::unique_ptr<DeviceBackend>> make_cuda_backend(const CudaBackendOption
     char name[256] = {};
     if (a.cuDeviceGetName(name, sizeof(name) - 1, d.dev) == CUDA_SUCCESS) info.name = name;
     CUuuid uuid{};
-    if (a.cuDeviceGetUuid(&uuid, d.dev) == CUDA_SUCCESS) std::memcpy(info.uuid.data(), uuid.bytes, 16);
+    if (a.cuDeviceGetUuid(&uuid, d.dev) == CUDA_SUCCESS)
+      std::memcpy(info.uuid.data(), uuid.bytes, 16);
     auto attr = [&](CUdevice_attribute at, uint32_t fallback) -> uint32_t {
       int v = 0;
-      return a.cuDeviceGetAttribute(&v, at, d.dev) == CUDA_SUCCESS && v > 0 ? static_cast<uint32_t>(v)
-                                                                             : fallback;
+      return a.cuDeviceGetAttribute(&v, at, d.dev) == CUDA_SUCCESS && v > 0
+                 ? static_cast<uint32_t>(v)
+                 : fallback;
     };
     info.cc_major = static_cast<uint8_t>(attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, 0));
     info.cc_minor = static_cast<uint8_t>(attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, 0));
@@ -1096,8 +1118,9 @@ Result<std::unique_ptr<DeviceBackend>> make_cuda_backend(const CudaBackendOption
     info.max_grid = {attr(CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X, 0x7fffffff),
                      attr(CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y, 65535),
                      attr(CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z, 65535)};
-    info.max_shared_per_block = attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-                                     attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK, 48 * 1024));
+    info.max_shared_per_block =
+        attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+             attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK, 48 * 1024));
     size_t total = 0;
     if ((r = a.cuDeviceTotalMem(&total, d.dev)) != CUDA_SUCCESS) {
       return make_error(Status::kInternal, "cuDeviceTotalMem failed: " + a.describe(r));

@@ -132,8 +132,9 @@ Result<void> check_launch_shape(const LaunchLimits& lim, const std::array<uint32
   static constexpr char kAxis[] = {'x', 'y', 'z'};
   for (int i = 0; i < 3; ++i) {
     if (grid[i] == 0 || grid[i] > lim.max_grid[i]) {
-      return launch_error(kernel, std::string("grid.") + kAxis[i] + " = " + std::to_string(grid[i]) +
-                                      " is outside [1, " + std::to_string(lim.max_grid[i]) + "]");
+      return launch_error(kernel, std::string("grid.") + kAxis[i] + " = " +
+                                      std::to_string(grid[i]) + " is outside [1, " +
+                                      std::to_string(lim.max_grid[i]) + "]");
     }
     if (block[i] == 0 || block[i] > lim.max_block[i]) {
       return launch_error(kernel, std::string("block.") + kAxis[i] + " = " +
@@ -149,10 +150,10 @@ Result<void> check_launch_shape(const LaunchLimits& lim, const std::array<uint32
   }
   uint64_t shared = uint64_t{shared_bytes} + lim.static_shared_bytes;
   if (shared > lim.max_shared_per_block) {
-    return launch_error(kernel, std::to_string(shared_bytes) + " bytes of dynamic shared memory + " +
-                                    std::to_string(lim.static_shared_bytes) +
-                                    " static exceed the device's " +
-                                    std::to_string(lim.max_shared_per_block) + " per block");
+    return launch_error(
+        kernel, std::to_string(shared_bytes) + " bytes of dynamic shared memory + " +
+                    std::to_string(lim.static_shared_bytes) + " static exceed the device's " +
+                    std::to_string(lim.max_shared_per_block) + " per block");
   }
   return {};
 }
@@ -232,7 +233,8 @@ std::string_view jit_log_text(std::span<const char> buf) noexcept {
   size_t n = 0;
   while (n < buf.size() && buf[n] != '\0') ++n;
   std::string_view s(buf.data(), n);
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r'))
+    s.remove_suffix(1);
   return s;
 }
 

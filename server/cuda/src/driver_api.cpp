@@ -90,13 +90,14 @@ Result<std::shared_ptr<const DriverApi>> load_driver(const std::string& path, bo
   }
   if (res.v2 == nullptr && res.v1 == nullptr) {
     return make_error(Status::kUnsupported,
-                      path + " has no cuGetProcAddress: the NVIDIA driver is older than CUDA 11.3; "
-                             "gpulease needs a CUDA 12 or newer driver");
+                      path +
+                          " has no cuGetProcAddress: the NVIDIA driver is older than CUDA 11.3; "
+                          "gpulease needs a CUDA 12 or newer driver");
   }
 
   std::string missing;
-#define GPULEASE_CUDA_RESOLVE_REQUIRED(name, ver)                                  \
-  api->name = reinterpret_cast<PFN_##name##_v##ver>(res.get(#name, ver));          \
+#define GPULEASE_CUDA_RESOLVE_REQUIRED(name, ver)                         \
+  api->name = reinterpret_cast<PFN_##name##_v##ver>(res.get(#name, ver)); \
   if (api->name == nullptr) missing += std::string(missing.empty() ? "" : ", ") + #name;
 #define GPULEASE_CUDA_RESOLVE_OPTIONAL(name, ver) \
   api->name = reinterpret_cast<PFN_##name##_v##ver>(res.get(#name, ver));
@@ -108,8 +109,8 @@ Result<std::shared_ptr<const DriverApi>> load_driver(const std::string& path, bo
     if (res.first_error == CUDA_ERROR_STUB_LIBRARY) {
       why += ": this is the CUDA toolkit's stub libcuda, not an NVIDIA driver";
     }
-    return make_error(Status::kUnsupported, "no CUDA device: cuGetProcAddress in " + path +
-                                                " failed with " + why);
+    return make_error(Status::kUnsupported,
+                      "no CUDA device: cuGetProcAddress in " + path + " failed with " + why);
   }
   if (!missing.empty()) {
     return make_error(Status::kUnsupported,
@@ -121,7 +122,8 @@ Result<std::shared_ptr<const DriverApi>> load_driver(const std::string& path, bo
   if (r != CUDA_SUCCESS) {
     Status s = Status::kUnsupported;
     std::string what = "no CUDA device: cuInit failed with " + api->describe(r);
-    if (r == CUDA_ERROR_STUB_LIBRARY) what += " (the toolkit's stub libcuda was loaded, not a driver)";
+    if (r == CUDA_ERROR_STUB_LIBRARY)
+      what += " (the toolkit's stub libcuda was loaded, not a driver)";
     return make_error(s, std::move(what));
   }
   r = api->cuDriverGetVersion(&api->driver_version);

@@ -29,9 +29,10 @@ const GlobalRange* GlobalMemory::find(uint64_t addr, uint64_t len) const {
   return &*it;
 }
 
-Launch::Launch(std::shared_ptr<const Module> module, const Kernel* kernel, std::array<uint32_t, 3> grid,
-               std::array<uint32_t, 3> block, uint32_t dynamic_shared, std::vector<std::byte> params,
-               std::shared_ptr<const GlobalMemory> memory, uint64_t budget)
+Launch::Launch(std::shared_ptr<const Module> module, const Kernel* kernel,
+               std::array<uint32_t, 3> grid, std::array<uint32_t, 3> block, uint32_t dynamic_shared,
+               std::vector<std::byte> params, std::shared_ptr<const GlobalMemory> memory,
+               uint64_t budget)
     : module_(std::move(module)),
       kernel_(kernel),
       grid_(grid),
@@ -60,48 +61,64 @@ uint64_t Launch::claim_fuel(uint64_t want) {
   return std::min(want, budget_ - prev);
 }
 
-Result<void> validate_launch(const Kernel& k, std::array<uint32_t, 3> grid, std::array<uint32_t, 3> block,
-                             uint32_t dynamic_shared, const LaunchLimits& limits) {
+Result<void> validate_launch(const Kernel& k, std::array<uint32_t, 3> grid,
+                             std::array<uint32_t, 3> block, uint32_t dynamic_shared,
+                             const LaunchLimits& limits) {
   static const char* kAxis[] = {"x", "y", "z"};
   for (int i = 0; i < 3; ++i) {
     if (grid[i] == 0 || grid[i] > limits.max_grid[i])
-      return make_error(Status::kLaunchFailed, std::string("grid.") + kAxis[i] + " = " + std::to_string(grid[i]) +
-                                                   " is outside 1.." + std::to_string(limits.max_grid[i]));
+      return make_error(Status::kLaunchFailed, std::string("grid.") + kAxis[i] + " = " +
+                                                   std::to_string(grid[i]) + " is outside 1.." +
+                                                   std::to_string(limits.max_grid[i]));
     if (block[i] == 0 || block[i] > limits.max_block[i])
-      return make_error(Status::kLaunchFailed, std::string("block.") + kAxis[i] + " = " + std::to_string(block[i]) +
-                                                   " is outside 1.." + std::to_string(limits.max_block[i]));
+      return make_error(Status::kLaunchFailed, std::string("block.") + kAxis[i] + " = " +
+                                                   std::to_string(block[i]) + " is outside 1.." +
+                                                   std::to_string(limits.max_block[i]));
   }
   const uint64_t threads = uint64_t{block[0]} * block[1] * block[2];
   if (threads > limits.max_threads_per_block)
-    return make_error(Status::kLaunchFailed, "block of " + std::to_string(threads) + " threads exceeds " +
+    return make_error(Status::kLaunchFailed, "block of " + std::to_string(threads) +
+                                                 " threads exceeds " +
                                                  std::to_string(limits.max_threads_per_block));
   const uint64_t shared = uint64_t{k.dynamic_shared_offset} + dynamic_shared;
   if (k.static_shared_bytes + uint64_t{dynamic_shared} > limits.max_shared_per_block)
-    return make_error(Status::kLaunchFailed, "shared memory (" + std::to_string(k.static_shared_bytes) + " static + " +
-                                                 std::to_string(dynamic_shared) + " dynamic bytes) exceeds " +
-                                                 std::to_string(limits.max_shared_per_block));
+    return make_error(Status::kLaunchFailed,
+                      "shared memory (" + std::to_string(k.static_shared_bytes) + " static + " +
+                          std::to_string(dynamic_shared) + " dynamic bytes) exceeds " +
+                          std::to_string(limits.max_shared_per_block));
   (void)shared;
   const uint64_t per_thread = uint64_t{k.num_slots()} * 8 + k.local_bytes;
   const uint64_t state = k.has_barrier ? per_thread * threads : per_thread;
   if (state > limits.max_block_state_bytes)
-    return make_error(Status::kLaunchFailed, "kernel " + k.name + " needs " + std::to_string(state) +
-                                                 " bytes of registers and local memory per block (limit " +
-                                                 std::to_string(limits.max_block_state_bytes) + ")");
+    return make_error(Status::kLaunchFailed,
+                      "kernel " + k.name + " needs " + std::to_string(state) +
+                          " bytes of registers and local memory per block (limit " +
+                          std::to_string(limits.max_block_state_bytes) + ")");
   return {};
 }
 
 namespace {
 
-inline float f32(uint64_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v)); }
-inline double f64(uint64_t v) { return std::bit_cast<double>(v); }
+inline float f32(uint64_t v) {
+  return std::bit_cast<float>(static_cast<uint32_t>(v));
+}
+inline double f64(uint64_t v) {
+  return std::bit_cast<double>(v);
+}
 inline uint64_t bits(float f) {
   if (f != f) return 0x7fffffffu;  // canonical NaN
   return std::bit_cast<uint32_t>(f);
 }
-inline uint64_t bits(double d) { return std::bit_cast<uint64_t>(d); }
+inline uint64_t bits(double d) {
+  return std::bit_cast<uint64_t>(d);
+}
 
-inline float ftz(float f) { return std::fpclassify(f) == FP_SUBNORMAL ? std::copysign(0.0f, f) : f; }
-inline float sat(float f) { return f > 0.0f ? (f < 1.0f ? f : 1.0f) : 0.0f; }  // NaN -> 0
+inline float ftz(float f) {
+  return std::fpclassify(f) == FP_SUBNORMAL ? std::copysign(0.0f, f) : f;
+}
+inline float sat(float f) {
+  return f > 0.0f ? (f < 1.0f ? f : 1.0f) : 0.0f;
+}  // NaN -> 0
 
 inline int64_t sext(uint64_t v, unsigned w) {
   const unsigned s = 64 - w;
@@ -127,33 +144,54 @@ template <typename F>
 bool fcmp(Cmp c, F a, F b) {
   const bool un = a != a || b != b;
   switch (c) {
-    case Cmp::kEq: return !un && a == b;
-    case Cmp::kNe: return !un && a != b;
-    case Cmp::kLt: return !un && a < b;
-    case Cmp::kLe: return !un && a <= b;
-    case Cmp::kGt: return !un && a > b;
-    case Cmp::kGe: return !un && a >= b;
-    case Cmp::kEqu: return un || a == b;
-    case Cmp::kNeu: return un || a != b;
-    case Cmp::kLtu: return un || a < b;
-    case Cmp::kLeu: return un || a <= b;
-    case Cmp::kGtu: return un || a > b;
-    case Cmp::kGeu: return un || a >= b;
-    case Cmp::kNum: return !un;
-    case Cmp::kNan: return un;
+    case Cmp::kEq:
+      return !un && a == b;
+    case Cmp::kNe:
+      return !un && a != b;
+    case Cmp::kLt:
+      return !un && a < b;
+    case Cmp::kLe:
+      return !un && a <= b;
+    case Cmp::kGt:
+      return !un && a > b;
+    case Cmp::kGe:
+      return !un && a >= b;
+    case Cmp::kEqu:
+      return un || a == b;
+    case Cmp::kNeu:
+      return un || a != b;
+    case Cmp::kLtu:
+      return un || a < b;
+    case Cmp::kLeu:
+      return un || a <= b;
+    case Cmp::kGtu:
+      return un || a > b;
+    case Cmp::kGeu:
+      return un || a >= b;
+    case Cmp::kNum:
+      return !un;
+    case Cmp::kNan:
+      return un;
   }
   return false;
 }
 template <typename I>
 bool icmp(Cmp c, I a, I b) {
   switch (c) {
-    case Cmp::kEq: return a == b;
-    case Cmp::kNe: return a != b;
-    case Cmp::kLt: return a < b;
-    case Cmp::kLe: return a <= b;
-    case Cmp::kGt: return a > b;
-    case Cmp::kGe: return a >= b;
-    default: return false;
+    case Cmp::kEq:
+      return a == b;
+    case Cmp::kNe:
+      return a != b;
+    case Cmp::kLt:
+      return a < b;
+    case Cmp::kLe:
+      return a <= b;
+    case Cmp::kGt:
+      return a > b;
+    case Cmp::kGe:
+      return a >= b;
+    default:
+      return false;
   }
 }
 inline uint64_t combine(uint64_t p, int64_t imm, uint64_t c) {
@@ -161,34 +199,62 @@ inline uint64_t combine(uint64_t p, int64_t imm, uint64_t c) {
   if (bop == BoolOp::kNone) return p;
   c = (c ^ static_cast<uint64_t>((imm >> 10) & 1)) & 1;
   switch (bop) {
-    case BoolOp::kAnd: return p & c;
-    case BoolOp::kOr: return p | c;
-    case BoolOp::kXor: return p ^ c;
-    case BoolOp::kNone: break;
+    case BoolOp::kAnd:
+      return p & c;
+    case BoolOp::kOr:
+      return p | c;
+    case BoolOp::kXor:
+      return p ^ c;
+    case BoolOp::kNone:
+      break;
   }
   return p;
 }
 
 unsigned ty_bits(Ty t) {
   switch (t) {
-    case Ty::kU8: case Ty::kS8: return 8;
-    case Ty::kU16: case Ty::kS16: return 16;
-    case Ty::kU32: case Ty::kS32: case Ty::kF32: return 32;
-    default: return 64;
+    case Ty::kU8:
+    case Ty::kS8:
+      return 8;
+    case Ty::kU16:
+    case Ty::kS16:
+      return 16;
+    case Ty::kU32:
+    case Ty::kS32:
+    case Ty::kF32:
+      return 32;
+    default:
+      return 64;
   }
 }
-bool ty_signed(Ty t) { return t == Ty::kS8 || t == Ty::kS16 || t == Ty::kS32 || t == Ty::kS64; }
-bool ty_float(Ty t) { return t == Ty::kF32 || t == Ty::kF64; }
-uint64_t ty_mask(Ty t) { const unsigned b = ty_bits(t); return b >= 64 ? ~uint64_t{0} : (uint64_t{1} << b) - 1; }
+bool ty_signed(Ty t) {
+  return t == Ty::kS8 || t == Ty::kS16 || t == Ty::kS32 || t == Ty::kS64;
+}
+bool ty_float(Ty t) {
+  return t == Ty::kF32 || t == Ty::kF64;
+}
+uint64_t ty_mask(Ty t) {
+  const unsigned b = ty_bits(t);
+  return b >= 64 ? ~uint64_t{0} : (uint64_t{1} << b) - 1;
+}
 
 // Float -> integer per PTX: round as requested, NaN -> 0, saturate to range.
 uint64_t float_to_int(double v, Rnd r, Ty dt) {
   switch (r) {
-    case Rnd::kRni: v = std::nearbyint(v); break;
-    case Rnd::kRzi: v = std::trunc(v); break;
-    case Rnd::kRmi: v = std::floor(v); break;
-    case Rnd::kRpi: v = std::ceil(v); break;
-    default: break;
+    case Rnd::kRni:
+      v = std::nearbyint(v);
+      break;
+    case Rnd::kRzi:
+      v = std::trunc(v);
+      break;
+    case Rnd::kRmi:
+      v = std::floor(v);
+      break;
+    case Rnd::kRpi:
+      v = std::ceil(v);
+      break;
+    default:
+      break;
   }
   if (v != v) return 0;
   const unsigned b = ty_bits(dt);
@@ -196,9 +262,12 @@ uint64_t float_to_int(double v, Rnd r, Ty dt) {
     const double lo = -std::ldexp(1.0, static_cast<int>(b) - 1);
     const double hi = std::ldexp(1.0, static_cast<int>(b) - 1);  // exclusive
     int64_t i;
-    if (v <= lo) i = static_cast<int64_t>(-(static_cast<__int128>(1) << (b - 1)));
-    else if (v >= hi) i = static_cast<int64_t>((static_cast<__int128>(1) << (b - 1)) - 1);
-    else i = static_cast<int64_t>(v);
+    if (v <= lo)
+      i = static_cast<int64_t>(-(static_cast<__int128>(1) << (b - 1)));
+    else if (v >= hi)
+      i = static_cast<int64_t>((static_cast<__int128>(1) << (b - 1)) - 1);
+    else
+      i = static_cast<int64_t>(v);
     return static_cast<uint64_t>(i) & ty_mask(dt);
   }
   const double hi = std::ldexp(1.0, static_cast<int>(b));
@@ -225,11 +294,20 @@ uint64_t convert(uint64_t a, Ty st, Ty dt, Rnd r, uint8_t flags) {
       if (st == Ty::kF32) {
         out = fv;
         switch (r) {
-          case Rnd::kRni: out = std::nearbyint(out); break;
-          case Rnd::kRzi: out = std::trunc(out); break;
-          case Rnd::kRmi: out = std::floor(out); break;
-          case Rnd::kRpi: out = std::ceil(out); break;
-          default: break;
+          case Rnd::kRni:
+            out = std::nearbyint(out);
+            break;
+          case Rnd::kRzi:
+            out = std::trunc(out);
+            break;
+          case Rnd::kRmi:
+            out = std::floor(out);
+            break;
+          case Rnd::kRpi:
+            out = std::ceil(out);
+            break;
+          default:
+            break;
         }
       } else {
         out = static_cast<float>(v);  // rn
@@ -241,11 +319,20 @@ uint64_t convert(uint64_t a, Ty st, Ty dt, Rnd r, uint8_t flags) {
     double out = v;
     if (st == Ty::kF64) {
       switch (r) {
-        case Rnd::kRni: out = std::nearbyint(out); break;
-        case Rnd::kRzi: out = std::trunc(out); break;
-        case Rnd::kRmi: out = std::floor(out); break;
-        case Rnd::kRpi: out = std::ceil(out); break;
-        default: break;
+        case Rnd::kRni:
+          out = std::nearbyint(out);
+          break;
+        case Rnd::kRzi:
+          out = std::trunc(out);
+          break;
+        case Rnd::kRmi:
+          out = std::floor(out);
+          break;
+        case Rnd::kRpi:
+          out = std::ceil(out);
+          break;
+        default:
+          break;
       }
     }
     if (st_) out = out > 0.0 ? (out < 1.0 ? out : 1.0) : 0.0;
@@ -295,24 +382,36 @@ uint64_t atom_apply(AtomOp op, Ty t, uint64_t old, uint64_t b, uint64_t c) {
     case AtomOp::kMax:
       if (ty_signed(t)) return sext(old, w) >= sext(b, w) ? old : b;
       return old >= b ? old : b;
-    case AtomOp::kExch: return b;
-    case AtomOp::kCas: return old == b ? c : old;
-    case AtomOp::kAnd: return old & b;
-    case AtomOp::kOr: return old | b;
-    case AtomOp::kXor: return old ^ b;
-    case AtomOp::kInc: return old >= b ? 0 : (old + 1) & m;
-    case AtomOp::kDec: return (old == 0 || old > b) ? b : old - 1;
+    case AtomOp::kExch:
+      return b;
+    case AtomOp::kCas:
+      return old == b ? c : old;
+    case AtomOp::kAnd:
+      return old & b;
+    case AtomOp::kOr:
+      return old | b;
+    case AtomOp::kXor:
+      return old ^ b;
+    case AtomOp::kInc:
+      return old >= b ? 0 : (old + 1) & m;
+    case AtomOp::kDec:
+      return (old == 0 || old > b) ? b : old - 1;
   }
   return old;
 }
 
 const char* space_name(Space s) {
   switch (s) {
-    case Space::kGlobal: return "global";
-    case Space::kShared: return "shared";
-    case Space::kLocal: return "local";
-    case Space::kParam: return "param";
-    case Space::kGeneric: return "generic";
+    case Space::kGlobal:
+      return "global";
+    case Space::kShared:
+      return "shared";
+    case Space::kLocal:
+      return "local";
+    case Space::kParam:
+      return "param";
+    case Space::kGeneric:
+      return "generic";
   }
   return "?";
 }
@@ -373,7 +472,8 @@ class BlockRunner {
       return true;
     }
     for (uint32_t t = 0; t < nthreads_; ++t) {
-      init_thread(t, regs_.data() + static_cast<size_t>(t) * nslots_, local_.data() + static_cast<size_t>(t) * k_.local_bytes);
+      init_thread(t, regs_.data() + static_cast<size_t>(t) * nslots_,
+                  local_.data() + static_cast<size_t>(t) * k_.local_bytes);
       pcs_[t] = 0;
       live_[t] = 1;
     }
@@ -412,14 +512,17 @@ class BlockRunner {
     const uint32_t ty = (tid_linear_ / l_.block_[0]) % l_.block_[1];
     const uint32_t tz = tid_linear_ / (l_.block_[0] * l_.block_[1]);
     char buf[160];
-    std::snprintf(buf, sizeof buf, " in kernel %s at line %u (block (%u,%u,%u), thread (%u,%u,%u))", k_.name.c_str(),
-                  pc < k_.lines.size() ? k_.lines[pc] : 0u, ctaid_[0], ctaid_[1], ctaid_[2], tx, ty, tz);
+    std::snprintf(buf, sizeof buf, " in kernel %s at line %u (block (%u,%u,%u), thread (%u,%u,%u))",
+                  k_.name.c_str(), pc < k_.lines.size() ? k_.lines[pc] : 0u, ctaid_[0], ctaid_[1],
+                  ctaid_[2], tx, ty, tz);
     return buf;
   }
 
-  Stop mem_fault(uint32_t pc, const char* what, Space sp, const char* access, uint64_t addr, uint32_t size) {
+  Stop mem_fault(uint32_t pc, const char* what, Space sp, const char* access, uint64_t addr,
+                 uint32_t size) {
     char buf[128];
-    std::snprintf(buf, sizeof buf, "%s 0x%" PRIx64 " (%s %s, %u bytes)", what, addr, space_name(sp), access, size);
+    std::snprintf(buf, sizeof buf, "%s 0x%" PRIx64 " (%s %s, %u bytes)", what, addr, space_name(sp),
+                  access, size);
     l_.set_fault(buf + where(pc));
     return Stop::kFault;
   }
@@ -437,8 +540,8 @@ class BlockRunner {
 
   // Resolves an address in `sp` to a host pointer with bounds and alignment
   // checks. On failure records the fault and returns nullptr.
-  std::byte* resolve(Space sp, uint64_t addr, uint32_t size, uint32_t align, std::byte* local, uint32_t pc,
-                     const char* access, Space* actual) {
+  std::byte* resolve(Space sp, uint64_t addr, uint32_t size, uint32_t align, std::byte* local,
+                     uint32_t pc, const char* access, Space* actual) {
     if (sp == Space::kGeneric) {
       if (addr - kSharedWindow < kWindowSize) {
         sp = Space::kShared;
@@ -457,7 +560,9 @@ class BlockRunner {
     }
     std::byte* p = nullptr;
     switch (sp) {
-      case Space::kGlobal: p = gptr(addr, size); break;
+      case Space::kGlobal:
+        p = gptr(addr, size);
+        break;
       case Space::kShared:
         if (addr < shared_size_ && size <= shared_size_ - addr) p = shared_.data() + addr;
         break;
@@ -465,9 +570,11 @@ class BlockRunner {
         if (addr < k_.local_bytes && size <= k_.local_bytes - addr) p = local + addr;
         break;
       case Space::kParam:
-        if (addr < l_.params_.size() && size <= l_.params_.size() - addr) p = l_.params_.data() + addr;
+        if (addr < l_.params_.size() && size <= l_.params_.size() - addr)
+          p = l_.params_.data() + addr;
         break;
-      case Space::kGeneric: break;
+      case Space::kGeneric:
+        break;
     }
     if (p == nullptr) mem_fault(pc, "illegal address", sp, access, addr, size);
     return p;
@@ -476,10 +583,14 @@ class BlockRunner {
   static uint64_t load_raw(const std::byte* p, uint32_t size, bool atomic) {
     if (atomic) {
       switch (size) {
-        case 1: return __atomic_load_n(reinterpret_cast<const uint8_t*>(p), __ATOMIC_RELAXED);
-        case 2: return __atomic_load_n(reinterpret_cast<const uint16_t*>(p), __ATOMIC_RELAXED);
-        case 4: return __atomic_load_n(reinterpret_cast<const uint32_t*>(p), __ATOMIC_RELAXED);
-        default: return __atomic_load_n(reinterpret_cast<const uint64_t*>(p), __ATOMIC_RELAXED);
+        case 1:
+          return __atomic_load_n(reinterpret_cast<const uint8_t*>(p), __ATOMIC_RELAXED);
+        case 2:
+          return __atomic_load_n(reinterpret_cast<const uint16_t*>(p), __ATOMIC_RELAXED);
+        case 4:
+          return __atomic_load_n(reinterpret_cast<const uint32_t*>(p), __ATOMIC_RELAXED);
+        default:
+          return __atomic_load_n(reinterpret_cast<const uint64_t*>(p), __ATOMIC_RELAXED);
       }
     }
     uint64_t v = 0;
@@ -489,10 +600,21 @@ class BlockRunner {
   static void store_raw(std::byte* p, uint32_t size, uint64_t v, bool atomic) {
     if (atomic) {
       switch (size) {
-        case 1: __atomic_store_n(reinterpret_cast<uint8_t*>(p), static_cast<uint8_t>(v), __ATOMIC_RELAXED); return;
-        case 2: __atomic_store_n(reinterpret_cast<uint16_t*>(p), static_cast<uint16_t>(v), __ATOMIC_RELAXED); return;
-        case 4: __atomic_store_n(reinterpret_cast<uint32_t*>(p), static_cast<uint32_t>(v), __ATOMIC_RELAXED); return;
-        default: __atomic_store_n(reinterpret_cast<uint64_t*>(p), v, __ATOMIC_RELAXED); return;
+        case 1:
+          __atomic_store_n(reinterpret_cast<uint8_t*>(p), static_cast<uint8_t>(v),
+                           __ATOMIC_RELAXED);
+          return;
+        case 2:
+          __atomic_store_n(reinterpret_cast<uint16_t*>(p), static_cast<uint16_t>(v),
+                           __ATOMIC_RELAXED);
+          return;
+        case 4:
+          __atomic_store_n(reinterpret_cast<uint32_t*>(p), static_cast<uint32_t>(v),
+                           __ATOMIC_RELAXED);
+          return;
+        default:
+          __atomic_store_n(reinterpret_cast<uint64_t*>(p), v, __ATOMIC_RELAXED);
+          return;
       }
     }
     std::memcpy(p, &v, size);
@@ -515,7 +637,8 @@ class BlockRunner {
     const auto sp = static_cast<Space>((in.neg >> 1) & 7);
     const uint32_t size = ty_bits(t) / 8;
     Space actual;
-    std::byte* p = resolve(sp, r[in.a] + static_cast<uint64_t>(in.imm), size, size, local, pc, "atom", &actual);
+    std::byte* p = resolve(sp, r[in.a] + static_cast<uint64_t>(in.imm), size, size, local, pc,
+                           "atom", &actual);
     if (p == nullptr) return false;
     const uint64_t b = r[in.b], c = r[in.c];
     uint64_t old;
@@ -532,7 +655,9 @@ class BlockRunner {
         uint32_t cur = __atomic_load_n(q, __ATOMIC_RELAXED);
         for (;;) {
           const auto next = static_cast<uint32_t>(atom_apply(op, t, cur, b, c));
-          if (next == cur || __atomic_compare_exchange_n(q, &cur, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) break;
+          if (next == cur ||
+              __atomic_compare_exchange_n(q, &cur, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            break;
         }
         old = cur;
       }
@@ -546,7 +671,9 @@ class BlockRunner {
         uint64_t cur = __atomic_load_n(q, __ATOMIC_RELAXED);
         for (;;) {
           const uint64_t next = atom_apply(op, t, cur, b, c);
-          if (next == cur || __atomic_compare_exchange_n(q, &cur, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) break;
+          if (next == cur ||
+              __atomic_compare_exchange_n(q, &cur, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            break;
         }
         old = cur;
       }
@@ -560,8 +687,8 @@ class BlockRunner {
     const uint32_t n = (in.mod >> 6) == 1 ? 2 : 4;
     const auto sp = static_cast<Space>(in.b);
     Space actual;
-    std::byte* p = resolve(sp, r[in.a] + static_cast<uint64_t>(in.imm), size * n, size * n, local, pc,
-                           is_ld ? "ld" : "st", &actual);
+    std::byte* p = resolve(sp, r[in.a] + static_cast<uint64_t>(in.imm), size * n, size * n, local,
+                           pc, is_ld ? "ld" : "st", &actual);
     if (p == nullptr) return false;
     const bool atomic = actual == Space::kGlobal;
     const Slot* slots = k_.vec_slots.data() + in.c;
@@ -582,7 +709,8 @@ class BlockRunner {
 
   Stop out_of_fuel(uint32_t pc) {
     if (l_.stopped()) return Stop::kFault;  // another worker faulted, or cancel
-    l_.set_fault("instruction budget exceeded (" + std::to_string(l_.budget_) + " instructions)" + where(pc));
+    l_.set_fault("instruction budget exceeded (" + std::to_string(l_.budget_) + " instructions)" +
+                 where(pc));
     return Stop::kFault;
   }
 
@@ -636,19 +764,32 @@ Stop BlockRunner::run(uint64_t* r, uint32_t& pc_ref, std::byte* local) {
     }
     const uint64_t mask = static_cast<uint64_t>(in.imm);
     switch (in.op) {
-      case Op::kNop: break;
-      case Op::kMov: r[in.d] = r[in.a]; break;
-      case Op::kPack64: r[in.d] = (r[in.a] & 0xffffffffu) | (r[in.b] << 32); break;
+      case Op::kNop:
+        break;
+      case Op::kMov:
+        r[in.d] = r[in.a];
+        break;
+      case Op::kPack64:
+        r[in.d] = (r[in.a] & 0xffffffffu) | (r[in.b] << 32);
+        break;
       case Op::kUnpack64: {
         const uint64_t v = r[in.a];
         r[in.d] = v & 0xffffffffu;
         r[in.c] = v >> 32;
         break;
       }
-      case Op::kAdd: r[in.d] = (r[in.a] + r[in.b]) & mask; break;
-      case Op::kSub: r[in.d] = (r[in.a] - r[in.b]) & mask; break;
-      case Op::kMulLo: r[in.d] = (r[in.a] * r[in.b]) & mask; break;
-      case Op::kMadLo: r[in.d] = (r[in.a] * r[in.b] + r[in.c]) & mask; break;
+      case Op::kAdd:
+        r[in.d] = (r[in.a] + r[in.b]) & mask;
+        break;
+      case Op::kSub:
+        r[in.d] = (r[in.a] - r[in.b]) & mask;
+        break;
+      case Op::kMulLo:
+        r[in.d] = (r[in.a] * r[in.b]) & mask;
+        break;
+      case Op::kMadLo:
+        r[in.d] = (r[in.a] * r[in.b] + r[in.c]) & mask;
+        break;
       case Op::kMulHiS:
       case Op::kMadHiS: {
         const unsigned w = in.mod;
@@ -667,36 +808,72 @@ Stop BlockRunner::run(uint64_t* r, uint32_t& pc_ref, std::byte* local) {
         r[in.d] = hi & mask;
         break;
       }
-      case Op::kMulWideS: r[in.d] = static_cast<uint64_t>(sext(r[in.a], in.mod) * sext(r[in.b], in.mod)) & mask; break;
-      case Op::kMulWideU: r[in.d] = (r[in.a] * r[in.b]) & mask; break;
-      case Op::kMadWideS:
-        r[in.d] = (static_cast<uint64_t>(sext(r[in.a], in.mod) * sext(r[in.b], in.mod)) + r[in.c]) & mask;
+      case Op::kMulWideS:
+        r[in.d] = static_cast<uint64_t>(sext(r[in.a], in.mod) * sext(r[in.b], in.mod)) & mask;
         break;
-      case Op::kMadWideU: r[in.d] = (r[in.a] * r[in.b] + r[in.c]) & mask; break;
+      case Op::kMulWideU:
+        r[in.d] = (r[in.a] * r[in.b]) & mask;
+        break;
+      case Op::kMadWideS:
+        r[in.d] =
+            (static_cast<uint64_t>(sext(r[in.a], in.mod) * sext(r[in.b], in.mod)) + r[in.c]) & mask;
+        break;
+      case Op::kMadWideU:
+        r[in.d] = (r[in.a] * r[in.b] + r[in.c]) & mask;
+        break;
       case Op::kDivS: {
         // PTX leaves x/0 unspecified; the sim defines it as -1 (all ones,
         // like the GPU's unsigned result) and MIN/-1 as MIN.
         const int64_t a = sext(r[in.a], in.mod), b = sext(r[in.b], in.mod);
-        r[in.d] = (b == 0 ? ~uint64_t{0} : (b == -1 ? static_cast<uint64_t>(0) - static_cast<uint64_t>(a) : static_cast<uint64_t>(a / b))) & mask;
+        r[in.d] = (b == 0 ? ~uint64_t{0}
+                          : (b == -1 ? static_cast<uint64_t>(0) - static_cast<uint64_t>(a)
+                                     : static_cast<uint64_t>(a / b))) &
+                  mask;
         break;
       }
-      case Op::kDivU: r[in.d] = (r[in.b] == 0 ? ~uint64_t{0} : r[in.a] / r[in.b]) & mask; break;
+      case Op::kDivU:
+        r[in.d] = (r[in.b] == 0 ? ~uint64_t{0} : r[in.a] / r[in.b]) & mask;
+        break;
       case Op::kRemS: {
         const int64_t a = sext(r[in.a], in.mod), b = sext(r[in.b], in.mod);
-        r[in.d] = (b == 0 ? static_cast<uint64_t>(a) : (b == -1 ? 0 : static_cast<uint64_t>(a % b))) & mask;
+        r[in.d] =
+            (b == 0 ? static_cast<uint64_t>(a) : (b == -1 ? 0 : static_cast<uint64_t>(a % b))) &
+            mask;
         break;
       }
-      case Op::kRemU: r[in.d] = (r[in.b] == 0 ? r[in.a] : r[in.a] % r[in.b]) & mask; break;
-      case Op::kMinS: r[in.d] = sext(r[in.a], in.mod) <= sext(r[in.b], in.mod) ? r[in.a] : r[in.b]; break;
-      case Op::kMaxS: r[in.d] = sext(r[in.a], in.mod) >= sext(r[in.b], in.mod) ? r[in.a] : r[in.b]; break;
-      case Op::kMinU: r[in.d] = std::min(r[in.a], r[in.b]); break;
-      case Op::kMaxU: r[in.d] = std::max(r[in.a], r[in.b]); break;
-      case Op::kAnd: r[in.d] = r[in.a] & r[in.b]; break;
-      case Op::kOr: r[in.d] = r[in.a] | r[in.b]; break;
-      case Op::kXor: r[in.d] = r[in.a] ^ r[in.b]; break;
-      case Op::kNot: r[in.d] = ~r[in.a] & mask; break;
-      case Op::kCnot: r[in.d] = r[in.a] == 0 ? 1 : 0; break;
-      case Op::kNeg: r[in.d] = (0 - r[in.a]) & mask; break;
+      case Op::kRemU:
+        r[in.d] = (r[in.b] == 0 ? r[in.a] : r[in.a] % r[in.b]) & mask;
+        break;
+      case Op::kMinS:
+        r[in.d] = sext(r[in.a], in.mod) <= sext(r[in.b], in.mod) ? r[in.a] : r[in.b];
+        break;
+      case Op::kMaxS:
+        r[in.d] = sext(r[in.a], in.mod) >= sext(r[in.b], in.mod) ? r[in.a] : r[in.b];
+        break;
+      case Op::kMinU:
+        r[in.d] = std::min(r[in.a], r[in.b]);
+        break;
+      case Op::kMaxU:
+        r[in.d] = std::max(r[in.a], r[in.b]);
+        break;
+      case Op::kAnd:
+        r[in.d] = r[in.a] & r[in.b];
+        break;
+      case Op::kOr:
+        r[in.d] = r[in.a] | r[in.b];
+        break;
+      case Op::kXor:
+        r[in.d] = r[in.a] ^ r[in.b];
+        break;
+      case Op::kNot:
+        r[in.d] = ~r[in.a] & mask;
+        break;
+      case Op::kCnot:
+        r[in.d] = r[in.a] == 0 ? 1 : 0;
+        break;
+      case Op::kNeg:
+        r[in.d] = (0 - r[in.a]) & mask;
+        break;
       case Op::kAbs: {
         const int64_t a = sext(r[in.a], in.mod);
         r[in.d] = (a < 0 ? 0 - static_cast<uint64_t>(a) : static_cast<uint64_t>(a)) & mask;
@@ -717,17 +894,24 @@ Stop BlockRunner::run(uint64_t* r, uint32_t& pc_ref, std::byte* local) {
         r[in.d] = static_cast<uint64_t>(sext(r[in.a], in.mod) >> s) & mask;
         break;
       }
-      case Op::kPopc: r[in.d] = static_cast<uint64_t>(std::popcount(r[in.a])); break;
-      case Op::kClz: r[in.d] = static_cast<uint64_t>(std::countl_zero(r[in.a]) - (64 - in.mod)); break;
+      case Op::kPopc:
+        r[in.d] = static_cast<uint64_t>(std::popcount(r[in.a]));
+        break;
+      case Op::kClz:
+        r[in.d] = static_cast<uint64_t>(std::countl_zero(r[in.a]) - (64 - in.mod));
+        break;
       case Op::kBrev: {
         uint64_t v = r[in.a], o = 0;
         for (unsigned i = 0; i < in.mod; ++i) o |= ((v >> i) & 1) << (in.mod - 1 - i);
         r[in.d] = o;
         break;
       }
-      case Op::kSelp: r[in.d] = (r[in.c] & 1) ? r[in.a] : r[in.b]; break;
+      case Op::kSelp:
+        r[in.d] = (r[in.c] & 1) ? r[in.a] : r[in.b];
+        break;
       case Op::kSetpS: {
-        const bool p = icmp<int64_t>(static_cast<Cmp>(in.imm & 0xff), sext(r[in.a], in.mod), sext(r[in.b], in.mod));
+        const bool p = icmp<int64_t>(static_cast<Cmp>(in.imm & 0xff), sext(r[in.a], in.mod),
+                                     sext(r[in.b], in.mod));
         r[in.d] = combine(p, in.imm, r[in.c]);
         break;
       }
@@ -746,71 +930,116 @@ Stop BlockRunner::run(uint64_t* r, uint32_t& pc_ref, std::byte* local) {
         r[in.d] = combine(p, in.imm, r[in.c]);
         break;
       }
-#define GL_F32_BIN(NAME, EXPR)                                   \
-  case Op::NAME: {                                               \
-    float a = f32(r[in.a]), b = f32(r[in.b]);                    \
-    if (in.mod & kFlagFtz) { a = ftz(a); b = ftz(b); }           \
-    float v = (EXPR);                                            \
-    if (in.mod) { if (in.mod & kFlagFtz) v = ftz(v); if (in.mod & kFlagSat) v = sat(v); } \
-    r[in.d] = bits(v);                                           \
-    break;                                                       \
+#define GL_F32_BIN(NAME, EXPR)                \
+  case Op::NAME: {                            \
+    float a = f32(r[in.a]), b = f32(r[in.b]); \
+    if (in.mod & kFlagFtz) {                  \
+      a = ftz(a);                             \
+      b = ftz(b);                             \
+    }                                         \
+    float v = (EXPR);                         \
+    if (in.mod) {                             \
+      if (in.mod & kFlagFtz) v = ftz(v);      \
+      if (in.mod & kFlagSat) v = sat(v);      \
+    }                                         \
+    r[in.d] = bits(v);                        \
+    break;                                    \
   }
-      GL_F32_BIN(kAddF32, a + b)
-      GL_F32_BIN(kSubF32, a - b)
-      GL_F32_BIN(kMulF32, a * b)
-      GL_F32_BIN(kDivF32, a / b)
-      GL_F32_BIN(kMinF32, pmin(a, b))
-      GL_F32_BIN(kMaxF32, pmax(a, b))
+        GL_F32_BIN(kAddF32, a + b)
+        GL_F32_BIN(kSubF32, a - b)
+        GL_F32_BIN(kMulF32, a * b)
+        GL_F32_BIN(kDivF32, a / b)
+        GL_F32_BIN(kMinF32, pmin(a, b))
+        GL_F32_BIN(kMaxF32, pmax(a, b))
 #undef GL_F32_BIN
       case Op::kFmaF32: {
         float a = f32(r[in.a]), b = f32(r[in.b]), c = f32(r[in.c]);
-        if (in.mod & kFlagFtz) { a = ftz(a); b = ftz(b); c = ftz(c); }
+        if (in.mod & kFlagFtz) {
+          a = ftz(a);
+          b = ftz(b);
+          c = ftz(c);
+        }
         float v = std::fma(a, b, c);
-        if (in.mod) { if (in.mod & kFlagFtz) v = ftz(v); if (in.mod & kFlagSat) v = sat(v); }
+        if (in.mod) {
+          if (in.mod & kFlagFtz) v = ftz(v);
+          if (in.mod & kFlagSat) v = sat(v);
+        }
         r[in.d] = bits(v);
         break;
       }
-#define GL_F32_UN(NAME, EXPR)                                    \
-  case Op::NAME: {                                               \
-    float a = f32(r[in.a]);                                      \
-    if (in.mod & kFlagFtz) a = ftz(a);                           \
-    float v = (EXPR);                                            \
-    if (in.mod) { if (in.mod & kFlagFtz) v = ftz(v); if (in.mod & kFlagSat) v = sat(v); } \
-    r[in.d] = bits(v);                                           \
-    break;                                                       \
+#define GL_F32_UN(NAME, EXPR)            \
+  case Op::NAME: {                       \
+    float a = f32(r[in.a]);              \
+    if (in.mod & kFlagFtz) a = ftz(a);   \
+    float v = (EXPR);                    \
+    if (in.mod) {                        \
+      if (in.mod & kFlagFtz) v = ftz(v); \
+      if (in.mod & kFlagSat) v = sat(v); \
+    }                                    \
+    r[in.d] = bits(v);                   \
+    break;                               \
   }
-      GL_F32_UN(kSqrtF32, std::sqrt(a))
-      GL_F32_UN(kRcpF32, 1.0f / a)
-      GL_F32_UN(kRsqrtF32, 1.0f / std::sqrt(a))
-      GL_F32_UN(kEx2F32, std::exp2(a))
-      GL_F32_UN(kLg2F32, std::log2(a))
-      GL_F32_UN(kSinF32, std::sin(a))
-      GL_F32_UN(kCosF32, std::cos(a))
-      GL_F32_UN(kTanhF32, std::tanh(a))
+        GL_F32_UN(kSqrtF32, std::sqrt(a))
+        GL_F32_UN(kRcpF32, 1.0f / a)
+        GL_F32_UN(kRsqrtF32, 1.0f / std::sqrt(a))
+        GL_F32_UN(kEx2F32, std::exp2(a))
+        GL_F32_UN(kLg2F32, std::log2(a))
+        GL_F32_UN(kSinF32, std::sin(a))
+        GL_F32_UN(kCosF32, std::cos(a))
+        GL_F32_UN(kTanhF32, std::tanh(a))
 #undef GL_F32_UN
-      case Op::kNegF32: r[in.d] = (r[in.a] ^ 0x80000000u) & 0xffffffffu; break;
-      case Op::kAbsF32: r[in.d] = r[in.a] & 0x7fffffffu; break;
-      case Op::kAddF64: r[in.d] = bits(f64(r[in.a]) + f64(r[in.b])); break;
-      case Op::kSubF64: r[in.d] = bits(f64(r[in.a]) - f64(r[in.b])); break;
-      case Op::kMulF64: r[in.d] = bits(f64(r[in.a]) * f64(r[in.b])); break;
-      case Op::kDivF64: r[in.d] = bits(f64(r[in.a]) / f64(r[in.b])); break;
-      case Op::kFmaF64: r[in.d] = bits(std::fma(f64(r[in.a]), f64(r[in.b]), f64(r[in.c]))); break;
-      case Op::kMinF64: r[in.d] = bits(pmin(f64(r[in.a]), f64(r[in.b]))); break;
-      case Op::kMaxF64: r[in.d] = bits(pmax(f64(r[in.a]), f64(r[in.b]))); break;
-      case Op::kNegF64: r[in.d] = r[in.a] ^ (uint64_t{1} << 63); break;
-      case Op::kAbsF64: r[in.d] = r[in.a] & ~(uint64_t{1} << 63); break;
-      case Op::kSqrtF64: r[in.d] = bits(std::sqrt(f64(r[in.a]))); break;
-      case Op::kRcpF64: r[in.d] = bits(1.0 / f64(r[in.a])); break;
-      case Op::kRsqrtF64: r[in.d] = bits(1.0 / std::sqrt(f64(r[in.a]))); break;
+      case Op::kNegF32:
+        r[in.d] = (r[in.a] ^ 0x80000000u) & 0xffffffffu;
+        break;
+      case Op::kAbsF32:
+        r[in.d] = r[in.a] & 0x7fffffffu;
+        break;
+      case Op::kAddF64:
+        r[in.d] = bits(f64(r[in.a]) + f64(r[in.b]));
+        break;
+      case Op::kSubF64:
+        r[in.d] = bits(f64(r[in.a]) - f64(r[in.b]));
+        break;
+      case Op::kMulF64:
+        r[in.d] = bits(f64(r[in.a]) * f64(r[in.b]));
+        break;
+      case Op::kDivF64:
+        r[in.d] = bits(f64(r[in.a]) / f64(r[in.b]));
+        break;
+      case Op::kFmaF64:
+        r[in.d] = bits(std::fma(f64(r[in.a]), f64(r[in.b]), f64(r[in.c])));
+        break;
+      case Op::kMinF64:
+        r[in.d] = bits(pmin(f64(r[in.a]), f64(r[in.b])));
+        break;
+      case Op::kMaxF64:
+        r[in.d] = bits(pmax(f64(r[in.a]), f64(r[in.b])));
+        break;
+      case Op::kNegF64:
+        r[in.d] = r[in.a] ^ (uint64_t{1} << 63);
+        break;
+      case Op::kAbsF64:
+        r[in.d] = r[in.a] & ~(uint64_t{1} << 63);
+        break;
+      case Op::kSqrtF64:
+        r[in.d] = bits(std::sqrt(f64(r[in.a])));
+        break;
+      case Op::kRcpF64:
+        r[in.d] = bits(1.0 / f64(r[in.a]));
+        break;
+      case Op::kRsqrtF64:
+        r[in.d] = bits(1.0 / std::sqrt(f64(r[in.a])));
+        break;
       case Op::kCvtInt: {
-        const uint64_t v = in.c ? static_cast<uint64_t>(sext(r[in.a], in.mod))
-                                : (in.mod >= 64 ? r[in.a] : r[in.a] & ((uint64_t{1} << in.mod) - 1));
+        const uint64_t v = in.c
+                               ? static_cast<uint64_t>(sext(r[in.a], in.mod))
+                               : (in.mod >= 64 ? r[in.a] : r[in.a] & ((uint64_t{1} << in.mod) - 1));
         r[in.d] = v & mask;
         break;
       }
       case Op::kCvt:
-        r[in.d] = convert(r[in.a], static_cast<Ty>(in.b), static_cast<Ty>(in.c), static_cast<Rnd>(in.mod & 15),
-                          static_cast<uint8_t>(in.mod >> 4));
+        r[in.d] = convert(r[in.a], static_cast<Ty>(in.b), static_cast<Ty>(in.c),
+                          static_cast<Rnd>(in.mod & 15), static_cast<uint8_t>(in.mod >> 4));
         break;
       case Op::kLdGlobal: {
         const uint32_t size = 1u << (in.mod & 3);
@@ -846,7 +1075,8 @@ Stop BlockRunner::run(uint64_t* r, uint32_t& pc_ref, std::byte* local) {
         const uint32_t size = 1u << (in.mod & 3);
         const uint64_t addr = r[in.a] + mask;
         if (addr >= shared_size || size > shared_size - addr || (addr & (size - 1)) != 0) {
-          result = mem_fault(pc, (addr & (size - 1)) ? "misaligned address" : "illegal address", Space::kShared, "ld", addr, size);
+          result = mem_fault(pc, (addr & (size - 1)) ? "misaligned address" : "illegal address",
+                             Space::kShared, "ld", addr, size);
           goto out;
         }
         r[in.d] = extend(load_raw(shared + addr, size, false), in.mod);
@@ -856,7 +1086,8 @@ Stop BlockRunner::run(uint64_t* r, uint32_t& pc_ref, std::byte* local) {
         const uint32_t size = 1u << (in.mod & 3);
         const uint64_t addr = r[in.a] + mask;
         if (addr >= shared_size || size > shared_size - addr || (addr & (size - 1)) != 0) {
-          result = mem_fault(pc, (addr & (size - 1)) ? "misaligned address" : "illegal address", Space::kShared, "st", addr, size);
+          result = mem_fault(pc, (addr & (size - 1)) ? "misaligned address" : "illegal address",
+                             Space::kShared, "st", addr, size);
           goto out;
         }
         store_raw(shared + addr, size, r[in.b], false);
@@ -876,8 +1107,8 @@ Stop BlockRunner::run(uint64_t* r, uint32_t& pc_ref, std::byte* local) {
       case Op::kLdGeneric: {
         const uint32_t size = 1u << (in.mod & 3);
         Space actual;
-        const std::byte* p = resolve(in.op == Op::kLdLocal ? Space::kLocal : Space::kGeneric, r[in.a] + mask, size, size,
-                                     local, pc, "ld", &actual);
+        const std::byte* p = resolve(in.op == Op::kLdLocal ? Space::kLocal : Space::kGeneric,
+                                     r[in.a] + mask, size, size, local, pc, "ld", &actual);
         if (p == nullptr) {
           result = Stop::kFault;
           goto out;
@@ -889,8 +1120,8 @@ Stop BlockRunner::run(uint64_t* r, uint32_t& pc_ref, std::byte* local) {
       case Op::kStGeneric: {
         const uint32_t size = 1u << (in.mod & 3);
         Space actual;
-        std::byte* p = resolve(in.op == Op::kStLocal ? Space::kLocal : Space::kGeneric, r[in.a] + mask, size, size, local,
-                               pc, "st", &actual);
+        std::byte* p = resolve(in.op == Op::kStLocal ? Space::kLocal : Space::kGeneric,
+                               r[in.a] + mask, size, size, local, pc, "st", &actual);
         if (p == nullptr) {
           result = Stop::kFault;
           goto out;
@@ -911,7 +1142,9 @@ Stop BlockRunner::run(uint64_t* r, uint32_t& pc_ref, std::byte* local) {
           goto out;
         }
         break;
-      case Op::kBra: pc = static_cast<uint32_t>(in.imm); continue;
+      case Op::kBra:
+        pc = static_cast<uint32_t>(in.imm);
+        continue;
       case Op::kBar:
         pc_ref = pc + 1;
         fuel_ = fuel;

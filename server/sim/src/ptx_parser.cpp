@@ -39,8 +39,12 @@ bool is_ident_start(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '$' || c == '%' ||
          c == '.';
 }
-bool is_ident_char(char c) { return is_ident_start(c) || (c >= '0' && c <= '9'); }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_ident_char(char c) {
+  return is_ident_start(c) || (c >= '0' && c <= '9');
+}
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 class Lexer {
  public:
@@ -58,14 +62,15 @@ class Lexer {
     const size_t start = pos_;
     const char c = s_[pos_];
     if (is_digit(c)) {
-      const bool radix = c == '0' && pos_ + 1 < s_.size() &&
-                         std::strchr("xXfFdDbB", s_[pos_ + 1]) != nullptr;
+      const bool radix =
+          c == '0' && pos_ + 1 < s_.size() && std::strchr("xXfFdDbB", s_[pos_ + 1]) != nullptr;
       ++pos_;
       while (pos_ < s_.size()) {
         const char d = s_[pos_];
         if (is_ident_char(d) && d != '%' && d != '$') {
           ++pos_;
-        } else if ((d == '+' || d == '-') && !radix && (s_[pos_ - 1] == 'e' || s_[pos_ - 1] == 'E')) {
+        } else if ((d == '+' || d == '-') && !radix &&
+                   (s_[pos_ - 1] == 'e' || s_[pos_ - 1] == 'E')) {
           ++pos_;
         } else {
           break;
@@ -109,7 +114,8 @@ class Lexer {
         while (pos_ < s_.size() && s_[pos_] != '\n') ++pos_;
       } else if (c == '/' && pos_ + 1 < s_.size() && s_[pos_ + 1] == '*') {
         pos_ += 2;
-        while (pos_ < s_.size() && !(s_[pos_] == '*' && pos_ + 1 < s_.size() && s_[pos_ + 1] == '/')) {
+        while (pos_ < s_.size() &&
+               !(s_[pos_] == '*' && pos_ + 1 < s_.size() && s_[pos_ + 1] == '/')) {
           if (s_[pos_] == '\n') ++line_;
           ++pos_;
         }
@@ -206,7 +212,9 @@ std::optional<Literal> parse_literal(std::string_view t, bool negate) {
   return lit;
 }
 
-uint64_t mask_of(unsigned bits) { return bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1; }
+uint64_t mask_of(unsigned bits) {
+  return bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1;
+}
 
 // ---------------------------------------------------------------- types
 
@@ -220,8 +228,8 @@ struct TypeInfo {
 
 std::optional<TypeInfo> type_of(std::string_view m) {
   static const std::pair<std::string_view, TypeInfo> kTypes[] = {
-      {"u8", {Ty::kU8, 8, false, false, false}},   {"b8", {Ty::kU8, 8, false, false, false}},
-      {"s8", {Ty::kS8, 8, false, true, false}},    {"u16", {Ty::kU16, 16, false, false, false}},
+      {"u8", {Ty::kU8, 8, false, false, false}},    {"b8", {Ty::kU8, 8, false, false, false}},
+      {"s8", {Ty::kS8, 8, false, true, false}},     {"u16", {Ty::kU16, 16, false, false, false}},
       {"b16", {Ty::kU16, 16, false, false, false}}, {"s16", {Ty::kS16, 16, false, true, false}},
       {"u32", {Ty::kU32, 32, false, false, false}}, {"b32", {Ty::kU32, 32, false, false, false}},
       {"s32", {Ty::kS32, 32, false, true, false}},  {"u64", {Ty::kU64, 64, false, false, false}},
@@ -239,12 +247,12 @@ std::optional<TypeInfo> type_of(std::string_view m) {
 struct Operand {
   enum Kind : uint8_t { kReg, kImm, kAddr, kVec, kSym, kSink } kind = kReg;
   Slot slot = 0;
-  uint8_t bits = 0;       // register size (1 for predicates)
-  bool negated = false;   // !%p
-  Literal lit;            // kImm
-  std::string_view sym;   // kSym, or the symbol of a kAddr
-  bool has_base = false;  // kAddr: [reg + off]
-  int64_t offset = 0;     // kAddr
+  uint8_t bits = 0;            // register size (1 for predicates)
+  bool negated = false;        // !%p
+  Literal lit;                 // kImm
+  std::string_view sym;        // kSym, or the symbol of a kAddr
+  bool has_base = false;       // kAddr: [reg + off]
+  int64_t offset = 0;          // kAddr
   std::vector<Operand> elems;  // kVec (kReg or kSink)
 };
 
@@ -278,14 +286,16 @@ class Parser {
     bool seen_version = false, seen_target = false;
     while (tok_.kind != Tk::kEnd) {
       const uint32_t line = tok_.line;
-      if (tok_.kind != Tk::kIdent) return error(line, "expected a directive, got '" + std::string(tok_.text) + "'");
+      if (tok_.kind != Tk::kIdent)
+        return error(line, "expected a directive, got '" + std::string(tok_.text) + "'");
       const std::string_view d = tok_.text;
       if (d == ".version") {
         if (!advance()) return fail_result();
         if (tok_.kind != Tk::kNumber) return error(line, ".version needs a number");
         // Accept any 7.x..9.x; the subset is what is checked, not the number.
         const std::string_view v = tok_.text;
-        if (v.empty() || v[0] < '1' || v[0] > '9') return error(line, "unsupported .version " + std::string(v));
+        if (v.empty() || v[0] < '1' || v[0] > '9')
+          return error(line, "unsupported .version " + std::string(v));
         if (!advance()) return fail_result();
         seen_version = true;
       } else if (d == ".target") {
@@ -294,22 +304,25 @@ class Parser {
           if (!first && !advance()) return fail_result();
           if (tok_.kind != Tk::kIdent) return error(tok_.line, ".target needs a target name");
           const std::string_view t = tok_.text;
-          if (!(t.substr(0, 3) == "sm_" || t.substr(0, 8) == "compute_" || t == "texmode_independent" ||
-                t == "texmode_unified" || t == "map_f64_to_f32"))
+          if (!(t.substr(0, 3) == "sm_" || t.substr(0, 8) == "compute_" ||
+                t == "texmode_independent" || t == "texmode_unified" || t == "map_f64_to_f32"))
             return error(tok_.line, "unsupported .target " + std::string(t));
           if (!advance()) return fail_result();
         }
         seen_target = true;
       } else if (d == ".address_size") {
         if (!advance()) return fail_result();
-        if (tok_.kind != Tk::kNumber || tok_.text != "64") return error(line, "only .address_size 64 is supported");
+        if (tok_.kind != Tk::kNumber || tok_.text != "64")
+          return error(line, "only .address_size 64 is supported");
         if (!advance()) return fail_result();
       } else if (d == ".pragma" || d == ".file") {
         if (!skip_statement()) return fail_result();
         continue;
-      } else if (d == ".visible" || d == ".weak" || d == ".extern" || d == ".entry" || d == ".func" ||
-                 d == ".shared" || d == ".global" || d == ".const" || d == ".local") {
-        if (!seen_version || !seen_target) return error(line, "'" + std::string(d) + "' before .version and .target");
+      } else if (d == ".visible" || d == ".weak" || d == ".extern" || d == ".entry" ||
+                 d == ".func" || d == ".shared" || d == ".global" || d == ".const" ||
+                 d == ".local") {
+        if (!seen_version || !seen_target)
+          return error(line, "'" + std::string(d) + "' before .version and .target");
         if (!module_decl()) return fail_result();
         continue;
       } else if (d == ".section") {
@@ -331,7 +344,9 @@ class Parser {
     if (err_.empty()) err_ = "line " + std::to_string(line) + ": " + msg;
     return make_error(Status::kLoadFailed, err_);
   }
-  Error fail_result() { return make_error(Status::kLoadFailed, err_.empty() ? "malformed PTX" : err_); }
+  Error fail_result() {
+    return make_error(Status::kLoadFailed, err_.empty() ? "malformed PTX" : err_);
+  }
   bool fail(uint32_t line, std::string msg) {
     (void)error(line, std::move(msg));
     return false;
@@ -345,12 +360,17 @@ class Parser {
     }
     return true;
   }
-  bool is_punct(char c) const { return tok_.kind == Tk::kPunct && tok_.text.size() == 1 && tok_.text[0] == c; }
+  bool is_punct(char c) const {
+    return tok_.kind == Tk::kPunct && tok_.text.size() == 1 && tok_.text[0] == c;
+  }
   bool expect_punct(char c) {
-    if (!is_punct(c)) return fail(tok_.line, std::string("expected '") + c + "', got '" + token_text() + "'");
+    if (!is_punct(c))
+      return fail(tok_.line, std::string("expected '") + c + "', got '" + token_text() + "'");
     return advance();
   }
-  std::string token_text() const { return tok_.kind == Tk::kEnd ? "end of input" : std::string(tok_.text); }
+  std::string token_text() const {
+    return tok_.kind == Tk::kEnd ? "end of input" : std::string(tok_.text);
+  }
   bool expect_semicolon_optional() {
     if (is_punct(';')) return advance();
     return true;
@@ -364,7 +384,8 @@ class Parser {
   bool expect_number(uint64_t& v, uint64_t max, const char* what) {
     if (tok_.kind != Tk::kNumber) return fail(tok_.line, std::string("expected ") + what);
     auto n = parse_uint(tok_.text);
-    if (!n || *n > max) return fail(tok_.line, std::string("bad ") + what + " '" + std::string(tok_.text) + "'");
+    if (!n || *n > max)
+      return fail(tok_.line, std::string("bad ") + what + " '" + std::string(tok_.text) + "'");
     v = *n;
     return advance();
   }
@@ -372,7 +393,8 @@ class Parser {
   // ---- module-level declarations
   bool module_decl() {
     bool is_extern = false;
-    while (tok_.kind == Tk::kIdent && (tok_.text == ".visible" || tok_.text == ".weak" || tok_.text == ".extern")) {
+    while (tok_.kind == Tk::kIdent &&
+           (tok_.text == ".visible" || tok_.text == ".weak" || tok_.text == ".extern")) {
       if (tok_.text == ".extern") is_extern = true;
       if (!advance()) return false;
     }
@@ -383,7 +405,8 @@ class Parser {
       if (!advance()) return false;
       return entry();
     }
-    if (tok_.text == ".func") return fail(line, "unsupported directive .func (device function calls are not supported)");
+    if (tok_.text == ".func")
+      return fail(line, "unsupported directive .func (device function calls are not supported)");
     if (tok_.text == ".shared") {
       if (!advance()) return false;
       std::string name;
@@ -394,7 +417,8 @@ class Parser {
       module_shared_order_.push_back(name);
       return expect_punct(';');
     }
-    return fail(line, "unsupported directive " + std::string(tok_.text) + " (module-scope variables)");
+    return fail(line,
+                "unsupported directive " + std::string(tok_.text) + " (module-scope variables)");
   }
 
   // [.align N] .type name[N] | name[] | name   (after the state space)
@@ -403,14 +427,17 @@ class Parser {
     if (tok_.kind == Tk::kIdent && tok_.text == ".align") {
       if (!advance()) return false;
       if (!expect_number(align, 4096, "alignment")) return false;
-      if (align == 0 || (align & (align - 1)) != 0) return fail(tok_.line, "alignment must be a power of two");
+      if (align == 0 || (align & (align - 1)) != 0)
+        return fail(tok_.line, "alignment must be a power of two");
     }
-    if (tok_.kind != Tk::kIdent || tok_.text.empty() || tok_.text[0] != '.') return fail(tok_.line, "expected a type");
+    if (tok_.kind != Tk::kIdent || tok_.text.empty() || tok_.text[0] != '.')
+      return fail(tok_.line, "expected a type");
     auto ti = type_of(tok_.text.substr(1));
     if (!ti || ti->is_pred) return fail(tok_.line, "unsupported variable type " + token_text());
     const uint32_t elem = ti->bits / 8;
     if (!advance()) return false;
-    if (tok_.kind != Tk::kIdent || tok_.text[0] == '%' || tok_.text[0] == '.') return fail(tok_.line, "expected a variable name");
+    if (tok_.kind != Tk::kIdent || tok_.text[0] == '%' || tok_.text[0] == '.')
+      return fail(tok_.line, "expected a variable name");
     name = std::string(tok_.text);
     if (!advance()) return false;
     uint64_t count = 1;
@@ -438,23 +465,27 @@ class Parser {
   // ---- kernels
   bool entry() {
     if (module_->kernels.size() >= limits_.max_kernels) return fail(tok_.line, "too many kernels");
-    if (tok_.kind != Tk::kIdent || tok_.text[0] == '.' || tok_.text[0] == '%') return fail(tok_.line, "expected a kernel name");
+    if (tok_.kind != Tk::kIdent || tok_.text[0] == '.' || tok_.text[0] == '%')
+      return fail(tok_.line, "expected a kernel name");
     k_ = Kernel{};
     k_.name = std::string(tok_.text);
-    if (module_->find(k_.name) != nullptr) return fail(tok_.line, "kernel " + k_.name + " defined twice");
+    if (module_->find(k_.name) != nullptr)
+      return fail(tok_.line, "kernel " + k_.name + " defined twice");
     if (!advance()) return false;
     // Parameters.
     params_.clear();
     if (!expect_punct('(')) return false;
     while (!is_punct(')')) {
       if (!params_.empty() && !expect_punct(',')) return false;
-      if (tok_.kind != Tk::kIdent || tok_.text != ".param") return fail(tok_.line, "expected .param");
+      if (tok_.kind != Tk::kIdent || tok_.text != ".param")
+        return fail(tok_.line, "expected .param");
       if (!advance()) return false;
       if (k_.params.size() >= limits_.max_params) return fail(tok_.line, "too many parameters");
       // .param [.ptr .space [.align N]] — only the alignment matters here.
       if (tok_.kind == Tk::kIdent && tok_.text == ".ptr") {
         if (!advance()) return false;
-        if (tok_.kind == Tk::kIdent && (tok_.text == ".global" || tok_.text == ".shared" || tok_.text == ".local" || tok_.text == ".const"))
+        if (tok_.kind == Tk::kIdent && (tok_.text == ".global" || tok_.text == ".shared" ||
+                                        tok_.text == ".local" || tok_.text == ".const"))
           if (!advance()) return false;
       }
       std::string name;
@@ -462,7 +493,9 @@ class Parser {
       if (!var_decl(name, v, false, limits_.max_param_bytes)) return false;
       if (params_.count(name) != 0) return fail(tok_.line, "parameter " + name + " declared twice");
       uint64_t off = (uint64_t{k_.param_bytes} + v.align - 1) / v.align * v.align;
-      if (off + v.size > limits_.max_param_bytes) return fail(tok_.line, "parameters exceed " + std::to_string(limits_.max_param_bytes) + " bytes");
+      if (off + v.size > limits_.max_param_bytes)
+        return fail(tok_.line,
+                    "parameters exceed " + std::to_string(limits_.max_param_bytes) + " bytes");
       Param p{name, static_cast<uint32_t>(off), v.size, v.align};
       params_.emplace(name, k_.params.size());
       k_.params.push_back(p);
@@ -470,9 +503,10 @@ class Parser {
     }
     if (!advance()) return false;
     // Performance directives (.maxntid 256, 1, 1 etc.): accepted, not enforced.
-    while (tok_.kind == Tk::kIdent && (tok_.text == ".maxntid" || tok_.text == ".reqntid" || tok_.text == ".minnctapersm" ||
-                                       tok_.text == ".maxnctapersm" || tok_.text == ".maxnreg" || tok_.text == ".noreturn" ||
-                                       tok_.text == ".maxclusterrank" || tok_.text == ".reqnctapercluster")) {
+    while (tok_.kind == Tk::kIdent &&
+           (tok_.text == ".maxntid" || tok_.text == ".reqntid" || tok_.text == ".minnctapersm" ||
+            tok_.text == ".maxnctapersm" || tok_.text == ".maxnreg" || tok_.text == ".noreturn" ||
+            tok_.text == ".maxclusterrank" || tok_.text == ".reqnctapercluster")) {
       if (!advance()) return false;
       while (tok_.kind == Tk::kNumber || is_punct(','))
         if (!advance()) return false;
@@ -510,7 +544,8 @@ class Parser {
     while (depth > 0) {
       const uint32_t line = tok_.line;
       if (tok_.kind == Tk::kEnd) return fail(line, "missing '}' at the end of kernel " + k_.name);
-      if (k_.init_regs.size() > limits_.max_slots) return fail(line, "too many registers and constants");
+      if (k_.init_regs.size() > limits_.max_slots)
+        return fail(line, "too many registers and constants");
       if (is_punct('{')) {
         ++depth;
         scopes_.emplace_back();
@@ -536,7 +571,8 @@ class Parser {
         const Token first = tok_;
         if (!advance()) return false;
         if (is_punct(':')) {
-          if (labels_.count(std::string(first.text)) != 0) return fail(line, "label " + std::string(first.text) + " defined twice");
+          if (labels_.count(std::string(first.text)) != 0)
+            return fail(line, "label " + std::string(first.text) + " defined twice");
           labels_.emplace(std::string(first.text), static_cast<uint32_t>(k_.code.size()));
           if (!advance()) return false;
           continue;
@@ -551,12 +587,15 @@ class Parser {
           neg = true;
           if (!advance()) return false;
         }
-        if (tok_.kind != Tk::kIdent || tok_.text[0] != '%') return fail(tok_.line, "expected a predicate after '@'");
+        if (tok_.kind != Tk::kIdent || tok_.text[0] != '%')
+          return fail(tok_.line, "expected a predicate after '@'");
         const RegInfo* r = find_reg(tok_.text);
-        if (r == nullptr || r->bits != 1) return fail(tok_.line, "guard " + token_text() + " is not a predicate register");
+        if (r == nullptr || r->bits != 1)
+          return fail(tok_.line, "guard " + token_text() + " is not a predicate register");
         const Slot g = r->slot;
         if (!advance()) return false;
-        if (tok_.kind != Tk::kIdent || tok_.text[0] == '%' || tok_.text[0] == '.') return fail(tok_.line, "expected an instruction after the guard");
+        if (tok_.kind != Tk::kIdent || tok_.text[0] == '%' || tok_.text[0] == '.')
+          return fail(tok_.line, "expected an instruction after the guard");
         const Token first = tok_;
         if (!advance()) return false;
         if (!instruction(first, g, neg)) return false;
@@ -589,7 +628,9 @@ class Parser {
     };
     for (const auto& n : module_shared_order_) place(n, module_shared_.at(n));
     for (const auto& n : shared_order_) place(n, shared_.at(n));
-    if (off > limits_.max_shared_bytes) return fail(tok_.line, "kernel " + k_.name + " declares more than " + std::to_string(limits_.max_shared_bytes) + " bytes of .shared");
+    if (off > limits_.max_shared_bytes)
+      return fail(tok_.line, "kernel " + k_.name + " declares more than " +
+                                 std::to_string(limits_.max_shared_bytes) + " bytes of .shared");
     k_.static_shared_bytes = static_cast<uint32_t>(off);
     k_.dynamic_shared_offset = static_cast<uint32_t>((off + dyn_align - 1) / dyn_align * dyn_align);
     for (const auto& [name, v] : module_shared_)
@@ -641,7 +682,8 @@ class Parser {
       if (!advance()) return false;
       for (bool first = true; !is_punct(';'); first = false) {
         if (!first && !expect_punct(',')) return false;
-        if (tok_.kind != Tk::kIdent || tok_.text[0] != '%') return fail(tok_.line, "expected a register name");
+        if (tok_.kind != Tk::kIdent || tok_.text[0] != '%')
+          return fail(tok_.line, "expected a register name");
         std::string name(tok_.text);
         if (!advance()) return false;
         if (is_punct('<')) {
@@ -664,14 +706,17 @@ class Parser {
       SharedVar v;
       if (d == ".shared") {
         if (!var_decl(name, v, false, limits_.max_shared_bytes)) return false;
-        if (shared_.count(name) != 0 || module_shared_.count(name) != 0) return fail(line, "redeclared .shared " + name);
+        if (shared_.count(name) != 0 || module_shared_.count(name) != 0)
+          return fail(line, "redeclared .shared " + name);
         shared_.emplace(name, v);
         shared_order_.push_back(name);
       } else {
         if (!var_decl(name, v, false, limits_.max_local_bytes)) return false;
         if (local_.count(name) != 0) return fail(line, "redeclared .local " + name);
         uint64_t off = (uint64_t{k_.local_bytes} + v.align - 1) / v.align * v.align;
-        if (off + v.size > limits_.max_local_bytes) return fail(line, "more than " + std::to_string(limits_.max_local_bytes) + " bytes of .local");
+        if (off + v.size > limits_.max_local_bytes)
+          return fail(line,
+                      "more than " + std::to_string(limits_.max_local_bytes) + " bytes of .local");
         local_.emplace(name, static_cast<uint32_t>(off));
         k_.local_bytes = static_cast<uint32_t>(off + v.size);
       }
@@ -679,12 +724,14 @@ class Parser {
     }
     if (d == ".extern") {
       if (!advance()) return false;
-      if (tok_.kind != Tk::kIdent || tok_.text != ".shared") return fail(line, "only .extern .shared is supported in a kernel");
+      if (tok_.kind != Tk::kIdent || tok_.text != ".shared")
+        return fail(line, "only .extern .shared is supported in a kernel");
       if (!advance()) return false;
       std::string name;
       SharedVar v;
       if (!var_decl(name, v, true, limits_.max_shared_bytes)) return false;
-      if (shared_.count(name) != 0 || module_shared_.count(name) != 0) return fail(line, "redeclared .shared " + name);
+      if (shared_.count(name) != 0 || module_shared_.count(name) != 0)
+        return fail(line, "redeclared .shared " + name);
       shared_.emplace(name, v);
       shared_order_.push_back(name);
       return expect_punct(';');
@@ -698,9 +745,11 @@ class Parser {
     o = Operand{};
     if (is_punct('!')) {
       if (!advance()) return false;
-      if (tok_.kind != Tk::kIdent || tok_.text[0] != '%') return fail(tok_.line, "'!' must precede a predicate");
+      if (tok_.kind != Tk::kIdent || tok_.text[0] != '%')
+        return fail(tok_.line, "'!' must precede a predicate");
       if (!operand(o)) return false;
-      if (o.kind != Operand::kReg || o.bits != 1) return fail(tok_.line, "'!' must precede a predicate");
+      if (o.kind != Operand::kReg || o.bits != 1)
+        return fail(tok_.line, "'!' must precede a predicate");
       o.negated = true;
       return true;
     }
@@ -740,7 +789,8 @@ class Parser {
       if (tok_.kind == Tk::kIdent && tok_.text[0] == '%') {
         Operand r;
         if (!reg_operand(r)) return false;
-        if (r.bits != 32 && r.bits != 64) return fail(tok_.line, "address register " + token_text() + " must be 32 or 64 bits");
+        if (r.bits != 32 && r.bits != 64)
+          return fail(tok_.line, "address register " + token_text() + " must be 32 or 64 bits");
         o.has_base = true;
         o.slot = r.slot;
         o.bits = r.bits;
@@ -786,7 +836,8 @@ class Parser {
           e.slot = kSlotSink;
           if (!advance()) return false;
         } else {
-          if (tok_.kind != Tk::kIdent || tok_.text[0] != '%') return fail(tok_.line, "vector elements must be registers");
+          if (tok_.kind != Tk::kIdent || tok_.text[0] != '%')
+            return fail(tok_.line, "vector elements must be registers");
           if (!reg_operand(e)) return false;
           if (!advance()) return false;
         }
@@ -808,10 +859,10 @@ class Parser {
       return true;
     }
     static const std::pair<std::string_view, Slot> kSpecial[] = {
-        {"%tid.x", kSlotTid},         {"%tid.y", kSlotTid + 1},         {"%tid.z", kSlotTid + 2},
-        {"%ntid.x", kSlotNtid},       {"%ntid.y", kSlotNtid + 1},       {"%ntid.z", kSlotNtid + 2},
-        {"%ctaid.x", kSlotCtaid},     {"%ctaid.y", kSlotCtaid + 1},     {"%ctaid.z", kSlotCtaid + 2},
-        {"%nctaid.x", kSlotNctaid},   {"%nctaid.y", kSlotNctaid + 1},   {"%nctaid.z", kSlotNctaid + 2},
+        {"%tid.x", kSlotTid},       {"%tid.y", kSlotTid + 1},       {"%tid.z", kSlotTid + 2},
+        {"%ntid.x", kSlotNtid},     {"%ntid.y", kSlotNtid + 1},     {"%ntid.z", kSlotNtid + 2},
+        {"%ctaid.x", kSlotCtaid},   {"%ctaid.y", kSlotCtaid + 1},   {"%ctaid.z", kSlotCtaid + 2},
+        {"%nctaid.x", kSlotNctaid}, {"%nctaid.y", kSlotNctaid + 1}, {"%nctaid.z", kSlotNctaid + 2},
         {"%laneid", kSlotLaneid},
     };
     for (const auto& [name, slot] : kSpecial) {
@@ -844,9 +895,11 @@ class Parser {
     Operand& o = c.ops[i];
     if (o.kind == Operand::kReg) {
       if (o.negated) return bad(c, "'!' is only allowed on setp's last operand");
-      if (t.is_pred != (o.bits == 1)) return bad(c, "operand " + std::to_string(i + 1) + " has the wrong register type");
+      if (t.is_pred != (o.bits == 1))
+        return bad(c, "operand " + std::to_string(i + 1) + " has the wrong register type");
       if (o.bits != t.bits && !(allow_wider && o.bits > t.bits)) {
-        return bad(c, "operand " + std::to_string(i + 1) + " is a " + std::to_string(o.bits) + "-bit register, the type needs " + std::to_string(t.bits));
+        return bad(c, "operand " + std::to_string(i + 1) + " is a " + std::to_string(o.bits) +
+                          "-bit register, the type needs " + std::to_string(t.bits));
       }
       out = o.slot;
       return true;
@@ -869,17 +922,27 @@ class Parser {
           float f;
           uint32_t b = static_cast<uint32_t>(l.bits);
           std::memcpy(&f, &b, 4);
-          if (t.bits == 32) { bits = b; return true; }
+          if (t.bits == 32) {
+            bits = b;
+            return true;
+          }
           v = f;
           break;
         }
         case Literal::kF64Bits: {
-          if (t.bits == 64) { bits = l.bits; return true; }
+          if (t.bits == 64) {
+            bits = l.bits;
+            return true;
+          }
           std::memcpy(&v, &l.bits, 8);
           break;
         }
-        case Literal::kDecimal: v = l.value; break;
-        case Literal::kInt: v = static_cast<double>(static_cast<int64_t>(l.bits)); break;
+        case Literal::kDecimal:
+          v = l.value;
+          break;
+        case Literal::kInt:
+          v = static_cast<double>(static_cast<int64_t>(l.bits));
+          break;
       }
       if (t.bits == 32) {
         const float f = static_cast<float>(v);
@@ -906,13 +969,16 @@ class Parser {
     if (o.kind != Operand::kReg || o.negated) return bad(c, "the destination must be a register");
     if (o.slot < kFirstFreeSlot) return bad(c, "special registers are read-only");
     if (t.is_pred != (o.bits == 1) || (o.bits != t.bits && !(allow_wider && o.bits > t.bits)))
-      return bad(c, "the destination is a " + std::to_string(o.bits) + "-bit register, the type needs " + std::to_string(t.is_pred ? 1 : t.bits));
+      return bad(c, "the destination is a " + std::to_string(o.bits) +
+                        "-bit register, the type needs " + std::to_string(t.is_pred ? 1 : t.bits));
     out = o.slot;
     return true;
   }
 
   bool count(Ctx& c, size_t n) {
-    if (c.ops.size() != n) return bad(c, "expects " + std::to_string(n) + " operands, has " + std::to_string(c.ops.size()));
+    if (c.ops.size() != n)
+      return bad(c,
+                 "expects " + std::to_string(n) + " operands, has " + std::to_string(c.ops.size()));
     return true;
   }
 
@@ -924,17 +990,20 @@ class Parser {
   // The address of a memory operand: base slot and offset; symbols are
   // parameters (resolved now) or shared/local arrays (fixed up at the end).
   bool address(Ctx& c, size_t i, Space space, Inst& in) {
-    if (i >= c.ops.size() || c.ops[i].kind != Operand::kAddr) return bad(c, "operand " + std::to_string(i + 1) + " must be an address [..]");
+    if (i >= c.ops.size() || c.ops[i].kind != Operand::kAddr)
+      return bad(c, "operand " + std::to_string(i + 1) + " must be an address [..]");
     const Operand& o = c.ops[i];
     in.a = o.has_base ? o.slot : kSlotZero;
     in.imm = o.offset;
     if (!o.sym.empty()) {
       const std::string sym(o.sym);
       if (auto p = params_.find(sym); p != params_.end()) {
-        if (space != Space::kParam) return bad(c, "parameter " + sym + " used outside the .param space");
+        if (space != Space::kParam)
+          return bad(c, "parameter " + sym + " used outside the .param space");
         in.imm += k_.params[p->second].offset;
       } else if (space == Space::kShared || space == Space::kLocal) {
-        fixups_.push_back(Fixup{Fixup::kInstImm, static_cast<uint32_t>(k_.code.size()), sym, o.offset, c.line});
+        fixups_.push_back(
+            Fixup{Fixup::kInstImm, static_cast<uint32_t>(k_.code.size()), sym, o.offset, c.line});
       } else {
         return bad(c, "symbol " + sym + " is not addressable in this state space");
       }
@@ -972,9 +1041,11 @@ bool Parser::instruction(const Token& first, Slot guard, bool guard_neg) {
   Ctx c;
   c.opcode = first.text;
   c.line = first.line;
-  if (k_.code.size() >= limits_.max_instructions) return fail(c.line, "too many instructions in kernel " + k_.name);
+  if (k_.code.size() >= limits_.max_instructions)
+    return fail(c.line, "too many instructions in kernel " + k_.name);
   while (!is_punct(';')) {
-    if (tok_.kind == Tk::kEnd) return fail(c.line, "missing ';' after '" + std::string(c.opcode) + "'");
+    if (tok_.kind == Tk::kEnd)
+      return fail(c.line, "missing ';' after '" + std::string(c.opcode) + "'");
     if (!c.ops.empty() && !expect_punct(',')) return false;
     if (c.ops.size() >= 8) return bad(c, "too many operands");
     Operand o;
@@ -1008,10 +1079,14 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   std::vector<std::string_view> other;
   for (auto m : mods) {
     if (m.empty()) return bad(c, "empty modifier");
-    if (auto t = type_of(m)) types.push_back(*t);
-    else other.push_back(m);
+    if (auto t = type_of(m))
+      types.push_back(*t);
+    else
+      other.push_back(m);
   }
-  auto has = [&](std::string_view m) { return std::find(other.begin(), other.end(), m) != other.end(); };
+  auto has = [&](std::string_view m) {
+    return std::find(other.begin(), other.end(), m) != other.end();
+  };
   auto take = [&](std::string_view m) {
     auto it = std::find(other.begin(), other.end(), m);
     if (it == other.end()) return false;
@@ -1043,7 +1118,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   };
   auto float_op = [&](Op op32, Op op64, const TypeInfo& t, int nsrc, bool need_rnd) {
     const bool rn = take("rn");
-    if (has("rz") || has("rm") || has("rp")) return bad(c, "only the .rn rounding mode is supported for float arithmetic");
+    if (has("rz") || has("rm") || has("rp"))
+      return bad(c, "only the .rn rounding mode is supported for float arithmetic");
     if (need_rnd && !rn) return bad(c, "a rounding modifier (.rn) is required");
     if (take("ftz")) in.mod |= kFlagFtz;
     if (take("sat")) in.mod |= kFlagSat;
@@ -1078,7 +1154,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
         in.op = Op::kPack64;
         if (!dst(c, 0, t, in.d)) return false;
         std::vector<Operand> halves = s.elems;
-        if (halves[0].kind != Operand::kReg || halves[1].kind != Operand::kReg) return bad(c, "halves must be registers");
+        if (halves[0].kind != Operand::kReg || halves[1].kind != Operand::kReg)
+          return bad(c, "halves must be registers");
         c.ops = {halves[0], halves[1]};
         if (!src(c, 0, h, in.a) || !src(c, 1, h, in.b)) return false;
       }
@@ -1088,9 +1165,11 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     in.op = Op::kMov;
     if (!dst(c, 0, t, in.d)) return false;
     if (s.kind == Operand::kSym) {
-      if (t.is_float || t.is_pred || t.bits < 32) return bad(c, "a symbol's address needs a 32- or 64-bit integer type");
+      if (t.is_float || t.is_pred || t.bits < 32)
+        return bad(c, "a symbol's address needs a 32- or 64-bit integer type");
       const std::string sym(s.sym);
-      if (params_.count(sym) != 0) return bad(c, "taking the address of parameter " + sym + " is not supported");
+      if (params_.count(sym) != 0)
+        return bad(c, "taking the address of parameter " + sym + " is not supported");
       const Slot slot = new_slot(0);
       fixups_.push_back(Fixup{Fixup::kSlotValue, slot, sym, 0, line});
       in.a = slot;
@@ -1104,7 +1183,9 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   if (base == "add" || base == "sub") {
     if (!one_type(t)) return false;
     if (t.is_pred) return bad(c, "predicate type");
-    if (t.is_float) return float_op(base == "add" ? Op::kAddF32 : Op::kSubF32, base == "add" ? Op::kAddF64 : Op::kSubF64, t, 2, false);
+    if (t.is_float)
+      return float_op(base == "add" ? Op::kAddF32 : Op::kSubF32,
+                      base == "add" ? Op::kAddF64 : Op::kSubF64, t, 2, false);
     if (t.bits < 16) return bad(c, "8-bit arithmetic types are not valid");
     if (!no_more()) return false;
     return int_op(base == "add" ? Op::kAdd : Op::kSub, t, 2);
@@ -1113,7 +1194,9 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (!one_type(t)) return false;
     if (t.is_pred) return bad(c, "predicate type");
     const bool mad = base == "mad";
-    if (t.is_float) return float_op(mad ? Op::kFmaF32 : Op::kMulF32, mad ? Op::kFmaF64 : Op::kMulF64, t, mad ? 3 : 2, mad && t.bits == 64);
+    if (t.is_float)
+      return float_op(mad ? Op::kFmaF32 : Op::kMulF32, mad ? Op::kFmaF64 : Op::kMulF64, t,
+                      mad ? 3 : 2, mad && t.bits == 64);
     if (t.bits < 16) return bad(c, "8-bit arithmetic types are not valid");
     const bool lo = take("lo"), hi = take("hi"), wide = take("wide");
     if (!no_more()) return false;
@@ -1123,7 +1206,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
       TypeInfo w = t;
       w.bits = static_cast<uint8_t>(t.bits * 2);
       if (!count(c, mad ? 4 : 3)) return false;
-      in.op = mad ? (t.is_signed ? Op::kMadWideS : Op::kMadWideU) : (t.is_signed ? Op::kMulWideS : Op::kMulWideU);
+      in.op = mad ? (t.is_signed ? Op::kMadWideS : Op::kMadWideU)
+                  : (t.is_signed ? Op::kMulWideS : Op::kMulWideU);
       in.mod = t.bits;
       in.imm = static_cast<int64_t>(mask_of(w.bits));
       if (!dst(c, 0, w, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b)) return false;
@@ -1132,7 +1216,9 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
       return true;
     }
     if (lo) return int_op(mad ? Op::kMadLo : Op::kMulLo, t, mad ? 3 : 2);
-    return int_op(mad ? (t.is_signed ? Op::kMadHiS : Op::kMadHiU) : (t.is_signed ? Op::kMulHiS : Op::kMulHiU), t, mad ? 3 : 2);
+    return int_op(
+        mad ? (t.is_signed ? Op::kMadHiS : Op::kMadHiU) : (t.is_signed ? Op::kMulHiS : Op::kMulHiU),
+        t, mad ? 3 : 2);
   }
   if (base == "fma") {
     if (!one_type(t) || !t.is_float) return bad(c, "fma needs .f32 or .f64");
@@ -1152,7 +1238,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     return int_op(t.is_signed ? Op::kDivS : Op::kDivU, t, 2);
   }
   if (base == "rem") {
-    if (!one_type(t) || t.is_float || t.is_pred || t.bits < 16) return bad(c, "rem needs an integer type");
+    if (!one_type(t) || t.is_float || t.is_pred || t.bits < 16)
+      return bad(c, "rem needs an integer type");
     if (!no_more()) return false;
     return int_op(t.is_signed ? Op::kRemS : Op::kRemU, t, 2);
   }
@@ -1160,7 +1247,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (!one_type(t)) return false;
     if (t.is_float) {
       if (has("NaN") || has("xorsign")) return bad(c, ".NaN / .xorsign are not supported");
-      return float_op(base == "min" ? Op::kMinF32 : Op::kMaxF32, base == "min" ? Op::kMinF64 : Op::kMaxF64, t, 2, false);
+      return float_op(base == "min" ? Op::kMinF32 : Op::kMaxF32,
+                      base == "min" ? Op::kMinF64 : Op::kMaxF64, t, 2, false);
     }
     if (t.is_pred || t.bits < 16) return bad(c, "bad type");
     if (!no_more()) return false;
@@ -1169,14 +1257,18 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   }
   if (base == "neg" || base == "abs") {
     if (!one_type(t)) return false;
-    if (t.is_float) return float_op(base == "neg" ? Op::kNegF32 : Op::kAbsF32, base == "neg" ? Op::kNegF64 : Op::kAbsF64, t, 1, false);
-    if (t.is_pred || t.bits < 16 || (!t.is_signed && base == "abs")) return bad(c, "needs a signed integer type");
+    if (t.is_float)
+      return float_op(base == "neg" ? Op::kNegF32 : Op::kAbsF32,
+                      base == "neg" ? Op::kNegF64 : Op::kAbsF64, t, 1, false);
+    if (t.is_pred || t.bits < 16 || (!t.is_signed && base == "abs"))
+      return bad(c, "needs a signed integer type");
     if (!no_more()) return false;
     return int_op(base == "neg" ? Op::kNeg : Op::kAbs, t, 1);
   }
   if (base == "and" || base == "or" || base == "xor" || base == "not" || base == "cnot") {
     if (!one_type(t) || !no_more()) return false;
-    if (t.is_float || (!t.is_pred && t.bits < 16)) return bad(c, "needs a .pred or .b16/.b32/.b64 type");
+    if (t.is_float || (!t.is_pred && t.bits < 16))
+      return bad(c, "needs a .pred or .b16/.b32/.b64 type");
     if (base == "not") return int_op(Op::kNot, t, 1);
     if (base == "cnot") return int_op(Op::kCnot, t, 1);
     return int_op(base == "and" ? Op::kAnd : base == "or" ? Op::kOr : Op::kXor, t, 2);
@@ -1210,7 +1302,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (t.is_pred) return bad(c, "bad type");
     in.op = Op::kSelp;
     const TypeInfo p{Ty::kPred, 1, false, false, true};
-    if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b) || !src(c, 3, p, in.c)) return false;
+    if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b) || !src(c, 3, p, in.c))
+      return false;
     emit(in, line);
     return true;
   }
@@ -1218,10 +1311,11 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (!one_type(t)) return false;
     if (t.is_pred || t.bits < 16) return bad(c, "bad type");
     static const std::pair<std::string_view, Cmp> kCmps[] = {
-        {"eq", Cmp::kEq},   {"ne", Cmp::kNe},   {"lt", Cmp::kLt},   {"le", Cmp::kLe},   {"gt", Cmp::kGt},
-        {"ge", Cmp::kGe},   {"lo", Cmp::kLt},   {"ls", Cmp::kLe},   {"hi", Cmp::kGt},   {"hs", Cmp::kGe},
-        {"equ", Cmp::kEqu}, {"neu", Cmp::kNeu}, {"ltu", Cmp::kLtu}, {"leu", Cmp::kLeu}, {"gtu", Cmp::kGtu},
-        {"geu", Cmp::kGeu}, {"num", Cmp::kNum}, {"nan", Cmp::kNan},
+        {"eq", Cmp::kEq},   {"ne", Cmp::kNe},   {"lt", Cmp::kLt},   {"le", Cmp::kLe},
+        {"gt", Cmp::kGt},   {"ge", Cmp::kGe},   {"lo", Cmp::kLt},   {"ls", Cmp::kLe},
+        {"hi", Cmp::kGt},   {"hs", Cmp::kGe},   {"equ", Cmp::kEqu}, {"neu", Cmp::kNeu},
+        {"ltu", Cmp::kLtu}, {"leu", Cmp::kLeu}, {"gtu", Cmp::kGtu}, {"geu", Cmp::kGeu},
+        {"num", Cmp::kNum}, {"nan", Cmp::kNan},
     };
     std::optional<Cmp> cmp;
     bool unsigned_cmp = false;
@@ -1236,9 +1330,12 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (!t.is_float && *cmp > Cmp::kGe) return bad(c, "unordered comparisons need a float type");
     if (t.is_float && unsigned_cmp) return bad(c, "lo/ls/hi/hs need an integer type");
     BoolOp bop = BoolOp::kNone;
-    if (take("and")) bop = BoolOp::kAnd;
-    else if (take("or")) bop = BoolOp::kOr;
-    else if (take("xor")) bop = BoolOp::kXor;
+    if (take("and"))
+      bop = BoolOp::kAnd;
+    else if (take("or"))
+      bop = BoolOp::kOr;
+    else if (take("xor"))
+      bop = BoolOp::kXor;
     if (t.is_float && take("ftz")) in.mod |= 0;  // ftz compares: subnormals equal zero (see docs)
     if (!no_more()) return false;
     if (!count(c, bop == BoolOp::kNone ? 3 : 4)) return false;
@@ -1250,9 +1347,11 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
       c.ops[3].negated = false;
       if (!src(c, 3, p, in.c)) return false;
     }
-    in.op = t.is_float ? (t.bits == 32 ? Op::kSetpF32 : Op::kSetpF64) : ((t.is_signed && !unsigned_cmp) ? Op::kSetpS : Op::kSetpU);
+    in.op = t.is_float ? (t.bits == 32 ? Op::kSetpF32 : Op::kSetpF64)
+                       : ((t.is_signed && !unsigned_cmp) ? Op::kSetpS : Op::kSetpU);
     if (!t.is_float) in.mod = t.bits;
-    in.imm = static_cast<int64_t>(static_cast<uint32_t>(*cmp) | static_cast<uint32_t>(bop) << 8 | (cneg ? 1u << 10 : 0u));
+    in.imm = static_cast<int64_t>(static_cast<uint32_t>(*cmp) | static_cast<uint32_t>(bop) << 8 |
+                                  (cneg ? 1u << 10 : 0u));
     emit(in, line);
     return true;
   }
@@ -1277,10 +1376,14 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (!count(c, 2)) return false;
     const bool int_round = rnd >= Rnd::kRni;
     if (dt.is_float && st.is_float) {
-      if (dt.bits == st.bits && rnd != Rnd::kNone && !int_round) return bad(c, "same-size float conversion takes an integer rounding (.rni etc.)");
-      if (dt.bits < st.bits && rnd != Rnd::kRn && rnd != Rnd::kNone) return bad(c, "only .rn is supported for f64 -> f32");
-      if (dt.bits < st.bits && rnd == Rnd::kNone) return bad(c, "f64 -> f32 needs a rounding modifier");
-      if (dt.bits > st.bits && rnd != Rnd::kNone) return bad(c, "f32 -> f64 is exact and takes no rounding modifier");
+      if (dt.bits == st.bits && rnd != Rnd::kNone && !int_round)
+        return bad(c, "same-size float conversion takes an integer rounding (.rni etc.)");
+      if (dt.bits < st.bits && rnd != Rnd::kRn && rnd != Rnd::kNone)
+        return bad(c, "only .rn is supported for f64 -> f32");
+      if (dt.bits < st.bits && rnd == Rnd::kNone)
+        return bad(c, "f64 -> f32 needs a rounding modifier");
+      if (dt.bits > st.bits && rnd != Rnd::kNone)
+        return bad(c, "f32 -> f64 is exact and takes no rounding modifier");
     } else if (dt.is_float) {
       if (rnd != Rnd::kRn) return bad(c, "int -> float needs .rn (other modes are not supported)");
     } else if (st.is_float) {
@@ -1309,15 +1412,20 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   if (base == "cvta") {
     const bool to = take("to");
     Space sp;
-    if (take("global")) sp = Space::kGlobal;
-    else if (take("shared")) sp = Space::kShared;
-    else if (take("local")) sp = Space::kLocal;
-    else return bad(c, "needs .global, .shared or .local");
+    if (take("global"))
+      sp = Space::kGlobal;
+    else if (take("shared"))
+      sp = Space::kShared;
+    else if (take("local"))
+      sp = Space::kLocal;
+    else
+      return bad(c, "needs .global, .shared or .local");
     if (!one_type(t) || !no_more()) return false;
     if (t.bits != 64 || t.is_float || t.is_signed) return bad(c, "needs .u64");
     if (!count(c, 2)) return false;
     if (!dst(c, 0, t, in.d)) return false;
-    if (c.ops[1].kind == Operand::kSym) return bad(c, "symbol operands are not supported; mov the address first");
+    if (c.ops[1].kind == Operand::kSym)
+      return bad(c, "symbol operands are not supported; mov the address first");
     if (!src(c, 1, t, in.a)) return false;
     if (sp == Space::kGlobal) {
       in.op = Op::kMov;  // sim global addresses are generic addresses
@@ -1333,23 +1441,31 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   if (base == "ld" || base == "st" || base == "atom" || base == "red") {
     const bool is_ld = base == "ld", is_st = base == "st";
     Space sp = Space::kGeneric;
-    if (take("global")) sp = Space::kGlobal;
-    else if (take("shared")) sp = Space::kShared;
-    else if (take("local")) sp = Space::kLocal;
-    else if (take("param")) sp = Space::kParam;
+    if (take("global"))
+      sp = Space::kGlobal;
+    else if (take("shared"))
+      sp = Space::kShared;
+    else if (take("local"))
+      sp = Space::kLocal;
+    else if (take("param"))
+      sp = Space::kParam;
     if (has("const") || has("tex")) return bad(c, "the .const space is not supported");
     if (take("shared::cta")) sp = Space::kShared;
     // Cache, ordering and scope qualifiers do not change results here: the
     // sim runs one block per worker and global accesses are atomic.
-    for (auto q : {"volatile", "relaxed", "acquire", "release", "acq_rel", "weak", "nc", "ca", "cg", "cs", "lu", "cv", "wb", "wt", "cta", "gpu", "sys"})
+    for (auto q : {"volatile", "relaxed", "acquire", "release", "acq_rel", "weak", "nc", "ca", "cg",
+                   "cs", "lu", "cv", "wb", "wt", "cta", "gpu", "sys"})
       (void)take(q);
-    if (sp == Space::kParam && !is_ld) return bad(c, "only ld.param is supported (st.param is for calls)");
+    if (sp == Space::kParam && !is_ld)
+      return bad(c, "only ld.param is supported (st.param is for calls)");
     if (!one_type(t)) return false;
     if (t.is_pred) return bad(c, "predicate type");
     if (is_ld || is_st) {
       uint32_t nvec = 1;
-      if (take("v2")) nvec = 2;
-      else if (take("v4")) nvec = 4;
+      if (take("v2"))
+        nvec = 2;
+      else if (take("v4"))
+        nvec = 4;
       if (!no_more()) return false;
       if (!count(c, 2)) return false;
       if (!address(c, is_ld ? 1 : 0, sp, in)) return false;
@@ -1370,14 +1486,17 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
         const uint8_t regbits = c.ops[vi].kind == Operand::kReg ? c.ops[vi].bits : t.bits;
         const uint32_t rl = regbits <= 8 ? 0 : regbits == 16 ? 1 : regbits == 32 ? 2 : 3;
         in.mod |= static_cast<uint8_t>(rl << 4);
-        static const Op kLd[] = {Op::kLdGlobal, Op::kLdShared, Op::kLdLocal, Op::kLdParam, Op::kLdGeneric};
-        static const Op kSt[] = {Op::kStGlobal, Op::kStShared, Op::kStLocal, Op::kNop, Op::kStGeneric};
+        static const Op kLd[] = {Op::kLdGlobal, Op::kLdShared, Op::kLdLocal, Op::kLdParam,
+                                 Op::kLdGeneric};
+        static const Op kSt[] = {Op::kStGlobal, Op::kStShared, Op::kStLocal, Op::kNop,
+                                 Op::kStGeneric};
         in.op = is_ld ? kLd[static_cast<int>(sp)] : kSt[static_cast<int>(sp)];
         emit(in, line);
         return true;
       }
       const Operand& v = c.ops[vi];
-      if (v.kind != Operand::kVec || v.elems.size() != nvec) return bad(c, "expects a vector of " + std::to_string(nvec) + " registers");
+      if (v.kind != Operand::kVec || v.elems.size() != nvec)
+        return bad(c, "expects a vector of " + std::to_string(nvec) + " registers");
       in.op = is_ld ? Op::kLdVec : Op::kStVec;
       in.b = static_cast<Slot>(sp);
       in.c = static_cast<Slot>(k_.vec_slots.size());
@@ -1403,11 +1522,13 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
       return true;
     }
     // atom / red
-    if (sp == Space::kLocal || sp == Space::kParam) return bad(c, "atomics need the global, shared or generic space");
+    if (sp == Space::kLocal || sp == Space::kParam)
+      return bad(c, "atomics need the global, shared or generic space");
     static const std::pair<std::string_view, AtomOp> kAops[] = {
-        {"add", AtomOp::kAdd}, {"min", AtomOp::kMin}, {"max", AtomOp::kMax}, {"exch", AtomOp::kExch},
-        {"cas", AtomOp::kCas}, {"and", AtomOp::kAnd}, {"or", AtomOp::kOr},   {"xor", AtomOp::kXor},
-        {"inc", AtomOp::kInc}, {"dec", AtomOp::kDec},
+        {"add", AtomOp::kAdd},   {"min", AtomOp::kMin}, {"max", AtomOp::kMax},
+        {"exch", AtomOp::kExch}, {"cas", AtomOp::kCas}, {"and", AtomOp::kAnd},
+        {"or", AtomOp::kOr},     {"xor", AtomOp::kXor}, {"inc", AtomOp::kInc},
+        {"dec", AtomOp::kDec},
     };
     std::optional<AtomOp> aop;
     for (const auto& [name, k] : kAops)
@@ -1418,8 +1539,10 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (!aop) return bad(c, "missing atomic operation");
     if (!no_more()) return false;
     if (t.bits < 32) return bad(c, "atomics need a 32- or 64-bit type");
-    if (t.is_float && *aop != AtomOp::kAdd && *aop != AtomOp::kExch) return bad(c, "float atomics support add and exch only");
-    if ((*aop == AtomOp::kInc || *aop == AtomOp::kDec) && (t.bits != 32 || t.is_signed)) return bad(c, "inc/dec need .u32");
+    if (t.is_float && *aop != AtomOp::kAdd && *aop != AtomOp::kExch)
+      return bad(c, "float atomics support add and exch only");
+    if ((*aop == AtomOp::kInc || *aop == AtomOp::kDec) && (t.bits != 32 || t.is_signed))
+      return bad(c, "inc/dec need .u32");
     if (base == "red" && *aop == AtomOp::kCas) return bad(c, "red.cas does not exist");
     const size_t first = base == "atom" ? 1 : 0;
     const size_t n = first + 2 + (*aop == AtomOp::kCas ? 1 : 0);
@@ -1440,12 +1563,16 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     // bar.sync / bar.sync.aligned / barrier.sync[.aligned] id [, count]
     const bool sync = take("sync");
     (void)take("aligned");
-    if (!sync && base == "bar" && !other.empty() && other.front() == "warp") return bad(c, "bar.warp.sync is not supported");
-    if (!sync || !no_more() || !types.empty()) return bad(c, "only bar.sync / barrier.sync are supported");
-    if (c.ops.empty() || c.ops.size() > 2) return bad(c, "expects a barrier id and an optional thread count");
+    if (!sync && base == "bar" && !other.empty() && other.front() == "warp")
+      return bad(c, "bar.warp.sync is not supported");
+    if (!sync || !no_more() || !types.empty())
+      return bad(c, "only bar.sync / barrier.sync are supported");
+    if (c.ops.empty() || c.ops.size() > 2)
+      return bad(c, "expects a barrier id and an optional thread count");
     for (const Operand& o : c.ops)
       if (o.kind != Operand::kImm && o.kind != Operand::kReg) return bad(c, "bad barrier operand");
-    if (c.ops[0].kind != Operand::kImm || c.ops[0].lit.kind != Literal::kInt || c.ops[0].lit.bits != 0)
+    if (c.ops[0].kind != Operand::kImm || c.ops[0].lit.kind != Literal::kInt ||
+        c.ops[0].lit.bits != 0)
       return bad(c, "only barrier 0 is supported");
     if (c.ops.size() == 2) return bad(c, "barriers with a thread count are not supported");
     in.op = Op::kBar;
@@ -1466,7 +1593,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (!no_more() || !types.empty() || !count(c, 1)) return bad(c, "expects bra[.uni] label");
     if (c.ops[0].kind != Operand::kSym) return bad(c, "the target must be a label");
     in.op = Op::kBra;
-    label_refs_.emplace_back(static_cast<uint32_t>(k_.code.size()), std::string(c.ops[0].sym), line);
+    label_refs_.emplace_back(static_cast<uint32_t>(k_.code.size()), std::string(c.ops[0].sym),
+                             line);
     emit(in, line);
     return true;
   }
@@ -1477,7 +1605,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     emit(in, line);
     return true;
   }
-  if (base == "rcp" || base == "sqrt" || base == "rsqrt" || base == "ex2" || base == "lg2" || base == "sin" || base == "cos" || base == "tanh") {
+  if (base == "rcp" || base == "sqrt" || base == "rsqrt" || base == "ex2" || base == "lg2" ||
+      base == "sin" || base == "cos" || base == "tanh") {
     if (!one_type(t) || !t.is_float) return bad(c, "needs a float type");
     const bool approx = take("approx");
     const bool exact_op = base == "rcp" || base == "sqrt";
@@ -1485,14 +1614,25 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (!exact_op && !approx) return bad(c, "needs .approx");
     if (t.bits == 64 && !exact_op && !(base == "rsqrt")) return bad(c, "f64 is not supported");
     Op op32 = Op::kNop, op64 = Op::kNop;
-    if (base == "rcp") { op32 = Op::kRcpF32; op64 = Op::kRcpF64; }
-    else if (base == "sqrt") { op32 = Op::kSqrtF32; op64 = Op::kSqrtF64; }
-    else if (base == "rsqrt") { op32 = Op::kRsqrtF32; op64 = Op::kRsqrtF64; }
-    else if (base == "ex2") op32 = Op::kEx2F32;
-    else if (base == "lg2") op32 = Op::kLg2F32;
-    else if (base == "sin") op32 = Op::kSinF32;
-    else if (base == "cos") op32 = Op::kCosF32;
-    else op32 = Op::kTanhF32;
+    if (base == "rcp") {
+      op32 = Op::kRcpF32;
+      op64 = Op::kRcpF64;
+    } else if (base == "sqrt") {
+      op32 = Op::kSqrtF32;
+      op64 = Op::kSqrtF64;
+    } else if (base == "rsqrt") {
+      op32 = Op::kRsqrtF32;
+      op64 = Op::kRsqrtF64;
+    } else if (base == "ex2")
+      op32 = Op::kEx2F32;
+    else if (base == "lg2")
+      op32 = Op::kLg2F32;
+    else if (base == "sin")
+      op32 = Op::kSinF32;
+    else if (base == "cos")
+      op32 = Op::kCosF32;
+    else
+      op32 = Op::kTanhF32;
     if (t.bits == 64 && approx && base == "rcp") (void)take("ftz");  // rcp.approx.ftz.f64
     return float_op(op32, op64, t, 1, false);
   }
@@ -1503,10 +1643,12 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
 }  // namespace
 
 Result<std::shared_ptr<const Module>> load_ptx(std::string_view text, const LoadLimits& limits) {
-  if (text.size() > limits.max_text_bytes) return make_error(Status::kLoadFailed, "PTX text larger than the loader's limit");
+  if (text.size() > limits.max_text_bytes)
+    return make_error(Status::kLoadFailed, "PTX text larger than the loader's limit");
   // Images may carry a trailing NUL (cuModuleLoadData takes a C string).
   while (!text.empty() && text.back() == '\0') text.remove_suffix(1);
-  if (text.find('\0') != std::string_view::npos) return make_error(Status::kLoadFailed, "PTX text contains a NUL byte");
+  if (text.find('\0') != std::string_view::npos)
+    return make_error(Status::kLoadFailed, "PTX text contains a NUL byte");
   Parser p(text, limits);
   return p.run();
 }

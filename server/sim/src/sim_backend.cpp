@@ -195,7 +195,8 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
       for (auto& w : waiters_) orphans.push_back(std::move(w.second));
       waiters_.clear();
     }
-    for (auto& done : orphans) done(make_error(Status::kSyncFailed, "context destroyed before its launches finished"));
+    for (auto& done : orphans)
+      done(make_error(Status::kSyncFailed, "context destroyed before its launches finished"));
   }
 
   bool faulted() const {
@@ -272,8 +273,8 @@ void WorkerPool::loop() {
 
 class SimContext final : public DeviceContext {
  public:
-  SimContext(std::shared_ptr<WorkerPool> pool, std::shared_ptr<DeviceState> dev, const SimConfig& cfg,
-             const ContextOptions& opts, uint64_t seq)
+  SimContext(std::shared_ptr<WorkerPool> pool, std::shared_ptr<DeviceState> dev,
+             const SimConfig& cfg, const ContextOptions& opts, uint64_t seq)
       : pool_(std::move(pool)),
         dev_(std::move(dev)),
         core_(std::make_shared<ContextCore>(pool_.get())),
@@ -281,7 +282,8 @@ class SimContext final : public DeviceContext {
         load_limits_(cfg.load_limits),
         overhead_(cfg.context_overhead_bytes),
         quota_(opts.quota_bytes),
-        budget_(opts.instruction_budget != 0 ? opts.instruction_budget : cfg.default_instruction_budget),
+        budget_(opts.instruction_budget != 0 ? opts.instruction_budget
+                                             : cfg.default_instruction_budget),
         window_base_(kGlobalBase + (seq % 256) * kContextWindow),
         next_addr_(window_base_) {}
 
@@ -295,9 +297,11 @@ class SimContext final : public DeviceContext {
   Result<uint64_t> mem_alloc(uint64_t bytes) override {
     if (bytes == 0) return make_error(Status::kInvalidArgument, "allocation of 0 bytes");
     if (quota_ != 0 && (bytes > quota_ || allocated_ > quota_ - bytes))
-      return make_error(Status::kAllocFailed, "allocation of " + std::to_string(bytes) + " bytes exceeds the lease quota");
+      return make_error(Status::kAllocFailed, "allocation of " + std::to_string(bytes) +
+                                                  " bytes exceeds the lease quota");
     if (bytes > dev_->info.total_bytes || !dev_->reserve(bytes))
-      return make_error(Status::kAllocFailed, "sim device out of memory (" + std::to_string(bytes) + " bytes requested)");
+      return make_error(Status::kAllocFailed,
+                        "sim device out of memory (" + std::to_string(bytes) + " bytes requested)");
     const uint64_t span = (bytes + kAllocAlign - 1) / kAllocAlign * kAllocAlign;
     if (span > window_base_ + kContextWindow - next_addr_) {
       dev_->release(bytes);
@@ -312,7 +316,8 @@ class SimContext final : public DeviceContext {
     }
     const uint64_t addr = next_addr_;
     next_addr_ += span + kGuardBytes;
-    allocs_.emplace(addr, Alloc{bytes, std::shared_ptr<std::byte>(raw, [](std::byte* p) { std::free(p); })});
+    allocs_.emplace(
+        addr, Alloc{bytes, std::shared_ptr<std::byte>(raw, [](std::byte* p) { std::free(p); })});
     allocated_ += bytes;
     snapshot_.reset();
     return addr;
@@ -320,7 +325,8 @@ class SimContext final : public DeviceContext {
 
   Result<void> mem_free(uint64_t addr) override {
     auto it = allocs_.find(addr);
-    if (it == allocs_.end()) return make_error(Status::kInvalidHandle, "not a live allocation of this context");
+    if (it == allocs_.end())
+      return make_error(Status::kInvalidHandle, "not a live allocation of this context");
     core_->drain();  // stream order: earlier launches may still use it
     dev_->release(it->second.size);
     allocated_ -= it->second.size;
@@ -346,8 +352,10 @@ class SimContext final : public DeviceContext {
   }
 
   Result<uint64_t> module_load(ImageKind kind, std::span<const std::byte> image) override {
-    if (kind != ImageKind::kPtx) return make_error(Status::kLoadFailed, "the sim backend runs PTX only (no cubin/fatbin)");
-    auto m = load_ptx(std::string_view(reinterpret_cast<const char*>(image.data()), image.size()), load_limits_);
+    if (kind != ImageKind::kPtx)
+      return make_error(Status::kLoadFailed, "the sim backend runs PTX only (no cubin/fatbin)");
+    auto m = load_ptx(std::string_view(reinterpret_cast<const char*>(image.data()), image.size()),
+                      load_limits_);
     if (!m.ok()) return std::move(m).error();
     const uint64_t h = ++next_module_;
     modules_.emplace(h, std::move(m).value());
@@ -356,32 +364,39 @@ class SimContext final : public DeviceContext {
 
   Result<void> module_unload(uint64_t module) override {
     // Launches already queued hold their own reference to the module.
-    if (modules_.erase(module) == 0) return make_error(Status::kInvalidHandle, "not a loaded module of this context");
+    if (modules_.erase(module) == 0)
+      return make_error(Status::kInvalidHandle, "not a loaded module of this context");
     return {};
   }
 
   Result<void> launch(const LaunchRequest& req) override {
-    if (core_->faulted()) return make_error(Status::kLaunchFailed, "context is faulted: " + core_->fault());
+    if (core_->faulted())
+      return make_error(Status::kLaunchFailed, "context is faulted: " + core_->fault());
     auto mit = modules_.find(req.module);
     if (mit == modules_.end()) return make_error(Status::kLaunchFailed, "unknown module handle");
     const Kernel* k = mit->second->find(req.kernel);
-    if (k == nullptr) return make_error(Status::kLaunchFailed, "kernel '" + req.kernel + "' not found in the module");
+    if (k == nullptr)
+      return make_error(Status::kLaunchFailed,
+                        "kernel '" + req.kernel + "' not found in the module");
     if (req.args.size() != k->params.size())
-      return make_error(Status::kLaunchFailed, "kernel " + k->name + " takes " + std::to_string(k->params.size()) +
-                                                   " arguments, got " + std::to_string(req.args.size()));
+      return make_error(Status::kLaunchFailed,
+                        "kernel " + k->name + " takes " + std::to_string(k->params.size()) +
+                            " arguments, got " + std::to_string(req.args.size()));
     std::vector<std::byte> params(k->param_bytes);
     for (size_t i = 0; i < req.args.size(); ++i) {
       const Param& p = k->params[i];
       if (req.args[i].size() != p.size)
-        return make_error(Status::kLaunchFailed, "argument " + std::to_string(i) + " of kernel " + k->name + " is " +
-                                                     std::to_string(req.args[i].size()) + " bytes, the parameter is " +
-                                                     std::to_string(p.size));
+        return make_error(Status::kLaunchFailed,
+                          "argument " + std::to_string(i) + " of kernel " + k->name + " is " +
+                              std::to_string(req.args[i].size()) + " bytes, the parameter is " +
+                              std::to_string(p.size));
       if (p.size != 0) std::memcpy(params.data() + p.offset, req.args[i].data(), p.size);
     }
     auto v = validate_launch(*k, req.grid, req.block, req.shared_bytes, launch_limits_);
-    if (!v.ok()) return make_error(Status::kLaunchFailed, "kernel " + k->name + ": " + v.error().message);
-    auto l = std::make_shared<Launch>(mit->second, k, req.grid, req.block, req.shared_bytes, std::move(params),
-                                      memory(), budget_);
+    if (!v.ok())
+      return make_error(Status::kLaunchFailed, "kernel " + k->name + ": " + v.error().message);
+    auto l = std::make_shared<Launch>(mit->second, k, req.grid, req.block, req.shared_bytes,
+                                      std::move(params), memory(), budget_);
     core_->enqueue(l);
     return {};
   }
@@ -398,11 +413,14 @@ class SimContext final : public DeviceContext {
 
   Result<std::byte*> host_range(uint64_t addr, uint64_t len) {
     auto it = allocs_.upper_bound(addr);
-    if (it == allocs_.begin()) return make_error(Status::kInvalidHandle, "address is not in a live allocation");
+    if (it == allocs_.begin())
+      return make_error(Status::kInvalidHandle, "address is not in a live allocation");
     --it;
     const uint64_t off = addr - it->first;
-    if (off >= it->second.size) return make_error(Status::kInvalidHandle, "address is not in a live allocation");
-    if (len > it->second.size - off) return make_error(Status::kOutOfRange, "range runs past the end of the allocation");
+    if (off >= it->second.size)
+      return make_error(Status::kInvalidHandle, "address is not in a live allocation");
+    if (len > it->second.size - off)
+      return make_error(Status::kOutOfRange, "range runs past the end of the allocation");
     return it->second.data.get() + off;
   }
 
@@ -440,7 +458,8 @@ class SimContext final : public DeviceContext {
 
 class SimBackend final : public server::DeviceBackend {
  public:
-  explicit SimBackend(const SimConfig& cfg) : cfg_(cfg), pool_(std::make_shared<WorkerPool>(cfg.worker_threads)) {
+  explicit SimBackend(const SimConfig& cfg)
+      : cfg_(cfg), pool_(std::make_shared<WorkerPool>(cfg.worker_threads)) {
     uint16_t index = 0;
     for (const SimDeviceConfig& d : cfg.devices) {
       auto s = std::make_shared<DeviceState>();
@@ -482,15 +501,19 @@ class SimBackend final : public server::DeviceBackend {
     return cfg_.context_overhead_bytes;
   }
 
-  Result<std::unique_ptr<DeviceContext>> create_context(uint16_t device, const ContextOptions& opts) override {
-    if (device >= devices_.size()) return make_error(Status::kInvalidArgument, "no sim device " + std::to_string(device));
+  Result<std::unique_ptr<DeviceContext>> create_context(uint16_t device,
+                                                        const ContextOptions& opts) override {
+    if (device >= devices_.size())
+      return make_error(Status::kInvalidArgument, "no sim device " + std::to_string(device));
     if (opts.session_exclusive)
       return make_error(Status::kUnsupported, "the sim backend has no exclusive SM partitions");
     auto& dev = devices_[device];
     if (!dev->reserve(cfg_.context_overhead_bytes))
-      return make_error(Status::kCapacityExceeded, "sim device " + std::to_string(device) + " has no room for a context");
+      return make_error(Status::kCapacityExceeded,
+                        "sim device " + std::to_string(device) + " has no room for a context");
     const uint64_t seq = next_context_.fetch_add(1, std::memory_order_relaxed);
-    return std::unique_ptr<DeviceContext>(std::make_unique<SimContext>(pool_, dev, cfg_, opts, seq));
+    return std::unique_ptr<DeviceContext>(
+        std::make_unique<SimContext>(pool_, dev, cfg_, opts, seq));
   }
 
  private:

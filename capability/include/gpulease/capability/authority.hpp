@@ -15,9 +15,9 @@ namespace gpulease::capability {
 
 // What a CAP_REQUEST asks for.
 struct AttenuationRequest {
-  uint64_t lease_id = 0;      // the one lease the new token is bound to; must be non-zero
-  PermissionSet perms = 0;    // must be a subset of the parent's
-  uint64_t ttl_s = 0;         // > 0; the expiry is also capped at the parent's
+  uint64_t lease_id = 0;    // the one lease the new token is bound to; must be non-zero
+  PermissionSet perms = 0;  // must be a subset of the parent's
+  uint64_t ttl_s = 0;       // > 0; the expiry is also capped at the parent's
   int64_t now_unix_s = 0;
   std::optional<TokenId> token_id;  // random when absent (set only for vectors and tests)
 };

@@ -17,16 +17,16 @@
 namespace gpulease::capability {
 
 enum class Permission : uint32_t {
-  kNone = 0,                  // Required by HELLO and PING: any valid token (or none) will do.
-  kLeaseAcquire = 1u << 0,    // LEASE_ACQUIRE (bounded by the token's max_vram).
-  kLeaseQuery = 1u << 1,      // LEASE_QUERY, LEASE_LIST.
-  kLeaseRenew = 1u << 2,      // LEASE_RENEW.
-  kLeaseRelease = 1u << 3,    // LEASE_RELEASE.
-  kMem = 1u << 4,             // MEM_ALLOC, MEM_FREE, MEM_WRITE, MEM_READ.
-  kModule = 1u << 5,          // MODULE_LOAD, MODULE_UNLOAD.
-  kTaskletSubmit = 1u << 6,   // LAUNCH, SYNC, GPU_SUBMIT.
-  kCapRequest = 1u << 7,      // CAP_REQUEST (attenuation through the node).
-  kAdmin = 1u << 8,           // Reserved for administrative opcodes; implies no other bit.
+  kNone = 0,                 // Required by HELLO and PING: any valid token (or none) will do.
+  kLeaseAcquire = 1u << 0,   // LEASE_ACQUIRE (bounded by the token's max_vram).
+  kLeaseQuery = 1u << 1,     // LEASE_QUERY, LEASE_LIST.
+  kLeaseRenew = 1u << 2,     // LEASE_RENEW.
+  kLeaseRelease = 1u << 3,   // LEASE_RELEASE.
+  kMem = 1u << 4,            // MEM_ALLOC, MEM_FREE, MEM_WRITE, MEM_READ.
+  kModule = 1u << 5,         // MODULE_LOAD, MODULE_UNLOAD.
+  kTaskletSubmit = 1u << 6,  // LAUNCH, SYNC, GPU_SUBMIT.
+  kCapRequest = 1u << 7,     // CAP_REQUEST (attenuation through the node).
+  kAdmin = 1u << 8,          // Reserved for administrative opcodes; implies no other bit.
 };
 
 // Bit set of Permission values, as carried in the token's perms field.

@@ -78,7 +78,7 @@ struct Claims {
   uint64_t not_before = 0;
   uint64_t expires_at = 0;
   TokenId token_id{};
-  TokenId origin_id{};  // all zero unless minted through CAP_REQUEST
+  TokenId origin_id{};    // all zero unless minted through CAP_REQUEST
   uint64_t max_vram = 0;  // 0 = no acquire ceiling
 
   bool operator==(const Claims&) const = default;

@@ -59,9 +59,9 @@ inline constexpr size_t kDenyReasonCount = 12;
 [[nodiscard]] Status deny_reason_status(DenyReason r) noexcept;
 
 struct VerifierOptions {
-  std::string node_id;                    // the audience this node accepts
+  std::string node_id;                        // the audience this node accepts
   int64_t clock_skew_s = kDefaultClockSkewS;  // >= 0; tolerance on both ends of the window
-  size_t cache_capacity = 65536;          // verified signatures remembered; 0 disables
+  size_t cache_capacity = 65536;              // verified signatures remembered; 0 disables
   size_t cache_shards = 16;
 };
 

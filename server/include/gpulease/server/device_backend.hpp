@@ -44,10 +44,10 @@ struct DeviceInfo {
 enum class ImageKind : uint8_t { kPtx = 0, kCubin = 1, kFatbin = 2 };
 
 struct ContextOptions {
-  uint64_t quota_bytes = 0;             // the lease's VRAM quota (the node enforces it too)
-  uint64_t instruction_budget = 0;      // sim: per launch; 0 = backend default
-  uint32_t watchdog_ms = 0;             // cuda: a launch running longer faults the lease; 0 = off
-  bool session_exclusive = false;       // ask for a private SM partition (may be Unsupported)
+  uint64_t quota_bytes = 0;         // the lease's VRAM quota (the node enforces it too)
+  uint64_t instruction_budget = 0;  // sim: per launch; 0 = backend default
+  uint32_t watchdog_ms = 0;         // cuda: a launch running longer faults the lease; 0 = off
+  bool session_exclusive = false;   // ask for a private SM partition (may be Unsupported)
 };
 
 // One kernel launch, already validated against the node's limits. Each

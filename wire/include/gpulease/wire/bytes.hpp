@@ -63,9 +63,15 @@ class ByteWriter {
  public:
   explicit ByteWriter(Bytes& out) : out_(out) {}
   void u8(uint8_t v) { out_.push_back(std::byte(v)); }
-  void u16(uint16_t v) { grow(2, [&](std::byte* p) { store_le16(p, v); }); }
-  void u32(uint32_t v) { grow(4, [&](std::byte* p) { store_le32(p, v); }); }
-  void u64(uint64_t v) { grow(8, [&](std::byte* p) { store_le64(p, v); }); }
+  void u16(uint16_t v) {
+    grow(2, [&](std::byte* p) { store_le16(p, v); });
+  }
+  void u32(uint32_t v) {
+    grow(4, [&](std::byte* p) { store_le32(p, v); });
+  }
+  void u64(uint64_t v) {
+    grow(8, [&](std::byte* p) { store_le64(p, v); });
+  }
   void i32(int32_t v) { u32(static_cast<uint32_t>(v)); }
   void raw(ByteSpan b) { out_.insert(out_.end(), b.begin(), b.end()); }
   // REQUIRES: s.size() <= 0xffff (callers check against Limits first).
@@ -106,9 +112,15 @@ class ByteReader {
     in_ = in_.subspan(1);
     return true;
   }
-  bool u16(uint16_t& v) noexcept { return fixed(2, [&](const std::byte* p) { v = load_le16(p); }); }
-  bool u32(uint32_t& v) noexcept { return fixed(4, [&](const std::byte* p) { v = load_le32(p); }); }
-  bool u64(uint64_t& v) noexcept { return fixed(8, [&](const std::byte* p) { v = load_le64(p); }); }
+  bool u16(uint16_t& v) noexcept {
+    return fixed(2, [&](const std::byte* p) { v = load_le16(p); });
+  }
+  bool u32(uint32_t& v) noexcept {
+    return fixed(4, [&](const std::byte* p) { v = load_le32(p); });
+  }
+  bool u64(uint64_t& v) noexcept {
+    return fixed(8, [&](const std::byte* p) { v = load_le64(p); });
+  }
   bool i32(int32_t& v) noexcept {
     uint32_t u;
     if (!u32(u)) return false;

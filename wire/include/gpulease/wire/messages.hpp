@@ -265,12 +265,11 @@ struct ErrorReply {
 
 using RequestMessage =
     std::variant<HelloRequest, PingRequest, LeaseAcquireRequest, LeaseRenewRequest, Empty,
-                 CapRequestRequest, MemAllocRequest, HandleRequest, MemWriteRequest,
-                 MemReadRequest, ModuleLoadRequest, LaunchRequest, GpuSubmitRequest>;
-using ReplyMessage =
-    std::variant<HelloReply, PingReply, LeaseAcquireReply, LeaseRenewReply, Empty, LeaseInfo,
-                 LeaseListReply, CapRequestReply, HandleReply, MemReadReply, LaunchReply,
-                 SyncReply, GpuSubmitReply>;
+                 CapRequestRequest, MemAllocRequest, HandleRequest, MemWriteRequest, MemReadRequest,
+                 ModuleLoadRequest, LaunchRequest, GpuSubmitRequest>;
+using ReplyMessage = std::variant<HelloReply, PingReply, LeaseAcquireReply, LeaseRenewReply, Empty,
+                                  LeaseInfo, LeaseListReply, CapRequestReply, HandleReply,
+                                  MemReadReply, LaunchReply, SyncReply, GpuSubmitReply>;
 
 // Encoders append the payload bytes of one message.
 void encode(const HelloRequest&, Bytes&);

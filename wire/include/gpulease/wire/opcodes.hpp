@@ -34,10 +34,10 @@ enum class Opcode : uint16_t {
 };
 
 inline constexpr Opcode kAllOpcodes[] = {
-    Opcode::kHello,      Opcode::kPing,       Opcode::kLeaseAcquire, Opcode::kLeaseRenew,
-    Opcode::kLeaseRelease, Opcode::kLeaseQuery, Opcode::kLeaseList,  Opcode::kCapRequest,
-    Opcode::kMemAlloc,   Opcode::kMemFree,    Opcode::kMemWrite,     Opcode::kMemRead,
-    Opcode::kModuleLoad, Opcode::kLaunch,     Opcode::kSync,         Opcode::kModuleUnload,
+    Opcode::kHello,        Opcode::kPing,       Opcode::kLeaseAcquire, Opcode::kLeaseRenew,
+    Opcode::kLeaseRelease, Opcode::kLeaseQuery, Opcode::kLeaseList,    Opcode::kCapRequest,
+    Opcode::kMemAlloc,     Opcode::kMemFree,    Opcode::kMemWrite,     Opcode::kMemRead,
+    Opcode::kModuleLoad,   Opcode::kLaunch,     Opcode::kSync,         Opcode::kModuleUnload,
     Opcode::kGpuSubmit,
 };
 

@@ -53,8 +53,8 @@ struct ParamInfo {
 // must fit the 32 KiB kernel-parameter space the driver accepts (4 KiB on
 // drivers before 12.1; the driver rejects larger launches itself).
 inline constexpr size_t kMaxParamBytes = 32764;
-[[nodiscard]] Result<void> check_args_unknown_params(const std::vector<std::vector<std::byte>>& args,
-                                                     std::string_view kernel);
+[[nodiscard]] Result<void> check_args_unknown_params(
+    const std::vector<std::vector<std::byte>>& args, std::string_view kernel);
 
 // The `kernelParams` array of cuLaunchKernel: element i points at the bytes
 // of argument i. The pointers alias `args`, which must outlive the launch

@@ -23,55 +23,55 @@ namespace gpulease::server::cuda {
 
 // X(name, version): required; O(name, version): optional (null when the
 // driver lacks it).
-#define GPULEASE_CUDA_DRIVER_ENTRY_POINTS(X, O)  \
-  X(cuInit, 2000)                                \
-  X(cuDriverGetVersion, 2020)                    \
-  X(cuGetErrorName, 6000)                        \
-  X(cuGetErrorString, 6000)                      \
-  X(cuDeviceGetCount, 2000)                      \
-  X(cuDeviceGet, 2000)                           \
-  X(cuDeviceGetName, 2000)                       \
-  X(cuDeviceGetUuid, 11040)                      \
-  X(cuDeviceTotalMem, 3020)                      \
-  X(cuDeviceGetAttribute, 2000)                  \
-  X(cuCtxCreate, 3020)                           \
-  X(cuCtxDestroy, 4000)                          \
-  X(cuCtxPushCurrent, 4000)                      \
-  X(cuCtxPopCurrent, 4000)                       \
-  X(cuCtxSetLimit, 3010)                         \
-  X(cuCtxSynchronize, 2000)                      \
-  X(cuMemGetInfo, 3020)                          \
-  X(cuMemAlloc, 3020)                            \
-  X(cuMemFree, 3020)                             \
-  X(cuMemHostAlloc, 2020)                        \
-  X(cuMemFreeHost, 2000)                         \
-  X(cuMemcpyHtoD, 3020)                          \
-  X(cuMemcpyDtoH, 3020)                          \
-  X(cuMemcpyHtoDAsync, 3020)                     \
-  X(cuMemcpyDtoHAsync, 3020)                     \
-  X(cuMemsetD8Async, 3020)                       \
-  X(cuStreamCreate, 2000)                        \
-  X(cuStreamDestroy, 4000)                       \
-  X(cuStreamSynchronize, 2000)                   \
-  X(cuEventCreate, 2000)                         \
-  X(cuEventRecord, 2000)                         \
-  X(cuEventQuery, 2000)                          \
-  X(cuEventSynchronize, 2000)                    \
-  X(cuEventDestroy, 4000)                        \
-  X(cuModuleLoadDataEx, 2010)                    \
-  X(cuModuleUnload, 2000)                        \
-  X(cuModuleGetFunction, 2000)                   \
-  X(cuFuncGetAttribute, 2020)                    \
-  X(cuFuncSetAttribute, 9000)                    \
-  X(cuLaunchKernel, 4000)                        \
-  X(cuLaunchHostFunc, 10000)                     \
-  O(cuFuncGetParamInfo, 12040)                   \
-  O(cuDeviceGetDevResource, 12040)               \
-  O(cuDevSmResourceSplitByCount, 12040)          \
-  O(cuDevResourceGenerateDesc, 12040)            \
-  O(cuGreenCtxCreate, 12040)                     \
-  O(cuGreenCtxDestroy, 12040)                    \
-  O(cuCtxFromGreenCtx, 12040)                    \
+#define GPULEASE_CUDA_DRIVER_ENTRY_POINTS(X, O) \
+  X(cuInit, 2000)                               \
+  X(cuDriverGetVersion, 2020)                   \
+  X(cuGetErrorName, 6000)                       \
+  X(cuGetErrorString, 6000)                     \
+  X(cuDeviceGetCount, 2000)                     \
+  X(cuDeviceGet, 2000)                          \
+  X(cuDeviceGetName, 2000)                      \
+  X(cuDeviceGetUuid, 11040)                     \
+  X(cuDeviceTotalMem, 3020)                     \
+  X(cuDeviceGetAttribute, 2000)                 \
+  X(cuCtxCreate, 3020)                          \
+  X(cuCtxDestroy, 4000)                         \
+  X(cuCtxPushCurrent, 4000)                     \
+  X(cuCtxPopCurrent, 4000)                      \
+  X(cuCtxSetLimit, 3010)                        \
+  X(cuCtxSynchronize, 2000)                     \
+  X(cuMemGetInfo, 3020)                         \
+  X(cuMemAlloc, 3020)                           \
+  X(cuMemFree, 3020)                            \
+  X(cuMemHostAlloc, 2020)                       \
+  X(cuMemFreeHost, 2000)                        \
+  X(cuMemcpyHtoD, 3020)                         \
+  X(cuMemcpyDtoH, 3020)                         \
+  X(cuMemcpyHtoDAsync, 3020)                    \
+  X(cuMemcpyDtoHAsync, 3020)                    \
+  X(cuMemsetD8Async, 3020)                      \
+  X(cuStreamCreate, 2000)                       \
+  X(cuStreamDestroy, 4000)                      \
+  X(cuStreamSynchronize, 2000)                  \
+  X(cuEventCreate, 2000)                        \
+  X(cuEventRecord, 2000)                        \
+  X(cuEventQuery, 2000)                         \
+  X(cuEventSynchronize, 2000)                   \
+  X(cuEventDestroy, 4000)                       \
+  X(cuModuleLoadDataEx, 2010)                   \
+  X(cuModuleUnload, 2000)                       \
+  X(cuModuleGetFunction, 2000)                  \
+  X(cuFuncGetAttribute, 2020)                   \
+  X(cuFuncSetAttribute, 9000)                   \
+  X(cuLaunchKernel, 4000)                       \
+  X(cuLaunchHostFunc, 10000)                    \
+  O(cuFuncGetParamInfo, 12040)                  \
+  O(cuDeviceGetDevResource, 12040)              \
+  O(cuDevSmResourceSplitByCount, 12040)         \
+  O(cuDevResourceGenerateDesc, 12040)           \
+  O(cuGreenCtxCreate, 12040)                    \
+  O(cuGreenCtxDestroy, 12040)                   \
+  O(cuCtxFromGreenCtx, 12040)                   \
   O(cuGreenCtxStreamCreate, 12050)
 
 struct DriverApi {
@@ -94,7 +94,9 @@ struct DriverApi {
   // "CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory access was encountered)".
   [[nodiscard]] std::string describe(CUresult r) const;
 
-  [[nodiscard]] bool has_param_info() const noexcept { return cuFuncGetParamInfo != nullptr; }
+  [[nodiscard]] bool has_param_info() const noexcept {
+    return cuFuncGetParamInfo != nullptr;
+  }
   [[nodiscard]] bool has_green_contexts() const noexcept {
     return cuDeviceGetDevResource && cuDevSmResourceSplitByCount && cuDevResourceGenerateDesc &&
            cuGreenCtxCreate && cuGreenCtxDestroy && cuCtxFromGreenCtx && cuGreenCtxStreamCreate;

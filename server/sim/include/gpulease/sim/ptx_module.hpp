@@ -28,14 +28,14 @@ namespace gpulease::sim {
 using Slot = uint32_t;
 
 // Fixed slots at the start of every kernel's register file.
-inline constexpr Slot kSlotZero = 0;    // constant 0 (base of absolute addresses)
-inline constexpr Slot kSlotTrue = 1;    // constant 1 (guard of unguarded instructions)
-inline constexpr Slot kSlotTid = 2;     // %tid.x, .y, .z
-inline constexpr Slot kSlotNtid = 5;    // %ntid.x, .y, .z
-inline constexpr Slot kSlotCtaid = 8;   // %ctaid.x, .y, .z
-inline constexpr Slot kSlotNctaid = 11; // %nctaid.x, .y, .z
-inline constexpr Slot kSlotLaneid = 14; // %laneid
-inline constexpr Slot kSlotSink = 15;   // written by red.* and `_`; never read
+inline constexpr Slot kSlotZero = 0;     // constant 0 (base of absolute addresses)
+inline constexpr Slot kSlotTrue = 1;     // constant 1 (guard of unguarded instructions)
+inline constexpr Slot kSlotTid = 2;      // %tid.x, .y, .z
+inline constexpr Slot kSlotNtid = 5;     // %ntid.x, .y, .z
+inline constexpr Slot kSlotCtaid = 8;    // %ctaid.x, .y, .z
+inline constexpr Slot kSlotNctaid = 11;  // %nctaid.x, .y, .z
+inline constexpr Slot kSlotLaneid = 14;  // %laneid
+inline constexpr Slot kSlotSink = 15;    // written by red.* and `_`; never read
 inline constexpr Slot kFirstFreeSlot = 16;
 
 // Generic-address windows (cvta.shared / cvta.local and generic ld/st/atom).
@@ -54,30 +54,96 @@ enum class Op : uint16_t {
   kPack64,    // d = a | b << 32            (mov.b64 d, {a, b})
   kUnpack64,  // d = a & 0xffffffff, c = a >> 32 (mov.b64 {d, c}, a)
   // integer, d = f(a, b[, c]) & mask(mod)
-  kAdd, kSub, kMulLo, kMulHiS, kMulHiU, kMulWideS, kMulWideU, kMadLo, kMadWideS, kMadWideU,
-  kMadHiS, kMadHiU, kDivS, kDivU, kRemS, kRemU, kMinS, kMinU, kMaxS, kMaxU,
-  kAnd, kOr, kXor, kNot, kCnot, kNeg, kAbs, kShl, kShrU, kShrS, kPopc, kClz, kBrev,
-  kSelp,      // d = c ? a : b
+  kAdd,
+  kSub,
+  kMulLo,
+  kMulHiS,
+  kMulHiU,
+  kMulWideS,
+  kMulWideU,
+  kMadLo,
+  kMadWideS,
+  kMadWideU,
+  kMadHiS,
+  kMadHiU,
+  kDivS,
+  kDivU,
+  kRemS,
+  kRemU,
+  kMinS,
+  kMinU,
+  kMaxS,
+  kMaxU,
+  kAnd,
+  kOr,
+  kXor,
+  kNot,
+  kCnot,
+  kNeg,
+  kAbs,
+  kShl,
+  kShrU,
+  kShrS,
+  kPopc,
+  kClz,
+  kBrev,
+  kSelp,  // d = c ? a : b
   // comparisons: d = cmp(a, b) [boolop c]; mod = width; imm = Cmp | BoolOp << 8 | (c negated) << 10
-  kSetpS, kSetpU, kSetpF32, kSetpF64,
+  kSetpS,
+  kSetpU,
+  kSetpF32,
+  kSetpF64,
   // f32 (Inst::mod: kFlagFtz | kFlagSat)
-  kAddF32, kSubF32, kMulF32, kFmaF32, kDivF32, kMinF32, kMaxF32, kNegF32, kAbsF32,
-  kSqrtF32, kRcpF32, kRsqrtF32, kEx2F32, kLg2F32, kSinF32, kCosF32, kTanhF32,
+  kAddF32,
+  kSubF32,
+  kMulF32,
+  kFmaF32,
+  kDivF32,
+  kMinF32,
+  kMaxF32,
+  kNegF32,
+  kAbsF32,
+  kSqrtF32,
+  kRcpF32,
+  kRsqrtF32,
+  kEx2F32,
+  kLg2F32,
+  kSinF32,
+  kCosF32,
+  kTanhF32,
   // f64
-  kAddF64, kSubF64, kMulF64, kFmaF64, kDivF64, kMinF64, kMaxF64, kNegF64, kAbsF64,
-  kSqrtF64, kRcpF64, kRsqrtF64,
+  kAddF64,
+  kSubF64,
+  kMulF64,
+  kFmaF64,
+  kDivF64,
+  kMinF64,
+  kMaxF64,
+  kNegF64,
+  kAbsF64,
+  kSqrtF64,
+  kRcpF64,
+  kRsqrtF64,
   // conversions
-  kCvtInt,    // int -> int: extend a from mod bits (sign-extend when c == 1), then & imm
-  kCvt,       // everything else: b = source Ty, c = destination Ty, mod = Rnd | flags << 4
+  kCvtInt,  // int -> int: extend a from mod bits (sign-extend when c == 1), then & imm
+  kCvt,     // everything else: b = source Ty, c = destination Ty, mod = Rnd | flags << 4
   // memory: address = a + imm; Inst::mod = access size log2 | kLdSigned | dst reg size log2 << 4
-  kLdGlobal, kLdShared, kLdLocal, kLdParam, kLdGeneric,
-  kStGlobal, kStShared, kStLocal, kStGeneric,           // value in b
-  kLdVec, kStVec,  // c = index into Kernel::vec_slots, b = space, Inst::mod as above + count << 6
-  kAtom,           // d = atom(op, [a + imm], b[, c]); Inst::mod = AtomOp | type << 4; Inst::neg>>1 = space
+  kLdGlobal,
+  kLdShared,
+  kLdLocal,
+  kLdParam,
+  kLdGeneric,
+  kStGlobal,
+  kStShared,
+  kStLocal,
+  kStGeneric,  // value in b
+  kLdVec,
+  kStVec,  // c = index into Kernel::vec_slots, b = space, Inst::mod as above + count << 6
+  kAtom,   // d = atom(op, [a + imm], b[, c]); Inst::mod = AtomOp | type << 4; Inst::neg>>1 = space
   // control
-  kBra,       // pc = imm
-  kBar,       // bar.sync / barrier.sync: wait for the block's other threads
-  kRet,       // ret / exit: the thread is done
+  kBra,  // pc = imm
+  kBar,  // bar.sync / barrier.sync: wait for the block's other threads
+  kRet,  // ret / exit: the thread is done
 };
 
 inline constexpr uint8_t kFlagFtz = 1;
@@ -89,9 +155,20 @@ enum class Space : uint8_t { kGlobal = 0, kShared = 1, kLocal = 2, kParam = 3, k
 
 // Comparison kinds of setp.
 enum class Cmp : uint8_t {
-  kEq, kNe, kLt, kLe, kGt, kGe,          // ordered for floats; signedness from the Op
-  kEqu, kNeu, kLtu, kLeu, kGtu, kGeu,    // floats, unordered (true if either is NaN)
-  kNum, kNan,
+  kEq,
+  kNe,
+  kLt,
+  kLe,
+  kGt,
+  kGe,  // ordered for floats; signedness from the Op
+  kEqu,
+  kNeu,
+  kLtu,
+  kLeu,
+  kGtu,
+  kGeu,  // floats, unordered (true if either is NaN)
+  kNum,
+  kNan,
 };
 enum class BoolOp : uint8_t { kNone, kAnd, kOr, kXor };
 
@@ -103,14 +180,14 @@ enum class Rnd : uint8_t { kNone, kRn, kRz, kRm, kRp, kRni, kRzi, kRmi, kRpi };
 
 struct Inst {
   Op op = Op::kNop;
-  uint8_t neg = 0;     // bit 0: guard is negated (@!p); bits 1..3: space of kAtom
-  uint8_t mod = 0;     // op-specific (see Op)
+  uint8_t neg = 0;  // bit 0: guard is negated (@!p); bits 1..3: space of kAtom
+  uint8_t mod = 0;  // op-specific (see Op)
   Slot guard = kSlotTrue;
   Slot d = kSlotSink;
   Slot a = kSlotZero;
   Slot b = kSlotZero;
   Slot c = kSlotZero;
-  int64_t imm = 0;     // mask, address offset, branch target, or op-specific
+  int64_t imm = 0;  // mask, address offset, branch target, or op-specific
 };
 static_assert(sizeof(Inst) == 32, "Inst is meant to stay compact");
 
@@ -126,12 +203,12 @@ struct Kernel {
   std::vector<Param> params;
   uint32_t param_bytes = 0;
   std::vector<Inst> code;
-  std::vector<uint32_t> lines;      // source line of each instruction
-  std::vector<Slot> vec_slots;      // register lists of vector ld/st
-  std::vector<uint64_t> init_regs;  // the register file every thread starts from
-  uint32_t static_shared_bytes = 0; // static .shared, laid out from shared offset 0
-  uint32_t dynamic_shared_offset = 0; // where extern .shared arrays start
-  uint32_t local_bytes = 0;         // .local per thread
+  std::vector<uint32_t> lines;         // source line of each instruction
+  std::vector<Slot> vec_slots;         // register lists of vector ld/st
+  std::vector<uint64_t> init_regs;     // the register file every thread starts from
+  uint32_t static_shared_bytes = 0;    // static .shared, laid out from shared offset 0
+  uint32_t dynamic_shared_offset = 0;  // where extern .shared arrays start
+  uint32_t local_bytes = 0;            // .local per thread
   bool has_barrier = false;
   uint32_t num_slots() const { return static_cast<uint32_t>(init_regs.size()); }
 };
@@ -149,9 +226,9 @@ struct LoadLimits {
   uint32_t max_instructions = 1u << 20;  // per kernel
   uint32_t max_slots = 1u << 16;         // register file slots per kernel
   uint32_t max_params = 4096;
-  uint32_t max_param_bytes = 32764;      // CUDA 12.1+ limit on kernel parameters
-  uint32_t max_shared_bytes = 48u << 10; // static .shared per kernel
-  uint32_t max_local_bytes = 512u << 10; // .local per thread
+  uint32_t max_param_bytes = 32764;       // CUDA 12.1+ limit on kernel parameters
+  uint32_t max_shared_bytes = 48u << 10;  // static .shared per kernel
+  uint32_t max_local_bytes = 512u << 10;  // .local per thread
 };
 
 // Parses and checks a PTX module. LOAD_FAILED with "line N: ..." on anything
