@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "cli_common.hpp"
 #include "commands.hpp"
 #include "gpulease/capability/authority.hpp"
 #include "gpulease/capability/encoding.hpp"
@@ -40,52 +41,6 @@ struct InspectOptions {
   std::string pub;
 };
 
-// "123", "512MiB", "2G", "64k": binary multiples (K/M/G/T, optionally
-// followed by "iB" or "B"). nullopt on anything else or on overflow.
-std::optional<uint64_t> parse_bytes(std::string_view s) {
-  if (s.empty()) return std::nullopt;
-  uint64_t v = 0;
-  size_t i = 0;
-  for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
-    const uint64_t d = static_cast<uint64_t>(s[i] - '0');
-    if (v > (UINT64_MAX - d) / 10) return std::nullopt;
-    v = v * 10 + d;
-  }
-  if (i == 0) return std::nullopt;
-  std::string_view suffix = s.substr(i);
-  unsigned shift = 0;
-  if (!suffix.empty()) {
-    switch (suffix.front()) {
-      case 'k':
-      case 'K':
-        shift = 10;
-        break;
-      case 'm':
-      case 'M':
-        shift = 20;
-        break;
-      case 'g':
-      case 'G':
-        shift = 30;
-        break;
-      case 't':
-      case 'T':
-        shift = 40;
-        break;
-      case 'b':
-      case 'B':
-        shift = 0;
-        break;
-      default:
-        return std::nullopt;
-    }
-    if (shift != 0) suffix.remove_prefix(1);
-    if (!(suffix.empty() || suffix == "B" || suffix == "iB")) return std::nullopt;
-  }
-  if (shift != 0 && v > (UINT64_MAX >> shift)) return std::nullopt;
-  return v << shift;
-}
-
 std::string format_time(uint64_t t) {
   if (t > static_cast<uint64_t>(INT64_MAX / 2)) return std::to_string(t);
   std::time_t tt = static_cast<std::time_t>(t);
@@ -110,7 +65,7 @@ void run_mint(const MintOptions& o) {
   if (!key) fail(key.error().message);
   auto perms = cap::parse_permissions(o.perms);
   if (!perms) fail(perms.error().message);
-  const auto max_vram = parse_bytes(o.max_vram);
+  const auto max_vram = parse_size(o.max_vram);
   if (!max_vram) fail("--max-vram: expected a byte count such as 1073741824 or 1GiB");
   if (o.ttl_s == 0) fail("--ttl must be positive");
 

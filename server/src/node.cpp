@@ -1,4 +1,5 @@
 #include "node.hpp"
+#include "replies.hpp"
 
 #include <asio/post.hpp>
 
@@ -28,22 +29,6 @@ constexpr size_t kMaxTombstones = 4096;
 
 unsigned or_cores(unsigned n) {
   return n != 0 ? n : std::max(1u, std::thread::hardware_concurrency());
-}
-
-Bytes message_bytes(std::string_view s) {
-  return wire::to_bytes(s.substr(0, 1024));
-}
-
-void reply_error(const ReplyFn& reply, Status s, std::string_view msg) {
-  reply(s, message_bytes(msg));
-}
-void reply_error(const ReplyFn& reply, const Error& e) {
-  reply(e.status, message_bytes(e.message));
-}
-
-template <typename M>
-void reply_ok(const ReplyFn& reply, const M& m) {
-  reply(Status::kOk, wire::encode_payload(m));
 }
 
 // Lease ids are not guessable (a start at a random base), though guessing one

@@ -5,6 +5,7 @@
 
 #include "log.hpp"
 #include "node.hpp"
+#include "replies.hpp"
 
 namespace gpulease::server {
 
@@ -14,20 +15,6 @@ using wire::Opcode;
 using wire::Status;
 
 namespace {
-
-Bytes message_bytes(std::string_view s) {
-  return wire::to_bytes(s.substr(0, 1024));
-}
-void reply_error(const ReplyFn& reply, Status s, std::string_view msg) {
-  reply(s, message_bytes(msg));
-}
-void reply_error(const ReplyFn& reply, const Error& e) {
-  reply(e.status, message_bytes(e.message));
-}
-template <typename M>
-void reply_ok(const ReplyFn& reply, const M& m) {
-  reply(Status::kOk, wire::encode_payload(m));
-}
 
 bool in_range(uint64_t offset, uint64_t len, uint64_t size) {
   return offset <= size && len <= size - offset;
