@@ -32,10 +32,13 @@ int main(int argc, char** argv) {
     for (uint32_t i = 0; i < n; ++i) input[i] = static_cast<float>(i);
     gl::DeviceBuffer buf = unwrap(session.mem_alloc(uint64_t{n} * 4));
     unwrap(session.mem_write_span(buf, 0, std::span<const float>(input)));
+    std::printf("recipe 30: mem_alloc %u bytes -> buffer 0x%llx; mem_write 0, 1, ..., %u\n", n * 4,
+                static_cast<unsigned long long>(buf.address()), n - 1);
 
     // Load the module once.
     const std::string ptx = example::ptx(common, "transform.ptx");
     gl::Module module = unwrap(session.module_load(gpulease::wire::as_bytes(ptx)));
+    std::printf("recipe 30: module_load transform.ptx (%zu bytes)\n", ptx.size());
 
     // Launch both kernels, then sync once. Arguments (float* data, int n,
     // float param) in the raw form: the buffer's device address, n, param.
@@ -53,6 +56,7 @@ int main(int argc, char** argv) {
     unwrap(session.launch(module, "scale", grid, block, args(2.0f), arg_sizes));
     unwrap(session.launch(module, "bias", grid, block, args(10.0f), arg_sizes));
     unwrap(session.sync());
+    std::printf("recipe 30: launch scale(x2), launch bias(+10), sync: both kernels done\n");
 
     // Read results and check every element: (i * 2.0) + 10.0.
     gpulease::wire::Bytes bytes = unwrap(session.mem_read(buf, 0, uint64_t{n} * 4));
@@ -67,6 +71,7 @@ int main(int argc, char** argv) {
         out[0], out[1], out[100], out[1023]);
     unwrap(session.mem_free(buf));  // optional: releasing the lease frees it anyway
     unwrap(lease.release());
+    std::printf("recipe 30: mem_read %u bytes, mem_free, lease released\n", n * 4);
     if (bad != 0) {
       std::printf("recipe 30: FAILED: %u of %u elements differ from 2i + 10\n", bad, n);
       return 1;
