@@ -75,6 +75,15 @@ TEST(RevocationSet, LoadsAndReloadsAFile) {
   fs::remove(p);
 }
 
+TEST(RevocationSet, AFileOverTheLimitIsRefusedWithoutReadingItAllAndTheOldSetStays) {
+  RevocationSet set;
+  set.revoke_tenant("mallory");
+  const fs::path p = temp_file(std::string(kMaxRevocationFileBytes + 10, '#'));
+  EXPECT_FALSE(set.load_file(p));
+  EXPECT_EQ(set.check(token_id(1), kZero, "mallory"), Revoked::kTenant);
+  fs::remove(p);
+}
+
 TEST(RevocationSet, MalformedReloadKeepsTheOldSetInForce) {
   const fs::path p = temp_file("tenant mallory\n");
   RevocationSet set;

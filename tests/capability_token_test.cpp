@@ -181,3 +181,15 @@ TEST(ValidateClaims, RejectsWhatParseWouldReject) {
 
 }  // namespace
 }  // namespace gpulease::capability
+
+namespace gpulease::capability {
+namespace {
+
+TEST(TokenNames, NamesWithLeadingOrTrailingSpacesAreRefusedSoRevocationCanNameEveryTenant) {
+  EXPECT_TRUE(is_valid_name("acme corp"));
+  EXPECT_FALSE(is_valid_name("acme "));
+  EXPECT_FALSE(is_valid_name(" acme"));
+}
+
+}  // namespace
+}  // namespace gpulease::capability

@@ -59,6 +59,8 @@ std::optional<wire::Bytes> from_base64(std::string_view text, Base64Variant vari
   if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
                         text.size(), nullptr, &len, &end, sodium_variant(variant)) != 0 ||
       end != text.data() + text.size()) {
+    // The buffer may hold part of a secret seed decoded before the error.
+    sodium_memzero(out.data(), out.size());
     return std::nullopt;
   }
   out.resize(len);

@@ -61,19 +61,21 @@ Result<RevocationList> parse_revocation_list(std::string_view text) {
 RevocationSet::RevocationSet() : list_(std::make_shared<const RevocationList>()) {}
 
 Result<void> RevocationSet::load_file(const std::filesystem::path& path) {
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec) return make_error(Status::kInvalidArgument, path.string() + ": " + ec.message());
-  if (size > kMaxRevocationFileBytes) {
+  // One load at a time, from read to swap, so a slow older load can never
+  // overwrite a newer list (SIGHUP racing an admin load).
+  std::lock_guard load_lock(load_mu_);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(Status::kInvalidArgument, path.string() + ": cannot open");
+  // Read at most the limit plus one byte, whatever the file claims its size
+  // is (it may grow, or be a /proc file that reports 0).
+  std::string text(kMaxRevocationFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (in.bad()) return make_error(Status::kInvalidArgument, path.string() + ": read failed");
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxRevocationFileBytes) {
     return make_error(Status::kInvalidArgument, path.string() + ": larger than 16 MiB");
   }
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (!in && !in.eof()) {
-    return make_error(Status::kInvalidArgument, path.string() + ": read failed");
-  }
-  auto parsed = parse_revocation_list(text.str());
+  auto parsed = parse_revocation_list(text);
   if (!parsed) {
     return make_error(Status::kInvalidArgument, path.string() + ": " + parsed.error().message);
   }

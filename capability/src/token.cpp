@@ -33,6 +33,9 @@ wire::ByteSpan id_bytes(const TokenId& id) {
 
 bool is_valid_name(std::string_view s) noexcept {
   if (s.empty() || s.size() > kMaxNameBytes) return false;
+  // No leading or trailing space: a revocation file (which trims its lines)
+  // must be able to name every tenant.
+  if (s.front() == ' ' || s.back() == ' ') return false;
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const size_t n = s.size();
   size_t i = 0;

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <memory>
 #include <set>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -65,6 +66,7 @@ class RevocationSet {
   [[nodiscard]] std::shared_ptr<const RevocationList> snapshot() const;
 
  private:
+  std::mutex load_mu_;  // serializes load_file() from read to swap
   mutable std::shared_mutex mu_;
   std::shared_ptr<const RevocationList> list_;  // GUARDED_BY(mu_), never null
   std::filesystem::path path_;                  // GUARDED_BY(mu_)
