@@ -129,6 +129,27 @@ TEST_F(SessionTest, AllocBeyondTheQuotaFailsAndChangesNothing) {
   alloc(c_, lease, tok_, 256 << 10);  // exactly fills the quota
 }
 
+TEST(SessionLimits, ALeaseHoldsABoundedNumberOfBuffersAndModules) {
+  auto cfg = TestNode::small_config();
+  cfg.max_buffers_per_lease = 3;
+  cfg.max_modules_per_lease = 1;
+  TestNode node(cfg);
+  RawClient c(node.port());
+  Bytes tok = node.token("alice");
+  uint64_t lease = acquire(c, tok);
+  uint64_t first = alloc(c, lease, tok, 8);
+  alloc(c, lease, tok, 8);
+  alloc(c, lease, tok, 8);
+  EXPECT_EQ(c.call(Opcode::kMemAlloc, lease, tok, wire::MemAllocRequest{8}).status(),
+            Status::kAllocFailed);
+  ASSERT_EQ(c.call(Opcode::kMemFree, lease, tok, wire::HandleRequest{first}).status(), Status::kOk);
+  alloc(c, lease, tok, 8);
+  load_module(c, lease, tok, ptx("transform.ptx"));
+  wire::ModuleLoadRequest m;
+  m.image = wire::to_bytes(ptx("vector.ptx"));
+  EXPECT_EQ(c.call(Opcode::kModuleLoad, lease, tok, m).status(), Status::kAllocFailed);
+}
+
 TEST_F(SessionTest, HandlesAndRangesAreCheckedOnEveryOp) {
   uint64_t lease = acquire(c_, tok_);
   uint64_t buf = alloc(c_, lease, tok_, 100);

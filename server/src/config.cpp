@@ -93,6 +93,8 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   u64("tenant_max_bytes", c.tenant_max_bytes);
   u32("reaper_interval_ms", c.reaper_interval_ms);
   u64("frame_bytes_budget", c.frame_bytes_budget);
+  u32("max_buffers_per_lease", c.max_buffers_per_lease);
+  u32("max_modules_per_lease", c.max_modules_per_lease);
   if (!bad.empty())
     return make_error(Status::kInvalidArgument, "config " + bad + ": value out of range");
   return {};
@@ -173,6 +175,12 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
       ->capture_default_str();
   app.add_option("--reaper-interval-ms", c.reaper_interval_ms,
                  "how often expired leases are reaped")
+      ->capture_default_str();
+  app.add_option("--max-buffers-per-lease", c.max_buffers_per_lease,
+                 "live buffers one lease may hold")
+      ->capture_default_str();
+  app.add_option("--max-modules-per-lease", c.max_modules_per_lease,
+                 "loaded modules one lease may hold")
       ->capture_default_str();
   app.add_option("--frame-bytes-budget", c.frame_bytes_budget,
                  "frame bodies held at once across connections; readers wait past it")

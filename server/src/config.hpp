@@ -47,6 +47,8 @@ struct NodeConfig {
   uint64_t tenant_max_bytes = 0;  // 0 = no per-tenant byte cap beyond device capacity
   uint32_t reaper_interval_ms = 100;
   uint32_t replay_window = 64;
+  uint32_t max_buffers_per_lease = 65536;
+  uint32_t max_modules_per_lease = 256;
 
   // Operations
   std::string metrics_listen;  // "host:port"; empty = no metrics endpoint

@@ -20,8 +20,6 @@ bool in_range(uint64_t offset, uint64_t len, uint64_t size) {
   return offset <= size && len <= size - offset;
 }
 
-constexpr size_t kMaxModulesPerLease = 256;
-
 std::string hex(uint64_t v) {
   char b[24];
   std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
@@ -101,6 +99,14 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
         uint64_t used = L.used_bytes.load();
         // SECURITY: the quota check and the allocation run on the lease's
         // strand, so no two allocations of a lease can race past the quota.
+        // The count is bounded too: tables grow with it, whatever the sizes.
+        if (L.buffers.size() >= cfg_.max_buffers_per_lease) {
+          Error e = make_error(Status::kAllocFailed, "lease holds " +
+                                                         std::to_string(cfg_.max_buffers_per_lease) +
+                                                         " buffers already; free some first");
+          L.replay.remember(h.request_id, h.opcode, ph, e.status, message_bytes(e.message));
+          return reply_error(reply, e);
+        }
         if (m->size > L.quota - used) {
           Error e = make_error(Status::kAllocFailed, "allocation of " + std::to_string(m->size) +
                                                          " bytes exceeds the lease quota (" +
@@ -190,11 +196,11 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
         // charged to the lease's quota, and a lease holds a bounded number.
         const uint64_t charge = m->image.size();
         uint64_t used = L.used_bytes.load();
-        if (L.modules.size() >= kMaxModulesPerLease || charge > L.quota - used) {
+        if (L.modules.size() >= cfg_.max_modules_per_lease || charge > L.quota - used) {
           Error e = make_error(
               Status::kAllocFailed,
-              L.modules.size() >= kMaxModulesPerLease
-                  ? "lease holds " + std::to_string(kMaxModulesPerLease) + " modules already"
+              L.modules.size() >= cfg_.max_modules_per_lease
+                  ? "lease holds " + std::to_string(cfg_.max_modules_per_lease) + " modules already"
                   : "module image of " + std::to_string(charge) + " bytes exceeds the lease quota");
           L.replay.remember(h.request_id, h.opcode, ph, e.status, message_bytes(e.message));
           return reply_error(reply, e);
