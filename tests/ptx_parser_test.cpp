@@ -2,6 +2,8 @@
 // slots and instruction indices, and rejects anything outside the subset with
 // LOAD_FAILED naming the instruction or directive and its line — without
 // crashing on truncated or corrupted text.
+#include <bit>
+#include <limits>
 #include <random>
 
 #include "sim_harness.hpp"
@@ -75,7 +77,7 @@ TEST(PtxParser, ResolvesImmediatesToConstantSlots) {
   ASSERT_TRUE(m.ok()) << m.error().message;
   const Kernel& k = (*m)->kernels[0];
   EXPECT_EQ(k.code[0].a, k.code[1].b);  // one slot per distinct constant
-  EXPECT_EQ(k.init_regs[k.code[0].a], 0x3F800000u);
+  EXPECT_EQ(k.initial_value(k.code[0].a), 0x3F800000u);
 }
 
 TEST(PtxParser, LaysOutStaticAndDynamicSharedMemory) {
@@ -167,6 +169,96 @@ TEST(PtxParser, EnforcesItsLimits) {
   EXPECT_EQ(r.status(), Status::kLoadFailed);
   EXPECT_EQ(load_ptx(wrap(".reg .b32 %r<100000000>;")).status(), Status::kLoadFailed);
   EXPECT_EQ(load_ptx(wrap(".shared .align 4 .b8 big[1000000];")).status(), Status::kLoadFailed);
+}
+
+TEST(PtxParser, BlocksNestedDeeperThanTheLimitAreRefusedNamingTheLine) {
+  // The kernel body is level 1, so 63 inner blocks reach the limit of 64.
+  const std::string ok =
+      std::string(63, '{') + "\n.reg .b32 %deep;\nmov.u32 %deep, 1;\n" + std::string(63, '}');
+  EXPECT_TRUE(load_ptx(wrap(ok)).ok());
+  const std::string deep = "\n" + std::string(64, '{') + std::string(64, '}');
+  auto e = load_error(wrap(deep));
+  EXPECT_NE(e.message.find("line 7:"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("nested deeper than 64"), std::string::npos) << e.message;
+}
+
+TEST(PtxParser, AnInnerBlockShadowsARegisterUntilItCloses) {
+  auto m =
+      load_ptx(wrap(".reg .b32 %x;\n{\n.reg .b64 %x;\nmov.u64 %x, 1;\n}\nmov.u32 %x, 2;\n"
+                    "{\n.reg .b32 %y;\n}\n{\n.reg .b32 %y;\n}"));
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  const Kernel& k = (*m)->kernels[0];
+  EXPECT_NE(k.code[0].d, k.code[1].d);  // two different %x
+  EXPECT_NE(load_error(wrap("{\n.reg .b64 %x;\n}\nmov.u64 %x, 1;")).message.find("%x"),
+            std::string::npos);
+  EXPECT_NE(load_error(wrap("{\n.reg .b32 %x;\n.reg .b32 %x;\n}")).message.find("declared twice"),
+            std::string::npos);
+}
+
+std::string kernels(int n, const std::string& body) {
+  std::string t = ".version 9.0\n.target sm_75\n.address_size 64\n";
+  for (int i = 0; i < n; ++i)
+    t += ".visible .entry k" + std::to_string(i) + "()\n{\n" + body + "\n}\n";
+  return t;
+}
+
+TEST(PtxParser, RegisterSlotsAreLimitedPerModuleNotOnlyPerKernel) {
+  LoadLimits lim;
+  lim.max_module_slots = 1000;
+  EXPECT_TRUE(load_ptx(kernels(2, ".reg .b8 %r<400>;\nret;"), lim).ok());
+  auto r = load_ptx(kernels(3, ".reg .b8 %r<400>;\nret;"), lim);
+  ASSERT_EQ(r.status(), Status::kLoadFailed);
+  EXPECT_NE(r.error().message.find("too many registers"), std::string::npos) << r.error().message;
+}
+
+TEST(PtxParser, InstructionsAreLimitedPerModuleNotOnlyPerKernel) {
+  LoadLimits lim;
+  lim.max_module_instructions = 20;
+  const std::string body = ".reg .b32 %r;\nmov.u32 %r, 1;\nmov.u32 %r, 2;\nret;";
+  EXPECT_TRUE(load_ptx(kernels(4, body), lim).ok());  // 4 each, the implicit ret included
+  auto r = load_ptx(kernels(6, body), lim);
+  ASSERT_EQ(r.status(), Status::kLoadFailed);
+  EXPECT_NE(r.error().message.find("too many instructions in the module"), std::string::npos)
+      << r.error().message;
+}
+
+TEST(PtxParser, DeclaredButUnusedRegistersCostNoDecodedMemory) {
+  // 60,000 declared registers used to be 480 KB of initial register file.
+  auto m = load_ptx(wrap(".reg .b64 %r<60000>;\nmov.u64 %r7, 42;\nret;"));
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  const Kernel& k = (*m)->kernels[0];
+  EXPECT_GE(k.num_slots(), 60000u);
+  EXPECT_EQ(k.initial_value(k.code[0].a), 42u);
+  EXPECT_EQ(k.initial_value(k.code[0].d), 0u);
+  EXPECT_EQ(k.initial_value(kSlotTrue), 1u);
+  EXPECT_LT((*m)->decoded_bytes(), 4096u);
+}
+
+TEST(PtxParser, AddressOffsetsWrapModuloTwoToTheSixtyFour) {
+  auto m =
+      load_ptx(wrap(".reg .b32 %r;\nld.global.u32 %r, [0x7fffffffffffffff+0x4000000000000000];\n"
+                    "ld.global.u32 %r, [0x8000000000000000-0x4000000000000000];"));
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  const Kernel& k = (*m)->kernels[0];
+  EXPECT_EQ(static_cast<uint64_t>(k.code[0].imm), 0xbfffffffffffffffull);
+  EXPECT_EQ(static_cast<uint64_t>(k.code[1].imm), 0x4000000000000000ull);
+}
+
+TEST(PtxParser, DecimalLiteralsOutOfRangeBecomeInfinityOrZero) {
+  auto m = load_ptx(
+      wrap(".reg .f64 %d;\n.reg .f32 %f;\nmov.f64 %d, 1e400;\nmov.f64 %d, -1e400;\n"
+           "mov.f64 %d, 1e-400;\nmov.f32 %f, 1e400;\nmov.f64 %d, 0.00001e99999999999999999999;\n"
+           "mov.f64 %d, 1e308;"));
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  const Kernel& k = (*m)->kernels[0];
+  auto f64 = [&](int i) { return std::bit_cast<double>(k.initial_value(k.code[i].a)); };
+  EXPECT_EQ(f64(0), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(f64(1), -std::numeric_limits<double>::infinity());
+  EXPECT_EQ(k.initial_value(k.code[2].a), 0u);
+  EXPECT_EQ(std::bit_cast<float>(static_cast<uint32_t>(k.initial_value(k.code[3].a))),
+            std::numeric_limits<float>::infinity());
+  EXPECT_EQ(f64(4), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(f64(5), 1e308);
 }
 
 TEST(PtxParser, EveryTruncatedPrefixFailsCleanlyOrLoads) {

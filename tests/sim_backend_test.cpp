@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <thread>
 
 #include "sim_harness.hpp"
@@ -371,6 +372,178 @@ TEST(SimBackend, ManyContextsRunConcurrentlyOnTheSharedPool) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(ok.load(), 8);
+}
+
+// Kernels for the limits below: a loop of 3 * n instructions, and kernels
+// whose setup (registers, .local, .shared) dwarfs their single instruction.
+const char* const kLimitsPtx = R"(
+.version 9.0
+.target sm_75
+.address_size 64
+.visible .entry loop(.param .u32 n)
+{
+  .reg .b32 %r<3>;
+  .reg .pred %p;
+  ld.param.u32 %r1, [n];
+  mov.u32 %r2, 0;
+$L_top:
+  add.u32 %r2, %r2, 1;
+  setp.lt.u32 %p, %r2, %r1;
+  @%p bra $L_top;
+  ret;
+}
+.visible .entry fat_thread()
+{
+  .reg .b64 %rd<60000>;
+  .local .align 8 .b8 scratch[524288];
+  ret;
+}
+.visible .entry fat_block()
+{
+  .shared .align 4 .b8 tile[49152];
+  ret;
+}
+.visible .entry odd_shared()
+{
+  .shared .align 4 .b8 small[20];
+  .extern .shared .align 16 .b8 dyn[];
+  ret;
+}
+)";
+
+TEST(SimBackend, ThreadSetupIsChargedToTheInstructionBudget) {
+  // 64 threads of ~1 MB of registers and .local each: 64 instructions, but
+  // ~15,700 budget units of setup per thread.
+  server::ContextOptions opts;
+  opts.instruction_budget = 500'000;
+  Harness h(opts);
+  const uint64_t m = h.load(kLimitsPtx);
+  auto r = h.run(m, "fat_thread", {1, 1, 1}, {64, 1, 1}, Args());
+  ASSERT_EQ(r.status(), Status::kSyncFailed);
+  EXPECT_NE(r.error().message.find("instruction budget exceeded"), std::string::npos)
+      << r.error().message;
+  EXPECT_NE(r.error().message.find("fat_thread"), std::string::npos) << r.error().message;
+}
+
+TEST(SimBackend, BlockSharedMemorySetupIsChargedToTheInstructionBudget) {
+  // 200 one-thread blocks of 48 KiB shared: 768 units each.
+  server::ContextOptions opts;
+  opts.instruction_budget = 100'000;
+  Harness h(opts);
+  const uint64_t m = h.load(kLimitsPtx);
+  auto r = h.run(m, "fat_block", {200, 1, 1}, {1, 1, 1}, Args());
+  ASSERT_EQ(r.status(), Status::kSyncFailed);
+  EXPECT_NE(r.error().message.find("instruction budget exceeded"), std::string::npos)
+      << r.error().message;
+  // A grid within the budget still runs.
+  server::ContextOptions roomy;
+  roomy.instruction_budget = 1'000'000;  // fuel is claimed in 64Ki chunks per worker
+  Harness h2(roomy);
+  EXPECT_TRUE(h2.run(h2.load(kLimitsPtx), "fat_block", {200, 1, 1}, {1, 1, 1}, Args()).ok());
+}
+
+TEST(SimBackend, PerThreadStateIsCappedAtLaunch) {
+  SimConfig cfg = Harness::small_config();
+  cfg.launch_limits.max_thread_state_bytes = 64 << 10;
+  Harness h({}, cfg);
+  auto r = h.launch(h.load(kLimitsPtx), "fat_thread", {1, 1, 1}, {1, 1, 1}, Args());
+  ASSERT_EQ(r.status(), Status::kLaunchFailed);
+  EXPECT_NE(r.error().message.find("per thread"), std::string::npos) << r.error().message;
+}
+
+TEST(SimBackend, DynamicSharedMemoryIsCheckedWhereItReallyStarts) {
+  auto m = load_ptx(kLimitsPtx);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  const Kernel* k = (*m)->find("odd_shared");
+  ASSERT_EQ(k->dynamic_shared_offset, 32u);  // 20 static bytes, rounded up to 16
+  const LaunchLimits lim;                    // 48 KiB per block
+  EXPECT_TRUE(validate_launch(*k, {1, 1, 1}, {1, 1, 1}, (48 << 10) - 32, lim).ok());
+  auto r = validate_launch(*k, {1, 1, 1}, {1, 1, 1}, (48 << 10) - 20, lim);
+  EXPECT_EQ(r.status(), Status::kLaunchFailed);
+}
+
+TEST(SimBackend, LaunchesQueuedPastTheLimitAreRefusedUntilASync) {
+  SimConfig cfg = Harness::small_config();
+  cfg.max_queued_launches = 4;
+  Harness h({}, cfg);
+  const uint64_t m = h.load(kLimitsPtx);
+  // The first runs for tens of milliseconds at least; the others queue behind it.
+  ASSERT_TRUE(h.launch(m, "loop", {1, 1, 1}, {1, 1, 1}, Args().add(10'000'000u)).ok());
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(h.launch(m, "loop", {1, 1, 1}, {1, 1, 1}, Args().add(1u)).ok());
+  auto r = h.launch(m, "loop", {1, 1, 1}, {1, 1, 1}, Args().add(1u));
+  ASSERT_EQ(r.status(), Status::kLaunchFailed);
+  EXPECT_NE(r.error().message.find("sync first"), std::string::npos) << r.error().message;
+  ASSERT_TRUE(h.sync().ok());
+  EXPECT_TRUE(h.run(m, "loop", {1, 1, 1}, {1, 1, 1}, Args().add(1u)).ok());
+}
+
+TEST(SimBackend, LiveAllocationsPerContextAreCapped) {
+  SimConfig cfg = Harness::small_config();
+  cfg.max_allocations = 8;
+  Harness h({}, cfg);
+  std::vector<uint64_t> bufs;
+  for (int i = 0; i < 8; ++i) bufs.push_back(h.alloc(16));
+  EXPECT_EQ(h.ctx().mem_alloc(16).status(), Status::kAllocFailed);
+  ASSERT_TRUE(h.ctx().mem_free(bufs[3]).ok());
+  EXPECT_TRUE(h.ctx().mem_alloc(16).ok());
+}
+
+TEST(SimBackend, InterleavedAllocationsAndLaunchesEachSeeTheBuffersBeforeThem) {
+  Harness h;
+  const uint64_t m = h.load_file("transform.ptx");
+  std::vector<uint64_t> bufs;
+  auto scale = [&](uint64_t buf) {
+    return h.launch(m, "scale", {1, 1, 1}, {4, 1, 1}, Args().add(buf).add(int32_t(4)).add(2.0f));
+  };
+  for (int i = 0; i < 40; ++i) {  // never synced in between
+    bufs.push_back(h.upload(std::vector<float>(4, float(i))));
+    ASSERT_TRUE(scale(bufs.back()).ok());
+  }
+  // A free rebuilds the table; later launches see later allocations.
+  ASSERT_TRUE(h.ctx().mem_free(bufs[10]).ok());
+  bufs[10] = h.upload(std::vector<float>(4, 10.0f));
+  ASSERT_TRUE(scale(bufs[10]).ok());
+  bufs.push_back(h.upload(std::vector<float>(4, 40.0f)));
+  ASSERT_TRUE(scale(bufs.back()).ok());
+  ASSERT_TRUE(h.sync().ok());
+  for (size_t i = 0; i < bufs.size(); ++i)
+    EXPECT_EQ(h.download<float>(bufs[i], 4), std::vector<float>(4, 2.0f * float(i))) << i;
+}
+
+TEST(SimBackend, DestroyingAContextWaitsForASyncCallbackBeingDelivered) {
+  auto b = make_sim_backend(Harness::small_config());
+  auto ctx = std::move(b->create_context(0, {})).value();
+  auto m = ctx->module_load(server::ImageKind::kPtx, as_bytes(kLimitsPtx));
+  ASSERT_TRUE(m.ok());
+  server::LaunchRequest req;
+  req.module = *m;
+  req.kernel = "loop";
+  req.grid = {1, 1, 1};
+  req.block = {1, 1, 1};
+  req.args = Args().add(10'000'000u).take();
+  ASSERT_TRUE(ctx->launch(req).ok());
+  const auto test_thread = std::this_thread::get_id();
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<bool> inline_call{false}, callback_done{false};
+  ctx->sync([&](Result<void>) {
+    if (std::this_thread::get_id() == test_thread) {
+      inline_call = true;  // the launch finished first: nothing to race with
+    } else {
+      entered.set_value();
+      released.wait();
+    }
+    callback_done = true;
+  });
+  if (inline_call) GTEST_SKIP() << "the launch finished before sync";
+  entered.get_future().wait();  // a worker is inside the callback
+  auto destroyer = std::async(std::launch::async, [&] {
+    ctx.reset();
+    return callback_done.load();  // what the callback had done when destruction returned
+  });
+  release.set_value();
+  EXPECT_TRUE(destroyer.get());
 }
 
 }  // namespace

@@ -19,7 +19,34 @@
 
 namespace gpulease::sim {
 
+RangeTable::RangeTable(size_t capacity)
+    : capacity_(capacity),
+      chunks_(new std::unique_ptr<GlobalRange[]>[(capacity + kChunk - 1) / kChunk]) {}
+
+void RangeTable::append(const GlobalRange& r, std::shared_ptr<std::byte> owner) {
+  if (size_ % kChunk == 0) chunks_[size_ / kChunk].reset(new GlobalRange[kChunk]);
+  chunks_[size_ / kChunk][size_ % kChunk] = r;
+  ++size_;
+  owners_.push_back(std::move(owner));
+}
+
 const GlobalRange* GlobalMemory::find(uint64_t addr, uint64_t len) const {
+  if (table) {
+    // The last entry with base <= addr.
+    size_t lo = 0, hi = table_count;
+    while (lo < hi) {
+      const size_t mid = lo + (hi - lo) / 2;
+      if ((*table)[mid].base <= addr)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    if (lo == 0) return nullptr;
+    const GlobalRange& r = (*table)[lo - 1];
+    const uint64_t off = addr - r.base;
+    if (off >= r.size || len > r.size - off) return nullptr;
+    return &r;
+  }
   auto it = std::upper_bound(ranges.begin(), ranges.end(), addr,
                              [](uint64_t a, const GlobalRange& r) { return a < r.base; });
   if (it == ranges.begin()) return nullptr;
@@ -80,14 +107,22 @@ Result<void> validate_launch(const Kernel& k, std::array<uint32_t, 3> grid,
     return make_error(Status::kLaunchFailed, "block of " + std::to_string(threads) +
                                                  " threads exceeds " +
                                                  std::to_string(limits.max_threads_per_block));
-  const uint64_t shared = uint64_t{k.dynamic_shared_offset} + dynamic_shared;
-  if (k.static_shared_bytes + uint64_t{dynamic_shared} > limits.max_shared_per_block)
+  // What a block really allocates: the dynamic region starts at
+  // dynamic_shared_offset (the static arrays rounded up to its alignment).
+  const uint64_t shared =
+      std::max<uint64_t>(uint64_t{k.dynamic_shared_offset} + dynamic_shared, k.static_shared_bytes);
+  if (shared > limits.max_shared_per_block)
     return make_error(Status::kLaunchFailed,
                       "shared memory (" + std::to_string(k.static_shared_bytes) + " static + " +
-                          std::to_string(dynamic_shared) + " dynamic bytes) exceeds " +
+                          std::to_string(dynamic_shared) + " dynamic bytes at offset " +
+                          std::to_string(k.dynamic_shared_offset) + ") exceeds " +
                           std::to_string(limits.max_shared_per_block));
-  (void)shared;
   const uint64_t per_thread = uint64_t{k.num_slots()} * 8 + k.local_bytes;
+  if (per_thread > limits.max_thread_state_bytes)
+    return make_error(Status::kLaunchFailed,
+                      "kernel " + k.name + " needs " + std::to_string(per_thread) +
+                          " bytes of registers and local memory per thread (limit " +
+                          std::to_string(limits.max_thread_state_bytes) + ")");
   const uint64_t state = k.has_barrier ? per_thread * threads : per_thread;
   if (state > limits.max_block_state_bytes)
     return make_error(Status::kLaunchFailed,
@@ -435,7 +470,14 @@ class BlockRunner {
     local_.resize(static_cast<size_t>(k_.local_bytes) * (all_threads ? nthreads_ : 1));
     pcs_.resize(all_threads ? nthreads_ : 1);
     live_.resize(all_threads ? nthreads_ : 1);
-    tmpl_ = k_.init_regs;
+    tmpl_.assign(nslots_, 0);
+    for (const auto& [slot, value] : k_.init_values) tmpl_[slot] = value;
+    // Setup is not free: copying the register file and zeroing local memory
+    // per thread, zeroing shared memory per block. It is charged to the
+    // budget (one instruction per 64 bytes, at least one per thread) so the
+    // budget bounds a launch's CPU time whatever its shape.
+    thread_setup_cost_ = std::max<uint64_t>(1, (uint64_t{nslots_} * 8 + k_.local_bytes) / 64);
+    block_setup_cost_ = shared_size_ / 64;
     tmpl_[kSlotNtid] = l.block_[0];
     tmpl_[kSlotNtid + 1] = l.block_[1];
     tmpl_[kSlotNtid + 2] = l.block_[2];
@@ -444,11 +486,15 @@ class BlockRunner {
     tmpl_[kSlotNctaid + 2] = l.grid_[2];
   }
 
+  ~BlockRunner() { settle(); }
+
   // Accounts the instructions this runner executed and returns the unused
   // part of its last claim to the launch's budget.
-  ~BlockRunner() {
+  void settle() {
     l_.executed_.fetch_add(granted_total_ - fuel_, std::memory_order_relaxed);
     l_.claimed_.fetch_sub(fuel_, std::memory_order_relaxed);
+    granted_total_ = 0;
+    fuel_ = 0;
   }
 
   // False when the launch was stopped (fault, budget or cancel).
@@ -461,9 +507,13 @@ class BlockRunner {
     tmpl_[kSlotCtaid + 1] = by;
     tmpl_[kSlotCtaid + 2] = bz;
     // Shared memory starts zeroed in the sim (uninitialised on a GPU).
+    tid_linear_ = 0;
+    if (!charge(block_setup_cost_)) return false;
     std::fill(shared_.begin(), shared_.end(), std::byte{0});
     if (!k_.has_barrier) {
       for (uint32_t t = 0; t < nthreads_; ++t) {
+        tid_linear_ = t;
+        if (!charge(thread_setup_cost_)) return false;
         init_thread(t, regs_.data(), local_.data());
         uint32_t pc = 0;
         tid_linear_ = t;
@@ -472,6 +522,8 @@ class BlockRunner {
       return true;
     }
     for (uint32_t t = 0; t < nthreads_; ++t) {
+      tid_linear_ = t;
+      if (!charge(thread_setup_cost_)) return false;
       init_thread(t, regs_.data() + static_cast<size_t>(t) * nslots_,
                   local_.data() + static_cast<size_t>(t) * k_.local_bytes);
       pcs_[t] = 0;
@@ -707,6 +759,21 @@ class BlockRunner {
     return fuel_ != 0;
   }
 
+  // Takes `n` units of budget for setup work; false (launch faulted or
+  // stopped) when the budget runs out.
+  bool charge(uint64_t n) {
+    while (n > 0) {
+      if (fuel_ == 0 && !refuel()) {
+        out_of_fuel(0);
+        return false;
+      }
+      const uint64_t take = std::min(n, fuel_);
+      fuel_ -= take;
+      n -= take;
+    }
+    return true;
+  }
+
   Stop out_of_fuel(uint32_t pc) {
     if (l_.stopped()) return Stop::kFault;  // another worker faulted, or cancel
     l_.set_fault("instruction budget exceeded (" + std::to_string(l_.budget_) + " instructions)" +
@@ -725,6 +792,8 @@ class BlockRunner {
   uint32_t nthreads_ = 0;
   uint32_t nslots_ = 0;
   uint64_t shared_size_ = 0;
+  uint64_t thread_setup_cost_ = 1;
+  uint64_t block_setup_cost_ = 0;
   std::vector<std::byte> shared_;
   std::vector<uint64_t> regs_;
   std::vector<std::byte> local_;
@@ -1161,12 +1230,27 @@ out:
   return result;
 }
 
+Launch::~Launch() = default;
+
 void Launch::run_blocks(uint64_t first, uint64_t count) {
   if (stopped()) return;
-  BlockRunner runner(*this);
-  for (uint64_t i = first; i < first + count && i < total_blocks_; ++i) {
-    if (stopped() || !runner.run_block(i)) break;
+  // One runner (and its scratch state, up to max_block_state_bytes) per
+  // concurrent caller for the whole launch, not one per chunk of blocks.
+  std::unique_ptr<BlockRunner> runner;
+  {
+    std::lock_guard<std::mutex> lk(runners_mu_);
+    if (!runners_.empty()) {
+      runner = std::move(runners_.back());
+      runners_.pop_back();
+    }
   }
+  if (!runner) runner = std::make_unique<BlockRunner>(*this);
+  for (uint64_t i = first; i < first + count && i < total_blocks_; ++i) {
+    if (stopped() || !runner->run_block(i)) break;
+  }
+  runner->settle();
+  std::lock_guard<std::mutex> lk(runners_mu_);
+  runners_.push_back(std::move(runner));
 }
 
 }  // namespace gpulease::sim

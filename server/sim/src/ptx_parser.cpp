@@ -23,6 +23,23 @@ const Kernel* Module::find(std::string_view name) const {
   return nullptr;
 }
 
+size_t Module::decoded_bytes() const {
+  size_t n = sizeof(Module);
+  for (const Kernel& k : kernels) {
+    n += sizeof(Kernel) + k.name.size() + k.code.size() * sizeof(Inst) +
+         k.lines.size() * sizeof(uint32_t) + k.vec_slots.size() * sizeof(Slot) +
+         k.init_values.size() * sizeof(k.init_values[0]);
+    for (const Param& p : k.params) n += sizeof(Param) + p.name.size();
+  }
+  return n;
+}
+
+uint64_t Kernel::initial_value(Slot s) const {
+  auto it = std::lower_bound(init_values.begin(), init_values.end(), s,
+                             [](const auto& e, Slot v) { return e.first < v; });
+  return it != init_values.end() && it->first == s ? it->second : 0;
+}
+
 namespace {
 
 // ---------------------------------------------------------------- lexer
@@ -153,6 +170,31 @@ std::optional<uint64_t> parse_uint(std::string_view t) {
   return v;
 }
 
+// Whether a well-formed decimal literal (digits, optional '.', optional
+// exponent) is >= 1; decides between overflow and underflow. The exponent
+// saturates, so any length of digits is handled in linear time.
+bool decimal_at_least_one(std::string_view t) {
+  const size_t e = t.find_first_of("eE");
+  const std::string_view mant = t.substr(0, e);
+  int64_t exp = 0;
+  if (e != std::string_view::npos) {
+    size_t j = e + 1;
+    const bool neg = j < t.size() && t[j] == '-';
+    if (j < t.size() && (t[j] == '+' || t[j] == '-')) ++j;
+    for (; j < t.size(); ++j) exp = std::min<int64_t>(exp * 10 + (t[j] - '0'), int64_t{1} << 40);
+    if (neg) exp = -exp;
+  }
+  // The place value of the first non-zero digit is 10^(point - i - 1).
+  const size_t point = std::min(mant.find('.'), mant.size());
+  for (size_t i = 0; i < mant.size(); ++i) {
+    if (mant[i] == '.' || mant[i] == '0') continue;
+    const int64_t place =
+        static_cast<int64_t>(point) - static_cast<int64_t>(i) - (i < point ? 1 : 0);
+    return place + exp >= 0;
+  }
+  return false;  // all zeros
+}
+
 // A numeric literal, before the instruction's type gives it bits.
 struct Literal {
   enum Kind : uint8_t { kInt, kF32Bits, kF64Bits, kDecimal } kind = kInt;
@@ -205,7 +247,13 @@ std::optional<Literal> parse_literal(std::string_view t, bool negate) {
   if (!digits) return std::nullopt;
   double d = 0;
   auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), d);
-  if (ec != std::errc() && ec != std::errc::result_out_of_range) return std::nullopt;
+  if (ec == std::errc::result_out_of_range) {
+    // from_chars leaves `d` untouched; PTX (like C) rounds a literal too
+    // large for a double to infinity and one too small to zero.
+    d = decimal_at_least_one(t) ? std::numeric_limits<double>::infinity() : 0.0;
+  } else if (ec != std::errc()) {
+    return std::nullopt;
+  }
   (void)p;
   lit.kind = Literal::kDecimal;
   lit.value = negate ? -d : d;
@@ -252,7 +300,7 @@ struct Operand {
   Literal lit;                 // kImm
   std::string_view sym;        // kSym, or the symbol of a kAddr
   bool has_base = false;       // kAddr: [reg + off]
-  int64_t offset = 0;          // kAddr
+  uint64_t offset = 0;         // kAddr; address arithmetic wraps modulo 2^64
   std::vector<Operand> elems;  // kVec (kReg or kSink)
 };
 
@@ -271,8 +319,20 @@ struct Fixup {
   enum Kind : uint8_t { kSlotValue, kInstImm } kind = kSlotValue;
   uint32_t index = 0;  // slot or instruction
   std::string sym;
-  int64_t addend = 0;
+  uint64_t addend = 0;
   uint32_t line = 0;
+};
+
+// Hash for heterogeneous (string_view) lookup in the register table.
+struct NameHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+// A declared register and the depth of the { } block that declared it.
+struct ScopedReg {
+  RegInfo info;
+  uint32_t depth = 0;
 };
 
 class Parser {
@@ -517,8 +577,14 @@ class Parser {
   }
 
   Slot new_slot(uint64_t init) {
-    k_.init_regs.push_back(init);
-    return static_cast<Slot>(k_.init_regs.size() - 1);
+    const Slot s = k_.slots++;
+    if (init != 0) k_.init_values.emplace_back(s, init);
+    return s;
+  }
+  // Whether `more` slots fit in the kernel's and the module's limits.
+  bool slots_fit(uint64_t more) const {
+    const uint64_t k = uint64_t{k_.slots} + more;
+    return k <= limits_.max_slots && module_slots_ + k <= limits_.max_module_slots;
   }
   Slot constant(uint64_t bits) {
     auto it = consts_.find(bits);
@@ -529,11 +595,12 @@ class Parser {
   }
 
   bool body() {
-    k_.init_regs.assign(kFirstFreeSlot, 0);
-    k_.init_regs[kSlotTrue] = 1;
+    k_.slots = kFirstFreeSlot;
+    k_.init_values.assign(1, {kSlotTrue, 1});
     consts_.clear();
-    scopes_.clear();
-    scopes_.emplace_back();
+    regs_.clear();
+    scope_names_.clear();
+    scope_names_.emplace_back();
     labels_.clear();
     label_refs_.clear();
     fixups_.clear();
@@ -544,17 +611,19 @@ class Parser {
     while (depth > 0) {
       const uint32_t line = tok_.line;
       if (tok_.kind == Tk::kEnd) return fail(line, "missing '}' at the end of kernel " + k_.name);
-      if (k_.init_regs.size() > limits_.max_slots)
-        return fail(line, "too many registers and constants");
+      if (!slots_fit(0)) return fail(line, "too many registers and constants");
       if (is_punct('{')) {
+        if (depth >= limits_.max_scope_depth)
+          return fail(line, "blocks nested deeper than " + std::to_string(limits_.max_scope_depth) +
+                                " levels");
         ++depth;
-        scopes_.emplace_back();
+        scope_names_.emplace_back();
         if (!advance()) return false;
         continue;
       }
       if (is_punct('}')) {
         --depth;
-        scopes_.pop_back();
+        pop_scope();
         if (!advance()) return false;
         continue;
       }
@@ -646,27 +715,48 @@ class Parser {
       } else {
         return fail(f.line, "undefined symbol " + f.sym);
       }
-      if (f.kind == Fixup::kSlotValue)
-        k_.init_regs[f.index] = static_cast<uint64_t>(base + f.addend);
-      else
-        k_.code[f.index].imm = base + f.addend;
+      const uint64_t value = static_cast<uint64_t>(base) + f.addend;  // wraps, no UB
+      if (f.kind == Fixup::kSlotValue) {
+        if (value != 0) k_.init_values.emplace_back(f.index, value);
+      } else {
+        k_.code[f.index].imm = static_cast<int64_t>(value);
+      }
     }
+    std::sort(k_.init_values.begin(), k_.init_values.end());
+    module_slots_ += k_.slots;
+    module_insts_ += k_.code.size();
     module_->kernels.push_back(std::move(k_));
     return true;
   }
 
+  // One hash lookup whatever the nesting: each name maps to the stack of its
+  // declarations, innermost last.
   const RegInfo* find_reg(std::string_view name) const {
-    for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it) {
-      auto f = it->find(std::string(name));
-      if (f != it->end()) return &f->second;
+    auto f = regs_.find(name);
+    if (f == regs_.end() || f->second.empty()) return nullptr;
+    return &f->second.back().info;
+  }
+
+  void pop_scope() {
+    for (const std::string& n : scope_names_.back()) {
+      auto f = regs_.find(n);
+      f->second.pop_back();
+      if (f->second.empty()) regs_.erase(f);
     }
-    return nullptr;
+    scope_names_.pop_back();
   }
 
   bool declare_reg(std::string name, uint8_t bits, uint32_t line) {
-    if (scopes_.back().count(name) != 0) return fail(line, "register " + name + " declared twice");
-    if (k_.init_regs.size() >= limits_.max_slots) return fail(line, "too many registers");
-    scopes_.back().emplace(std::move(name), RegInfo{new_slot(0), bits});
+    const uint32_t depth = static_cast<uint32_t>(scope_names_.size());
+    auto [it, inserted] = regs_.try_emplace(name);
+    if (!inserted && !it->second.empty() && it->second.back().depth == depth)
+      return fail(line, "register " + name + " declared twice");
+    if (!slots_fit(1)) {
+      if (it->second.empty()) regs_.erase(it);
+      return fail(line, "too many registers");
+    }
+    it->second.push_back(ScopedReg{RegInfo{new_slot(0), bits}, depth});
+    scope_names_.back().push_back(std::move(name));
     return true;
   }
 
@@ -691,7 +781,7 @@ class Parser {
           uint64_t n = 0;
           if (!expect_number(n, limits_.max_slots, "register count")) return false;
           if (!expect_punct('>')) return false;
-          if (k_.init_regs.size() + n > limits_.max_slots) return fail(line, "too many registers");
+          if (!slots_fit(n)) return fail(line, "too many registers");
           for (uint64_t i = 0; i < n; ++i)
             if (!declare_reg(name + std::to_string(i), ti->bits, line)) return false;
         } else {
@@ -801,7 +891,7 @@ class Parser {
       } else if (tok_.kind == Tk::kNumber) {
         auto v = parse_uint(tok_.text);
         if (!v) return fail(tok_.line, "bad address " + token_text());
-        o.offset = static_cast<int64_t>(*v);
+        o.offset = *v;
         if (!advance()) return false;
       } else {
         return fail(tok_.line, "bad address operand");
@@ -817,9 +907,9 @@ class Parser {
         if (tok_.kind != Tk::kNumber) return fail(tok_.line, "expected an offset");
         auto v = parse_uint(tok_.text);
         if (!v || *v > (uint64_t{1} << 62)) return fail(tok_.line, "bad offset " + token_text());
-        int64_t off = static_cast<int64_t>(*v);
-        if (minus != neg2) off = -off;
-        o.offset += off;
+        // Unsigned: [0x7fffffffffffffff+0x4000000000000000] wraps, as
+        // address arithmetic does on the device, instead of overflowing.
+        o.offset += minus != neg2 ? ~*v + 1 : *v;
         if (!advance()) return false;
       }
       return expect_punct(']');
@@ -994,13 +1084,13 @@ class Parser {
       return bad(c, "operand " + std::to_string(i + 1) + " must be an address [..]");
     const Operand& o = c.ops[i];
     in.a = o.has_base ? o.slot : kSlotZero;
-    in.imm = o.offset;
+    in.imm = static_cast<int64_t>(o.offset);
     if (!o.sym.empty()) {
       const std::string sym(o.sym);
       if (auto p = params_.find(sym); p != params_.end()) {
         if (space != Space::kParam)
           return bad(c, "parameter " + sym + " used outside the .param space");
-        in.imm += k_.params[p->second].offset;
+        in.imm = static_cast<int64_t>(o.offset + k_.params[p->second].offset);
       } else if (space == Space::kShared || space == Space::kLocal) {
         fixups_.push_back(
             Fixup{Fixup::kInstImm, static_cast<uint32_t>(k_.code.size()), sym, o.offset, c.line});
@@ -1026,7 +1116,10 @@ class Parser {
   bool special_ = false;
   std::unordered_map<std::string, size_t> params_;
   std::unordered_map<uint64_t, Slot> consts_;
-  std::vector<std::unordered_map<std::string, RegInfo>> scopes_;
+  std::unordered_map<std::string, std::vector<ScopedReg>, NameHash, std::equal_to<>> regs_;
+  std::vector<std::vector<std::string>> scope_names_;  // names declared per open block
+  uint64_t module_slots_ = 0;                          // slots of the finished kernels
+  uint64_t module_insts_ = 0;                          // instructions of the finished kernels
   std::unordered_map<std::string, uint32_t> labels_;
   std::vector<std::tuple<uint32_t, std::string, uint32_t>> label_refs_;
   std::vector<Fixup> fixups_;
@@ -1043,6 +1136,9 @@ bool Parser::instruction(const Token& first, Slot guard, bool guard_neg) {
   c.line = first.line;
   if (k_.code.size() >= limits_.max_instructions)
     return fail(c.line, "too many instructions in kernel " + k_.name);
+  if (module_insts_ + k_.code.size() >= limits_.max_module_instructions)
+    return fail(c.line, "too many instructions in the module (limit " +
+                            std::to_string(limits_.max_module_instructions) + ")");
   while (!is_punct(';')) {
     if (tok_.kind == Tk::kEnd)
       return fail(c.line, "missing ';' after '" + std::string(c.opcode) + "'");

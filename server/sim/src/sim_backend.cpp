@@ -157,9 +157,19 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
       }
       outcome = status_locked();
       collect_locked(ready);
+      // close() waits for deliveries in progress, so no callback runs after
+      // the context is gone; callbacks run without the lock.
+      if (!ready.empty()) ++delivering_;
       cv_.notify_all();
     }
-    for (auto& done : ready) done(outcome);
+    if (ready.empty()) return;
+    deliver(ready, outcome);
+  }
+
+  // Launches queued or running, not yet finished.
+  uint64_t pending() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return enqueued_ - completed_;
   }
 
   void sync(std::function<void(Result<void>)> done) {
@@ -172,7 +182,7 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
       }
       outcome = status_locked();
     }
-    done(std::move(outcome));
+    done(std::move(outcome));  // on the caller's thread, not a worker
   }
 
   // Blocks until no launch of this context is queued or running.
@@ -191,7 +201,10 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
       closing_ = true;
       queue_.clear();
       if (current_) current_->cancel();
-      cv_.wait(lk, [&] { return !running_; });
+      // A callback that (against the contract) destroys its context from a
+      // worker must not wait for its own delivery.
+      const uint32_t own = tl_delivering == this ? 1 : 0;
+      cv_.wait(lk, [&] { return !running_ && delivering_ <= own; });
       for (auto& w : waiters_) orphans.push_back(std::move(w.second));
       waiters_.clear();
     }
@@ -209,6 +222,21 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
   }
 
  private:
+  void deliver(std::vector<std::function<void(Result<void>)>>& ready, const Result<void>& outcome) {
+    const ContextCore* const outer = tl_delivering;
+    tl_delivering = this;
+    for (auto& done : ready) done(outcome);
+    tl_delivering = outer;
+    // The callbacks may have freed everything but this core (held by the
+    // worker's task); clear them before the count drops.
+    ready.clear();
+    std::lock_guard<std::mutex> lk(mu_);
+    --delivering_;
+    cv_.notify_all();
+  }
+
+  static thread_local const ContextCore* tl_delivering;
+
   Result<void> status_locked() const {
     if (fault_.empty()) return {};
     return make_error(Status::kSyncFailed, fault_);
@@ -228,12 +256,15 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
   std::deque<std::shared_ptr<Task>> queue_;  // queued, not yet submitted
   bool running_ = false;
   bool closing_ = false;
+  uint32_t delivering_ = 0;  // workers calling sync callbacks right now
   uint64_t enqueued_ = 0;
   uint64_t completed_ = 0;
   std::string fault_;
   std::vector<std::pair<uint64_t, std::function<void(Result<void>)>>> waiters_;
   std::shared_ptr<Launch> current_;  // submitted to the pool, not finished
 };
+
+thread_local const ContextCore* ContextCore::tl_delivering = nullptr;
 
 void WorkerPool::loop() {
   for (;;) {
@@ -279,6 +310,8 @@ class SimContext final : public DeviceContext {
         dev_(std::move(dev)),
         core_(std::make_shared<ContextCore>(pool_.get())),
         launch_limits_(cfg.launch_limits),
+        max_queued_(cfg.max_queued_launches),
+        max_allocs_(cfg.max_allocations),
         load_limits_(cfg.load_limits),
         overhead_(cfg.context_overhead_bytes),
         quota_(opts.quota_bytes),
@@ -296,6 +329,9 @@ class SimContext final : public DeviceContext {
 
   Result<uint64_t> mem_alloc(uint64_t bytes) override {
     if (bytes == 0) return make_error(Status::kInvalidArgument, "allocation of 0 bytes");
+    if (allocs_.size() >= max_allocs_)
+      return make_error(Status::kAllocFailed, "context has " + std::to_string(allocs_.size()) +
+                                                  " live allocations, the limit");
     if (quota_ != 0 && (bytes > quota_ || allocated_ > quota_ - bytes))
       return make_error(Status::kAllocFailed, "allocation of " + std::to_string(bytes) +
                                                   " bytes exceeds the lease quota");
@@ -319,6 +355,12 @@ class SimContext final : public DeviceContext {
     allocs_.emplace(
         addr, Alloc{bytes, std::shared_ptr<std::byte>(raw, [](std::byte* p) { std::free(p); })});
     allocated_ += bytes;
+    // Addresses only grow and frees drain the context first, so while
+    // launches hold snapshots the table only gains entries at its end.
+    if (table_ && table_->size() < table_->capacity())
+      table_->append(GlobalRange{addr, bytes, raw}, allocs_.at(addr).data);
+    else
+      table_.reset();
     snapshot_.reset();
     return addr;
   }
@@ -331,6 +373,7 @@ class SimContext final : public DeviceContext {
     dev_->release(it->second.size);
     allocated_ -= it->second.size;
     allocs_.erase(it);
+    table_.reset();  // rebuilt at the next launch; no launch uses the old one now
     snapshot_.reset();
     return {};
   }
@@ -372,6 +415,9 @@ class SimContext final : public DeviceContext {
   Result<void> launch(const LaunchRequest& req) override {
     if (core_->faulted())
       return make_error(Status::kLaunchFailed, "context is faulted: " + core_->fault());
+    if (core_->pending() >= max_queued_)
+      return make_error(Status::kLaunchFailed, "too many launches queued (" +
+                                                   std::to_string(max_queued_) + "); sync first");
     auto mit = modules_.find(req.module);
     if (mit == modules_.end()) return make_error(Status::kLaunchFailed, "unknown module handle");
     const Kernel* k = mit->second->find(req.kernel);
@@ -424,16 +470,20 @@ class SimContext final : public DeviceContext {
     return it->second.data.get() + off;
   }
 
-  // The allocation table as launches see it; rebuilt after alloc/free.
+  // The allocation table as launches see it: a view of the first N entries
+  // of the shared append-only table (O(1) per snapshot, so interleaving
+  // allocations and launches costs no copies); the table itself is rebuilt
+  // only after a free.
   std::shared_ptr<const GlobalMemory> memory() {
     if (!snapshot_) {
-      auto m = std::make_shared<GlobalMemory>();
-      m->ranges.reserve(allocs_.size());
-      m->owners.reserve(allocs_.size());
-      for (const auto& [base, a] : allocs_) {
-        m->ranges.push_back(GlobalRange{base, a.size, a.data.get()});
-        m->owners.push_back(a.data);
+      if (!table_) {
+        table_ = std::make_shared<RangeTable>(std::max<size_t>(max_allocs_, allocs_.size()));
+        for (const auto& [base, a] : allocs_)
+          table_->append(GlobalRange{base, a.size, a.data.get()}, a.data);
       }
+      auto m = std::make_shared<GlobalMemory>();
+      m->table = table_;
+      m->table_count = table_->size();
       snapshot_ = std::move(m);
     }
     return snapshot_;
@@ -443,6 +493,8 @@ class SimContext final : public DeviceContext {
   std::shared_ptr<DeviceState> dev_;
   std::shared_ptr<ContextCore> core_;
   LaunchLimits launch_limits_;
+  uint64_t max_queued_;
+  size_t max_allocs_;
   LoadLimits load_limits_;
   uint64_t overhead_;
   uint64_t quota_;
@@ -451,6 +503,7 @@ class SimContext final : public DeviceContext {
   uint64_t next_addr_;
   uint64_t allocated_ = 0;
   std::map<uint64_t, Alloc> allocs_;
+  std::shared_ptr<RangeTable> table_;
   std::shared_ptr<const GlobalMemory> snapshot_;
   std::map<uint64_t, std::shared_ptr<const Module>> modules_;
   uint64_t next_module_ = 0;

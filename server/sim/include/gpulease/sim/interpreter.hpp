@@ -19,7 +19,10 @@
 //
 // Budget: a launch may execute at most `budget` instructions (guarded-off
 // instructions count too) over all its threads; past that it is stopped and
-// faulted with "instruction budget exceeded".
+// faulted with "instruction budget exceeded". Setup is charged to the same
+// budget: each thread costs max(1, (registers * 8 + .local bytes) / 64) before
+// its first instruction and each block shared bytes / 64, so the budget
+// bounds CPU time however the launch is shaped.
 #pragma once
 
 #include <array>
@@ -35,18 +38,45 @@
 
 namespace gpulease::sim {
 
+class BlockRunner;
+
 struct GlobalRange {
   uint64_t base = 0;
   uint64_t size = 0;
   std::byte* data = nullptr;
 };
 
+// An append-only table of ranges in increasing address order, with storage
+// that never moves: appending leaves the entries before it untouched, so
+// snapshots of its first N entries stay valid (and lock-free to read) while
+// the owner appends. A snapshot then costs O(1), not a copy of the table.
+class RangeTable {
+ public:
+  explicit RangeTable(size_t capacity);
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+  // REQUIRES: size() < capacity(); r.base above every earlier range. Only
+  // the owner appends; readers look at entries below their snapshot's count.
+  void append(const GlobalRange& r, std::shared_ptr<std::byte> owner);
+  const GlobalRange& operator[](size_t i) const { return chunks_[i / kChunk][i % kChunk]; }
+
+ private:
+  static constexpr size_t kChunk = 1024;
+  size_t capacity_ = 0;
+  size_t size_ = 0;
+  std::unique_ptr<std::unique_ptr<GlobalRange[]>[]> chunks_;
+  std::vector<std::shared_ptr<std::byte>> owners_;  // keep the buffers alive
+};
+
 // A snapshot of a context's allocations, sorted by base. Immutable once
 // published, so workers read it without locks; the owner keeps the buffers
-// alive for as long as any launch holds the snapshot.
+// alive for as long as any launch holds the snapshot. Either `ranges` or
+// the first `table_count` entries of `table`.
 struct GlobalMemory {
   std::vector<GlobalRange> ranges;
   std::vector<std::shared_ptr<std::byte>> owners;  // keep the buffers alive
+  std::shared_ptr<const RangeTable> table;
+  size_t table_count = 0;
   const GlobalRange* find(uint64_t addr, uint64_t len) const;
 };
 
@@ -57,6 +87,10 @@ class Launch {
   Launch(std::shared_ptr<const Module> module, const Kernel* kernel, std::array<uint32_t, 3> grid,
          std::array<uint32_t, 3> block, uint32_t dynamic_shared, std::vector<std::byte> params,
          std::shared_ptr<const GlobalMemory> memory, uint64_t budget);
+
+  ~Launch();
+  Launch(const Launch&) = delete;
+  Launch& operator=(const Launch&) = delete;
 
   uint64_t total_blocks() const { return total_blocks_; }
   const Kernel& kernel() const { return *kernel_; }
@@ -71,7 +105,8 @@ class Launch {
 
   // Empty when no fault. Only meaningful once every run_blocks call returned.
   std::string fault() const;
-  // Instructions executed so far (exact once every run_blocks call returned).
+  // Instructions executed so far, setup charges included (exact once every
+  // run_blocks call returned).
   uint64_t instructions() const { return executed_.load(std::memory_order_relaxed); }
 
  private:
@@ -94,6 +129,8 @@ class Launch {
   std::atomic<bool> stop_{false};
   mutable std::mutex fault_mu_;
   std::string fault_;
+  std::mutex runners_mu_;
+  std::vector<std::unique_ptr<BlockRunner>> runners_;  // idle, reused by run_blocks
 };
 
 struct LaunchLimits {
@@ -102,6 +139,7 @@ struct LaunchLimits {
   std::array<uint32_t, 3> max_grid{0x7fffffff, 65535, 65535};
   uint32_t max_shared_per_block = 48 * 1024;
   uint64_t max_block_state_bytes = 64u << 20;  // registers + local memory of one block
+  uint64_t max_thread_state_bytes = 1u << 20;  // registers + local memory of one thread
 };
 
 // Checks dimensions, shared memory and per-block state against the limits.

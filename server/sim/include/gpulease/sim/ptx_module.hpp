@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "gpulease/wire/result.hpp"
@@ -203,19 +204,28 @@ struct Kernel {
   std::vector<Param> params;
   uint32_t param_bytes = 0;
   std::vector<Inst> code;
-  std::vector<uint32_t> lines;         // source line of each instruction
-  std::vector<Slot> vec_slots;         // register lists of vector ld/st
-  std::vector<uint64_t> init_regs;     // the register file every thread starts from
+  std::vector<uint32_t> lines;  // source line of each instruction
+  std::vector<Slot> vec_slots;  // register lists of vector ld/st
+  uint32_t slots = 0;           // size of each thread's register file
+  // Every thread's register file starts zeroed except these slots (the
+  // constant 1 of kSlotTrue, immediates, symbol addresses), sorted by slot,
+  // so a kernel's decoded size follows what it uses, not what it declares.
+  std::vector<std::pair<Slot, uint64_t>> init_values;
   uint32_t static_shared_bytes = 0;    // static .shared, laid out from shared offset 0
   uint32_t dynamic_shared_offset = 0;  // where extern .shared arrays start
   uint32_t local_bytes = 0;            // .local per thread
   bool has_barrier = false;
-  uint32_t num_slots() const { return static_cast<uint32_t>(init_regs.size()); }
+  uint32_t num_slots() const { return slots; }
+  // The value slot `s` holds when a thread starts (0 for most).
+  uint64_t initial_value(Slot s) const;
 };
 
 struct Module {
   std::vector<Kernel> kernels;
   const Kernel* find(std::string_view name) const;
+  // Host memory the decoded module occupies, approximately (code, line
+  // table, constants, names): what a quota could charge for it.
+  size_t decoded_bytes() const;
 };
 
 // Caps that keep a hostile module from exhausting the node. The defaults are
@@ -223,8 +233,11 @@ struct Module {
 struct LoadLimits {
   size_t max_text_bytes = 64u << 20;
   uint32_t max_kernels = 1024;
-  uint32_t max_instructions = 1u << 20;  // per kernel
-  uint32_t max_slots = 1u << 16;         // register file slots per kernel
+  uint32_t max_instructions = 1u << 20;         // per kernel
+  uint32_t max_module_instructions = 1u << 21;  // all kernels together
+  uint32_t max_slots = 1u << 16;                // register file slots per kernel
+  uint32_t max_module_slots = 1u << 20;         // all kernels' slots together
+  uint32_t max_scope_depth = 64;                // nesting of { } blocks in a kernel body
   uint32_t max_params = 4096;
   uint32_t max_param_bytes = 32764;       // CUDA 12.1+ limit on kernel parameters
   uint32_t max_shared_bytes = 48u << 10;  // static .shared per kernel

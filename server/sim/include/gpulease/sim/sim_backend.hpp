@@ -50,6 +50,11 @@ struct SimConfig {
   // is 0: 2^32, about ten seconds to a minute of one core. A tenant's
   // infinite loop is stopped after that and reported at sync.
   uint64_t default_instruction_budget = uint64_t{1} << 32;
+  // Launches one context may have queued or running; past it launch() is
+  // LAUNCH_FAILED until a sync (each holds up to 32 KiB of parameters).
+  uint32_t max_queued_launches = 1024;
+  // Live allocations per context; past it mem_alloc() is ALLOC_FAILED.
+  uint32_t max_allocations = 65536;
   LaunchLimits launch_limits{};
   LoadLimits load_limits{};
 };
