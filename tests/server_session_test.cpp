@@ -359,22 +359,37 @@ TEST_F(SessionTest, TheReplayWindowAnswersOnlyTheSameRequestAndForgetsFreedHandl
 
 TEST_F(SessionTest, LoadedModulesCountAgainstTheQuota) {
   std::string text = ptx("transform.ptx");
-  uint64_t lease = acquire(c_, tok_, text.size() + 100);
+  uint64_t lease = acquire(c_, tok_, 256 << 10);
+  auto used = [&] {
+    return c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{})
+        .as<wire::LeaseInfo>()
+        .used_bytes;
+  };
   uint64_t mod = load_module(c_, lease, tok_, text);
-  EXPECT_EQ(
-      c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes,
-      text.size());
-  // A second copy does not fit, and neither does a buffer past the rest.
-  wire::ModuleLoadRequest m;
-  m.image = wire::to_bytes(text);
-  EXPECT_EQ(c_.call(Opcode::kModuleLoad, lease, tok_, m).status(), Status::kAllocFailed);
-  EXPECT_EQ(c_.call(Opcode::kMemAlloc, lease, tok_, wire::MemAllocRequest{101}).status(),
+  const uint64_t held = used();
+  EXPECT_GE(held, text.size());
+  // Nothing past the rest of the quota fits.
+  EXPECT_EQ(c_.call(Opcode::kMemAlloc, lease, tok_, wire::MemAllocRequest{(256 << 10) - held + 1})
+                .status(),
             Status::kAllocFailed);
   ASSERT_EQ(c_.call(Opcode::kModuleUnload, lease, tok_, wire::HandleRequest{mod}).status(),
             Status::kOk);
-  EXPECT_EQ(
-      c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes,
-      0u);
+  EXPECT_EQ(used(), 0u);
+}
+
+TEST_F(SessionTest, AModuleWhoseLoadedFormOutgrowsTheQuotaIsRefused) {
+  // 1000 empty kernels: a small image whose decoded form is several times larger.
+  std::string text = ".version 7.8\n.target sm_75\n.address_size 64\n";
+  for (int i = 0; i < 1000; ++i)
+    text += ".visible .entry k" + std::to_string(i) + "()\n{\nret;\n}\n";
+  uint64_t lease = acquire(c_, tok_, text.size() * 2);
+  wire::ModuleLoadRequest m;
+  m.image = wire::to_bytes(text);
+  auto r = c_.call(Opcode::kModuleLoad, lease, tok_, m);
+  EXPECT_EQ(r.status(), Status::kAllocFailed) << r.message();
+  auto info = c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>();
+  EXPECT_EQ(info.used_bytes, 0u);
+  EXPECT_EQ(info.modules, 0u);
 }
 
 TEST_F(SessionTest, AcquireWithTheSameIdempotencyKeyReturnsTheSameLease) {

@@ -101,9 +101,9 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
         // strand, so no two allocations of a lease can race past the quota.
         // The count is bounded too: tables grow with it, whatever the sizes.
         if (L.buffers.size() >= cfg_.max_buffers_per_lease) {
-          Error e = make_error(Status::kAllocFailed, "lease holds " +
-                                                         std::to_string(cfg_.max_buffers_per_lease) +
-                                                         " buffers already; free some first");
+          Error e = make_error(Status::kAllocFailed,
+                               "lease holds " + std::to_string(cfg_.max_buffers_per_lease) +
+                                   " buffers already; free some first");
           L.replay.remember(h.request_id, h.opcode, ph, e.status, message_bytes(e.message));
           return reply_error(reply, e);
         }
@@ -211,8 +211,19 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
                             message_bytes(mod.error().message));
           return reply_error(reply, mod.error());
         }
-        L.modules[*mod] = charge;
-        L.used_bytes = used + charge;
+        // What the loaded module really holds (e.g. the sim's decoded form)
+        // may exceed its image: charge the larger, and refuse what does not fit.
+        const uint64_t held = std::max(charge, ctx.module_bytes(*mod));
+        if (held > L.quota - used) {
+          (void)ctx.module_unload(*mod);
+          Error e =
+              make_error(Status::kAllocFailed, "loaded module takes " + std::to_string(held) +
+                                                   " bytes, more than the lease quota has left");
+          L.replay.remember(h.request_id, h.opcode, ph, e.status, message_bytes(e.message));
+          return reply_error(reply, e);
+        }
+        L.modules[*mod] = held;
+        L.used_bytes = used + held;
         L.module_count = static_cast<uint32_t>(L.modules.size());
         Bytes out = wire::encode_payload(wire::HandleReply{*mod});
         L.replay.remember(h.request_id, h.opcode, ph, Status::kOk, out, *mod);

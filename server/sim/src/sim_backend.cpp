@@ -405,6 +405,11 @@ class SimContext final : public DeviceContext {
     return h;
   }
 
+  uint64_t module_bytes(uint64_t module) const override {
+    auto it = modules_.find(module);
+    return it == modules_.end() ? 0 : it->second->decoded_bytes();
+  }
+
   Result<void> module_unload(uint64_t module) override {
     // Launches already queued hold their own reference to the module.
     if (modules_.erase(module) == 0)

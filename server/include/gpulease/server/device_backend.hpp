@@ -89,6 +89,13 @@ class DeviceContext {
   virtual Result<uint64_t> module_load(ImageKind kind, std::span<const std::byte> image) = 0;
   // REQUIRES: module is a live handle of this context.
   virtual Result<void> module_unload(uint64_t module) = 0;
+  // Memory a loaded module holds in this backend (its decoded or JIT-compiled
+  // form), which the node charges to the lease's quota; 0 when the backend
+  // cannot tell. REQUIRES: module is a live handle of this context.
+  virtual uint64_t module_bytes(uint64_t module) const {
+    (void)module;
+    return 0;
+  }
 
   // Checks the kernel exists in the module and the arguments match its
   // parameters (count and sizes, where the backend can know them), then
