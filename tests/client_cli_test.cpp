@@ -106,5 +106,20 @@ TEST(ClientCli, CommandsThatNeedATokenSaySoWithoutOne) {
   EXPECT_NE(r.err.find("no token"), std::string::npos) << r.err;
 }
 
+TEST(ClientCli, RunRefusesInputsThatAreNotRegularFilesOrTooLarge) {
+  NodeProcess node;
+  const std::string ptx_path = std::string(GPULEASE_SOURCE_DIR) + "/kernels/ptx/transform.ptx";
+  auto r = node.run(bin("gpulease") + " run " + ptx_path + " scale --arg in:/dev/zero");
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("not a regular file"), std::string::npos) << r.err;
+}
+
+TEST(ClientCli, LeaseAcquireRejectsADeviceIndexOutOfRange) {
+  NodeProcess node;
+  auto r = node.run(bin("gpulease") + " lease acquire --device 70000");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("--device"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace gpulease::testing

@@ -1,6 +1,8 @@
 // Connection: HELLO, PING, error replies, pipelining within the node's
 // in-flight limit, and reconnecting after the network drops.
+#include <future>
 #include <set>
+#include <utility>
 
 #include "client_test_util.hpp"
 
@@ -142,11 +144,12 @@ TEST(ClientConnection, RequestsInFlightDuringADropAreResentWithTheSameId) {
   // retry-safe (the node's replay window answers a resend of the same request
   // id with the first answer), so each returns a buffer and none is made twice.
   std::vector<client::PendingReply> replies;
+  client::RequestOptions on_lease;
+  on_lease.lease_id = lease->lease_id();
   for (int round = 0; round < 3; ++round) {
     for (int i = 0; i < 60; ++i) {
       replies.push_back(conn.send(Opcode::kMemAlloc,
-                                  wire::encode_payload(wire::MemAllocRequest{4096}),
-                                  client::RequestOptions{lease->lease_id(), {}, true, {}}));
+                                  wire::encode_payload(wire::MemAllocRequest{4096}), on_lease));
     }
     proxy.cut();
   }
@@ -175,6 +178,131 @@ TEST(ClientConnection, ClosedConnectionFailsRequestsAsConnectionLost) {
   auto r = conn.ping();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status(), client::kConnectionLost);
+}
+
+TEST(ClientConnection, APayloadOverTheNodesLimitFailsWithFrameTooLargeWithoutBeingSent) {
+  TestNode node(client_test_config());
+  auto conn = connect_client(node.port(), node.token("t1"));
+  const uint64_t limit = conn.node_info().limits.max_payload_bytes;
+  ASSERT_GT(limit, 0u);
+  const auto before = conn.stats().requests;
+  auto r = conn.call(Opcode::kPing, Bytes(limit + 1));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status(), Status::kFrameTooLarge) << client::describe(r.error());
+  EXPECT_EQ(conn.stats().requests, before);  // refused before it went out
+  EXPECT_TRUE(conn.ping().ok());             // and the connection is unharmed
+}
+
+// A node that says HELLO (announcing a large payload limit) and then never
+// reads another byte.
+class DeafNode {
+ public:
+  DeafNode() {
+    listen_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(listen_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(listen_, 4), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(listen_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~DeafNode() {
+    thread_.join();
+    if (conn_ >= 0) ::close(conn_);
+    ::close(listen_);
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  void serve() {
+    conn_ = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (conn_ < 0) return;
+    wire::HeaderBytes hb;
+    if (::recv(conn_, hb.data(), hb.size(), MSG_WAITALL) != static_cast<ssize_t>(hb.size())) return;
+    auto h = wire::decode_header(hb, wire::Limits{});
+    if (!h) return;
+    Bytes body(h->payload_len);
+    if (!body.empty() &&
+        ::recv(conn_, body.data(), body.size(), MSG_WAITALL) != static_cast<ssize_t>(body.size())) {
+      return;
+    }
+    wire::HelloReply hello;
+    hello.node_id = "deaf";
+    hello.backend = "sim";
+    hello.limits.max_payload_bytes = 256u << 20;
+    hello.limits.max_inflight = 4;
+    Bytes payload = wire::encode_payload(hello);
+    wire::FrameHeader r;
+    r.opcode = wire::Opcode::kHello;
+    r.flags = wire::kFlagReply;
+    r.request_id = h->request_id;
+    auto rb = wire::encode_header(r, {}, payload);
+    (void)::send(conn_, rb.data(), rb.size(), MSG_NOSIGNAL);
+    (void)::send(conn_, payload.data(), payload.size(), MSG_NOSIGNAL);
+  }
+
+  int listen_ = -1;
+  int conn_ = -1;
+  uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+TEST(ClientConnection, CloseReturnsWhileASenderIsStuckOnANodeThatStopsReading) {
+  DeafNode node;
+  client::ConnectOptions o;
+  o.reconnect_attempts = 0;
+  auto conn = connect_client(node.port(), {}, o);
+  std::promise<void> sending;
+  std::thread sender([&] {
+    client::RequestOptions ro;
+    bool once = false;
+    ro.progress = [&](uint64_t, uint64_t) {
+      if (!std::exchange(once, true)) sending.set_value();
+    };
+    // Far more than the socket buffers hold: the send blocks on the deaf node.
+    auto r = conn.call(Opcode::kPing, Bytes(128u << 20), std::move(ro));
+    EXPECT_FALSE(r.ok());
+    if (!once) sending.set_value();
+  });
+  sending.get_future().wait();  // the frame is going out
+  std::promise<void> closed;
+  std::thread closer([&] {
+    conn.close();
+    closed.set_value();
+  });
+  // A liveness check, not a timing one: without the fix this never returns.
+  if (closed.get_future().wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    ADD_FAILURE() << "close() blocked behind a sender stuck on a full socket";
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
+  closer.join();
+  sender.join();
+  EXPECT_EQ(conn.ping().status(), client::kConnectionLost);
+}
+
+TEST(ClientConnection, ClosingFromSeveralThreadsWhileItReconnectsIsSafe) {
+  TestNode node(client_test_config());
+  for (int round = 0; round < 20; ++round) {
+    TcpProxy proxy(node.port());
+    client::ConnectOptions o;
+    o.reconnect_initial_backoff = std::chrono::milliseconds(0);
+    auto conn = connect_client(proxy.port(), {}, o);
+    ASSERT_TRUE(conn.ping().ok());
+    proxy.cut();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 3; ++t) {
+      threads.emplace_back([conn, t] {
+        if (t == 0) (void)conn.ping();  // may revive the connection meanwhile
+        conn.close();
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(conn.ping().status(), client::kConnectionLost);
+  }
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <stdexcept>
 
 #include "client_test_util.hpp"
 
@@ -222,6 +223,43 @@ TEST(ClientJobs, SpreadsLeasesOverSeveralNodes) {
     EXPECT_EQ((*out)[i], pipeline_reference(inputs[i], 0.1f));
   EXPECT_EQ(a.node().metrics().lease_acquired.load() > 0, true);
   EXPECT_EQ(b.node().metrics().lease_acquired.load() > 0, true);
+}
+
+TEST(ClientJobs, WorkersThatCannotGetALeaseStepAsideWhileAnotherHoldsOne) {
+  TestNode node(client_test_config());  // one device
+  auto conn = connect_client(node.port(), node.token("t1"));
+  JobCoordinator::Options o;
+  o.nodes = {conn};
+  o.workers = 2;
+  o.lease.min_vram = 1 << 20;
+  o.lease.exclusivity = client::Exclusivity::kDeviceExclusive;  // room for one lease
+  o.retry.max_retries = 1;
+  o.retry.initial_backoff = std::chrono::milliseconds(1);
+  JobCoordinator jobs(o);
+  std::vector<Bytes> inputs(200, Bytes(16, std::byte{7}));
+  auto out = jobs.run(inputs, [&](ChunkContext& c) -> Result<Bytes> {
+    if (auto p = c.lease().connection().ping(); !p) return std::move(p).error();
+    return Bytes(c.input().begin(), c.input().end());
+  });
+  ASSERT_TRUE(out.ok()) << client::describe(out.error());
+  EXPECT_EQ(out->size(), inputs.size());
+  EXPECT_EQ(jobs.stats().chunks_done, inputs.size());
+}
+
+TEST(ClientJobs, AnExceptionFromTheWorkFunctionFailsTheJobInsteadOfTheProcess) {
+  TestNode node(client_test_config());
+  auto conn = connect_client(node.port(), node.token("t1"));
+  JobCoordinator::Options o;
+  o.nodes = {conn};
+  o.workers = 2;
+  o.lease.min_vram = 1 << 20;
+  JobCoordinator jobs(o);
+  auto out = jobs.run(std::vector<Bytes>(4, Bytes(4)), [&](ChunkContext&) -> Result<Bytes> {
+    throw std::runtime_error("work broke");
+  });
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status(), Status::kInternal);
+  EXPECT_NE(out.error().message.find("work broke"), std::string::npos) << out.error().message;
 }
 
 }  // namespace

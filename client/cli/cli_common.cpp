@@ -134,22 +134,34 @@ std::string iso_time_ms(uint64_t unix_ms) {
 }
 
 void print_json(const nlohmann::json& j) {
-  std::printf("%s\n", j.dump(2).c_str());
+  // Paths and names need not be UTF-8: print invalid bytes as U+FFFD rather
+  // than throwing.
+  std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
 }
 
-ProgressBar::ProgressBar(std::string label)
-    : label_(std::move(label)), start_(std::chrono::steady_clock::now()), tty_(::isatty(2) == 1) {}
+ProgressBar::ProgressBar(std::string label) : state_(std::make_shared<State>()) {
+  state_->label = std::move(label);
+  state_->start = std::chrono::steady_clock::now();
+  state_->tty = ::isatty(2) == 1;
+}
 
 ProgressBar::~ProgressBar() {
-  if (drawn_) std::fprintf(stderr, "\n");
+  std::lock_guard lock(state_->mu);
+  state_->detached = true;  // a late callback from the reader thread draws nothing
+  if (state_->drawn) std::fprintf(stderr, "\n");
 }
 
 void ProgressBar::update(uint64_t done, uint64_t total) {
-  if (!tty_ || total == 0) return;
-  std::lock_guard lock(mu_);
-  const auto elapsed = std::chrono::steady_clock::now() - start_;
-  if (!drawn_ && elapsed < std::chrono::seconds(1)) return;
-  drawn_ = true;
+  state_->update(done, total);
+}
+
+void ProgressBar::State::update(uint64_t done, uint64_t total) {
+  if (!tty || total == 0) return;
+  std::lock_guard lock(mu);
+  if (detached) return;
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  if (!drawn && elapsed < std::chrono::seconds(1)) return;
+  drawn = true;
   constexpr int kWidth = 30;
   const double frac = static_cast<double>(done) / static_cast<double>(total);
   const int fill = static_cast<int>(frac * kWidth);
@@ -157,14 +169,15 @@ void ProgressBar::update(uint64_t done, uint64_t total) {
   const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
   std::string bar(static_cast<size_t>(fill), '#');
   bar.append(static_cast<size_t>(kWidth - fill), '.');
-  std::fprintf(stderr, "\r%s [%s] %3d%% %s of %s, %s/s   ", label_.c_str(), bar.c_str(),
+  std::fprintf(stderr, "\r%s [%s] %3d%% %s of %s, %s/s   ", label.c_str(), bar.c_str(),
                static_cast<int>(frac * 100), human_bytes(done).c_str(), human_bytes(total).c_str(),
                human_bytes(static_cast<uint64_t>(rate)).c_str());
   std::fflush(stderr);
 }
 
 client::ProgressFn ProgressBar::fn() {
-  return [this](uint64_t done, uint64_t total) { update(done, total); };
+  // Shares the state, so the callback stays valid after the bar is gone.
+  return [s = state_](uint64_t done, uint64_t total) { s->update(done, total); };
 }
 
 }  // namespace gpulease::cli

@@ -58,20 +58,28 @@ void print_json(const nlohmann::json& j);
 
 // A progress bar on stderr for one transfer: drawn only when stderr is a
 // terminal and the transfer has taken more than a second.
-// THREAD SAFETY: update() may be called from any thread.
+// THREAD SAFETY: update() may be called from any thread. The function fn()
+// returns may outlive the bar (a late reply's progress): it then does nothing.
 class ProgressBar {
  public:
   explicit ProgressBar(std::string label);
   ~ProgressBar();
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
   void update(uint64_t done, uint64_t total);
   client::ProgressFn fn();
 
  private:
-  std::string label_;
-  std::chrono::steady_clock::time_point start_;
-  bool tty_;
-  bool drawn_ = false;
-  std::mutex mu_;
+  struct State {
+    void update(uint64_t done, uint64_t total);
+    std::string label;
+    std::chrono::steady_clock::time_point start;
+    bool tty = false;
+    std::mutex mu;
+    bool drawn = false;     // GUARDED_BY(mu)
+    bool detached = false;  // GUARDED_BY(mu): the bar is gone
+  };
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace gpulease::cli

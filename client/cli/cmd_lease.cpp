@@ -158,7 +158,8 @@ void register_lease_commands(CLI::App& app) {
         ->capture_default_str();
     cmd->add_option("--exclusivity", o->exclusivity, "shared | session | device")
         ->capture_default_str();
-    cmd->add_option("--device", o->device, "Device index (default: any)");
+    cmd->add_option("--device", o->device, "Device index 0..65534 (default: any)")
+        ->check(CLI::Range(0, 65534));
     cmd->callback([o] { run_acquire(*o); });
   }
   {

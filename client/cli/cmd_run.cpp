@@ -3,13 +3,14 @@
 // the argument buffers, runs the kernel once and returns the outputs.
 //
 // Argument forms (in kernel parameter order):
-//   u32:N i32:N u64:N i64:N f32:X f64:X   scalars
+//   u32:N i32:N u64:N i64:N f32:X f64:X   scalars (integers decimal, or hex with 0x)
 //   in:FILE                               buffer initialised from FILE
 //   out:SIZE:FILE                         zero-filled buffer of SIZE bytes, written to FILE
 //   inout:FILE[:OUTFILE]                  buffer from FILE, written back to OUTFILE (default FILE)
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -38,12 +39,35 @@ struct OutputFile {
   std::string path;
 };
 
-wire::Bytes read_file(const std::string& path) {
+// Reads a file of at most `limit` bytes (the node's max_payload_bytes: a
+// larger one could not be sent). Refuses what is not a regular file
+// (/dev/zero, a FIFO) and never reads more than limit + 1 bytes.
+wire::Bytes read_file(const std::string& path, uint64_t limit) {
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (ec) fail("cannot read " + path + ": " + ec.message());
+  if (!std::filesystem::is_regular_file(st)) fail("cannot read " + path + ": not a regular file");
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec) fail("cannot read " + path + ": " + ec.message());
+  const auto too_large = [&] {
+    fail(path + " is larger than the node's limit of " + std::to_string(limit) +
+         " bytes per request");
+  };
+  if (size > limit) too_large();
   std::ifstream f(path, std::ios::binary);
   if (!f) fail("cannot read " + path);
-  std::vector<char> v((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  wire::Bytes b(v.size());
-  if (!v.empty()) std::memcpy(b.data(), v.data(), v.size());
+  wire::Bytes b;
+  std::vector<char> buf(1 << 16);
+  while (f) {
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto got = static_cast<size_t>(f.gcount());
+    if (got == 0) break;
+    if (b.size() + got > limit) too_large();  // it grew while we read it
+    const size_t at = b.size();
+    b.resize(at + got);
+    std::memcpy(b.data() + at, buf.data(), got);
+  }
+  if (f.bad()) fail("cannot read " + path);
   return b;
 }
 
@@ -71,6 +95,12 @@ wire::Dim3 parse_dim(const std::string& flag, const std::string& s) {
   fail(flag + ": at most three dimensions");
 }
 
+// Integers are decimal ("010" is ten); an explicit 0x prefix means hex.
+int int_base(const std::string& v) {
+  const size_t at = !v.empty() && (v[0] == '-' || v[0] == '+') ? 1 : 0;
+  return v.size() > at + 2 && v[at] == '0' && (v[at + 1] == 'x' || v[at + 1] == 'X') ? 16 : 10;
+}
+
 template <typename T>
 T parse_num(const std::string& arg, const std::string& v) {
   try {
@@ -82,14 +112,14 @@ T parse_num(const std::string& arg, const std::string& v) {
       double x = std::stod(v, &used);
       if (used == v.size()) return x;
     } else if constexpr (std::is_signed_v<T>) {
-      long long x = std::stoll(v, &used, 0);
+      long long x = std::stoll(v, &used, int_base(v));
       if (used == v.size() && x >= std::numeric_limits<T>::min() &&
           x <= std::numeric_limits<T>::max()) {
         return static_cast<T>(x);
       }
     } else {
       if (!v.empty() && v[0] != '-') {
-        unsigned long long x = std::stoull(v, &used, 0);
+        unsigned long long x = std::stoull(v, &used, int_base(v));
         if (used == v.size() && x <= std::numeric_limits<T>::max()) return static_cast<T>(x);
       }
     }
@@ -99,7 +129,10 @@ T parse_num(const std::string& arg, const std::string& v) {
 }
 
 void run_run(const RunOptions& o) {
-  const wire::Bytes image = read_file(o.module);
+  // Connected first: the node's payload limit bounds every file read.
+  client::Connection conn = connect_or_fail(o.common, true);
+  const uint64_t limit = conn.node_info().limits.max_payload_bytes;
+  const wire::Bytes image = read_file(o.module, limit);
   const wire::Dim3 grid = parse_dim("--grid", o.grid);
   const wire::Dim3 block = parse_dim("--block", o.block);
   client::SubmitArgs args;
@@ -128,7 +161,7 @@ void run_run(const RunOptions& o) {
     } else if (type == "f64") {
       args.push_f64(parse_num<double>(a, rest));
     } else if (type == "in") {
-      wire::Bytes data = read_file(rest);
+      wire::Bytes data = read_file(rest, limit);
       if (data.empty()) fail("--arg " + a + ": the file is empty");
       buffer_bytes += data.size();
       args.in(data);
@@ -144,7 +177,7 @@ void run_run(const RunOptions& o) {
       const auto c2 = rest.find(':');
       const std::string in_path = rest.substr(0, c2);
       const std::string out_path = c2 == std::string::npos ? in_path : rest.substr(c2 + 1);
-      wire::Bytes data = read_file(in_path);
+      wire::Bytes data = read_file(in_path, limit);
       if (data.empty()) fail("--arg " + a + ": the file is empty");
       buffer_bytes += data.size();
       args.inout(data);
@@ -155,7 +188,6 @@ void run_run(const RunOptions& o) {
     }
   }
 
-  client::Connection conn = connect_or_fail(o.common, true);
   std::optional<client::Lease> lease;
   if (o.lease_id != 0) {
     lease.emplace(client::Lease::adopt(conn, o.lease_id));

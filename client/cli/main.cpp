@@ -2,6 +2,7 @@
 // families in commands.hpp.
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <string>
 
 #include "client_commands.hpp"
@@ -30,6 +31,13 @@ int main(int argc, char** argv) {
   gpulease::cli::register_node_commands(app);
   gpulease::cli::register_lease_commands(app);
   gpulease::cli::register_run_commands(app);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpulease: error: %s\n", e.what());
+    return 1;
+  }
   return 0;
 }

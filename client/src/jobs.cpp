@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <deque>
 #include <optional>
 #include <thread>
@@ -62,10 +63,14 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
   std::optional<RenewalManager> renewals;
   if (opts_.renew_leases) renewals.emplace();
 
+  std::condition_variable qcv;
   auto set_fatal = [&](Error e) {
     std::lock_guard lock(qmu);
     if (!fatal) fatal = std::move(e);
+    qcv.notify_all();
   };
+  size_t holding = 0;  // GUARDED_BY(qmu): workers holding a lease now
+  size_t in_hand = 0;  // GUARDED_BY(qmu): chunks taken off the queue, not yet done
 
   auto worker = [&](size_t w) {
     size_t node = w % opts_.nodes.size();
@@ -75,96 +80,145 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
     unsigned acquire_failures = 0;
     auto drop_lease = [&] {
       session.reset();
-      lease.reset();  // releases; a lost lease just answers with an error
+      if (lease) {
+        lease.reset();  // releases; a lost lease just answers with an error
+        std::lock_guard lock(qmu);
+        holding--;
+      }
       modules.clear();
     };
-    for (;;) {
-      size_t idx;
-      {
-        std::lock_guard lock(qmu);
-        if (fatal || queue.empty()) break;
-        idx = queue.front();
-        queue.pop_front();
-      }
-      auto requeue = [&] {
-        std::lock_guard lock(qmu);
-        queue.push_front(idx);
-      };
-      if (!lease) {
-        auto l = LeaseBuilder(opts_.nodes[node])
-                     .min_vram(opts_.lease.min_vram)
-                     .lease_secs(opts_.lease.ttl_s)
-                     .exclusivity(opts_.lease.exclusivity)
-                     .acquire();
-        if (!l) {
-          Error e = std::move(l).error();
-          if (!RetryPolicy::retryable(e) || ++acquire_failures > opts_.retry.max_retries) {
-            set_fatal(with_context(std::move(e), "JobCoordinator: acquiring a lease for chunk " +
-                                                     std::to_string(idx)));
+    std::optional<size_t> taken;  // a chunk this worker took off the queue
+    auto requeue = [&] {
+      if (!taken) return;
+      std::lock_guard lock(qmu);
+      queue.push_front(*taken);
+      taken.reset();
+      in_hand--;
+      qcv.notify_all();
+    };
+    try {
+      for (;;) {
+        size_t idx;
+        {
+          // An empty queue is not the end while another worker holds a chunk
+          // it may put back.
+          std::unique_lock lock(qmu);
+          qcv.wait(lock, [&] { return fatal || !queue.empty() || in_hand == 0; });
+          if (fatal || queue.empty()) break;
+          idx = queue.front();
+          queue.pop_front();
+          taken = idx;
+          in_hand++;
+        }
+        if (!lease) {
+          auto l = LeaseBuilder(opts_.nodes[node])
+                       .min_vram(opts_.lease.min_vram)
+                       .lease_secs(opts_.lease.ttl_s)
+                       .exclusivity(opts_.lease.exclusivity)
+                       .acquire();
+          if (!l) {
+            Error e = std::move(l).error();
             requeue();
-            break;
+            bool others_hold;
+            {
+              std::lock_guard lock(qmu);
+              others_hold = holding > 0;
+            }
+            // Another worker holds a lease and will work the queue: this one
+            // bows out (the node may have room for fewer leases than workers).
+            if (others_hold) break;
+            if (!RetryPolicy::retryable(e) || ++acquire_failures > opts_.retry.max_retries) {
+              set_fatal(with_context(std::move(e), "JobCoordinator: acquiring a lease for chunk " +
+                                                       std::to_string(idx)));
+              break;
+            }
+            if (is_connection_lost(e)) node = (node + 1) % opts_.nodes.size();
+            std::this_thread::sleep_for(opts_.retry.backoff(acquire_failures));
+            continue;
           }
-          if (is_connection_lost(e)) node = (node + 1) % opts_.nodes.size();
-          requeue();
-          std::this_thread::sleep_for(opts_.retry.backoff(acquire_failures));
+          acquire_failures = 0;
+          lease.emplace(std::move(l).value());
+          {
+            std::lock_guard lock(qmu);
+            holding++;
+          }
+          session.emplace(*lease);
+          if (renewals) renewals->add(*lease);
+          std::lock_guard lock(mu_);
+          stats_.leases_acquired++;
+        }
+        ChunkContext ctx;
+        ctx.index_ = idx;
+        {
+          std::lock_guard lock(qmu);
+          ctx.attempt_ = attempts[idx];
+        }
+        ctx.input_ = inputs[idx];
+        ctx.session_ = &*session;
+        ctx.lease_ = &*lease;
+        ctx.modules_ = &modules;
+        auto r = work(ctx);
+        if (r) {
+          outputs[idx] = std::move(r).value();
+          {
+            std::lock_guard lock(qmu);
+            taken.reset();
+            in_hand--;
+            qcv.notify_all();
+          }
+          {
+            std::lock_guard lock(mu_);
+            stats_.chunks_done++;
+          }
+          if (opts_.on_chunk_done) opts_.on_chunk_done(idx, lease->lease_id());
           continue;
         }
-        acquire_failures = 0;
-        lease.emplace(std::move(l).value());
+        Error e = std::move(r).error();
+        // What the failed attempt left pending (pipelined ops, a deferred
+        // error) must not surface in the next chunk: start a fresh Session.
+        session.reset();
         session.emplace(*lease);
-        if (renewals) renewals->add(*lease);
-        std::lock_guard lock(mu_);
-        stats_.leases_acquired++;
-      }
-      ChunkContext ctx;
-      ctx.index_ = idx;
-      {
-        std::lock_guard lock(qmu);
-        ctx.attempt_ = attempts[idx];
-      }
-      ctx.input_ = inputs[idx];
-      ctx.session_ = &*session;
-      ctx.lease_ = &*lease;
-      ctx.modules_ = &modules;
-      auto r = work(ctx);
-      if (r) {
-        outputs[idx] = std::move(r).value();
+        if (!RetryPolicy::retryable(e)) {
+          set_fatal(with_context(std::move(e), "chunk " + std::to_string(idx)));
+          break;
+        }
+        unsigned attempt;
+        {
+          std::lock_guard lock(qmu);
+          attempt = ++attempts[idx];
+        }
+        if (attempt > opts_.retry.max_retries) {
+          set_fatal(with_context(std::move(e), "chunk " + std::to_string(idx) + " failed " +
+                                                   std::to_string(attempt) + " times; last error"));
+          break;
+        }
         {
           std::lock_guard lock(mu_);
-          stats_.chunks_done++;
+          stats_.retries++;
+          if (RetryPolicy::needs_fresh_lease(e)) stats_.leases_lost++;
         }
-        if (opts_.on_chunk_done) opts_.on_chunk_done(idx, lease->lease_id());
-        continue;
+        if (opts_.on_retry) opts_.on_retry(idx, e);
+        if (RetryPolicy::needs_fresh_lease(e)) {
+          if (is_connection_lost(e)) node = (node + 1) % opts_.nodes.size();
+          drop_lease();
+        }
+        std::this_thread::sleep_for(opts_.retry.backoff(attempt));
+        requeue();
       }
-      Error e = std::move(r).error();
-      if (!RetryPolicy::retryable(e)) {
-        set_fatal(with_context(std::move(e), "chunk " + std::to_string(idx)));
-        break;
-      }
-      unsigned attempt;
-      {
-        std::lock_guard lock(qmu);
-        attempt = ++attempts[idx];
-      }
-      if (attempt > opts_.retry.max_retries) {
-        set_fatal(with_context(std::move(e), "chunk " + std::to_string(idx) + " failed " +
-                                                 std::to_string(attempt) + " times; last error"));
-        break;
-      }
-      {
-        std::lock_guard lock(mu_);
-        stats_.retries++;
-        if (RetryPolicy::needs_fresh_lease(e)) stats_.leases_lost++;
-      }
-      if (opts_.on_retry) opts_.on_retry(idx, e);
-      if (RetryPolicy::needs_fresh_lease(e)) {
-        if (is_connection_lost(e)) node = (node + 1) % opts_.nodes.size();
-        drop_lease();
-      }
-      std::this_thread::sleep_for(opts_.retry.backoff(attempt));
-      requeue();
+    } catch (const std::exception& ex) {
+      // An exception must not leave a std::thread (terminate): it fails the job.
+      set_fatal(make_error(
+          Status::kInternal,
+          "JobCoordinator: " + (taken ? "chunk " + std::to_string(*taken) + ": " : std::string()) +
+              "exception: " + ex.what()));
+    } catch (...) {
+      set_fatal(make_error(Status::kInternal, "JobCoordinator: unknown exception"));
     }
-    drop_lease();
+    requeue();
+    try {
+      drop_lease();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): bad_alloc while releasing; the lease expires
+    }
   };
 
   const size_t m = std::max<size_t>(1, std::min<size_t>(opts_.workers, n));

@@ -21,11 +21,15 @@ wire::IdempotencyKey random_key() {
   return k;
 }
 
-RequestOptions on_lease(uint64_t id) {
+RequestOptions on_lease(uint64_t id, std::chrono::milliseconds timeout = {}) {
   RequestOptions o;
   o.lease_id = id;
+  o.timeout = timeout;
   return o;
 }
+
+// How long a destructor waits for LEASE_RELEASE.
+constexpr std::chrono::seconds kQuietReleaseTimeout{3};
 
 }  // namespace
 
@@ -44,8 +48,11 @@ Lease::~Lease() {
 void Lease::release_quietly() noexcept {
   if (!state_ || state_->ended.exchange(true)) return;
   try {
+    // Not while reconnecting or after the reader gave up: that would wait for
+    // a reconnect; the node ends the lease at expiry (or on disconnect).
+    if (!state_->conn.connected()) return;
     (void)state_->conn.call(Opcode::kLeaseRelease, wire::encode_payload(wire::Empty{}),
-                            on_lease(state_->id));
+                            on_lease(state_->id, kQuietReleaseTimeout));
   } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw (bad_alloc)
   }
 }
@@ -61,11 +68,12 @@ std::chrono::system_clock::time_point Lease::expires_at() const noexcept {
   return std::chrono::system_clock::time_point(std::chrono::milliseconds(expires_at_ms()));
 }
 
-Result<void> detail::renew_lease(LeaseState& s, uint32_t ttl_s) {
+Result<void> detail::renew_lease(LeaseState& s, uint32_t ttl_s, std::chrono::milliseconds timeout) {
   uint32_t ttl = ttl_s != 0 ? ttl_s : s.ttl_s;
   if (ttl == 0) return make_error(Status::kInvalidArgument, "LEASE_RENEW: no TTL given");
-  auto r = s.conn.call_as<wire::LeaseRenewReply>(
-      Opcode::kLeaseRenew, wire::encode_payload(wire::LeaseRenewRequest{ttl}), on_lease(s.id));
+  auto r = s.conn.call_as<wire::LeaseRenewReply>(Opcode::kLeaseRenew,
+                                                 wire::encode_payload(wire::LeaseRenewRequest{ttl}),
+                                                 on_lease(s.id, timeout));
   if (!r) return with_context(std::move(r).error(), "LEASE_RENEW lease " + std::to_string(s.id));
   s.expires_at_ms = r->expires_at_ms;
   if (s.ttl_s == 0) s.ttl_s = ttl;

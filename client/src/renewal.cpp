@@ -90,13 +90,15 @@ void RenewalManager::loop() {
       lock.unlock();
       for (auto& [id, s] : due) {
         uint32_t ttl;
+        std::chrono::milliseconds timeout;
         {
           std::lock_guard g(mu_);
           auto it = entries_.find(id);
           if (it == entries_.end()) continue;
           ttl = it->second.policy.ttl_s;
+          timeout = it->second.policy.request_timeout;
         }
-        auto r = detail::renew_lease(*s, ttl);
+        auto r = detail::renew_lease(*s, ttl, timeout);
         bool give_up = false;
         {
           std::lock_guard g(mu_);

@@ -83,7 +83,9 @@ struct Reply {
 };
 
 // Called as bytes of a request (sending) or its reply (receiving) move; on
-// the calling thread while sending, on the reader thread while receiving.
+// the thread writing the frame while sending (usually the caller's), on the
+// reader thread while receiving. It may call send() and close() on the same
+// Connection (a send from a send-side callback goes out after the frame).
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
 struct RequestOptions {
@@ -93,7 +95,13 @@ struct RequestOptions {
   wire::Bytes token;
   // Whether the request may be resent after a reconnect (see top of file).
   bool retry_safe = true;
+  // May run once more after wait() gave up on the request: keep what it
+  // captures alive until the Connection is closed (or capture shared state).
   ProgressFn progress;
+  // How long this request may wait: for an in-flight slot, for the socket to
+  // take more of the frame (a node that stops reading), and in wait() for
+  // the reply; each gives up after it. 0 = the connection's request_timeout.
+  std::chrono::milliseconds timeout{0};
 };
 
 namespace detail {
@@ -134,7 +142,9 @@ class Connection {
   [[nodiscard]] wire::HelloReply node_info() const;
   [[nodiscard]] const NodeAddress& address() const noexcept;
 
-  // Sends one request; returns without waiting for the reply.
+  // Sends one request; returns without waiting for the reply. A payload over
+  // the node's announced max_payload_bytes fails with FRAME_TOO_LARGE without
+  // being sent.
   [[nodiscard]] PendingReply send(wire::Opcode op, wire::Bytes payload,
                                   RequestOptions opts = {}) const;
   // send() + wait().
@@ -170,8 +180,13 @@ class Connection {
   };
   [[nodiscard]] Stats stats() const;
 
+  // Whether the connection is up now (false while reconnecting, after the
+  // reader gave up and after close()).
+  [[nodiscard]] bool connected() const;
+
   // Closes the socket and fails every outstanding request; later calls fail
-  // with kConnectionLost. Idempotent. Copies share the closed state.
+  // with kConnectionLost. Idempotent; does not wait for a blocked sender.
+  // Copies share the closed state. The last copy's destruction closes it.
   void close() const;
 
   // Decodes an OK reply payload of `op` as M. BAD_FRAME on a mismatch.

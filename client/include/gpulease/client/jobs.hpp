@@ -19,6 +19,12 @@
 //    backoff, acquires a fresh one and the chunk is run again;
 //  - BUSY or CAPACITY_EXCEEDED: retried after the backoff (same lease);
 //  - anything else: the job fails with that error (it would fail again).
+// A worker that cannot get a lease while another worker holds one stops
+// (the node may have room for fewer leases than workers); acquiring fails the
+// job only when no worker holds a lease. An exception thrown by the work
+// function or a callback fails the job with INTERNAL. After a failed attempt
+// the worker starts a fresh Session, so nothing the attempt left pending
+// reaches the next chunk.
 // A chunk is attempted at most 1 + max_retries times. Leases are renewed by
 // an internal RenewalManager while they are held, and released when their
 // worker finishes.

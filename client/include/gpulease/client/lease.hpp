@@ -6,7 +6,8 @@
 //   // ~Lease releases it (or call release() to see the outcome).
 //
 // Lease is move-only and owns the lease on the node: its destructor releases
-// it (ignoring errors; the node's reaper ends it at expiry anyway). detach()
+// it (ignoring errors; the node's reaper ends it at expiry anyway), waiting a
+// few seconds at most, and not at all while the connection is down. detach()
 // gives up ownership (the CLI's `lease acquire`).
 // THREAD SAFETY: renew(), query(), expires_at() and lease_id() may be called
 // from any thread (the RenewalManager does); release() and destruction must
@@ -39,7 +40,9 @@ struct LeaseState {
   std::atomic<bool> ended{false};
 };
 // LEASE_RENEW for ttl_s (0 = the lease's TTL); updates expires_at_ms.
-[[nodiscard]] Result<void> renew_lease(LeaseState& s, uint32_t ttl_s);
+// timeout: the request's deadline (0 = the connection's request_timeout).
+[[nodiscard]] Result<void> renew_lease(LeaseState& s, uint32_t ttl_s,
+                                       std::chrono::milliseconds timeout = {});
 }  // namespace detail
 
 class Lease {

@@ -33,6 +33,10 @@ struct RenewalPolicy {
   uint32_t ttl_s = 0;                 // 0 = the lease's own TTL
   std::chrono::milliseconds retry_interval{500};
   unsigned max_failures = 5;
+  // Longest one LEASE_RENEW may take (0 = the connection's request_timeout):
+  // the manager renews every lease from one thread, so a node that stops
+  // answering delays the others' renewals by at most this much.
+  std::chrono::milliseconds request_timeout{5000};
 };
 
 class RenewalManager {
