@@ -10,10 +10,6 @@
 namespace gpulease::capability {
 namespace {
 
-// Revocation files list ids, not data; 16 MiB is far beyond any real one and
-// keeps a wrong path (a disk image, /dev/zero) from exhausting memory.
-constexpr std::uintmax_t kMaxRevocationFileBytes = 16u << 20;
-
 Error line_error(size_t line_no, std::string_view what) {
   std::string msg = "line " + std::to_string(line_no) + ": ";
   msg.append(what);

@@ -13,8 +13,8 @@
 #include <cstddef>
 #include <filesystem>
 #include <memory>
-#include <set>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -23,6 +23,10 @@
 #include "gpulease/wire/result.hpp"
 
 namespace gpulease::capability {
+
+// Revocation files list ids, not data; 16 MiB is far beyond any real one and
+// keeps a wrong path (a disk image, /dev/zero) from exhausting memory.
+inline constexpr size_t kMaxRevocationFileBytes = 16u << 20;
 
 // An immutable set of revocations.
 struct RevocationList {
