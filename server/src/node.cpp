@@ -4,6 +4,7 @@
 #include <asio/post.hpp>
 
 #include <algorithm>
+#include <cassert>
 #include <future>
 #include <random>
 
@@ -398,6 +399,14 @@ Result<std::shared_ptr<Lease>> Node::find_lease(uint64_t id, const capability::C
     return make_error(Status::kLeaseExpired, "lease " + lease_str(id) + " has expired");
   }
   return it->second;
+}
+
+const DeviceInfo& Node::device_info(uint16_t index) const {
+  for (const auto& d : devices_) {
+    if (d.info.index == index) return d.info;
+  }
+  assert(false && "lease on a device the node does not have");
+  return devices_.front().info;
 }
 
 wire::LeaseInfo Node::lease_info(const Lease& l) const {

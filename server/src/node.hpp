@@ -117,6 +117,10 @@ class Node {
   // ended), PERMISSION_DENIED (another tenant's lease).
   [[nodiscard]] Result<std::shared_ptr<Lease>> find_lease(uint64_t id, const capability::Claims& c);
   [[nodiscard]] wire::LeaseInfo lease_info(const Lease& l) const;
+  // A device's inventory (limits for launch checks). Needs no lock: the
+  // `info` of every slot is fixed at construction; only the counters beside
+  // it change. REQUIRES: index names a device of this node.
+  [[nodiscard]] const DeviceInfo& device_info(uint16_t index) const;
   // Ends a lease once: unpublishes it now, destroys its context on its strand,
   // then returns its bytes to the device pool and calls `done`.
   void end_lease(const std::shared_ptr<Lease>& l, DropReason reason,
@@ -132,7 +136,7 @@ class Node {
   asio::thread_pool device_pool_;
 
   mutable std::mutex mu_;
-  std::vector<DeviceSlot> devices_;                              // GUARDED_BY(mu_)
+  std::vector<DeviceSlot> devices_;  // counters GUARDED_BY(mu_); `info` fixed at construction
   std::unordered_map<uint64_t, std::shared_ptr<Lease>> leases_;  // GUARDED_BY(mu_)
   std::map<std::string, TenantUsage, std::less<>> tenants_;      // GUARDED_BY(mu_)
   std::map<IdemKey, uint64_t> idempotency_;                      // GUARDED_BY(mu_); 0 = pending

@@ -250,14 +250,8 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
           return reply_error(reply, Status::kInvalidHandle,
                              "no module " + hex(m->module) + " in this lease");
         }
-        DeviceInfo dev;
-        {
-          std::lock_guard lock(mu_);
-          for (const auto& d : devices_) {
-            if (d.info.index == L.device) dev = d.info;
-          }
-        }
-        if (auto g = check_geometry(m->grid, m->block, m->shared_bytes, lim, dev); !g) {
+        if (auto g = check_geometry(m->grid, m->block, m->shared_bytes, lim, device_info(L.device));
+            !g) {
           return reply_error(reply, g.error());
         }
         LaunchRequest req;
@@ -362,14 +356,9 @@ void Node::run_submit(std::shared_ptr<Lease> l, wire::GpuSubmitRequest req, Repl
     reply_error(reply, e);
   };
   DeviceContext& ctx = *l->ctx;
-  DeviceInfo dev;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& d : devices_) {
-      if (d.info.index == l->device) dev = d.info;
-    }
-  }
-  if (auto g = check_geometry(req.grid, req.block, req.shared_bytes, cfg_.limits, dev); !g)
+  if (auto g = check_geometry(req.grid, req.block, req.shared_bytes, cfg_.limits,
+                              device_info(l->device));
+      !g)
     return fail(g.error());
   auto mod = ctx.module_load(static_cast<ImageKind>(req.format), req.image);
   if (!mod) return fail(mod.error());
