@@ -5,11 +5,15 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "gpulease/client/client.hpp"
 
@@ -74,6 +78,30 @@ int run_main(const char* name, F&& body) {
     std::fprintf(stderr, "%s: %s\n", name, e.what());
   }
   return 1;
+}
+
+// The bytes of a vector of plain values (this host's byte order, which is the
+// little-endian order the kernels read on every supported host).
+template <typename T>
+gpulease::wire::Bytes to_bytes(const std::vector<T>& v) {
+  gpulease::wire::Bytes b(v.size() * sizeof(T));
+  std::memcpy(b.data(), v.data(), b.size());
+  return b;
+}
+
+// CPU reference of kernels/infer.cu: y = relu(W x + b), W row-major
+// out_dim x in_dim, each dot product one fma chain in order, as the kernel.
+inline std::vector<float> infer_reference(const std::vector<float>& w, const std::vector<float>& b,
+                                          const std::vector<float>& x, uint32_t in_dim,
+                                          uint32_t out_dim) {
+  std::vector<float> y(out_dim);
+  for (uint32_t o = 0; o < out_dim; ++o) {
+    float acc = 0.0f;
+    for (uint32_t k = 0; k < in_dim; ++k) acc = std::fma(w[size_t{o} * in_dim + k], x[k], acc);
+    acc += b[o];
+    y[o] = acc > 0.0f ? acc : 0.0f;
+  }
+  return y;
 }
 
 }  // namespace example

@@ -83,23 +83,8 @@ Model model_for(const std::string& id) {
   return m;
 }
 
-// CPU reference of kernels/infer.cu.
 std::vector<float> infer_reference(const Model& m, const std::vector<float>& x) {
-  std::vector<float> y(kOutDim);
-  for (uint32_t o = 0; o < kOutDim; ++o) {
-    float acc = 0.0f;
-    for (uint32_t k = 0; k < kInDim; ++k) acc = std::fma(m.w[o * kInDim + k], x[k], acc);
-    acc += m.b[o];
-    y[o] = acc > 0.0f ? acc : 0.0f;
-  }
-  return y;
-}
-
-template <typename T>
-Bytes to_bytes(const std::vector<T>& v) {
-  Bytes b(v.size() * sizeof(T));
-  std::memcpy(b.data(), v.data(), b.size());
-  return b;
+  return example::infer_reference(m.w, m.b, x, kInDim, kOutDim);
 }
 
 class Gateway {
@@ -191,9 +176,9 @@ class Gateway {
     for (auto* r : {&w, &x, &b, &y}) {
       if (!*r) return std::move(*r).error();
     }
-    (void)s.mem_write(*w, 0, to_bytes(model.w));
-    (void)s.mem_write(*x, 0, to_bytes(req.input));
-    (void)s.mem_write(*b, 0, to_bytes(model.b));
+    (void)s.mem_write(*w, 0, example::to_bytes(model.w));
+    (void)s.mem_write(*x, 0, example::to_bytes(req.input));
+    (void)s.mem_write(*b, 0, example::to_bytes(model.b));
     auto module = s.module_load(gpulease::wire::as_bytes(ptx_));
     if (!module) return std::move(module).error();
     if (auto f = s.flush(); !f) return std::move(f).error();

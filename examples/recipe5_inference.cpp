@@ -46,22 +46,7 @@ ModelSpec make_model(std::string name, uint32_t in_dim, uint32_t out_dim, uint32
 }
 
 std::vector<float> reference(const ModelSpec& m, const std::vector<float>& x) {
-  std::vector<float> y(m.out_dim);
-  for (uint32_t o = 0; o < m.out_dim; ++o) {
-    float acc = 0.0f;
-    for (uint32_t k = 0; k < m.in_dim; ++k)
-      acc = std::fma(m.w[size_t{o} * m.in_dim + k], x[k], acc);
-    acc += m.b[o];
-    y[o] = acc > 0.0f ? acc : 0.0f;
-  }
-  return y;
-}
-
-template <typename T>
-Bytes to_bytes(const std::vector<T>& v) {
-  Bytes b(v.size() * sizeof(T));
-  std::memcpy(b.data(), v.data(), b.size());
-  return b;
+  return example::infer_reference(m.w, m.b, x, m.in_dim, m.out_dim);
 }
 
 // One model instance: a lease with the weights and the module resident.
@@ -113,8 +98,8 @@ class ModelInstance {
     if (!w) return std::move(w).error();
     auto b = s.mem_alloc(spec_.b.size() * 4);
     if (!b) return std::move(b).error();
-    (void)s.mem_write(*w, 0, to_bytes(spec_.w));  // weights: uploaded once per lease
-    (void)s.mem_write(*b, 0, to_bytes(spec_.b));
+    (void)s.mem_write(*w, 0, example::to_bytes(spec_.w));  // weights: uploaded once per lease
+    (void)s.mem_write(*b, 0, example::to_bytes(spec_.b));
     auto m = s.module_load(gpulease::wire::as_bytes(ptx_));
     if (!m) return std::move(m).error();
     if (auto f = s.flush(); !f) return std::move(f).error();
@@ -144,7 +129,7 @@ class ModelInstance {
     if (!xb) return std::move(xb).error();
     auto yb = s.mem_alloc(size_t{spec_.out_dim} * 4);
     if (!yb) return std::move(yb).error();
-    (void)s.mem_write(*xb, 0, to_bytes(x));
+    (void)s.mem_write(*xb, 0, example::to_bytes(x));
     (void)s.launch_with_args(module_, "infer", {(spec_.out_dim + 63) / 64, 1, 1}, {64, 1, 1},
                              gl::KernelArgs()
                                  .push_buffer(w_)

@@ -273,24 +273,27 @@ uint64_t ty_mask(Ty t) {
   return b >= 64 ? ~uint64_t{0} : (uint64_t{1} << b) - 1;
 }
 
-// Float -> integer per PTX: round as requested, NaN -> 0, saturate to range.
-uint64_t float_to_int(double v, Rnd r, Ty dt) {
+// The integer rounding modes of cvt (.rni/.rzi/.rmi/.rpi); other modes leave
+// the value as it is.
+template <typename F>
+F round_to_integer(F v, Rnd r) {
   switch (r) {
     case Rnd::kRni:
-      v = std::nearbyint(v);
-      break;
+      return std::nearbyint(v);
     case Rnd::kRzi:
-      v = std::trunc(v);
-      break;
+      return std::trunc(v);
     case Rnd::kRmi:
-      v = std::floor(v);
-      break;
+      return std::floor(v);
     case Rnd::kRpi:
-      v = std::ceil(v);
-      break;
+      return std::ceil(v);
     default:
-      break;
+      return v;
   }
+}
+
+// Float -> integer per PTX: round as requested, NaN -> 0, saturate to range.
+uint64_t float_to_int(double v, Rnd r, Ty dt) {
+  v = round_to_integer(v, r);
   if (v != v) return 0;
   const unsigned b = ty_bits(dt);
   if (ty_signed(dt)) {
@@ -328,22 +331,7 @@ uint64_t convert(uint64_t a, Ty st, Ty dt, Rnd r, uint8_t flags) {
       float out;
       if (st == Ty::kF32) {
         out = fv;
-        switch (r) {
-          case Rnd::kRni:
-            out = std::nearbyint(out);
-            break;
-          case Rnd::kRzi:
-            out = std::trunc(out);
-            break;
-          case Rnd::kRmi:
-            out = std::floor(out);
-            break;
-          case Rnd::kRpi:
-            out = std::ceil(out);
-            break;
-          default:
-            break;
-        }
+        out = round_to_integer(out, r);
       } else {
         out = static_cast<float>(v);  // rn
       }
@@ -353,22 +341,7 @@ uint64_t convert(uint64_t a, Ty st, Ty dt, Rnd r, uint8_t flags) {
     }
     double out = v;
     if (st == Ty::kF64) {
-      switch (r) {
-        case Rnd::kRni:
-          out = std::nearbyint(out);
-          break;
-        case Rnd::kRzi:
-          out = std::trunc(out);
-          break;
-        case Rnd::kRmi:
-          out = std::floor(out);
-          break;
-        case Rnd::kRpi:
-          out = std::ceil(out);
-          break;
-        default:
-          break;
-      }
+      out = round_to_integer(out, r);
     }
     if (st_) out = out > 0.0 ? (out < 1.0 ? out : 1.0) : 0.0;
     return bits(out);
