@@ -69,7 +69,7 @@ def main():
     if not os.access(peer, os.X_OK):
         sys.exit(f"bench_client: no {peer} (build first: scripts/build)")
     bulk = a.bulk_mib << 20
-    node = Node(node_id="bench-node", threads=0, extra=("--sim-device-bytes", str(4 << 30)))
+    node = Node(node_id="bench-node", threads=0, sim_bytes=4 << 30)
     try:
         token = node.token(tenant="bench")
         conn = gl.connect(node.address, token)

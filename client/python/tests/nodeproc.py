@@ -20,7 +20,7 @@ PTX_DIR = os.path.join(ROOT, "kernels", "ptx")
 
 
 class Node:
-    def __init__(self, node_id="py-node", extra=(), threads=2):
+    def __init__(self, node_id="py-node", extra=(), threads=2, sim_bytes=1 << 30):
         self.node_id = node_id
         self.dir = tempfile.mkdtemp(prefix="gpulease-py-test-")
         self.authority = tokens.SecretKey.generate()
@@ -33,7 +33,7 @@ class Node:
         self.proc = subprocess.Popen(
             [exe, "--backend", "sim", "--listen", "127.0.0.1:0", "--node-id", node_id,
              "--authority-key", os.path.join(self.dir, "authority.pub"),
-             "--sim-device-bytes", str(1 << 30), "--reaper-interval-ms", "50",
+             "--sim-device-bytes", str(sim_bytes), "--reaper-interval-ms", "50",
              "--network-threads", str(threads), "--device-threads", str(threads), *extra],
             stdout=subprocess.DEVNULL, stderr=self.log)
         self.port = 0
@@ -46,8 +46,9 @@ class Node:
                 break
             time.sleep(0.05)
         if not self.port:
+            log = open(self.log_path).read()
             self.stop()
-            raise RuntimeError("gpuleased did not start:\n" + open(self.log_path).read())
+            raise RuntimeError("gpuleased did not start:\n" + log)
         self.address = f"127.0.0.1:{self.port}"
 
     def token(self, tenant="tenant-a", ttl_s=3600, perms=tokens.ALL_PERMS, **kw):
