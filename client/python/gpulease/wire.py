@@ -203,7 +203,10 @@ def encode_frame(opcode: int, request_id: int, lease_id: int, token=b"", payload
 
 
 def decode_header(buf, *, reply: bool, limits: Limits = DEFAULT_LIMITS) -> Header:
-    """Checks the 48 header bytes in the order of docs/PROTOCOL.md ("Header")."""
+    """Checks the 48 header bytes in the normative order (DECISIONS.md, "Frame
+    check order"): the fatal checks first (magic, version, the declared
+    lengths, so a refused body is never read), then flags, reserved, opcode,
+    and status / direction."""
     if len(buf) < HEADER_BYTES:
         raise WireError(Status.BAD_FRAME, f"frame of {len(buf)} bytes is shorter than the header")
     (magic, version, opcode, flags, status, token_len, request_id, lease_id, payload_len,
@@ -212,27 +215,29 @@ def decode_header(buf, *, reply: bool, limits: Limits = DEFAULT_LIMITS) -> Heade
         raise WireError(Status.BAD_FRAME, "bad magic")
     if version != VERSION:
         raise WireError(Status.UNSUPPORTED_VERSION, f"unsupported version {version}")
-    if flags & ~FLAG_REPLY:
-        raise WireError(Status.BAD_FRAME, f"undefined flag bits 0x{flags:04x}")
-    is_reply = bool(flags & FLAG_REPLY)
-    if is_reply != reply:
-        raise WireError(Status.BAD_FRAME,
-                        "reply frame where a request was expected" if is_reply
-                        else "request frame where a reply was expected")
-    if reserved != 0:
-        raise WireError(Status.BAD_FRAME, "reserved header field is not 0")
-    if opcode not in _OPCODES and not (is_reply and status != 0 and is_wire_status(status)):
-        raise WireError(Status.UNKNOWN_OPCODE, f"unknown opcode 0x{opcode:04x}")
-    if not is_reply and status != 0:
-        raise WireError(Status.BAD_FRAME, f"request with status {status}")
-    if is_reply and (not is_wire_status(status) or token_len != 0):
-        raise WireError(Status.BAD_FRAME, "reply with an undefined status" if token_len == 0
-                        else "reply with a token section")
     if token_len > limits.max_token_bytes:
         raise WireError(Status.FRAME_TOO_LARGE, f"token_len {token_len} exceeds {limits.max_token_bytes}")
     if payload_len > limits.max_payload_bytes:
         raise WireError(Status.FRAME_TOO_LARGE,
                         f"payload_len {payload_len} exceeds {limits.max_payload_bytes}")
+    if flags & ~FLAG_REPLY:
+        raise WireError(Status.BAD_FRAME, f"undefined flag bits 0x{flags:04x}")
+    if reserved != 0:
+        raise WireError(Status.BAD_FRAME, "reserved header field is not 0")
+    is_reply = bool(flags & FLAG_REPLY)
+    # An error reply echoes its request's opcode, even an undefined one.
+    if opcode not in _OPCODES and not (is_reply and status != 0 and is_wire_status(status)):
+        raise WireError(Status.UNKNOWN_OPCODE, f"unknown opcode 0x{opcode:04x}")
+    if is_reply != reply:
+        raise WireError(Status.BAD_FRAME,
+                        "reply frame where a request was expected" if is_reply
+                        else "request frame where a reply was expected")
+    if not is_reply and status != 0:
+        raise WireError(Status.BAD_FRAME, f"request with status {status}")
+    if is_reply and not is_wire_status(status):
+        raise WireError(Status.BAD_FRAME, f"reply with undefined status {status}")
+    if is_reply and token_len != 0:
+        raise WireError(Status.BAD_FRAME, "reply with a token section")
     return Header(opcode=opcode, flags=flags, status=status, token_len=token_len,
                   request_id=request_id, lease_id=lease_id, payload_len=payload_len,
                   checksum=csum, version=version, reserved=reserved, magic=magic)

@@ -127,3 +127,34 @@ def test_header_only_checks_reject_before_reading_a_body():
     with pytest.raises(WireError):
         wire.decode_header(h, reply=True, limits=wire.Limits(max_payload_bytes=4096))
     assert is_wire_status(24) and not is_wire_status(25)
+
+
+def test_header_check_order():
+    """DECISIONS.md: magic, version, lengths (fatal) before flags, reserved, opcode, status."""
+    def hdr(**kw):
+        f = dict(opcode=wire.Opcode.PING, flags=0, status=0, token_len=0, request_id=1,
+                 lease_id=0, payload_len=0)
+        f.update(kw)
+        return bytearray(wire.pack_header(**f))
+
+    cases = [
+        (dict(flags=2, payload_len=2**32 - 1), Status.FRAME_TOO_LARGE),
+        (dict(flags=2, token_len=5000, opcode=0x7777), Status.FRAME_TOO_LARGE),
+        (dict(flags=2, opcode=0x7777, status=3), Status.BAD_FRAME),
+        (dict(opcode=0x7777, status=3), Status.UNKNOWN_OPCODE),
+        (dict(status=3), Status.BAD_FRAME),
+    ]
+    for kw, want in cases:
+        with pytest.raises(WireError) as e:
+            wire.decode_header(bytes(hdr(**kw)), reply=False)
+        assert e.value.status == want, kw
+    b = hdr(flags=2, payload_len=2**32 - 1)
+    b[4] = 2  # version 2 wins over everything after it
+    with pytest.raises(WireError) as e:
+        wire.decode_header(bytes(b), reply=False)
+    assert e.value.status == Status.UNSUPPORTED_VERSION
+    b = hdr(opcode=0x7777)
+    b[36] = 1  # reserved before opcode
+    with pytest.raises(WireError) as e:
+        wire.decode_header(bytes(b), reply=False)
+    assert e.value.status == Status.BAD_FRAME
