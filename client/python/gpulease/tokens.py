@@ -373,6 +373,19 @@ def mint(secret_key: SecretKey, *, tenant: str, audience: str, perms: int = ALL_
     return secret_key.mint(c)
 
 
+def verify_signature(token, public_key: bytes) -> Token:
+    """Parses a token and checks that ``public_key`` signed it (steps 1-3 with a
+    one-key ring); raises :class:`TokenError`."""
+    t = parse_token(token_bytes(token))
+    if t.key_id != key_id(public_key):
+        raise TokenError(Status.UNAUTHENTICATED, "unknown_key", "signed by another key")
+    try:
+        nacl.signing.VerifyKey(bytes(public_key)).verify(t.signed_message(), t.signature)
+    except (nacl.exceptions.BadSignatureError, ValueError):
+        raise TokenError(Status.UNAUTHENTICATED, "bad_signature") from None
+    return t
+
+
 # ---- Validation (a node's order, TOKENS.md "Validation") ----------------------------
 
 @dataclasses.dataclass

@@ -165,3 +165,23 @@ def test_lease_rule_mode():
     assert e.value.status == Status.LEASE_NOT_FOUND and "no such lease" in str(e.value)
     v.check(bound.raw, opcode=Opcode.MEM_ALLOC, frame_lease_id=5, lease_owner="a")
     v.check(any_lease.raw, opcode=Opcode.LEASE_ACQUIRE, frame_lease_id=0)
+
+
+def test_command_line_tools(tmp_path, capsys):
+    from gpulease.__main__ import main
+    assert main(["keygen", "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main(["token", "mint", "--key", str(tmp_path / "a.key"), "--tenant", "t1", "--audience",
+                 "n1", "--perms", "mem,module", "--ttl", "60", "--lease", "4"]) == 0
+    text = capsys.readouterr().out.strip()
+    assert main(["token", "inspect", text, "--pub", str(tmp_path / "a.pub")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["tenant"] == "t1" and info["lease_id"] == "4" and info["signature"] == "valid"
+    # another key: refused, exit 1, message on stderr
+    assert main(["keygen", "--out", str(tmp_path / "b")]) == 0
+    assert main(["token", "inspect", text, "--pub", str(tmp_path / "b.pub")]) == 1
+    assert "unknown_key" in capsys.readouterr().err
+    assert main(["token", "mint", "--key", str(tmp_path / "a.key"), "--tenant", "t", "--audience",
+                 "n", "--ttl", "0"]) == 1
+    assert main(["token", "inspect", "glt1.!!"]) == 1
+    assert main(["keygen", "--out", str(tmp_path / "a")]) == 1  # exists: refused
