@@ -351,10 +351,6 @@ class Reader:
             raise WireError(Status.BAD_FRAME, "trailing bytes after message")
 
 
-def _enum_name(e, v):
-    return e(v).name
-
-
 def _lease_info(r: Reader) -> dict:
     m = {"lease_id": r.u64("lease_id")}
     state = r.u8("state")

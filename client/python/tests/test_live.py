@@ -186,10 +186,11 @@ def test_scoped_grant(conn, node):
 
 def test_renewal_helper_and_expired_lease(conn):
     lease = lease_for(conn, ttl=2)
-    kept = lease_for(conn, ttl=2)
+    kept = lease_for(conn, ttl=4)
     first = kept.expires_at_ms
     gave_up = []
-    with gl.RenewalManager(fraction=0.75, tick_s=0.05, on_give_up=lambda l, e: gave_up.append(e)) as rm:
+    # renews `kept` whenever less than 90% of its 4 s remains: never close to expiry
+    with gl.RenewalManager(fraction=0.9, tick_s=0.05, on_give_up=lambda l, e: gave_up.append(e)) as rm:
         rm.register(kept)
         # wait (bounded) for the unrenewed lease to expire
         s = gl.Session(lease)
