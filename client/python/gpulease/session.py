@@ -14,6 +14,7 @@ import collections
 import dataclasses
 import struct
 
+from . import tokens as _tokens
 from . import wire
 from .status import GpuleaseError, LeaseLostError, Status
 from .wire import ImageFormat, Opcode
@@ -178,9 +179,7 @@ class Session:
         self.conn = lease.conn
         self.lease_id = lease.lease_id
         tok = token if token is not None else lease.token
-        if tok is not None and hasattr(tok, "raw"):
-            tok = tok.raw
-        self.token = tok
+        self.token = _tokens.token_bytes(tok) if tok is not None else None
         self._inflight: collections.deque = collections.deque()
         self._first_error: GpuleaseError | None = None
 

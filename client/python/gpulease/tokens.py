@@ -234,9 +234,9 @@ def decode_text(text: str) -> bytes:
 
 
 def token_bytes(token) -> bytes:
-    """Accepts a token as text, bytes or :class:`Token`."""
-    if isinstance(token, Token):
-        return token.raw
+    """Accepts a token as text, bytes, a :class:`Token` or a grant (anything with ``.raw``)."""
+    if isinstance(token, Token) or hasattr(token, "raw"):
+        return bytes(token.raw)
     if isinstance(token, str):
         return decode_text(token)
     return bytes(token)

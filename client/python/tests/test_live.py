@@ -177,7 +177,7 @@ def test_scoped_grant(conn, node):
             with pytest.raises(gl.PermissionDeniedError):
                 gl.LeaseBuilder(wconn).min_vram(1 << 20).acquire()
         # asking for more than the token has is refused
-        narrow = gl.Session(lease, token=grant.token)
+        narrow = gl.Session(lease, token=grant)
         with pytest.raises(gl.PermissionDeniedError):
             gl.request_scoped_token(gl.Lease.adopt(conn, lease.lease_id, token=grant.raw, owned=False),
                                     gl.Perm.MEM, 60)
