@@ -91,6 +91,7 @@ class AsyncConnection:
         """Writes one request; returns a future of the OK reply's payload."""
         parts = payload if isinstance(payload, list) else [payload]
         plen = sum(memoryview(p).nbytes for p in parts)
+        wire.check_lease_rule(opcode, lease_id, op)
         if plen > self.limits.max_payload_bytes:
             raise WireError(Status.FRAME_TOO_LARGE,
                             f"payload of {plen} bytes exceeds {self.limits.max_payload_bytes}", op)

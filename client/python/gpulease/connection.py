@@ -192,6 +192,7 @@ class Connection:
         writable buffer an OK reply's payload goes into, when its length matches."""
         parts = payload if isinstance(payload, list) else [payload]
         plen = sum(memoryview(p).nbytes for p in parts)
+        wire.check_lease_rule(opcode, lease_id, op)
         if opcode in wire.NO_TOKEN_OPCODES:
             tok = b""
         else:

@@ -74,6 +74,18 @@ LEASE_NONE_OPCODES = frozenset({Opcode.HELLO, Opcode.PING, Opcode.LEASE_ACQUIRE,
 NO_TOKEN_OPCODES = frozenset({Opcode.HELLO, Opcode.PING})
 
 
+def check_lease_rule(opcode: int, lease_id: int, op: str | None = None) -> None:
+    """The opcode's header lease rule (DECISIONS.md): 0 for HELLO, PING,
+    LEASE_ACQUIRE and LEASE_LIST, the lease (nonzero) for every other opcode.
+    Raises INVALID_ARGUMENT, so a frame breaking it is never sent."""
+    if opcode in LEASE_NONE_OPCODES:
+        if lease_id != 0:
+            raise WireError(Status.INVALID_ARGUMENT,
+                            f"lease_id must be 0 for {opcode_name(opcode)}", op)
+    elif lease_id == 0:
+        raise WireError(Status.INVALID_ARGUMENT, "lease_id required", op)
+
+
 def opcode_name(op: int) -> str:
     return Opcode(op).name if op in _OPCODES else f"0x{op:04x}"
 

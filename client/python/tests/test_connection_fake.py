@@ -148,3 +148,14 @@ def test_timeout_leaves_the_request_outstanding():
         gate.set()
         assert bytes(p.result(timeout=10)) == b"late"
         assert not conn.closed
+
+
+def test_lease_rule_is_checked_before_sending():
+    addr, t = fake_node(lambda c, h, p: c.sendall(reply(h, p)))
+    with gl.connect(addr) as conn:
+        for op, lease in ((Opcode.LEASE_ACQUIRE, 7), (Opcode.LEASE_LIST, 1), (Opcode.PING, 2),
+                          (Opcode.MEM_ALLOC, 0), (Opcode.SYNC, 0)):
+            with pytest.raises(gl.WireError) as e:
+                conn.send(op, lease, b"")
+            assert e.value.status == gl.Status.INVALID_ARGUMENT
+        assert conn.outstanding() == 0 and conn.ping(b"ok") == b"ok"
