@@ -313,3 +313,20 @@ def test_cli_key_files_and_tokens_interoperate(node, tmp_path):
     r = subprocess.run([cli, "token", "inspect", t, "--pub", str(tmp_path / "k.pub")],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "carol" in r.stdout
+
+
+def test_load_and_alloc_failures_are_typed(conn):
+    with lease_for(conn, mib=1) as lease:
+        s = gl.Session(lease)
+        with pytest.raises(gl.LoadFailedError) as e:
+            s.module_load(".version 7.5\n.target sm_75\nthis is not ptx\n")
+        assert e.value.status == gl.Status.LOAD_FAILED and e.value.message  # the loader's log
+        with pytest.raises(gl.AllocFailedError) as e:
+            s.mem_alloc(lease.granted_bytes + 1)
+        assert e.value.retryable
+        b = s.mem_alloc(16)
+        with pytest.raises(gl.OutOfRangeError):
+            s.mem_read(b, offset=8, length=16)
+        with pytest.raises(gl.InvalidHandleError):
+            s.module_unload(gl.Module(0xdead))
+        assert lease.query().state == gl.LeaseState.ACTIVE
