@@ -123,7 +123,7 @@ Result<void> validate_launch(const Kernel& k, std::array<uint32_t, 3> grid,
                       "kernel " + k.name + " needs " + std::to_string(per_thread) +
                           " bytes of registers and local memory per thread (limit " +
                           std::to_string(limits.max_thread_state_bytes) + ")");
-  const uint64_t state = k.has_barrier ? per_thread * threads : per_thread;
+  const uint64_t state = per_thread * threads;  // every thread of a block is resident
   if (state > limits.max_block_state_bytes)
     return make_error(Status::kLaunchFailed,
                       "kernel " + k.name + " needs " + std::to_string(state) +
@@ -424,7 +424,7 @@ const char* space_name(Space s) {
   return "?";
 }
 
-enum class Stop : uint8_t { kExit, kBarrier, kFault };
+enum class Stop : uint8_t { kExit, kBarrier, kFault, kSlice };
 
 }  // namespace
 
@@ -438,11 +438,10 @@ class BlockRunner {
     shared_size_ = static_cast<uint64_t>(k_.dynamic_shared_offset) + l.dynamic_shared_;
     if (shared_size_ < k_.static_shared_bytes) shared_size_ = k_.static_shared_bytes;
     shared_.resize(shared_size_);
-    const bool all_threads = k_.has_barrier;
-    regs_.resize(static_cast<size_t>(nslots_) * (all_threads ? nthreads_ : 1));
-    local_.resize(static_cast<size_t>(k_.local_bytes) * (all_threads ? nthreads_ : 1));
-    pcs_.resize(all_threads ? nthreads_ : 1);
-    live_.resize(all_threads ? nthreads_ : 1);
+    regs_.resize(static_cast<size_t>(nslots_) * nthreads_);
+    local_.resize(static_cast<size_t>(k_.local_bytes) * nthreads_);
+    pcs_.resize(nthreads_);
+    live_.resize(nthreads_);
     tmpl_.assign(nslots_, 0);
     for (const auto& [slot, value] : k_.init_values) tmpl_[slot] = value;
     // Setup is not free: copying the register file and zeroing local memory
@@ -472,6 +471,13 @@ class BlockRunner {
 
   // False when the launch was stopped (fault, budget or cancel).
   bool run_block(uint64_t index) {
+    if (!start_block(index)) return false;
+    return resume_block() == Stop::kExit;
+  }
+
+  // Sets up block `index` (charging its setup to the budget); false when the
+  // launch was stopped.
+  bool start_block(uint64_t index) {
     const uint32_t bx = static_cast<uint32_t>(index % l_.grid_[0]);
     const uint32_t by = static_cast<uint32_t>((index / l_.grid_[0]) % l_.grid_[1]);
     const uint32_t bz = static_cast<uint32_t>(index / (uint64_t{l_.grid_[0]} * l_.grid_[1]));
@@ -479,21 +485,10 @@ class BlockRunner {
     tmpl_[kSlotCtaid] = bx;
     tmpl_[kSlotCtaid + 1] = by;
     tmpl_[kSlotCtaid + 2] = bz;
-    // Shared memory starts zeroed in the sim (uninitialised on a GPU).
     tid_linear_ = 0;
     if (!charge(block_setup_cost_)) return false;
+    // Shared memory starts zeroed in the sim (uninitialised on a GPU).
     std::fill(shared_.begin(), shared_.end(), std::byte{0});
-    if (!k_.has_barrier) {
-      for (uint32_t t = 0; t < nthreads_; ++t) {
-        tid_linear_ = t;
-        if (!charge(thread_setup_cost_)) return false;
-        init_thread(t, regs_.data(), local_.data());
-        uint32_t pc = 0;
-        tid_linear_ = t;
-        if (run(regs_.data(), pc, local_.data()) == Stop::kFault) return false;
-      }
-      return true;
-    }
     for (uint32_t t = 0; t < nthreads_; ++t) {
       tid_linear_ = t;
       if (!charge(thread_setup_cost_)) return false;
@@ -502,22 +497,36 @@ class BlockRunner {
       pcs_[t] = 0;
       live_[t] = 1;
     }
-    uint32_t remaining = nthreads_;
-    while (remaining > 0) {
-      for (uint32_t t = 0; t < nthreads_; ++t) {
+    remaining_ = nthreads_;
+    cursor_ = 0;
+    return true;
+  }
+
+  // Runs the started block until every thread exited (kExit), the launch
+  // stopped (kFault) or the slice ran out (kSlice; call again to resume
+  // exactly where it stopped).
+  Stop resume_block() {
+    while (remaining_ > 0) {
+      for (; cursor_ < nthreads_; ++cursor_) {
+        const uint32_t t = cursor_;
         if (!live_[t]) continue;
         tid_linear_ = t;
         const Stop s = run(regs_.data() + static_cast<size_t>(t) * nslots_, pcs_[t],
                            local_.data() + static_cast<size_t>(t) * k_.local_bytes);
-        if (s == Stop::kFault) return false;
+        if (s == Stop::kFault || s == Stop::kSlice) return s;
         if (s == Stop::kExit) {
           live_[t] = 0;
-          --remaining;
+          --remaining_;
         }
       }
+      cursor_ = 0;
     }
-    return true;
+    return Stop::kExit;
   }
+
+  // Limits what the following runs may execute to `n` more instructions
+  // (kNoSlice: unlimited).
+  void set_slice(uint64_t n) { slice_left_ = n; }
 
  private:
   void init_thread(uint32_t t, uint64_t* r, std::byte* local) {
@@ -727,28 +736,47 @@ class BlockRunner {
   }
 
   bool refuel() {
-    fuel_ = l_.claim_fuel(kFuelChunk);
+    if (slice_left_ == 0) return false;
+    fuel_ = l_.claim_fuel(std::min(kFuelChunk, slice_left_));
+    if (slice_left_ != kNoSlice) slice_left_ -= fuel_;
     granted_total_ += fuel_;
     return fuel_ != 0;
   }
 
   // Takes `n` units of budget for setup work; false (launch faulted or
   // stopped) when the budget runs out.
+  // Setup is done whole once started: it is charged against the slice
+  // (saturating) but never stopped by it.
   bool charge(uint64_t n) {
+    if (slice_left_ != kNoSlice) slice_left_ -= std::min(slice_left_, n);
     while (n > 0) {
-      if (fuel_ == 0 && !refuel()) {
-        out_of_fuel(0);
+      if (fuel_ == 0) {
+        fuel_ = l_.claim_fuel(kFuelChunk);
+        granted_total_ += fuel_;
+      }
+      if (fuel_ == 0) {
+        if (!l_.stopped())
+          l_.set_fault("instruction budget exceeded (" + std::to_string(l_.budget_) +
+                       " instructions)" + where(0));
         return false;
       }
       const uint64_t take = std::min(n, fuel_);
       fuel_ -= take;
       n -= take;
     }
+    if (slice_left_ != kNoSlice && fuel_ > 0) {
+      // Give the rest of the claim back: the slice's remaining instructions
+      // are claimed (and limited) by refuel().
+      l_.claimed_.fetch_sub(fuel_, std::memory_order_relaxed);
+      granted_total_ -= fuel_;
+      fuel_ = 0;
+    }
     return true;
   }
 
   Stop out_of_fuel(uint32_t pc) {
-    if (l_.stopped()) return Stop::kFault;  // another worker faulted, or cancel
+    if (l_.stopped()) return Stop::kFault;
+    if (slice_left_ == 0) return Stop::kSlice;  // another worker faulted, or cancel
     l_.set_fault("instruction budget exceeded (" + std::to_string(l_.budget_) + " instructions)" +
                  where(pc));
     return Stop::kFault;
@@ -757,6 +785,11 @@ class BlockRunner {
   Stop run(uint64_t* r, uint32_t& pc_ref, std::byte* local);
 
   static constexpr uint64_t kFuelChunk = 1u << 16;
+
+ public:
+  static constexpr uint64_t kNoSlice = ~uint64_t{0};
+
+ private:
 
   Launch& l_;
   const Kernel& k_;
@@ -775,6 +808,9 @@ class BlockRunner {
   std::vector<uint64_t> tmpl_;
   std::array<uint32_t, 3> ctaid_{};
   uint32_t tid_linear_ = 0;
+  uint32_t remaining_ = 0;      // live threads of the started block
+  uint32_t cursor_ = 0;         // next thread to run in the current round
+  uint64_t slice_left_ = kNoSlice;  // instructions the current slice may still claim
   uint64_t fuel_ = 0;           // instructions left of the current claim
   uint64_t granted_total_ = 0;  // all claims so far
 };
@@ -1224,6 +1260,47 @@ void Launch::run_blocks(uint64_t first, uint64_t count) {
   runner->settle();
   std::lock_guard<std::mutex> lk(runners_mu_);
   runners_.push_back(std::move(runner));
+}
+
+bool Launch::run_slice(uint64_t max_instructions) {
+  if (slice_done_) return true;
+  if (stopped()) {
+    slice_done_ = true;
+    slice_runner_.reset();
+    return true;
+  }
+  if (max_instructions == 0) return false;
+  if (!slice_runner_) slice_runner_ = std::make_unique<BlockRunner>(*this);
+  BlockRunner& r = *slice_runner_;
+  r.set_slice(max_instructions);
+  bool done = false;
+  for (;;) {
+    if (!slice_in_block_) {
+      if (slice_next_block_ >= total_blocks_) {
+        done = true;
+        break;
+      }
+      if (!r.start_block(slice_next_block_++)) {
+        done = true;  // stopped: fault, budget or cancel
+        break;
+      }
+      slice_in_block_ = true;
+    }
+    const Stop s = r.resume_block();
+    if (s == Stop::kSlice) break;
+    slice_in_block_ = false;
+    if (s == Stop::kFault) {
+      done = true;
+      break;
+    }
+  }
+  r.set_slice(BlockRunner::kNoSlice);
+  r.settle();
+  if (done) {
+    slice_done_ = true;
+    slice_runner_.reset();
+  }
+  return done;
 }
 
 }  // namespace gpulease::sim
