@@ -1012,7 +1012,13 @@ class Parser {
       return true;
     }
     if (o.kind == Operand::kImm) {
-      if (t.is_pred) return bad(c, "immediate predicate");
+      if (t.is_pred) {
+        // mov.pred %p, 0 / 1
+        if (o.lit.kind != Literal::kInt || o.lit.bits > 1)
+          return bad(c, "a predicate immediate must be 0 or 1");
+        out = o.lit.bits ? kSlotTrue : kSlotZero;
+        return true;
+      }
       uint64_t bits = 0;
       if (!literal_bits(c, o.lit, t, bits)) return false;
       out = constant(bits);
