@@ -437,8 +437,31 @@ constexpr uint32_t kQuantum = 2048;
 constexpr uint32_t kSpinYield = 64;
 
 inline uint32_t popc(uint32_t m) {
-  return static_cast<uint32_t>(std::popcount(m));
+  m = m - ((m >> 1) & 0x55555555u);  // no libgcc call without -mpopcnt
+  m = (m & 0x33333333u) + ((m >> 2) & 0x33333333u);
+  return (((m + (m >> 4)) & 0x0f0f0f0fu) * 0x01010101u) >> 24;
 }
+
+// fma.rn.f32 over the lanes of `exec` with the host's fused multiply-add
+// instruction where it has one (the same correctly rounded result as
+// std::fma, without a libm call per lane).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("fma"))) void fma_f32_lanes_hw(uint32_t exec, uint64_t* d, const uint64_t* a,
+                                                     const uint64_t* b, const uint64_t* c) {
+  if (exec == 0xffffffffu) {
+    for (uint32_t l = 0; l < 32; ++l) d[l] = bits(__builtin_fmaf(f32(a[l]), f32(b[l]), f32(c[l])));
+    return;
+  }
+  for (uint32_t m = exec; m != 0; m &= m - 1) {
+    const uint32_t l = static_cast<uint32_t>(__builtin_ctz(m));
+    d[l] = bits(__builtin_fmaf(f32(a[l]), f32(b[l]), f32(c[l])));
+  }
+}
+const bool kHostFma = __builtin_cpu_supports("fma");
+#else
+void fma_f32_lanes_hw(uint32_t, uint64_t*, const uint64_t*, const uint64_t*, const uint64_t*) {}
+const bool kHostFma = false;
+#endif
 
 // One warp's scheduling state. Lanes in `active` execute together at `pc`;
 // every other runnable lane (live, not waiting) has its own pc in `pcs` and
@@ -549,22 +572,32 @@ class BlockRunner {
       tid_linear_ = first;
       if (!charge(thread_setup_cost_ * n)) return false;
       uint64_t* r = regs_.data() + static_cast<size_t>(w) * nslots_ * 32;
-      std::memcpy(r, tmpl_.data(), tmpl_.size() * 8);
-      for (uint32_t i = 0; i < n; ++i) {
-        const uint32_t t = first + i;
-        r[kSlotTid * 32 + i] = t % l_.block_[0];
-        r[(kSlotTid + 1) * 32 + i] = (t / l_.block_[0]) % l_.block_[1];
-        r[(kSlotTid + 2) * 32 + i] = t / (l_.block_[0] * l_.block_[1]);
+      if (!initialised_) {
+        // Constants, %tid and %laneid never change between blocks, and PTX
+        // registers are undefined until written: the register file and
+        // local memory are set up once per runner (zeros, constants, %tid),
+        // after that only %ctaid changes.
+        std::memcpy(r, tmpl_.data(), tmpl_.size() * 8);
+        for (uint32_t i = 0; i < n; ++i) {
+          const uint32_t t = first + i;
+          r[kSlotTid * 32 + i] = t % l_.block_[0];
+          r[(kSlotTid + 1) * 32 + i] = (t / l_.block_[0]) % l_.block_[1];
+          r[(kSlotTid + 2) * 32 + i] = t / (l_.block_[0] * l_.block_[1]);
+        }
+      } else {
+        for (uint32_t i = 0; i < 32; ++i) {
+          r[kSlotCtaid * 32 + i] = bx;
+          r[(kSlotCtaid + 1) * 32 + i] = by;
+          r[(kSlotCtaid + 2) * 32 + i] = bz;
+        }
       }
-      if (k_.local_bytes)
-        std::memset(local_.data() + static_cast<size_t>(first) * k_.local_bytes, 0,
-                    static_cast<size_t>(k_.local_bytes) * 32);
       WarpState& W = warps_[w];
       W = WarpState{};
       W.exists = n == 32 ? kFullWarp : (1u << n) - 1;
       W.live = W.exists;
       W.active = W.exists;
     }
+    initialised_ = true;
     live_threads_ = nthreads_;
     bar_count_ = 0;
     cur_warp_ = 0;
@@ -809,9 +842,28 @@ class BlockRunner {
           return __atomic_load_n(reinterpret_cast<const uint64_t*>(p), __ATOMIC_RELAXED);
       }
     }
-    uint64_t v = 0;
-    std::memcpy(&v, p, size);  // little-endian host
-    return v;
+    switch (size) {  // little-endian host; fixed-size copies stay in registers
+      case 1: {
+        uint8_t v;
+        std::memcpy(&v, p, 1);
+        return v;
+      }
+      case 2: {
+        uint16_t v;
+        std::memcpy(&v, p, 2);
+        return v;
+      }
+      case 4: {
+        uint32_t v;
+        std::memcpy(&v, p, 4);
+        return v;
+      }
+      default: {
+        uint64_t v;
+        std::memcpy(&v, p, 8);
+        return v;
+      }
+    }
   }
   static void store_raw(std::byte* p, uint32_t size, uint64_t v, bool atomic) {
     if (atomic) {
@@ -833,7 +885,26 @@ class BlockRunner {
           return;
       }
     }
-    std::memcpy(p, &v, size);
+    switch (size) {
+      case 1: {
+        const auto x = static_cast<uint8_t>(v);
+        std::memcpy(p, &x, 1);
+        return;
+      }
+      case 2: {
+        const auto x = static_cast<uint16_t>(v);
+        std::memcpy(p, &x, 2);
+        return;
+      }
+      case 4: {
+        const auto x = static_cast<uint32_t>(v);
+        std::memcpy(p, &x, 4);
+        return;
+      }
+      default:
+        std::memcpy(p, &v, 8);
+        return;
+    }
   }
 
   // Extends a loaded value to the destination register (mod: see Op::kLd*).
@@ -1004,6 +1075,7 @@ class BlockRunner {
   std::vector<uint64_t> tmpl_;  // one warp's initial registers
   std::array<uint32_t, 3> ctaid_{};
   uint32_t tid_linear_ = 0;     // the thread a fault message names
+  bool initialised_ = false;    // register files set up (start_block)
   uint32_t live_threads_ = 0;   // of the started block
   uint32_t bar_count_ = 0;      // threads waiting at bar.sync
   uint32_t cur_warp_ = 0;       // whose turn it is
@@ -1029,6 +1101,7 @@ Stop BlockRunner::run_warp(uint32_t w) {
   uint64_t fuel = fuel_;
   uint32_t quantum = kQuantum;
   Stop result = Stop::kYield;
+  uint32_t cost_of = act, cost = popc(act);  // instructions a warp instruction costs
 
 #define GL_FAULT_LANE(L)  \
   do {                    \
@@ -1043,7 +1116,10 @@ Stop BlockRunner::run_warp(uint32_t w) {
       pc = W.pc;
       act = W.active;
     }
-    const uint32_t cost = popc(act);
+    if (act != cost_of) {
+      cost_of = act;
+      cost = popc(act);
+    }
     if (fuel < cost) {
       bool slice_end = false;
       if (!get_fuel(fuel, cost, &slice_end)) {
@@ -1245,15 +1321,45 @@ Stop BlockRunner::run_warp(uint32_t w) {
         case Op::kSelp:
           GL_LANES(rd[l] = (rc[l] & 1) ? ra[l] : rb[l]);
           break;
-        case Op::kSetpS: {
-          const auto cmp = static_cast<Cmp>(in.imm & 0xff);
-          GL_LANES(rd[l] = combine(icmp<int64_t>(cmp, sext(ra[l], in.mod), sext(rb[l], in.mod)),
-                                   in.imm, rc[l]));
-          break;
-        }
+        case Op::kSetpS:
         case Op::kSetpU: {
           const auto cmp = static_cast<Cmp>(in.imm & 0xff);
-          GL_LANES(rd[l] = combine(icmp<uint64_t>(cmp, ra[l], rb[l]), in.imm, rc[l]));
+          const bool sgn = in.op == Op::kSetpS;
+          const unsigned wd = in.mod;
+          // Signed compares as unsigned after flipping the sign bit.
+          const uint64_t flip = sgn ? uint64_t{1} << 63 : 0;
+          const unsigned sh = 64 - wd;
+#define GL_SETP(EXPR)                                             \
+  GL_LANES({                                                      \
+    const uint64_t a = (sgn ? static_cast<uint64_t>(sext(ra[l], wd)) : ra[l] << sh >> sh) ^ flip; \
+    const uint64_t b = (sgn ? static_cast<uint64_t>(sext(rb[l], wd)) : rb[l] << sh >> sh) ^ flip; \
+    rd[l] = (EXPR);                                               \
+  })
+          if ((in.imm >> 8 & 3) == 0) {
+            switch (cmp) {
+              case Cmp::kEq:
+                GL_SETP(a == b);
+                break;
+              case Cmp::kNe:
+                GL_SETP(a != b);
+                break;
+              case Cmp::kLt:
+                GL_SETP(a < b);
+                break;
+              case Cmp::kLe:
+                GL_SETP(a <= b);
+                break;
+              case Cmp::kGt:
+                GL_SETP(a > b);
+                break;
+              default:
+                GL_SETP(a >= b);
+                break;
+            }
+          } else {
+            GL_SETP(combine(icmp<uint64_t>(cmp, a, b), in.imm, rc[l]));
+          }
+#undef GL_SETP
           break;
         }
         case Op::kSetpF32: {
@@ -1290,6 +1396,10 @@ Stop BlockRunner::run_warp(uint32_t w) {
           GL_F32_BIN(kMaxF32, pmax(a, b))
 #undef GL_F32_BIN
         case Op::kFmaF32:
+          if (in.mod == 0 && kHostFma) {
+            fma_f32_lanes_hw(exec, rd, ra, rb, rc);
+            break;
+          }
           GL_LANES({
             float a = f32(ra[l]), b = f32(rb[l]), c = f32(rc[l]);
             if (in.mod & kFlagFtz) {
@@ -1385,6 +1495,35 @@ Stop BlockRunner::run_warp(uint32_t w) {
         }
         case Op::kLdGlobal: {
           const uint32_t size = 1u << (in.mod & 3);
+          if (size >= 4 && !(in.mod & kLdSigned) && exec == kFullWarp) {
+            // The common case, specialised: 32 lanes, 4 or 8 bytes, no
+            // extension; any lane that needs a fault message takes the
+            // general loop below.
+            bool ok = true;
+#define GL_LD_FAST(T)                                                               \
+  for (uint32_t l = 0; l < 32; ++l) {                                               \
+    const uint64_t addr = ra[l] + mask;                                             \
+    const uint64_t off = addr - cache_.base;                                        \
+    if ((addr & (sizeof(T) - 1)) != 0 || off >= cache_.size ||                      \
+        sizeof(T) > cache_.size - off) {                                            \
+      const std::byte* p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T)); \
+      if (p == nullptr) {                                                           \
+        ok = false;                                                                 \
+        break;                                                                      \
+      }                                                                             \
+      rd[l] = __atomic_load_n(reinterpret_cast<const T*>(p), __ATOMIC_RELAXED);     \
+      continue;                                                                     \
+    }                                                                               \
+    rd[l] = __atomic_load_n(reinterpret_cast<const T*>(cache_.data + off), __ATOMIC_RELAXED); \
+  }
+            if (size == 4) {
+              GL_LD_FAST(uint32_t)
+            } else {
+              GL_LD_FAST(uint64_t)
+            }
+#undef GL_LD_FAST
+            if (ok) break;
+          }
           GL_LANES({
             const uint64_t addr = ra[l] + mask;
             if ((addr & (size - 1)) != 0) {
@@ -1404,6 +1543,33 @@ Stop BlockRunner::run_warp(uint32_t w) {
         }
         case Op::kStGlobal: {
           const uint32_t size = 1u << (in.mod & 3);
+          if (size >= 4 && exec == kFullWarp) {
+            bool ok = true;
+#define GL_ST_FAST(T)                                                               \
+  for (uint32_t l = 0; l < 32; ++l) {                                               \
+    const uint64_t addr = ra[l] + mask;                                             \
+    const uint64_t off = addr - cache_.base;                                        \
+    std::byte* p;                                                                   \
+    if ((addr & (sizeof(T) - 1)) != 0 || off >= cache_.size ||                      \
+        sizeof(T) > cache_.size - off) {                                            \
+      p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T));               \
+      if (p == nullptr) {                                                           \
+        ok = false;                                                                 \
+        break;                                                                      \
+      }                                                                             \
+    } else {                                                                        \
+      p = cache_.data + off;                                                        \
+    }                                                                               \
+    __atomic_store_n(reinterpret_cast<T*>(p), static_cast<T>(rb[l]), __ATOMIC_RELAXED); \
+  }
+            if (size == 4) {
+              GL_ST_FAST(uint32_t)
+            } else {
+              GL_ST_FAST(uint64_t)
+            }
+#undef GL_ST_FAST
+            if (ok) break;
+          }
           GL_LANES({
             const uint64_t addr = ra[l] + mask;
             if ((addr & (size - 1)) != 0) {
@@ -1451,6 +1617,17 @@ Stop BlockRunner::run_warp(uint32_t w) {
         }
         case Op::kLdParam: {
           const uint32_t size = 1u << (in.mod & 3);
+          if (in.a == kSlotZero) {  // [name+off]: the same value for every lane
+            const uint64_t addr = mask;
+            if (addr >= param_size || size > param_size - addr) {
+              GL_FAULT_LANE(static_cast<uint32_t>(std::countr_zero(exec)));
+              result = mem_fault(pc, "illegal address", Space::kParam, "ld", addr, size);
+              goto out;
+            }
+            const uint64_t v = extend(load_raw(params + addr, size, false), in.mod);
+            GL_LANES(rd[l] = v);
+            break;
+          }
           GL_LANES({
             const uint64_t addr = ra[l] + mask;
             if (addr >= param_size || size > param_size - addr) {
