@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <bit>
 #include <cinttypes>
+#include <cfenv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -150,6 +151,9 @@ inline uint64_t bits(double d) {
 
 inline float ftz(float f) {
   return std::fpclassify(f) == FP_SUBNORMAL ? std::copysign(0.0f, f) : f;
+}
+inline double ftz64(double f) {
+  return std::fpclassify(f) == FP_SUBNORMAL ? std::copysign(0.0, f) : f;
 }
 inline float sat(float f) {
   return f > 0.0f ? (f < 1.0f ? f : 1.0f) : 0.0f;
@@ -408,6 +412,92 @@ uint64_t atom_apply(AtomOp op, Ty t, uint64_t old, uint64_t b, uint64_t c) {
   return old;
 }
 
+}  // namespace
+
+// Directed rounding (.rz/.rm/.rp) is done by the host FPU in the requested
+// mode: the caller sets the mode with fesetround around these functions. They
+// are kept out of line and out of interprocedural analysis (external linkage,
+// noinline, and noipa on GCC), so no floating-point operation can be moved
+// or folded across the mode switch. glibc's fma and the SSE arithmetic,
+// square root and conversion instructions round in the current mode.
+#if defined(__GNUC__) && !defined(__clang__)
+#define GL_OUT_OF_LINE __attribute__((noinline, noipa))
+#else
+#define GL_OUT_OF_LINE __attribute__((noinline))
+#endif
+GL_OUT_OF_LINE void directed_lanes(const Inst& in, uint32_t exec, uint64_t* rd, const uint64_t* ra,
+                                   const uint64_t* rb, const uint64_t* rc) {
+  const int sub = static_cast<int>(in.imm & 0xff);
+  if (in.imm & 256) {
+    for (uint32_t m = exec; m != 0; m &= m - 1) {
+      const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+      const double a = f64(ra[l]), b = f64(rb[l]), c = f64(rc[l]);
+      double v;
+      switch (sub) {
+        case 0: v = a + b; break;
+        case 1: v = a - b; break;
+        case 2: v = a * b; break;
+        case 3: v = std::fma(a, b, c); break;
+        case 4: v = a / b; break;
+        case 5: v = std::sqrt(a); break;
+        default: v = 1.0 / a; break;
+      }
+      rd[l] = bits(v);
+    }
+    return;
+  }
+  const bool fz = in.mod & kFlagFtz, st = in.mod & kFlagSat;
+  for (uint32_t m = exec; m != 0; m &= m - 1) {
+    const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+    float a = f32(ra[l]), b = f32(rb[l]), c = f32(rc[l]);
+    if (fz) {
+      a = ftz(a);
+      b = ftz(b);
+      c = ftz(c);
+    }
+    float v;
+    switch (sub) {
+      case 0: v = a + b; break;
+      case 1: v = a - b; break;
+      case 2: v = a * b; break;
+      case 3: v = std::fma(a, b, c); break;
+      case 4: v = a / b; break;
+      case 5: v = std::sqrt(a); break;
+      default: v = 1.0f / a; break;
+    }
+    if (fz) v = ftz(v);
+    if (st) v = sat(v);
+    rd[l] = bits(v);
+  }
+}
+
+GL_OUT_OF_LINE void convert_lanes(uint32_t exec, uint64_t* rd, const uint64_t* ra, Ty st, Ty dt,
+                                  Rnd rnd, uint8_t flags) {
+  for (uint32_t m = exec; m != 0; m &= m - 1) {
+    const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+    rd[l] = convert(ra[l], st, dt, rnd, flags);
+  }
+}
+#undef GL_OUT_OF_LINE
+
+// Sets the host's rounding mode for a scope (directed rounding, see above).
+class RoundingMode {
+ public:
+  explicit RoundingMode(int mode) : old_(std::fegetround()) { std::fesetround(mode); }
+  ~RoundingMode() { std::fesetround(old_); }
+  RoundingMode(const RoundingMode&) = delete;
+  RoundingMode& operator=(const RoundingMode&) = delete;
+
+ private:
+  int old_;
+};
+
+inline int fe_mode(unsigned dir) {
+  return dir == 1 ? FE_TOWARDZERO : dir == 2 ? FE_DOWNWARD : FE_UPWARD;
+}
+
+namespace {
+
 const char* space_name(Space s) {
   switch (s) {
     case Space::kGlobal:
@@ -435,6 +525,10 @@ constexpr uint32_t kQuantum = 2048;
 // the lanes furthest ahead get a turn (so a lane holding a lock that its
 // warp's other lanes spin on can release it).
 constexpr uint32_t kSpinYield = 64;
+
+inline uint64_t lane_mask(unsigned w) {
+  return w >= 64 ? ~uint64_t{0} : (uint64_t{1} << w) - 1;
+}
 
 inline uint32_t popc(uint32_t m) {
   m = m - ((m >> 1) & 0x55555555u);  // no libgcc call without -mpopcnt
@@ -1321,6 +1415,167 @@ Stop BlockRunner::run_warp(uint32_t w) {
         case Op::kSelp:
           GL_LANES(rd[l] = (rc[l] & 1) ? ra[l] : rb[l]);
           break;
+        case Op::kCopysign: {
+          const uint64_t sign = uint64_t{1} << ((in.mod & 0x7f) - 1);
+          GL_LANES(rd[l] = (rb[l] & ~sign) | (ra[l] & sign));
+          break;
+        }
+        case Op::kBfind: {
+          const unsigned wd = in.mod & 0x7f;
+          const bool sgn = (in.mod & 0x80) != 0;
+          GL_LANES({
+            uint64_t v = ra[l] & lane_mask(wd);
+            if (sgn && (v >> (wd - 1) & 1)) v = ~v & lane_mask(wd);
+            uint64_t out = 0xffffffffu;
+            if (v != 0) {
+              const unsigned pos = 63u - static_cast<unsigned>(std::countl_zero(v));
+              out = in.c ? wd - 1 - pos : pos;
+            }
+            rd[l] = out;
+          });
+          break;
+        }
+        case Op::kBfe: {
+          const unsigned wd = in.mod & 0x7f;
+          const bool sgn = (in.mod & 0x80) != 0;
+          GL_LANES({
+            const uint64_t a = ra[l];
+            const unsigned pos = static_cast<unsigned>(rb[l] & 0xff);
+            const unsigned len = static_cast<unsigned>(rc[l] & 0xff);
+            const unsigned msb = wd - 1;
+            uint64_t sbit = 0;
+            if (sgn && len != 0) sbit = a >> std::min(pos + len - 1, msb) & 1;
+            uint64_t d = 0;
+            for (unsigned i = 0; i <= msb; ++i) {
+              const uint64_t bit = (i < len && pos + i <= msb) ? (a >> (pos + i) & 1) : sbit;
+              d |= bit << i;
+            }
+            rd[l] = d;
+          });
+          break;
+        }
+        case Op::kBfi: {
+          const unsigned wd = in.mod & 0x7f;
+          const uint64_t* const rlen = r + static_cast<size_t>(in.imm) * 32;
+          GL_LANES({
+            const unsigned pos = static_cast<unsigned>(rc[l] & 0xff);
+            const unsigned len = static_cast<unsigned>(rlen[l] & 0xff);
+            uint64_t f = rb[l];
+            for (unsigned i = 0; i < len && pos + i < wd; ++i)
+              f = (f & ~(uint64_t{1} << (pos + i))) | ((ra[l] >> i & 1) << (pos + i));
+            rd[l] = f;
+          });
+          break;
+        }
+        case Op::kShf: {
+          const bool clamp = in.mod & 1, right = in.mod & 2;
+          GL_LANES({
+            const uint64_t c = rc[l] & 0xffffffffu;
+            const unsigned n = static_cast<unsigned>(clamp ? std::min<uint64_t>(c, 32) : (c & 31));
+            const uint64_t x = (rb[l] & 0xffffffffu) << 32 | (ra[l] & 0xffffffffu);
+            rd[l] = right ? (x >> n) & 0xffffffffu : ((x << n) >> 32) & 0xffffffffu;
+          });
+          break;
+        }
+        case Op::kPrmt:
+          GL_LANES({
+            const uint64_t x = (rb[l] & 0xffffffffu) << 32 | (ra[l] & 0xffffffffu);
+            const uint64_t sel = rc[l];
+            uint64_t d = 0;
+            for (unsigned i = 0; i < 4; ++i) {
+              const unsigned nib = static_cast<unsigned>(sel >> (4 * i)) & 15;
+              uint64_t byte = x >> (8 * (nib & 7)) & 0xff;
+              if (nib & 8) byte = (byte & 0x80) ? 0xff : 0;
+              d |= byte << (8 * i);
+            }
+            rd[l] = d;
+          });
+          break;
+        case Op::kSad: {
+          const unsigned wd = in.mod & 0x7f;
+          const bool sgn = (in.mod & 0x80) != 0;
+          GL_LANES({
+            uint64_t diff;
+            if (sgn) {
+              const int64_t a = sext(ra[l], wd), b = sext(rb[l], wd);
+              diff = a > b ? static_cast<uint64_t>(a) - static_cast<uint64_t>(b)
+                           : static_cast<uint64_t>(b) - static_cast<uint64_t>(a);
+            } else {
+              diff = ra[l] > rb[l] ? ra[l] - rb[l] : rb[l] - ra[l];
+            }
+            rd[l] = (rc[l] + diff) & mask;
+          });
+          break;
+        }
+        case Op::kDp4a:
+        case Op::kDp2a: {
+          const bool sa = in.mod & 1, sb = in.mod & 2, hi = in.mod & 4;
+          const bool four = in.op == Op::kDp4a;
+          GL_LANES({
+            uint32_t acc = static_cast<uint32_t>(rc[l]);
+            const uint32_t a = static_cast<uint32_t>(ra[l]), b = static_cast<uint32_t>(rb[l]);
+            for (unsigned i = 0; i < (four ? 4u : 2u); ++i) {
+              int64_t x, y;
+              if (four) {
+                const uint32_t xa = a >> (8 * i) & 0xff;
+                x = sa ? static_cast<int8_t>(xa) : static_cast<int64_t>(xa);
+              } else {
+                const uint32_t xa = a >> (16 * i) & 0xffff;
+                x = sa ? static_cast<int16_t>(xa) : static_cast<int64_t>(xa);
+              }
+              const unsigned bi = four ? i : i + (hi ? 2 : 0);
+              const uint32_t yb = b >> (8 * bi) & 0xff;
+              y = sb ? static_cast<int8_t>(yb) : static_cast<int64_t>(yb);
+              acc += static_cast<uint32_t>(x * y);
+            }
+            rd[l] = acc;
+          });
+          break;
+        }
+        case Op::kAddC: {
+          const unsigned wd = in.mod;
+          const uint64_t m = lane_mask(wd);
+          uint64_t* const rcc = r + static_cast<size_t>(in.imm) * 32;
+          const bool cin = in.neg & 2, cout = in.neg & 4, sub = in.neg & 8;
+          GL_LANES({
+            const uint64_t cc = cin ? (rcc[l] & 1) : 0;
+            const unsigned __int128 a = ra[l] & m, b = rb[l] & m;
+            uint64_t res, flag;
+            if (sub) {
+              const unsigned __int128 t = a - b - cc;
+              res = static_cast<uint64_t>(t) & m;
+              flag = (a < b + cc) ? 1 : 0;
+            } else {
+              const unsigned __int128 t = a + b + cc;
+              res = static_cast<uint64_t>(t) & m;
+              flag = static_cast<uint64_t>(t >> wd) & 1;
+            }
+            rd[l] = res;
+            if (cout) rcc[l] = flag;
+          });
+          break;
+        }
+        case Op::kMadC: {
+          const unsigned wd = in.mod & 0x3f;
+          const uint64_t m = lane_mask(wd);
+          const bool hi = in.mod & 0x80, sgn = in.mod & 0x40;
+          uint64_t* const rcc = r + static_cast<size_t>(in.imm) * 32;
+          const bool cin = in.neg & 2, cout = in.neg & 4;
+          GL_LANES({
+            unsigned __int128 p;
+            if (sgn)
+              p = static_cast<unsigned __int128>(static_cast<__int128>(sext(ra[l], wd)) *
+                                                 sext(rb[l], wd));
+            else
+              p = static_cast<unsigned __int128>(ra[l] & m) * (rb[l] & m);
+            const uint64_t part = static_cast<uint64_t>(hi ? p >> wd : p) & m;
+            const unsigned __int128 t = static_cast<unsigned __int128>(part) + (rc[l] & m) +
+                                        (cin ? (rcc[l] & 1) : 0);
+            rd[l] = static_cast<uint64_t>(t) & m;
+            if (cout) rcc[l] = static_cast<uint64_t>(t >> wd) & 1;
+          });
+          break;
+        }
         case Op::kSetpS:
         case Op::kSetpU: {
           const auto cmp = static_cast<Cmp>(in.imm & 0xff);
@@ -1474,10 +1729,10 @@ Stop BlockRunner::run_warp(uint32_t w) {
           GL_LANES(rd[l] = bits(std::sqrt(f64(ra[l]))));
           break;
         case Op::kRcpF64:
-          GL_LANES(rd[l] = bits(1.0 / f64(ra[l])));
+          GL_LANES(rd[l] = bits(1.0 / (in.c ? ftz64(f64(ra[l])) : f64(ra[l]))));
           break;
         case Op::kRsqrtF64:
-          GL_LANES(rd[l] = bits(1.0 / std::sqrt(f64(ra[l]))));
+          GL_LANES(rd[l] = bits(1.0 / std::sqrt(in.c ? ftz64(f64(ra[l])) : f64(ra[l]))));
           break;
         case Op::kCvtInt:
           GL_LANES({
@@ -1486,10 +1741,20 @@ Stop BlockRunner::run_warp(uint32_t w) {
             rd[l] = v & mask;
           });
           break;
+        case Op::kFDir: {
+          RoundingMode mode(fe_mode((in.mod >> 4) & 3));
+          directed_lanes(in, exec, rd, ra, rb, rc);
+          break;
+        }
         case Op::kCvt: {
           const auto st = static_cast<Ty>(in.b), dt = static_cast<Ty>(in.c);
           const auto rnd = static_cast<Rnd>(in.mod & 15);
           const auto fl = static_cast<uint8_t>(in.mod >> 4);
+          if (ty_float(dt) && (rnd == Rnd::kRz || rnd == Rnd::kRm || rnd == Rnd::kRp)) {
+            RoundingMode mode(fe_mode(rnd == Rnd::kRz ? 1 : rnd == Rnd::kRm ? 2 : 3));
+            convert_lanes(exec, rd, ra, st, dt, rnd, fl);
+            break;
+          }
           GL_LANES(rd[l] = convert(ra[l], st, dt, rnd, fl));
           break;
         }

@@ -586,6 +586,11 @@ class Parser {
     const uint64_t k = uint64_t{k_.slots} + more;
     return k <= limits_.max_slots && module_slots_ + k <= limits_.max_module_slots;
   }
+  // The kernel's carry flag (CC.CF of add.cc and friends), made on first use.
+  Slot cc_slot() {
+    if (cc_slot_ == 0) cc_slot_ = new_slot(0);
+    return cc_slot_;
+  }
   Slot constant(uint64_t bits) {
     auto it = consts_.find(bits);
     if (it != consts_.end()) return it->second;
@@ -596,6 +601,7 @@ class Parser {
 
   bool body() {
     k_.slots = kFirstFreeSlot;
+    cc_slot_ = 0;
     k_.init_values.assign(1, {kSlotTrue, 1});
     consts_.clear();
     regs_.clear();
@@ -1137,6 +1143,7 @@ class Parser {
   Module* module_ = nullptr;
   Kernel k_;
   bool special_ = false;
+  Slot cc_slot_ = 0;
   std::unordered_map<std::string, size_t> params_;
   std::unordered_map<uint64_t, Slot> consts_;
   std::unordered_map<std::string, std::vector<ScopedReg>, NameHash, std::equal_to<>> regs_;
@@ -1245,15 +1252,30 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   };
   auto float_op = [&](Op op32, Op op64, const TypeInfo& t, int nsrc, bool need_rnd) {
     const bool rn = take("rn");
-    if (has("rz") || has("rm") || has("rp"))
-      return bad(c, "only the .rn rounding mode is supported for float arithmetic");
-    if (need_rnd && !rn) return bad(c, "a rounding modifier (.rn) is required");
+    uint8_t dir = 0;  // directed rounding: 1 rz, 2 rm, 3 rp
+    if (take("rz")) dir = 1;
+    if (take("rm")) dir = dir ? 9 : 2;
+    if (take("rp")) dir = dir ? 9 : 3;
+    if (dir == 9 || (dir && rn)) return bad(c, "two rounding modifiers");
+    if (need_rnd && !rn && !dir) return bad(c, "a rounding modifier (.rn, .rz, .rm, .rp) is required");
     if (take("ftz")) in.mod |= kFlagFtz;
     if (take("sat")) in.mod |= kFlagSat;
     if (!no_more()) return false;
     if (t.bits == 64 && in.mod != 0) return bad(c, ".ftz/.sat apply to f32 only");
     if (!count(c, static_cast<size_t>(nsrc) + 1)) return false;
     in.op = t.bits == 32 ? op32 : op64;
+    if (dir) {
+      static const std::pair<Op, uint8_t> kDirOps[] = {
+          {Op::kAddF32, 0}, {Op::kSubF32, 1}, {Op::kMulF32, 2}, {Op::kFmaF32, 3},
+          {Op::kDivF32, 4}, {Op::kSqrtF32, 5}, {Op::kRcpF32, 6}};
+      int sub = -1;
+      for (const auto& [o, k] : kDirOps)
+        if (o == op32) sub = k;
+      if (sub < 0) return bad(c, "this operation takes no rounding modifier");
+      in.op = Op::kFDir;
+      in.imm = sub | (t.bits == 64 ? 256 : 0);
+      in.mod = static_cast<uint8_t>(in.mod | dir << 4);
+    }
     if (!dst(c, 0, t, in.d)) return false;
     if (nsrc >= 1 && !src(c, 1, t, in.a)) return false;
     if (nsrc >= 2 && !src(c, 2, t, in.b)) return false;
@@ -1263,6 +1285,36 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   };
 
   TypeInfo t;
+  if (base == "addc" || base == "subc" || ((base == "add" || base == "sub") && has("cc"))) {
+    const bool cc_out = take("cc");
+    if (!one_type(t) || !no_more()) return false;
+    if (t.is_float || t.is_pred || t.bits < 32) return bad(c, "needs a 32- or 64-bit integer type");
+    if (!count(c, 3)) return false;
+    if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b)) return false;
+    in.op = Op::kAddC;
+    in.mod = t.bits;
+    in.neg = static_cast<uint8_t>(in.neg | (base.size() == 4 ? 2 : 0) | (cc_out ? 4 : 0) |
+                                  (base[0] == 's' ? 8 : 0));
+    in.imm = cc_slot();
+    emit(in, line);
+    return true;
+  }
+  if (base == "madc" || (base == "mad" && has("cc"))) {
+    const bool cc_out = take("cc");
+    const bool lo = take("lo"), hi = take("hi");
+    if (lo == hi) return bad(c, "needs .lo or .hi");
+    if (!one_type(t) || !no_more()) return false;
+    if (t.is_float || t.is_pred || t.bits < 32) return bad(c, "needs a 32- or 64-bit integer type");
+    if (!count(c, 4)) return false;
+    if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b) || !src(c, 3, t, in.c))
+      return false;
+    in.op = Op::kMadC;
+    in.mod = static_cast<uint8_t>(t.bits | (hi ? 0x80 : 0) | (t.is_signed ? 0x40 : 0));
+    in.neg = static_cast<uint8_t>(in.neg | (base == "madc" ? 2 : 0) | (cc_out ? 4 : 0));
+    in.imm = cc_slot();
+    emit(in, line);
+    return true;
+  }
   if (base == "mov") {
     if (!one_type(t) || !no_more() || !count(c, 2)) return false;
     Operand& d = c.ops[0];
@@ -1412,6 +1464,108 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     emit(in, line);
     return true;
   }
+  if (base == "copysign") {
+    if (!one_type(t) || !no_more() || !t.is_float) return bad(c, "needs .f32 or .f64");
+    if (!count(c, 3)) return false;
+    in.op = Op::kCopysign;
+    in.mod = t.bits;
+    if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b)) return false;
+    emit(in, line);
+    return true;
+  }
+  if (base == "bfind") {
+    const bool shiftamt = take("shiftamt");
+    if (!one_type(t) || !no_more()) return false;
+    if (t.is_float || t.is_pred || t.bits < 32) return bad(c, "needs .u32, .s32, .u64 or .s64");
+    if (!count(c, 2)) return false;
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    if (!dst(c, 0, u32, in.d) || !src(c, 1, t, in.a)) return false;
+    in.op = Op::kBfind;
+    in.mod = static_cast<uint8_t>(t.bits | (t.is_signed ? 0x80 : 0));
+    in.c = shiftamt ? 1 : 0;
+    emit(in, line);
+    return true;
+  }
+  if (base == "bfe" || base == "bfi") {
+    if (!one_type(t) || !no_more()) return false;
+    if (t.is_float || t.is_pred || t.bits < 32) return bad(c, "needs a 32- or 64-bit integer type");
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    in.mod = static_cast<uint8_t>(t.bits | (t.is_signed && base == "bfe" ? 0x80 : 0));
+    if (base == "bfe") {
+      if (!count(c, 4)) return false;
+      if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, u32, in.b) ||
+          !src(c, 3, u32, in.c))
+        return false;
+      in.op = Op::kBfe;
+    } else {
+      if (!count(c, 5)) return false;
+      Slot len = 0;
+      if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b) ||
+          !src(c, 3, u32, in.c) || !src(c, 4, u32, len))
+        return false;
+      in.op = Op::kBfi;
+      in.imm = len;
+    }
+    emit(in, line);
+    return true;
+  }
+  if (base == "shf") {
+    const bool l = take("l"), r = take("r");
+    const bool wrap = take("wrap"), clamp = take("clamp");
+    if (l == r || wrap == clamp) return bad(c, "needs .l or .r and .wrap or .clamp");
+    if (!one_type(t) || !no_more()) return false;
+    if (t.bits != 32 || t.is_float || t.is_pred) return bad(c, "needs .b32");
+    if (!count(c, 4)) return false;
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    if (!dst(c, 0, u32, in.d) || !src(c, 1, u32, in.a) || !src(c, 2, u32, in.b) ||
+        !src(c, 3, u32, in.c))
+      return false;
+    in.op = Op::kShf;
+    in.mod = static_cast<uint8_t>((r ? 2 : 0) | (clamp ? 1 : 0));
+    emit(in, line);
+    return true;
+  }
+  if (base == "prmt") {
+    if (!one_type(t)) return false;
+    if (!other.empty()) return bad(c, "only the default prmt mode is supported");
+    if (t.bits != 32 || t.is_float || t.is_pred) return bad(c, "needs .b32");
+    if (!count(c, 4)) return false;
+    if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b) || !src(c, 3, t, in.c))
+      return false;
+    in.op = Op::kPrmt;
+    emit(in, line);
+    return true;
+  }
+  if (base == "sad") {
+    if (!one_type(t) || !no_more()) return false;
+    if (t.is_float || t.is_pred || t.bits < 16) return bad(c, "needs an integer type");
+    if (!count(c, 4)) return false;
+    if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b) || !src(c, 3, t, in.c))
+      return false;
+    in.op = Op::kSad;
+    in.mod = static_cast<uint8_t>(t.bits | (t.is_signed ? 0x80 : 0));
+    in.imm = static_cast<int64_t>(mask_of(t.bits));
+    emit(in, line);
+    return true;
+  }
+  if (base == "dp4a" || base == "dp2a") {
+    const bool hi = take("hi"), lo = take("lo");
+    if (base == "dp2a" && hi == lo) return bad(c, "needs .lo or .hi");
+    if (!no_more()) return false;
+    if (types.size() != 2) return bad(c, "needs two types (.u32/.s32 each)");
+    for (const TypeInfo& x : types)
+      if (x.bits != 32 || x.is_float || x.is_pred) return bad(c, "needs .u32 or .s32 types");
+    if (!count(c, 4)) return false;
+    const bool sa = types[0].is_signed, sb = types[1].is_signed;
+    const TypeInfo dt{(sa || sb) ? Ty::kS32 : Ty::kU32, 32, false, sa || sb, false};
+    if (!dst(c, 0, dt, in.d) || !src(c, 1, types[0], in.a) || !src(c, 2, types[1], in.b) ||
+        !src(c, 3, dt, in.c))
+      return false;
+    in.op = base == "dp4a" ? Op::kDp4a : Op::kDp2a;
+    in.mod = static_cast<uint8_t>((sa ? 1 : 0) | (sb ? 2 : 0) | (hi ? 4 : 0));
+    emit(in, line);
+    return true;
+  }
   if (base == "popc" || base == "clz" || base == "brev") {
     if (!one_type(t) || !no_more()) return false;
     if (t.is_float || t.is_pred || t.bits < 32) return bad(c, "needs .b32 or .b64");
@@ -1526,14 +1680,14 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (dt.is_float && st.is_float) {
       if (dt.bits == st.bits && rnd != Rnd::kNone && !int_round)
         return bad(c, "same-size float conversion takes an integer rounding (.rni etc.)");
-      if (dt.bits < st.bits && rnd != Rnd::kRn && rnd != Rnd::kNone)
-        return bad(c, "only .rn is supported for f64 -> f32");
+      if (dt.bits < st.bits && int_round)
+        return bad(c, "f64 -> f32 takes .rn, .rz, .rm or .rp");
       if (dt.bits < st.bits && rnd == Rnd::kNone)
         return bad(c, "f64 -> f32 needs a rounding modifier");
       if (dt.bits > st.bits && rnd != Rnd::kNone)
         return bad(c, "f32 -> f64 is exact and takes no rounding modifier");
     } else if (dt.is_float) {
-      if (rnd != Rnd::kRn) return bad(c, "int -> float needs .rn (other modes are not supported)");
+      if (rnd == Rnd::kNone || int_round) return bad(c, "int -> float needs .rn, .rz, .rm or .rp");
     } else if (st.is_float) {
       if (!int_round) return bad(c, "float -> int needs .rni, .rzi, .rmi or .rpi");
     } else {
@@ -1874,7 +2028,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (!one_type(t) || !t.is_float) return bad(c, "needs a float type");
     const bool approx = take("approx");
     const bool exact_op = base == "rcp" || base == "sqrt";
-    if (exact_op && !approx && !has("rn")) return bad(c, "needs .rn or .approx");
+    if (exact_op && !approx && !has("rn") && !has("rz") && !has("rm") && !has("rp"))
+      return bad(c, "needs .rn, .rz, .rm, .rp or .approx");
     if (!exact_op && !approx) return bad(c, "needs .approx");
     if (t.bits == 64 && !exact_op && !(base == "rsqrt")) return bad(c, "f64 is not supported");
     Op op32 = Op::kNop, op64 = Op::kNop;
@@ -1897,7 +2052,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
       op32 = Op::kCosF32;
     else
       op32 = Op::kTanhF32;
-    if (t.bits == 64 && approx && base == "rcp") (void)take("ftz");  // rcp.approx.ftz.f64
+    // rcp.approx.ftz.f64 / rsqrt.approx.ftz.f64: subnormal inputs count as zero (in.c = 1).
+    if (t.bits == 64 && approx && (base == "rcp" || base == "rsqrt") && take("ftz")) in.c = 1;
     return float_op(op32, op64, t, 1, false);
   }
   if (base == "call" || base == "callseq") return bad(c, "function calls are not supported");

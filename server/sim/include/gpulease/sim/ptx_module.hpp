@@ -89,6 +89,21 @@ enum class Op : uint16_t {
   kClz,
   kBrev,
   kSelp,  // d = c ? a : b
+  // bit fields and bytes (mod = width unless noted)
+  kBfind,     // d = position of the most significant non-sign bit of a (~0u32 if none);
+              // mod = width | 0x80 signed; c = 1: .shiftamt (width - 1 - position)
+  kBfe,       // d = bit field of a at b (pos), c (len); mod = width | 0x80 signed
+  kBfi,       // d = b with a inserted at c (pos), len in slot imm
+  kShf,       // d = funnel shift of b:a by c; mod = 0 l.wrap, 1 l.clamp, 2 r.wrap, 3 r.clamp
+  kPrmt,      // d = bytes of b:a selected by c
+  kSad,       // d = c + |a - b|; mod = width | 0x80 signed
+  kDp4a,      // d = c + dot(bytes a, bytes b); mod bit 0: a signed, bit 1: b signed
+  kDp2a,      // d = c + dot(halves a, 2 bytes of b); mod bits 0, 1 as kDp4a, bit 2: .hi
+  // carry chains: the carry flag lives in slot imm; neg bit 1: add the carry
+  // in, bit 2: write the carry out, bit 3: subtract (the flag is a borrow)
+  kAddC,      // d = a +/- b (+/- CC); mod = width
+  kMadC,      // d = lo/hi(a * b) + c (+ CC); mod = width | 0x80 hi | 0x40 signed
+  kCopysign,  // d = b with the sign of a; mod = width
   // comparisons: d = cmp(a, b) [boolop c]; mod = width; imm = Cmp | BoolOp << 8 | (c negated) << 10
   kSetpS,
   kSetpU,
@@ -125,6 +140,10 @@ enum class Op : uint16_t {
   kSqrtF64,
   kRcpF64,
   kRsqrtF64,
+  // f32/f64 arithmetic with directed rounding (.rz/.rm/.rp), exact: imm =
+  // 0 add, 1 sub, 2 mul, 3 fma, 4 div, 5 sqrt, 6 rcp | 256 (f64);
+  // mod = kFlagFtz | kFlagSat | mode << 4 (1 rz, 2 rm, 3 rp)
+  kFDir,
   // conversions
   kCvtInt,  // int -> int: extend a from mod bits (sign-extend when c == 1), then & imm
   kCvt,     // everything else: b = source Ty, c = destination Ty, mod = Rnd | flags << 4
