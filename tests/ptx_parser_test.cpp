@@ -98,9 +98,9 @@ TEST(PtxParser, UnknownInstructionIsLoadFailedNamingItAndTheLine) {
 }
 
 TEST(PtxParser, UnsupportedModifierIsNamed) {
-  auto e = load_error(wrap(".reg .f32 %f<3>;\nadd.rz.f32 %f1, %f2, %f2;"));
-  EXPECT_NE(e.message.find("add.rz.f32"), std::string::npos) << e.message;
-  EXPECT_NE(e.message.find(".rn"), std::string::npos) << e.message;
+  auto e = load_error(wrap(".reg .f32 %f<3>;\nadd.rz.f32.bogus %f1, %f2, %f2;"));
+  EXPECT_NE(e.message.find("add.rz.f32.bogus"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("unsupported modifier .bogus"), std::string::npos) << e.message;
 }
 
 TEST(PtxParser, UnknownDirectiveIsLoadFailed) {
