@@ -597,7 +597,8 @@ struct WarpState {
 // 32 lanes in a tight loop.
 class BlockRunner {
  public:
-  explicit BlockRunner(Launch& l) : l_(l), k_(*l.kernel_), mem_(*l.memory_) {
+  explicit BlockRunner(Launch& l)
+      : l_(l), k_(*l.kernel_), mem_(*l.memory_), module_(*l.module_) {
     nthreads_ = l.block_[0] * l.block_[1] * l.block_[2];
     nwarps_ = (nthreads_ + 31) / 32;
     nslots_ = k_.num_slots();
@@ -872,9 +873,12 @@ class BlockRunner {
 
   // Host pointer for a global access, or nullptr (bounds) — alignment is
   // checked by the caller.
-  std::byte* gptr(uint64_t addr, uint32_t size) {
+  std::byte* gptr(uint64_t addr, uint32_t size, bool write) {
     const uint64_t off = addr - cache_.base;
     if (off < cache_.size && size <= cache_.size - off) return cache_.data + off;
+    // The module's own .global / .const variables (never cached: .const is
+    // read-only).
+    if (addr - module_.window_base < kWindowSize) return module_.variable_bytes(addr, size, write);
     const GlobalRange* r = mem_.find(addr, size);
     if (r == nullptr) return nullptr;
     cache_ = *r;
@@ -904,7 +908,7 @@ class BlockRunner {
     std::byte* p = nullptr;
     switch (sp) {
       case Space::kGlobal:
-        p = gptr(addr, size);
+        p = gptr(addr, size, access[0] != 'l');
         break;
       case Space::kShared:
         if (addr < shared_size_ && size <= shared_size_ - addr) p = shared_.data() + addr;
@@ -1155,6 +1159,7 @@ class BlockRunner {
   Launch& l_;
   const Kernel& k_;
   const GlobalMemory& mem_;
+  const Module& module_;
   GlobalRange cache_{};
   uint32_t nthreads_ = 0;
   uint32_t nwarps_ = 0;
@@ -1771,7 +1776,7 @@ Stop BlockRunner::run_warp(uint32_t w) {
     const uint64_t off = addr - cache_.base;                                        \
     if ((addr & (sizeof(T) - 1)) != 0 || off >= cache_.size ||                      \
         sizeof(T) > cache_.size - off) {                                            \
-      const std::byte* p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T)); \
+      const std::byte* p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T), false); \
       if (p == nullptr) {                                                           \
         ok = false;                                                                 \
         break;                                                                      \
@@ -1796,7 +1801,7 @@ Stop BlockRunner::run_warp(uint32_t w) {
               result = mem_fault(pc, "misaligned address", Space::kGlobal, "ld", addr, size);
               goto out;
             }
-            const std::byte* p = gptr(addr, size);
+            const std::byte* p = gptr(addr, size, false);
             if (p == nullptr) {
               GL_FAULT_LANE(l);
               result = mem_fault(pc, "illegal address", Space::kGlobal, "ld", addr, size);
@@ -1817,7 +1822,7 @@ Stop BlockRunner::run_warp(uint32_t w) {
     std::byte* p;                                                                   \
     if ((addr & (sizeof(T) - 1)) != 0 || off >= cache_.size ||                      \
         sizeof(T) > cache_.size - off) {                                            \
-      p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T));               \
+      p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T), true);             \
       if (p == nullptr) {                                                           \
         ok = false;                                                                 \
         break;                                                                      \
@@ -1842,7 +1847,7 @@ Stop BlockRunner::run_warp(uint32_t w) {
               result = mem_fault(pc, "misaligned address", Space::kGlobal, "st", addr, size);
               goto out;
             }
-            std::byte* p = gptr(addr, size);
+            std::byte* p = gptr(addr, size, true);
             if (p == nullptr) {
               GL_FAULT_LANE(l);
               result = mem_fault(pc, "illegal address", Space::kGlobal, "st", addr, size);
@@ -2140,6 +2145,53 @@ Stop BlockRunner::run_warp(uint32_t w) {
           }
           if (exec == 0) break;
           park(W, target, exec);
+          park(W, pc + 1, act & ~exec);
+          reschedule(W);
+          pc = W.pc;
+          act = W.active;
+          continue;
+        }
+        case Op::kCall: {
+          const CallSite& cs = k_.calls[static_cast<size_t>(in.imm)];
+          uint64_t* const rret = r + static_cast<size_t>(cs.ret_slot) * 32;
+          GL_LANES({
+            std::byte* const lm = local0 + static_cast<size_t>(l) * local_bytes;
+            for (const CallSite::Copy& cp : cs.args) std::memmove(lm + cp.dst, lm + cp.src, cp.size);
+            rret[l] = pc + 1;
+          });
+          if (exec == act) {
+            pc = cs.target;
+            continue;
+          }
+          park(W, cs.target, exec);
+          park(W, pc + 1, act & ~exec);
+          reschedule(W);
+          pc = W.pc;
+          act = W.active;
+          continue;
+        }
+        case Op::kCallRet: {
+          const CallSite& cs = k_.calls[static_cast<size_t>(in.imm)];
+          GL_LANES({
+            std::byte* const lm = local0 + static_cast<size_t>(l) * local_bytes;
+            for (const CallSite::Copy& cp : cs.rets) std::memmove(lm + cp.dst, lm + cp.src, cp.size);
+          });
+          break;
+        }
+        case Op::kRetFunc: {
+          // Each lane returns to where it was called from.
+          const uint32_t first = static_cast<uint32_t>(std::countr_zero(exec));
+          const uint64_t to = ra[first];
+          bool same = true;
+          GL_LANES(same = same && ra[l] == to);
+          if (same && exec == act && to < k_.code.size()) {
+            pc = static_cast<uint32_t>(to);
+            continue;
+          }
+          for (uint32_t m = exec; m != 0; m &= m - 1) {
+            const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+            W.pcs[l] = static_cast<uint32_t>(std::min<uint64_t>(ra[l], k_.code.size() - 1));
+          }
           park(W, pc + 1, act & ~exec);
           reschedule(W);
           pc = W.pc;

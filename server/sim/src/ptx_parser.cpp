@@ -6,6 +6,7 @@
 // input finishes in time linear in its length. Every count and size taken from
 // the text is checked against LoadLimits before anything is allocated for it.
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cstring>
 #include <limits>
@@ -23,12 +24,30 @@ const Kernel* Module::find(std::string_view name) const {
   return nullptr;
 }
 
+const GlobalVar* Module::find_global(std::string_view name) const {
+  for (const GlobalVar& g : globals)
+    if (g.name == name) return &g;
+  return nullptr;
+}
+
+std::byte* Module::variable_bytes(uint64_t addr, uint64_t len, bool write) const {
+  const uint64_t off = addr - window_base;
+  if (off < global_bytes && len <= global_bytes - off) return storage.get() + off;
+  if (write) return nullptr;
+  const uint64_t coff = off - kConstOffset;
+  if (coff < const_bytes && len <= const_bytes - coff) return storage.get() + global_bytes + coff;
+  return nullptr;
+}
+
 size_t Module::decoded_bytes() const {
-  size_t n = sizeof(Module);
+  size_t n = sizeof(Module) + global_bytes + const_bytes;
+  for (const GlobalVar& g : globals) n += sizeof(GlobalVar) + g.name.size();
   for (const Kernel& k : kernels) {
     n += sizeof(Kernel) + k.name.size() + k.code.size() * sizeof(Inst) +
          k.lines.size() * sizeof(uint32_t) + k.vec_slots.size() * sizeof(Slot) +
-         k.init_values.size() * sizeof(k.init_values[0]);
+         k.init_values.size() * sizeof(k.init_values[0]) + k.calls.size() * sizeof(CallSite);
+    for (const CallSite& c : k.calls)
+      n += (c.args.size() + c.rets.size()) * sizeof(CallSite::Copy);
     for (const Param& p : k.params) n += sizeof(Param) + p.name.size();
   }
   return n;
@@ -335,6 +354,15 @@ struct ScopedReg {
   uint32_t depth = 0;
 };
 
+// A device function (.func), found by a first pass over the module.
+struct FuncInfo {
+  std::vector<Param> rets, params;
+  bool has_body = false;
+  Lexer body_lex{std::string_view{}};  // positioned after the body's '{'
+  Token body_tok;                      // the '{'
+  uint32_t line = 0;
+};
+
 class Parser {
  public:
   Parser(std::string_view text, const LoadLimits& limits) : lex_(text), limits_(limits) {}
@@ -342,6 +370,10 @@ class Parser {
   Result<std::shared_ptr<const Module>> run() {
     auto mod = std::make_shared<Module>();
     module_ = mod.get();
+    static std::atomic<uint64_t> loads{0};
+    mod->window_base =
+        kModuleWindow + (loads.fetch_add(1, std::memory_order_relaxed) % kModuleTags) * kWindowSize;
+    if (!scan_functions()) return fail_result();
     if (!advance()) return fail_result();
     bool seen_version = false, seen_target = false;
     while (tok_.kind != Tk::kEnd) {
@@ -395,6 +427,12 @@ class Parser {
     if (!seen_version) return error(1, "missing .version");
     if (!seen_target) return error(1, "missing .target");
     if (module_->kernels.empty()) return error(1, "the module has no .entry kernel");
+    mod->global_bytes = global_init_.size();
+    mod->const_bytes = const_init_.size();
+    mod->storage.reset(new std::byte[std::max<size_t>(1, global_init_.size() + const_init_.size())]);
+    if (!global_init_.empty()) std::memcpy(mod->storage.get(), global_init_.data(), global_init_.size());
+    if (!const_init_.empty())
+      std::memcpy(mod->storage.get() + global_init_.size(), const_init_.data(), const_init_.size());
     return std::shared_ptr<const Module>(std::move(mod));
   }
 
@@ -465,8 +503,21 @@ class Parser {
       if (!advance()) return false;
       return entry();
     }
-    if (tok_.text == ".func")
-      return fail(line, "unsupported directive .func (device function calls are not supported)");
+    if (tok_.text == ".func") {
+      // Found by scan_functions(); compiled into the kernels that call it.
+      if (!advance()) return false;
+      FuncInfo ignored;
+      if (!func_header(ignored)) return false;
+      if (is_punct(';')) return advance();
+      uint32_t depth = 0;
+      do {
+        if (is_punct('{')) ++depth;
+        if (is_punct('}')) --depth;
+        if (!advance()) return false;
+        if (tok_.kind == Tk::kEnd && depth > 0) return fail(line, "missing '}' of a .func body");
+      } while (depth > 0);
+      return true;
+    }
     if (tok_.text == ".shared") {
       if (!advance()) return false;
       std::string name;
@@ -477,8 +528,191 @@ class Parser {
       module_shared_order_.push_back(name);
       return expect_punct(';');
     }
-    return fail(line,
-                "unsupported directive " + std::string(tok_.text) + " (module-scope variables)");
+    if (tok_.text == ".global" || tok_.text == ".const") {
+      const bool is_const = tok_.text == ".const";
+      if (is_extern)
+        return fail(line, "unsupported .extern " + std::string(tok_.text) +
+                              " (a variable defined in another module)");
+      if (!advance()) return false;
+      return global_decl(is_const, line);
+    }
+    return fail(line, "unsupported directive " + std::string(tok_.text) +
+                          " (module-scope variables in this state space)");
+  }
+
+  // .global / .const [.align N] .type name[dims] [= initialiser];
+  bool global_decl(bool is_const, uint32_t line) {
+    uint64_t align = 0;
+    if (tok_.kind == Tk::kIdent && tok_.text == ".align") {
+      if (!advance()) return false;
+      if (!expect_number(align, 4096, "alignment")) return false;
+      if (align == 0 || (align & (align - 1)) != 0)
+        return fail(tok_.line, "alignment must be a power of two");
+    }
+    if (tok_.kind != Tk::kIdent || tok_.text.empty() || tok_.text[0] != '.')
+      return fail(tok_.line, "expected a type");
+    auto ti = type_of(tok_.text.substr(1));
+    if (!ti || ti->is_pred)
+      return fail(tok_.line, "unsupported module-scope variable type " + token_text());
+    const uint32_t elem = ti->bits / 8;
+    if (!advance()) return false;
+    if (tok_.kind != Tk::kIdent || tok_.text[0] == '%' || tok_.text[0] == '.')
+      return fail(tok_.line, "expected a variable name");
+    const std::string name(tok_.text);
+    if (!advance()) return false;
+    uint64_t count = 1;
+    bool unsized = false;
+    while (is_punct('[')) {
+      if (!advance()) return false;
+      if (is_punct(']')) {
+        if (unsized) return fail(tok_.line, "only the first dimension may be left out");
+        unsized = true;
+      } else {
+        uint64_t n = 0;
+        if (!expect_number(n, limits_.max_global_bytes, "array size")) return false;
+        count *= n;
+        if (count > limits_.max_global_bytes) return fail(line, "variable " + name + " is too large");
+      }
+      if (!expect_punct(']')) return false;
+    }
+    std::vector<uint64_t> values;
+    if (is_punct('=')) {
+      if (!advance()) return false;
+      uint32_t depth = 0;
+      do {
+        if (is_punct('{')) {
+          if (++depth > 8) return fail(tok_.line, "initialiser nested too deeply");
+          if (!advance()) return false;
+          continue;
+        }
+        if (is_punct('}')) {
+          if (depth == 0) return fail(tok_.line, "unbalanced '}'");
+          --depth;
+          if (!advance()) return false;
+          if (depth > 0 && is_punct(',') && !advance()) return false;
+          continue;
+        }
+        bool neg = false;
+        if (is_punct('-')) {
+          neg = true;
+          if (!advance()) return false;
+        }
+        if (tok_.kind == Tk::kIdent)
+          return fail(tok_.line, "unsupported initialiser '" + token_text() +
+                                     "' of " + name + " (addresses of variables)");
+        if (tok_.kind != Tk::kNumber) return fail(tok_.line, "expected a value in the initialiser");
+        auto lit = parse_literal(tok_.text, neg);
+        if (!lit) return fail(tok_.line, "bad number " + token_text());
+        Ctx vc;
+        vc.opcode = name;
+        vc.line = tok_.line;
+        uint64_t bits = 0;
+        if (!literal_bits(vc, *lit, *ti, bits)) return false;
+        if (values.size() * elem >= limits_.max_global_bytes)
+          return fail(tok_.line, "initialiser of " + name + " is too large");
+        values.push_back(bits);
+        if (!advance()) return false;
+        if (depth > 0 && is_punct(',') && !advance()) return false;
+      } while (depth > 0);
+    }
+    if (unsized) count *= values.empty() ? 0 : values.size();
+    if (values.size() > count) return fail(line, "too many initialisers for " + name);
+    const uint64_t bytes = count * elem;
+    std::vector<std::byte>& data = is_const ? const_init_ : global_init_;
+    const uint64_t a = align != 0 ? align : elem;
+    const uint64_t off = (data.size() + a - 1) / a * a;
+    if (off + bytes + global_init_.size() + const_init_.size() - data.size() >
+        limits_.max_global_bytes)
+      return fail(line, "module-scope variables exceed " +
+                            std::to_string(limits_.max_global_bytes) + " bytes");
+    if (global_addr_.count(name) != 0 || module_shared_.count(name) != 0)
+      return fail(line, "redeclared variable " + name);
+    data.resize(off + bytes);
+    for (size_t i = 0; i < values.size(); ++i)
+      for (uint32_t b = 0; b < elem; ++b)
+        data[off + i * elem + b] = static_cast<std::byte>(values[i] >> (8 * b));
+    const uint64_t addr = module_->window_base + (is_const ? kConstOffset : 0) + off;
+    global_addr_.emplace(name, addr);
+    module_->globals.push_back(GlobalVar{name, addr, bytes, is_const});
+    return expect_punct(';');
+  }
+
+  // First pass: every module-scope .func, its parameters and where its body
+  // starts. Leaves the lexer at the start again.
+  bool scan_functions() {
+    const Lexer start = lex_;
+    if (!advance()) return false;
+    uint32_t depth = 0;
+    while (tok_.kind != Tk::kEnd) {
+      if (is_punct('{')) {
+        ++depth;
+      } else if (is_punct('}')) {
+        if (depth > 0) --depth;
+      } else if (depth == 0 && tok_.kind == Tk::kIdent && tok_.text == ".func") {
+        const uint32_t line = tok_.line;
+        if (!advance()) return false;
+        FuncInfo f;
+        f.line = line;
+        std::string name;
+        if (!func_header(f, &name)) return false;
+        auto [it, inserted] = funcs_.try_emplace(name, f);
+        if (!inserted) {
+          if (f.has_body && it->second.has_body) return fail(line, "function " + name + " defined twice");
+          if (f.has_body) it->second = f;
+        }
+        if (funcs_.size() > limits_.max_kernels) return fail(line, "too many functions");
+        continue;  // at ';' or '{'
+      }
+      if (!advance()) return false;
+    }
+    lex_ = start;
+    tok_ = Token{};
+    return true;
+  }
+
+  // [(ret params)] name [(params)] [directives]; stops at ';' or '{'.
+  bool func_header(FuncInfo& f, std::string* name_out = nullptr) {
+    auto list = [&](std::vector<Param>& out) {
+      if (!advance()) return false;  // '('
+      while (!is_punct(')')) {
+        if (!out.empty() && !expect_punct(',')) return false;
+        if (tok_.kind != Tk::kIdent || tok_.text != ".param")
+          return fail(tok_.line, "device function parameters must be .param (not " +
+                                     token_text() + ")");
+        if (!advance()) return false;
+        if (tok_.kind == Tk::kIdent && tok_.text == ".ptr") {
+          if (!advance()) return false;
+          if (tok_.kind == Tk::kIdent && (tok_.text == ".global" || tok_.text == ".shared" ||
+                                          tok_.text == ".local" || tok_.text == ".const"))
+            if (!advance()) return false;
+        }
+        std::string pname;
+        SharedVar v;
+        if (!var_decl(pname, v, false, limits_.max_param_bytes)) return false;
+        if (out.size() >= limits_.max_params) return fail(tok_.line, "too many parameters");
+        out.push_back(Param{pname, 0, v.size, v.align});
+      }
+      return advance();
+    };
+    if (is_punct('(') && !list(f.rets)) return false;
+    if (tok_.kind != Tk::kIdent || tok_.text[0] == '.' || tok_.text[0] == '%')
+      return fail(tok_.line, "expected a function name");
+    if (name_out) *name_out = std::string(tok_.text);
+    if (!advance()) return false;
+    if (is_punct('(') && !list(f.params)) return false;
+    while (tok_.kind == Tk::kIdent && tok_.text[0] == '.') {
+      if (!advance()) return false;
+      while (tok_.kind == Tk::kNumber || is_punct(','))
+        if (!advance()) return false;
+    }
+    if (is_punct('{')) {
+      f.has_body = true;
+      f.body_lex = lex_;
+      f.body_tok = tok_;
+      return true;
+    }
+    if (!is_punct(';')) return fail(tok_.line, "expected ';' or a body after the function header");
+    return true;
   }
 
   // [.align N] .type name[N] | name[] | name   (after the state space)
@@ -614,10 +848,28 @@ class Parser {
     shared_.clear();
     shared_order_.clear();
     local_.clear();
+    call_params_.clear();
+    calls_.clear();
+    emitted_.clear();
+    pending_funcs_.clear();
+    current_func_.clear();
+    if (!statements()) return false;
+    // Ensure falling off the end terminates the thread.
+    k_.code.push_back(Inst{Op::kRet});
+    k_.lines.push_back(tok_.line);
+    if (!emit_functions()) return false;
+    return finish_kernel();
+  }
+
+  // The statements of a kernel or function body up to its closing '}'
+  // (the opening '{' is consumed); resolves the body's labels.
+  bool statements() {
     uint32_t depth = 1;
     while (depth > 0) {
       const uint32_t line = tok_.line;
-      if (tok_.kind == Tk::kEnd) return fail(line, "missing '}' at the end of kernel " + k_.name);
+      if (tok_.kind == Tk::kEnd)
+        return fail(line, "missing '}' at the end of " +
+                              (current_func_.empty() ? "kernel " + k_.name : current_func_));
       if (!slots_fit(0)) return fail(line, "too many registers and constants");
       if (is_punct('{')) {
         if (depth >= limits_.max_scope_depth)
@@ -663,7 +915,7 @@ class Parser {
           neg = true;
           if (!advance()) return false;
         }
-        if (tok_.kind != Tk::kIdent || tok_.text[0] != '%')
+        if (tok_.kind != Tk::kIdent || tok_.text[0] == '.')
           return fail(tok_.line, "expected a predicate after '@'");
         const RegInfo* r = find_reg(tok_.text);
         if (r == nullptr || r->bits != 1)
@@ -691,9 +943,136 @@ class Parser {
         if (sp != spin_insts_.end() && *sp <= inst) k_.code[inst].mod |= kBraSpin;
       }
     }
-    // Ensure falling off the end terminates the thread.
-    k_.code.push_back(Inst{Op::kRet});
-    k_.lines.push_back(tok_.line);
+    return true;
+  }
+
+  // Appends every device function the kernel calls (transitively) to its
+  // code, each once, and resolves the call sites. Calls must not recurse:
+  // each function keeps its return address in a slot of its own.
+  bool emit_functions() {
+    cur_callees_.clear();  // the kernel's own calls: not part of the function call graph
+    while (!pending_funcs_.empty()) {
+      const std::string name = pending_funcs_.back();
+      pending_funcs_.pop_back();
+      if (emitted_.count(name) != 0) continue;
+      if (!emit_function(name)) return false;
+    }
+    // Recursion check: depth-first search over the call graph.
+    std::map<std::string, int> state;  // 1 on the stack, 2 done
+    std::vector<std::pair<std::string, size_t>> stack;
+    for (const auto& [root, info] : emitted_) {
+      if (state[root] != 0) continue;
+      stack.emplace_back(root, 0);
+      state[root] = 1;
+      while (!stack.empty()) {
+        auto& [fn, next] = stack.back();
+        const auto& callees = emitted_.at(fn).callees;
+        if (next < callees.size()) {
+          const std::string& cal = callees[next++];
+          if (state[cal] == 1)
+            return fail(emitted_.at(cal).line,
+                        "recursive device function calls are not supported (" + fn + " calls " +
+                            cal + ")");
+          if (state[cal] == 0) {
+            state[cal] = 1;
+            stack.emplace_back(cal, 0);
+          }
+        } else {
+          state[fn] = 2;
+          stack.pop_back();
+        }
+      }
+    }
+    for (PendingCall& pc : calls_) {
+      const Emitted& e = emitted_.at(pc.callee);
+      CallSite& cs = k_.calls[pc.index];
+      cs.target = e.entry;
+      cs.ret_slot = e.ret_slot;
+      if (pc.args.size() != e.params.size())
+        return fail(pc.line, "call of " + pc.callee + " passes " + std::to_string(pc.args.size()) +
+                                 " arguments, it takes " + std::to_string(e.params.size()));
+      if (pc.rets.size() > e.rets.size())
+        return fail(pc.line, "call of " + pc.callee + " expects a return value it does not have");
+      for (size_t i = 0; i < pc.args.size(); ++i)
+        cs.args.push_back({e.params[i].first, pc.args[i].first,
+                           std::min(e.params[i].second, pc.args[i].second)});
+      for (size_t i = 0; i < pc.rets.size(); ++i)
+        cs.rets.push_back({pc.rets[i].first, e.rets[i].first,
+                           std::min(e.rets[i].second, pc.rets[i].second)});
+    }
+    return true;
+  }
+
+  bool emit_function(const std::string& name) {
+    auto fit = funcs_.find(name);
+    if (fit == funcs_.end()) return fail(tok_.line, "call of undeclared function " + name);
+    const FuncInfo& f = fit->second;
+    if (!f.has_body) return fail(f.line, "function " + name + " is declared but not defined");
+    Emitted e;
+    e.line = f.line;
+    e.entry = static_cast<uint32_t>(k_.code.size());
+    if (!slots_fit(1)) return fail(f.line, "too many registers");
+    e.ret_slot = new_slot(0);
+    // Save the caller's name spaces; the function has its own.
+    auto saved_regs = std::move(regs_);
+    auto saved_scopes = std::move(scope_names_);
+    auto saved_labels = std::move(labels_);
+    auto saved_refs = std::move(label_refs_);
+    auto saved_spin = std::move(spin_insts_);
+    auto saved_local = std::move(local_);
+    auto saved_params = std::move(call_params_);
+    regs_.clear();
+    scope_names_.assign(1, {});
+    labels_.clear();
+    label_refs_.clear();
+    spin_insts_.clear();
+    local_.clear();
+    call_params_.clear();
+    current_func_ = name;
+    auto formal = [&](const Param& p, std::vector<std::pair<uint32_t, uint32_t>>& out) {
+      const uint64_t off = (uint64_t{k_.local_bytes} + p.align - 1) / p.align * p.align;
+      if (off + p.size > limits_.max_local_bytes)
+        return fail(f.line, "more than " + std::to_string(limits_.max_local_bytes) +
+                                " bytes of .local");
+      k_.local_bytes = static_cast<uint32_t>(off + p.size);
+      call_params_[p.name] = {static_cast<uint32_t>(off), p.size};
+      out.emplace_back(static_cast<uint32_t>(off), p.size);
+      return true;
+    };
+    for (const Param& p : f.rets)
+      if (!formal(p, e.rets)) return false;
+    for (const Param& p : f.params)
+      if (!formal(p, e.params)) return false;
+    emitted_[name] = e;
+    const Lexer saved_lex = lex_;
+    const Token saved_tok = tok_;
+    lex_ = f.body_lex;
+    tok_ = f.body_tok;
+    if (!expect_punct('{')) return false;
+    cur_ret_slot_ = e.ret_slot;
+    cur_callees_.clear();
+    if (!statements()) return false;
+    cur_ret_slot_ = 0;
+    Inst ret;
+    ret.op = Op::kRetFunc;
+    ret.a = e.ret_slot;
+    emit(ret, tok_.line);
+    emitted_[name].callees = std::move(cur_callees_);
+    cur_callees_.clear();
+    lex_ = saved_lex;
+    tok_ = saved_tok;
+    regs_ = std::move(saved_regs);
+    scope_names_ = std::move(saved_scopes);
+    labels_ = std::move(saved_labels);
+    label_refs_ = std::move(saved_refs);
+    spin_insts_ = std::move(saved_spin);
+    local_ = std::move(saved_local);
+    call_params_ = std::move(saved_params);
+    current_func_.clear();
+    return true;
+  }
+
+  bool finish_kernel() {
     // Shared layout: module-scope static arrays, then this kernel's, then
     // the dynamic (extern) region.
     std::map<std::string, uint32_t, std::less<>> offsets;
@@ -725,6 +1104,8 @@ class Parser {
         base = it->second;
       } else if (auto lt = local_.find(f.sym); lt != local_.end()) {
         base = lt->second;
+      } else if (auto gt = global_addr_.find(f.sym); gt != global_addr_.end()) {
+        base = static_cast<int64_t>(gt->second);
       } else {
         return fail(f.line, "undefined symbol " + f.sym);
       }
@@ -785,7 +1166,8 @@ class Parser {
       if (!advance()) return false;
       for (bool first = true; !is_punct(';'); first = false) {
         if (!first && !expect_punct(',')) return false;
-        if (tok_.kind != Tk::kIdent || tok_.text[0] != '%')
+        // nvcc's inline-asm headers (fp16, bf16) name registers without '%'.
+        if (tok_.kind != Tk::kIdent || tok_.text[0] == '.')
           return fail(tok_.line, "expected a register name");
         std::string name(tok_.text);
         if (!advance()) return false;
@@ -839,6 +1221,19 @@ class Parser {
       shared_order_.push_back(name);
       return expect_punct(';');
     }
+    if (d == ".param") {
+      // A call site's argument or return value: bytes of local memory.
+      if (!advance()) return false;
+      std::string name;
+      SharedVar v;
+      if (!var_decl(name, v, false, limits_.max_param_bytes)) return false;
+      const uint64_t off = (uint64_t{k_.local_bytes} + v.align - 1) / v.align * v.align;
+      if (off + v.size > limits_.max_local_bytes)
+        return fail(line, "more than " + std::to_string(limits_.max_local_bytes) + " bytes of .local");
+      k_.local_bytes = static_cast<uint32_t>(off + v.size);
+      call_params_[name] = {static_cast<uint32_t>(off), v.size};
+      return expect_punct(';');
+    }
     if (d == ".pragma" || d == ".loc" || d == ".file") return skip_statement();
     return fail(line, "unsupported directive '" + std::string(d) + "'");
   }
@@ -848,7 +1243,7 @@ class Parser {
     o = Operand{};
     if (is_punct('!')) {
       if (!advance()) return false;
-      if (tok_.kind != Tk::kIdent || tok_.text[0] != '%')
+      if (tok_.kind != Tk::kIdent || (tok_.text[0] != '%' && find_reg(tok_.text) == nullptr))
         return fail(tok_.line, "'!' must precede a predicate");
       if (!operand(o)) return false;
       if (o.kind != Operand::kReg || o.bits != 1)
@@ -877,7 +1272,7 @@ class Parser {
       o.slot = kSlotSink;
       return advance();
     }
-    if (tok_.kind == Tk::kIdent && tok_.text[0] == '%') {
+    if (tok_.kind == Tk::kIdent && (tok_.text[0] == '%' || find_reg(tok_.text) != nullptr)) {
       if (!reg_operand(o)) return false;
       return advance();
     }
@@ -889,7 +1284,7 @@ class Parser {
     if (is_punct('[')) {
       if (!advance()) return false;
       o.kind = Operand::kAddr;
-      if (tok_.kind == Tk::kIdent && tok_.text[0] == '%') {
+      if (tok_.kind == Tk::kIdent && (tok_.text[0] == '%' || find_reg(tok_.text) != nullptr)) {
         Operand r;
         if (!reg_operand(r)) return false;
         if (r.bits != 32 && r.bits != 64)
@@ -939,7 +1334,7 @@ class Parser {
           e.slot = kSlotSink;
           if (!advance()) return false;
         } else {
-          if (tok_.kind != Tk::kIdent || tok_.text[0] != '%')
+          if (tok_.kind != Tk::kIdent || (tok_.text[0] != '%' && find_reg(tok_.text) == nullptr))
             return fail(tok_.line, "vector elements must be registers");
           if (!reg_operand(e)) return false;
           if (!advance()) return false;
@@ -1116,11 +1511,21 @@ class Parser {
     in.imm = static_cast<int64_t>(o.offset);
     if (!o.sym.empty()) {
       const std::string sym(o.sym);
+      if (auto cp = call_params_.find(sym); cp != call_params_.end() && space == Space::kLocal) {
+        in.imm = static_cast<int64_t>(o.offset + cp->second.first);
+        return true;
+      }
+      if (auto lt = local_.find(sym); lt != local_.end() && space == Space::kLocal) {
+        in.imm = static_cast<int64_t>(o.offset + lt->second);
+        return true;
+      }
       if (auto p = params_.find(sym); p != params_.end()) {
         if (space != Space::kParam)
           return bad(c, "parameter " + sym + " used outside the .param space");
         in.imm = static_cast<int64_t>(o.offset + k_.params[p->second].offset);
-      } else if (space == Space::kShared || space == Space::kLocal) {
+      } else if (space == Space::kShared || space == Space::kLocal ||
+                 ((space == Space::kGlobal || space == Space::kGeneric) &&
+                  global_addr_.count(sym) != 0)) {
         fixups_.push_back(
             Fixup{Fixup::kInstImm, static_cast<uint32_t>(k_.code.size()), sym, o.offset, c.line});
       } else {
@@ -1133,6 +1538,7 @@ class Parser {
   }
 
   bool instruction(const Token& first, Slot guard, bool guard_neg);
+  bool call(Ctx& c, Slot guard, bool guard_neg);
   bool emit_instruction(Ctx& c, Inst base);
 
   Lexer lex_;
@@ -1154,6 +1560,32 @@ class Parser {
   std::vector<std::tuple<uint32_t, std::string, uint32_t>> label_refs_;
   std::vector<Fixup> fixups_;
   std::vector<uint32_t> spin_insts_;  // volatile loads and atomics of the kernel (sorted)
+  std::map<std::string, FuncInfo, std::less<>> funcs_;
+  // A function emitted into the current kernel.
+  struct Emitted {
+    uint32_t entry = 0;
+    Slot ret_slot = 0;
+    uint32_t line = 0;
+    std::vector<std::pair<uint32_t, uint32_t>> rets, params;  // local offset, size
+    std::vector<std::string> callees;
+  };
+  std::map<std::string, Emitted> emitted_;
+  std::vector<std::string> pending_funcs_;
+  std::vector<std::string> cur_callees_;
+  std::string current_func_;  // empty in a kernel body
+  Slot cur_ret_slot_ = 0;
+  // Call-site .param variables and the formal parameters of the function
+  // being parsed: bytes of the thread's local memory (offset, size).
+  std::map<std::string, std::pair<uint32_t, uint32_t>, std::less<>> call_params_;
+  struct PendingCall {
+    uint32_t index = 0;  // into Kernel::calls
+    std::string callee;
+    std::vector<std::pair<uint32_t, uint32_t>> args, rets;  // call-site params
+    uint32_t line = 0;
+  };
+  std::vector<PendingCall> calls_;
+  std::map<std::string, uint64_t, std::less<>> global_addr_;  // module-scope .global/.const
+  std::vector<std::byte> global_init_, const_init_;
   std::map<std::string, SharedVar, std::less<>> module_shared_;
   std::vector<std::string> module_shared_order_;
   std::map<std::string, SharedVar, std::less<>> shared_;
@@ -1170,6 +1602,7 @@ bool Parser::instruction(const Token& first, Slot guard, bool guard_neg) {
   if (module_insts_ + k_.code.size() >= limits_.max_module_instructions)
     return fail(c.line, "too many instructions in the module (limit " +
                             std::to_string(limits_.max_module_instructions) + ")");
+  if (c.opcode == "call" || c.opcode == "call.uni") return call(c, guard, guard_neg);
   while (!is_punct(';')) {
     if (tok_.kind == Tk::kEnd)
       return fail(c.line, "missing ';' after '" + std::string(c.opcode) + "'");
@@ -1190,6 +1623,56 @@ bool Parser::instruction(const Token& first, Slot guard, bool guard_neg) {
   in.guard = guard;
   in.neg = guard_neg ? 1 : 0;
   return emit_instruction(c, in);
+}
+
+// call[.uni] [(ret),] name[, (args)];  with .param variables as ret and args.
+bool Parser::call(Ctx& c, Slot guard, bool guard_neg) {
+  PendingCall pc;
+  pc.line = c.line;
+  auto names = [&](std::vector<std::pair<uint32_t, uint32_t>>& out) {
+    if (!advance()) return false;  // '('
+    while (!is_punct(')')) {
+      if (!out.empty() && !expect_punct(',')) return false;
+      if (tok_.kind != Tk::kIdent) return bad(c, "arguments must be .param variables");
+      auto it = call_params_.find(tok_.text);
+      if (it == call_params_.end())
+        return bad(c, "argument " + token_text() + " is not a .param variable");
+      if (out.size() >= limits_.max_params) return bad(c, "too many arguments");
+      out.push_back(it->second);
+      if (!advance()) return false;
+    }
+    return advance();
+  };
+  if (is_punct('(')) {
+    if (!names(pc.rets)) return false;
+    if (!expect_punct(',')) return false;
+  }
+  if (tok_.kind != Tk::kIdent || tok_.text[0] == '%')
+    return bad(c, "indirect calls (through a register) are not supported");
+  pc.callee = std::string(tok_.text);
+  if (funcs_.count(pc.callee) == 0) return bad(c, "call of undeclared function " + pc.callee);
+  if (!advance()) return false;
+  if (is_punct(',')) {
+    if (!advance()) return false;
+    if (!is_punct('(')) return bad(c, "calls with a prototype (indirect calls) are not supported");
+    if (!names(pc.args)) return false;
+  }
+  if (!is_punct(';')) return bad(c, "expected ';' after the call");
+  if (!advance()) return false;
+  pc.index = static_cast<uint32_t>(k_.calls.size());
+  k_.calls.emplace_back();
+  pending_funcs_.push_back(pc.callee);
+  cur_callees_.push_back(pc.callee);
+  Inst in;
+  in.guard = guard;
+  in.neg = guard_neg ? 1 : 0;
+  in.op = Op::kCall;
+  in.imm = pc.index;
+  emit(in, c.line);
+  in.op = Op::kCallRet;
+  emit(in, c.line);
+  calls_.push_back(std::move(pc));
+  return true;
 }
 
 bool Parser::emit_instruction(Ctx& c, Inst in) {
@@ -1349,8 +1832,14 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
       const std::string sym(s.sym);
       if (params_.count(sym) != 0)
         return bad(c, "taking the address of parameter " + sym + " is not supported");
+      if (global_addr_.count(sym) != 0 && t.bits != 64)
+        return bad(c, "the address of a module-scope variable needs a 64-bit type");
       const Slot slot = new_slot(0);
-      fixups_.push_back(Fixup{Fixup::kSlotValue, slot, sym, 0, line});
+      if (auto lt = local_.find(sym); lt != local_.end()) {
+        if (lt->second != 0) k_.init_values.emplace_back(slot, lt->second);
+      } else {
+        fixups_.push_back(Fixup{Fixup::kSlotValue, slot, sym, 0, line});
+      }
       in.a = slot;
       emit(in, line);
       return true;
@@ -1720,8 +2209,10 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
       sp = Space::kShared;
     else if (take("local"))
       sp = Space::kLocal;
+    else if (take("const"))
+      sp = Space::kGlobal;  // .const addresses are generic addresses in the sim
     else
-      return bad(c, "needs .global, .shared or .local");
+      return bad(c, "needs .global, .const, .shared or .local");
     if (!one_type(t) || !no_more()) return false;
     if (t.bits != 64 || t.is_float || t.is_signed) return bad(c, "needs .u64");
     if (!count(c, 2)) return false;
@@ -1751,7 +2242,12 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
       sp = Space::kLocal;
     else if (take("param"))
       sp = Space::kParam;
-    if (has("const") || has("tex")) return bad(c, "the .const space is not supported");
+    if (has("tex")) return bad(c, "the .tex space is not supported");
+    if (take("const")) {
+      // .const variables live in the module's window and read as global.
+      if (!is_ld) return bad(c, "the .const space is read-only");
+      sp = Space::kGlobal;
+    }
     if (take("shared::cta")) sp = Space::kShared;
     // Cache, ordering and scope qualifiers do not change results here: the
     // sim runs one block per worker and global accesses are atomic.
@@ -1762,8 +2258,16 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
                    "cs", "lu", "cv", "wb", "wt", "cta", "gpu", "sys"})
       (void)take(q);
     if (spin_load || !(is_ld || is_st)) spin_insts_.push_back(static_cast<uint32_t>(k_.code.size()));
+    if (sp == Space::kParam && (is_ld || is_st)) {
+      // A call site's .param variables and a function's parameters are
+      // local memory.
+      const size_t ai = is_ld ? 1 : 0;
+      if (ai < c.ops.size() && c.ops[ai].kind == Operand::kAddr && !c.ops[ai].sym.empty() &&
+          call_params_.count(c.ops[ai].sym) != 0)
+        sp = Space::kLocal;
+    }
     if (sp == Space::kParam && !is_ld)
-      return bad(c, "only ld.param is supported (st.param is for calls)");
+      return bad(c, "st.param needs a call's .param variable");
     if (!one_type(t)) return false;
     if (t.is_pred) return bad(c, "predicate type");
     if (is_ld || is_st) {
@@ -2020,6 +2524,10 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     (void)take("uni");
     if (!no_more() || !types.empty() || !c.ops.empty()) return bad(c, "takes no operands");
     in.op = Op::kRet;
+    if (base == "ret" && !current_func_.empty()) {
+      in.op = Op::kRetFunc;
+      in.a = cur_ret_slot_;
+    }
     emit(in, line);
     return true;
   }
@@ -2056,7 +2564,6 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (t.bits == 64 && approx && (base == "rcp" || base == "rsqrt") && take("ftz")) in.c = 1;
     return float_op(op32, op64, t, 1, false);
   }
-  if (base == "call" || base == "callseq") return bad(c, "function calls are not supported");
   return fail(c.line, "unsupported instruction '" + std::string(c.opcode) + "'");
 }
 

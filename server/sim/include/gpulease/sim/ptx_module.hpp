@@ -45,6 +45,13 @@ inline constexpr Slot kFirstFreeSlot = 16;
 inline constexpr uint64_t kSharedWindow = uint64_t{1} << 44;
 inline constexpr uint64_t kLocalWindow = uint64_t{2} << 44;
 inline constexpr uint64_t kWindowSize = uint64_t{1} << 32;
+// Module-scope .global and .const variables: each loaded module has its own
+// 4 GiB window at kModuleWindow + tag * kWindowSize (tag: 0..kModuleTags-1,
+// a load counter), .global variables from its start and .const variables
+// from kConstOffset within it.
+inline constexpr uint64_t kModuleWindow = uint64_t{3} << 44;
+inline constexpr uint64_t kModuleTags = 4096;
+inline constexpr uint64_t kConstOffset = uint64_t{1} << 31;
 
 // Decoded opcodes. Integer ops are width-generic: Inst::mod holds the width
 // in bits (1 for predicates, 8/16/32/64) and Inst::imm the width's mask, so
@@ -174,6 +181,10 @@ enum class Op : uint16_t {
   kBra,  // pc = imm; mod & kBraSpin: the loop it closes has atomics or volatile loads
   kBar,  // bar.sync / barrier.sync: wait for the block's other threads
   kRet,  // ret / exit: the thread is done
+  // device functions (imm = index into Kernel::calls)
+  kCall,      // copy the arguments into the callee's parameters, save the return pc, jump
+  kCallRet,   // (after kCall, where the callee returns) copy the return values back
+  kRetFunc,   // return from a device function: pc = slot a
 };
 
 inline constexpr uint8_t kFlagFtz = 1;
@@ -229,6 +240,18 @@ struct Param {
   uint32_t align = 1;
 };
 
+// A call of a device function: its code is part of the kernel's; arguments
+// and return values are bytes of the thread's local memory.
+struct CallSite {
+  struct Copy {
+    uint32_t dst = 0, src = 0, size = 0;  // local memory offsets
+  };
+  uint32_t target = 0;  // the callee's first instruction
+  Slot ret_slot = 0;    // where the callee keeps its return address
+  std::vector<Copy> args;  // caller's .param -> callee's parameter
+  std::vector<Copy> rets;  // callee's return value -> caller's .param
+};
+
 struct Kernel {
   std::string name;
   std::vector<Param> params;
@@ -236,6 +259,7 @@ struct Kernel {
   std::vector<Inst> code;
   std::vector<uint32_t> lines;  // source line of each instruction
   std::vector<Slot> vec_slots;  // register lists of vector ld/st
+  std::vector<CallSite> calls;
   uint32_t slots = 0;           // size of each thread's register file
   // Every thread's register file starts zeroed except these slots (the
   // constant 1 of kSlotTrue, immediates, symbol addresses), sorted by slot,
@@ -250,9 +274,38 @@ struct Kernel {
   uint64_t initial_value(Slot s) const;
 };
 
+// A module-scope .global or .const variable.
+struct GlobalVar {
+  std::string name;
+  uint64_t address = 0;  // sim address (generic and global)
+  uint64_t size = 0;
+  bool is_const = false;
+};
+
 struct Module {
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
   std::vector<Kernel> kernels;
   const Kernel* find(std::string_view name) const;
+
+  // Module-scope variables, by name (what cuModuleGetGlobal looks up: a
+  // "module globals" op can hand out address + size and read/write
+  // global_data()). Their storage belongs to this loaded module: it starts
+  // with the initialisers, launches of the module read and write it, and it
+  // lives as long as the module.
+  std::vector<GlobalVar> globals;
+  const GlobalVar* find_global(std::string_view name) const;
+  uint64_t window_base = 0;  // kModuleWindow + tag * kWindowSize
+  uint64_t global_bytes = 0;  // .global storage at window_base
+  uint64_t const_bytes = 0;   // .const storage at window_base + kConstOffset
+  // Host storage: .global bytes, then .const bytes. Kernels access it with
+  // relaxed atomics, as they do context memory.
+  std::unique_ptr<std::byte[]> storage;
+  // Host pointer for [addr, addr + len) inside this module's variables, or
+  // nullptr; `write` excludes .const.
+  std::byte* variable_bytes(uint64_t addr, uint64_t len, bool write) const;
   // Host memory the decoded module occupies, approximately (code, line
   // table, constants, names): what a quota could charge for it.
   size_t decoded_bytes() const;
@@ -272,6 +325,7 @@ struct LoadLimits {
   uint32_t max_param_bytes = 32764;       // CUDA 12.1+ limit on kernel parameters
   uint32_t max_shared_bytes = 48u << 10;  // static .shared per kernel
   uint32_t max_local_bytes = 512u << 10;  // .local per thread
+  uint64_t max_global_bytes = 64u << 20;  // module-scope .global and .const together
 };
 
 // Parses and checks a PTX module. LOAD_FAILED with "line N: ..." on anything
