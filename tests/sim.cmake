@@ -21,6 +21,10 @@ if(TARGET gpulease_sim)
     SOURCES ptx_math_test.cpp
     LIBS gpulease_sim gpulease_kernels
     LABELS sim)
+  gpulease_add_test(ptx_ops_test
+    SOURCES ptx_ops_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
   gpulease_add_test(sim_kernels_test
     SOURCES sim_kernels_test.cpp
     LIBS gpulease_sim gpulease_kernels
