@@ -412,6 +412,156 @@ uint64_t atom_apply(AtomOp op, Ty t, uint64_t old, uint64_t b, uint64_t c) {
   return old;
 }
 
+// ---- f16 / bf16, computed exactly: every operation's exact result is
+// s + e with s a double and e its (tiny) rounding error, and is rounded once
+// to the 16-bit format in the requested mode.
+struct HalfFormat {
+  int p;     // significand bits, with the implicit one
+  int emin;  // exponent of the smallest normal
+  int emax;  // exponent of the largest finite
+  int bias;
+};
+constexpr HalfFormat kF16{11, -14, 15, 15};
+constexpr HalfFormat kBF16{8, -126, 127, 127};
+constexpr uint32_t kHalfNaN = 0x7fff;  // canonical NaN of both formats
+
+double half_decode(uint32_t h, const HalfFormat& f) {
+  const int ebits = f.p == 11 ? 5 : 8;
+  const uint32_t sign = h >> 15 & 1, ex = (h >> (f.p - 1)) & ((1u << ebits) - 1),
+                 man = h & ((1u << (f.p - 1)) - 1);
+  double v;
+  if (ex == 0) {
+    v = std::ldexp(static_cast<double>(man), f.emin - (f.p - 1));
+  } else if (ex == (1u << ebits) - 1) {
+    v = man ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+  } else {
+    v = std::ldexp(static_cast<double>(man | 1u << (f.p - 1)),
+                   static_cast<int>(ex) - f.bias - (f.p - 1));
+  }
+  return sign ? -v : v;
+}
+
+// Encodes a value that the format represents exactly (or an infinity).
+uint32_t half_encode(double v, const HalfFormat& f) {
+  const int ebits = f.p == 11 ? 5 : 8;
+  const uint32_t sign = std::signbit(v) ? 0x8000u : 0u;
+  v = std::fabs(v);
+  if (std::isinf(v)) return sign | ((1u << ebits) - 1) << (f.p - 1);
+  if (v == 0) return sign;
+  int e = 0;
+  std::frexp(v, &e);
+  --e;  // v in [2^e, 2^(e+1))
+  if (e < f.emin) {
+    const auto man = static_cast<uint32_t>(std::ldexp(v, (f.p - 1) - f.emin));
+    return sign | man;  // subnormal (man may reach the smallest normal: still right)
+  }
+  const auto sig = static_cast<uint32_t>(std::ldexp(v, (f.p - 1) - e));
+  return sign | static_cast<uint32_t>(e + f.bias) << (f.p - 1) | (sig & ((1u << (f.p - 1)) - 1));
+}
+
+// Rounds s + e (|e| at most half an ulp of s as a double) to the format.
+uint32_t half_round(double s, double e, const HalfFormat& f, unsigned mode) {
+  if (std::isnan(s)) return kHalfNaN;
+  if (std::isinf(s)) return half_encode(s, f);
+  const bool neg = std::signbit(s) || (s == 0 && e < 0);
+  if (s == 0 && e == 0) return std::signbit(s) ? 0x8000u : 0u;
+  double a = std::fabs(s), ea = neg ? -e : e;  // magnitude and its correction
+  // Modes on the magnitude: 0 nearest, 1 toward zero, 2 away from zero.
+  unsigned m = mode == 0 ? 0 : mode == 1 ? 1 : ((mode == 2) == neg ? 2 : 1);
+  int ex = 0;
+  std::frexp(a, &ex);
+  --ex;
+  const int qexp = std::max(ex, f.emin) - (f.p - 1);
+  const double k = std::ldexp(a, -qexp);  // exact: a has at most 53 bits
+  double kf = std::floor(k);
+  const double frac = k - kf;  // exact
+  double kr = kf;
+  if (m == 0) {
+    if (frac > 0.5 || (frac == 0.5 && ea > 0) ||
+        (frac == 0.5 && ea == 0 && std::fmod(kf, 2.0) != 0))
+      kr = kf + 1;
+  } else if (m == 1) {
+    if (frac == 0 && ea < 0) kr = kf - 1;
+  } else {
+    if (frac > 0 || ea > 0) kr = kf + 1;
+  }
+  double r = std::ldexp(kr, qexp);
+  const double maxf = std::ldexp(static_cast<double>((1u << f.p) - 1), f.emax - (f.p - 1));
+  if (r > maxf) r = m == 1 ? maxf : std::numeric_limits<double>::infinity();
+  return half_encode(neg ? -r : r, f);
+}
+
+inline void two_sum(double a, double b, double& s, double& e) {
+  s = a + b;
+  const double bb = s - a;
+  e = (a - (s - bb)) + (b - bb);
+  if (!std::isfinite(s)) e = 0;
+}
+
+uint32_t half_lane(unsigned sub, const HalfFormat& f, unsigned mode, uint32_t a, uint32_t b,
+                   uint32_t c) {
+  const double x = half_decode(a, f), y = half_decode(b, f), z = half_decode(c, f);
+  double s = 0, e = 0;
+  switch (sub) {
+    case 0:
+      two_sum(x, y, s, e);
+      break;
+    case 1:
+      two_sum(x, -y, s, e);
+      break;
+    case 2:
+      s = x * y;  // exact: at most 22 significant bits
+      break;
+    case 3:
+      two_sum(x * y, z, s, e);
+      break;
+    case 4:
+      return a ^ 0x8000u;
+    case 5:
+      return a & 0x7fffu;
+    case 6:
+    case 7: {
+      if (std::isnan(x) && std::isnan(y)) return kHalfNaN;
+      if (std::isnan(x)) return b;
+      if (std::isnan(y)) return a;
+      if (x == y) return ((sub == 6) == std::signbit(x)) ? a : b;
+      return ((x < y) == (sub == 6)) ? a : b;
+    }
+    default:
+      return kHalfNaN;
+  }
+  return half_round(s, e, f, mode);
+}
+
+uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c) {
+  const unsigned sub = imm & 0xff;
+  const HalfFormat& f = ((imm >> 8) & 1) ? kBF16 : kF16;
+  const bool x2 = (imm >> 10) & 1;
+  const unsigned mode = (imm >> 12) & 3;
+  switch (sub) {
+    case 8: {
+      const auto cmp = static_cast<Cmp>((imm >> 16) & 0xff);
+      return fcmp<double>(cmp, half_decode(a & 0xffff, f), half_decode(b & 0xffff, f)) ? 1 : 0;
+    }
+    case 9:
+      return half_round(f32(a), 0, f, mode);
+    case 10:
+      return half_round(f64(a), 0, f, mode);
+    case 11:
+      return bits(static_cast<float>(half_decode(a & 0xffff, f)));
+    case 12:
+      return bits(half_decode(a & 0xffff, f));
+    default:
+      break;
+  }
+  uint64_t out = half_lane(sub, f, mode, a & 0xffff, b & 0xffff, c & 0xffff);
+  if (x2)
+    out |= uint64_t{half_lane(sub, f, mode, (a >> 16) & 0xffff, (b >> 16) & 0xffff,
+                              (c >> 16) & 0xffff)}
+           << 16;
+  return out;
+}
+
 }  // namespace
 
 // Directed rounding (.rz/.rm/.rp) is done by the host FPU in the requested
@@ -1263,18 +1413,26 @@ Stop BlockRunner::run_warp(uint32_t w) {
         case Op::kMov:
           GL_LANES(rd[l] = ra[l]);
           break;
-        case Op::kPack64:
-          GL_LANES(rd[l] = (ra[l] & 0xffffffffu) | (rb[l] << 32));
+        case Op::kPack64: {
+          const unsigned w = in.mod ? in.mod : 32;
+          const uint64_t hm = lane_mask(w);
+          GL_LANES(rd[l] = (ra[l] & hm) | ((rb[l] & hm) << w));
           break;
+        }
         case Op::kUnpack64: {
+          const unsigned w = in.mod ? in.mod : 32;
+          const uint64_t hm = lane_mask(w);
           uint64_t* const rc2 = r + static_cast<size_t>(in.c) * 32;
           GL_LANES({
             const uint64_t v = ra[l];
-            rd[l] = v & 0xffffffffu;
-            rc2[l] = v >> 32;
+            rd[l] = v & hm;
+            rc2[l] = (v >> w) & hm;
           });
           break;
         }
+        case Op::kHalf:
+          GL_LANES(rd[l] = half_op(in.imm, ra[l], rb[l], rc[l]));
+          break;
         case Op::kAdd:
           GL_LANES(rd[l] = (ra[l] + rb[l]) & mask);
           break;

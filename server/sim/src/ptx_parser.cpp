@@ -291,7 +291,18 @@ struct TypeInfo {
   bool is_float = false;
   bool is_signed = false;
   bool is_pred = false;
+  uint8_t half = 0;  // 1 f16, 2 bf16 (x2 forms: bits == 32)
 };
+
+// The half-precision types, kept out of type_of() so that no integer or f32
+// path ever sees them: instructions with one are handled (or refused) apart.
+std::optional<TypeInfo> half_type_of(std::string_view m) {
+  if (m == "f16") return TypeInfo{Ty::kU16, 16, false, false, false, 1};
+  if (m == "bf16") return TypeInfo{Ty::kU16, 16, false, false, false, 2};
+  if (m == "f16x2") return TypeInfo{Ty::kU32, 32, false, false, false, 1};
+  if (m == "bf16x2") return TypeInfo{Ty::kU32, 32, false, false, false, 2};
+  return std::nullopt;
+}
 
 std::optional<TypeInfo> type_of(std::string_view m) {
   static const std::pair<std::string_view, TypeInfo> kTypes[] = {
@@ -1333,6 +1344,12 @@ class Parser {
           e.kind = Operand::kSink;
           e.slot = kSlotSink;
           if (!advance()) return false;
+        } else if (tok_.kind == Tk::kNumber) {
+          auto lit = parse_literal(tok_.text, false);
+          if (!lit) return fail(tok_.line, "bad number " + token_text());
+          e.kind = Operand::kImm;
+          e.lit = *lit;
+          if (!advance()) return false;
         } else {
           if (tok_.kind != Tk::kIdent || (tok_.text[0] != '%' && find_reg(tok_.text) == nullptr))
             return fail(tok_.line, "vector elements must be registers");
@@ -1539,6 +1556,8 @@ class Parser {
 
   bool instruction(const Token& first, Slot guard, bool guard_neg);
   bool call(Ctx& c, Slot guard, bool guard_neg);
+  bool half_instruction(Ctx& c, Inst in, std::string_view base, const std::vector<TypeInfo>& types,
+                        std::vector<std::string_view>& other);
   bool emit_instruction(Ctx& c, Inst base);
 
   Lexer lex_;
@@ -1625,6 +1644,101 @@ bool Parser::instruction(const Token& first, Slot guard, bool guard_neg) {
   return emit_instruction(c, in);
 }
 
+// f16 / bf16 / f16x2 / bf16x2: cvt to and from f32/f64, add, sub, mul, fma,
+// neg, abs, min, max, setp. Everything else with a half type is refused.
+bool Parser::half_instruction(Ctx& c, Inst in, std::string_view base,
+                              const std::vector<TypeInfo>& types,
+                              std::vector<std::string_view>& other) {
+  auto bad_ = [&](const std::string& why) { return bad(c, why); };
+  auto take = [&](std::string_view m) {
+    auto it = std::find(other.begin(), other.end(), m);
+    if (it == other.end()) return false;
+    other.erase(it);
+    return true;
+  };
+  uint32_t rnd = 0;  // 0 rn, 1 rz, 2 rm, 3 rp
+  int nrnd = 0;
+  if (take("rn")) ++nrnd;
+  if (take("rz")) rnd = 1, ++nrnd;
+  if (take("rm")) rnd = 2, ++nrnd;
+  if (take("rp")) rnd = 3, ++nrnd;
+  if (nrnd > 1) return bad_("two rounding modifiers");
+  const uint32_t line = c.line;
+  if (base == "cvt") {
+    if (types.size() != 2) return bad_("expects a destination and a source type");
+    const TypeInfo dt = types[0], st = types[1];
+    if (!other.empty()) return bad_("unsupported modifier ." + std::string(other.front()));
+    if (dt.bits == 32 && dt.half) return bad_("conversions to f16x2/bf16x2 are not supported");
+    if (st.bits == 32 && st.half) return bad_("conversions from f16x2/bf16x2 are not supported");
+    if (!count(c, 2)) return false;
+    const TypeInfo f32{Ty::kF32, 32, true, true, false, 0};
+    const TypeInfo f64{Ty::kF64, 64, true, true, false, 0};
+    const TypeInfo b16{Ty::kU16, 16, false, false, false, 0};
+    in.op = Op::kHalf;
+    if (dt.half && !st.half) {
+      if (!st.is_float) return bad_("integer to f16/bf16 conversions are not supported");
+      if (nrnd == 0) return bad_("a conversion to f16/bf16 needs .rn, .rz, .rm or .rp");
+      if (!dst(c, 0, b16, in.d, true) || !src(c, 1, st.bits == 32 ? f32 : f64, in.a)) return false;
+      in.imm = (st.bits == 32 ? 9 : 10) | (dt.half - 1) << 8 | rnd << 12;
+    } else if (st.half && !dt.half) {
+      if (!dt.is_float) return bad_("f16/bf16 to integer conversions are not supported");
+      if (nrnd != 0) return bad_("f16/bf16 to f32/f64 is exact and takes no rounding modifier");
+      if (!dst(c, 0, dt.bits == 32 ? f32 : f64, in.d) || !src(c, 1, b16, in.a, true)) return false;
+      in.imm = (dt.bits == 32 ? 11 : 12) | (st.half - 1) << 8;
+    } else {
+      return bad_("conversions between half formats are not supported");
+    }
+    emit(in, line);
+    return true;
+  }
+  static const std::pair<std::string_view, uint32_t> kOps[] = {
+      {"add", 0}, {"sub", 1}, {"mul", 2}, {"fma", 3}, {"neg", 4},
+      {"abs", 5}, {"min", 6}, {"max", 7}};
+  int sub = -1;
+  for (const auto& [name, k] : kOps)
+    if (base == name) sub = static_cast<int>(k);
+  if (base == "setp") sub = 8;
+  if (sub < 0)
+    return bad_("f16/bf16 types are supported by cvt, add, sub, mul, fma, neg, abs, min, max, setp");
+  if (types.size() != 1) return bad_("expects exactly one type");
+  const TypeInfo t = types[0];
+  const TypeInfo reg{t.bits == 16 ? Ty::kU16 : Ty::kU32, t.bits, false, false, false, 0};
+  in.op = Op::kHalf;
+  if (sub == 8) {
+    if (t.bits != 16) return bad_("setp on f16x2/bf16x2 is not supported");
+    static const std::pair<std::string_view, Cmp> kCmps[] = {
+        {"eq", Cmp::kEq},   {"ne", Cmp::kNe},   {"lt", Cmp::kLt},   {"le", Cmp::kLe},
+        {"gt", Cmp::kGt},   {"ge", Cmp::kGe},   {"equ", Cmp::kEqu}, {"neu", Cmp::kNeu},
+        {"ltu", Cmp::kLtu}, {"leu", Cmp::kLeu}, {"gtu", Cmp::kGtu}, {"geu", Cmp::kGeu},
+        {"num", Cmp::kNum}, {"nan", Cmp::kNan}};
+    int cmp = -1;
+    for (const auto& [name, k] : kCmps)
+      if (take(name)) cmp = static_cast<int>(k);
+    if (cmp < 0) return bad_("missing comparison");
+    (void)take("ftz");
+    if (!other.empty()) return bad_("unsupported modifier ." + std::string(other.front()));
+    if (c.has_pair) return bad_("two destinations on a half comparison are not supported");
+    if (!count(c, 3)) return false;
+    const TypeInfo p{Ty::kPred, 1, false, false, true, 0};
+    if (!dst(c, 0, p, in.d) || !src(c, 1, reg, in.a, true) || !src(c, 2, reg, in.b, true))
+      return false;
+    in.imm = 8 | (t.half - 1) << 8 | static_cast<int64_t>(cmp) << 16;
+    emit(in, line);
+    return true;
+  }
+  if ((sub == 4 || sub == 5 || sub == 6 || sub == 7) && nrnd != 0)
+    return bad_("takes no rounding modifier");
+  if (!other.empty()) return bad_("unsupported modifier ." + std::string(other.front()));
+  const int nsrc = sub == 3 ? 3 : (sub == 4 || sub == 5) ? 1 : 2;
+  if (!count(c, static_cast<size_t>(nsrc) + 1)) return false;
+  if (!dst(c, 0, reg, in.d, true) || !src(c, 1, reg, in.a, true)) return false;
+  if (nsrc >= 2 && !src(c, 2, reg, in.b, true)) return false;
+  if (nsrc >= 3 && !src(c, 3, reg, in.c, true)) return false;
+  in.imm = sub | (t.half - 1) << 8 | (t.bits == 32 ? 1 : 0) << 10 | rnd << 12;
+  emit(in, line);
+  return true;
+}
+
 // call[.uni] [(ret),] name[, (args)];  with .param variables as ret and args.
 bool Parser::call(Ctx& c, Slot guard, bool guard_neg) {
   PendingCall pc;
@@ -1692,12 +1806,17 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   // Classify modifiers.
   std::vector<TypeInfo> types;
   std::vector<std::string_view> other;
+  bool any_half = false;
   for (auto m : mods) {
     if (m.empty()) return bad(c, "empty modifier");
-    if (auto t = type_of(m))
+    if (auto t = type_of(m)) {
       types.push_back(*t);
-    else
+    } else if (auto h = half_type_of(m)) {
+      types.push_back(*h);
+      any_half = true;
+    } else {
       other.push_back(m);
+    }
   }
   auto has = [&](std::string_view m) {
     return std::find(other.begin(), other.end(), m) != other.end();
@@ -1767,6 +1886,15 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     return true;
   };
 
+  if (any_half) {
+    // Moves, loads, stores and selects only move bits: as .b16 / .b32.
+    if (base == "mov" || base == "ld" || base == "st" || base == "selp") {
+      for (TypeInfo& x : types)
+        if (x.half) x = TypeInfo{x.bits == 16 ? Ty::kU16 : Ty::kU32, x.bits, false, false, false, 0};
+    } else {
+      return half_instruction(c, in, base, types, other);
+    }
+  }
   TypeInfo t;
   if (base == "addc" || base == "subc" || ((base == "add" || base == "sub") && has("cc"))) {
     const bool cc_out = take("cc");
@@ -1803,10 +1931,13 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     Operand& d = c.ops[0];
     Operand& s = c.ops[1];
     if (d.kind == Operand::kVec || s.kind == Operand::kVec) {
-      if (t.bits != 64 || t.is_float) return bad(c, "only mov.b64 packs or unpacks 32-bit halves");
+      if ((t.bits != 64 && t.bits != 32) || t.is_float)
+        return bad(c, "only mov.b64 / mov.b32 pack or unpack two halves");
       const Operand& v = d.kind == Operand::kVec ? d : s;
-      if (v.elems.size() != 2) return bad(c, "expects two 32-bit halves");
-      TypeInfo h{Ty::kU32, 32, false, false, false};
+      if (v.elems.size() != 2) return bad(c, "expects two halves");
+      TypeInfo h{t.bits == 64 ? Ty::kU32 : Ty::kU16, static_cast<uint8_t>(t.bits / 2), false, false,
+                 false};
+      in.mod = static_cast<uint8_t>(t.bits / 2);
       if (d.kind == Operand::kVec) {
         in.op = Op::kUnpack64;
         if (!src(c, 1, t, in.a)) return false;
@@ -1816,8 +1947,9 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
         in.op = Op::kPack64;
         if (!dst(c, 0, t, in.d)) return false;
         std::vector<Operand> halves = s.elems;
-        if (halves[0].kind != Operand::kReg || halves[1].kind != Operand::kReg)
-          return bad(c, "halves must be registers");
+        for (const Operand& x : halves)
+          if (x.kind != Operand::kReg && x.kind != Operand::kImm)
+            return bad(c, "halves must be registers or immediates");
         c.ops = {halves[0], halves[1]};
         if (!src(c, 0, h, in.a) || !src(c, 1, h, in.b)) return false;
       }

@@ -59,8 +59,8 @@ inline constexpr uint64_t kConstOffset = uint64_t{1} << 31;
 enum class Op : uint16_t {
   kNop,
   kMov,       // d = a (bit copy)
-  kPack64,    // d = a | b << 32            (mov.b64 d, {a, b})
-  kUnpack64,  // d = a & 0xffffffff, c = a >> 32 (mov.b64 {d, c}, a)
+  kPack64,    // d = a | b << w   (mov.b64 d, {a, b}: w = 32; mov.b32: w = 16; w = mod or 32)
+  kUnpack64,  // d = a & mask(w), c = a >> w & mask(w) (mov.b64 / mov.b32 {d, c}, a)
   // integer, d = f(a, b[, c]) & mask(mod)
   kAdd,
   kSub,
@@ -151,6 +151,10 @@ enum class Op : uint16_t {
   // 0 add, 1 sub, 2 mul, 3 fma, 4 div, 5 sqrt, 6 rcp | 256 (f64);
   // mod = kFlagFtz | kFlagSat | mode << 4 (1 rz, 2 rm, 3 rp)
   kFDir,
+  // f16 / bf16, exact: imm = sub-op (0 add, 1 sub, 2 mul, 3 fma, 4 neg, 5 abs, 6 min, 7 max,
+  // 8 setp (Cmp at bits 16..23), 9 f32 -> half, 10 f64 -> half, 11 half -> f32,
+  // 12 half -> f64) | (0 f16, 1 bf16) << 8 | x2 << 10 | rounding (0 rn, 1 rz, 2 rm, 3 rp) << 12
+  kHalf,
   // conversions
   kCvtInt,  // int -> int: extend a from mod bits (sign-extend when c == 1), then & imm
   kCvt,     // everything else: b = source Ty, c = destination Ty, mod = Rnd | flags << 4
