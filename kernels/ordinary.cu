@@ -249,3 +249,13 @@ extern "C" __global__ void chained_sum(const int* in, int* totals, volatile int*
     flags[blockIdx.x] = 1;
   }
 }
+
+// print_ids: printf from a kernel (the sim discards the output and printf
+// returns 0), then out[i] = 2 i.
+#include <cstdio>
+extern "C" __global__ void print_ids(int* out, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  int r = printf("thread %d of %d\n", i, n);
+  out[i] = 2 * i + (r > 1000 ? 1 : 0);
+}

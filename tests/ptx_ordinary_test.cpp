@@ -260,6 +260,13 @@ TEST_P(Ordinary, WideArithmeticBitIntrinsicsAndChainedBlocks) {
   }
 }
 
+TEST_P(Ordinary, PrintfIsDiscardedAndTheKernelRuns) {
+  const uint64_t d = h_.upload(std::vector<int>(50, -1));
+  ASSERT_TRUE(h_.run(m_, "print_ids", {1, 1, 1}, {64, 1, 1}, Args().add(d).add(50)).ok());
+  auto o = h_.download<int>(d, 50);
+  for (int i = 0; i < 50; ++i) ASSERT_EQ(o[i], 2 * i);
+}
+
 std::vector<std::string> variants() {
   std::vector<std::string> out;
   for (const char* arch : {"75", "80", "90"})
