@@ -313,6 +313,43 @@ TEST_F(SessionTest, GpuSubmitRunsOneKernelAndReturnsItsOutputs) {
   EXPECT_EQ(info.modules, 0u);
 }
 
+TEST_F(SessionTest, GpuSubmitChargesItsModuleToTheLeaseQuota) {
+  std::string text = ptx("vector.ptx");
+  // A lease whose quota holds the buffers but not the module.
+  uint64_t lease = acquire(c_, tok_, 4096);
+  wire::GpuSubmitRequest req;
+  req.image = wire::to_bytes(text + std::string(8192, '\n'));
+  req.kernel = "vector_add";
+  req.grid = {1, 1, 1};
+  req.block = {4, 1, 1};
+  req.args.push_back({wire::SubmitArgKind::kIn, Bytes(16), 0});
+  req.args.push_back({wire::SubmitArgKind::kIn, Bytes(16), 0});
+  req.args.push_back({wire::SubmitArgKind::kOut, {}, 16});
+  Bytes nb(4);
+  wire::store_le32(nb.data(), 4);
+  req.args.push_back({wire::SubmitArgKind::kScalar, nb, 0});
+  auto r = c_.call(Opcode::kGpuSubmit, lease, tok_, req);
+  EXPECT_EQ(r.status(), Status::kAllocFailed) << r.message();
+  auto info = c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>();
+  EXPECT_EQ(info.used_bytes, 0u);
+  EXPECT_EQ(info.modules, 0u);
+}
+
+TEST_F(SessionTest, ZeroLengthWriteAndReadAtTheEndOfABufferAreOk) {
+  uint64_t lease = acquire(c_, tok_);
+  uint64_t buf = alloc(c_, lease, tok_, 64);
+  EXPECT_EQ(c_.call(Opcode::kMemWrite, lease, tok_, wire::MemWriteRequest{buf, 64, {}}).status(),
+            Status::kOk);
+  auto r = c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{buf, 64, 0});
+  EXPECT_EQ(r.status(), Status::kOk) << r.message();
+  EXPECT_TRUE(r.payload.empty());
+  // One past the end is still out of range.
+  EXPECT_EQ(c_.call(Opcode::kMemWrite, lease, tok_, wire::MemWriteRequest{buf, 65, {}}).status(),
+            Status::kOutOfRange);
+  EXPECT_EQ(c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{buf, 65, 0}).status(),
+            Status::kOutOfRange);
+}
+
 TEST_F(SessionTest, RetriedAllocWithTheSameRequestIdReturnsTheFirstAnswer) {
   uint64_t lease = acquire(c_, tok_);
   Bytes p = wire::encode_payload(wire::MemAllocRequest{4096});

@@ -6,7 +6,8 @@
 #include <algorithm>
 #include <cassert>
 #include <future>
-#include <random>
+
+#include <sodium.h>
 
 #include "gpulease/capability/permissions.hpp"
 #include "log.hpp"
@@ -32,12 +33,53 @@ unsigned or_cores(unsigned n) {
   return n != 0 ? n : std::max(1u, std::thread::hardware_concurrency());
 }
 
-// Lease ids are not guessable (a start at a random base), though guessing one
-// grants nothing: every frame is checked against the lease's tenant.
-uint64_t random_lease_base() {
-  std::random_device rd;
-  uint64_t v = (uint64_t{rd()} << 32) ^ rd();
-  return (v & 0x0000'ffff'ffff'0000ull) | 1;
+// A fresh lease id: 64 random bits from the CSPRNG, never 0. Ids cannot be
+// enumerated, and the caller re-draws on a collision.
+uint64_t random_lease_id() {
+  uint64_t v = 0;
+  while (v == 0) randombytes_buf(&v, sizeof v);
+  return v;
+}
+
+// The message of every "no such lease" answer, whether the lease never
+// existed or belongs to another tenant: the two must be indistinguishable.
+constexpr std::string_view kNoSuchLease = "no such lease";
+
+// The header lease_id rule of an opcode (DECISIONS.md, "Header lease rule").
+// LOCAL until wire::opcode_info(op).lease_rule lands on main; replace then.
+enum class LeaseRule : uint8_t { kNone, kRequired };
+constexpr LeaseRule lease_rule(Opcode op) {
+  switch (op) {
+    case Opcode::kHello:
+    case Opcode::kPing:
+    case Opcode::kLeaseAcquire:
+    case Opcode::kLeaseList:
+      return LeaseRule::kNone;
+    default:
+      return LeaseRule::kRequired;
+  }
+}
+
+// The header lease rule, after the token verified (claims == nullptr for ops
+// that need none). A lease-bound token acquires nothing and lists nothing,
+// and acts on its own lease only (the verifier checked that lease_id too).
+Result<void> check_header_lease(const wire::FrameHeader& h, const capability::Claims* c) {
+  const bool none = lease_rule(h.opcode) == LeaseRule::kNone;
+  if (c != nullptr && c->lease_id != 0) {
+    if (none) {
+      return make_error(Status::kPermissionDenied,
+                        "a token bound to a lease cannot " + std::string(wire::opcode_name(h.opcode)));
+    }
+    if (h.lease_id != c->lease_id) {
+      return make_error(Status::kPermissionDenied, "token is bound to another lease");
+    }
+  }
+  if (none && h.lease_id != 0) {
+    return make_error(Status::kInvalidArgument,
+                      "lease_id must be 0 for " + std::string(wire::opcode_name(h.opcode)));
+  }
+  if (!none && h.lease_id == 0) return make_error(Status::kInvalidArgument, "lease_id required");
+  return {};
 }
 
 std::string lease_str(uint64_t id) {
@@ -50,8 +92,8 @@ Node::Node(NodeConfig cfg, std::unique_ptr<DeviceBackend> backend, capability::S
     : cfg_(std::move(cfg)),
       backend_(std::move(backend)),
       node_authority_(std::move(node_key)),
-      device_pool_(or_cores(cfg_.device_threads)),
-      next_lease_id_(random_lease_base()) {
+      device_pool_(or_cores(cfg_.device_threads)) {
+  if (sodium_init() < 0) std::abort();  // no CSPRNG, no unguessable lease ids
   capability::VerifierOptions vo;
   vo.node_id = cfg_.node_id;
   vo.clock_skew_s = cfg_.clock_skew_s;
@@ -127,6 +169,7 @@ void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint6
   }
   ByteSpan token(body->data(), h.token_len);
   if (!capability::requires_token(h.opcode)) {
+    if (auto ok = check_header_lease(h, nullptr); !ok) return reply_error(timed, ok.error());
     dispatch(h, nullptr, std::move(body), conn_id, std::move(timed));
     return;
   }
@@ -141,6 +184,10 @@ void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint6
                                 {"status", std::string(wire::status_name(claims.status()))}});
     reply_error(timed, claims.error());
     return;
+  }
+  if (auto ok = check_header_lease(h, &claims.value()); !ok) {
+    if (ok.status() == Status::kPermissionDenied) metrics_.auth_failed(ok.status());
+    return reply_error(timed, ok.error());
   }
   dispatch(h, &claims.value(), std::move(body), conn_id, std::move(timed));
 }
@@ -180,7 +227,12 @@ void Node::dispatch(const wire::FrameHeader& h, const capability::Claims* c,
     case Opcode::kLeaseQuery: {
       auto m = wire::decode_payload<wire::Empty>(payload, cfg_.limits);
       if (!m) return reply_error(reply, m.error());
-      return reply_ok(reply, lease_info(**l));
+      // QUERY answers Active or Faulted; a lease that ended while this frame
+      // was on its way is LEASE_EXPIRED, as every other op would say.
+      auto info = lease_info(**l);
+      if (info.state != wire::LeaseState::kActive && info.state != wire::LeaseState::kFaulted)
+        return reply_error(reply, Status::kLeaseExpired, "lease " + lease_str(info.lease_id) + " has ended");
+      return reply_ok(reply, info);
     }
     case Opcode::kCapRequest:
       return op_cap_request(*c, *l, payload, reply);
@@ -308,12 +360,17 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
     tu.leases += 1;
     tu.bytes += req.min_vram;
     dev_index = best->info.index;
-    lease_id = next_lease_id_++;
+    do {
+      lease_id = random_lease_id();
+    } while (leases_.count(lease_id) || tombstones_.count(lease_id) ||
+             pending_ids_.count(lease_id));
+    pending_ids_.insert(lease_id);
     if (has_key) idempotency_[ikey] = 0;
   }
   auto unreserve = [this, dev_index, need, excl = req.exclusivity, tenant = c.tenant,
-                    min_vram = req.min_vram, has_key, ikey] {
+                    min_vram = req.min_vram, has_key, ikey, lease_id] {
     std::lock_guard lock(mu_);
+    pending_ids_.erase(lease_id);
     for (auto& d : devices_) {
       if (d.info.index != dev_index) continue;
       d.committed -= need;
@@ -353,6 +410,7 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
       std::lock_guard lock(mu_);
       owner_gone = lease->release_on_disconnect && !live_connections_.count(conn_id);
       if (!shutting_down_ && !owner_gone) {
+        pending_ids_.erase(lease_id);
         leases_.emplace(lease_id, lease);
         if (has_key) idempotency_[ikey] = lease_id;
         published = true;
@@ -377,7 +435,7 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
 }
 
 Result<std::shared_ptr<Lease>> Node::find_lease(uint64_t id, const capability::Claims& c) {
-  if (id == 0) return make_error(Status::kInvalidArgument, "frame names no lease (lease_id 0)");
+  if (id == 0) return make_error(Status::kInvalidArgument, "lease_id required");
   std::lock_guard lock(mu_);
   auto it = leases_.find(id);
   if (it == leases_.end()) {
@@ -388,12 +446,12 @@ Result<std::shared_ptr<Lease>> Node::find_lease(uint64_t id, const capability::C
           "lease " + lease_str(id) +
               (t->second.reason == DropReason::kReleased ? " was released" : " has ended"));
     }
-    return make_error(Status::kLeaseNotFound, "no lease " + lease_str(id) + " on this node");
+    return make_error(Status::kLeaseNotFound, std::string(kNoSuchLease));
   }
-  // SECURITY: a lease acts only for the tenant that acquired it.
-  if (auto owner = capability::check_lease_owner(c, it->second->tenant); !owner) {
-    metrics_.auth_failed(owner.status());
-    return std::move(owner).error();
+  // SECURITY: a lease acts only for the tenant that acquired it, and another
+  // tenant's lease is answered exactly as an absent one (no enumeration).
+  if (!capability::check_lease_owner(c, it->second->tenant)) {
+    return make_error(Status::kLeaseNotFound, std::string(kNoSuchLease));
   }
   if (it->second->expires_at_ms.load() <= now_unix_ms()) {
     return make_error(Status::kLeaseExpired, "lease " + lease_str(id) + " has expired");
@@ -465,6 +523,13 @@ void Node::op_cap_request(const capability::Claims& c, const std::shared_ptr<Lea
                           ByteSpan payload, const ReplyFn& reply) {
   auto m = wire::decode_payload<wire::CapRequestRequest>(payload, cfg_.limits);
   if (!m) return reply_error(reply, m.error());
+  // SECURITY: the token CAP_REQUEST issues is bound to this lease, and a
+  // lease-bound token can never acquire a lease: refuse to grant it.
+  if (capability::grants(m->permissions, capability::Permission::kLeaseAcquire)) {
+    metrics_.auth_failed(Status::kPermissionDenied);
+    return reply_error(reply, Status::kPermissionDenied,
+                       "a token bound to a lease cannot be granted lease_acquire");
+  }
   capability::AttenuationRequest ar;
   ar.lease_id = l->id;
   ar.perms = m->permissions;
@@ -493,40 +558,42 @@ void Node::end_lease(const std::shared_ptr<Lease>& l, DropReason reason,
       return;
     }
     l->ended = true;
+    l->state =
+        reason == DropReason::kReleased ? wire::LeaseState::kReleased : wire::LeaseState::kExpired;
     leases_.erase(l->id);
     if (tombstones_.size() >= kMaxTombstones) tombstones_.erase(tombstones_.begin());
     tombstones_[l->id] = Tombstone{l->tenant, reason};
     for (auto it = idempotency_.begin(); it != idempotency_.end();) {
       it = it->second == l->id ? idempotency_.erase(it) : std::next(it);
     }
+    // The quota goes back to admission at once, not when the lease's work
+    // has stopped: a tenant's runaway kernel holds nothing of the node.
+    for (auto& d : devices_) {
+      if (d.info.index != l->device) continue;
+      d.committed -= l->quota + l->overhead;
+      d.leases -= 1;
+      if (l->exclusivity == wire::Exclusivity::kDeviceExclusive) d.exclusive_held = false;
+    }
+    auto& tu = tenants_[l->tenant];
+    tu.leases -= 1;
+    tu.bytes -= l->quota;
+    if (tu.leases == 0) tenants_.erase(l->tenant);
   }
-  l->state =
-      reason == DropReason::kReleased ? wire::LeaseState::kReleased : wire::LeaseState::kExpired;
   static constexpr const char* kReason[] = {"released", "expired", "disconnected", "shutdown"};
   log_info("lease ended", {{"lease", lease_str(l->id)},
                            {"tenant", l->tenant},
                            {"reason", kReason[static_cast<int>(reason)]}});
+  // Its work stops within a slice once the context closes (queued ops are
+  // answered LEASE_EXPIRED); `done` follows the context's destruction.
   asio::post(l->strand, [this, l, reason, done = std::move(done)] {
-    // Destroying the context frees its memory, modules and stream.
+    // Destroying the context cancels its launches and frees its memory,
+    // modules and stream.
     l->ctx.reset();
     int64_t buffer_bytes = 0;
     for (const auto& [addr, size] : l->buffers) buffer_bytes += static_cast<int64_t>(size);
     metrics_.mem_alloc_bytes.fetch_sub(buffer_bytes);
     l->buffers.clear();
     l->modules.clear();
-    {
-      std::lock_guard lock(mu_);
-      for (auto& d : devices_) {
-        if (d.info.index != l->device) continue;
-        d.committed -= l->quota + l->overhead;
-        d.leases -= 1;
-        if (l->exclusivity == wire::Exclusivity::kDeviceExclusive) d.exclusive_held = false;
-      }
-      auto& tu = tenants_[l->tenant];
-      tu.leases -= 1;
-      tu.bytes -= l->quota;
-      if (tu.leases == 0) tenants_.erase(l->tenant);
-    }
     metrics_.leases_active.fetch_sub(1, std::memory_order_relaxed);
     metrics_.lease_dropped(reason);
     if (done) done();

@@ -141,7 +141,7 @@ class Node {
   std::map<std::string, TenantUsage, std::less<>> tenants_;      // GUARDED_BY(mu_)
   std::map<IdemKey, uint64_t> idempotency_;                      // GUARDED_BY(mu_); 0 = pending
   std::map<uint64_t, Tombstone> tombstones_;                     // GUARDED_BY(mu_), bounded
-  uint64_t next_lease_id_;                                       // GUARDED_BY(mu_)
+  std::set<uint64_t> pending_ids_;  // GUARDED_BY(mu_): drawn, context being created
   bool shutting_down_ = false;                                   // GUARDED_BY(mu_)
   std::set<uint64_t> live_connections_;                          // GUARDED_BY(mu_)
   std::atomic<bool> shutting_down_flag_{false};  // shutting_down_, readable without mu_

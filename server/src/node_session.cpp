@@ -3,6 +3,9 @@
 #include <xxhash.h>
 #include <asio/post.hpp>
 
+#include <mutex>
+#include <optional>
+
 #include "log.hpp"
 #include "node.hpp"
 #include "replies.hpp"
@@ -137,13 +140,18 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
           return reply_error(reply, Status::kInvalidHandle,
                              "no buffer " + hex(m->handle) + " in this lease");
         }
-        if (auto r = ctx.mem_free(it->first); !r) return reply_error(reply, r.error());
+        // The buffer leaves the lease's tables and quota now; the backend
+        // releases its memory once earlier launches no longer use it.
+        const uint64_t addr = it->first;
         L.used_bytes -= it->second;
         metrics_.mem_alloc_bytes.fetch_sub(static_cast<int64_t>(it->second));
-        L.replay.forget_handle(Opcode::kMemAlloc, it->first);
+        L.replay.forget_handle(Opcode::kMemAlloc, addr);
         L.buffers.erase(it);
         L.buffer_count = static_cast<uint32_t>(L.buffers.size());
-        return reply_ok(reply, wire::Empty{});
+        return ctx.mem_free_async(addr, [reply](Result<void> r) {
+          if (!r) return reply_error(reply, r.error());
+          reply_ok(reply, wire::Empty{});
+        });
       }
       case Opcode::kMemWrite: {
         // Parsed in place: the data stays in the frame's buffer (no copy).
@@ -163,9 +171,14 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
                                  std::to_string(offset) + " past the end of a " +
                                  std::to_string(it->second) + "-byte buffer");
         }
-        if (auto w = ctx.mem_write(it->first + offset, data); !w)
-          return reply_error(reply, w.error());
-        return reply_ok(reply, wire::Empty{});
+        // Zero bytes (even at offset == size) touch no memory: nothing to do.
+        if (data.empty()) return reply_ok(reply, wire::Empty{});
+        // Queued behind the lease's launches; the frame stays alive until
+        // the copy is done. No thread waits for the kernels.
+        return ctx.mem_write_async(it->first + offset, data, [reply, body](Result<void> w) {
+          if (!w) return reply_error(reply, w.error());
+          reply_ok(reply, wire::Empty{});
+        });
       }
       case Opcode::kMemRead: {
         auto m = wire::decode_payload<wire::MemReadRequest>(payload, lim);
@@ -181,10 +194,12 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
                                  std::to_string(m->offset) + " past the end of a " +
                                  std::to_string(it->second) + "-byte buffer");
         }
-        Bytes out(m->length);
-        if (auto rd = ctx.mem_read(it->first + m->offset, out); !rd)
-          return reply_error(reply, rd.error());
-        return reply(Status::kOk, std::move(out));
+        if (m->length == 0) return reply(Status::kOk, Bytes{});
+        auto out = std::make_shared<Bytes>(m->length);
+        return ctx.mem_read_async(it->first + m->offset, *out, [reply, out](Result<void> rd) {
+          if (!rd) return reply_error(reply, rd.error());
+          reply(Status::kOk, std::move(*out));
+        });
       }
       case Opcode::kModuleLoad: {
         const uint64_t ph = payload_hash();
@@ -309,7 +324,7 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
             auto active = wire::LeaseState::kActive;
             if (!l->state.compare_exchange_strong(active, wire::LeaseState::kFaulted)) {
               return reply_error(reply, Status::kLeaseExpired,
-                                 "lease ended before its work completed");
+                                 "lease ended before its work completed: " + r.error().message);
             }
             log_warn("lease faulted", {{"lease", std::to_string(l->id)},
                                        {"tenant", l->tenant},
@@ -331,25 +346,40 @@ void Node::session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
   });
 }
 
-// GPU_SUBMIT: load, allocate temporaries in the lease's quota, launch, wait,
-// read outputs, and free everything before the reply. REQUIRES: on l->strand.
+// GPU_SUBMIT: load, allocate temporaries in the lease's quota, queue the
+// input writes, launch, sync, queue the output reads, and free everything
+// before the reply. Every step is queued or called back: no thread waits for
+// the kernel. REQUIRES: on l->strand.
 void Node::run_submit(std::shared_ptr<Lease> l, wire::GpuSubmitRequest req, ReplyFn reply) {
   struct Temp {
     uint64_t module = 0;
+    uint64_t module_charge = 0;                       // bytes of the module charged to the quota
     std::vector<std::pair<uint64_t, uint64_t>> bufs;  // addr, size
+    std::vector<Bytes> inputs;                        // alive until their writes complete
+    std::vector<std::pair<uint16_t, size_t>> outputs;  // arg index -> temp buffer index
+    wire::GpuSubmitReply reply;
+    std::mutex mu;
+    std::optional<Error> error;  // GUARDED_BY(mu): the first failed copy
+    size_t reads_left = 0;       // GUARDED_BY(mu)
+    void fail(const Error& e) {
+      std::lock_guard lk(mu);
+      if (!error) error = e;
+    }
   };
   auto temp = std::make_shared<Temp>();
   // Frees every temporary. REQUIRES: on l->strand.
   auto cleanup = [this, l, temp] {
     if (!l->ctx) return;  // the lease ended; its context took everything with it
     for (auto [addr, size] : temp->bufs) {
-      (void)l->ctx->mem_free(addr);
+      l->ctx->mem_free_async(addr, [](Result<void>) {});
       l->used_bytes -= size;
       metrics_.mem_alloc_bytes.fetch_sub(static_cast<int64_t>(size));
     }
     temp->bufs.clear();
     if (temp->module != 0) (void)l->ctx->module_unload(temp->module);
     temp->module = 0;
+    l->used_bytes -= temp->module_charge;
+    temp->module_charge = 0;
   };
   auto fail = [cleanup, &reply](const Error& e) {
     cleanup();
@@ -360,16 +390,32 @@ void Node::run_submit(std::shared_ptr<Lease> l, wire::GpuSubmitRequest req, Repl
                               device_info(l->device));
       !g)
     return fail(g.error());
+  // SECURITY: the module takes memory while loaded: its image is charged to
+  // the lease's quota before it is parsed, and what it really holds after.
+  const uint64_t image_bytes = req.image.size();
+  if (image_bytes > l->quota - l->used_bytes.load()) {
+    return fail(make_error(Status::kAllocFailed, "GPU_SUBMIT module image of " +
+                                                     std::to_string(image_bytes) +
+                                                     " bytes exceeds the lease quota"));
+  }
   auto mod = ctx.module_load(static_cast<ImageKind>(req.format), req.image);
   if (!mod) return fail(mod.error());
   temp->module = *mod;
+  const uint64_t held = std::max(image_bytes, ctx.module_bytes(*mod));
+  if (held > l->quota - l->used_bytes.load()) {
+    return fail(make_error(Status::kAllocFailed, "GPU_SUBMIT module takes " +
+                                                     std::to_string(held) +
+                                                     " bytes, more than the lease quota has left"));
+  }
+  temp->module_charge = held;
+  l->used_bytes += held;
   LaunchRequest lr;
   lr.module = *mod;
   lr.kernel = req.kernel;
   lr.grid = req.grid;
   lr.block = req.block;
   lr.shared_bytes = req.shared_bytes;
-  std::vector<std::pair<uint16_t, size_t>> outputs;  // arg index -> temp buffer index
+  temp->inputs.reserve(req.args.size());
   for (size_t i = 0; i < req.args.size(); ++i) {
     auto& a = req.args[i];
     if (a.kind == wire::SubmitArgKind::kScalar) {
@@ -385,19 +431,36 @@ void Node::run_submit(std::shared_ptr<Lease> l, wire::GpuSubmitRequest req, Repl
     temp->bufs.emplace_back(*addr, size);
     l->used_bytes += size;
     metrics_.mem_alloc_bytes.fetch_add(static_cast<int64_t>(size));
-    Bytes init = a.kind == wire::SubmitArgKind::kOut ? Bytes(size) : std::move(a.data);
-    if (auto w = ctx.mem_write(*addr, init); !w) return fail(w.error());
+    // OUT buffers start zeroed (mem_alloc's memory is zeroed on the sim;
+    // written explicitly so every backend agrees).
+    temp->inputs.push_back(a.kind == wire::SubmitArgKind::kOut ? Bytes(size) : std::move(a.data));
+    ctx.mem_write_async(*addr, temp->inputs.back(), [temp](Result<void> w) {
+      if (!w) temp->fail(w.error());
+    });
     if (a.kind != wire::SubmitArgKind::kIn)
-      outputs.emplace_back(static_cast<uint16_t>(i), temp->bufs.size() - 1);
+      temp->outputs.emplace_back(static_cast<uint16_t>(i), temp->bufs.size() - 1);
     lr.args.push_back(le64(*addr));
   }
   if (auto r = ctx.launch(lr); !r) return fail(r.error());
   l->launches += 1;
   metrics_.launch_total.fetch_add(1, std::memory_order_relaxed);
-  ctx.sync([this, l, temp, cleanup, outputs = std::move(outputs), reply](Result<void> r) mutable {
+  // Answers from the strand once every output read completed.
+  auto finish = [l, temp, cleanup, reply] {
+    asio::post(l->strand, [l, temp, cleanup, reply] {
+      cleanup();
+      std::optional<Error> e;
+      {
+        std::lock_guard lk(temp->mu);
+        e = temp->error;
+      }
+      if (e) return reply_error(reply, *e);
+      if (!l->ctx) return reply_error(reply, Status::kLeaseExpired, "lease ended during GPU_SUBMIT");
+      reply_ok(reply, temp->reply);
+    });
+  };
+  ctx.sync([this, l, temp, cleanup, finish, reply](Result<void> r) mutable {
     // Back onto the strand: the context is used only there.
-    asio::post(l->strand, [this, l, temp, cleanup, outputs = std::move(outputs), reply,
-                           r = std::move(r)]() mutable {
+    asio::post(l->strand, [this, l, temp, cleanup, finish, reply, r = std::move(r)]() mutable {
       metrics_.sync_total.fetch_add(1, std::memory_order_relaxed);
       if (!r) {
         metrics_.sync_errors.fetch_add(1, std::memory_order_relaxed);
@@ -405,22 +468,33 @@ void Node::run_submit(std::shared_ptr<Lease> l, wire::GpuSubmitRequest req, Repl
         if (l->ctx && l->ctx->faulted())
           l->state.compare_exchange_strong(active, wire::LeaseState::kFaulted);
         cleanup();
+        if (!l->ctx)
+          return reply_error(reply, Status::kLeaseExpired,
+                             "lease ended during GPU_SUBMIT: " + r.error().message);
         return reply_error(reply, r.error());
       }
       if (!l->ctx)
         return reply_error(reply, Status::kLeaseExpired, "lease ended during GPU_SUBMIT");
-      wire::GpuSubmitReply out;
-      for (auto [arg, buf] : outputs) {
-        auto [addr, size] = temp->bufs[buf];
-        wire::SubmitOutput o{arg, Bytes(size)};
-        if (auto rd = l->ctx->mem_read(addr, o.data); !rd) {
-          cleanup();
-          return reply_error(reply, rd.error());
-        }
-        out.outputs.push_back(std::move(o));
+      auto& outs = temp->reply.outputs;
+      outs.reserve(temp->outputs.size());
+      for (auto [arg, buf] : temp->outputs) outs.push_back({arg, Bytes(temp->bufs[buf].second)});
+      if (outs.empty()) return finish();
+      {
+        std::lock_guard lk(temp->mu);
+        temp->reads_left = outs.size();
       }
-      cleanup();
-      reply_ok(reply, out);
+      for (size_t i = 0; i < outs.size(); ++i) {
+        auto [addr, size] = temp->bufs[temp->outputs[i].second];
+        l->ctx->mem_read_async(addr, outs[i].data, [temp, finish](Result<void> rd) {
+          bool last = false;
+          {
+            std::lock_guard lk(temp->mu);
+            if (!rd && !temp->error) temp->error = rd.error();
+            last = --temp->reads_left == 0;
+          }
+          if (last) finish();
+        });
+      }
     });
   });
 }
