@@ -604,6 +604,7 @@ class Parser {
     labels_.clear();
     label_refs_.clear();
     fixups_.clear();
+    spin_insts_.clear();
     shared_.clear();
     shared_order_.clear();
     local_.clear();
@@ -677,6 +678,12 @@ class Parser {
       auto it = labels_.find(name);
       if (it == labels_.end()) return fail(line, "undefined label " + name);
       k_.code[inst].imm = it->second;
+      // A backward branch closing a loop with a volatile load or an atomic:
+      // the warp scheduler lets other lanes run when such a loop spins.
+      if (it->second <= inst) {
+        auto sp = std::lower_bound(spin_insts_.begin(), spin_insts_.end(), it->second);
+        if (sp != spin_insts_.end() && *sp <= inst) k_.code[inst].mod |= kBraSpin;
+      }
     }
     // Ensure falling off the end terminates the thread.
     k_.code.push_back(Inst{Op::kRet});
@@ -972,7 +979,17 @@ class Parser {
     std::string_view opcode;
     uint32_t line;
     std::vector<Operand> ops;
+    bool has_pair = false;  // "d|p": the second destination of setp, shfl, match
+    Operand pair;
   };
+
+  static Ctx sub_ctx(const Ctx& c, const Operand& o) {
+    Ctx s;
+    s.opcode = c.opcode;
+    s.line = c.line;
+    s.ops.push_back(o);
+    return s;
+  }
 
   bool bad(const Ctx& c, const std::string& why) {
     return fail(c.line, "unsupported instruction '" + std::string(c.opcode) + "': " + why);
@@ -995,7 +1012,13 @@ class Parser {
       return true;
     }
     if (o.kind == Operand::kImm) {
-      if (t.is_pred) return bad(c, "immediate predicate");
+      if (t.is_pred) {
+        // mov.pred %p, 0 / 1
+        if (o.lit.kind != Literal::kInt || o.lit.bits > 1)
+          return bad(c, "a predicate immediate must be 0 or 1");
+        out = o.lit.bits ? kSlotTrue : kSlotZero;
+        return true;
+      }
       uint64_t bits = 0;
       if (!literal_bits(c, o.lit, t, bits)) return false;
       out = constant(bits);
@@ -1123,6 +1146,7 @@ class Parser {
   std::unordered_map<std::string, uint32_t> labels_;
   std::vector<std::tuple<uint32_t, std::string, uint32_t>> label_refs_;
   std::vector<Fixup> fixups_;
+  std::vector<uint32_t> spin_insts_;  // volatile loads and atomics of the kernel (sorted)
   std::map<std::string, SharedVar, std::less<>> module_shared_;
   std::vector<std::string> module_shared_order_;
   std::map<std::string, SharedVar, std::less<>> shared_;
@@ -1146,7 +1170,12 @@ bool Parser::instruction(const Token& first, Slot guard, bool guard_neg) {
     if (c.ops.size() >= 8) return bad(c, "too many operands");
     Operand o;
     if (!operand(o)) return false;
-    if (is_punct('|')) return bad(c, "two-destination setp is not supported");
+    if (is_punct('|')) {
+      if (!c.ops.empty() || c.has_pair) return bad(c, "'|' joins only the two destinations");
+      if (!advance()) return false;
+      if (!operand(c.pair)) return false;
+      c.has_pair = true;
+    }
     c.ops.push_back(std::move(o));
   }
   if (!advance()) return false;
@@ -1199,6 +1228,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     return true;
   };
   const uint32_t line = c.line;
+  if (c.has_pair && base != "setp" && base != "shfl" && base != "match")
+    return bad(c, "only setp, shfl and match have two destinations ('d|p')");
   auto int_op = [&](Op op, const TypeInfo& t, int nsrc) {
     if (t.is_float) return bad(c, "integer operation on a float type");
     if (!count(c, static_cast<size_t>(nsrc) + 1)) return false;
@@ -1448,6 +1479,27 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (!t.is_float) in.mod = t.bits;
     in.imm = static_cast<int64_t>(static_cast<uint32_t>(*cmp) | static_cast<uint32_t>(bop) << 8 |
                                   (cneg ? 1u << 10 : 0u));
+    if (c.has_pair) {
+      // setp p|q: q gets the complement of the comparison, combined alike.
+      Inst q = in;
+      Ctx pc = sub_ctx(c, c.pair);
+      if (!dst(pc, 0, p, q.d)) return false;
+      if (bop != BoolOp::kNone && (in.c == in.d || in.c == q.d))
+        return bad(c, "the predicate operand may not be one of the destinations");
+      static const Cmp kInverse[] = {Cmp::kNe,  Cmp::kEq,  Cmp::kGe,  Cmp::kGt,  Cmp::kLe,
+                                     Cmp::kLt,  Cmp::kNeu, Cmp::kEqu, Cmp::kGeu, Cmp::kGtu,
+                                     Cmp::kLeu, Cmp::kLtu, Cmp::kNan, Cmp::kNum};
+      Cmp inv = kInverse[static_cast<int>(*cmp)];
+      if (t.is_float) {
+        // The complement of an ordered comparison is the unordered opposite.
+        static const Cmp kFloatInverse[] = {Cmp::kNeu, Cmp::kEqu, Cmp::kGeu, Cmp::kGtu, Cmp::kLeu,
+                                            Cmp::kLtu, Cmp::kNe,  Cmp::kEq,  Cmp::kGe,  Cmp::kGt,
+                                            Cmp::kLe,  Cmp::kLt,  Cmp::kNan, Cmp::kNum};
+        inv = kFloatInverse[static_cast<int>(*cmp)];
+      }
+      q.imm = (in.imm & ~int64_t{0xff}) | static_cast<int64_t>(inv);
+      emit(q, line);
+    }
     emit(in, line);
     return true;
   }
@@ -1549,9 +1601,13 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (take("shared::cta")) sp = Space::kShared;
     // Cache, ordering and scope qualifiers do not change results here: the
     // sim runs one block per worker and global accesses are atomic.
+    // A loop around a volatile/acquire load or an atomic may be a spin
+    // loop (kBraSpin).
+    const bool spin_load = has("volatile") || has("acquire") || has("relaxed");
     for (auto q : {"volatile", "relaxed", "acquire", "release", "acq_rel", "weak", "nc", "ca", "cg",
                    "cs", "lu", "cv", "wb", "wt", "cta", "gpu", "sys"})
       (void)take(q);
+    if (spin_load || !(is_ld || is_st)) spin_insts_.push_back(static_cast<uint32_t>(k_.code.size()));
     if (sp == Space::kParam && !is_ld)
       return bad(c, "only ld.param is supported (st.param is for calls)");
     if (!one_type(t)) return false;
@@ -1599,7 +1655,7 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
       in.mod = static_cast<uint8_t>(in.mod | (nvec == 2 ? 1 : 2) << 6);
       uint32_t rl = 0;
       for (size_t e = 0; e < v.elems.size(); ++e) {
-        Ctx ec{c.opcode, c.line, {v.elems[e]}};
+        Ctx ec = sub_ctx(c, v.elems[e]);
         Slot r;
         if (is_ld) {
           if (!dst(ec, 0, t, r, !t.is_float)) return false;
@@ -1655,12 +1711,124 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     emit(in, line);
     return true;
   }
+  if (base == "shfl") {
+    if (!take("sync")) return bad(c, "only shfl.sync is supported (shfl without .sync is not valid for sm_70+)");
+    static const std::pair<std::string_view, uint8_t> kModes[] = {
+        {"up", 0}, {"down", 1}, {"bfly", 2}, {"idx", 3}};
+    int mode = -1;
+    for (const auto& [name, m] : kModes)
+      if (take(name)) {
+        if (mode >= 0) return bad(c, "two modes");
+        mode = m;
+      }
+    if (mode < 0) return bad(c, "needs .up, .down, .bfly or .idx");
+    if (!one_type(t) || !no_more()) return false;
+    if (t.bits != 32 || t.is_pred) return bad(c, "needs .b32");
+    if (!count(c, 5)) return false;
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    const TypeInfo p{Ty::kPred, 1, false, false, true};
+    Slot mm = 0, pd = kSlotSink;
+    if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, u32, in.b) ||
+        !src(c, 3, u32, in.c) || !src(c, 4, u32, mm))
+      return false;
+    if (c.has_pair) {
+      Ctx pc = sub_ctx(c, c.pair);
+      if (!dst(pc, 0, p, pd)) return false;
+    }
+    in.op = Op::kShfl;
+    in.mod = static_cast<uint8_t>(mode);
+    in.imm = static_cast<int64_t>(uint64_t{mm} | uint64_t{pd} << 32);
+    emit(in, line);
+    return true;
+  }
+  if (base == "vote") {
+    if (!take("sync"))
+      return bad(c, "only vote.sync is supported (vote without .sync is not valid for sm_70+)");
+    int mode = -1;
+    if (take("all")) mode = 0;
+    if (take("any")) mode = mode < 0 ? 1 : 9;
+    if (take("uni")) mode = mode < 0 ? 2 : 9;
+    if (take("ballot")) mode = mode < 0 ? 3 : 9;
+    if (mode < 0 || mode > 3) return bad(c, "needs one of .all, .any, .uni, .ballot");
+    if (!one_type(t) || !no_more()) return false;
+    if (mode == 3 ? (t.bits != 32 || t.is_pred) : !t.is_pred)
+      return bad(c, mode == 3 ? "ballot needs .b32" : "needs .pred");
+    if (!count(c, 3)) return false;
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    const TypeInfo p{Ty::kPred, 1, false, false, true};
+    const bool neg = c.ops[1].negated;
+    c.ops[1].negated = false;
+    if (!dst(c, 0, t, in.d) || !src(c, 1, p, in.a) || !src(c, 2, u32, in.b)) return false;
+    in.op = Op::kVote;
+    in.mod = static_cast<uint8_t>(mode | (neg ? 4 : 0));
+    emit(in, line);
+    return true;
+  }
+  if (base == "match") {
+    const bool any = take("any"), all = take("all");
+    if (!take("sync")) return bad(c, "needs .sync");
+    if (any == all) return bad(c, "needs .any or .all");
+    if (!one_type(t) || !no_more()) return false;
+    if ((t.bits != 32 && t.bits != 64) || t.is_pred || t.is_float) return bad(c, "needs .b32 or .b64");
+    if (!count(c, 3)) return false;
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    const TypeInfo p{Ty::kPred, 1, false, false, true};
+    if (!dst(c, 0, u32, in.d) || !src(c, 1, t, in.a) || !src(c, 2, u32, in.b)) return false;
+    in.c = kSlotSink;
+    if (c.has_pair) {
+      if (any) return bad(c, "match.any has no predicate destination");
+      Ctx pc = sub_ctx(c, c.pair);
+      if (!dst(pc, 0, p, in.c)) return false;
+    }
+    in.op = Op::kMatch;
+    in.mod = all ? 1 : 0;
+    emit(in, line);
+    return true;
+  }
+  if (base == "redux") {
+    if (!take("sync")) return bad(c, "needs .sync");
+    static const std::pair<std::string_view, uint8_t> kOps[] = {
+        {"add", 0}, {"min", 1}, {"max", 2}, {"and", 3}, {"or", 4}, {"xor", 5}};
+    int op = -1;
+    for (const auto& [name, o] : kOps)
+      if (take(name)) {
+        if (op >= 0) return bad(c, "two operations");
+        op = o;
+      }
+    if (op < 0) return bad(c, "needs .add, .min, .max, .and, .or or .xor");
+    if (!one_type(t) || !no_more()) return false;
+    if (t.bits != 32 || t.is_float || t.is_pred)
+      return bad(c, "needs .u32, .s32 or .b32 (float redux is not supported)");
+    if (!count(c, 3)) return false;
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, u32, in.b)) return false;
+    in.op = Op::kRedux;
+    in.mod = static_cast<uint8_t>(op | (t.is_signed ? 8 : 0));
+    emit(in, line);
+    return true;
+  }
+  if (base == "activemask") {
+    if (!one_type(t) || !no_more() || !count(c, 1)) return false;
+    if (t.bits != 32 || t.is_pred) return bad(c, "needs .b32");
+    if (!dst(c, 0, t, in.d)) return false;
+    in.op = Op::kActiveMask;
+    emit(in, line);
+    return true;
+  }
+  if (base == "bar" && has("warp")) {
+    (void)take("warp");
+    if (!take("sync") || !no_more() || !types.empty()) return bad(c, "expects bar.warp.sync membermask");
+    if (!count(c, 1)) return false;
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    if (!src(c, 0, u32, in.a)) return false;
+    in.op = Op::kWarpSync;
+    emit(in, line);
+    return true;
+  }
   if (base == "bar" || base == "barrier") {
     // bar.sync / bar.sync.aligned / barrier.sync[.aligned] id [, count]
     const bool sync = take("sync");
     (void)take("aligned");
-    if (!sync && base == "bar" && !other.empty() && other.front() == "warp")
-      return bad(c, "bar.warp.sync is not supported");
     if (!sync || !no_more() || !types.empty())
       return bad(c, "only bar.sync / barrier.sync are supported");
     if (c.ops.empty() || c.ops.size() > 2)

@@ -141,8 +141,18 @@ enum class Op : uint16_t {
   kLdVec,
   kStVec,  // c = index into Kernel::vec_slots, b = space, Inst::mod as above + count << 6
   kAtom,   // d = atom(op, [a + imm], b[, c]); Inst::mod = AtomOp | type << 4; Inst::neg>>1 = space
+  // warp-synchronous; every one waits until the lanes of its membermask
+  // (operand slot named below) that have not exited arrive at it
+  kShfl,        // d = a of lane j (b: lane/offset, c: clamp|segmask); mod = mode (0 up, 1 down,
+                // 2 bfly, 3 idx); imm = membermask slot | predicate destination slot << 32
+  kVote,        // d = vote(a); mod = 0 all, 1 any, 2 uni, 3 ballot | 4 (a negated); b = membermask
+  kMatch,       // d = lanes with a equal; mod = 0 any, 1 all; b = membermask; c = predicate dest
+  kRedux,       // d = reduce(a) over the lanes; mod = 0 add, 1 min, 2 max, 3 and, 4 or, 5 xor
+                // | 8 (signed); b = membermask
+  kActiveMask,  // d = the lanes executing this instruction together
+  kWarpSync,    // bar.warp.sync a: waits only
   // control
-  kBra,  // pc = imm
+  kBra,  // pc = imm; mod & kBraSpin: the loop it closes has atomics or volatile loads
   kBar,  // bar.sync / barrier.sync: wait for the block's other threads
   kRet,  // ret / exit: the thread is done
 };
@@ -150,6 +160,7 @@ enum class Op : uint16_t {
 inline constexpr uint8_t kFlagFtz = 1;
 inline constexpr uint8_t kFlagSat = 2;
 inline constexpr uint8_t kLdSigned = 4;
+inline constexpr uint8_t kBraSpin = 1;  // on a backward kBra
 
 // State spaces of memory operands.
 enum class Space : uint8_t { kGlobal = 0, kShared = 1, kLocal = 2, kParam = 3, kGeneric = 4 };
