@@ -7,8 +7,8 @@ add_library(gpulease_node
   src/metrics.cpp
   src/net.cpp
   src/node.cpp
-  src/node_session.cpp
   src/leases/admission.cpp
+  src/leases/lease_executor.cpp
 )
 target_include_directories(gpulease_node PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_link_libraries(gpulease_node PUBLIC

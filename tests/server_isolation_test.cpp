@@ -16,7 +16,7 @@ using namespace std::chrono_literals;
 
 server::NodeConfig busy_config() {
   auto c = TestNode::small_config();
-  c.device_threads = 2;              // fewer workers than spinning tenants
+  c.device_threads = 2;               // fewer workers than spinning tenants
   c.instruction_budget = 1ull << 31;  // the bound on a spinner if nothing stops it
   c.watchdog_ms = 0;
   return c;
@@ -25,8 +25,7 @@ server::NodeConfig busy_config() {
 // A tenant whose lease runs the `spin` kernel, then queues a MEM_WRITE and
 // a SYNC behind it on its own connection (replies read later).
 struct Spinner {
-  Spinner(TestNode& node, const std::string& tenant)
-      : c(node.port()), tok(node.token(tenant)) {
+  Spinner(TestNode& node, const std::string& tenant) : c(node.port()), tok(node.token(tenant)) {
     lease = acquire(c, tok);
     flag = alloc(c, lease, tok, 64);
     uint64_t mod = load_module(c, lease, tok, ptx("faults.ptx"));
@@ -96,12 +95,10 @@ TEST(Isolation, ReleaseStopsARunningKernelAndReturnsTheMemoryAtOnce) {
   TestNode node(busy_config());
   Spinner s(node, "alice");
   RawClient other(node.port());
-  EXPECT_EQ(other.call(Opcode::kLeaseRelease, s.lease, s.tok, wire::Empty{}).status(),
-            Status::kOk);
+  EXPECT_EQ(other.call(Opcode::kLeaseRelease, s.lease, s.tok, wire::Empty{}).status(), Status::kOk);
   expect_cancelled(s);
   // Ops on the ended lease: LEASE_EXPIRED.
-  EXPECT_EQ(s.c.call(Opcode::kSync, s.lease, s.tok, wire::Empty{}).status(),
-            Status::kLeaseExpired);
+  EXPECT_EQ(s.c.call(Opcode::kSync, s.lease, s.tok, wire::Empty{}).status(), Status::kLeaseExpired);
   auto hello = other.call(Opcode::kHello, 0, {}, wire::HelloRequest{}).as<wire::HelloReply>();
   EXPECT_EQ(hello.devices[0].free_bytes, hello.devices[0].total_bytes);
 }

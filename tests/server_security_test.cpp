@@ -139,9 +139,9 @@ TEST_F(SecurityTest, ALeaseBoundTokenCanNeitherAcquireNorList) {
   Bytes bound = node_.token("alice", capability::kAllPermissions, 600, lease);
   // Naming its own lease in the header does not make an acquire or a list legal.
   for (uint64_t hdr : {uint64_t{0}, lease}) {
-    EXPECT_EQ(c_.call(Opcode::kLeaseAcquire, hdr, bound, wire::LeaseAcquireRequest{1 << 20, 60})
-                  .status(),
-              Status::kPermissionDenied)
+    EXPECT_EQ(
+        c_.call(Opcode::kLeaseAcquire, hdr, bound, wire::LeaseAcquireRequest{1 << 20, 60}).status(),
+        Status::kPermissionDenied)
         << hdr;
     EXPECT_EQ(c_.call(Opcode::kLeaseList, hdr, bound, wire::Empty{}).status(),
               Status::kPermissionDenied)

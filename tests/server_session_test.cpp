@@ -442,6 +442,27 @@ TEST_F(SessionTest, AcquireWithTheSameIdempotencyKeyReturnsTheSameLease) {
             a.lease_id);
 }
 
+TEST_F(SessionTest, AnIdempotencyKeyReusedWithOtherParametersIsAConflict) {
+  wire::LeaseAcquireRequest req{1 << 20, 60};
+  req.idempotency_key[0] = 7;
+  auto first = c_.call(Opcode::kLeaseAcquire, 0, tok_, req);
+  ASSERT_EQ(first.status(), Status::kOk);
+  for (int field = 0; field < 4; ++field) {
+    wire::LeaseAcquireRequest other = req;
+    if (field == 0) other.min_vram = 2 << 20;
+    if (field == 1) other.ttl_s = 61;
+    if (field == 2) other.flags = wire::kAcquireReleaseOnDisconnect;
+    if (field == 3) other.device = 0;
+    auto r = c_.call(Opcode::kLeaseAcquire, 0, tok_, other);
+    EXPECT_EQ(r.status(), Status::kIdempotencyConflict) << field << ": " << r.message();
+  }
+  // The same parameters still get the first lease; nothing else was acquired.
+  auto again = c_.call(Opcode::kLeaseAcquire, 0, tok_, req).as<wire::LeaseAcquireReply>();
+  EXPECT_EQ(again.lease_id, first.as<wire::LeaseAcquireReply>().lease_id);
+  auto list = c_.call(Opcode::kLeaseList, 0, tok_, wire::Empty{}).as<wire::LeaseListReply>();
+  EXPECT_EQ(list.leases.size(), 1u);
+}
+
 TEST_F(SessionTest, RenewExtendsTheLeaseButNeverPastTheToken) {
   uint64_t lease = acquire(c_, tok_, 1 << 20, 5);
   auto before =

@@ -762,7 +762,9 @@ class CudaContext final : public DeviceContext {
   // then waits only for its own copy), else on the op thread.
   bool run_inline() { return ops_.idle() && core_->inflight_count() == 0; }
 
-  static Error expired() { return make_error(Status::kLeaseExpired, "lease ended before this op ran"); }
+  static Error expired() {
+    return make_error(Status::kLeaseExpired, "lease ended before this op ran");
+  }
 
   void mem_free_async(uint64_t addr, Completion done) override {
     LeaseCore& c = *core_;
@@ -1022,8 +1024,9 @@ class CudaContext final : public DeviceContext {
           if (!uu.resume()) return;
         }
         if (auto r = issue(uu, fn, req); !r) {
-          cc.fail(make_error(Status::kSyncFailed, "launch of kernel '" + req.kernel +
-                                                      "' failed when issued: " + r.error().message));
+          cc.fail(make_error(
+              Status::kSyncFailed,
+              "launch of kernel '" + req.kernel + "' failed when issued: " + r.error().message));
         }
       });
       return {};

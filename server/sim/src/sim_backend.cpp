@@ -66,7 +66,9 @@ using Done = std::function<void(Result<void>)>;
 // without it, a chunk of whole blocks. Returns true once the launch is done.
 template <typename L>
 bool run_piece(L& l, uint64_t slice, uint64_t first, uint64_t count) {
-  if constexpr (requires { { l.run_slice(slice) } -> std::same_as<bool>; }) {
+  if constexpr (requires {
+                  { l.run_slice(slice) } -> std::same_as<bool>;
+                }) {
     (void)first;
     (void)count;
     return l.run_slice(slice);
@@ -78,7 +80,9 @@ bool run_piece(L& l, uint64_t slice, uint64_t first, uint64_t count) {
 }
 template <typename L>
 constexpr bool has_run_slice() {
-  return requires(L& l) { l.run_slice(uint64_t{}); };
+  return requires(L & l) {
+    l.run_slice(uint64_t{});
+  };
 }
 
 // One launch in the pool. Guarded by the pool's mutex.
@@ -300,8 +304,9 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
         }
         queue_.clear();
         if (!failed.empty()) {
-          const Error e = closing_ ? make_error(Status::kLeaseExpired, "lease ended before this op ran")
-                                   : make_error(Status::kLeaseFaulted, "lease faulted: " + fault_);
+          const Error e = closing_
+                              ? make_error(Status::kLeaseExpired, "lease ended before this op ran")
+                              : make_error(Status::kLeaseFaulted, "lease faulted: " + fault_);
           ++delivering_;
           lk.unlock();
           for (auto& i : failed)
@@ -703,8 +708,7 @@ class SimContext final : public DeviceContext {
 class SimBackend final : public server::DeviceBackend {
  public:
   explicit SimBackend(const SimConfig& cfg)
-      : cfg_(cfg),
-        pool_(std::make_shared<WorkerPool>(cfg.worker_threads, cfg.slice_instructions)) {
+      : cfg_(cfg), pool_(std::make_shared<WorkerPool>(cfg.worker_threads, cfg.slice_instructions)) {
     uint16_t index = 0;
     for (const SimDeviceConfig& d : cfg.devices) {
       auto s = std::make_shared<DeviceState>();

@@ -54,7 +54,7 @@ class Reservation {
 
 struct AdmissionLimits {
   uint32_t tenant_max_leases = 64;
-  uint64_t tenant_max_bytes = 0;   // 0 = no limit
+  uint64_t tenant_max_bytes = 0;  // 0 = no limit
 };
 
 class Admission {
@@ -86,10 +86,10 @@ class Admission {
   void give_back(const Reservation& r);
 
   struct DeviceSlot {
-    DeviceInfo info;          // fixed at construction
-    uint64_t capacity = 0;    // bytes leases may take (quota + overhead)
-    uint64_t committed = 0;   // GUARDED_BY(mu_)
-    uint32_t leases = 0;      // GUARDED_BY(mu_)
+    DeviceInfo info;              // fixed at construction
+    uint64_t capacity = 0;        // bytes leases may take (quota + overhead)
+    uint64_t committed = 0;       // GUARDED_BY(mu_)
+    uint32_t leases = 0;          // GUARDED_BY(mu_)
     bool exclusive_held = false;  // GUARDED_BY(mu_)
   };
   struct TenantUsage {

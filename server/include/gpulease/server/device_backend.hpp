@@ -91,8 +91,7 @@ class DeviceContext {
   // REQUIRES: [addr, addr+data.size()) lies inside one live allocation, and
   // `data` stays valid until `done` is called. Ordered after every earlier
   // launch.
-  virtual void mem_write_async(uint64_t addr, std::span<const std::byte> data,
-                               Completion done) = 0;
+  virtual void mem_write_async(uint64_t addr, std::span<const std::byte> data, Completion done) = 0;
   // REQUIRES: [addr, addr+out.size()) lies inside one live allocation, and
   // `out` stays valid until `done` is called. Ordered after every earlier
   // launch: reads see their results.
