@@ -296,17 +296,20 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
     for (;;) {
       if (!fault_.empty() || closing_) {
         // Launches queued after a fault are abandoned (as on a GPU context
-        // with a sticky error); host ops behind them fail.
+        // with a sticky error); host ops still run (the node refuses every
+        // op of a faulted lease itself). A closing context runs nothing.
         std::vector<std::shared_ptr<Item>> failed;
-        for (auto& i : queue_) {
-          if (i->launch) completed_ = std::max(completed_, i->seq);
-          failed.push_back(std::move(i));
+        for (auto it = queue_.begin(); it != queue_.end();) {
+          if (!closing_ && !(*it)->launch) {
+            ++it;
+            continue;
+          }
+          if ((*it)->launch) completed_ = std::max(completed_, (*it)->seq);
+          failed.push_back(std::move(*it));
+          it = queue_.erase(it);
         }
-        queue_.clear();
         if (!failed.empty()) {
-          const Error e = closing_
-                              ? make_error(Status::kLeaseExpired, "lease ended before this op ran")
-                              : make_error(Status::kLeaseFaulted, "lease faulted: " + fault_);
+          const Error e = make_error(Status::kLeaseExpired, "lease ended before this op ran");
           ++delivering_;
           lk.unlock();
           for (auto& i : failed)
