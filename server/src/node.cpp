@@ -108,6 +108,14 @@ uint64_t Node::expiry_for(uint32_t ttl_s, const capability::Claims& c) const {
 
 // ---- Entry --------------------------------------------------------------------
 
+Result<capability::Claims> Node::verify_token(const wire::FrameHeader& h, ByteSpan token) {
+  capability::VerifyRequest vr;
+  vr.opcode = h.opcode;
+  vr.frame_lease_id = h.lease_id;
+  vr.now_unix_s = static_cast<int64_t>(now_unix_ms() / 1000);
+  return verifier_->verify(token, vr);
+}
+
 void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint64_t conn_id,
                   ReplyFn reply) {
   auto start = std::chrono::steady_clock::now();

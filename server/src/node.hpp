@@ -57,6 +57,12 @@ class Node {
   void handle(const wire::FrameHeader& h, std::shared_ptr<wire::Bytes> body, uint64_t conn_id,
               ReplyFn reply);
 
+  // Token steps 1-8 (docs/TOKENS.md) for a frame whose header decoded: the
+  // network layer calls this on the token section before it buffers the
+  // payload ("authenticate before buffering"). Thread-safe.
+  [[nodiscard]] Result<capability::Claims> verify_token(const wire::FrameHeader& h,
+                                                        wire::ByteSpan token);
+
   // Connection bookkeeping: a release-on-disconnect lease is published only
   // while its connection is open, and ends when it closes.
   void connection_opened(uint64_t conn_id);
