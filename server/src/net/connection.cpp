@@ -167,7 +167,10 @@ awaitable<bool> Connection::fill(size_t n) {
 
 awaitable<bool> Connection::discard(size_t n, XXH3_state_t* hash) {
   while (n > 0) {
-    if (buffered() == 0 && !co_await fill(1)) co_return false;
+    if (buffered() == 0) {
+      const bool ok = co_await fill(1);
+      if (!ok) co_return false;
+    }
     size_t take = std::min(n, buffered());
     if (hash) XXH3_64bits_update(hash, in_.data() + rpos_, take);
     rpos_ += take;
@@ -214,21 +217,25 @@ awaitable<bool> Connection::handle_bad_header(const wire::HeaderBytes& hb, const
                      e.status == Status::kFrameTooLarge || !lengths_ok;
   reject(rid, lid, bad_magic ? 0 : raw_op, e.status, e.message, fatal);
   if (fatal) co_return false;
-  co_return co_await discard(size_t{token_len} + payload_len, nullptr);
+  const size_t body_len = size_t{token_len} + payload_len;
+  const bool ok = co_await discard(body_len, nullptr);
+  co_return ok;
 }
 
 // A frame refused after its header and token were read (steps 8 and the
 // node's BUSY): the payload is read and dropped, never buffered. For any
 // refusal but UNAUTHENTICATED the checksum (step 9) still comes first.
-awaitable<bool> Connection::refuse_body(const wire::FrameHeader& h, Status s,
-                                        const std::string& msg, bool check_checksum) {
-  if (!co_await discard(h.payload_len, check_checksum ? hash_ : nullptr)) co_return false;
-  if (check_checksum && XXH3_64bits_digest(hash_) != h.checksum) {
+awaitable<bool> Connection::refuse_body(const Refusal& r) {
+  const wire::FrameHeader& h = r.header;
+  XXH3_state_t* hash = r.check_checksum ? hash_ : nullptr;
+  const bool ok = co_await discard(r.header.payload_len, hash);
+  if (!ok) co_return false;
+  if (r.check_checksum && XXH3_64bits_digest(hash_) != h.checksum) {
     reject(h.request_id, h.lease_id, static_cast<uint16_t>(h.opcode), Status::kChecksumMismatch,
            "frame checksum mismatch", true);
     co_return false;
   }
-  reject(h.request_id, h.lease_id, static_cast<uint16_t>(h.opcode), s, msg, false);
+  reject(h.request_id, h.lease_id, static_cast<uint16_t>(h.opcode), r.status, r.message, false);
   co_return true;
 }
 
@@ -239,17 +246,21 @@ awaitable<void> Connection::read_loop() {
     last_activity_ = Clock::now();
     // Bounded reply queue: no new frame while replies wait to be written.
     while (reply_bytes_ >= reply_bound()) {
-      if (!co_await wait_signal()) co_return;
+      const bool ok = co_await wait_signal();
+      if (!ok) co_return;
     }
     if (buffered() > 0) start_frame();
-    if (!co_await fill(wire::kHeaderSize)) co_return;
+    const bool have_header = co_await fill(wire::kHeaderSize);
+    if (!have_header) co_return;
     std::memcpy(hb.data(), in_.data() + rpos_, hb.size());
     rpos_ += hb.size();
 
     // Steps 1-7: the header alone, decoded once, before any allocation.
     auto dh = wire::decode_header(hb, cfg_.limits);
     if (!dh) {
-      if (!co_await handle_bad_header(hb, dh.error())) co_return;
+      const Error err = dh.error();
+      const bool ok = co_await handle_bad_header(hb, err);
+      if (!ok) co_return;
       continue;
     }
     const wire::FrameHeader h = *dh;
@@ -258,13 +269,16 @@ awaitable<void> Connection::read_loop() {
       node_.metrics().bad_frames.fetch_add(1, std::memory_order_relaxed);
       reject(h.request_id, h.lease_id, raw_op, Status::kBadFrame,
              "a reply frame was sent to the node", false);
-      if (!co_await discard(size_t{h.token_len} + h.payload_len, nullptr)) co_return;
+      const size_t skip = size_t{h.token_len} + h.payload_len;
+      const bool ok = co_await discard(skip, nullptr);
+      if (!ok) co_return;
       continue;
     }
 
     // Step 8: the token section (<= max_token_bytes, inside the input
     // buffer) is verified before the payload is buffered.
-    if (!co_await fill(h.token_len)) co_return;
+    const bool have_token = co_await fill(h.token_len);
+    if (!have_token) co_return;
     ByteSpan token(in_.data() + rpos_, h.token_len);
     {
       wire::HeaderBytes zeroed = hb;
@@ -281,8 +295,9 @@ awaitable<void> Connection::read_loop() {
         node_.metrics().auth_failed(claims.status());
         node_.metrics().frame_done(h.opcode, claims.status(), 0);
         const bool unauth = claims.status() == Status::kUnauthenticated;
-        if (!co_await refuse_body(h, claims.status(), claims.error().message, !unauth))
-          co_return;
+        const Refusal r{h, claims.status(), claims.error().message, !unauth};
+        const bool ok = co_await refuse_body(r);
+        if (!ok) co_return;
         continue;
       }
       tenant = std::move(claims->tenant);
@@ -290,13 +305,13 @@ awaitable<void> Connection::read_loop() {
     } else if (h.payload_len > cfg_.limits.max_ping_bytes) {
       // A frame without a token is held within a small fixed allowance.
       rpos_ += h.token_len;
-      if (!co_await refuse_body(h, Status::kFrameTooLarge,
-                                "payload of " + std::to_string(h.payload_len) +
-                                    " bytes exceeds the " +
-                                    std::to_string(cfg_.limits.max_ping_bytes) +
-                                    "-byte limit of a frame without a token",
-                                true))
-        co_return;
+      const Refusal r{h, Status::kFrameTooLarge,
+                      "payload of " + std::to_string(h.payload_len) + " bytes exceeds the " +
+                          std::to_string(cfg_.limits.max_ping_bytes) +
+                          "-byte limit of a frame without a token",
+                      true};
+      const bool ok = co_await refuse_body(r);
+      if (!ok) co_return;
       continue;
     }
     if (inflight_.load() >= cfg_.limits.max_inflight || srv_.draining()) {
@@ -304,7 +319,9 @@ awaitable<void> Connection::read_loop() {
       std::string msg = srv_.draining() ? "node is draining"
                                         : "too many requests in flight (limit " +
                                               std::to_string(cfg_.limits.max_inflight) + ")";
-      if (!co_await refuse_body(h, Status::kBusy, msg, true)) co_return;
+      const Refusal r{h, Status::kBusy, std::move(msg), true};
+      const bool ok = co_await refuse_body(r);
+      if (!ok) co_return;
       continue;
     }
 
@@ -325,7 +342,8 @@ awaitable<void> Connection::read_loop() {
         });
         continue;
       }
-      if (!co_await wait_signal()) {
+      const bool ok = co_await wait_signal();
+      if (!ok) {
         srv_.frame_budget().remove_waiter(waiter);
         co_return;
       }
@@ -352,7 +370,8 @@ awaitable<void> Connection::read_loop() {
         continue;
       }
       if (body_len - off < kDirectRead) {
-        if (!co_await fill(1)) co_return;
+        const bool ok = co_await fill(1);
+        if (!ok) co_return;
         continue;
       }
       asio::error_code ec;
@@ -384,7 +403,8 @@ awaitable<void> Connection::read_loop() {
       if (m) promised = wire::kHeaderSize + uint64_t{m->length};
     }
     while (reply_bytes_ > 0 && reply_bytes_ + promised > reply_bound()) {
-      if (!co_await wait_signal()) co_return;
+      const bool ok = co_await wait_signal();
+      if (!ok) co_return;
     }
     // Counted before the draining check, so a drain that sees no request in
     // flight can be sure none is about to enter the node.

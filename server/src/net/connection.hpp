@@ -82,14 +82,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::awaitable<void> watchdog();
   asio::awaitable<void> wait_closed();
 
+  struct Refusal {
+    wire::FrameHeader header;
+    wire::Status status;
+    std::string message;
+    bool check_checksum;
+  };
+
   // Reader helpers; each returns false when the connection is done (closed,
   // read error, end of stream).
   asio::awaitable<bool> fill(size_t n);
   asio::awaitable<bool> discard(size_t n, XXH3_state_t* hash);
   asio::awaitable<bool> wait_signal();
   asio::awaitable<bool> handle_bad_header(const wire::HeaderBytes& hb, const Error& e);
-  asio::awaitable<bool> refuse_body(const wire::FrameHeader& h, wire::Status s,
-                                    const std::string& msg, bool check_checksum);
+  // Coroutines: every co_await of these is a statement of its own, with
+  // arguments that are named objects of the caller (g++ 12 mishandles
+  // temporaries and short-circuits around co_await).
+  asio::awaitable<bool> refuse_body(const Refusal& r);
 
   [[nodiscard]] size_t buffered() const { return wpos_ - rpos_; }
   [[nodiscard]] uint64_t reply_bound() const;
