@@ -222,20 +222,28 @@ awaitable<bool> Connection::handle_bad_header(const wire::HeaderBytes& hb, const
   co_return ok;
 }
 
-// A frame refused after its header and token were read (steps 8 and the
-// node's BUSY): the payload is read and dropped, never buffered. For any
-// refusal but UNAUTHENTICATED the checksum (step 9) still comes first.
+// A frame refused after its header and token were read: the payload is read
+// and dropped, never buffered. UNAUTHENTICATED (step 8) and a tokenless frame
+// past its allowance are answered at once; for the other token refusals and
+// BUSY the checksum (step 9) still comes first.
 awaitable<bool> Connection::refuse_body(const Refusal& r) {
   const wire::FrameHeader& h = r.header;
-  XXH3_state_t* hash = r.check_checksum ? hash_ : nullptr;
-  const bool ok = co_await discard(r.header.payload_len, hash);
+  const auto raw_op = static_cast<uint16_t>(h.opcode);
+  if (!r.check_checksum) {
+    // Answered before the payload arrives; the stream stays in step.
+    reject(h.request_id, h.lease_id, raw_op, r.status, r.message, false);
+    const bool ok = co_await discard(h.payload_len, nullptr);
+    co_return ok;
+  }
+  const bool ok = co_await discard(h.payload_len, hash_);
   if (!ok) co_return false;
-  if (r.check_checksum && XXH3_64bits_digest(hash_) != h.checksum) {
-    reject(h.request_id, h.lease_id, static_cast<uint16_t>(h.opcode), Status::kChecksumMismatch,
-           "frame checksum mismatch", true);
+  if (XXH3_64bits_digest(hash_) != h.checksum) {
+    node_.metrics().bad_frames.fetch_add(1, std::memory_order_relaxed);
+    reject(h.request_id, h.lease_id, raw_op, Status::kChecksumMismatch, "frame checksum mismatch",
+           true);
     co_return false;
   }
-  reject(h.request_id, h.lease_id, static_cast<uint16_t>(h.opcode), r.status, r.message, false);
+  reject(h.request_id, h.lease_id, raw_op, r.status, r.message, false);
   co_return true;
 }
 
@@ -309,7 +317,7 @@ awaitable<void> Connection::read_loop() {
                       "payload of " + std::to_string(h.payload_len) + " bytes exceeds the " +
                           std::to_string(cfg_.limits.max_ping_bytes) +
                           "-byte limit of a frame without a token",
-                      true};
+                      false};
       const bool ok = co_await refuse_body(r);
       if (!ok) co_return;
       continue;
