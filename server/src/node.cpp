@@ -117,7 +117,7 @@ Result<capability::Claims> Node::verify_token(const wire::FrameHeader& h, ByteSp
 }
 
 void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint64_t conn_id,
-                  ReplyFn reply) {
+                  ReplyFn reply, const capability::Claims* verified) {
   auto start = std::chrono::steady_clock::now();
   // Counted until answered, so shutdown() can wait for every request that got
   // past the check below before it stops the device pool.
@@ -136,6 +136,10 @@ void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint6
   ByteSpan token(body->data(), h.token_len);
   if (!capability::requires_token(h.opcode)) {
     dispatch(h, nullptr, std::move(body), conn_id, std::move(timed));
+    return;
+  }
+  if (verified) {  // verify_token() passed on this frame's token just now
+    dispatch(h, verified, std::move(body), conn_id, std::move(timed));
     return;
   }
   capability::VerifyRequest vr;

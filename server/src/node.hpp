@@ -54,8 +54,10 @@ class Node {
 
   // Handles one request frame whose header was validated and checksum
   // verified. `body` holds the token section followed by the payload.
+  // `verified`: the claims verify_token() returned for this frame's token
+  // (the token is then not verified again); null: handle() verifies it.
   void handle(const wire::FrameHeader& h, std::shared_ptr<wire::Bytes> body, uint64_t conn_id,
-              ReplyFn reply);
+              ReplyFn reply, const capability::Claims* verified = nullptr);
 
   // Token steps 1-8 (docs/TOKENS.md) for a frame whose header decoded: the
   // network layer calls this on the token section before it buffers the

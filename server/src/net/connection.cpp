@@ -17,6 +17,7 @@
 #include <asio/write.hpp>
 
 #include <cstring>
+#include <optional>
 
 #include "gpulease/capability/permissions.hpp"
 #include "log.hpp"
@@ -44,6 +45,9 @@ constexpr size_t kMaxTransfer = 16u << 20;
 // What the reply to a request is assumed to need before it exists (an
 // error message at most), except MEM_READ, whose length is known.
 constexpr uint64_t kSmallReplyBytes = wire::kHeaderSize + 1024;
+
+// Token claims older than this at dispatch are verified again.
+constexpr auto kReverifyAfter = std::chrono::milliseconds(500);
 
 // A frame body: its bytes, their reservation against the frame-bytes budget,
 // and the pool large buffers go back to. Destroyed when the last reference to
@@ -296,6 +300,8 @@ awaitable<void> Connection::read_loop() {
       XXH3_64bits_update(hash_, token.data(), token.size());
     }
     std::string tenant;  // empty: a frame that needs no token
+    std::optional<capability::Claims> verified;
+    Clock::time_point verified_at{};
     if (capability::requires_token(h.opcode)) {
       auto claims = node_.verify_token(h, token);
       if (!claims) {
@@ -308,7 +314,9 @@ awaitable<void> Connection::read_loop() {
         if (!ok) co_return;
         continue;
       }
-      tenant = std::move(claims->tenant);
+      verified = std::move(claims).value();
+      verified_at = Clock::now();
+      tenant = verified->tenant;
       authenticated_ = true;
     } else if (h.payload_len > cfg_.limits.max_ping_bytes) {
       // A frame without a token is held within a small fixed allowance.
@@ -425,6 +433,9 @@ awaitable<void> Connection::read_loop() {
       continue;
     }
     reply_bytes_ += promised;
+    // Claims checked more than a moment ago (a slow payload) are checked
+    // again by the node, so expiry and revocation apply at dispatch.
+    if (verified && Clock::now() - verified_at > kReverifyAfter) verified.reset();
     std::shared_ptr<Bytes> body(holder, &holder->bytes);
     node_.handle(h, std::move(body), id_,
                  [self = shared_from_this(), h, raw_op, promised](Status s, Bytes p) {
@@ -433,7 +444,8 @@ awaitable<void> Connection::read_loop() {
                    self->inflight_.fetch_sub(1);
                    self->srv_.inflight_total.fetch_sub(1);
                    self->send(h, raw_op, s, std::move(p), promised);
-                 });
+                 },
+                 verified ? &*verified : nullptr);
   }
 }
 
