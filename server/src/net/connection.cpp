@@ -16,6 +16,11 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <array>
+#include <cerrno>
 #include <cstring>
 #include <optional>
 
@@ -45,6 +50,7 @@ constexpr size_t kMaxTransfer = 16u << 20;
 // What the reply to a request is assumed to need before it exists (an
 // error message at most), except MEM_READ, whose length is known.
 constexpr uint64_t kSmallReplyBytes = wire::kHeaderSize + 1024;
+constexpr size_t kSendFailed = SIZE_MAX;
 
 // Token claims older than this at dispatch are verified again.
 constexpr auto kReverifyAfter = std::chrono::milliseconds(500);
@@ -199,7 +205,7 @@ void Connection::reject(uint64_t request_id, uint64_t lease_id, uint16_t raw_op,
   OutFrame f;
   f.payload = message_bytes(msg);
   f.header = wire::encode_header(h, {}, f.payload);
-  enqueue(std::move(f), 0);
+  queue_reply(std::move(f), 0);
 }
 
 // Steps 1-7 of the frame check order failed. Magic, version and lengths:
@@ -257,7 +263,7 @@ awaitable<void> Connection::read_loop() {
     mid_frame_ = false;
     last_activity_ = Clock::now();
     // Bounded reply queue: no new frame while replies wait to be written.
-    while (reply_bytes_ >= reply_bound()) {
+    while (reply_bytes_.load() >= reply_bound()) {
       const bool ok = co_await wait_signal();
       if (!ok) co_return;
     }
@@ -418,7 +424,7 @@ awaitable<void> Connection::read_loop() {
           ByteSpan(b.data() + h.token_len, h.payload_len), cfg_.limits);
       if (m) promised = wire::kHeaderSize + uint64_t{m->length};
     }
-    while (reply_bytes_ > 0 && reply_bytes_ + promised > reply_bound()) {
+    while (reply_bytes_.load() > 0 && reply_bytes_.load() + promised > reply_bound()) {
       const bool ok = co_await wait_signal();
       if (!ok) co_return;
     }
@@ -432,7 +438,7 @@ awaitable<void> Connection::read_loop() {
       reject(h.request_id, h.lease_id, raw_op, Status::kBusy, "node is draining", false);
       continue;
     }
-    reply_bytes_ += promised;
+    reply_bytes_.fetch_add(promised);
     // Claims checked more than a moment ago (a slow payload) are checked
     // again by the node, so expiry and revocation apply at dispatch.
     if (verified && Clock::now() - verified_at > kReverifyAfter) verified.reset();
@@ -462,7 +468,7 @@ awaitable<void> Connection::watchdog() {
       auto idle_at = last_activity_ + std::chrono::milliseconds(cfg_.idle_timeout_ms);
       if (now >= idle_at) {
         // A client waiting for a long SYNC, or for its replies, is not idle.
-        if (inflight_.load() > 0 || writing_ || !outq_.empty()) {
+        if (inflight_.load() > 0 || !write_idle()) {
           last_activity_ = now;
           idle_at = now + std::chrono::milliseconds(cfg_.idle_timeout_ms);
         } else {
@@ -471,7 +477,7 @@ awaitable<void> Connection::watchdog() {
       }
       next = std::min(next, idle_at);
     }
-    if (writing_) {
+    if (async_writing_) {
       auto stall_at = write_progress_ + std::chrono::milliseconds(cfg_.frame_timeout_ms);
       if (now >= stall_at) reason = "not reading its replies";
       next = std::min(next, stall_at);
@@ -501,38 +507,95 @@ void Connection::send(const wire::FrameHeader& req, uint16_t raw_opcode, Status 
   OutFrame f;
   f.payload = std::move(payload);
   f.header = wire::encode_header(h, {}, f.payload);
-  if (strand_.running_in_this_thread()) {
-    enqueue(std::move(f), promised);
+  queue_reply(std::move(f), promised);
+}
+
+size_t Connection::send_now(const OutFrame& f) {
+  std::array<iovec, 2> iov{};
+  size_t cnt = 0;
+  if (f.sent < f.header.size()) {
+    iov[cnt++] = {const_cast<std::byte*>(f.header.data()) + f.sent, f.header.size() - f.sent};
+  }
+  const size_t into_payload = f.sent > f.header.size() ? f.sent - f.header.size() : 0;
+  if (into_payload < f.payload.size()) {
+    iov[cnt++] = {const_cast<std::byte*>(f.payload.data()) + into_payload,
+                  f.payload.size() - into_payload};
+  }
+  msghdr m{};
+  m.msg_iov = iov.data();
+  m.msg_iovlen = cnt;
+  ssize_t n = ::sendmsg(sock_.native_handle(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : kSendFailed;
+  return static_cast<size_t>(n);
+}
+
+void Connection::queue_reply(OutFrame f, uint64_t promised) {
+  std::unique_lock lock(wmu_);
+  reply_bytes_.fetch_sub(std::min(reply_bytes_.load(), promised));
+  if (sock_closed_) {
+    lock.unlock();
+    poke_strand();
     return;
   }
-  asio::post(strand_, [self = shared_from_this(), f = std::move(f), promised]() mutable {
-    self->enqueue(std::move(f), promised);
+  if (!writing_ && outq_.empty()) {
+    // Nothing ahead of it: send it now from this thread, so a reply made on
+    // the device pool goes out without a hop to the connection's strand.
+    // SECURITY: under wmu_, so the socket cannot be closed (and its
+    // descriptor reused) meanwhile.
+    const size_t n = send_now(f);
+    if (n == f.size()) {
+      lock.unlock();
+      node_.metrics().bytes_out.fetch_add(n, std::memory_order_relaxed);
+      if (reader_waiting_.load() || eof_.load() || close_after_flush_.load()) poke_strand();
+      return;
+    }
+    if (n == kSendFailed) {
+      lock.unlock();
+      asio::post(strand_, [self = shared_from_this()] { self->do_close(); });
+      return;
+    }
+    node_.metrics().bytes_out.fetch_add(n, std::memory_order_relaxed);
+    f.sent = n;
+  }
+  reply_bytes_.fetch_add(f.size() - f.sent);
+  outq_.push_back(std::move(f));
+  if (writing_) return;
+  writing_ = true;  // the strand's writer takes it from here
+  lock.unlock();
+  if (strand_.running_in_this_thread()) {
+    start_write();
+  } else {
+    asio::post(strand_, [self = shared_from_this()] { self->start_write(); });
+  }
+}
+
+void Connection::poke_strand() {
+  asio::post(strand_, [self = shared_from_this()] {
+    if (self->reader_waiting_.load()) self->signal_.cancel();
+    self->maybe_close();
   });
 }
 
-void Connection::enqueue(OutFrame f, uint64_t promised) {
-  reply_bytes_ -= std::min(reply_bytes_, promised);
-  if (closed_) {
-    if (reader_waiting_) signal_.cancel();
-    return;
-  }
-  reply_bytes_ += f.size();
-  outq_.push_back(std::move(f));
-  if (!writing_) start_write();
-}
-
+// REQUIRES: on the strand, writing_ set by queue_reply().
 void Connection::start_write() {
+  if (closed_) return;
   wbatch_.clear();
   wbufs_.clear();
-  while (!outq_.empty() && wbatch_.size() < kMaxFramesPerWrite) {
-    wbatch_.push_back(std::move(outq_.front()));
-    outq_.pop_front();
+  {
+    std::lock_guard lock(wmu_);
+    while (!outq_.empty() && wbatch_.size() < kMaxFramesPerWrite) {
+      wbatch_.push_back(std::move(outq_.front()));
+      outq_.pop_front();
+    }
   }
   for (auto& f : wbatch_) {
-    wbufs_.emplace_back(asio::buffer(f.header));
-    if (!f.payload.empty()) wbufs_.emplace_back(asio::buffer(f.payload));
+    if (f.sent < f.header.size())
+      wbufs_.emplace_back(asio::buffer(f.header) + f.sent);
+    const size_t into_payload = f.sent > f.header.size() ? f.sent - f.header.size() : 0;
+    if (into_payload < f.payload.size())
+      wbufs_.emplace_back(asio::buffer(f.payload) + into_payload);
   }
-  writing_ = true;
+  async_writing_ = true;
   write_progress_ = Clock::now();
   rearm_watchdog(write_progress_ + std::chrono::milliseconds(cfg_.frame_timeout_ms));
   asio::async_write(
@@ -550,19 +613,25 @@ void Connection::start_write() {
 }
 
 void Connection::on_written(const asio::error_code& ec, size_t n) {
-  writing_ = false;
+  async_writing_ = false;
   node_.metrics().bytes_out.fetch_add(n, std::memory_order_relaxed);
-  size_t sent = 0;
-  for (auto& f : wbatch_) sent += f.size();
-  reply_bytes_ -= std::min(reply_bytes_, uint64_t{sent});
+  uint64_t sent = 0;
+  for (auto& f : wbatch_) sent += f.size() - f.sent;
   wbatch_.clear();
+  bool more = false;
+  {
+    std::lock_guard lock(wmu_);
+    reply_bytes_.fetch_sub(std::min(reply_bytes_.load(), sent));
+    more = !ec && !outq_.empty();
+    if (!more) writing_ = false;
+  }
   last_activity_ = Clock::now();
-  if (reader_waiting_) signal_.cancel();
+  if (reader_waiting_.load()) signal_.cancel();
   if (ec) {
     do_close();
     return;
   }
-  if (!outq_.empty()) {
+  if (more) {
     start_write();
     return;
   }
@@ -576,17 +645,26 @@ void Connection::close_after_flush() {
   });
 }
 
+bool Connection::write_idle() const {
+  std::lock_guard lock(wmu_);
+  return !writing_ && outq_.empty();
+}
+
 void Connection::maybe_close() {
-  if (closed_ || writing_ || !outq_.empty()) return;
-  if (close_after_flush_ || (eof_ && inflight_.load() == 0)) do_close();
+  if (closed_ || !write_idle()) return;
+  if (close_after_flush_.load() || (eof_.load() && inflight_.load() == 0)) do_close();
 }
 
 void Connection::do_close() {
   if (closed_) return;
   closed_ = true;
-  asio::error_code ec;
-  sock_.shutdown(tcp::socket::shutdown_both, ec);
-  sock_.close(ec);
+  {
+    std::lock_guard lock(wmu_);
+    sock_closed_ = true;
+    asio::error_code ec;
+    sock_.shutdown(tcp::socket::shutdown_both, ec);
+    sock_.close(ec);
+  }
   signal_.cancel();
   wd_timer_.cancel();
   node_.connection_closed(id_);

@@ -28,6 +28,7 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   struct OutFrame {
     wire::HeaderBytes header;
     wire::Bytes payload;
+    size_t sent = 0;  // bytes already written by a direct send
     [[nodiscard]] size_t size() const { return header.size() + payload.size(); }
   };
 
@@ -108,7 +110,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // REQUIRES: on the strand.
   void reject(uint64_t request_id, uint64_t lease_id, uint16_t raw_op, wire::Status s,
               const std::string& msg, bool close);
-  void enqueue(OutFrame f, uint64_t promised);
+  // Any thread: sends the reply at once when nothing is queued ahead of it
+  // (a non-blocking send under wmu_), else queues it for the strand's writer.
+  void queue_reply(OutFrame f, uint64_t promised);
+  [[nodiscard]] size_t send_now(const OutFrame& f);  // REQUIRES: wmu_ held
+  void poke_strand();  // wakes a waiting reader and re-checks closing, on the strand
+  [[nodiscard]] bool write_idle() const;
+  // REQUIRES: on the strand.
   void start_write();
   void on_written(const asio::error_code& ec, size_t n);
   void maybe_close();
@@ -128,9 +136,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t rpos_ = 0, wpos_ = 0;
   XXH3_state_t* hash_ = nullptr;  // owned; XXH3 state wants 64-byte alignment
   bool authenticated_ = false;    // a token has verified on this connection
-  bool eof_ = false;              // the peer half-closed
-  asio::steady_timer signal_;     // wakes the reader (budget room, replies drained)
-  bool reader_waiting_ = false;
+  std::atomic<bool> eof_{false};  // the peer half-closed
+  asio::steady_timer signal_;      // wakes the reader (budget room, replies drained)
+  std::atomic<bool> reader_waiting_{false};
 
   // Deadlines (on the strand).
   asio::steady_timer wd_timer_;
@@ -140,15 +148,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Clock::time_point last_activity_ = Clock::now();
   Clock::time_point write_progress_{};
 
-  // Writer state.
-  std::deque<OutFrame> outq_;
+  // Writer state. Replies come from any thread (queue_reply); wmu_ orders
+  // them and keeps the socket open while a direct send uses it.
+  mutable std::mutex wmu_;
+  std::deque<OutFrame> outq_;  // GUARDED_BY(wmu_)
+  bool writing_ = false;       // GUARDED_BY(wmu_): the strand's writer owns the output
+  bool sock_closed_ = false;   // GUARDED_BY(wmu_)
+  std::atomic<uint64_t> reply_bytes_{0};  // queued + promised to requests in flight
+  // Strand only.
   std::vector<OutFrame> wbatch_;
   std::vector<asio::const_buffer> wbufs_;
-  bool writing_ = false;
-  uint64_t reply_bytes_ = 0;  // queued + promised to requests in flight
+  bool async_writing_ = false;
 
-  bool closed_ = false;
-  bool close_after_flush_ = false;
+  bool closed_ = false;  // strand only
+  std::atomic<bool> close_after_flush_{false};
   std::atomic<uint32_t> inflight_{0};
 };
 
