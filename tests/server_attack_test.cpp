@@ -151,9 +151,9 @@ std::chrono::milliseconds good_session(TestNode& node, const std::string& tenant
   std::vector<float> in(n);
   for (int i = 0; i < n; ++i) in[i] = static_cast<float>(i);
   uint64_t buf = alloc(c, lease, tok, n * 4);
-  EXPECT_EQ(c.call(Opcode::kMemWrite, lease, tok, wire::MemWriteRequest{buf, 0, pod_bytes(in)})
-                .status(),
-            Status::kOk);
+  EXPECT_EQ(
+      c.call(Opcode::kMemWrite, lease, tok, wire::MemWriteRequest{buf, 0, pod_bytes(in)}).status(),
+      Status::kOk);
   uint64_t mod = load_module(c, lease, tok, ptx("transform.ptx"));
   auto l = c.call(Opcode::kLaunch, lease, tok,
                   launch_req(mod, "scale", (n + 255) / 256, 256,
@@ -291,8 +291,8 @@ TEST(Attack, UnreadRepliesStopTheReaderAtTheReplyBound) {
     h.opcode = Opcode::kMemRead;
     h.request_id = static_cast<uint64_t>(i + 1);
     h.lease_id = lease;
-    Bytes f = wire::encode_frame(h, mallory,
-                                 wire::encode_payload(wire::MemReadRequest{buf, 0, kRead}));
+    Bytes f =
+        wire::encode_frame(h, mallory, wire::encode_payload(wire::MemReadRequest{buf, 0, kRead}));
     batch.insert(batch.end(), f.begin(), f.end());
   }
   ASSERT_TRUE(s.send_all(batch));
@@ -310,8 +310,7 @@ TEST(Attack, UnreadRepliesStopTheReaderAtTheReplyBound) {
     EXPECT_EQ(r->header.request_id, static_cast<uint64_t>(i + 1));
     EXPECT_EQ(r->payload.size(), kRead);
   }
-  EXPECT_EQ(setup.call(Opcode::kLeaseRelease, lease, mallory, wire::Empty{}).status(),
-            Status::kOk);
+  EXPECT_EQ(setup.call(Opcode::kLeaseRelease, lease, mallory, wire::Empty{}).status(), Status::kOk);
   expect_memory_back(node, baseline);
 }
 

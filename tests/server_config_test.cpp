@@ -115,8 +115,8 @@ TEST(ConfigDoc, HelpAndOperatingMdAgree) {
   size_t pos = 0, flags = 0;
   while ((pos = text.find("--", pos)) != std::string::npos) {
     size_t end = pos + 2;
-    while (end < text.size() && (std::isalnum(static_cast<unsigned char>(text[end])) ||
-                                 text[end] == '-'))
+    while (end < text.size() &&
+           (std::isalnum(static_cast<unsigned char>(text[end])) || text[end] == '-'))
       ++end;
     std::string flag = text.substr(pos, end - pos);
     pos = end;
@@ -159,9 +159,8 @@ TEST(ConfigDoc, NetworkSharesAreCheckedAgainstEachOther) {
   cfg = NodeConfig{};
   EXPECT_FALSE(parse({"--metrics-max-connections", "0"}, cfg).ok());
   cfg = NodeConfig{};
-  EXPECT_TRUE(parse({"--frame-bytes-per-connection", "1048576", "--reply-queue-bytes", "65536"},
-                    cfg)
-                  .ok());
+  EXPECT_TRUE(
+      parse({"--frame-bytes-per-connection", "1048576", "--reply-queue-bytes", "65536"}, cfg).ok());
   EXPECT_EQ(cfg.frame_bytes_per_connection, 1u << 20);
   EXPECT_EQ(cfg.reply_queue_bytes, 65536u);
 }

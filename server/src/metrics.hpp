@@ -49,7 +49,7 @@ class Metrics {
   std::atomic<int64_t> connections_active{0};
   std::atomic<uint64_t> connections_total{0};
   std::atomic<uint64_t> connections_rejected{0};
-  std::atomic<uint64_t> bad_frames{0};  // frames rejected before dispatch
+  std::atomic<uint64_t> bad_frames{0};                    // frames rejected before dispatch
   std::atomic<uint64_t> metrics_connections_rejected{0};  // scrapes past the endpoint's limit
 
   // The network layer's memory (installed by the Server while it runs):

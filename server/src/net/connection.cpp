@@ -87,7 +87,9 @@ Connection::Connection(tcp::socket sock, Strand strand, Server& srv, Node& node,
       signal_(strand_),
       wd_timer_(strand_) {}
 
-Connection::~Connection() { XXH3_freeState(hash_); }
+Connection::~Connection() {
+  XXH3_freeState(hash_);
+}
 
 void Connection::start() {
   asio::error_code ec;
@@ -160,9 +162,9 @@ awaitable<bool> Connection::fill(size_t n) {
       rpos_ = 0;
     }
     asio::error_code ec;
-    size_t got = co_await sock_.async_read_some(
-        asio::buffer(in_.data() + wpos_, in_.size() - wpos_),
-        asio::redirect_error(use_awaitable, ec));
+    size_t got =
+        co_await sock_.async_read_some(asio::buffer(in_.data() + wpos_, in_.size() - wpos_),
+                                       asio::redirect_error(use_awaitable, ec));
     if (ec) {
       if (ec == asio::error::eof) eof_ = true;
       co_return false;
@@ -219,8 +221,8 @@ awaitable<bool> Connection::handle_bad_header(const wire::HeaderBytes& hb, const
   const uint16_t raw_op = wire::load_le16(hb.data() + wire::kOffOpcode);
   const uint32_t token_len = wire::load_le32(hb.data() + wire::kOffTokenLen);
   const uint32_t payload_len = wire::load_le32(hb.data() + wire::kOffPayloadLen);
-  const bool lengths_ok = token_len <= cfg_.limits.max_token_bytes &&
-                          payload_len <= cfg_.limits.max_payload_bytes;
+  const bool lengths_ok =
+      token_len <= cfg_.limits.max_token_bytes && payload_len <= cfg_.limits.max_payload_bytes;
   const bool bad_magic = wire::load_le32(hb.data() + wire::kOffMagic) != wire::kMagic;
   // Past a bad magic nothing in the header can be trusted, the opcode neither.
   const bool fatal = bad_magic || e.status == Status::kUnsupportedVersion ||
@@ -409,8 +411,8 @@ awaitable<void> Connection::read_loop() {
     }
     if (XXH3_64bits_digest(hash_) != h.checksum) {
       node_.metrics().bad_frames.fetch_add(1, std::memory_order_relaxed);
-      reject(h.request_id, h.lease_id, raw_op, Status::kChecksumMismatch,
-             "frame checksum mismatch", true);
+      reject(h.request_id, h.lease_id, raw_op, Status::kChecksumMismatch, "frame checksum mismatch",
+             true);
       co_return;
     }
     mid_frame_ = false;
@@ -443,15 +445,16 @@ awaitable<void> Connection::read_loop() {
     // again by the node, so expiry and revocation apply at dispatch.
     if (verified && Clock::now() - verified_at > kReverifyAfter) verified.reset();
     std::shared_ptr<Bytes> body(holder, &holder->bytes);
-    node_.handle(h, std::move(body), id_,
-                 [self = shared_from_this(), h, raw_op, promised](Status s, Bytes p) {
-                   // Counted done before the reply can reach the client, so
-                   // a client that waits for each reply is never answered BUSY.
-                   self->inflight_.fetch_sub(1);
-                   self->srv_.inflight_total.fetch_sub(1);
-                   self->send(h, raw_op, s, std::move(p), promised);
-                 },
-                 verified ? &*verified : nullptr);
+    node_.handle(
+        h, std::move(body), id_,
+        [self = shared_from_this(), h, raw_op, promised](Status s, Bytes p) {
+          // Counted done before the reply can reach the client, so
+          // a client that waits for each reply is never answered BUSY.
+          self->inflight_.fetch_sub(1);
+          self->srv_.inflight_total.fetch_sub(1);
+          self->send(h, raw_op, s, std::move(p), promised);
+        },
+        verified ? &*verified : nullptr);
   }
 }
 
@@ -589,8 +592,7 @@ void Connection::start_write() {
     }
   }
   for (auto& f : wbatch_) {
-    if (f.sent < f.header.size())
-      wbufs_.emplace_back(asio::buffer(f.header) + f.sent);
+    if (f.sent < f.header.size()) wbufs_.emplace_back(asio::buffer(f.header) + f.sent);
     const size_t into_payload = f.sent > f.header.size() ? f.sent - f.header.size() : 0;
     if (into_payload < f.payload.size())
       wbufs_.emplace_back(asio::buffer(f.payload) + into_payload);
@@ -606,10 +608,10 @@ void Connection::start_write() {
         write_progress_ = Clock::now();
         return ec ? 0 : kMaxTransfer;
       },
-      asio::bind_executor(strand_, [self = shared_from_this()](const asio::error_code& ec,
-                                                               size_t n) {
-        self->on_written(ec, n);
-      }));
+      asio::bind_executor(strand_,
+                          [self = shared_from_this()](const asio::error_code& ec, size_t n) {
+                            self->on_written(ec, n);
+                          }));
 }
 
 void Connection::on_written(const asio::error_code& ec, size_t n) {

@@ -61,8 +61,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Thread-safe: queues the reply to `req`. `promised` is what the reader
   // counted against the reply bound for it when it was dispatched.
-  void send(const wire::FrameHeader& req, uint16_t raw_opcode, wire::Status s,
-            wire::Bytes payload, uint64_t promised);
+  void send(const wire::FrameHeader& req, uint16_t raw_opcode, wire::Status s, wire::Bytes payload,
+            uint64_t promised);
 
   // Graceful close (drain): the queued replies are written, then the socket
   // closes. Thread-safe.
@@ -137,7 +137,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   XXH3_state_t* hash_ = nullptr;  // owned; XXH3 state wants 64-byte alignment
   bool authenticated_ = false;    // a token has verified on this connection
   std::atomic<bool> eof_{false};  // the peer half-closed
-  asio::steady_timer signal_;      // wakes the reader (budget room, replies drained)
+  asio::steady_timer signal_;     // wakes the reader (budget room, replies drained)
   std::atomic<bool> reader_waiting_{false};
 
   // Deadlines (on the strand).
@@ -151,9 +151,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Writer state. Replies come from any thread (queue_reply); wmu_ orders
   // them and keeps the socket open while a direct send uses it.
   mutable std::mutex wmu_;
-  std::deque<OutFrame> outq_;  // GUARDED_BY(wmu_)
-  bool writing_ = false;       // GUARDED_BY(wmu_): the strand's writer owns the output
-  bool sock_closed_ = false;   // GUARDED_BY(wmu_)
+  std::deque<OutFrame> outq_;             // GUARDED_BY(wmu_)
+  bool writing_ = false;                  // GUARDED_BY(wmu_): the strand's writer owns the output
+  bool sock_closed_ = false;              // GUARDED_BY(wmu_)
   std::atomic<uint64_t> reply_bytes_{0};  // queued + promised to requests in flight
   // Strand only.
   std::vector<OutFrame> wbatch_;

@@ -8,13 +8,13 @@ struct FrameBudget::State {
   explicit State(Shares s) : shares(s) {}
   const Shares shares;
   mutable std::mutex mu;
-  uint64_t held = 0;                                      // GUARDED_BY(mu)
-  uint64_t peak = 0;                                      // GUARDED_BY(mu)
-  uint64_t waits = 0;                                     // GUARDED_BY(mu)
-  uint64_t released = 0;                                  // GUARDED_BY(mu)
+  uint64_t held = 0;                                     // GUARDED_BY(mu)
+  uint64_t peak = 0;                                     // GUARDED_BY(mu)
+  uint64_t waits = 0;                                    // GUARDED_BY(mu)
+  uint64_t released = 0;                                 // GUARDED_BY(mu)
   std::map<std::string, uint64_t, std::less<>> tenants;  // GUARDED_BY(mu); no zero entries
   std::map<uint64_t, std::function<void()>> waiters;     // GUARDED_BY(mu)
-  uint64_t next_waiter = 1;                               // GUARDED_BY(mu)
+  uint64_t next_waiter = 1;                              // GUARDED_BY(mu)
 
   void release(Account& a, const std::string& tenant, uint64_t n) {
     std::vector<std::function<void()>> wake;

@@ -34,11 +34,11 @@ class FrameBudget {
     uint64_t per_connection = 0;  // one connection
   };
   struct Counters {
-    uint64_t held = 0;       // bytes reserved now, all connections
-    uint64_t peak = 0;       // most ever reserved at once
-    uint64_t waits = 0;      // reservations that had to wait
-    uint64_t tenants = 0;    // tenants holding a reservation now
-    uint64_t released = 0;   // bytes given back, ever
+    uint64_t held = 0;      // bytes reserved now, all connections
+    uint64_t peak = 0;      // most ever reserved at once
+    uint64_t waits = 0;     // reservations that had to wait
+    uint64_t tenants = 0;   // tenants holding a reservation now
+    uint64_t released = 0;  // bytes given back, ever
   };
 
  private:

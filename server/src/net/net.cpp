@@ -146,9 +146,9 @@ void Server::accept_loop() {
               continue;
             }
             per_ip_[ip] += 1;
-            conn = std::make_shared<Connection>(
-                std::move(sock), std::move(strand), *this, node_, cfg_, next_conn_id_++,
-                ip + ":" + std::to_string(pec ? 0 : remote.port()));
+            conn = std::make_shared<Connection>(std::move(sock), std::move(strand), *this, node_,
+                                                cfg_, next_conn_id_++,
+                                                ip + ":" + std::to_string(pec ? 0 : remote.port()));
             conns_[conn.get()] = conn;
           }
           node_.metrics().connections_total.fetch_add(1);
