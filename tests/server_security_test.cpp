@@ -95,18 +95,18 @@ TEST_F(SecurityTest, TwoTenantsCannotTouchEachOthersLeasesOrHandles) {
   uint64_t b = acquire(c_, bob_);
   uint64_t abuf = alloc(c_, a, alice_, 64);
   uint64_t bbuf = alloc(c_, b, bob_, 64);
-  // Bob names Alice's lease: refused, whatever the op.
+  // Bob names Alice's lease: to him it does not exist, whatever the op.
   for (Opcode op : {Opcode::kLeaseQuery, Opcode::kLeaseRelease, Opcode::kSync}) {
-    EXPECT_EQ(c_.call(op, a, bob_, wire::Empty{}).status(), Status::kPermissionDenied);
+    EXPECT_EQ(c_.call(op, a, bob_, wire::Empty{}).status(), Status::kLeaseNotFound);
   }
   EXPECT_EQ(c_.call(Opcode::kMemRead, a, bob_, wire::MemReadRequest{abuf, 0, 64}).status(),
-            Status::kPermissionDenied);
+            Status::kLeaseNotFound);
   EXPECT_EQ(c_.call(Opcode::kLeaseRenew, a, bob_, wire::LeaseRenewRequest{60}).status(),
-            Status::kPermissionDenied);
+            Status::kLeaseNotFound);
   EXPECT_EQ(
       c_.call(Opcode::kCapRequest, a, bob_, wire::CapRequestRequest{bits(Permission::kMem), 60})
           .status(),
-      Status::kPermissionDenied);
+      Status::kLeaseNotFound);
   // Bob names Alice's buffer inside his own lease: not a handle of his lease.
   EXPECT_EQ(c_.call(Opcode::kMemRead, b, bob_, wire::MemReadRequest{abuf, 0, 64}).status(),
             Status::kInvalidHandle);
