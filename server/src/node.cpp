@@ -133,8 +133,16 @@ uint64_t Node::expiry_for(uint32_t ttl_s, const capability::Claims& c) const {
 
 // ---- Entry --------------------------------------------------------------------
 
+Result<capability::Claims> Node::verify_token(const wire::FrameHeader& h, ByteSpan token) {
+  capability::VerifyRequest vr;
+  vr.opcode = h.opcode;
+  vr.frame_lease_id = h.lease_id;
+  vr.now_unix_s = static_cast<int64_t>(now_unix_ms() / 1000);
+  return verifier_->verify(token, vr);
+}
+
 void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint64_t conn_id,
-                  ReplyFn reply) {
+                  ReplyFn reply, const capability::Claims* verified) {
   auto start = std::chrono::steady_clock::now();
   // Counted until answered, so shutdown() can wait for every request that got
   // past the check below before it stops the device pool.
@@ -154,6 +162,10 @@ void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint6
   if (!capability::requires_token(h.opcode)) {
     if (auto ok = check_header_lease(h, nullptr); !ok) return reply_error(timed, ok.error());
     dispatch(h, nullptr, std::move(body), conn_id, std::move(timed));
+    return;
+  }
+  if (verified) {  // verify_token() passed on this frame's token just now
+    dispatch(h, verified, std::move(body), conn_id, std::move(timed));
     return;
   }
   capability::VerifyRequest vr;

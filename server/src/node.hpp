@@ -50,8 +50,16 @@ class Node {
 
   // Handles one request frame whose header was validated and checksum
   // verified. `body` holds the token section followed by the payload.
+  // `verified`: the claims verify_token() returned for this frame's token
+  // (the token is then not verified again); null: handle() verifies it.
   void handle(const wire::FrameHeader& h, std::shared_ptr<wire::Bytes> body, uint64_t conn_id,
-              ReplyFn reply);
+              ReplyFn reply, const capability::Claims* verified = nullptr);
+
+  // Token steps 1-8 (docs/TOKENS.md) for a frame whose header decoded: the
+  // network layer calls this on the token section before it buffers the
+  // payload ("authenticate before buffering"). Thread-safe.
+  [[nodiscard]] Result<capability::Claims> verify_token(const wire::FrameHeader& h,
+                                                        wire::ByteSpan token);
 
   // Connection bookkeeping: a release-on-disconnect lease is published only
   // while its connection is open, and ends when it closes.
