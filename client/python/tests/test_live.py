@@ -256,9 +256,6 @@ def test_token_errors_and_unsupported(node):
             assert mine.query().state == gl.LeaseState.ACTIVE
 
 
-@pytest.mark.xfail(strict=True, reason="server/src/node.cpp answers an absent lease "
-                   "'no lease N on this node', not the spec's 'no such lease' (PROTOCOL.md, "
-                   "status 10); remove this marker when the node follows the spec")
 def test_absent_lease_message_is_no_such_lease(node):
     with gl.connect(node.address, node.token()) as c:
         with pytest.raises(gl.LeaseNotFoundError) as absent:
