@@ -21,7 +21,7 @@ def _load():
     for f in FILES:
         doc = json.load(open(f))
         for v in doc["vectors"]:
-            out.append(pytest.param(doc["context"], v, id=f"{os.path.basename(f)}:{v['name']}"))
+            out.append(pytest.param(doc["context"], v, id=f"{os.path.basename(f)}:{v['id']}"))
     return out
 
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <bit>
 #include <cinttypes>
+#include <cfenv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -123,7 +124,7 @@ Result<void> validate_launch(const Kernel& k, std::array<uint32_t, 3> grid,
                       "kernel " + k.name + " needs " + std::to_string(per_thread) +
                           " bytes of registers and local memory per thread (limit " +
                           std::to_string(limits.max_thread_state_bytes) + ")");
-  const uint64_t state = k.has_barrier ? per_thread * threads : per_thread;
+  const uint64_t state = per_thread * threads;  // every thread of a block is resident
   if (state > limits.max_block_state_bytes)
     return make_error(Status::kLaunchFailed,
                       "kernel " + k.name + " needs " + std::to_string(state) +
@@ -150,6 +151,9 @@ inline uint64_t bits(double d) {
 
 inline float ftz(float f) {
   return std::fpclassify(f) == FP_SUBNORMAL ? std::copysign(0.0f, f) : f;
+}
+inline double ftz64(double f) {
+  return std::fpclassify(f) == FP_SUBNORMAL ? std::copysign(0.0, f) : f;
 }
 inline float sat(float f) {
   return f > 0.0f ? (f < 1.0f ? f : 1.0f) : 0.0f;
@@ -408,6 +412,242 @@ uint64_t atom_apply(AtomOp op, Ty t, uint64_t old, uint64_t b, uint64_t c) {
   return old;
 }
 
+// ---- f16 / bf16, computed exactly: every operation's exact result is
+// s + e with s a double and e its (tiny) rounding error, and is rounded once
+// to the 16-bit format in the requested mode.
+struct HalfFormat {
+  int p;     // significand bits, with the implicit one
+  int emin;  // exponent of the smallest normal
+  int emax;  // exponent of the largest finite
+  int bias;
+};
+constexpr HalfFormat kF16{11, -14, 15, 15};
+constexpr HalfFormat kBF16{8, -126, 127, 127};
+constexpr uint32_t kHalfNaN = 0x7fff;  // canonical NaN of both formats
+
+double half_decode(uint32_t h, const HalfFormat& f) {
+  const int ebits = f.p == 11 ? 5 : 8;
+  const uint32_t sign = h >> 15 & 1, ex = (h >> (f.p - 1)) & ((1u << ebits) - 1),
+                 man = h & ((1u << (f.p - 1)) - 1);
+  double v;
+  if (ex == 0) {
+    v = std::ldexp(static_cast<double>(man), f.emin - (f.p - 1));
+  } else if (ex == (1u << ebits) - 1) {
+    v = man ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+  } else {
+    v = std::ldexp(static_cast<double>(man | 1u << (f.p - 1)),
+                   static_cast<int>(ex) - f.bias - (f.p - 1));
+  }
+  return sign ? -v : v;
+}
+
+// Encodes a value that the format represents exactly (or an infinity).
+uint32_t half_encode(double v, const HalfFormat& f) {
+  const int ebits = f.p == 11 ? 5 : 8;
+  const uint32_t sign = std::signbit(v) ? 0x8000u : 0u;
+  v = std::fabs(v);
+  if (std::isinf(v)) return sign | ((1u << ebits) - 1) << (f.p - 1);
+  if (v == 0) return sign;
+  int e = 0;
+  std::frexp(v, &e);
+  --e;  // v in [2^e, 2^(e+1))
+  if (e < f.emin) {
+    const auto man = static_cast<uint32_t>(std::ldexp(v, (f.p - 1) - f.emin));
+    return sign | man;  // subnormal (man may reach the smallest normal: still right)
+  }
+  const auto sig = static_cast<uint32_t>(std::ldexp(v, (f.p - 1) - e));
+  return sign | static_cast<uint32_t>(e + f.bias) << (f.p - 1) | (sig & ((1u << (f.p - 1)) - 1));
+}
+
+// Rounds s + e (|e| at most half an ulp of s as a double) to the format.
+uint32_t half_round(double s, double e, const HalfFormat& f, unsigned mode) {
+  if (std::isnan(s)) return kHalfNaN;
+  if (std::isinf(s)) return half_encode(s, f);
+  const bool neg = std::signbit(s) || (s == 0 && e < 0);
+  if (s == 0 && e == 0) return std::signbit(s) ? 0x8000u : 0u;
+  double a = std::fabs(s), ea = neg ? -e : e;  // magnitude and its correction
+  // Modes on the magnitude: 0 nearest, 1 toward zero, 2 away from zero.
+  unsigned m = mode == 0 ? 0 : mode == 1 ? 1 : ((mode == 2) == neg ? 2 : 1);
+  int ex = 0;
+  std::frexp(a, &ex);
+  --ex;
+  const int qexp = std::max(ex, f.emin) - (f.p - 1);
+  const double k = std::ldexp(a, -qexp);  // exact: a has at most 53 bits
+  double kf = std::floor(k);
+  const double frac = k - kf;  // exact
+  double kr = kf;
+  if (m == 0) {
+    if (frac > 0.5 || (frac == 0.5 && ea > 0) ||
+        (frac == 0.5 && ea == 0 && std::fmod(kf, 2.0) != 0))
+      kr = kf + 1;
+  } else if (m == 1) {
+    if (frac == 0 && ea < 0) kr = kf - 1;
+  } else {
+    if (frac > 0 || ea > 0) kr = kf + 1;
+  }
+  double r = std::ldexp(kr, qexp);
+  const double maxf = std::ldexp(static_cast<double>((1u << f.p) - 1), f.emax - (f.p - 1));
+  if (r > maxf) r = m == 1 ? maxf : std::numeric_limits<double>::infinity();
+  return half_encode(neg ? -r : r, f);
+}
+
+inline void two_sum(double a, double b, double& s, double& e) {
+  s = a + b;
+  const double bb = s - a;
+  e = (a - (s - bb)) + (b - bb);
+  if (!std::isfinite(s)) e = 0;
+}
+
+uint32_t half_lane(unsigned sub, const HalfFormat& f, unsigned mode, uint32_t a, uint32_t b,
+                   uint32_t c) {
+  const double x = half_decode(a, f), y = half_decode(b, f), z = half_decode(c, f);
+  double s = 0, e = 0;
+  switch (sub) {
+    case 0:
+      two_sum(x, y, s, e);
+      break;
+    case 1:
+      two_sum(x, -y, s, e);
+      break;
+    case 2:
+      s = x * y;  // exact: at most 22 significant bits
+      break;
+    case 3:
+      two_sum(x * y, z, s, e);
+      break;
+    case 4:
+      return a ^ 0x8000u;
+    case 5:
+      return a & 0x7fffu;
+    case 6:
+    case 7: {
+      if (std::isnan(x) && std::isnan(y)) return kHalfNaN;
+      if (std::isnan(x)) return b;
+      if (std::isnan(y)) return a;
+      if (x == y) return ((sub == 6) == std::signbit(x)) ? a : b;
+      return ((x < y) == (sub == 6)) ? a : b;
+    }
+    default:
+      return kHalfNaN;
+  }
+  return half_round(s, e, f, mode);
+}
+
+uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c) {
+  const unsigned sub = imm & 0xff;
+  const HalfFormat& f = ((imm >> 8) & 1) ? kBF16 : kF16;
+  const bool x2 = (imm >> 10) & 1;
+  const unsigned mode = (imm >> 12) & 3;
+  switch (sub) {
+    case 8: {
+      const auto cmp = static_cast<Cmp>((imm >> 16) & 0xff);
+      return fcmp<double>(cmp, half_decode(a & 0xffff, f), half_decode(b & 0xffff, f)) ? 1 : 0;
+    }
+    case 9:
+      return half_round(f32(a), 0, f, mode);
+    case 10:
+      return half_round(f64(a), 0, f, mode);
+    case 11:
+      return bits(static_cast<float>(half_decode(a & 0xffff, f)));
+    case 12:
+      return bits(half_decode(a & 0xffff, f));
+    default:
+      break;
+  }
+  uint64_t out = half_lane(sub, f, mode, a & 0xffff, b & 0xffff, c & 0xffff);
+  if (x2)
+    out |= uint64_t{half_lane(sub, f, mode, (a >> 16) & 0xffff, (b >> 16) & 0xffff,
+                              (c >> 16) & 0xffff)}
+           << 16;
+  return out;
+}
+
+}  // namespace
+
+// Directed rounding (.rz/.rm/.rp) is done by the host FPU in the requested
+// mode: the caller sets the mode with fesetround around these functions. They
+// are kept out of line and out of interprocedural analysis (external linkage,
+// noinline, and noipa on GCC), so no floating-point operation can be moved
+// or folded across the mode switch. glibc's fma and the SSE arithmetic,
+// square root and conversion instructions round in the current mode.
+#if defined(__GNUC__) && !defined(__clang__)
+#define GL_OUT_OF_LINE __attribute__((noinline, noipa))
+#else
+#define GL_OUT_OF_LINE __attribute__((noinline))
+#endif
+GL_OUT_OF_LINE void directed_lanes(const Inst& in, uint32_t exec, uint64_t* rd, const uint64_t* ra,
+                                   const uint64_t* rb, const uint64_t* rc) {
+  const int sub = static_cast<int>(in.imm & 0xff);
+  if (in.imm & 256) {
+    for (uint32_t m = exec; m != 0; m &= m - 1) {
+      const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+      const double a = f64(ra[l]), b = f64(rb[l]), c = f64(rc[l]);
+      double v;
+      switch (sub) {
+        case 0: v = a + b; break;
+        case 1: v = a - b; break;
+        case 2: v = a * b; break;
+        case 3: v = std::fma(a, b, c); break;
+        case 4: v = a / b; break;
+        case 5: v = std::sqrt(a); break;
+        default: v = 1.0 / a; break;
+      }
+      rd[l] = bits(v);
+    }
+    return;
+  }
+  const bool fz = in.mod & kFlagFtz, st = in.mod & kFlagSat;
+  for (uint32_t m = exec; m != 0; m &= m - 1) {
+    const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+    float a = f32(ra[l]), b = f32(rb[l]), c = f32(rc[l]);
+    if (fz) {
+      a = ftz(a);
+      b = ftz(b);
+      c = ftz(c);
+    }
+    float v;
+    switch (sub) {
+      case 0: v = a + b; break;
+      case 1: v = a - b; break;
+      case 2: v = a * b; break;
+      case 3: v = std::fma(a, b, c); break;
+      case 4: v = a / b; break;
+      case 5: v = std::sqrt(a); break;
+      default: v = 1.0f / a; break;
+    }
+    if (fz) v = ftz(v);
+    if (st) v = sat(v);
+    rd[l] = bits(v);
+  }
+}
+
+GL_OUT_OF_LINE void convert_lanes(uint32_t exec, uint64_t* rd, const uint64_t* ra, Ty st, Ty dt,
+                                  Rnd rnd, uint8_t flags) {
+  for (uint32_t m = exec; m != 0; m &= m - 1) {
+    const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+    rd[l] = convert(ra[l], st, dt, rnd, flags);
+  }
+}
+#undef GL_OUT_OF_LINE
+
+// Sets the host's rounding mode for a scope (directed rounding, see above).
+class RoundingMode {
+ public:
+  explicit RoundingMode(int mode) : old_(std::fegetround()) { std::fesetround(mode); }
+  ~RoundingMode() { std::fesetround(old_); }
+  RoundingMode(const RoundingMode&) = delete;
+  RoundingMode& operator=(const RoundingMode&) = delete;
+
+ private:
+  int old_;
+};
+
+inline int fe_mode(unsigned dir) {
+  return dir == 1 ? FE_TOWARDZERO : dir == 2 ? FE_DOWNWARD : FE_UPWARD;
+}
+
+namespace {
+
 const char* space_name(Space s) {
   switch (s) {
     case Space::kGlobal:
@@ -424,39 +664,118 @@ const char* space_name(Space s) {
   return "?";
 }
 
-enum class Stop : uint8_t { kExit, kBarrier, kFault };
+enum class Stop : uint8_t { kExit, kBlocked, kYield, kFault, kSlice };
+
+constexpr uint32_t kNoPc = 0xffffffffu;
+constexpr uint32_t kFullWarp = 0xffffffffu;
+// Warp instructions a warp runs before the next warp of its block gets a
+// turn (so warps that wait on each other through memory make progress).
+constexpr uint32_t kQuantum = 2048;
+// Backward branches of a spin loop (kBraSpin) a divergent warp takes before
+// the lanes furthest ahead get a turn (so a lane holding a lock that its
+// warp's other lanes spin on can release it).
+constexpr uint32_t kSpinYield = 64;
+
+inline uint64_t lane_mask(unsigned w) {
+  return w >= 64 ? ~uint64_t{0} : (uint64_t{1} << w) - 1;
+}
+
+inline uint32_t popc(uint32_t m) {
+  m = m - ((m >> 1) & 0x55555555u);  // no libgcc call without -mpopcnt
+  m = (m & 0x33333333u) + ((m >> 2) & 0x33333333u);
+  return (((m + (m >> 4)) & 0x0f0f0f0fu) * 0x01010101u) >> 24;
+}
+
+// fma.rn.f32 over the lanes of `exec` with the host's fused multiply-add
+// instruction where it has one (the same correctly rounded result as
+// std::fma, without a libm call per lane).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("fma"))) void fma_f32_lanes_hw(uint32_t exec, uint64_t* d, const uint64_t* a,
+                                                     const uint64_t* b, const uint64_t* c) {
+  if (exec == 0xffffffffu) {
+    for (uint32_t l = 0; l < 32; ++l) d[l] = bits(__builtin_fmaf(f32(a[l]), f32(b[l]), f32(c[l])));
+    return;
+  }
+  for (uint32_t m = exec; m != 0; m &= m - 1) {
+    const uint32_t l = static_cast<uint32_t>(__builtin_ctz(m));
+    d[l] = bits(__builtin_fmaf(f32(a[l]), f32(b[l]), f32(c[l])));
+  }
+}
+const bool kHostFma = __builtin_cpu_supports("fma");
+#else
+void fma_f32_lanes_hw(uint32_t, uint64_t*, const uint64_t*, const uint64_t*, const uint64_t*) {}
+const bool kHostFma = false;
+#endif
+
+// One warp's scheduling state. Lanes in `active` execute together at `pc`;
+// every other runnable lane (live, not waiting) has its own pc in `pcs` and
+// `next_pc` is the lowest of those. The group with the lowest pc runs (min-PC
+// scheduling): divergent lanes reconverge where their paths meet.
+struct WarpState {
+  uint32_t exists = 0;  // lanes that are threads of the block
+  uint32_t live = 0;    // not exited
+  uint32_t bar = 0;     // waiting at bar.sync
+  uint32_t wsync = 0;   // waiting at a warp-synchronous instruction (at pcs[l])
+  uint32_t active = 0;
+  uint32_t pc = 0;
+  uint32_t next_pc = kNoPc;
+  uint32_t spins = 0;
+  std::array<uint32_t, 32> pcs{};
+};
 
 }  // namespace
 
+// Lane loops: BODY runs for every lane `l` of `exec` (dense when all 32).
+#define GL_LANES(...)                                                         \
+  do {                                                                         \
+    if (exec == kFullWarp) {                                                   \
+      for (uint32_t l = 0; l < 32; ++l) {                                      \
+        __VA_ARGS__;                                                           \
+      }                                                                        \
+    } else {                                                                   \
+      for (uint32_t m_ = exec; m_ != 0; m_ &= m_ - 1) {                        \
+        const uint32_t l = static_cast<uint32_t>(std::countr_zero(m_));        \
+        __VA_ARGS__;                                                           \
+      }                                                                        \
+    }                                                                          \
+  } while (0)
+
 // Runs the blocks of one Launch on the calling worker; holds the scratch
 // buffers (registers, shared and local memory) reused between blocks.
+// Registers are stored per warp, slot-major: lane l of slot s of warp w is
+// regs_[(w * slots + s) * 32 + l], so one decoded instruction runs over the
+// 32 lanes in a tight loop.
 class BlockRunner {
  public:
-  explicit BlockRunner(Launch& l) : l_(l), k_(*l.kernel_), mem_(*l.memory_) {
+  explicit BlockRunner(Launch& l)
+      : l_(l), k_(*l.kernel_), mem_(*l.memory_), module_(*l.module_) {
     nthreads_ = l.block_[0] * l.block_[1] * l.block_[2];
+    nwarps_ = (nthreads_ + 31) / 32;
     nslots_ = k_.num_slots();
     shared_size_ = static_cast<uint64_t>(k_.dynamic_shared_offset) + l.dynamic_shared_;
     if (shared_size_ < k_.static_shared_bytes) shared_size_ = k_.static_shared_bytes;
     shared_.resize(shared_size_);
-    const bool all_threads = k_.has_barrier;
-    regs_.resize(static_cast<size_t>(nslots_) * (all_threads ? nthreads_ : 1));
-    local_.resize(static_cast<size_t>(k_.local_bytes) * (all_threads ? nthreads_ : 1));
-    pcs_.resize(all_threads ? nthreads_ : 1);
-    live_.resize(all_threads ? nthreads_ : 1);
-    tmpl_.assign(nslots_, 0);
-    for (const auto& [slot, value] : k_.init_values) tmpl_[slot] = value;
+    regs_.resize(static_cast<size_t>(nslots_) * 32 * nwarps_);
+    local_.resize(static_cast<size_t>(k_.local_bytes) * 32 * nwarps_);
+    warps_.resize(nwarps_);
+    tmpl_.assign(static_cast<size_t>(nslots_) * 32, 0);
     // Setup is not free: copying the register file and zeroing local memory
     // per thread, zeroing shared memory per block. It is charged to the
     // budget (one instruction per 64 bytes, at least one per thread) so the
     // budget bounds a launch's CPU time whatever its shape.
     thread_setup_cost_ = std::max<uint64_t>(1, (uint64_t{nslots_} * 8 + k_.local_bytes) / 64);
     block_setup_cost_ = shared_size_ / 64;
-    tmpl_[kSlotNtid] = l.block_[0];
-    tmpl_[kSlotNtid + 1] = l.block_[1];
-    tmpl_[kSlotNtid + 2] = l.block_[2];
-    tmpl_[kSlotNctaid] = l.grid_[0];
-    tmpl_[kSlotNctaid + 1] = l.grid_[1];
-    tmpl_[kSlotNctaid + 2] = l.grid_[2];
+    auto set = [&](Slot s, uint64_t v) {
+      for (uint32_t i = 0; i < 32; ++i) tmpl_[static_cast<size_t>(s) * 32 + i] = v;
+    };
+    for (const auto& [slot, value] : k_.init_values) set(slot, value);
+    set(kSlotNtid, l.block_[0]);
+    set(kSlotNtid + 1, l.block_[1]);
+    set(kSlotNtid + 2, l.block_[2]);
+    set(kSlotNctaid, l.grid_[0]);
+    set(kSlotNctaid + 1, l.grid_[1]);
+    set(kSlotNctaid + 2, l.grid_[2]);
+    for (uint32_t i = 0; i < 32; ++i) tmpl_[kSlotLaneid * 32 + i] = i;
   }
 
   ~BlockRunner() { settle(); }
@@ -472,66 +791,216 @@ class BlockRunner {
 
   // False when the launch was stopped (fault, budget or cancel).
   bool run_block(uint64_t index) {
+    if (!start_block(index)) return false;
+    return resume_block() == Stop::kExit;
+  }
+
+  // Sets up block `index` (charging its setup to the budget); false when the
+  // launch was stopped.
+  bool start_block(uint64_t index) {
     const uint32_t bx = static_cast<uint32_t>(index % l_.grid_[0]);
     const uint32_t by = static_cast<uint32_t>((index / l_.grid_[0]) % l_.grid_[1]);
     const uint32_t bz = static_cast<uint32_t>(index / (uint64_t{l_.grid_[0]} * l_.grid_[1]));
     ctaid_ = {bx, by, bz};
-    tmpl_[kSlotCtaid] = bx;
-    tmpl_[kSlotCtaid + 1] = by;
-    tmpl_[kSlotCtaid + 2] = bz;
-    // Shared memory starts zeroed in the sim (uninitialised on a GPU).
+    for (uint32_t i = 0; i < 32; ++i) {
+      tmpl_[kSlotCtaid * 32 + i] = bx;
+      tmpl_[(kSlotCtaid + 1) * 32 + i] = by;
+      tmpl_[(kSlotCtaid + 2) * 32 + i] = bz;
+    }
     tid_linear_ = 0;
     if (!charge(block_setup_cost_)) return false;
+    // Shared memory starts zeroed in the sim (uninitialised on a GPU).
     std::fill(shared_.begin(), shared_.end(), std::byte{0});
-    if (!k_.has_barrier) {
-      for (uint32_t t = 0; t < nthreads_; ++t) {
-        tid_linear_ = t;
-        if (!charge(thread_setup_cost_)) return false;
-        init_thread(t, regs_.data(), local_.data());
-        uint32_t pc = 0;
-        tid_linear_ = t;
-        if (run(regs_.data(), pc, local_.data()) == Stop::kFault) return false;
-      }
-      return true;
-    }
-    for (uint32_t t = 0; t < nthreads_; ++t) {
-      tid_linear_ = t;
-      if (!charge(thread_setup_cost_)) return false;
-      init_thread(t, regs_.data() + static_cast<size_t>(t) * nslots_,
-                  local_.data() + static_cast<size_t>(t) * k_.local_bytes);
-      pcs_[t] = 0;
-      live_[t] = 1;
-    }
-    uint32_t remaining = nthreads_;
-    while (remaining > 0) {
-      for (uint32_t t = 0; t < nthreads_; ++t) {
-        if (!live_[t]) continue;
-        tid_linear_ = t;
-        const Stop s = run(regs_.data() + static_cast<size_t>(t) * nslots_, pcs_[t],
-                           local_.data() + static_cast<size_t>(t) * k_.local_bytes);
-        if (s == Stop::kFault) return false;
-        if (s == Stop::kExit) {
-          live_[t] = 0;
-          --remaining;
+    for (uint32_t w = 0; w < nwarps_; ++w) {
+      const uint32_t first = w * 32;
+      const uint32_t n = std::min<uint32_t>(32, nthreads_ - first);
+      tid_linear_ = first;
+      if (!charge(thread_setup_cost_ * n)) return false;
+      uint64_t* r = regs_.data() + static_cast<size_t>(w) * nslots_ * 32;
+      if (!initialised_) {
+        // Constants, %tid and %laneid never change between blocks, and PTX
+        // registers are undefined until written: the register file and
+        // local memory are set up once per runner (zeros, constants, %tid),
+        // after that only %ctaid changes.
+        std::memcpy(r, tmpl_.data(), tmpl_.size() * 8);
+        for (uint32_t i = 0; i < n; ++i) {
+          const uint32_t t = first + i;
+          r[kSlotTid * 32 + i] = t % l_.block_[0];
+          r[(kSlotTid + 1) * 32 + i] = (t / l_.block_[0]) % l_.block_[1];
+          r[(kSlotTid + 2) * 32 + i] = t / (l_.block_[0] * l_.block_[1]);
+        }
+      } else {
+        for (uint32_t i = 0; i < 32; ++i) {
+          r[kSlotCtaid * 32 + i] = bx;
+          r[(kSlotCtaid + 1) * 32 + i] = by;
+          r[(kSlotCtaid + 2) * 32 + i] = bz;
         }
       }
+      WarpState& W = warps_[w];
+      W = WarpState{};
+      W.exists = n == 32 ? kFullWarp : (1u << n) - 1;
+      W.live = W.exists;
+      W.active = W.exists;
     }
+    initialised_ = true;
+    live_threads_ = nthreads_;
+    bar_count_ = 0;
+    cur_warp_ = 0;
     return true;
   }
 
- private:
-  void init_thread(uint32_t t, uint64_t* r, std::byte* local) {
-    std::memcpy(r, tmpl_.data(), static_cast<size_t>(nslots_) * 8);
-    const uint32_t tx = t % l_.block_[0];
-    const uint32_t ty = (t / l_.block_[0]) % l_.block_[1];
-    const uint32_t tz = t / (l_.block_[0] * l_.block_[1]);
-    r[kSlotTid] = tx;
-    r[kSlotTid + 1] = ty;
-    r[kSlotTid + 2] = tz;
-    r[kSlotLaneid] = t % 32;
-    if (k_.local_bytes) std::memset(local, 0, k_.local_bytes);
+  // Runs the started block until every thread exited (kExit), the launch
+  // stopped (kFault) or the slice ran out (kSlice; call again to resume
+  // exactly where it stopped). Warps take turns (kQuantum instructions or
+  // until they wait); bar.sync opens when every live thread waits at it.
+  Stop resume_block() {
+    for (;;) {
+      if (live_threads_ == 0) return Stop::kExit;
+      bool ran = false;
+      for (uint32_t i = 0; i < nwarps_; ++i) {
+        WarpState& W = warps_[cur_warp_];
+        if ((W.live & ~W.bar & ~W.wsync) != 0) {
+          ran = true;
+          const Stop s = run_warp(cur_warp_);
+          if (s == Stop::kFault || s == Stop::kSlice) return s;
+        }
+        cur_warp_ = cur_warp_ + 1 == nwarps_ ? 0 : cur_warp_ + 1;
+      }
+      if (ran) continue;
+      if (live_threads_ == 0) return Stop::kExit;
+      if (bar_count_ == live_threads_) {
+        for (WarpState& W : warps_) {
+          W.bar = 0;
+          W.active = 0;
+        }
+        bar_count_ = 0;
+        continue;
+      }
+      if (!release_warp_syncs()) return deadlock();
+    }
   }
 
+  // Limits what the following runs may execute to `n` more instructions
+  // (kNoSlice: unlimited).
+  void set_slice(uint64_t n) {
+    slice_left_ = n;
+    slice_progress_ = false;
+  }
+
+  static constexpr uint64_t kNoSlice = ~uint64_t{0};
+
+ private:
+  // ---- scheduling
+  static void park(WarpState& W, uint32_t pc, uint32_t lanes) {
+    for (uint32_t m = lanes; m != 0; m &= m - 1) W.pcs[std::countr_zero(m)] = pc;
+  }
+  // Picks the runnable lanes with the lowest pc as the group. The current
+  // group's pcs must be parked first. False when no lane is runnable.
+  static bool reschedule(WarpState& W) {
+    const uint32_t run = W.live & ~W.bar & ~W.wsync;
+    uint32_t best = kNoPc;
+    for (uint32_t m = run; m != 0; m &= m - 1) best = std::min(best, W.pcs[std::countr_zero(m)]);
+    W.active = 0;
+    W.next_pc = kNoPc;
+    if (best == kNoPc) return false;
+    for (uint32_t m = run; m != 0; m &= m - 1) {
+      const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+      if (W.pcs[l] == best)
+        W.active |= 1u << l;
+      else
+        W.next_pc = std::min(W.next_pc, W.pcs[l]);
+    }
+    W.pc = best;
+    return true;
+  }
+  // Gives the lanes furthest ahead a turn (a spin loop's lanes wait behind).
+  static void yield_ahead(WarpState& W, uint32_t pc, uint32_t act) {
+    park(W, pc, act);
+    const uint32_t run = W.live & ~W.bar & ~W.wsync;
+    uint32_t far = 0;
+    bool found = false;
+    for (uint32_t m = run & ~act; m != 0; m &= m - 1) {
+      far = std::max(far, W.pcs[std::countr_zero(m)]);
+      found = true;
+    }
+    if (!found || far <= pc) {
+      reschedule(W);
+      return;
+    }
+    W.active = 0;
+    W.next_pc = kNoPc;
+    for (uint32_t m = run; m != 0; m &= m - 1) {
+      const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+      if (W.pcs[l] == far)
+        W.active |= 1u << l;
+      else if (W.pcs[l] > far)
+        W.next_pc = std::min(W.next_pc, W.pcs[l]);
+    }
+    W.pc = far;
+  }
+
+  // The membermask of a warp-synchronous instruction (union over the lanes).
+  uint32_t member_mask(const uint64_t* r, Slot s, uint32_t exec) const {
+    uint32_t mm = 0;
+    const uint64_t* rm = r + static_cast<size_t>(s) * 32;
+    for (uint32_t m = exec; m != 0; m &= m - 1) mm |= static_cast<uint32_t>(rm[std::countr_zero(m)]);
+    return mm;
+  }
+  static Slot member_slot(const Inst& in) {
+    return in.op == Op::kShfl ? static_cast<Slot>(static_cast<uint64_t>(in.imm) & 0xffffffffu)
+           : in.op == Op::kWarpSync ? in.a
+                                    : in.b;
+  }
+
+  // Nothing can run: lanes waiting at a warp-synchronous instruction whose
+  // other members have exited since may go on. False when none can.
+  bool release_warp_syncs() {
+    bool released = false;
+    for (uint32_t w = 0; w < nwarps_; ++w) {
+      WarpState& W = warps_[w];
+      const uint64_t* r = regs_.data() + static_cast<size_t>(w) * nslots_ * 32;
+      for (uint32_t m = W.wsync; m != 0; m &= m - 1) {
+        const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+        if (!(W.wsync >> l & 1)) continue;
+        const uint32_t pc = W.pcs[l];
+        uint32_t here = 0;
+        for (uint32_t q = W.wsync; q != 0; q &= q - 1) {
+          const uint32_t j = static_cast<uint32_t>(std::countr_zero(q));
+          if (W.pcs[j] == pc) here |= 1u << j;
+        }
+        const uint32_t need = member_mask(r, member_slot(k_.code[pc]), here) & W.live;
+        if ((need & ~here) == 0) {
+          W.wsync &= ~here;
+          W.active = 0;
+          released = true;
+        }
+      }
+    }
+    return released;
+  }
+
+  Stop deadlock() {
+    for (uint32_t w = 0; w < nwarps_; ++w) {
+      const WarpState& W = warps_[w];
+      if (W.wsync == 0) continue;
+      const uint32_t l = static_cast<uint32_t>(std::countr_zero(W.wsync));
+      const uint32_t pc = W.pcs[l];
+      const uint64_t* r = regs_.data() + static_cast<size_t>(w) * nslots_ * 32;
+      const uint32_t need = member_mask(r, member_slot(k_.code[pc]), 1u << l) & W.live;
+      tid_linear_ = w * 32 + l;
+      char buf[200];
+      std::snprintf(buf, sizeof buf,
+                    "deadlock: a warp-synchronous instruction waits for lanes 0x%08x of its "
+                    "membermask that never arrive (lanes 0x%08x wait at bar.sync)",
+                    need & ~W.wsync, W.bar);
+      l_.set_fault(buf + where(pc));
+      return Stop::kFault;
+    }
+    l_.set_fault("deadlock: threads wait at bar.sync while others can never arrive" + where(0));
+    return Stop::kFault;
+  }
+
+  // ---- faults
   std::string where(uint32_t pc) const {
     const uint32_t tx = tid_linear_ % l_.block_[0];
     const uint32_t ty = (tid_linear_ / l_.block_[0]) % l_.block_[1];
@@ -554,9 +1023,12 @@ class BlockRunner {
 
   // Host pointer for a global access, or nullptr (bounds) — alignment is
   // checked by the caller.
-  std::byte* gptr(uint64_t addr, uint32_t size) {
+  std::byte* gptr(uint64_t addr, uint32_t size, bool write) {
     const uint64_t off = addr - cache_.base;
     if (off < cache_.size && size <= cache_.size - off) return cache_.data + off;
+    // The module's own .global / .const variables (never cached: .const is
+    // read-only).
+    if (addr - module_.window_base < kWindowSize) return module_.variable_bytes(addr, size, write);
     const GlobalRange* r = mem_.find(addr, size);
     if (r == nullptr) return nullptr;
     cache_ = *r;
@@ -586,7 +1058,7 @@ class BlockRunner {
     std::byte* p = nullptr;
     switch (sp) {
       case Space::kGlobal:
-        p = gptr(addr, size);
+        p = gptr(addr, size, access[0] != 'l');
         break;
       case Space::kShared:
         if (addr < shared_size_ && size <= shared_size_ - addr) p = shared_.data() + addr;
@@ -618,9 +1090,28 @@ class BlockRunner {
           return __atomic_load_n(reinterpret_cast<const uint64_t*>(p), __ATOMIC_RELAXED);
       }
     }
-    uint64_t v = 0;
-    std::memcpy(&v, p, size);  // little-endian host
-    return v;
+    switch (size) {  // little-endian host; fixed-size copies stay in registers
+      case 1: {
+        uint8_t v;
+        std::memcpy(&v, p, 1);
+        return v;
+      }
+      case 2: {
+        uint16_t v;
+        std::memcpy(&v, p, 2);
+        return v;
+      }
+      case 4: {
+        uint32_t v;
+        std::memcpy(&v, p, 4);
+        return v;
+      }
+      default: {
+        uint64_t v;
+        std::memcpy(&v, p, 8);
+        return v;
+      }
+    }
   }
   static void store_raw(std::byte* p, uint32_t size, uint64_t v, bool atomic) {
     if (atomic) {
@@ -642,7 +1133,26 @@ class BlockRunner {
           return;
       }
     }
-    std::memcpy(p, &v, size);
+    switch (size) {
+      case 1: {
+        const auto x = static_cast<uint8_t>(v);
+        std::memcpy(p, &x, 1);
+        return;
+      }
+      case 2: {
+        const auto x = static_cast<uint16_t>(v);
+        std::memcpy(p, &x, 2);
+        return;
+      }
+      case 4: {
+        const auto x = static_cast<uint32_t>(v);
+        std::memcpy(p, &x, 4);
+        return;
+      }
+      default:
+        std::memcpy(p, &v, 8);
+        return;
+    }
   }
 
   // Extends a loaded value to the destination register (mod: see Op::kLd*).
@@ -656,16 +1166,17 @@ class BlockRunner {
     return v;
   }
 
-  bool do_atom(const Inst& in, uint64_t* r, std::byte* local, uint32_t pc) {
+  // One lane of an atomic; `r` is the warp's register file.
+  bool do_atom(const Inst& in, uint64_t* r, uint32_t l, std::byte* local, uint32_t pc) {
     const auto op = static_cast<AtomOp>(in.mod & 15);
     const auto t = static_cast<Ty>(in.mod >> 4);
     const auto sp = static_cast<Space>((in.neg >> 1) & 7);
     const uint32_t size = ty_bits(t) / 8;
     Space actual;
-    std::byte* p = resolve(sp, r[in.a] + static_cast<uint64_t>(in.imm), size, size, local, pc,
-                           "atom", &actual);
+    std::byte* p = resolve(sp, r[in.a * 32 + l] + static_cast<uint64_t>(in.imm), size, size, local,
+                           pc, "atom", &actual);
     if (p == nullptr) return false;
-    const uint64_t b = r[in.b], c = r[in.c];
+    const uint64_t b = r[in.b * 32 + l], c = r[in.c * 32 + l];
     uint64_t old;
     if (actual != Space::kGlobal) {
       old = load_raw(p, size, false);
@@ -703,47 +1214,84 @@ class BlockRunner {
         old = cur;
       }
     }
-    r[in.d] = old;
+    r[in.d * 32 + l] = old;
     return true;
   }
 
-  bool vec_access(const Inst& in, uint64_t* r, std::byte* local, uint32_t pc, bool is_ld) {
+  bool vec_access(const Inst& in, uint64_t* r, uint32_t l, std::byte* local, uint32_t pc,
+                  bool is_ld) {
     const uint32_t size = 1u << (in.mod & 3);
     const uint32_t n = (in.mod >> 6) == 1 ? 2 : 4;
     const auto sp = static_cast<Space>(in.b);
     Space actual;
-    std::byte* p = resolve(sp, r[in.a] + static_cast<uint64_t>(in.imm), size * n, size * n, local,
-                           pc, is_ld ? "ld" : "st", &actual);
+    std::byte* p = resolve(sp, r[in.a * 32 + l] + static_cast<uint64_t>(in.imm), size * n,
+                           size * n, local, pc, is_ld ? "ld" : "st", &actual);
     if (p == nullptr) return false;
     const bool atomic = actual == Space::kGlobal;
     const Slot* slots = k_.vec_slots.data() + in.c;
     for (uint32_t e = 0; e < n; ++e) {
       if (is_ld)
-        r[slots[e]] = extend(load_raw(p + e * size, size, atomic), in.mod);
+        r[slots[e] * 32 + l] = extend(load_raw(p + e * size, size, atomic), in.mod);
       else
-        store_raw(p + e * size, size, r[slots[e]], atomic);
+        store_raw(p + e * size, size, r[slots[e] * 32 + l], atomic);
     }
     return true;
   }
 
-  bool refuel() {
-    fuel_ = l_.claim_fuel(kFuelChunk);
-    granted_total_ += fuel_;
-    return fuel_ != 0;
+  // ---- budget
+  // Makes `fuel` (the local copy of fuel_) cover `cost`. False when the
+  // launch stopped (*slice_end false) or the slice is over (*slice_end true).
+  bool get_fuel(uint64_t& fuel, uint32_t cost, bool* slice_end) {
+    *slice_end = false;
+    while (fuel < cost) {
+      uint64_t want = kFuelChunk;
+      if (slice_left_ != kNoSlice) {
+        if (slice_left_ == 0) {
+          if (slice_progress_) {
+            *slice_end = true;
+            return false;
+          }
+          want = cost - fuel;  // every slice makes progress
+        } else {
+          want = std::min(want, slice_left_);
+        }
+      }
+      const uint64_t got = l_.claim_fuel(want);
+      if (got == 0) return false;
+      granted_total_ += got;
+      fuel += got;
+      if (slice_left_ != kNoSlice) slice_left_ -= std::min(slice_left_, got);
+    }
+    return true;
   }
 
-  // Takes `n` units of budget for setup work; false (launch faulted or
-  // stopped) when the budget runs out.
+  // Setup is done whole once started: it is charged against the slice
+  // (saturating) but never stopped by it.
   bool charge(uint64_t n) {
+    if (slice_left_ != kNoSlice) slice_left_ -= std::min(slice_left_, n);
     while (n > 0) {
-      if (fuel_ == 0 && !refuel()) {
-        out_of_fuel(0);
+      if (fuel_ == 0) {
+        fuel_ = l_.claim_fuel(kFuelChunk);
+        granted_total_ += fuel_;
+      }
+      if (fuel_ == 0) {
+        if (!l_.stopped())
+          l_.set_fault("instruction budget exceeded (" + std::to_string(l_.budget_) +
+                       " instructions)" + where(0));
         return false;
       }
       const uint64_t take = std::min(n, fuel_);
       fuel_ -= take;
       n -= take;
     }
+    if (slice_left_ != kNoSlice && fuel_ > 0) {
+      // Give the rest of the claim back: the slice's remaining instructions
+      // are claimed (and limited) by get_fuel().
+      l_.claimed_.fetch_sub(fuel_, std::memory_order_relaxed);
+      granted_total_ -= fuel_;
+      fuel_ = 0;
+    }
+    slice_progress_ = true;
     return true;
   }
 
@@ -754,15 +1302,17 @@ class BlockRunner {
     return Stop::kFault;
   }
 
-  Stop run(uint64_t* r, uint32_t& pc_ref, std::byte* local);
+  Stop run_warp(uint32_t w);
 
   static constexpr uint64_t kFuelChunk = 1u << 16;
 
   Launch& l_;
   const Kernel& k_;
   const GlobalMemory& mem_;
+  const Module& module_;
   GlobalRange cache_{};
   uint32_t nthreads_ = 0;
+  uint32_t nwarps_ = 0;
   uint32_t nslots_ = 0;
   uint64_t shared_size_ = 0;
   uint64_t thread_setup_cost_ = 1;
@@ -770,438 +1320,1080 @@ class BlockRunner {
   std::vector<std::byte> shared_;
   std::vector<uint64_t> regs_;
   std::vector<std::byte> local_;
-  std::vector<uint32_t> pcs_;
-  std::vector<uint8_t> live_;
-  std::vector<uint64_t> tmpl_;
+  std::vector<WarpState> warps_;
+  std::vector<uint64_t> tmpl_;  // one warp's initial registers
   std::array<uint32_t, 3> ctaid_{};
-  uint32_t tid_linear_ = 0;
+  uint32_t tid_linear_ = 0;     // the thread a fault message names
+  bool initialised_ = false;    // register files set up (start_block)
+  uint32_t live_threads_ = 0;   // of the started block
+  uint32_t bar_count_ = 0;      // threads waiting at bar.sync
+  uint32_t cur_warp_ = 0;       // whose turn it is
+  uint64_t slice_left_ = kNoSlice;  // instructions the current slice may still claim
+  bool slice_progress_ = false;     // the current slice executed something
   uint64_t fuel_ = 0;           // instructions left of the current claim
   uint64_t granted_total_ = 0;  // all claims so far
 };
 
-Stop BlockRunner::run(uint64_t* r, uint32_t& pc_ref, std::byte* local) {
+Stop BlockRunner::run_warp(uint32_t w) {
+  WarpState& W = warps_[w];
   const Inst* const code = k_.code.data();
-  uint32_t pc = pc_ref;
-  uint64_t fuel = fuel_;
+  uint64_t* const r = regs_.data() + static_cast<size_t>(w) * nslots_ * 32;
+  std::byte* const local0 = local_.data() + static_cast<size_t>(w) * 32 * k_.local_bytes;
+  const uint32_t local_bytes = k_.local_bytes;
   const std::byte* const params = l_.params_.data();
   const uint64_t param_size = l_.params_.size();
   std::byte* const shared = shared_.data();
   const uint64_t shared_size = shared_size_;
-  Stop result = Stop::kExit;
+  if (W.active == 0 && !reschedule(W)) return Stop::kBlocked;
+  uint32_t pc = W.pc;
+  uint32_t act = W.active;
+  uint64_t fuel = fuel_;
+  uint32_t quantum = kQuantum;
+  Stop result = Stop::kYield;
+  uint32_t cost_of = act, cost = popc(act);  // instructions a warp instruction costs
+
+#define GL_FAULT_LANE(L)  \
+  do {                    \
+    tid_linear_ = w * 32 + (L); \
+  } while (0)
 
   for (;;) {
-    if (fuel == 0) {
-      fuel_ = 0;
-      if (!refuel()) {
-        result = out_of_fuel(pc);
+    if (pc >= W.next_pc) {
+      // Reached (or jumped past) lanes parked further on: the lowest pc runs.
+      park(W, pc, act);
+      reschedule(W);
+      pc = W.pc;
+      act = W.active;
+    }
+    if (act != cost_of) {
+      cost_of = act;
+      cost = popc(act);
+    }
+    if (fuel < cost) {
+      bool slice_end = false;
+      if (!get_fuel(fuel, cost, &slice_end)) {
+        if (slice_end) {
+          result = Stop::kSlice;
+        } else {
+          tid_linear_ = w * 32 + static_cast<uint32_t>(std::countr_zero(act));
+          fuel_ = fuel;
+          result = out_of_fuel(pc);
+        }
         goto out;
       }
-      fuel = fuel_;
     }
-    --fuel;
-    const Inst& in = code[pc];
-    if (((r[in.guard] ^ in.neg) & 1) == 0) {
-      ++pc;
-      continue;
+    if (--quantum == 0) {
+      result = Stop::kYield;
+      goto out;
     }
-    const uint64_t mask = static_cast<uint64_t>(in.imm);
-    switch (in.op) {
-      case Op::kNop:
-        break;
-      case Op::kMov:
-        r[in.d] = r[in.a];
-        break;
-      case Op::kPack64:
-        r[in.d] = (r[in.a] & 0xffffffffu) | (r[in.b] << 32);
-        break;
-      case Op::kUnpack64: {
-        const uint64_t v = r[in.a];
-        r[in.d] = v & 0xffffffffu;
-        r[in.c] = v >> 32;
-        break;
+    fuel -= cost;
+    slice_progress_ = true;
+    {
+      const Inst& in = code[pc];
+      uint32_t exec = act;
+      if (in.guard != kSlotTrue || (in.neg & 1)) {
+        const uint64_t* g = r + static_cast<size_t>(in.guard) * 32;
+        uint32_t m = 0;
+        for (uint32_t i = 0; i < 32; ++i) m |= (static_cast<uint32_t>(g[i]) & 1u) << i;
+        if (in.neg & 1) m = ~m;
+        exec &= m;
       }
-      case Op::kAdd:
-        r[in.d] = (r[in.a] + r[in.b]) & mask;
-        break;
-      case Op::kSub:
-        r[in.d] = (r[in.a] - r[in.b]) & mask;
-        break;
-      case Op::kMulLo:
-        r[in.d] = (r[in.a] * r[in.b]) & mask;
-        break;
-      case Op::kMadLo:
-        r[in.d] = (r[in.a] * r[in.b] + r[in.c]) & mask;
-        break;
-      case Op::kMulHiS:
-      case Op::kMadHiS: {
-        const unsigned w = in.mod;
-        const __int128 p = static_cast<__int128>(sext(r[in.a], w)) * sext(r[in.b], w);
-        uint64_t hi = static_cast<uint64_t>(p >> w);
-        if (in.op == Op::kMadHiS) hi += r[in.c];
-        r[in.d] = hi & mask;
-        break;
-      }
-      case Op::kMulHiU:
-      case Op::kMadHiU: {
-        const unsigned w = in.mod;
-        const unsigned __int128 p = static_cast<unsigned __int128>(r[in.a]) * r[in.b];
-        uint64_t hi = static_cast<uint64_t>(p >> w);
-        if (in.op == Op::kMadHiU) hi += r[in.c];
-        r[in.d] = hi & mask;
-        break;
-      }
-      case Op::kMulWideS:
-        r[in.d] = static_cast<uint64_t>(sext(r[in.a], in.mod) * sext(r[in.b], in.mod)) & mask;
-        break;
-      case Op::kMulWideU:
-        r[in.d] = (r[in.a] * r[in.b]) & mask;
-        break;
-      case Op::kMadWideS:
-        r[in.d] =
-            (static_cast<uint64_t>(sext(r[in.a], in.mod) * sext(r[in.b], in.mod)) + r[in.c]) & mask;
-        break;
-      case Op::kMadWideU:
-        r[in.d] = (r[in.a] * r[in.b] + r[in.c]) & mask;
-        break;
-      case Op::kDivS: {
-        // PTX leaves x/0 unspecified; the sim defines it as -1 (all ones,
-        // like the GPU's unsigned result) and MIN/-1 as MIN.
-        const int64_t a = sext(r[in.a], in.mod), b = sext(r[in.b], in.mod);
-        r[in.d] = (b == 0 ? ~uint64_t{0}
-                          : (b == -1 ? static_cast<uint64_t>(0) - static_cast<uint64_t>(a)
-                                     : static_cast<uint64_t>(a / b))) &
-                  mask;
-        break;
-      }
-      case Op::kDivU:
-        r[in.d] = (r[in.b] == 0 ? ~uint64_t{0} : r[in.a] / r[in.b]) & mask;
-        break;
-      case Op::kRemS: {
-        const int64_t a = sext(r[in.a], in.mod), b = sext(r[in.b], in.mod);
-        r[in.d] =
-            (b == 0 ? static_cast<uint64_t>(a) : (b == -1 ? 0 : static_cast<uint64_t>(a % b))) &
-            mask;
-        break;
-      }
-      case Op::kRemU:
-        r[in.d] = (r[in.b] == 0 ? r[in.a] : r[in.a] % r[in.b]) & mask;
-        break;
-      case Op::kMinS:
-        r[in.d] = sext(r[in.a], in.mod) <= sext(r[in.b], in.mod) ? r[in.a] : r[in.b];
-        break;
-      case Op::kMaxS:
-        r[in.d] = sext(r[in.a], in.mod) >= sext(r[in.b], in.mod) ? r[in.a] : r[in.b];
-        break;
-      case Op::kMinU:
-        r[in.d] = std::min(r[in.a], r[in.b]);
-        break;
-      case Op::kMaxU:
-        r[in.d] = std::max(r[in.a], r[in.b]);
-        break;
-      case Op::kAnd:
-        r[in.d] = r[in.a] & r[in.b];
-        break;
-      case Op::kOr:
-        r[in.d] = r[in.a] | r[in.b];
-        break;
-      case Op::kXor:
-        r[in.d] = r[in.a] ^ r[in.b];
-        break;
-      case Op::kNot:
-        r[in.d] = ~r[in.a] & mask;
-        break;
-      case Op::kCnot:
-        r[in.d] = r[in.a] == 0 ? 1 : 0;
-        break;
-      case Op::kNeg:
-        r[in.d] = (0 - r[in.a]) & mask;
-        break;
-      case Op::kAbs: {
-        const int64_t a = sext(r[in.a], in.mod);
-        r[in.d] = (a < 0 ? 0 - static_cast<uint64_t>(a) : static_cast<uint64_t>(a)) & mask;
-        break;
-      }
-      case Op::kShl: {
-        const uint64_t s = r[in.b] & 0xffffffffu;
-        r[in.d] = s >= in.mod ? 0 : (r[in.a] << s) & mask;
-        break;
-      }
-      case Op::kShrU: {
-        const uint64_t s = r[in.b] & 0xffffffffu;
-        r[in.d] = s >= in.mod ? 0 : r[in.a] >> s;
-        break;
-      }
-      case Op::kShrS: {
-        const uint64_t s = std::min<uint64_t>(r[in.b] & 0xffffffffu, in.mod - 1u);
-        r[in.d] = static_cast<uint64_t>(sext(r[in.a], in.mod) >> s) & mask;
-        break;
-      }
-      case Op::kPopc:
-        r[in.d] = static_cast<uint64_t>(std::popcount(r[in.a]));
-        break;
-      case Op::kClz:
-        r[in.d] = static_cast<uint64_t>(std::countl_zero(r[in.a]) - (64 - in.mod));
-        break;
-      case Op::kBrev: {
-        uint64_t v = r[in.a], o = 0;
-        for (unsigned i = 0; i < in.mod; ++i) o |= ((v >> i) & 1) << (in.mod - 1 - i);
-        r[in.d] = o;
-        break;
-      }
-      case Op::kSelp:
-        r[in.d] = (r[in.c] & 1) ? r[in.a] : r[in.b];
-        break;
-      case Op::kSetpS: {
-        const bool p = icmp<int64_t>(static_cast<Cmp>(in.imm & 0xff), sext(r[in.a], in.mod),
-                                     sext(r[in.b], in.mod));
-        r[in.d] = combine(p, in.imm, r[in.c]);
-        break;
-      }
-      case Op::kSetpU: {
-        const bool p = icmp<uint64_t>(static_cast<Cmp>(in.imm & 0xff), r[in.a], r[in.b]);
-        r[in.d] = combine(p, in.imm, r[in.c]);
-        break;
-      }
-      case Op::kSetpF32: {
-        const bool p = fcmp<float>(static_cast<Cmp>(in.imm & 0xff), f32(r[in.a]), f32(r[in.b]));
-        r[in.d] = combine(p, in.imm, r[in.c]);
-        break;
-      }
-      case Op::kSetpF64: {
-        const bool p = fcmp<double>(static_cast<Cmp>(in.imm & 0xff), f64(r[in.a]), f64(r[in.b]));
-        r[in.d] = combine(p, in.imm, r[in.c]);
-        break;
-      }
-#define GL_F32_BIN(NAME, EXPR)                \
-  case Op::NAME: {                            \
-    float a = f32(r[in.a]), b = f32(r[in.b]); \
-    if (in.mod & kFlagFtz) {                  \
-      a = ftz(a);                             \
-      b = ftz(b);                             \
-    }                                         \
-    float v = (EXPR);                         \
-    if (in.mod) {                             \
-      if (in.mod & kFlagFtz) v = ftz(v);      \
-      if (in.mod & kFlagSat) v = sat(v);      \
-    }                                         \
-    r[in.d] = bits(v);                        \
-    break;                                    \
-  }
-        GL_F32_BIN(kAddF32, a + b)
-        GL_F32_BIN(kSubF32, a - b)
-        GL_F32_BIN(kMulF32, a * b)
-        GL_F32_BIN(kDivF32, a / b)
-        GL_F32_BIN(kMinF32, pmin(a, b))
-        GL_F32_BIN(kMaxF32, pmax(a, b))
-#undef GL_F32_BIN
-      case Op::kFmaF32: {
-        float a = f32(r[in.a]), b = f32(r[in.b]), c = f32(r[in.c]);
-        if (in.mod & kFlagFtz) {
-          a = ftz(a);
-          b = ftz(b);
-          c = ftz(c);
-        }
-        float v = std::fma(a, b, c);
-        if (in.mod) {
-          if (in.mod & kFlagFtz) v = ftz(v);
-          if (in.mod & kFlagSat) v = sat(v);
-        }
-        r[in.d] = bits(v);
-        break;
-      }
-#define GL_F32_UN(NAME, EXPR)            \
-  case Op::NAME: {                       \
-    float a = f32(r[in.a]);              \
-    if (in.mod & kFlagFtz) a = ftz(a);   \
-    float v = (EXPR);                    \
-    if (in.mod) {                        \
-      if (in.mod & kFlagFtz) v = ftz(v); \
-      if (in.mod & kFlagSat) v = sat(v); \
-    }                                    \
-    r[in.d] = bits(v);                   \
-    break;                               \
-  }
-        GL_F32_UN(kSqrtF32, std::sqrt(a))
-        GL_F32_UN(kRcpF32, 1.0f / a)
-        GL_F32_UN(kRsqrtF32, 1.0f / std::sqrt(a))
-        GL_F32_UN(kEx2F32, std::exp2(a))
-        GL_F32_UN(kLg2F32, std::log2(a))
-        GL_F32_UN(kSinF32, std::sin(a))
-        GL_F32_UN(kCosF32, std::cos(a))
-        GL_F32_UN(kTanhF32, std::tanh(a))
-#undef GL_F32_UN
-      case Op::kNegF32:
-        r[in.d] = (r[in.a] ^ 0x80000000u) & 0xffffffffu;
-        break;
-      case Op::kAbsF32:
-        r[in.d] = r[in.a] & 0x7fffffffu;
-        break;
-      case Op::kAddF64:
-        r[in.d] = bits(f64(r[in.a]) + f64(r[in.b]));
-        break;
-      case Op::kSubF64:
-        r[in.d] = bits(f64(r[in.a]) - f64(r[in.b]));
-        break;
-      case Op::kMulF64:
-        r[in.d] = bits(f64(r[in.a]) * f64(r[in.b]));
-        break;
-      case Op::kDivF64:
-        r[in.d] = bits(f64(r[in.a]) / f64(r[in.b]));
-        break;
-      case Op::kFmaF64:
-        r[in.d] = bits(std::fma(f64(r[in.a]), f64(r[in.b]), f64(r[in.c])));
-        break;
-      case Op::kMinF64:
-        r[in.d] = bits(pmin(f64(r[in.a]), f64(r[in.b])));
-        break;
-      case Op::kMaxF64:
-        r[in.d] = bits(pmax(f64(r[in.a]), f64(r[in.b])));
-        break;
-      case Op::kNegF64:
-        r[in.d] = r[in.a] ^ (uint64_t{1} << 63);
-        break;
-      case Op::kAbsF64:
-        r[in.d] = r[in.a] & ~(uint64_t{1} << 63);
-        break;
-      case Op::kSqrtF64:
-        r[in.d] = bits(std::sqrt(f64(r[in.a])));
-        break;
-      case Op::kRcpF64:
-        r[in.d] = bits(1.0 / f64(r[in.a]));
-        break;
-      case Op::kRsqrtF64:
-        r[in.d] = bits(1.0 / std::sqrt(f64(r[in.a])));
-        break;
-      case Op::kCvtInt: {
-        const uint64_t v = in.c
-                               ? static_cast<uint64_t>(sext(r[in.a], in.mod))
-                               : (in.mod >= 64 ? r[in.a] : r[in.a] & ((uint64_t{1} << in.mod) - 1));
-        r[in.d] = v & mask;
-        break;
-      }
-      case Op::kCvt:
-        r[in.d] = convert(r[in.a], static_cast<Ty>(in.b), static_cast<Ty>(in.c),
-                          static_cast<Rnd>(in.mod & 15), static_cast<uint8_t>(in.mod >> 4));
-        break;
-      case Op::kLdGlobal: {
-        const uint32_t size = 1u << (in.mod & 3);
-        const uint64_t addr = r[in.a] + mask;
-        if ((addr & (size - 1)) != 0) {
-          result = mem_fault(pc, "misaligned address", Space::kGlobal, "ld", addr, size);
-          goto out;
-        }
-        const std::byte* p = gptr(addr, size);
-        if (p == nullptr) {
-          result = mem_fault(pc, "illegal address", Space::kGlobal, "ld", addr, size);
-          goto out;
-        }
-        r[in.d] = extend(load_raw(p, size, true), in.mod);
-        break;
-      }
-      case Op::kStGlobal: {
-        const uint32_t size = 1u << (in.mod & 3);
-        const uint64_t addr = r[in.a] + mask;
-        if ((addr & (size - 1)) != 0) {
-          result = mem_fault(pc, "misaligned address", Space::kGlobal, "st", addr, size);
-          goto out;
-        }
-        std::byte* p = gptr(addr, size);
-        if (p == nullptr) {
-          result = mem_fault(pc, "illegal address", Space::kGlobal, "st", addr, size);
-          goto out;
-        }
-        store_raw(p, size, r[in.b], true);
-        break;
-      }
-      case Op::kLdShared: {
-        const uint32_t size = 1u << (in.mod & 3);
-        const uint64_t addr = r[in.a] + mask;
-        if (addr >= shared_size || size > shared_size - addr || (addr & (size - 1)) != 0) {
-          result = mem_fault(pc, (addr & (size - 1)) ? "misaligned address" : "illegal address",
-                             Space::kShared, "ld", addr, size);
-          goto out;
-        }
-        r[in.d] = extend(load_raw(shared + addr, size, false), in.mod);
-        break;
-      }
-      case Op::kStShared: {
-        const uint32_t size = 1u << (in.mod & 3);
-        const uint64_t addr = r[in.a] + mask;
-        if (addr >= shared_size || size > shared_size - addr || (addr & (size - 1)) != 0) {
-          result = mem_fault(pc, (addr & (size - 1)) ? "misaligned address" : "illegal address",
-                             Space::kShared, "st", addr, size);
-          goto out;
-        }
-        store_raw(shared + addr, size, r[in.b], false);
-        break;
-      }
-      case Op::kLdParam: {
-        const uint32_t size = 1u << (in.mod & 3);
-        const uint64_t addr = r[in.a] + mask;
-        if (addr >= param_size || size > param_size - addr) {
-          result = mem_fault(pc, "illegal address", Space::kParam, "ld", addr, size);
-          goto out;
-        }
-        r[in.d] = extend(load_raw(params + addr, size, false), in.mod);
-        break;
-      }
-      case Op::kLdLocal:
-      case Op::kLdGeneric: {
-        const uint32_t size = 1u << (in.mod & 3);
-        Space actual;
-        const std::byte* p = resolve(in.op == Op::kLdLocal ? Space::kLocal : Space::kGeneric,
-                                     r[in.a] + mask, size, size, local, pc, "ld", &actual);
-        if (p == nullptr) {
-          result = Stop::kFault;
-          goto out;
-        }
-        r[in.d] = extend(load_raw(p, size, actual == Space::kGlobal), in.mod);
-        break;
-      }
-      case Op::kStLocal:
-      case Op::kStGeneric: {
-        const uint32_t size = 1u << (in.mod & 3);
-        Space actual;
-        std::byte* p = resolve(in.op == Op::kStLocal ? Space::kLocal : Space::kGeneric,
-                               r[in.a] + mask, size, size, local, pc, "st", &actual);
-        if (p == nullptr) {
-          result = Stop::kFault;
-          goto out;
-        }
-        store_raw(p, size, r[in.b], actual == Space::kGlobal);
-        break;
-      }
-      case Op::kLdVec:
-      case Op::kStVec:
-        if (!vec_access(in, r, local, pc, in.op == Op::kLdVec)) {
-          result = Stop::kFault;
-          goto out;
-        }
-        break;
-      case Op::kAtom:
-        if (!do_atom(in, r, local, pc)) {
-          result = Stop::kFault;
-          goto out;
-        }
-        break;
-      case Op::kBra:
-        pc = static_cast<uint32_t>(in.imm);
+      uint64_t* const rd = r + static_cast<size_t>(in.d) * 32;
+      const uint64_t* const ra = r + static_cast<size_t>(in.a) * 32;
+      const uint64_t* const rb = r + static_cast<size_t>(in.b) * 32;
+      const uint64_t* const rc = r + static_cast<size_t>(in.c) * 32;
+      const uint64_t mask = static_cast<uint64_t>(in.imm);
+      if (exec == 0 && in.op != Op::kBra) {
+        ++pc;
         continue;
-      case Op::kBar:
-        pc_ref = pc + 1;
-        fuel_ = fuel;
-        return Stop::kBarrier;
-      case Op::kRet:
-        result = Stop::kExit;
-        goto out;
+      }
+      switch (in.op) {
+        case Op::kNop:
+          break;
+        case Op::kMov:
+          GL_LANES(rd[l] = ra[l]);
+          break;
+        case Op::kPack64: {
+          const unsigned w = in.mod ? in.mod : 32;
+          const uint64_t hm = lane_mask(w);
+          GL_LANES(rd[l] = (ra[l] & hm) | ((rb[l] & hm) << w));
+          break;
+        }
+        case Op::kUnpack64: {
+          const unsigned w = in.mod ? in.mod : 32;
+          const uint64_t hm = lane_mask(w);
+          uint64_t* const rc2 = r + static_cast<size_t>(in.c) * 32;
+          GL_LANES({
+            const uint64_t v = ra[l];
+            rd[l] = v & hm;
+            rc2[l] = (v >> w) & hm;
+          });
+          break;
+        }
+        case Op::kHalf:
+          GL_LANES(rd[l] = half_op(in.imm, ra[l], rb[l], rc[l]));
+          break;
+        case Op::kAdd:
+          GL_LANES(rd[l] = (ra[l] + rb[l]) & mask);
+          break;
+        case Op::kSub:
+          GL_LANES(rd[l] = (ra[l] - rb[l]) & mask);
+          break;
+        case Op::kMulLo:
+          GL_LANES(rd[l] = (ra[l] * rb[l]) & mask);
+          break;
+        case Op::kMadLo:
+          GL_LANES(rd[l] = (ra[l] * rb[l] + rc[l]) & mask);
+          break;
+        case Op::kMulHiS:
+        case Op::kMadHiS: {
+          const unsigned wd = in.mod;
+          const bool mad = in.op == Op::kMadHiS;
+          GL_LANES({
+            const __int128 p = static_cast<__int128>(sext(ra[l], wd)) * sext(rb[l], wd);
+            uint64_t hi = static_cast<uint64_t>(p >> wd);
+            if (mad) hi += rc[l];
+            rd[l] = hi & mask;
+          });
+          break;
+        }
+        case Op::kMulHiU:
+        case Op::kMadHiU: {
+          const unsigned wd = in.mod;
+          const bool mad = in.op == Op::kMadHiU;
+          GL_LANES({
+            const unsigned __int128 p = static_cast<unsigned __int128>(ra[l]) * rb[l];
+            uint64_t hi = static_cast<uint64_t>(p >> wd);
+            if (mad) hi += rc[l];
+            rd[l] = hi & mask;
+          });
+          break;
+        }
+        case Op::kMulWideS:
+          GL_LANES(rd[l] = static_cast<uint64_t>(sext(ra[l], in.mod) * sext(rb[l], in.mod)) & mask);
+          break;
+        case Op::kMulWideU:
+          GL_LANES(rd[l] = (ra[l] * rb[l]) & mask);
+          break;
+        case Op::kMadWideS:
+          GL_LANES(rd[l] =
+                       (static_cast<uint64_t>(sext(ra[l], in.mod) * sext(rb[l], in.mod)) + rc[l]) &
+                       mask);
+          break;
+        case Op::kMadWideU:
+          GL_LANES(rd[l] = (ra[l] * rb[l] + rc[l]) & mask);
+          break;
+        case Op::kDivS:
+          // PTX leaves x/0 unspecified; the sim defines it as -1 (all ones,
+          // like the GPU's unsigned result) and MIN/-1 as MIN.
+          GL_LANES({
+            const int64_t a = sext(ra[l], in.mod), b = sext(rb[l], in.mod);
+            rd[l] = (b == 0 ? ~uint64_t{0}
+                            : (b == -1 ? static_cast<uint64_t>(0) - static_cast<uint64_t>(a)
+                                       : static_cast<uint64_t>(a / b))) &
+                    mask;
+          });
+          break;
+        case Op::kDivU:
+          GL_LANES(rd[l] = (rb[l] == 0 ? ~uint64_t{0} : ra[l] / rb[l]) & mask);
+          break;
+        case Op::kRemS:
+          GL_LANES({
+            const int64_t a = sext(ra[l], in.mod), b = sext(rb[l], in.mod);
+            rd[l] = (b == 0 ? static_cast<uint64_t>(a)
+                            : (b == -1 ? 0 : static_cast<uint64_t>(a % b))) &
+                    mask;
+          });
+          break;
+        case Op::kRemU:
+          GL_LANES(rd[l] = (rb[l] == 0 ? ra[l] : ra[l] % rb[l]) & mask);
+          break;
+        case Op::kMinS:
+          GL_LANES(rd[l] = sext(ra[l], in.mod) <= sext(rb[l], in.mod) ? ra[l] : rb[l]);
+          break;
+        case Op::kMaxS:
+          GL_LANES(rd[l] = sext(ra[l], in.mod) >= sext(rb[l], in.mod) ? ra[l] : rb[l]);
+          break;
+        case Op::kMinU:
+          GL_LANES(rd[l] = std::min(ra[l], rb[l]));
+          break;
+        case Op::kMaxU:
+          GL_LANES(rd[l] = std::max(ra[l], rb[l]));
+          break;
+        case Op::kAnd:
+          GL_LANES(rd[l] = ra[l] & rb[l]);
+          break;
+        case Op::kOr:
+          GL_LANES(rd[l] = ra[l] | rb[l]);
+          break;
+        case Op::kXor:
+          GL_LANES(rd[l] = ra[l] ^ rb[l]);
+          break;
+        case Op::kNot:
+          GL_LANES(rd[l] = ~ra[l] & mask);
+          break;
+        case Op::kCnot:
+          GL_LANES(rd[l] = ra[l] == 0 ? 1 : 0);
+          break;
+        case Op::kNeg:
+          GL_LANES(rd[l] = (0 - ra[l]) & mask);
+          break;
+        case Op::kAbs:
+          GL_LANES({
+            const int64_t a = sext(ra[l], in.mod);
+            rd[l] = (a < 0 ? 0 - static_cast<uint64_t>(a) : static_cast<uint64_t>(a)) & mask;
+          });
+          break;
+        case Op::kShl:
+          GL_LANES({
+            const uint64_t s = rb[l] & 0xffffffffu;
+            rd[l] = s >= in.mod ? 0 : (ra[l] << s) & mask;
+          });
+          break;
+        case Op::kShrU:
+          GL_LANES({
+            const uint64_t s = rb[l] & 0xffffffffu;
+            rd[l] = s >= in.mod ? 0 : ra[l] >> s;
+          });
+          break;
+        case Op::kShrS:
+          GL_LANES({
+            const uint64_t s = std::min<uint64_t>(rb[l] & 0xffffffffu, in.mod - 1u);
+            rd[l] = static_cast<uint64_t>(sext(ra[l], in.mod) >> s) & mask;
+          });
+          break;
+        case Op::kPopc:
+          GL_LANES(rd[l] = static_cast<uint64_t>(std::popcount(ra[l])));
+          break;
+        case Op::kClz:
+          GL_LANES(rd[l] = static_cast<uint64_t>(std::countl_zero(ra[l]) - (64 - in.mod)));
+          break;
+        case Op::kBrev:
+          GL_LANES({
+            uint64_t v = ra[l], o = 0;
+            for (unsigned i = 0; i < in.mod; ++i) o |= ((v >> i) & 1) << (in.mod - 1 - i);
+            rd[l] = o;
+          });
+          break;
+        case Op::kSelp:
+          GL_LANES(rd[l] = (rc[l] & 1) ? ra[l] : rb[l]);
+          break;
+        case Op::kCopysign: {
+          const uint64_t sign = uint64_t{1} << ((in.mod & 0x7f) - 1);
+          GL_LANES(rd[l] = (rb[l] & ~sign) | (ra[l] & sign));
+          break;
+        }
+        case Op::kBfind: {
+          const unsigned wd = in.mod & 0x7f;
+          const bool sgn = (in.mod & 0x80) != 0;
+          GL_LANES({
+            uint64_t v = ra[l] & lane_mask(wd);
+            if (sgn && (v >> (wd - 1) & 1)) v = ~v & lane_mask(wd);
+            uint64_t out = 0xffffffffu;
+            if (v != 0) {
+              const unsigned pos = 63u - static_cast<unsigned>(std::countl_zero(v));
+              out = in.c ? wd - 1 - pos : pos;
+            }
+            rd[l] = out;
+          });
+          break;
+        }
+        case Op::kBfe: {
+          const unsigned wd = in.mod & 0x7f;
+          const bool sgn = (in.mod & 0x80) != 0;
+          GL_LANES({
+            const uint64_t a = ra[l];
+            const unsigned pos = static_cast<unsigned>(rb[l] & 0xff);
+            const unsigned len = static_cast<unsigned>(rc[l] & 0xff);
+            const unsigned msb = wd - 1;
+            uint64_t sbit = 0;
+            if (sgn && len != 0) sbit = a >> std::min(pos + len - 1, msb) & 1;
+            uint64_t d = 0;
+            for (unsigned i = 0; i <= msb; ++i) {
+              const uint64_t bit = (i < len && pos + i <= msb) ? (a >> (pos + i) & 1) : sbit;
+              d |= bit << i;
+            }
+            rd[l] = d;
+          });
+          break;
+        }
+        case Op::kBfi: {
+          const unsigned wd = in.mod & 0x7f;
+          const uint64_t* const rlen = r + static_cast<size_t>(in.imm) * 32;
+          GL_LANES({
+            const unsigned pos = static_cast<unsigned>(rc[l] & 0xff);
+            const unsigned len = static_cast<unsigned>(rlen[l] & 0xff);
+            uint64_t f = rb[l];
+            for (unsigned i = 0; i < len && pos + i < wd; ++i)
+              f = (f & ~(uint64_t{1} << (pos + i))) | ((ra[l] >> i & 1) << (pos + i));
+            rd[l] = f;
+          });
+          break;
+        }
+        case Op::kShf: {
+          const bool clamp = in.mod & 1, right = in.mod & 2;
+          GL_LANES({
+            const uint64_t c = rc[l] & 0xffffffffu;
+            const unsigned n = static_cast<unsigned>(clamp ? std::min<uint64_t>(c, 32) : (c & 31));
+            const uint64_t x = (rb[l] & 0xffffffffu) << 32 | (ra[l] & 0xffffffffu);
+            rd[l] = right ? (x >> n) & 0xffffffffu : ((x << n) >> 32) & 0xffffffffu;
+          });
+          break;
+        }
+        case Op::kPrmt:
+          GL_LANES({
+            const uint64_t x = (rb[l] & 0xffffffffu) << 32 | (ra[l] & 0xffffffffu);
+            const uint64_t sel = rc[l];
+            uint64_t d = 0;
+            for (unsigned i = 0; i < 4; ++i) {
+              const unsigned nib = static_cast<unsigned>(sel >> (4 * i)) & 15;
+              uint64_t byte = x >> (8 * (nib & 7)) & 0xff;
+              if (nib & 8) byte = (byte & 0x80) ? 0xff : 0;
+              d |= byte << (8 * i);
+            }
+            rd[l] = d;
+          });
+          break;
+        case Op::kSad: {
+          const unsigned wd = in.mod & 0x7f;
+          const bool sgn = (in.mod & 0x80) != 0;
+          GL_LANES({
+            uint64_t diff;
+            if (sgn) {
+              const int64_t a = sext(ra[l], wd), b = sext(rb[l], wd);
+              diff = a > b ? static_cast<uint64_t>(a) - static_cast<uint64_t>(b)
+                           : static_cast<uint64_t>(b) - static_cast<uint64_t>(a);
+            } else {
+              diff = ra[l] > rb[l] ? ra[l] - rb[l] : rb[l] - ra[l];
+            }
+            rd[l] = (rc[l] + diff) & mask;
+          });
+          break;
+        }
+        case Op::kDp4a:
+        case Op::kDp2a: {
+          const bool sa = in.mod & 1, sb = in.mod & 2, hi = in.mod & 4;
+          const bool four = in.op == Op::kDp4a;
+          GL_LANES({
+            uint32_t acc = static_cast<uint32_t>(rc[l]);
+            const uint32_t a = static_cast<uint32_t>(ra[l]), b = static_cast<uint32_t>(rb[l]);
+            for (unsigned i = 0; i < (four ? 4u : 2u); ++i) {
+              int64_t x, y;
+              if (four) {
+                const uint32_t xa = a >> (8 * i) & 0xff;
+                x = sa ? static_cast<int8_t>(xa) : static_cast<int64_t>(xa);
+              } else {
+                const uint32_t xa = a >> (16 * i) & 0xffff;
+                x = sa ? static_cast<int16_t>(xa) : static_cast<int64_t>(xa);
+              }
+              const unsigned bi = four ? i : i + (hi ? 2 : 0);
+              const uint32_t yb = b >> (8 * bi) & 0xff;
+              y = sb ? static_cast<int8_t>(yb) : static_cast<int64_t>(yb);
+              acc += static_cast<uint32_t>(x * y);
+            }
+            rd[l] = acc;
+          });
+          break;
+        }
+        case Op::kAddC: {
+          const unsigned wd = in.mod;
+          const uint64_t m = lane_mask(wd);
+          uint64_t* const rcc = r + static_cast<size_t>(in.imm) * 32;
+          const bool cin = in.neg & 2, cout = in.neg & 4, sub = in.neg & 8;
+          GL_LANES({
+            const uint64_t cc = cin ? (rcc[l] & 1) : 0;
+            const unsigned __int128 a = ra[l] & m, b = rb[l] & m;
+            uint64_t res, flag;
+            if (sub) {
+              const unsigned __int128 t = a - b - cc;
+              res = static_cast<uint64_t>(t) & m;
+              flag = (a < b + cc) ? 1 : 0;
+            } else {
+              const unsigned __int128 t = a + b + cc;
+              res = static_cast<uint64_t>(t) & m;
+              flag = static_cast<uint64_t>(t >> wd) & 1;
+            }
+            rd[l] = res;
+            if (cout) rcc[l] = flag;
+          });
+          break;
+        }
+        case Op::kMadC: {
+          const unsigned wd = in.mod & 0x3f;
+          const uint64_t m = lane_mask(wd);
+          const bool hi = in.mod & 0x80, sgn = in.mod & 0x40;
+          uint64_t* const rcc = r + static_cast<size_t>(in.imm) * 32;
+          const bool cin = in.neg & 2, cout = in.neg & 4;
+          GL_LANES({
+            unsigned __int128 p;
+            if (sgn)
+              p = static_cast<unsigned __int128>(static_cast<__int128>(sext(ra[l], wd)) *
+                                                 sext(rb[l], wd));
+            else
+              p = static_cast<unsigned __int128>(ra[l] & m) * (rb[l] & m);
+            const uint64_t part = static_cast<uint64_t>(hi ? p >> wd : p) & m;
+            const unsigned __int128 t = static_cast<unsigned __int128>(part) + (rc[l] & m) +
+                                        (cin ? (rcc[l] & 1) : 0);
+            rd[l] = static_cast<uint64_t>(t) & m;
+            if (cout) rcc[l] = static_cast<uint64_t>(t >> wd) & 1;
+          });
+          break;
+        }
+        case Op::kSetpS:
+        case Op::kSetpU: {
+          const auto cmp = static_cast<Cmp>(in.imm & 0xff);
+          const bool sgn = in.op == Op::kSetpS;
+          const unsigned wd = in.mod;
+          // Signed compares as unsigned after flipping the sign bit.
+          const uint64_t flip = sgn ? uint64_t{1} << 63 : 0;
+          const unsigned sh = 64 - wd;
+#define GL_SETP(EXPR)                                             \
+  GL_LANES({                                                      \
+    const uint64_t a = (sgn ? static_cast<uint64_t>(sext(ra[l], wd)) : ra[l] << sh >> sh) ^ flip; \
+    const uint64_t b = (sgn ? static_cast<uint64_t>(sext(rb[l], wd)) : rb[l] << sh >> sh) ^ flip; \
+    rd[l] = (EXPR);                                               \
+  })
+          if ((in.imm >> 8 & 3) == 0) {
+            switch (cmp) {
+              case Cmp::kEq:
+                GL_SETP(a == b);
+                break;
+              case Cmp::kNe:
+                GL_SETP(a != b);
+                break;
+              case Cmp::kLt:
+                GL_SETP(a < b);
+                break;
+              case Cmp::kLe:
+                GL_SETP(a <= b);
+                break;
+              case Cmp::kGt:
+                GL_SETP(a > b);
+                break;
+              default:
+                GL_SETP(a >= b);
+                break;
+            }
+          } else {
+            GL_SETP(combine(icmp<uint64_t>(cmp, a, b), in.imm, rc[l]));
+          }
+#undef GL_SETP
+          break;
+        }
+        case Op::kSetpF32: {
+          const auto cmp = static_cast<Cmp>(in.imm & 0xff);
+          GL_LANES(rd[l] = combine(fcmp<float>(cmp, f32(ra[l]), f32(rb[l])), in.imm, rc[l]));
+          break;
+        }
+        case Op::kSetpF64: {
+          const auto cmp = static_cast<Cmp>(in.imm & 0xff);
+          GL_LANES(rd[l] = combine(fcmp<double>(cmp, f64(ra[l]), f64(rb[l])), in.imm, rc[l]));
+          break;
+        }
+#define GL_F32_BIN(NAME, EXPR)                   \
+  case Op::NAME:                                 \
+    GL_LANES({                                   \
+      float a = f32(ra[l]), b = f32(rb[l]);      \
+      if (in.mod & kFlagFtz) {                   \
+        a = ftz(a);                              \
+        b = ftz(b);                              \
+      }                                          \
+      float v = (EXPR);                          \
+      if (in.mod) {                              \
+        if (in.mod & kFlagFtz) v = ftz(v);       \
+        if (in.mod & kFlagSat) v = sat(v);       \
+      }                                          \
+      rd[l] = bits(v);                           \
+    });                                          \
+    break;
+          GL_F32_BIN(kAddF32, a + b)
+          GL_F32_BIN(kSubF32, a - b)
+          GL_F32_BIN(kMulF32, a * b)
+          GL_F32_BIN(kDivF32, a / b)
+          GL_F32_BIN(kMinF32, pmin(a, b))
+          GL_F32_BIN(kMaxF32, pmax(a, b))
+#undef GL_F32_BIN
+        case Op::kFmaF32:
+          if (in.mod == 0 && kHostFma) {
+            fma_f32_lanes_hw(exec, rd, ra, rb, rc);
+            break;
+          }
+          GL_LANES({
+            float a = f32(ra[l]), b = f32(rb[l]), c = f32(rc[l]);
+            if (in.mod & kFlagFtz) {
+              a = ftz(a);
+              b = ftz(b);
+              c = ftz(c);
+            }
+            float v = std::fma(a, b, c);
+            if (in.mod) {
+              if (in.mod & kFlagFtz) v = ftz(v);
+              if (in.mod & kFlagSat) v = sat(v);
+            }
+            rd[l] = bits(v);
+          });
+          break;
+#define GL_F32_UN(NAME, EXPR)              \
+  case Op::NAME:                           \
+    GL_LANES({                             \
+      float a = f32(ra[l]);                \
+      if (in.mod & kFlagFtz) a = ftz(a);   \
+      float v = (EXPR);                    \
+      if (in.mod) {                        \
+        if (in.mod & kFlagFtz) v = ftz(v); \
+        if (in.mod & kFlagSat) v = sat(v); \
+      }                                    \
+      rd[l] = bits(v);                     \
+    });                                    \
+    break;
+          GL_F32_UN(kSqrtF32, std::sqrt(a))
+          GL_F32_UN(kRcpF32, 1.0f / a)
+          GL_F32_UN(kRsqrtF32, 1.0f / std::sqrt(a))
+          GL_F32_UN(kEx2F32, std::exp2(a))
+          GL_F32_UN(kLg2F32, std::log2(a))
+          GL_F32_UN(kSinF32, std::sin(a))
+          GL_F32_UN(kCosF32, std::cos(a))
+          GL_F32_UN(kTanhF32, std::tanh(a))
+#undef GL_F32_UN
+        case Op::kNegF32:
+          GL_LANES(rd[l] = (ra[l] ^ 0x80000000u) & 0xffffffffu);
+          break;
+        case Op::kAbsF32:
+          GL_LANES(rd[l] = ra[l] & 0x7fffffffu);
+          break;
+        case Op::kAddF64:
+          GL_LANES(rd[l] = bits(f64(ra[l]) + f64(rb[l])));
+          break;
+        case Op::kSubF64:
+          GL_LANES(rd[l] = bits(f64(ra[l]) - f64(rb[l])));
+          break;
+        case Op::kMulF64:
+          GL_LANES(rd[l] = bits(f64(ra[l]) * f64(rb[l])));
+          break;
+        case Op::kDivF64:
+          GL_LANES(rd[l] = bits(f64(ra[l]) / f64(rb[l])));
+          break;
+        case Op::kFmaF64:
+          GL_LANES(rd[l] = bits(std::fma(f64(ra[l]), f64(rb[l]), f64(rc[l]))));
+          break;
+        case Op::kMinF64:
+          GL_LANES(rd[l] = bits(pmin(f64(ra[l]), f64(rb[l]))));
+          break;
+        case Op::kMaxF64:
+          GL_LANES(rd[l] = bits(pmax(f64(ra[l]), f64(rb[l]))));
+          break;
+        case Op::kNegF64:
+          GL_LANES(rd[l] = ra[l] ^ (uint64_t{1} << 63));
+          break;
+        case Op::kAbsF64:
+          GL_LANES(rd[l] = ra[l] & ~(uint64_t{1} << 63));
+          break;
+        case Op::kSqrtF64:
+          GL_LANES(rd[l] = bits(std::sqrt(f64(ra[l]))));
+          break;
+        case Op::kRcpF64:
+          GL_LANES(rd[l] = bits(1.0 / (in.c ? ftz64(f64(ra[l])) : f64(ra[l]))));
+          break;
+        case Op::kRsqrtF64:
+          GL_LANES(rd[l] = bits(1.0 / std::sqrt(in.c ? ftz64(f64(ra[l])) : f64(ra[l]))));
+          break;
+        case Op::kCvtInt:
+          GL_LANES({
+            const uint64_t v = in.c ? static_cast<uint64_t>(sext(ra[l], in.mod))
+                                    : (in.mod >= 64 ? ra[l] : ra[l] & ((uint64_t{1} << in.mod) - 1));
+            rd[l] = v & mask;
+          });
+          break;
+        case Op::kFDir: {
+          RoundingMode mode(fe_mode((in.mod >> 4) & 3));
+          directed_lanes(in, exec, rd, ra, rb, rc);
+          break;
+        }
+        case Op::kCvt: {
+          const auto st = static_cast<Ty>(in.b), dt = static_cast<Ty>(in.c);
+          const auto rnd = static_cast<Rnd>(in.mod & 15);
+          const auto fl = static_cast<uint8_t>(in.mod >> 4);
+          if (ty_float(dt) && (rnd == Rnd::kRz || rnd == Rnd::kRm || rnd == Rnd::kRp)) {
+            RoundingMode mode(fe_mode(rnd == Rnd::kRz ? 1 : rnd == Rnd::kRm ? 2 : 3));
+            convert_lanes(exec, rd, ra, st, dt, rnd, fl);
+            break;
+          }
+          GL_LANES(rd[l] = convert(ra[l], st, dt, rnd, fl));
+          break;
+        }
+        case Op::kLdGlobal: {
+          const uint32_t size = 1u << (in.mod & 3);
+          if (size >= 4 && !(in.mod & kLdSigned) && exec == kFullWarp) {
+            // The common case, specialised: 32 lanes, 4 or 8 bytes, no
+            // extension; any lane that needs a fault message takes the
+            // general loop below.
+            bool ok = true;
+#define GL_LD_FAST(T)                                                               \
+  for (uint32_t l = 0; l < 32; ++l) {                                               \
+    const uint64_t addr = ra[l] + mask;                                             \
+    const uint64_t off = addr - cache_.base;                                        \
+    if ((addr & (sizeof(T) - 1)) != 0 || off >= cache_.size ||                      \
+        sizeof(T) > cache_.size - off) {                                            \
+      const std::byte* p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T), false); \
+      if (p == nullptr) {                                                           \
+        ok = false;                                                                 \
+        break;                                                                      \
+      }                                                                             \
+      rd[l] = __atomic_load_n(reinterpret_cast<const T*>(p), __ATOMIC_RELAXED);     \
+      continue;                                                                     \
+    }                                                                               \
+    rd[l] = __atomic_load_n(reinterpret_cast<const T*>(cache_.data + off), __ATOMIC_RELAXED); \
+  }
+            if (size == 4) {
+              GL_LD_FAST(uint32_t)
+            } else {
+              GL_LD_FAST(uint64_t)
+            }
+#undef GL_LD_FAST
+            if (ok) break;
+          }
+          GL_LANES({
+            const uint64_t addr = ra[l] + mask;
+            if ((addr & (size - 1)) != 0) {
+              GL_FAULT_LANE(l);
+              result = mem_fault(pc, "misaligned address", Space::kGlobal, "ld", addr, size);
+              goto out;
+            }
+            const std::byte* p = gptr(addr, size, false);
+            if (p == nullptr) {
+              GL_FAULT_LANE(l);
+              result = mem_fault(pc, "illegal address", Space::kGlobal, "ld", addr, size);
+              goto out;
+            }
+            rd[l] = extend(load_raw(p, size, true), in.mod);
+          });
+          break;
+        }
+        case Op::kStGlobal: {
+          const uint32_t size = 1u << (in.mod & 3);
+          if (size >= 4 && exec == kFullWarp) {
+            bool ok = true;
+#define GL_ST_FAST(T)                                                               \
+  for (uint32_t l = 0; l < 32; ++l) {                                               \
+    const uint64_t addr = ra[l] + mask;                                             \
+    const uint64_t off = addr - cache_.base;                                        \
+    std::byte* p;                                                                   \
+    if ((addr & (sizeof(T) - 1)) != 0 || off >= cache_.size ||                      \
+        sizeof(T) > cache_.size - off) {                                            \
+      p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T), true);             \
+      if (p == nullptr) {                                                           \
+        ok = false;                                                                 \
+        break;                                                                      \
+      }                                                                             \
+    } else {                                                                        \
+      p = cache_.data + off;                                                        \
+    }                                                                               \
+    __atomic_store_n(reinterpret_cast<T*>(p), static_cast<T>(rb[l]), __ATOMIC_RELAXED); \
+  }
+            if (size == 4) {
+              GL_ST_FAST(uint32_t)
+            } else {
+              GL_ST_FAST(uint64_t)
+            }
+#undef GL_ST_FAST
+            if (ok) break;
+          }
+          GL_LANES({
+            const uint64_t addr = ra[l] + mask;
+            if ((addr & (size - 1)) != 0) {
+              GL_FAULT_LANE(l);
+              result = mem_fault(pc, "misaligned address", Space::kGlobal, "st", addr, size);
+              goto out;
+            }
+            std::byte* p = gptr(addr, size, true);
+            if (p == nullptr) {
+              GL_FAULT_LANE(l);
+              result = mem_fault(pc, "illegal address", Space::kGlobal, "st", addr, size);
+              goto out;
+            }
+            store_raw(p, size, rb[l], true);
+          });
+          break;
+        }
+        case Op::kLdShared: {
+          const uint32_t size = 1u << (in.mod & 3);
+          GL_LANES({
+            const uint64_t addr = ra[l] + mask;
+            if (addr >= shared_size || size > shared_size - addr || (addr & (size - 1)) != 0) {
+              GL_FAULT_LANE(l);
+              result = mem_fault(pc, (addr & (size - 1)) ? "misaligned address" : "illegal address",
+                                 Space::kShared, "ld", addr, size);
+              goto out;
+            }
+            rd[l] = extend(load_raw(shared + addr, size, false), in.mod);
+          });
+          break;
+        }
+        case Op::kStShared: {
+          const uint32_t size = 1u << (in.mod & 3);
+          GL_LANES({
+            const uint64_t addr = ra[l] + mask;
+            if (addr >= shared_size || size > shared_size - addr || (addr & (size - 1)) != 0) {
+              GL_FAULT_LANE(l);
+              result = mem_fault(pc, (addr & (size - 1)) ? "misaligned address" : "illegal address",
+                                 Space::kShared, "st", addr, size);
+              goto out;
+            }
+            store_raw(shared + addr, size, rb[l], false);
+          });
+          break;
+        }
+        case Op::kLdParam: {
+          const uint32_t size = 1u << (in.mod & 3);
+          if (in.a == kSlotZero) {  // [name+off]: the same value for every lane
+            const uint64_t addr = mask;
+            if (addr >= param_size || size > param_size - addr) {
+              GL_FAULT_LANE(static_cast<uint32_t>(std::countr_zero(exec)));
+              result = mem_fault(pc, "illegal address", Space::kParam, "ld", addr, size);
+              goto out;
+            }
+            const uint64_t v = extend(load_raw(params + addr, size, false), in.mod);
+            GL_LANES(rd[l] = v);
+            break;
+          }
+          GL_LANES({
+            const uint64_t addr = ra[l] + mask;
+            if (addr >= param_size || size > param_size - addr) {
+              GL_FAULT_LANE(l);
+              result = mem_fault(pc, "illegal address", Space::kParam, "ld", addr, size);
+              goto out;
+            }
+            rd[l] = extend(load_raw(params + addr, size, false), in.mod);
+          });
+          break;
+        }
+        case Op::kLdLocal:
+        case Op::kLdGeneric: {
+          const uint32_t size = 1u << (in.mod & 3);
+          const Space sp = in.op == Op::kLdLocal ? Space::kLocal : Space::kGeneric;
+          GL_LANES({
+            Space actual;
+            GL_FAULT_LANE(l);
+            const std::byte* p = resolve(sp, ra[l] + mask, size, size,
+                                         local0 + static_cast<size_t>(l) * local_bytes, pc, "ld",
+                                         &actual);
+            if (p == nullptr) {
+              result = Stop::kFault;
+              goto out;
+            }
+            rd[l] = extend(load_raw(p, size, actual == Space::kGlobal), in.mod);
+          });
+          break;
+        }
+        case Op::kStLocal:
+        case Op::kStGeneric: {
+          const uint32_t size = 1u << (in.mod & 3);
+          const Space sp = in.op == Op::kStLocal ? Space::kLocal : Space::kGeneric;
+          GL_LANES({
+            Space actual;
+            GL_FAULT_LANE(l);
+            std::byte* p = resolve(sp, ra[l] + mask, size, size,
+                                   local0 + static_cast<size_t>(l) * local_bytes, pc, "st",
+                                   &actual);
+            if (p == nullptr) {
+              result = Stop::kFault;
+              goto out;
+            }
+            store_raw(p, size, rb[l], actual == Space::kGlobal);
+          });
+          break;
+        }
+        case Op::kLdVec:
+        case Op::kStVec: {
+          const bool is_ld = in.op == Op::kLdVec;
+          GL_LANES({
+            GL_FAULT_LANE(l);
+            if (!vec_access(in, r, l, local0 + static_cast<size_t>(l) * local_bytes, pc, is_ld)) {
+              result = Stop::kFault;
+              goto out;
+            }
+          });
+          break;
+        }
+        case Op::kAtom:
+          GL_LANES({
+            GL_FAULT_LANE(l);
+            if (!do_atom(in, r, l, local0 + static_cast<size_t>(l) * local_bytes, pc)) {
+              result = Stop::kFault;
+              goto out;
+            }
+          });
+          break;
+        case Op::kShfl:
+        case Op::kVote:
+        case Op::kMatch:
+        case Op::kRedux:
+        case Op::kWarpSync: {
+          // Wait until every live lane of the membermask is here.
+          const uint32_t need = member_mask(r, member_slot(in), exec) & W.live;
+          if ((need & ~exec) != 0) {
+            uint32_t here = 0;
+            for (uint32_t m = W.wsync; m != 0; m &= m - 1) {
+              const uint32_t j = static_cast<uint32_t>(std::countr_zero(m));
+              if (W.pcs[j] == pc) here |= 1u << j;
+            }
+            if ((need & ~(exec | here)) != 0) {
+              park(W, pc, exec);
+              W.wsync |= exec;
+              park(W, pc + 1, act & ~exec);  // guarded-off lanes go on
+              if (!reschedule(W)) {
+                result = Stop::kBlocked;
+                W.active = 0;
+                fuel_ = fuel;
+                return result;
+              }
+              pc = W.pc;
+              act = W.active;
+              continue;
+            }
+            W.wsync &= ~here;
+            exec |= here;
+            act |= here;
+          }
+          const uint32_t part = exec & (need | exec);
+          switch (in.op) {
+            case Op::kShfl: {
+              uint64_t src[32];
+              for (uint32_t i = 0; i < 32; ++i) src[i] = ra[i];
+              uint64_t* const rp =
+                  r + static_cast<size_t>(static_cast<uint64_t>(in.imm) >> 32) * 32;
+              const uint32_t mode = in.mod & 3;
+              GL_LANES({
+                const int32_t lane = static_cast<int32_t>(l);
+                const int32_t bval = static_cast<int32_t>(rb[l] & 31);
+                const int32_t cval = static_cast<int32_t>(rc[l] & 31);
+                const int32_t seg = static_cast<int32_t>((rc[l] >> 8) & 31);
+                const int32_t max_lane = (lane & seg) | (cval & ~seg);
+                const int32_t min_lane = lane & seg;
+                int32_t j = lane;
+                bool ok = false;
+                switch (mode) {
+                  case 0:
+                    j = lane - bval;
+                    ok = j >= max_lane;
+                    break;
+                  case 1:
+                    j = lane + bval;
+                    ok = j <= max_lane;
+                    break;
+                  case 2:
+                    j = lane ^ bval;
+                    ok = j <= max_lane;
+                    break;
+                  default:
+                    j = min_lane | (bval & ~seg);
+                    ok = j <= max_lane;
+                    break;
+                }
+                if (!ok) j = lane;
+                rd[l] = src[j & 31];
+                rp[l] = ok ? 1 : 0;
+              });
+              break;
+            }
+            case Op::kVote: {
+              uint32_t ballot = 0;
+              const uint32_t neg = (in.mod >> 2) & 1;
+              GL_LANES(ballot |= ((static_cast<uint32_t>(ra[l]) & 1u) ^ neg) << l);
+              uint64_t v = 0;
+              switch (in.mod & 3) {
+                case 0:
+                  v = ballot == part;
+                  break;
+                case 1:
+                  v = ballot != 0;
+                  break;
+                case 2:
+                  v = ballot == 0 || ballot == part;
+                  break;
+                default:
+                  v = ballot;
+                  break;
+              }
+              GL_LANES(rd[l] = v);
+              break;
+            }
+            case Op::kMatch: {
+              uint64_t vals[32];
+              for (uint32_t i = 0; i < 32; ++i) vals[i] = ra[i];
+              uint64_t* const rp = r + static_cast<size_t>(in.c) * 32;
+              bool all = true;
+              const uint32_t first = static_cast<uint32_t>(std::countr_zero(part));
+              for (uint32_t m = part; m != 0; m &= m - 1)
+                if (vals[std::countr_zero(m)] != vals[first]) all = false;
+              GL_LANES({
+                if (in.mod == 1) {
+                  rd[l] = all ? part : 0;
+                  rp[l] = all ? 1 : 0;
+                } else {
+                  uint32_t same = 0;
+                  for (uint32_t m = part; m != 0; m &= m - 1) {
+                    const uint32_t j = static_cast<uint32_t>(std::countr_zero(m));
+                    if (vals[j] == vals[l]) same |= 1u << j;
+                  }
+                  rd[l] = same;
+                }
+              });
+              break;
+            }
+            case Op::kRedux: {
+              const uint32_t op = in.mod & 7;
+              const bool sgn = (in.mod & 8) != 0;
+              uint32_t acc = 0;
+              bool first = true;
+              GL_LANES({
+                const uint32_t v = static_cast<uint32_t>(ra[l]);
+                if (first) {
+                  acc = v;
+                  first = false;
+                } else {
+                  switch (op) {
+                    case 0:
+                      acc += v;
+                      break;
+                    case 1:
+                      acc = sgn ? (static_cast<int32_t>(v) < static_cast<int32_t>(acc) ? v : acc)
+                                : std::min(acc, v);
+                      break;
+                    case 2:
+                      acc = sgn ? (static_cast<int32_t>(v) > static_cast<int32_t>(acc) ? v : acc)
+                                : std::max(acc, v);
+                      break;
+                    case 3:
+                      acc &= v;
+                      break;
+                    case 4:
+                      acc |= v;
+                      break;
+                    default:
+                      acc ^= v;
+                      break;
+                  }
+                }
+              });
+              GL_LANES(rd[l] = acc);
+              break;
+            }
+            default:  // bar.warp.sync
+              break;
+          }
+          break;
+        }
+        case Op::kActiveMask:
+          GL_LANES(rd[l] = act);
+          break;
+        case Op::kBra: {
+          const uint32_t target = static_cast<uint32_t>(in.imm);
+          if (exec == act) {
+            if (target <= pc && W.next_pc != kNoPc && (in.mod & kBraSpin) &&
+                ++W.spins >= kSpinYield) {
+              W.spins = 0;
+              yield_ahead(W, target, act);
+              pc = W.pc;
+              act = W.active;
+              continue;
+            }
+            pc = target;
+            continue;
+          }
+          if (exec == 0) break;
+          park(W, target, exec);
+          park(W, pc + 1, act & ~exec);
+          reschedule(W);
+          pc = W.pc;
+          act = W.active;
+          continue;
+        }
+        case Op::kCall: {
+          const CallSite& cs = k_.calls[static_cast<size_t>(in.imm)];
+          uint64_t* const rret = r + static_cast<size_t>(cs.ret_slot) * 32;
+          GL_LANES({
+            std::byte* const lm = local0 + static_cast<size_t>(l) * local_bytes;
+            for (const CallSite::Copy& cp : cs.args) std::memmove(lm + cp.dst, lm + cp.src, cp.size);
+            rret[l] = pc + 1;
+          });
+          if (exec == act) {
+            pc = cs.target;
+            continue;
+          }
+          park(W, cs.target, exec);
+          park(W, pc + 1, act & ~exec);
+          reschedule(W);
+          pc = W.pc;
+          act = W.active;
+          continue;
+        }
+        case Op::kCallRet: {
+          const CallSite& cs = k_.calls[static_cast<size_t>(in.imm)];
+          GL_LANES({
+            std::byte* const lm = local0 + static_cast<size_t>(l) * local_bytes;
+            for (const CallSite::Copy& cp : cs.rets) std::memmove(lm + cp.dst, lm + cp.src, cp.size);
+          });
+          break;
+        }
+        case Op::kRetFunc: {
+          // Each lane returns to where it was called from.
+          const uint32_t first = static_cast<uint32_t>(std::countr_zero(exec));
+          const uint64_t to = ra[first];
+          bool same = true;
+          GL_LANES(same = same && ra[l] == to);
+          if (same && exec == act && to < k_.code.size()) {
+            pc = static_cast<uint32_t>(to);
+            continue;
+          }
+          for (uint32_t m = exec; m != 0; m &= m - 1) {
+            const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+            W.pcs[l] = static_cast<uint32_t>(std::min<uint64_t>(ra[l], k_.code.size() - 1));
+          }
+          park(W, pc + 1, act & ~exec);
+          reschedule(W);
+          pc = W.pc;
+          act = W.active;
+          continue;
+        }
+        case Op::kBar:
+          park(W, pc + 1, act);
+          W.bar |= exec;
+          bar_count_ += popc(exec);
+          if (!reschedule(W)) {
+            fuel_ = fuel;
+            return Stop::kBlocked;
+          }
+          pc = W.pc;
+          act = W.active;
+          continue;
+        case Op::kRet:
+          W.live &= ~exec;
+          live_threads_ -= popc(exec);
+          act &= ~exec;
+          if (act == 0) {
+            if (!reschedule(W)) {
+              fuel_ = fuel;
+              return Stop::kBlocked;
+            }
+            pc = W.pc;
+            act = W.active;
+            continue;
+          }
+          break;
+      }
     }
     ++pc;
   }
 out:
-  pc_ref = pc;
+  W.pc = pc;
+  W.active = act;
   fuel_ = fuel;
   return result;
+#undef GL_FAULT_LANE
 }
+
+#undef GL_LANES
 
 Launch::~Launch() = default;
 
@@ -1224,6 +2416,47 @@ void Launch::run_blocks(uint64_t first, uint64_t count) {
   runner->settle();
   std::lock_guard<std::mutex> lk(runners_mu_);
   runners_.push_back(std::move(runner));
+}
+
+bool Launch::run_slice(uint64_t max_instructions) {
+  if (slice_done_) return true;
+  if (stopped()) {
+    slice_done_ = true;
+    slice_runner_.reset();
+    return true;
+  }
+  if (max_instructions == 0) return false;
+  if (!slice_runner_) slice_runner_ = std::make_unique<BlockRunner>(*this);
+  BlockRunner& r = *slice_runner_;
+  r.set_slice(max_instructions);
+  bool done = false;
+  for (;;) {
+    if (!slice_in_block_) {
+      if (slice_next_block_ >= total_blocks_) {
+        done = true;
+        break;
+      }
+      if (!r.start_block(slice_next_block_++)) {
+        done = true;  // stopped: fault, budget or cancel
+        break;
+      }
+      slice_in_block_ = true;
+    }
+    const Stop s = r.resume_block();
+    if (s == Stop::kSlice) break;
+    slice_in_block_ = false;
+    if (s == Stop::kFault) {
+      done = true;
+      break;
+    }
+  }
+  r.set_slice(BlockRunner::kNoSlice);
+  r.settle();
+  if (done) {
+    slice_done_ = true;
+    slice_runner_.reset();
+  }
+  return done;
 }
 
 }  // namespace gpulease::sim

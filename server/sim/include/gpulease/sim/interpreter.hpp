@@ -99,6 +99,19 @@ class Launch {
   // on disjoint ranges. Returns early once the launch is stopped.
   void run_blocks(uint64_t first, uint64_t count);
 
+  // Runs this launch on the calling thread for at most about
+  // `max_instructions` more instructions, resuming exactly where the previous
+  // slice stopped (mid-block and mid-thread too). Returns true once the
+  // launch finished, faulted or was cancelled (and from then on). A slice
+  // makes progress whenever max_instructions > 0: setting up a block (its
+  // setup charge, see Budget above) is done whole, so a slice that starts a
+  // block may overrun by that block's setup charge.
+  // Instructions are counted as the budget counts them; instructions()
+  // is exact after each call. THREAD SAFETY: one caller at a time; not mixed
+  // with run_blocks on the same Launch. cancel() may be called from any
+  // thread; the next slice then returns true.
+  bool run_slice(uint64_t max_instructions);
+
   // Stops the launch (its remaining blocks are skipped) without a fault.
   void cancel() { stop_.store(true, std::memory_order_relaxed); }
   bool stopped() const { return stop_.load(std::memory_order_relaxed); }
@@ -129,6 +142,11 @@ class Launch {
   std::atomic<bool> stop_{false};
   mutable std::mutex fault_mu_;
   std::string fault_;
+  // run_slice state: the runner holding the block in progress.
+  std::unique_ptr<BlockRunner> slice_runner_;
+  uint64_t slice_next_block_ = 0;
+  bool slice_in_block_ = false;
+  bool slice_done_ = false;
   std::mutex runners_mu_;
   std::vector<std::unique_ptr<BlockRunner>> runners_;  // idle, reused by run_blocks
 };
