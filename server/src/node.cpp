@@ -154,23 +154,26 @@ void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint6
     dispatch(h, nullptr, std::move(body), conn_id, std::move(timed));
     return;
   }
-  if (verified) {  // verify_token() passed on this frame's token just now
-    dispatch(h, verified, std::move(body), conn_id, std::move(timed));
-    return;
+  // `verified`: verify_token() passed on this frame's token just now.
+  std::optional<Result<capability::Claims>> claims;
+  if (verified == nullptr) {
+    capability::VerifyRequest vr;
+    vr.opcode = h.opcode;
+    vr.frame_lease_id = h.lease_id;
+    vr.now_unix_s = static_cast<int64_t>(now_unix_ms() / 1000);
+    claims.emplace(verifier_->verify(token, vr));
+    if (!*claims) {
+      metrics_.auth_failed(claims->status());
+      log_debug("frame refused", {{"opcode", std::string(wire::opcode_name(h.opcode))},
+                                  {"status", std::string(wire::status_name(claims->status()))}});
+      reply_error(timed, claims->error());
+      return;
+    }
+    verified = &claims->value();
   }
-  capability::VerifyRequest vr;
-  vr.opcode = h.opcode;
-  vr.frame_lease_id = h.lease_id;
-  vr.now_unix_s = static_cast<int64_t>(now_unix_ms() / 1000);
-  auto claims = verifier_->verify(token, vr);
-  if (!claims) {
-    metrics_.auth_failed(claims.status());
-    log_debug("frame refused", {{"opcode", std::string(wire::opcode_name(h.opcode))},
-                                {"status", std::string(wire::status_name(claims.status()))}});
-    reply_error(timed, claims.error());
-    return;
-  }
-  dispatch(h, &claims.value(), std::move(body), conn_id, std::move(timed));
+  // The verifier enforced the header lease rule and the token's lease
+  // binding (TOKENS.md step 8) on either path.
+  dispatch(h, verified, std::move(body), conn_id, std::move(timed));
 }
 
 void Node::dispatch(const wire::FrameHeader& h, const capability::Claims* c,
