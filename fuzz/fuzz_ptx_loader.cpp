@@ -25,6 +25,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if ((b_slot && in.b >= slots) || (c_slot && in.c >= slots)) __builtin_trap();
       if (in.op == Op::kBra && (in.imm < 0 || static_cast<uint64_t>(in.imm) >= k.code.size()))
         __builtin_trap();
+      // Slots carried in imm, and call sites.
+      const uint64_t imm = static_cast<uint64_t>(in.imm);
+      if (in.op == Op::kShfl && ((imm & 0xffffffffu) >= slots || (imm >> 32) >= slots))
+        __builtin_trap();
+      if ((in.op == Op::kBfi || in.op == Op::kAddC || in.op == Op::kMadC) && imm >= slots)
+        __builtin_trap();
+      if ((in.op == Op::kCall || in.op == Op::kCallRet) && imm >= k.calls.size()) __builtin_trap();
+    }
+    for (const CallSite& c : k.calls) {
+      if (c.target >= k.code.size() || c.ret_slot >= slots) __builtin_trap();
+      for (const auto* v : {&c.args, &c.rets})
+        for (const CallSite::Copy& cp : *v)
+          if (uint64_t{cp.dst} + cp.size > k.local_bytes || uint64_t{cp.src} + cp.size > k.local_bytes)
+            __builtin_trap();
     }
   }
   return 0;

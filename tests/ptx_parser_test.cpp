@@ -98,9 +98,9 @@ TEST(PtxParser, UnknownInstructionIsLoadFailedNamingItAndTheLine) {
 }
 
 TEST(PtxParser, UnsupportedModifierIsNamed) {
-  auto e = load_error(wrap(".reg .f32 %f<3>;\nadd.rz.f32 %f1, %f2, %f2;"));
-  EXPECT_NE(e.message.find("add.rz.f32"), std::string::npos) << e.message;
-  EXPECT_NE(e.message.find(".rn"), std::string::npos) << e.message;
+  auto e = load_error(wrap(".reg .f32 %f<3>;\nadd.rz.f32.bogus %f1, %f2, %f2;"));
+  EXPECT_NE(e.message.find("add.rz.f32.bogus"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("unsupported modifier .bogus"), std::string::npos) << e.message;
 }
 
 TEST(PtxParser, UnknownDirectiveIsLoadFailed) {
@@ -109,11 +109,23 @@ TEST(PtxParser, UnknownDirectiveIsLoadFailed) {
   EXPECT_NE(e.message.find("line 4"), std::string::npos);
 }
 
-TEST(PtxParser, RejectsCallsAndDeviceFunctions) {
-  EXPECT_NE(load_error(wrap("call foo;")).message.find("call"), std::string::npos);
-  EXPECT_NE(load_error(".version 9.0\n.target sm_75\n.address_size 64\n.func f()\n{\nret;\n}\n")
-                .message.find(".func"),
+TEST(PtxParser, RejectsCallsItCannotRun) {
+  EXPECT_NE(load_error(wrap("call foo;")).message.find("undeclared function foo"),
             std::string::npos);
+  // Recursion (each function keeps one return address).
+  const std::string rec =
+      ".version 9.0\n.target sm_75\n.address_size 64\n"
+      ".func f()\n{\ncall.uni g;\nret;\n}\n.func g()\n{\ncall.uni f;\nret;\n}\n"
+      ".visible .entry k()\n{\ncall.uni f;\nret;\n}\n";
+  EXPECT_NE(load_error(rec).message.find("recursive"), std::string::npos);
+  // Indirect calls through a register.
+  EXPECT_NE(load_error(wrap(".reg .b64 %rd<2>;\ncall %rd1;")).message.find("indirect"),
+            std::string::npos);
+  // A declared function without a body.
+  const std::string decl =
+      ".version 9.0\n.target sm_75\n.address_size 64\n.func f();\n"
+      ".visible .entry k()\n{\ncall.uni f;\nret;\n}\n";
+  EXPECT_NE(load_error(decl).message.find("declared but not defined"), std::string::npos);
 }
 
 TEST(PtxParser, RejectsUndeclaredRegistersAndUndefinedLabels) {

@@ -17,6 +17,22 @@ if(TARGET gpulease_sim)
     SOURCES ptx_corpus_test.cpp
     LIBS gpulease_sim gpulease_kernels
     LABELS sim)
+  gpulease_add_test(ptx_math_test
+    SOURCES ptx_math_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
+  gpulease_add_test(ptx_ops_test
+    SOURCES ptx_ops_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
+  gpulease_add_test(ptx_ordinary_test
+    SOURCES ptx_ordinary_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
+  gpulease_add_test(ptx_half_test
+    SOURCES ptx_half_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
   gpulease_add_test(sim_kernels_test
     SOURCES sim_kernels_test.cpp
     LIBS gpulease_sim gpulease_kernels

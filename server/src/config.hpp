@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "gpulease/capability/verifier.hpp"
 #include "gpulease/wire/limits.hpp"
 #include "gpulease/wire/result.hpp"
 #include "log.hpp"
@@ -37,8 +38,8 @@ struct NodeConfig {
   std::vector<std::string> authority_keys;  // .pub files
   std::string node_key;                     // .key file; empty = ephemeral key
   std::string revocation_file;              // empty = none
-  uint32_t clock_skew_s = 30;
-  uint32_t token_cache_entries = 4096;
+  uint32_t clock_skew_s = capability::kDefaultClockSkewS;
+  uint32_t token_cache_entries = capability::kDefaultSignatureCacheEntries;
 
   // Leases
   uint32_t min_ttl_s = 1;

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <bit>
 #include <cinttypes>
+#include <cfenv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -150,6 +151,9 @@ inline uint64_t bits(double d) {
 
 inline float ftz(float f) {
   return std::fpclassify(f) == FP_SUBNORMAL ? std::copysign(0.0f, f) : f;
+}
+inline double ftz64(double f) {
+  return std::fpclassify(f) == FP_SUBNORMAL ? std::copysign(0.0, f) : f;
 }
 inline float sat(float f) {
   return f > 0.0f ? (f < 1.0f ? f : 1.0f) : 0.0f;
@@ -408,6 +412,242 @@ uint64_t atom_apply(AtomOp op, Ty t, uint64_t old, uint64_t b, uint64_t c) {
   return old;
 }
 
+// ---- f16 / bf16, computed exactly: every operation's exact result is
+// s + e with s a double and e its (tiny) rounding error, and is rounded once
+// to the 16-bit format in the requested mode.
+struct HalfFormat {
+  int p;     // significand bits, with the implicit one
+  int emin;  // exponent of the smallest normal
+  int emax;  // exponent of the largest finite
+  int bias;
+};
+constexpr HalfFormat kF16{11, -14, 15, 15};
+constexpr HalfFormat kBF16{8, -126, 127, 127};
+constexpr uint32_t kHalfNaN = 0x7fff;  // canonical NaN of both formats
+
+double half_decode(uint32_t h, const HalfFormat& f) {
+  const int ebits = f.p == 11 ? 5 : 8;
+  const uint32_t sign = h >> 15 & 1, ex = (h >> (f.p - 1)) & ((1u << ebits) - 1),
+                 man = h & ((1u << (f.p - 1)) - 1);
+  double v;
+  if (ex == 0) {
+    v = std::ldexp(static_cast<double>(man), f.emin - (f.p - 1));
+  } else if (ex == (1u << ebits) - 1) {
+    v = man ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+  } else {
+    v = std::ldexp(static_cast<double>(man | 1u << (f.p - 1)),
+                   static_cast<int>(ex) - f.bias - (f.p - 1));
+  }
+  return sign ? -v : v;
+}
+
+// Encodes a value that the format represents exactly (or an infinity).
+uint32_t half_encode(double v, const HalfFormat& f) {
+  const int ebits = f.p == 11 ? 5 : 8;
+  const uint32_t sign = std::signbit(v) ? 0x8000u : 0u;
+  v = std::fabs(v);
+  if (std::isinf(v)) return sign | ((1u << ebits) - 1) << (f.p - 1);
+  if (v == 0) return sign;
+  int e = 0;
+  std::frexp(v, &e);
+  --e;  // v in [2^e, 2^(e+1))
+  if (e < f.emin) {
+    const auto man = static_cast<uint32_t>(std::ldexp(v, (f.p - 1) - f.emin));
+    return sign | man;  // subnormal (man may reach the smallest normal: still right)
+  }
+  const auto sig = static_cast<uint32_t>(std::ldexp(v, (f.p - 1) - e));
+  return sign | static_cast<uint32_t>(e + f.bias) << (f.p - 1) | (sig & ((1u << (f.p - 1)) - 1));
+}
+
+// Rounds s + e (|e| at most half an ulp of s as a double) to the format.
+uint32_t half_round(double s, double e, const HalfFormat& f, unsigned mode) {
+  if (std::isnan(s)) return kHalfNaN;
+  if (std::isinf(s)) return half_encode(s, f);
+  const bool neg = std::signbit(s) || (s == 0 && e < 0);
+  if (s == 0 && e == 0) return std::signbit(s) ? 0x8000u : 0u;
+  double a = std::fabs(s), ea = neg ? -e : e;  // magnitude and its correction
+  // Modes on the magnitude: 0 nearest, 1 toward zero, 2 away from zero.
+  unsigned m = mode == 0 ? 0 : mode == 1 ? 1 : ((mode == 2) == neg ? 2 : 1);
+  int ex = 0;
+  std::frexp(a, &ex);
+  --ex;
+  const int qexp = std::max(ex, f.emin) - (f.p - 1);
+  const double k = std::ldexp(a, -qexp);  // exact: a has at most 53 bits
+  double kf = std::floor(k);
+  const double frac = k - kf;  // exact
+  double kr = kf;
+  if (m == 0) {
+    if (frac > 0.5 || (frac == 0.5 && ea > 0) ||
+        (frac == 0.5 && ea == 0 && std::fmod(kf, 2.0) != 0))
+      kr = kf + 1;
+  } else if (m == 1) {
+    if (frac == 0 && ea < 0) kr = kf - 1;
+  } else {
+    if (frac > 0 || ea > 0) kr = kf + 1;
+  }
+  double r = std::ldexp(kr, qexp);
+  const double maxf = std::ldexp(static_cast<double>((1u << f.p) - 1), f.emax - (f.p - 1));
+  if (r > maxf) r = m == 1 ? maxf : std::numeric_limits<double>::infinity();
+  return half_encode(neg ? -r : r, f);
+}
+
+inline void two_sum(double a, double b, double& s, double& e) {
+  s = a + b;
+  const double bb = s - a;
+  e = (a - (s - bb)) + (b - bb);
+  if (!std::isfinite(s)) e = 0;
+}
+
+uint32_t half_lane(unsigned sub, const HalfFormat& f, unsigned mode, uint32_t a, uint32_t b,
+                   uint32_t c) {
+  const double x = half_decode(a, f), y = half_decode(b, f), z = half_decode(c, f);
+  double s = 0, e = 0;
+  switch (sub) {
+    case 0:
+      two_sum(x, y, s, e);
+      break;
+    case 1:
+      two_sum(x, -y, s, e);
+      break;
+    case 2:
+      s = x * y;  // exact: at most 22 significant bits
+      break;
+    case 3:
+      two_sum(x * y, z, s, e);
+      break;
+    case 4:
+      return a ^ 0x8000u;
+    case 5:
+      return a & 0x7fffu;
+    case 6:
+    case 7: {
+      if (std::isnan(x) && std::isnan(y)) return kHalfNaN;
+      if (std::isnan(x)) return b;
+      if (std::isnan(y)) return a;
+      if (x == y) return ((sub == 6) == std::signbit(x)) ? a : b;
+      return ((x < y) == (sub == 6)) ? a : b;
+    }
+    default:
+      return kHalfNaN;
+  }
+  return half_round(s, e, f, mode);
+}
+
+uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c) {
+  const unsigned sub = imm & 0xff;
+  const HalfFormat& f = ((imm >> 8) & 1) ? kBF16 : kF16;
+  const bool x2 = (imm >> 10) & 1;
+  const unsigned mode = (imm >> 12) & 3;
+  switch (sub) {
+    case 8: {
+      const auto cmp = static_cast<Cmp>((imm >> 16) & 0xff);
+      return fcmp<double>(cmp, half_decode(a & 0xffff, f), half_decode(b & 0xffff, f)) ? 1 : 0;
+    }
+    case 9:
+      return half_round(f32(a), 0, f, mode);
+    case 10:
+      return half_round(f64(a), 0, f, mode);
+    case 11:
+      return bits(static_cast<float>(half_decode(a & 0xffff, f)));
+    case 12:
+      return bits(half_decode(a & 0xffff, f));
+    default:
+      break;
+  }
+  uint64_t out = half_lane(sub, f, mode, a & 0xffff, b & 0xffff, c & 0xffff);
+  if (x2)
+    out |= uint64_t{half_lane(sub, f, mode, (a >> 16) & 0xffff, (b >> 16) & 0xffff,
+                              (c >> 16) & 0xffff)}
+           << 16;
+  return out;
+}
+
+}  // namespace
+
+// Directed rounding (.rz/.rm/.rp) is done by the host FPU in the requested
+// mode: the caller sets the mode with fesetround around these functions. They
+// are kept out of line and out of interprocedural analysis (external linkage,
+// noinline, and noipa on GCC), so no floating-point operation can be moved
+// or folded across the mode switch. glibc's fma and the SSE arithmetic,
+// square root and conversion instructions round in the current mode.
+#if defined(__GNUC__) && !defined(__clang__)
+#define GL_OUT_OF_LINE __attribute__((noinline, noipa))
+#else
+#define GL_OUT_OF_LINE __attribute__((noinline))
+#endif
+GL_OUT_OF_LINE void directed_lanes(const Inst& in, uint32_t exec, uint64_t* rd, const uint64_t* ra,
+                                   const uint64_t* rb, const uint64_t* rc) {
+  const int sub = static_cast<int>(in.imm & 0xff);
+  if (in.imm & 256) {
+    for (uint32_t m = exec; m != 0; m &= m - 1) {
+      const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+      const double a = f64(ra[l]), b = f64(rb[l]), c = f64(rc[l]);
+      double v;
+      switch (sub) {
+        case 0: v = a + b; break;
+        case 1: v = a - b; break;
+        case 2: v = a * b; break;
+        case 3: v = std::fma(a, b, c); break;
+        case 4: v = a / b; break;
+        case 5: v = std::sqrt(a); break;
+        default: v = 1.0 / a; break;
+      }
+      rd[l] = bits(v);
+    }
+    return;
+  }
+  const bool fz = in.mod & kFlagFtz, st = in.mod & kFlagSat;
+  for (uint32_t m = exec; m != 0; m &= m - 1) {
+    const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+    float a = f32(ra[l]), b = f32(rb[l]), c = f32(rc[l]);
+    if (fz) {
+      a = ftz(a);
+      b = ftz(b);
+      c = ftz(c);
+    }
+    float v;
+    switch (sub) {
+      case 0: v = a + b; break;
+      case 1: v = a - b; break;
+      case 2: v = a * b; break;
+      case 3: v = std::fma(a, b, c); break;
+      case 4: v = a / b; break;
+      case 5: v = std::sqrt(a); break;
+      default: v = 1.0f / a; break;
+    }
+    if (fz) v = ftz(v);
+    if (st) v = sat(v);
+    rd[l] = bits(v);
+  }
+}
+
+GL_OUT_OF_LINE void convert_lanes(uint32_t exec, uint64_t* rd, const uint64_t* ra, Ty st, Ty dt,
+                                  Rnd rnd, uint8_t flags) {
+  for (uint32_t m = exec; m != 0; m &= m - 1) {
+    const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+    rd[l] = convert(ra[l], st, dt, rnd, flags);
+  }
+}
+#undef GL_OUT_OF_LINE
+
+// Sets the host's rounding mode for a scope (directed rounding, see above).
+class RoundingMode {
+ public:
+  explicit RoundingMode(int mode) : old_(std::fegetround()) { std::fesetround(mode); }
+  ~RoundingMode() { std::fesetround(old_); }
+  RoundingMode(const RoundingMode&) = delete;
+  RoundingMode& operator=(const RoundingMode&) = delete;
+
+ private:
+  int old_;
+};
+
+inline int fe_mode(unsigned dir) {
+  return dir == 1 ? FE_TOWARDZERO : dir == 2 ? FE_DOWNWARD : FE_UPWARD;
+}
+
+namespace {
+
 const char* space_name(Space s) {
   switch (s) {
     case Space::kGlobal:
@@ -435,6 +675,10 @@ constexpr uint32_t kQuantum = 2048;
 // the lanes furthest ahead get a turn (so a lane holding a lock that its
 // warp's other lanes spin on can release it).
 constexpr uint32_t kSpinYield = 64;
+
+inline uint64_t lane_mask(unsigned w) {
+  return w >= 64 ? ~uint64_t{0} : (uint64_t{1} << w) - 1;
+}
 
 inline uint32_t popc(uint32_t m) {
   m = m - ((m >> 1) & 0x55555555u);  // no libgcc call without -mpopcnt
@@ -503,7 +747,8 @@ struct WarpState {
 // 32 lanes in a tight loop.
 class BlockRunner {
  public:
-  explicit BlockRunner(Launch& l) : l_(l), k_(*l.kernel_), mem_(*l.memory_) {
+  explicit BlockRunner(Launch& l)
+      : l_(l), k_(*l.kernel_), mem_(*l.memory_), module_(*l.module_) {
     nthreads_ = l.block_[0] * l.block_[1] * l.block_[2];
     nwarps_ = (nthreads_ + 31) / 32;
     nslots_ = k_.num_slots();
@@ -778,9 +1023,12 @@ class BlockRunner {
 
   // Host pointer for a global access, or nullptr (bounds) — alignment is
   // checked by the caller.
-  std::byte* gptr(uint64_t addr, uint32_t size) {
+  std::byte* gptr(uint64_t addr, uint32_t size, bool write) {
     const uint64_t off = addr - cache_.base;
     if (off < cache_.size && size <= cache_.size - off) return cache_.data + off;
+    // The module's own .global / .const variables (never cached: .const is
+    // read-only).
+    if (addr - module_.window_base < kWindowSize) return module_.variable_bytes(addr, size, write);
     const GlobalRange* r = mem_.find(addr, size);
     if (r == nullptr) return nullptr;
     cache_ = *r;
@@ -810,7 +1058,7 @@ class BlockRunner {
     std::byte* p = nullptr;
     switch (sp) {
       case Space::kGlobal:
-        p = gptr(addr, size);
+        p = gptr(addr, size, access[0] != 'l');
         break;
       case Space::kShared:
         if (addr < shared_size_ && size <= shared_size_ - addr) p = shared_.data() + addr;
@@ -1061,6 +1309,7 @@ class BlockRunner {
   Launch& l_;
   const Kernel& k_;
   const GlobalMemory& mem_;
+  const Module& module_;
   GlobalRange cache_{};
   uint32_t nthreads_ = 0;
   uint32_t nwarps_ = 0;
@@ -1164,18 +1413,26 @@ Stop BlockRunner::run_warp(uint32_t w) {
         case Op::kMov:
           GL_LANES(rd[l] = ra[l]);
           break;
-        case Op::kPack64:
-          GL_LANES(rd[l] = (ra[l] & 0xffffffffu) | (rb[l] << 32));
+        case Op::kPack64: {
+          const unsigned w = in.mod ? in.mod : 32;
+          const uint64_t hm = lane_mask(w);
+          GL_LANES(rd[l] = (ra[l] & hm) | ((rb[l] & hm) << w));
           break;
+        }
         case Op::kUnpack64: {
+          const unsigned w = in.mod ? in.mod : 32;
+          const uint64_t hm = lane_mask(w);
           uint64_t* const rc2 = r + static_cast<size_t>(in.c) * 32;
           GL_LANES({
             const uint64_t v = ra[l];
-            rd[l] = v & 0xffffffffu;
-            rc2[l] = v >> 32;
+            rd[l] = v & hm;
+            rc2[l] = (v >> w) & hm;
           });
           break;
         }
+        case Op::kHalf:
+          GL_LANES(rd[l] = half_op(in.imm, ra[l], rb[l], rc[l]));
+          break;
         case Op::kAdd:
           GL_LANES(rd[l] = (ra[l] + rb[l]) & mask);
           break;
@@ -1321,6 +1578,167 @@ Stop BlockRunner::run_warp(uint32_t w) {
         case Op::kSelp:
           GL_LANES(rd[l] = (rc[l] & 1) ? ra[l] : rb[l]);
           break;
+        case Op::kCopysign: {
+          const uint64_t sign = uint64_t{1} << ((in.mod & 0x7f) - 1);
+          GL_LANES(rd[l] = (rb[l] & ~sign) | (ra[l] & sign));
+          break;
+        }
+        case Op::kBfind: {
+          const unsigned wd = in.mod & 0x7f;
+          const bool sgn = (in.mod & 0x80) != 0;
+          GL_LANES({
+            uint64_t v = ra[l] & lane_mask(wd);
+            if (sgn && (v >> (wd - 1) & 1)) v = ~v & lane_mask(wd);
+            uint64_t out = 0xffffffffu;
+            if (v != 0) {
+              const unsigned pos = 63u - static_cast<unsigned>(std::countl_zero(v));
+              out = in.c ? wd - 1 - pos : pos;
+            }
+            rd[l] = out;
+          });
+          break;
+        }
+        case Op::kBfe: {
+          const unsigned wd = in.mod & 0x7f;
+          const bool sgn = (in.mod & 0x80) != 0;
+          GL_LANES({
+            const uint64_t a = ra[l];
+            const unsigned pos = static_cast<unsigned>(rb[l] & 0xff);
+            const unsigned len = static_cast<unsigned>(rc[l] & 0xff);
+            const unsigned msb = wd - 1;
+            uint64_t sbit = 0;
+            if (sgn && len != 0) sbit = a >> std::min(pos + len - 1, msb) & 1;
+            uint64_t d = 0;
+            for (unsigned i = 0; i <= msb; ++i) {
+              const uint64_t bit = (i < len && pos + i <= msb) ? (a >> (pos + i) & 1) : sbit;
+              d |= bit << i;
+            }
+            rd[l] = d;
+          });
+          break;
+        }
+        case Op::kBfi: {
+          const unsigned wd = in.mod & 0x7f;
+          const uint64_t* const rlen = r + static_cast<size_t>(in.imm) * 32;
+          GL_LANES({
+            const unsigned pos = static_cast<unsigned>(rc[l] & 0xff);
+            const unsigned len = static_cast<unsigned>(rlen[l] & 0xff);
+            uint64_t f = rb[l];
+            for (unsigned i = 0; i < len && pos + i < wd; ++i)
+              f = (f & ~(uint64_t{1} << (pos + i))) | ((ra[l] >> i & 1) << (pos + i));
+            rd[l] = f;
+          });
+          break;
+        }
+        case Op::kShf: {
+          const bool clamp = in.mod & 1, right = in.mod & 2;
+          GL_LANES({
+            const uint64_t c = rc[l] & 0xffffffffu;
+            const unsigned n = static_cast<unsigned>(clamp ? std::min<uint64_t>(c, 32) : (c & 31));
+            const uint64_t x = (rb[l] & 0xffffffffu) << 32 | (ra[l] & 0xffffffffu);
+            rd[l] = right ? (x >> n) & 0xffffffffu : ((x << n) >> 32) & 0xffffffffu;
+          });
+          break;
+        }
+        case Op::kPrmt:
+          GL_LANES({
+            const uint64_t x = (rb[l] & 0xffffffffu) << 32 | (ra[l] & 0xffffffffu);
+            const uint64_t sel = rc[l];
+            uint64_t d = 0;
+            for (unsigned i = 0; i < 4; ++i) {
+              const unsigned nib = static_cast<unsigned>(sel >> (4 * i)) & 15;
+              uint64_t byte = x >> (8 * (nib & 7)) & 0xff;
+              if (nib & 8) byte = (byte & 0x80) ? 0xff : 0;
+              d |= byte << (8 * i);
+            }
+            rd[l] = d;
+          });
+          break;
+        case Op::kSad: {
+          const unsigned wd = in.mod & 0x7f;
+          const bool sgn = (in.mod & 0x80) != 0;
+          GL_LANES({
+            uint64_t diff;
+            if (sgn) {
+              const int64_t a = sext(ra[l], wd), b = sext(rb[l], wd);
+              diff = a > b ? static_cast<uint64_t>(a) - static_cast<uint64_t>(b)
+                           : static_cast<uint64_t>(b) - static_cast<uint64_t>(a);
+            } else {
+              diff = ra[l] > rb[l] ? ra[l] - rb[l] : rb[l] - ra[l];
+            }
+            rd[l] = (rc[l] + diff) & mask;
+          });
+          break;
+        }
+        case Op::kDp4a:
+        case Op::kDp2a: {
+          const bool sa = in.mod & 1, sb = in.mod & 2, hi = in.mod & 4;
+          const bool four = in.op == Op::kDp4a;
+          GL_LANES({
+            uint32_t acc = static_cast<uint32_t>(rc[l]);
+            const uint32_t a = static_cast<uint32_t>(ra[l]), b = static_cast<uint32_t>(rb[l]);
+            for (unsigned i = 0; i < (four ? 4u : 2u); ++i) {
+              int64_t x, y;
+              if (four) {
+                const uint32_t xa = a >> (8 * i) & 0xff;
+                x = sa ? static_cast<int8_t>(xa) : static_cast<int64_t>(xa);
+              } else {
+                const uint32_t xa = a >> (16 * i) & 0xffff;
+                x = sa ? static_cast<int16_t>(xa) : static_cast<int64_t>(xa);
+              }
+              const unsigned bi = four ? i : i + (hi ? 2 : 0);
+              const uint32_t yb = b >> (8 * bi) & 0xff;
+              y = sb ? static_cast<int8_t>(yb) : static_cast<int64_t>(yb);
+              acc += static_cast<uint32_t>(x * y);
+            }
+            rd[l] = acc;
+          });
+          break;
+        }
+        case Op::kAddC: {
+          const unsigned wd = in.mod;
+          const uint64_t m = lane_mask(wd);
+          uint64_t* const rcc = r + static_cast<size_t>(in.imm) * 32;
+          const bool cin = in.neg & 2, cout = in.neg & 4, sub = in.neg & 8;
+          GL_LANES({
+            const uint64_t cc = cin ? (rcc[l] & 1) : 0;
+            const unsigned __int128 a = ra[l] & m, b = rb[l] & m;
+            uint64_t res, flag;
+            if (sub) {
+              const unsigned __int128 t = a - b - cc;
+              res = static_cast<uint64_t>(t) & m;
+              flag = (a < b + cc) ? 1 : 0;
+            } else {
+              const unsigned __int128 t = a + b + cc;
+              res = static_cast<uint64_t>(t) & m;
+              flag = static_cast<uint64_t>(t >> wd) & 1;
+            }
+            rd[l] = res;
+            if (cout) rcc[l] = flag;
+          });
+          break;
+        }
+        case Op::kMadC: {
+          const unsigned wd = in.mod & 0x3f;
+          const uint64_t m = lane_mask(wd);
+          const bool hi = in.mod & 0x80, sgn = in.mod & 0x40;
+          uint64_t* const rcc = r + static_cast<size_t>(in.imm) * 32;
+          const bool cin = in.neg & 2, cout = in.neg & 4;
+          GL_LANES({
+            unsigned __int128 p;
+            if (sgn)
+              p = static_cast<unsigned __int128>(static_cast<__int128>(sext(ra[l], wd)) *
+                                                 sext(rb[l], wd));
+            else
+              p = static_cast<unsigned __int128>(ra[l] & m) * (rb[l] & m);
+            const uint64_t part = static_cast<uint64_t>(hi ? p >> wd : p) & m;
+            const unsigned __int128 t = static_cast<unsigned __int128>(part) + (rc[l] & m) +
+                                        (cin ? (rcc[l] & 1) : 0);
+            rd[l] = static_cast<uint64_t>(t) & m;
+            if (cout) rcc[l] = static_cast<uint64_t>(t >> wd) & 1;
+          });
+          break;
+        }
         case Op::kSetpS:
         case Op::kSetpU: {
           const auto cmp = static_cast<Cmp>(in.imm & 0xff);
@@ -1474,10 +1892,10 @@ Stop BlockRunner::run_warp(uint32_t w) {
           GL_LANES(rd[l] = bits(std::sqrt(f64(ra[l]))));
           break;
         case Op::kRcpF64:
-          GL_LANES(rd[l] = bits(1.0 / f64(ra[l])));
+          GL_LANES(rd[l] = bits(1.0 / (in.c ? ftz64(f64(ra[l])) : f64(ra[l]))));
           break;
         case Op::kRsqrtF64:
-          GL_LANES(rd[l] = bits(1.0 / std::sqrt(f64(ra[l]))));
+          GL_LANES(rd[l] = bits(1.0 / std::sqrt(in.c ? ftz64(f64(ra[l])) : f64(ra[l]))));
           break;
         case Op::kCvtInt:
           GL_LANES({
@@ -1486,10 +1904,20 @@ Stop BlockRunner::run_warp(uint32_t w) {
             rd[l] = v & mask;
           });
           break;
+        case Op::kFDir: {
+          RoundingMode mode(fe_mode((in.mod >> 4) & 3));
+          directed_lanes(in, exec, rd, ra, rb, rc);
+          break;
+        }
         case Op::kCvt: {
           const auto st = static_cast<Ty>(in.b), dt = static_cast<Ty>(in.c);
           const auto rnd = static_cast<Rnd>(in.mod & 15);
           const auto fl = static_cast<uint8_t>(in.mod >> 4);
+          if (ty_float(dt) && (rnd == Rnd::kRz || rnd == Rnd::kRm || rnd == Rnd::kRp)) {
+            RoundingMode mode(fe_mode(rnd == Rnd::kRz ? 1 : rnd == Rnd::kRm ? 2 : 3));
+            convert_lanes(exec, rd, ra, st, dt, rnd, fl);
+            break;
+          }
           GL_LANES(rd[l] = convert(ra[l], st, dt, rnd, fl));
           break;
         }
@@ -1506,7 +1934,7 @@ Stop BlockRunner::run_warp(uint32_t w) {
     const uint64_t off = addr - cache_.base;                                        \
     if ((addr & (sizeof(T) - 1)) != 0 || off >= cache_.size ||                      \
         sizeof(T) > cache_.size - off) {                                            \
-      const std::byte* p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T)); \
+      const std::byte* p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T), false); \
       if (p == nullptr) {                                                           \
         ok = false;                                                                 \
         break;                                                                      \
@@ -1531,7 +1959,7 @@ Stop BlockRunner::run_warp(uint32_t w) {
               result = mem_fault(pc, "misaligned address", Space::kGlobal, "ld", addr, size);
               goto out;
             }
-            const std::byte* p = gptr(addr, size);
+            const std::byte* p = gptr(addr, size, false);
             if (p == nullptr) {
               GL_FAULT_LANE(l);
               result = mem_fault(pc, "illegal address", Space::kGlobal, "ld", addr, size);
@@ -1552,7 +1980,7 @@ Stop BlockRunner::run_warp(uint32_t w) {
     std::byte* p;                                                                   \
     if ((addr & (sizeof(T) - 1)) != 0 || off >= cache_.size ||                      \
         sizeof(T) > cache_.size - off) {                                            \
-      p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T));               \
+      p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T), true);             \
       if (p == nullptr) {                                                           \
         ok = false;                                                                 \
         break;                                                                      \
@@ -1577,7 +2005,7 @@ Stop BlockRunner::run_warp(uint32_t w) {
               result = mem_fault(pc, "misaligned address", Space::kGlobal, "st", addr, size);
               goto out;
             }
-            std::byte* p = gptr(addr, size);
+            std::byte* p = gptr(addr, size, true);
             if (p == nullptr) {
               GL_FAULT_LANE(l);
               result = mem_fault(pc, "illegal address", Space::kGlobal, "st", addr, size);
@@ -1875,6 +2303,53 @@ Stop BlockRunner::run_warp(uint32_t w) {
           }
           if (exec == 0) break;
           park(W, target, exec);
+          park(W, pc + 1, act & ~exec);
+          reschedule(W);
+          pc = W.pc;
+          act = W.active;
+          continue;
+        }
+        case Op::kCall: {
+          const CallSite& cs = k_.calls[static_cast<size_t>(in.imm)];
+          uint64_t* const rret = r + static_cast<size_t>(cs.ret_slot) * 32;
+          GL_LANES({
+            std::byte* const lm = local0 + static_cast<size_t>(l) * local_bytes;
+            for (const CallSite::Copy& cp : cs.args) std::memmove(lm + cp.dst, lm + cp.src, cp.size);
+            rret[l] = pc + 1;
+          });
+          if (exec == act) {
+            pc = cs.target;
+            continue;
+          }
+          park(W, cs.target, exec);
+          park(W, pc + 1, act & ~exec);
+          reschedule(W);
+          pc = W.pc;
+          act = W.active;
+          continue;
+        }
+        case Op::kCallRet: {
+          const CallSite& cs = k_.calls[static_cast<size_t>(in.imm)];
+          GL_LANES({
+            std::byte* const lm = local0 + static_cast<size_t>(l) * local_bytes;
+            for (const CallSite::Copy& cp : cs.rets) std::memmove(lm + cp.dst, lm + cp.src, cp.size);
+          });
+          break;
+        }
+        case Op::kRetFunc: {
+          // Each lane returns to where it was called from.
+          const uint32_t first = static_cast<uint32_t>(std::countr_zero(exec));
+          const uint64_t to = ra[first];
+          bool same = true;
+          GL_LANES(same = same && ra[l] == to);
+          if (same && exec == act && to < k_.code.size()) {
+            pc = static_cast<uint32_t>(to);
+            continue;
+          }
+          for (uint32_t m = exec; m != 0; m &= m - 1) {
+            const uint32_t l = static_cast<uint32_t>(std::countr_zero(m));
+            W.pcs[l] = static_cast<uint32_t>(std::min<uint64_t>(ra[l], k_.code.size() - 1));
+          }
           park(W, pc + 1, act & ~exec);
           reschedule(W);
           pc = W.pc;

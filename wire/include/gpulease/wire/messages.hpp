@@ -8,6 +8,9 @@
 // Every length and count is checked against Limits before anything is
 // allocated. Field values outside their domain (an unknown exclusivity
 // class, a zero size) are INVALID_ARGUMENT where the encoding itself is fine.
+// Decoding order (PROTOCOL.md, "Decoding rules"): every structural error
+// (BAD_FRAME, FRAME_TOO_LARGE) wins over every value error
+// (INVALID_ARGUMENT); within each kind the first failing field wins.
 #pragma once
 
 #include <array>
@@ -116,6 +119,16 @@ struct LeaseRenewReply {
   uint64_t expires_at_ms = 0;
   bool operator==(const LeaseRenewReply&) const = default;
 };
+
+// The fewest bytes one element of each list can take on the wire. A count
+// is refused (BAD_FRAME) when count x minimum exceeds the bytes left, before
+// anything is reserved for it (PROTOCOL.md, "Encodings").
+inline constexpr size_t kMinDeviceBytes = 2 + 2 + 16 + 1 + 1 + 4 + 8 + 8;   // empty name: 42
+inline constexpr size_t kLeaseRecordBytes = 8 + 1 + 1 + 2 + 8 * 4 + 4 + 4;  // fixed: 52
+inline constexpr size_t kRawArgSizeBytes = 4;       // one u32 of a raw argument's sizes
+inline constexpr size_t kMinTypedArgBytes = 3;      // SCALAR kind + u16 size 0 (refused later)
+inline constexpr size_t kMinSubmitArgBytes = 3;     // SCALAR kind + u16 size 0 (refused later)
+inline constexpr size_t kMinSubmitOutputBytes = 6;  // u16 arg_index + bytes32 of length 0
 
 struct Empty {
   bool operator==(const Empty&) const = default;

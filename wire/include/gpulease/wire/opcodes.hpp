@@ -79,7 +79,7 @@ inline constexpr uint32_t kCapRequest = 1u << 7;
 }  // namespace permission_bit
 
 inline constexpr std::array<OpcodeInfo, 17> kOpcodeTable{{
-    // op                  name             lease rule            token  permission                     resend
+    // op                  name             lease rule            token  permission resend
     {Opcode::kHello, "HELLO", LeaseRule::kZero, false, permission_bit::kNone, true},
     {Opcode::kPing, "PING", LeaseRule::kZero, false, permission_bit::kNone, true},
     {Opcode::kLeaseAcquire, "LEASE_ACQUIRE", LeaseRule::kZero, true, permission_bit::kLeaseAcquire,

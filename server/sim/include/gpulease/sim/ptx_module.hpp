@@ -45,6 +45,13 @@ inline constexpr Slot kFirstFreeSlot = 16;
 inline constexpr uint64_t kSharedWindow = uint64_t{1} << 44;
 inline constexpr uint64_t kLocalWindow = uint64_t{2} << 44;
 inline constexpr uint64_t kWindowSize = uint64_t{1} << 32;
+// Module-scope .global and .const variables: each loaded module has its own
+// 4 GiB window at kModuleWindow + tag * kWindowSize (tag: 0..kModuleTags-1,
+// a load counter), .global variables from its start and .const variables
+// from kConstOffset within it.
+inline constexpr uint64_t kModuleWindow = uint64_t{3} << 44;
+inline constexpr uint64_t kModuleTags = 4096;
+inline constexpr uint64_t kConstOffset = uint64_t{1} << 31;
 
 // Decoded opcodes. Integer ops are width-generic: Inst::mod holds the width
 // in bits (1 for predicates, 8/16/32/64) and Inst::imm the width's mask, so
@@ -52,8 +59,8 @@ inline constexpr uint64_t kWindowSize = uint64_t{1} << 32;
 enum class Op : uint16_t {
   kNop,
   kMov,       // d = a (bit copy)
-  kPack64,    // d = a | b << 32            (mov.b64 d, {a, b})
-  kUnpack64,  // d = a & 0xffffffff, c = a >> 32 (mov.b64 {d, c}, a)
+  kPack64,    // d = a | b << w   (mov.b64 d, {a, b}: w = 32; mov.b32: w = 16; w = mod or 32)
+  kUnpack64,  // d = a & mask(w), c = a >> w & mask(w) (mov.b64 / mov.b32 {d, c}, a)
   // integer, d = f(a, b[, c]) & mask(mod)
   kAdd,
   kSub,
@@ -89,6 +96,21 @@ enum class Op : uint16_t {
   kClz,
   kBrev,
   kSelp,  // d = c ? a : b
+  // bit fields and bytes (mod = width unless noted)
+  kBfind,     // d = position of the most significant non-sign bit of a (~0u32 if none);
+              // mod = width | 0x80 signed; c = 1: .shiftamt (width - 1 - position)
+  kBfe,       // d = bit field of a at b (pos), c (len); mod = width | 0x80 signed
+  kBfi,       // d = b with a inserted at c (pos), len in slot imm
+  kShf,       // d = funnel shift of b:a by c; mod = 0 l.wrap, 1 l.clamp, 2 r.wrap, 3 r.clamp
+  kPrmt,      // d = bytes of b:a selected by c
+  kSad,       // d = c + |a - b|; mod = width | 0x80 signed
+  kDp4a,      // d = c + dot(bytes a, bytes b); mod bit 0: a signed, bit 1: b signed
+  kDp2a,      // d = c + dot(halves a, 2 bytes of b); mod bits 0, 1 as kDp4a, bit 2: .hi
+  // carry chains: the carry flag lives in slot imm; neg bit 1: add the carry
+  // in, bit 2: write the carry out, bit 3: subtract (the flag is a borrow)
+  kAddC,      // d = a +/- b (+/- CC); mod = width
+  kMadC,      // d = lo/hi(a * b) + c (+ CC); mod = width | 0x80 hi | 0x40 signed
+  kCopysign,  // d = b with the sign of a; mod = width
   // comparisons: d = cmp(a, b) [boolop c]; mod = width; imm = Cmp | BoolOp << 8 | (c negated) << 10
   kSetpS,
   kSetpU,
@@ -125,6 +147,14 @@ enum class Op : uint16_t {
   kSqrtF64,
   kRcpF64,
   kRsqrtF64,
+  // f32/f64 arithmetic with directed rounding (.rz/.rm/.rp), exact: imm =
+  // 0 add, 1 sub, 2 mul, 3 fma, 4 div, 5 sqrt, 6 rcp | 256 (f64);
+  // mod = kFlagFtz | kFlagSat | mode << 4 (1 rz, 2 rm, 3 rp)
+  kFDir,
+  // f16 / bf16, exact: imm = sub-op (0 add, 1 sub, 2 mul, 3 fma, 4 neg, 5 abs, 6 min, 7 max,
+  // 8 setp (Cmp at bits 16..23), 9 f32 -> half, 10 f64 -> half, 11 half -> f32,
+  // 12 half -> f64) | (0 f16, 1 bf16) << 8 | x2 << 10 | rounding (0 rn, 1 rz, 2 rm, 3 rp) << 12
+  kHalf,
   // conversions
   kCvtInt,  // int -> int: extend a from mod bits (sign-extend when c == 1), then & imm
   kCvt,     // everything else: b = source Ty, c = destination Ty, mod = Rnd | flags << 4
@@ -155,6 +185,10 @@ enum class Op : uint16_t {
   kBra,  // pc = imm; mod & kBraSpin: the loop it closes has atomics or volatile loads
   kBar,  // bar.sync / barrier.sync: wait for the block's other threads
   kRet,  // ret / exit: the thread is done
+  // device functions (imm = index into Kernel::calls)
+  kCall,      // copy the arguments into the callee's parameters, save the return pc, jump
+  kCallRet,   // (after kCall, where the callee returns) copy the return values back
+  kRetFunc,   // return from a device function: pc = slot a
 };
 
 inline constexpr uint8_t kFlagFtz = 1;
@@ -210,6 +244,18 @@ struct Param {
   uint32_t align = 1;
 };
 
+// A call of a device function: its code is part of the kernel's; arguments
+// and return values are bytes of the thread's local memory.
+struct CallSite {
+  struct Copy {
+    uint32_t dst = 0, src = 0, size = 0;  // local memory offsets
+  };
+  uint32_t target = 0;  // the callee's first instruction
+  Slot ret_slot = 0;    // where the callee keeps its return address
+  std::vector<Copy> args;  // caller's .param -> callee's parameter
+  std::vector<Copy> rets;  // callee's return value -> caller's .param
+};
+
 struct Kernel {
   std::string name;
   std::vector<Param> params;
@@ -217,6 +263,7 @@ struct Kernel {
   std::vector<Inst> code;
   std::vector<uint32_t> lines;  // source line of each instruction
   std::vector<Slot> vec_slots;  // register lists of vector ld/st
+  std::vector<CallSite> calls;
   uint32_t slots = 0;           // size of each thread's register file
   // Every thread's register file starts zeroed except these slots (the
   // constant 1 of kSlotTrue, immediates, symbol addresses), sorted by slot,
@@ -231,9 +278,38 @@ struct Kernel {
   uint64_t initial_value(Slot s) const;
 };
 
+// A module-scope .global or .const variable.
+struct GlobalVar {
+  std::string name;
+  uint64_t address = 0;  // sim address (generic and global)
+  uint64_t size = 0;
+  bool is_const = false;
+};
+
 struct Module {
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
   std::vector<Kernel> kernels;
   const Kernel* find(std::string_view name) const;
+
+  // Module-scope variables, by name (what cuModuleGetGlobal looks up: a
+  // "module globals" op can hand out address + size and read/write
+  // global_data()). Their storage belongs to this loaded module: it starts
+  // with the initialisers, launches of the module read and write it, and it
+  // lives as long as the module.
+  std::vector<GlobalVar> globals;
+  const GlobalVar* find_global(std::string_view name) const;
+  uint64_t window_base = 0;  // kModuleWindow + tag * kWindowSize
+  uint64_t global_bytes = 0;  // .global storage at window_base
+  uint64_t const_bytes = 0;   // .const storage at window_base + kConstOffset
+  // Host storage: .global bytes, then .const bytes. Kernels access it with
+  // relaxed atomics, as they do context memory.
+  std::unique_ptr<std::byte[]> storage;
+  // Host pointer for [addr, addr + len) inside this module's variables, or
+  // nullptr; `write` excludes .const.
+  std::byte* variable_bytes(uint64_t addr, uint64_t len, bool write) const;
   // Host memory the decoded module occupies, approximately (code, line
   // table, constants, names): what a quota could charge for it.
   size_t decoded_bytes() const;
@@ -253,6 +329,7 @@ struct LoadLimits {
   uint32_t max_param_bytes = 32764;       // CUDA 12.1+ limit on kernel parameters
   uint32_t max_shared_bytes = 48u << 10;  // static .shared per kernel
   uint32_t max_local_bytes = 512u << 10;  // .local per thread
+  uint64_t max_global_bytes = 64u << 20;  // module-scope .global and .const together
 };
 
 // Parses and checks a PTX module. LOAD_FAILED with "line N: ..." on anything
