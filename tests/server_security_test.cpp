@@ -166,14 +166,13 @@ TEST_F(SecurityTest, TheHeaderLeaseRuleIsEnforced) {
   EXPECT_EQ(list.leases.size(), 1u);
 }
 
-TEST_F(SecurityTest, CapRequestNeverGrantsLeaseAcquire) {
+TEST_F(SecurityTest, CapRequestNeverGrantsLeaseAcquireNorReservedOrNoBits) {
   uint64_t lease = acquire(c_, alice_);
-  auto r = c_.call(Opcode::kCapRequest, lease, alice_,
-                   wire::CapRequestRequest{bits(Permission::kLeaseAcquire), 30});
-  EXPECT_EQ(r.status(), Status::kPermissionDenied) << r.message();
-  r = c_.call(Opcode::kCapRequest, lease, alice_,
-              wire::CapRequestRequest{capability::kAllPermissions, 30});
-  EXPECT_EQ(r.status(), Status::kPermissionDenied) << r.message();
+  for (uint32_t perms : {bits(Permission::kLeaseAcquire), capability::kAllPermissions, 0u,
+                         bits(Permission::kMem) | (1u << 20)}) {
+    auto r = c_.call(Opcode::kCapRequest, lease, alice_, wire::CapRequestRequest{perms, 30});
+    EXPECT_EQ(r.status(), Status::kInvalidArgument) << perms << ": " << r.message();
+  }
 }
 
 TEST_F(SecurityTest, AnAbsentAndAForeignLeaseAreAnsweredIdentically) {

@@ -465,12 +465,16 @@ void Node::op_cap_request(const capability::Claims& c, const std::shared_ptr<Lea
                           ByteSpan payload, const ReplyFn& reply) {
   auto m = wire::decode_payload<wire::CapRequestRequest>(payload, cfg_.limits);
   if (!m) return reply_error(reply, m.error());
-  // SECURITY: the token CAP_REQUEST issues is bound to this lease, and a
-  // lease-bound token can never acquire a lease: refuse to grant it.
-  if (capability::grants(m->permissions, capability::Permission::kLeaseAcquire)) {
-    metrics_.auth_failed(Status::kPermissionDenied);
-    return reply_error(reply, Status::kPermissionDenied,
-                       "a token bound to a lease cannot be granted lease_acquire");
+  // The token CAP_REQUEST issues is bound to this lease, and a lease-bound
+  // token can never acquire a lease: asking for that, for a reserved bit or
+  // for nothing at all is a bad value (PROTOCOL.md, value checks).
+  if (m->permissions == 0 || (m->permissions & ~capability::kAllPermissions) != 0 ||
+      capability::grants(m->permissions, capability::Permission::kLeaseAcquire)) {
+    return reply_error(reply, Status::kInvalidArgument,
+                       m->permissions == 0 ? "CAP_REQUEST asks for no permission"
+                       : capability::grants(m->permissions, capability::Permission::kLeaseAcquire)
+                           ? "a token bound to a lease cannot be granted lease_acquire"
+                           : "CAP_REQUEST asks for reserved permission bits");
   }
   capability::AttenuationRequest ar;
   ar.lease_id = l->id;
