@@ -180,7 +180,7 @@ class RawClient {
     return receive();
   }
   template <typename M>
-  Bytes call(Opcode op, uint64_t lease, wire::ByteSpan token, const M& m) {
+  Bytes call_msg(Opcode op, uint64_t lease, wire::ByteSpan token, const M& m) {
     return call(op, lease, token, wire::encode_payload(m));
   }
 
@@ -385,16 +385,16 @@ void BM_ClientRecipe53VsRaw(benchmark::State& state) {
       acq.min_vram = 1 << 20;
       acq.ttl_s = 60;
       auto ar = wire::decode_payload<wire::LeaseAcquireReply>(
-          raw.call(Opcode::kLeaseAcquire, 0, fx.token, acq), wire::Limits{});
+          raw.call_msg(Opcode::kLeaseAcquire, 0, fx.token, acq), wire::Limits{});
       const uint64_t lease = ar->lease_id;
       auto buf = wire::decode_payload<wire::HandleReply>(
-                     raw.call(Opcode::kMemAlloc, lease, fx.token,
+                     raw.call_msg(Opcode::kMemAlloc, lease, fx.token,
                               wire::MemAllocRequest{data.size()}),
                      wire::Limits{})
                      ->handle;
-      (void)raw.call(Opcode::kMemWrite, lease, fx.token, wire::MemWriteRequest{buf, 0, data});
+      (void)raw.call_msg(Opcode::kMemWrite, lease, fx.token, wire::MemWriteRequest{buf, 0, data});
       auto mod = wire::decode_payload<wire::HandleReply>(
-                     raw.call(Opcode::kModuleLoad, lease, fx.token,
+                     raw.call_msg(Opcode::kModuleLoad, lease, fx.token,
                               wire::ModuleLoadRequest{wire::ImageFormat::kPtx, image}),
                      wire::Limits{})
                      ->handle;
@@ -402,15 +402,15 @@ void BM_ClientRecipe53VsRaw(benchmark::State& state) {
                             .push_buffer(gl::DeviceBuffer{buf, data.size()})
                             .push_i32(kElems)
                             .push_f32(2.0f);
-      (void)raw.call(Opcode::kLaunch, lease, fx.token,
+      (void)raw.call_msg(Opcode::kLaunch, lease, fx.token,
                      wire::LaunchRequest{mod, "scale", {4, 1, 1}, {256, 1, 1}, 0,
                                          args.wire_args()});
-      (void)raw.call(Opcode::kSync, lease, fx.token, wire::Empty{});
-      (void)raw.call(Opcode::kMemRead, lease, fx.token,
+      (void)raw.call_msg(Opcode::kSync, lease, fx.token, wire::Empty{});
+      (void)raw.call_msg(Opcode::kMemRead, lease, fx.token,
                      wire::MemReadRequest{buf, 0, static_cast<uint32_t>(data.size())});
-      (void)raw.call(Opcode::kModuleUnload, lease, fx.token, wire::HandleRequest{mod});
-      (void)raw.call(Opcode::kMemFree, lease, fx.token, wire::HandleRequest{buf});
-      (void)raw.call(Opcode::kLeaseRelease, lease, fx.token, wire::Empty{});
+      (void)raw.call_msg(Opcode::kModuleUnload, lease, fx.token, wire::HandleRequest{mod});
+      (void)raw.call_msg(Opcode::kMemFree, lease, fx.token, wire::HandleRequest{buf});
+      (void)raw.call_msg(Opcode::kLeaseRelease, lease, fx.token, wire::Empty{});
     }
     auto t2 = Clock::now();
     lib_s += seconds(t1 - t0);

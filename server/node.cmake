@@ -9,10 +9,14 @@ add_library(gpulease_node
   src/node.cpp
   src/node_session.cpp
 )
-target_include_directories(gpulease_node PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src)
-target_link_libraries(gpulease_node PUBLIC
-  gpulease_wire gpulease_capability gpulease_backend_api gpulease_sim gpulease_asio
-  CLI11::CLI11 tomlplusplus::tomlplusplus Threads::Threads)
+# src/ is public to the in-tree tests and benches that run a node in-process
+# (node.hpp, net.hpp); the library is not installed. Flag and config-file
+# parsing (CLI11, toml++) stay inside config.cpp.
+target_include_directories(gpulease_node PUBLIC $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/src>)
+target_link_libraries(gpulease_node
+  PUBLIC gpulease_wire gpulease_capability gpulease_backend_api gpulease_sim gpulease_asio
+         Threads::Threads
+  PRIVATE CLI11::CLI11 tomlplusplus::tomlplusplus)
 if(TARGET gpulease_cuda)
   target_link_libraries(gpulease_node PUBLIC gpulease_cuda)
   target_compile_definitions(gpulease_node PRIVATE GPULEASE_HAVE_CUDA_BACKEND=1)

@@ -32,6 +32,7 @@
 #include <unordered_map>
 
 #include "gpulease/capability/token.hpp"
+#include "gpulease/wire/host_port.hpp"
 
 namespace gpulease::client {
 
@@ -197,45 +198,13 @@ uint64_t random_u64() {
 // ---- NodeAddress ---------------------------------------------------------------
 
 Result<NodeAddress> NodeAddress::parse(std::string_view text) {
-  NodeAddress a;
-  std::string_view host, port;
-  if (!text.empty() && text.front() == '[') {
-    auto close = text.find(']');
-    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return make_error(Status::kInvalidArgument,
-                        "expected [ADDR]:PORT, got '" + std::string(text) + "'");
-    }
-    host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
-  } else {
-    auto colon = text.rfind(':');
-    if (colon == std::string_view::npos) {
-      return make_error(Status::kInvalidArgument,
-                        "expected HOST:PORT, got '" + std::string(text) + "'");
-    }
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  unsigned long p = 0;
-  if (host.empty() || port.empty() || port.size() > 5) {
-    return make_error(Status::kInvalidArgument,
-                      "expected HOST:PORT, got '" + std::string(text) + "'");
-  }
-  for (char c : port) {
-    if (c < '0' || c > '9')
-      return make_error(Status::kInvalidArgument, "bad port in '" + std::string(text) + "'");
-    p = p * 10 + static_cast<unsigned long>(c - '0');
-  }
-  if (p == 0 || p > 65535)
-    return make_error(Status::kInvalidArgument, "bad port in '" + std::string(text) + "'");
-  a.host = std::string(host);
-  a.port = static_cast<uint16_t>(p);
-  return a;
+  auto hp = wire::parse_host_port(text);
+  if (!hp) return std::move(hp).error();
+  return NodeAddress{std::move(hp->host), hp->port};
 }
 
 std::string NodeAddress::str() const {
-  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
-  return host + ":" + std::to_string(port);
+  return wire::format_host_port(host, port);
 }
 
 Result<Bytes> token_from_text(std::string_view text) {
