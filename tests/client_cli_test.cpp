@@ -140,7 +140,9 @@ TEST(ClientCli, GlobalOptionsWorkBeforeOrAfterTheSubcommand) {
     auto r = node.run(bare + g + args);
     EXPECT_EQ(r.status, 0) << args << "\n" << r.out << r.err;
     if (args.find("--json") != std::string::npos) {
-      EXPECT_NO_THROW((void)json::parse(r.out)) << args << ": " << r.out;
+      json j;
+      EXPECT_NO_THROW(j = json::parse(r.out)) << args << ": " << r.out;
+      EXPECT_FALSE(j.is_null()) << args;
     }
   }
   // An unknown option is still an error, wherever it is.
@@ -199,8 +201,11 @@ std::set<std::string> documented_command_lines() {
 TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
   NodeProcess node("node-a");
   const std::string ptx_path = std::string(GPULEASE_SOURCE_DIR) + "/kernels/ptx/transform.ptx";
+  // A directory of its own (the node's authority key is in node.dir()).
+  const auto dir = node.dir() / "docs";
+  std::filesystem::create_directories(dir);
   {
-    std::ofstream f(node.dir() / "data.bin", std::ios::binary);
+    std::ofstream f(dir / "data.bin", std::ios::binary);
     const std::string zeros(4096, '\0');
     f.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
   }
@@ -249,7 +254,7 @@ TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
   };
   for (const auto& [doc, runs] : table) {
     for (const auto& args : runs) {
-      const std::string cmd = "sh -c 'cd " + node.dir().string() + " && " + bin("gpulease") + " " +
+      const std::string cmd = "sh -c 'cd " + dir.string() + " && " + bin("gpulease") + " " +
                               fill(args) + "'";
       auto r = node.run(cmd);
       EXPECT_EQ(r.status, 0) << doc << "\nran: " << fill(args) << "\n" << r.out << r.err;
@@ -260,7 +265,7 @@ TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
       }
     }
   }
-  EXPECT_EQ(slurp(node.dir() / "out.bin").size(), 4096u);
+  EXPECT_EQ(slurp(dir / "out.bin").size(), 4096u);
 }
 
 }  // namespace
