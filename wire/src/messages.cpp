@@ -1,47 +1,14 @@
 #include "gpulease/wire/messages.hpp"
 
+#include "gpulease/wire/utf8.hpp"
+
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <array>
 
 namespace gpulease::wire {
 namespace {
-
-// True when `s` is well-formed UTF-8 without NUL (RFC 3629: no overlongs,
-// no surrogates, nothing above U+10FFFF).
-bool valid_utf8(std::string_view s) noexcept {
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c == 0) return false;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t n;
-    uint32_t cp;
-    if ((c & 0xe0) == 0xc0) {
-      n = 1, cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      n = 2, cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      n = 3, cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (s.size() - i <= n) return false;
-    for (size_t k = 1; k <= n; ++k) {
-      auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-      return false;
-    }
-    i += n + 1;
-  }
-  return true;
-}
 
 // A decoder with a sticky first error: after a failure every read returns a
 // zero value and consumes nothing, so message decoders read straight through
@@ -823,78 +790,32 @@ Result<V> widen(Result<M> r) {
 
 }  // namespace
 
-Result<RequestMessage> decode_request(Opcode op, ByteSpan p, const Limits& l) {
-  using V = RequestMessage;
-  switch (op) {
-    case Opcode::kHello:
-      return widen<V>(decode_payload<HelloRequest>(p, l));
-    case Opcode::kPing:
-      return widen<V>(decode_payload<PingRequest>(p, l));
-    case Opcode::kLeaseAcquire:
-      return widen<V>(decode_payload<LeaseAcquireRequest>(p, l));
-    case Opcode::kLeaseRenew:
-      return widen<V>(decode_payload<LeaseRenewRequest>(p, l));
-    case Opcode::kLeaseRelease:
-    case Opcode::kLeaseQuery:
-    case Opcode::kLeaseList:
-    case Opcode::kSync:
-      return widen<V>(decode_payload<Empty>(p, l));
-    case Opcode::kCapRequest:
-      return widen<V>(decode_payload<CapRequestRequest>(p, l));
-    case Opcode::kMemAlloc:
-      return widen<V>(decode_payload<MemAllocRequest>(p, l));
-    case Opcode::kMemFree:
-    case Opcode::kModuleUnload:
-      return widen<V>(decode_payload<HandleRequest>(p, l));
-    case Opcode::kMemWrite:
-      return widen<V>(decode_payload<MemWriteRequest>(p, l));
-    case Opcode::kMemRead:
-      return widen<V>(decode_payload<MemReadRequest>(p, l));
-    case Opcode::kModuleLoad:
-      return widen<V>(decode_payload<ModuleLoadRequest>(p, l));
-    case Opcode::kLaunch:
-      return widen<V>(decode_payload<LaunchRequest>(p, l));
-    case Opcode::kGpuSubmit:
-      return widen<V>(decode_payload<GpuSubmitRequest>(p, l));
+namespace {
+
+template <typename V, bool kRequest, size_t... I>
+Result<V> decode_by_table(Opcode op, ByteSpan p, const Limits& l, std::index_sequence<I...>) {
+  using Decoder = Result<V> (*)(ByteSpan, const Limits&);
+  static constexpr std::array<Decoder, sizeof...(I)> kDecoders{{+[](ByteSpan b, const Limits& lim) {
+    constexpr Opcode kOp = kOpcodeTable[I].op;
+    using M = std::conditional_t<kRequest, RequestOf<kOp>, ReplyOf<kOp>>;
+    return widen<V>(decode_payload<M>(b, lim));
+  }...}};
+  for (size_t i = 0; i < kOpcodeTable.size(); ++i) {
+    if (kOpcodeTable[i].op == op) return kDecoders[i](p, l);
   }
   return make_error(Status::kUnknownOpcode, "unknown opcode");
 }
 
+}  // namespace
+
+Result<RequestMessage> decode_request(Opcode op, ByteSpan p, const Limits& l) {
+  return decode_by_table<RequestMessage, true>(op, p, l,
+                                               std::make_index_sequence<kOpcodeTable.size()>{});
+}
+
 Result<ReplyMessage> decode_reply(Opcode op, ByteSpan p, const Limits& l) {
-  using V = ReplyMessage;
-  switch (op) {
-    case Opcode::kHello:
-      return widen<V>(decode_payload<HelloReply>(p, l));
-    case Opcode::kPing:
-      return widen<V>(decode_payload<PingReply>(p, l));
-    case Opcode::kLeaseAcquire:
-      return widen<V>(decode_payload<LeaseAcquireReply>(p, l));
-    case Opcode::kLeaseRenew:
-      return widen<V>(decode_payload<LeaseRenewReply>(p, l));
-    case Opcode::kLeaseRelease:
-    case Opcode::kMemFree:
-    case Opcode::kMemWrite:
-    case Opcode::kModuleUnload:
-      return widen<V>(decode_payload<Empty>(p, l));
-    case Opcode::kLeaseQuery:
-      return widen<V>(decode_payload<LeaseInfo>(p, l));
-    case Opcode::kLeaseList:
-      return widen<V>(decode_payload<LeaseListReply>(p, l));
-    case Opcode::kCapRequest:
-      return widen<V>(decode_payload<CapRequestReply>(p, l));
-    case Opcode::kMemAlloc:
-    case Opcode::kModuleLoad:
-      return widen<V>(decode_payload<HandleReply>(p, l));
-    case Opcode::kMemRead:
-      return widen<V>(decode_payload<MemReadReply>(p, l));
-    case Opcode::kLaunch:
-      return widen<V>(decode_payload<LaunchReply>(p, l));
-    case Opcode::kSync:
-      return widen<V>(decode_payload<SyncReply>(p, l));
-    case Opcode::kGpuSubmit:
-      return widen<V>(decode_payload<GpuSubmitReply>(p, l));
-  }
-  return make_error(Status::kUnknownOpcode, "unknown opcode");
+  return decode_by_table<ReplyMessage, false>(op, p, l,
+                                              std::make_index_sequence<kOpcodeTable.size()>{});
 }
 
 Bytes encode_request(const RequestMessage& m) {

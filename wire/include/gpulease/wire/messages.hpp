@@ -271,6 +271,42 @@ using ReplyMessage = std::variant<HelloReply, PingReply, LeaseAcquireReply, Leas
                                   LeaseInfo, LeaseListReply, CapRequestReply, HandleReply,
                                   MemReadReply, LaunchReply, SyncReply, GpuSubmitReply>;
 
+// The request and reply message of each opcode: the codec's half of the
+// opcode table (opcodes.hpp). decode_request/decode_reply are generated from
+// kOpcodeTable through these, so a table row without its types here does not
+// compile.
+template <Opcode>
+struct OpcodeMessages;
+#define GPULEASE_OPCODE_MESSAGES(OP, REQ, REP) \
+  template <>                                  \
+  struct OpcodeMessages<Opcode::OP> {          \
+    using Request = REQ;                       \
+    using Reply = REP;                         \
+  }
+GPULEASE_OPCODE_MESSAGES(kHello, HelloRequest, HelloReply);
+GPULEASE_OPCODE_MESSAGES(kPing, PingRequest, PingReply);
+GPULEASE_OPCODE_MESSAGES(kLeaseAcquire, LeaseAcquireRequest, LeaseAcquireReply);
+GPULEASE_OPCODE_MESSAGES(kLeaseRenew, LeaseRenewRequest, LeaseRenewReply);
+GPULEASE_OPCODE_MESSAGES(kLeaseRelease, Empty, Empty);
+GPULEASE_OPCODE_MESSAGES(kLeaseQuery, Empty, LeaseInfo);
+GPULEASE_OPCODE_MESSAGES(kLeaseList, Empty, LeaseListReply);
+GPULEASE_OPCODE_MESSAGES(kCapRequest, CapRequestRequest, CapRequestReply);
+GPULEASE_OPCODE_MESSAGES(kMemAlloc, MemAllocRequest, HandleReply);
+GPULEASE_OPCODE_MESSAGES(kMemFree, HandleRequest, Empty);
+GPULEASE_OPCODE_MESSAGES(kMemWrite, MemWriteRequest, Empty);
+GPULEASE_OPCODE_MESSAGES(kMemRead, MemReadRequest, MemReadReply);
+GPULEASE_OPCODE_MESSAGES(kModuleLoad, ModuleLoadRequest, HandleReply);
+GPULEASE_OPCODE_MESSAGES(kLaunch, LaunchRequest, LaunchReply);
+GPULEASE_OPCODE_MESSAGES(kSync, Empty, SyncReply);
+GPULEASE_OPCODE_MESSAGES(kModuleUnload, HandleRequest, Empty);
+GPULEASE_OPCODE_MESSAGES(kGpuSubmit, GpuSubmitRequest, GpuSubmitReply);
+#undef GPULEASE_OPCODE_MESSAGES
+
+template <Opcode op>
+using RequestOf = typename OpcodeMessages<op>::Request;
+template <Opcode op>
+using ReplyOf = typename OpcodeMessages<op>::Reply;
+
 // Encoders append the payload bytes of one message.
 void encode(const HelloRequest&, Bytes&);
 void encode(const HelloReply&, Bytes&);
