@@ -278,11 +278,18 @@ BENCHMARK(BM_ClientPingVsRawEcho)->UseManualTime()->Unit(benchmark::kMillisecond
 
 // ---- Pipelined launches ---------------------------------------------------------------
 
-// Writes `frames` keeping at most `window` requests in flight; reads every reply.
-void raw_pipeline(RawClient& c, const std::vector<Bytes>& frames, size_t window) {
+// Sends `n` frames of `op` (each built here, with a fresh request id, as any
+// client must: the node's replay window would answer a repeated id from its
+// cache) keeping at most `window` in flight; reads every reply.
+void raw_pipeline(RawClient& c, int n, size_t window, Opcode op, uint64_t lease,
+                  wire::ByteSpan token, wire::ByteSpan payload) {
   size_t sent = 0, got = 0;
-  while (got < frames.size()) {
-    while (sent < frames.size() && sent - got < window) c.send(frames[sent++]);
+  const size_t total = static_cast<size_t>(n);
+  while (got < total) {
+    while (sent < total && sent - got < window) {
+      c.send(c.frame(op, lease, token, payload));
+      ++sent;
+    }
     (void)c.receive();
     ++got;
   }
@@ -308,9 +315,6 @@ void BM_ClientLaunchesPipelinedVsRaw(benchmark::State& state) {
   RawClient raw_echo(echo.port());
   const wire::LaunchRequest req{mod.handle, "scale", {1, 1, 1}, {1, 1, 1}, 0, args.wire_args()};
   const Bytes launch = wire::encode_payload(req);
-  std::vector<Bytes> frames;
-  for (int i = 0; i < kBatch; ++i)
-    frames.push_back(raw.frame(Opcode::kLaunch, lease->lease_id(), fx.token, launch));
   const Bytes sync = wire::encode_payload(wire::Empty{});
 
   double lib_s = 0, raw_s = 0, echo_s = 0;
@@ -323,11 +327,11 @@ void BM_ClientLaunchesPipelinedVsRaw(benchmark::State& state) {
     auto t1 = Clock::now();
     (void)s.sync();
     auto t2 = Clock::now();
-    raw_pipeline(raw, frames, window);
+    raw_pipeline(raw, kBatch, window, Opcode::kLaunch, lease->lease_id(), fx.token, launch);
     auto t3 = Clock::now();
     (void)raw.call(Opcode::kSync, lease->lease_id(), fx.token, sync);
     auto t4 = Clock::now();
-    raw_pipeline(raw_echo, frames, window);
+    raw_pipeline(raw_echo, kBatch, window, Opcode::kLaunch, lease->lease_id(), fx.token, launch);
     auto t5 = Clock::now();
     lib_s += seconds(t1 - t0);
     raw_s += seconds(t3 - t2);

@@ -793,15 +793,30 @@ struct ConnectionImpl : std::enable_shared_from_this<ConnectionImpl> {
     slot->op = op;
     slot->lease_id = o.lease_id;
     const uint64_t payload_size = payload.size();
-    slot->retry_safe = o.retry_safe;
     slot->timeout = o.timeout.count() > 0 ? o.timeout : opts.request_timeout;
     slot->progress = std::move(o.progress);
-    const bool with_token = op != Opcode::kHello && op != Opcode::kPing;
     auto finish = [&](Error e) {
       slot->result.emplace(std::move(e));
       slot->done = true;
       return slot;
     };
+    const wire::OpcodeInfo* info = wire::find_opcode(static_cast<uint16_t>(op));
+    if (info == nullptr) {
+      return finish(make_error(Status::kInvalidArgument,
+                               "opcode " + std::to_string(static_cast<uint16_t>(op)) +
+                                   " is not in the protocol's opcode table"));
+    }
+    if (info->lease_rule == wire::LeaseRule::kZero && o.lease_id != 0) {
+      return finish(make_error(Status::kInvalidArgument,
+                               std::string(info->name) + ": lease_id must be 0 for " +
+                                   std::string(info->name)));
+    }
+    if (info->lease_rule == wire::LeaseRule::kRequired && o.lease_id == 0) {
+      return finish(
+          make_error(Status::kInvalidArgument, std::string(info->name) + ": lease_id required"));
+    }
+    slot->retry_safe = o.retry_safe.value_or(info->resend_safe);
+    const bool with_token = info->needs_token;
     std::unique_lock lk(mu);
     if (state == State::kFailed) revive(lk);
     if (payload_size > max_payload) {

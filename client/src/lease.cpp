@@ -129,8 +129,12 @@ Result<Lease> LeaseBuilder::acquire() const {
   if (req.ttl_s == 0)
     return make_error(Status::kInvalidArgument, "LEASE_ACQUIRE: lease_secs must be > 0");
   req.idempotency_key = random_key();
-  // Retry-safe: the idempotency key makes a resend return the same lease.
-  auto r = conn_.call_as<wire::LeaseAcquireReply>(Opcode::kLeaseAcquire, wire::encode_payload(req));
+  // Resend-safe with the key (the table says LEASE_ACQUIRE is not in
+  // general): a resend returns the same lease.
+  RequestOptions o;
+  o.retry_safe = true;
+  auto r = conn_.call_as<wire::LeaseAcquireReply>(Opcode::kLeaseAcquire, wire::encode_payload(req),
+                                                  std::move(o));
   if (!r) return with_context(std::move(r).error(), "LEASE_ACQUIRE");
   auto s = std::make_shared<detail::LeaseState>(conn_);
   s->id = r->lease_id;

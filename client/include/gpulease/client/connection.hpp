@@ -112,7 +112,8 @@ struct RequestOptions {
   // the connection's token.
   wire::Bytes token;
   // Whether the request may be resent after a reconnect (see top of file).
-  bool retry_safe = true;
+  // Unset: the opcode's resend_safe in wire::opcode_info().
+  std::optional<bool> retry_safe;
   // May run once more after wait() gave up on the request: keep what it
   // captures alive until the Connection is closed (or capture shared state).
   ProgressFn progress;
@@ -165,9 +166,13 @@ class Connection {
   [[nodiscard]] wire::HelloReply node_info() const;
   [[nodiscard]] const NodeAddress& address() const noexcept;
 
-  // Sends one request; returns without waiting for the reply. A payload over
-  // the node's announced max_payload_bytes fails with FRAME_TOO_LARGE without
-  // being sent.
+  // Sends one request; returns without waiting for the reply. Refused
+  // without being sent: a payload over the node's announced
+  // max_payload_bytes (FRAME_TOO_LARGE); an opcode outside the table, or a
+  // lease_id that breaks the opcode's lease rule in wire::opcode_info() (0
+  // where a lease is required, nonzero where none may be named):
+  // INVALID_ARGUMENT. The token goes with every opcode whose table entry
+  // needs one (all but HELLO and PING).
   [[nodiscard]] PendingReply send(wire::Opcode op, wire::Bytes payload,
                                   RequestOptions opts = {}) const;
   // send() + wait().
