@@ -373,9 +373,8 @@ void BM_ClientRecipe53VsRaw(benchmark::State& state) {
       auto buf = s.mem_alloc(data.size()).value();
       (void)s.mem_write(buf, 0, data);
       auto mod = s.module_load(image).value();
-      (void)s.launch_with_args(
-          mod, "scale", {4, 1, 1}, {256, 1, 1},
-          gl::KernelArgs().push_buffer(buf).push_i32(kElems).push_f32(2.0f));
+      (void)s.launch_with_args(mod, "scale", {4, 1, 1}, {256, 1, 1},
+                               gl::KernelArgs().push_buffer(buf).push_i32(kElems).push_f32(2.0f));
       if (!s.sync()) state.SkipWithError("sync failed");
       if (!s.mem_read(buf, 0, data.size())) state.SkipWithError("read failed");
       (void)s.module_unload(mod);
@@ -391,27 +390,27 @@ void BM_ClientRecipe53VsRaw(benchmark::State& state) {
       auto ar = wire::decode_payload<wire::LeaseAcquireReply>(
           raw.call_msg(Opcode::kLeaseAcquire, 0, fx.token, acq), wire::Limits{});
       const uint64_t lease = ar->lease_id;
-      auto buf = wire::decode_payload<wire::HandleReply>(
-                     raw.call_msg(Opcode::kMemAlloc, lease, fx.token,
-                              wire::MemAllocRequest{data.size()}),
-                     wire::Limits{})
-                     ->handle;
+      auto buf =
+          wire::decode_payload<wire::HandleReply>(
+              raw.call_msg(Opcode::kMemAlloc, lease, fx.token, wire::MemAllocRequest{data.size()}),
+              wire::Limits{})
+              ->handle;
       (void)raw.call_msg(Opcode::kMemWrite, lease, fx.token, wire::MemWriteRequest{buf, 0, data});
       auto mod = wire::decode_payload<wire::HandleReply>(
                      raw.call_msg(Opcode::kModuleLoad, lease, fx.token,
-                              wire::ModuleLoadRequest{wire::ImageFormat::kPtx, image}),
+                                  wire::ModuleLoadRequest{wire::ImageFormat::kPtx, image}),
                      wire::Limits{})
                      ->handle;
       const auto args = gl::KernelArgs()
                             .push_buffer(gl::DeviceBuffer{buf, data.size()})
                             .push_i32(kElems)
                             .push_f32(2.0f);
-      (void)raw.call_msg(Opcode::kLaunch, lease, fx.token,
-                     wire::LaunchRequest{mod, "scale", {4, 1, 1}, {256, 1, 1}, 0,
-                                         args.wire_args()});
+      (void)raw.call_msg(
+          Opcode::kLaunch, lease, fx.token,
+          wire::LaunchRequest{mod, "scale", {4, 1, 1}, {256, 1, 1}, 0, args.wire_args()});
       (void)raw.call_msg(Opcode::kSync, lease, fx.token, wire::Empty{});
       (void)raw.call_msg(Opcode::kMemRead, lease, fx.token,
-                     wire::MemReadRequest{buf, 0, static_cast<uint32_t>(data.size())});
+                         wire::MemReadRequest{buf, 0, static_cast<uint32_t>(data.size())});
       (void)raw.call_msg(Opcode::kModuleUnload, lease, fx.token, wire::HandleRequest{mod});
       (void)raw.call_msg(Opcode::kMemFree, lease, fx.token, wire::HandleRequest{buf});
       (void)raw.call_msg(Opcode::kLeaseRelease, lease, fx.token, wire::Empty{});

@@ -187,7 +187,8 @@ std::set<std::string> documented_command_lines() {
       std::smatch m;
       if (!std::regex_search(l, m, invocation)) continue;
       std::string cmd = m[1];
-      if (auto close = cmd.find(')'); close != std::string::npos && cmd.find('(') == std::string::npos)
+      if (auto close = cmd.find(')');
+          close != std::string::npos && cmd.find('(') == std::string::npos)
         cmd.resize(close);  // the end of $(...)
       std::istringstream words(cmd);
       std::string w, norm;
@@ -254,8 +255,8 @@ TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
   };
   for (const auto& [doc, runs] : table) {
     for (const auto& args : runs) {
-      const std::string cmd = "sh -c 'cd " + dir.string() + " && " + bin("gpulease") + " " +
-                              fill(args) + "'";
+      const std::string cmd =
+          "sh -c 'cd " + dir.string() + " && " + bin("gpulease") + " " + fill(args) + "'";
       auto r = node.run(cmd);
       EXPECT_EQ(r.status, 0) << doc << "\nran: " << fill(args) << "\n" << r.out << r.err;
       if (lease.empty() && args.rfind("lease acquire", 0) == 0) {

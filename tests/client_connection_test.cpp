@@ -63,9 +63,9 @@ TEST(ClientConnection, ConnectParsesNodeAndTokenText) {
 // The tree's one HOST:PORT parser (wire/host_port.hpp), as the client's
 // --node, the node's --listen and --metrics use it.
 TEST(ClientConnection, HostPortParserRefusesWhatIsNotHostColonPort) {
-  for (const char* bad : {"", "host", "host:", ":7070", "h:abc", "h:12ab", "h:-1", "h:+80",
-                          "h: 80", "h:123456", "h:65536", "::1:7070", "[::1]", "[::1]7070",
-                          "[::1:7070", "[]:7070"}) {
+  for (const char* bad :
+       {"", "host", "host:", ":7070", "h:abc", "h:12ab", "h:-1", "h:+80", "h: 80", "h:123456",
+        "h:65536", "::1:7070", "[::1]", "[::1]7070", "[::1:7070", "[]:7070"}) {
     auto r = wire::parse_host_port(bad, /*allow_port_zero=*/true);
     EXPECT_FALSE(r.ok()) << bad;
     if (!r.ok()) {

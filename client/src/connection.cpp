@@ -91,8 +91,8 @@ bool write_all(int fd, struct iovec* iov, int n, std::chrono::milliseconds stall
         errno = ETIMEDOUT;
         return false;
       }
-      int left = static_cast<int>(
-          std::chrono::ceil<std::chrono::milliseconds>(stall_d - waited).count());
+      int left =
+          static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(stall_d - waited).count());
       pollfd p{fd, static_cast<short>(POLLOUT | (help ? POLLIN : 0)), 0};
       int pr = ::poll(&p, 1, help ? left : std::min(left, 10));
       if (pr < 0 && errno != EINTR) return false;
@@ -397,7 +397,6 @@ int ms_until(Clock::time_point deadline) {
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
   return static_cast<int>(std::min<int64_t>(ms, std::numeric_limits<int>::max()));
 }
-
 
 }  // namespace
 
@@ -807,9 +806,9 @@ struct ConnectionImpl : std::enable_shared_from_this<ConnectionImpl> {
                                    " is not in the protocol's opcode table"));
     }
     if (info->lease_rule == wire::LeaseRule::kZero && o.lease_id != 0) {
-      return finish(make_error(Status::kInvalidArgument,
-                               std::string(info->name) + ": lease_id must be 0 for " +
-                                   std::string(info->name)));
+      return finish(make_error(
+          Status::kInvalidArgument,
+          std::string(info->name) + ": lease_id must be 0 for " + std::string(info->name)));
     }
     if (info->lease_rule == wire::LeaseRule::kRequired && o.lease_id == 0) {
       return finish(
@@ -851,7 +850,8 @@ struct ConnectionImpl : std::enable_shared_from_this<ConnectionImpl> {
 
   Result<Reply> wait(const std::shared_ptr<Slot>& slot) {
     std::unique_lock lk(mu);
-    if (!drive(lk, [&] { return slot->done; }, Clock::now() + slot->timeout, true)) {
+    if (!drive(
+            lk, [&] { return slot->done; }, Clock::now() + slot->timeout, true)) {
       if (!slot->done) {
         pending.erase(slot->id);
         slot->done = true;  // no more progress calls; the writer skips it
@@ -870,7 +870,8 @@ struct ConnectionImpl : std::enable_shared_from_this<ConnectionImpl> {
 
   bool ready(const std::shared_ptr<Slot>& slot) {
     std::unique_lock lk(mu);
-    return drive(lk, [&] { return slot->done; }, Clock::now(), false);
+    return drive(
+        lk, [&] { return slot->done; }, Clock::now(), false);
   }
 };
 
