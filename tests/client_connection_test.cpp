@@ -216,6 +216,56 @@ TEST(ClientConnection, RequestsInFlightDuringADropAreResentWithTheSameId) {
   EXPECT_EQ(info->buffers, 180u);  // no allocation was made twice
 }
 
+// The transport reports that LEASE_RELEASE went out twice (resent()); the
+// lease code decides what that means: the first copy ended the lease, so the
+// resend's LEASE_EXPIRED is a successful release.
+TEST(ClientConnection, AReleaseWhoseReplyWasLostIsResentAndCountsAsReleased) {
+  TestNode node(client_test_config());
+  TcpProxy proxy(node.port());
+  const auto token = node.token("t1");
+  auto conn = connect_client(proxy.port(), token);
+  auto direct = connect_client(node.port(), token);
+  auto lease = LeaseBuilder(conn).min_vram(1 << 20).lease_secs(60).acquire();
+  ASSERT_TRUE(lease.ok()) << client::describe(lease.error());
+  proxy.drop_replies(true);
+  auto released = std::async(std::launch::async, [&] { return lease->release(); });
+  // Bounded: until the node has ended the lease (the reply is being dropped).
+  bool ended = false;
+  for (int i = 0; i < 2000 && !ended; ++i) {
+    auto leases = client::list_leases(direct);
+    ASSERT_TRUE(leases.ok()) << client::describe(leases.error());
+    ended = leases->empty();
+    if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(ended);
+  proxy.drop_replies(false);
+  proxy.cut();  // the reply is lost with the connection; the client resends
+  auto r = released.get();
+  EXPECT_TRUE(r.ok()) << client::describe(r.error());
+  EXPECT_GE(conn.stats().resent, 1u);
+  // The same through the transport alone: a LEASE_EXPIRED answer, marked resent.
+  auto again = LeaseBuilder(conn).min_vram(1 << 20).lease_secs(60).acquire();
+  ASSERT_TRUE(again.ok());
+  client::RequestOptions o;
+  o.lease_id = again->lease_id();
+  proxy.drop_replies(true);
+  auto p = conn.send(Opcode::kLeaseRelease, wire::encode_payload(wire::Empty{}), o);
+  ended = false;
+  for (int i = 0; i < 2000 && !ended; ++i) {
+    auto leases = client::list_leases(direct);
+    ASSERT_TRUE(leases.ok());
+    ended = leases->empty();
+    if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(ended);
+  proxy.drop_replies(false);
+  proxy.cut();
+  auto raw = p.wait();
+  EXPECT_EQ(raw.status(), Status::kLeaseExpired);
+  EXPECT_TRUE(p.resent());
+  again->detach();
+}
+
 TEST(ClientConnection, ClosedConnectionFailsRequestsAsConnectionLost) {
   TestNode node(client_test_config());
   auto conn = connect_client(node.port(), node.token("t1"));
