@@ -434,7 +434,7 @@ struct Slot {
 //  - a writer blocked on a full socket reads replies itself when no leader
 //    is active (a node blocked writing replies nobody reads would never read
 //    the rest of the frame).
-struct ConnectionImpl : std::enable_shared_from_this<ConnectionImpl> {
+struct ConnectionImpl {
   enum class State { kConnected, kReconnecting, kFailed, kClosed };
 
   explicit ConnectionImpl(ConnectOptions o)
