@@ -12,12 +12,15 @@ add_library(gpulease_node
   src/leases/admission.cpp
   src/leases/lease_executor.cpp
 )
-target_include_directories(gpulease_node PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src
-                                                ${CMAKE_CURRENT_SOURCE_DIR}/src/net)
-target_link_libraries(gpulease_node PUBLIC
-  gpulease_wire gpulease_capability gpulease_backend_api gpulease_sim gpulease_asio
-  CLI11::CLI11 tomlplusplus::tomlplusplus Threads::Threads)
-target_link_libraries(gpulease_node PRIVATE gpulease_sodium)
+# src/ and src/net/ are public to the in-tree tests and benches that run a
+# node in-process (node.hpp, net.hpp); the library is not installed. Flag
+# and config-file parsing (CLI11, toml++) stay inside config.cpp.
+target_include_directories(gpulease_node PUBLIC $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/src>
+                                                $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/src/net>)
+target_link_libraries(gpulease_node
+  PUBLIC gpulease_wire gpulease_capability gpulease_backend_api gpulease_sim gpulease_asio
+         Threads::Threads
+  PRIVATE CLI11::CLI11 tomlplusplus::tomlplusplus gpulease_sodium)
 if(TARGET gpulease_cuda)
   target_link_libraries(gpulease_node PUBLIC gpulease_cuda)
   target_compile_definitions(gpulease_node PRIVATE GPULEASE_HAVE_CUDA_BACKEND=1)

@@ -1,9 +1,14 @@
 // The node-facing `gpulease` commands against a gpuleased process: info,
 // ping, the lease life cycle, and run (GPU_SUBMIT with typed arguments and
-// files), in both human and --json output.
+// files), in both human and --json output; global options before and after
+// the subcommand; and every `gpulease` command line the README and docs/*.md
+// show, run as written (or, for a synopsis, as a filled-in instance).
 #include <nlohmann/json.hpp>
 
 #include <cstring>
+#include <map>
+#include <regex>
+#include <set>
 
 #include "client_process_util.hpp"
 
@@ -119,6 +124,149 @@ TEST(ClientCli, LeaseAcquireRejectsADeviceIndexOutOfRange) {
   auto r = node.run(bin("gpulease") + " lease acquire --device 70000");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("--device"), std::string::npos) << r.err;
+}
+
+TEST(ClientCli, GlobalOptionsWorkBeforeOrAfterTheSubcommand) {
+  NodeProcess node("cli-node");
+  const std::string g = bin("gpulease");
+  // No $GPULEASE_NODE / $GPULEASE_TOKEN: only the flags say where and who.
+  const std::string bare = "env -u GPULEASE_NODE -u GPULEASE_TOKEN ";
+  const std::string at = " --node " + node.address();
+  const std::string tok = " --token " + node.token();
+  for (const std::string& args :
+       {at + " info", " info" + at, at + " --json info", " --json info" + at, at + " info --json",
+        at + tok + " lease list", " lease list" + at + tok, at + " lease" + tok + " list --json",
+        " --json" + tok + " lease list" + at, at + " ping -c 1 -i 0"}) {
+    auto r = node.run(bare + g + args);
+    EXPECT_EQ(r.status, 0) << args << "\n" << r.out << r.err;
+    if (args.find("--json") != std::string::npos) {
+      json j;
+      EXPECT_NO_THROW(j = json::parse(r.out)) << args << ": " << r.out;
+      EXPECT_FALSE(j.is_null()) << args;
+    }
+  }
+  // An unknown option is still an error, wherever it is.
+  auto bad = node.run(bare + g + at + " info --no-such-flag");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("no-such-flag"), std::string::npos) << bad.err;
+  // A bad address names the flag and what is wrong.
+  auto port = node.run(bare + g + " --node 127.0.0.1:abc info");
+  EXPECT_EQ(port.status, 1);
+  EXPECT_NE(port.err.find("bad port"), std::string::npos) << port.err;
+}
+
+// Every `gpulease ...` line in a fenced code block of README.md and
+// docs/*.md (continuation lines joined, `build/bin/` and `$(...)` taken off,
+// comments dropped, whitespace collapsed).
+std::set<std::string> documented_command_lines() {
+  std::set<std::string> lines;
+  std::vector<std::filesystem::path> files = {std::filesystem::path(GPULEASE_SOURCE_DIR) /
+                                              "README.md"};
+  for (const auto& e :
+       std::filesystem::directory_iterator(std::filesystem::path(GPULEASE_SOURCE_DIR) / "docs")) {
+    if (e.path().extension() == ".md") files.push_back(e.path());
+  }
+  const std::regex invocation(R"((?:^|[\s(/])(gpulease\s+(?:-|[a-z]).*)$)");
+  for (const auto& f : files) {
+    std::istringstream in(slurp(f));
+    std::string line, joined;
+    bool code = false;
+    while (std::getline(in, line)) {
+      if (line.rfind("```", 0) == 0) {
+        code = !code;
+        continue;
+      }
+      if (!code) continue;
+      if (!line.empty() && line.back() == '\\') {
+        joined += line.substr(0, line.size() - 1) + " ";
+        continue;
+      }
+      joined += line;
+      std::string l = std::exchange(joined, {});
+      if (auto hash = l.find(" #"); hash != std::string::npos) l.resize(hash);
+      std::smatch m;
+      if (!std::regex_search(l, m, invocation)) continue;
+      std::string cmd = m[1];
+      if (auto close = cmd.find(')');
+          close != std::string::npos && cmd.find('(') == std::string::npos)
+        cmd.resize(close);  // the end of $(...)
+      std::istringstream words(cmd);
+      std::string w, norm;
+      while (words >> w) norm += (norm.empty() ? "" : " ") + w;
+      lines.insert(norm);
+    }
+  }
+  return lines;
+}
+
+TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
+  NodeProcess node("node-a");
+  const std::string ptx_path = std::string(GPULEASE_SOURCE_DIR) + "/kernels/ptx/transform.ptx";
+  // A directory of its own (the node's authority key is in node.dir()).
+  const auto dir = node.dir() / "docs";
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream f(dir / "data.bin", std::ios::binary);
+    const std::string zeros(4096, '\0');
+    f.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+  }
+  // Each documented line, in the order they are run here, with the concrete
+  // command lines run for it ({node}: this node; {lease}: the lease the
+  // first `lease acquire` made; {ptx}: kernels/ptx/transform.ptx). Commands
+  // run in the test's directory, with $GPULEASE_NODE and $GPULEASE_TOKEN set.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> table = {
+      {"gpulease keygen --out authority", {"keygen --out authority"}},
+      {"gpulease token mint --key authority.key --tenant alice --audience node-a --perms all --ttl "
+       "3600",
+       {"token mint --key authority.key --tenant alice --audience node-a --perms all --ttl 3600"}},
+      {"gpulease --node 127.0.0.1:7070 info", {"--node {node} info"}},
+      {"gpulease info", {"info"}},
+      {"gpulease ping [-c N] [-s SIZE]", {"ping -c 2 -i 0", "ping -c 2 -s 1KiB -i 0"}},
+      {"gpulease lease acquire --vram 512MiB --ttl 300 [--exclusivity shared|session|device] "
+       "[--device I]",
+       {"lease acquire --vram 512MiB --ttl 300 --exclusivity shared --device 0",
+        "lease acquire --vram 64MiB --ttl 300"}},
+      {"gpulease lease list", {"lease list"}},
+      {"gpulease lease renew LEASE_ID --ttl SECONDS", {"lease renew {lease} --ttl 600"}},
+      {"gpulease lease query|release LEASE_ID", {"lease query {lease}", "lease release {lease}"}},
+      {"gpulease run MODULE.ptx KERNEL --grid 4 --block 256 --arg inout:data.bin[:out.bin] --arg "
+       "i32:1024 --arg f32:2.0 [--arg in:FILE] [--arg out:SIZE:FILE]",
+       {"run {ptx} scale --grid 4 --block 256 --arg inout:data.bin:out.bin --arg i32:1024 --arg "
+        "f32:2.0",
+        "run {ptx} scale --grid 4 --block 256 --arg inout:data.bin --arg i32:1024 --arg f32:2.0"}},
+  };
+  const std::set<std::string> documented = documented_command_lines();
+  std::set<std::string> covered;
+  for (const auto& [doc, runs] : table) covered.insert(doc);
+  for (const auto& d : documented) {
+    EXPECT_TRUE(covered.count(d)) << "the docs show a command line this test does not run: " << d;
+  }
+  for (const auto& c : covered) {
+    EXPECT_TRUE(documented.count(c)) << "this test runs a line the docs no longer show: " << c;
+  }
+
+  std::string lease;
+  auto fill = [&](std::string s) {
+    for (const auto& [key, value] : std::map<std::string, std::string>{
+             {"{node}", node.address()}, {"{lease}", lease}, {"{ptx}", ptx_path}}) {
+      for (size_t at; (at = s.find(key)) != std::string::npos;) s.replace(at, key.size(), value);
+    }
+    return s;
+  };
+  for (const auto& [doc, runs] : table) {
+    for (const auto& args : runs) {
+      const std::string cmd =
+          "sh -c 'cd " + dir.string() + " && " + bin("gpulease") + " " + fill(args) + "'";
+      auto r = node.run(cmd);
+      EXPECT_EQ(r.status, 0) << doc << "\nran: " << fill(args) << "\n" << r.out << r.err;
+      if (lease.empty() && args.rfind("lease acquire", 0) == 0) {
+        std::smatch m;
+        if (std::regex_search(r.out, m, std::regex("lease ([0-9]+) acquired"))) lease = m[1];
+        ASSERT_FALSE(lease.empty()) << r.out;
+      }
+    }
+  }
+  EXPECT_EQ(slurp(dir / "out.bin").size(), 4096u);
 }
 
 }  // namespace

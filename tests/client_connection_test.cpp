@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "client_test_util.hpp"
+#include "gpulease/wire/host_port.hpp"
 
 namespace gpulease::testing {
 namespace {
@@ -57,6 +58,50 @@ TEST(ClientConnection, ConnectParsesNodeAndTokenText) {
   EXPECT_EQ(a->str(), "[::1]:7070");
   auto bad = Connection::connect("127.0.0.1:1", "not-a-token");
   EXPECT_EQ(bad.status(), Status::kUnauthenticated);
+}
+
+// The tree's one HOST:PORT parser (wire/host_port.hpp), as the client's
+// --node, the node's --listen and --metrics use it.
+TEST(ClientConnection, HostPortParserRefusesWhatIsNotHostColonPort) {
+  for (const char* bad :
+       {"", "host", "host:", ":7070", "h:abc", "h:12ab", "h:-1", "h:+80", "h: 80", "h:123456",
+        "h:65536", "::1:7070", "[::1]", "[::1]7070", "[::1:7070", "[]:7070"}) {
+    auto r = wire::parse_host_port(bad, /*allow_port_zero=*/true);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status(), Status::kInvalidArgument) << bad;
+      EXPECT_NE(r.error().message.find(bad), std::string::npos) << r.error().message;
+    }
+  }
+  EXPECT_FALSE(wire::parse_host_port("h:0").ok());  // a client needs a real port
+  auto any = wire::parse_host_port("0.0.0.0:0", /*allow_port_zero=*/true);
+  ASSERT_TRUE(any.ok());
+  EXPECT_EQ(any->port, 0);
+  auto v6 = wire::parse_host_port("[fe80::1]:65535");
+  ASSERT_TRUE(v6.ok());
+  EXPECT_EQ(v6->host, "fe80::1");
+  EXPECT_EQ(v6->port, 65535);
+  EXPECT_EQ(wire::format_host_port(v6->host, v6->port), "[fe80::1]:65535");
+  EXPECT_EQ(wire::format_host_port("node-a", 7070), "node-a:7070");
+}
+
+TEST(ClientConnection, ALeaseIdThatBreaksTheOpcodesLeaseRuleIsRefusedUnsent) {
+  TestNode node(client_test_config());
+  auto conn = connect_client(node.port(), node.token("t1"));
+  const auto before = conn.stats().requests;
+  client::RequestOptions with_lease;
+  with_lease.lease_id = 7;
+  auto list = conn.call(Opcode::kLeaseList, wire::encode_payload(wire::Empty{}), with_lease);
+  EXPECT_EQ(list.status(), Status::kInvalidArgument);
+  EXPECT_NE(list.error().message.find("must be 0"), std::string::npos) << list.error().message;
+  auto alloc = conn.call(Opcode::kMemAlloc, wire::encode_payload(wire::MemAllocRequest{64}));
+  EXPECT_EQ(alloc.status(), Status::kInvalidArgument);
+  EXPECT_NE(alloc.error().message.find("lease_id required"), std::string::npos)
+      << alloc.error().message;
+  auto unknown = conn.call(static_cast<Opcode>(0x7777), {});
+  EXPECT_EQ(unknown.status(), Status::kInvalidArgument);
+  EXPECT_EQ(conn.stats().requests, before);  // none went out
+  EXPECT_TRUE(conn.ping().ok());
 }
 
 TEST(ClientConnection, ErrorRepliesCarryTheWireStatusAndTheNodesMessage) {
@@ -169,6 +214,56 @@ TEST(ClientConnection, RequestsInFlightDuringADropAreResentWithTheSameId) {
   auto info = lease->query();
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->buffers, 180u);  // no allocation was made twice
+}
+
+// The transport reports that LEASE_RELEASE went out twice (resent()); the
+// lease code decides what that means: the first copy ended the lease, so the
+// resend's LEASE_EXPIRED is a successful release.
+TEST(ClientConnection, AReleaseWhoseReplyWasLostIsResentAndCountsAsReleased) {
+  TestNode node(client_test_config());
+  TcpProxy proxy(node.port());
+  const auto token = node.token("t1");
+  auto conn = connect_client(proxy.port(), token);
+  auto direct = connect_client(node.port(), token);
+  auto lease = LeaseBuilder(conn).min_vram(1 << 20).lease_secs(60).acquire();
+  ASSERT_TRUE(lease.ok()) << client::describe(lease.error());
+  proxy.drop_replies(true);
+  auto released = std::async(std::launch::async, [&] { return lease->release(); });
+  // Bounded: until the node has ended the lease (the reply is being dropped).
+  bool ended = false;
+  for (int i = 0; i < 2000 && !ended; ++i) {
+    auto leases = client::list_leases(direct);
+    ASSERT_TRUE(leases.ok()) << client::describe(leases.error());
+    ended = leases->empty();
+    if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(ended);
+  proxy.drop_replies(false);
+  proxy.cut();  // the reply is lost with the connection; the client resends
+  auto r = released.get();
+  EXPECT_TRUE(r.ok()) << client::describe(r.error());
+  EXPECT_GE(conn.stats().resent, 1u);
+  // The same through the transport alone: a LEASE_EXPIRED answer, marked resent.
+  auto again = LeaseBuilder(conn).min_vram(1 << 20).lease_secs(60).acquire();
+  ASSERT_TRUE(again.ok());
+  client::RequestOptions o;
+  o.lease_id = again->lease_id();
+  proxy.drop_replies(true);
+  auto p = conn.send(Opcode::kLeaseRelease, wire::encode_payload(wire::Empty{}), o);
+  ended = false;
+  for (int i = 0; i < 2000 && !ended; ++i) {
+    auto leases = client::list_leases(direct);
+    ASSERT_TRUE(leases.ok());
+    ended = leases->empty();
+    if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(ended);
+  proxy.drop_replies(false);
+  proxy.cut();
+  auto raw = p.wait();
+  EXPECT_EQ(raw.status(), Status::kLeaseExpired);
+  EXPECT_TRUE(p.resent());
+  again->detach();
 }
 
 TEST(ClientConnection, ClosedConnectionFailsRequestsAsConnectionLost) {

@@ -88,6 +88,10 @@ class TcpProxy {
     for (int fd : live_) ::shutdown(fd, SHUT_RDWR);
   }
 
+  // While set, what the node sends is dropped (requests still get through):
+  // a reply lost with the connection.
+  void drop_replies(bool on) { drop_replies_ = on; }
+
  private:
   void accept_loop() {
     while (!stop_) {
@@ -126,6 +130,7 @@ class TcpProxy {
           open = false;
           break;
         }
+        if (i == 1 && drop_replies_) continue;
         const int to = p[1 - i].fd;
         for (ssize_t off = 0; off < n;) {
           ssize_t w = ::send(to, buf.data() + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
@@ -151,6 +156,7 @@ class TcpProxy {
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
   std::atomic<int> accepted_{0};
+  std::atomic<bool> drop_replies_{false};
   std::thread accept_thread_;
   std::mutex mu_;
   std::vector<int> live_;           // GUARDED_BY(mu_)

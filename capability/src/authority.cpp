@@ -9,7 +9,7 @@
 namespace gpulease::capability {
 
 TokenId random_token_id() {
-  (void)ensure_sodium();
+  require_sodium();
   TokenId id;
   randombytes_buf(id.data(), id.size());
   return id;

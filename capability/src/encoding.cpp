@@ -2,6 +2,9 @@
 
 #include <sodium.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace gpulease::capability {
 namespace {
 
@@ -21,6 +24,15 @@ bool ensure_sodium() noexcept {
   // the static only saves the call on hot paths.
   static const bool ok = sodium_init() >= 0;
   return ok;
+}
+
+void require_sodium() noexcept {
+  if (ensure_sodium()) return;
+  std::fputs(
+      "gpulease: fatal: libsodium failed to initialise (sodium_init() < 0: no usable random "
+      "source); stopping rather than making or checking keys and tokens without it\n",
+      stderr);
+  std::abort();
 }
 
 std::string to_hex(wire::ByteSpan bytes) {

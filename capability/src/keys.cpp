@@ -89,7 +89,7 @@ Result<void> write_exclusive(const std::filesystem::path& path, mode_t mode,
 }  // namespace
 
 uint64_t key_id_of(const PublicKey& pk) noexcept {
-  (void)ensure_sodium();
+  require_sodium();
   unsigned char h[32];
   crypto_generichash_state st;
   crypto_generichash_init(&st, nullptr, 0, sizeof h);
@@ -107,7 +107,7 @@ std::string key_id_hex(uint64_t key_id) {
 }
 
 SecretKey SecretKey::generate() {
-  (void)ensure_sodium();
+  require_sodium();
   std::array<uint8_t, kSeedBytes> seed;
   randombytes_buf(seed.data(), seed.size());
   SecretKey k = from_seed(seed);
@@ -116,7 +116,7 @@ SecretKey SecretKey::generate() {
 }
 
 SecretKey SecretKey::from_seed(std::span<const uint8_t, kSeedBytes> seed) {
-  (void)ensure_sodium();
+  require_sodium();
   SecretKey k;
   crypto_sign_seed_keypair(k.pk_.data(), k.sk_.data(), seed.data());
   k.key_id_ = key_id_of(k.pk_);
@@ -155,7 +155,7 @@ Signature SecretKey::sign(wire::ByteSpan message) const noexcept {
 bool verify_signature(const PublicKey& pk, wire::ByteSpan message,
                       wire::ByteSpan signature) noexcept {
   if (signature.size() != crypto_sign_BYTES) return false;
-  (void)ensure_sodium();
+  require_sodium();
   return crypto_sign_verify_detached(uc(signature), uc(message), message.size(), pk.data()) == 0;
 }
 

@@ -38,7 +38,7 @@ SignatureCache::SignatureCache(size_t capacity, size_t shards) : capacity_(capac
   per_shard_ = capacity == 0 ? 0 : (capacity + n - 1) / n;
   shards_.reserve(n);
   for (size_t i = 0; i < n; ++i) shards_.push_back(std::make_unique<Shard>());
-  (void)ensure_sodium();
+  require_sodium();
   randombytes_buf(&seed_, sizeof seed_);
 }
 

@@ -51,7 +51,7 @@ Status deny_reason_status(DenyReason r) noexcept {
 
 Verifier::Verifier(VerifierOptions options)
     : options_(std::move(options)), cache_(options_.cache_capacity, options_.cache_shards) {
-  (void)ensure_sodium();
+  require_sodium();
 }
 
 Error Verifier::deny(DenyReason r, std::string_view detail) {

@@ -12,12 +12,36 @@
 
 namespace gpulease::cli {
 
-void add_common_options(CLI::App* cmd, CommonOptions& o) {
-  cmd->add_option("--node,-n", o.node,
-                  "Node HOST:PORT (default: $GPULEASE_NODE, else 127.0.0.1:7070)");
-  cmd->add_option("--token", o.token, "Capability token text glt1.... (default: $GPULEASE_TOKEN)");
-  cmd->add_option("--token-file", o.token_file, "File holding the token text");
-  cmd->add_flag("--json", o.json, "Print machine-readable JSON on stdout");
+namespace {
+CommonOptions& global_options() {
+  static CommonOptions o;
+  return o;
+}
+}  // namespace
+
+void add_global_options(CLI::App& app) {
+  CommonOptions& o = global_options();
+  const char* group = "Global options (before or after the command)";
+  app.add_option("--node,-n", o.node,
+                 "Node HOST:PORT (default: $GPULEASE_NODE, else 127.0.0.1:7070)")
+      ->group(group);
+  app.add_option("--token", o.token, "Capability token text glt1.... (default: $GPULEASE_TOKEN)")
+      ->group(group);
+  app.add_option("--token-file", o.token_file, "File holding the token text")->group(group);
+  app.add_flag("--json", o.json, "Print machine-readable JSON on stdout")->group(group);
+  // Subcommands created from now on inherit it: an option a subcommand does
+  // not know is tried on its parent, up to the root.
+  app.fallthrough();
+}
+
+const CommonOptions& common_options() {
+  return global_options();
+}
+
+void uses_common_options(CLI::App* cmd) {
+  cmd->footer(
+      "Global options, before or after the command: --node HOST:PORT, --token TEXT, "
+      "--token-file FILE, --json (see `gpulease --help`).");
 }
 
 void fail_error(const Error& e) {

@@ -27,8 +27,16 @@ struct CommonOptions {
   bool json = false;
 };
 
-// Adds --node, --token, --token-file and --json to `cmd`.
-void add_common_options(CLI::App* cmd, CommonOptions& o);
+// Global options: --node, --token, --token-file and --json, accepted before
+// or after the subcommand (`gpulease --node H:P info`, `gpulease info --node
+// H:P`). add_global_options() adds them to the root app and lets every
+// subcommand pass options it does not know up to it (CLI11 fallthrough); call
+// it before registering subcommands. common_options() holds their values
+// once parsing is done (in a subcommand's callback).
+void add_global_options(CLI::App& app);
+[[nodiscard]] const CommonOptions& common_options();
+// Notes in `cmd`'s help that it uses the global options.
+void uses_common_options(CLI::App* cmd);
 
 // Connects to the node the options name. `need_token`: fail with a clear
 // message when no token is given at all.

@@ -152,7 +152,7 @@ void register_lease_commands(CLI::App& app) {
     auto o = std::make_shared<AcquireOptions>();
     CLI::App* cmd =
         lease->add_subcommand("acquire", "Acquire a lease; it stays until released or expired");
-    add_common_options(cmd, o->common);
+    uses_common_options(cmd);
     cmd->add_option("--vram", o->vram, "VRAM quota, e.g. 512MiB")->capture_default_str();
     cmd->add_option("--ttl", o->ttl_s, "Seconds the lease lives unless renewed")
         ->capture_default_str();
@@ -160,22 +160,27 @@ void register_lease_commands(CLI::App& app) {
         ->capture_default_str();
     cmd->add_option("--device", o->device, "Device index 0..65534 (default: any)")
         ->check(CLI::Range(0, 65534));
-    cmd->callback([o] { run_acquire(*o); });
+    cmd->callback([o] {
+      o->common = common_options();
+      run_acquire(*o);
+    });
   }
   {
-    auto o = std::make_shared<CommonOptions>();
     CLI::App* cmd = lease->add_subcommand("list", "List the token's leases on the node");
-    add_common_options(cmd, *o);
-    cmd->callback([o] { run_list(*o); });
+    uses_common_options(cmd);
+    cmd->callback([] { run_list(common_options()); });
   }
   auto by_id = [&](const char* name, const char* help, void (*fn)(const LeaseIdOptions&),
                    bool ttl) {
     auto o = std::make_shared<LeaseIdOptions>();
     CLI::App* cmd = lease->add_subcommand(name, help);
-    add_common_options(cmd, o->common);
+    uses_common_options(cmd);
     cmd->add_option("lease", o->lease_id, "Lease id")->required();
     if (ttl) cmd->add_option("--ttl", o->ttl_s, "New TTL in seconds from now")->required();
-    cmd->callback([o, fn] { fn(*o); });
+    cmd->callback([o, fn] {
+      o->common = common_options();
+      fn(*o);
+    });
   };
   by_id("query", "Show a lease's state, memory and remaining time", run_query, false);
   by_id("renew", "Extend a lease", run_renew, true);

@@ -112,21 +112,23 @@ void run_ping(const PingOptions& o) {
 
 void register_node_commands(CLI::App& app) {
   {
-    auto o = std::make_shared<CommonOptions>();
     CLI::App* cmd = app.add_subcommand(
         "info", "Show a node's identity, backend, limits, devices and free VRAM");
-    add_common_options(cmd, *o);
-    cmd->callback([o] { run_info(*o); });
+    uses_common_options(cmd);
+    cmd->callback([] { run_info(common_options()); });
   }
   {
     auto o = std::make_shared<PingOptions>();
     CLI::App* cmd =
         app.add_subcommand("ping", "Measure round trips to a node (PING, no token needed)");
-    add_common_options(cmd, o->common);
+    uses_common_options(cmd);
     cmd->add_option("--count,-c", o->count, "Number of pings")->capture_default_str();
     cmd->add_option("--size,-s", o->size, "Echo payload size, e.g. 1KiB")->capture_default_str();
     cmd->add_option("--interval,-i", o->interval_s, "Seconds between pings")->capture_default_str();
-    cmd->callback([o] { run_ping(*o); });
+    cmd->callback([o] {
+      o->common = common_options();
+      run_ping(*o);
+    });
   }
 }
 

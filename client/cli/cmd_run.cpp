@@ -245,7 +245,7 @@ void register_run_commands(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   CLI::App* cmd = app.add_subcommand(
       "run", "Run one kernel with GPU_SUBMIT: typed arguments, input and output files");
-  add_common_options(cmd, o->common);
+  uses_common_options(cmd);
   cmd->add_option("module", o->module, "PTX file")->required();
   cmd->add_option("kernel", o->kernel, "Kernel (entry) name")->required();
   cmd->add_option("--grid,-g", o->grid, "Grid dimensions X[,Y[,Z]]")->capture_default_str();
@@ -257,7 +257,10 @@ void register_run_commands(CLI::App& app) {
   cmd->add_option("--vram", o->vram, "Lease size (default: the buffers plus 1 MiB)");
   cmd->add_option("--ttl", o->ttl_s, "Lease TTL in seconds")->capture_default_str();
   cmd->add_option("--lease", o->lease_id, "Run on this existing lease instead of a temporary one");
-  cmd->callback([o] { run_run(*o); });
+  cmd->callback([o] {
+    o->common = common_options();
+    run_run(*o);
+  });
 }
 
 }  // namespace gpulease::cli

@@ -5,6 +5,7 @@
 #include <exception>
 #include <string>
 
+#include "cli_common.hpp"
 #include "client_commands.hpp"
 #include "commands.hpp"
 
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   CLI::App app{"gpulease: client and key tooling for gpuleased nodes"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("gpulease 0.1.0"));
+  gpulease::cli::add_global_options(app);
   gpulease::cli::register_key_commands(app);
   gpulease::cli::register_node_commands(app);
   gpulease::cli::register_lease_commands(app);

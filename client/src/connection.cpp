@@ -1,12 +1,14 @@
-// Connection: blocking POSIX sockets, one reader thread per connection.
+// Connection: blocking POSIX sockets and no thread of its own.
 //
-// Why threads and blocking sockets rather than an event loop: a tenant
-// program calls the library from its own threads and waits for results; a
-// reader thread that matches replies to waiting callers is the smallest thing
-// that pipelines, and it keeps Asio out of the public headers and the
-// installed package.
+// A caller waiting for a reply reads the socket itself when nobody else does
+// (leader/follower), and a caller sending a request writes it itself when
+// nobody else is writing: a lone caller's round trip is one write and one
+// read on its own thread, as with a raw socket. See ConnectionImpl below for
+// who does what; there is one mutex, `mu`, never held across I/O.
 //
-// Lock order: write_mu before mu (never take write_mu while holding mu).
+// Why blocking sockets rather than an event loop: a tenant program calls the
+// library from its own threads and waits for results; this keeps Asio out of
+// the public headers and the installed package.
 #include "gpulease/client/connection.hpp"
 
 #include <fcntl.h>
@@ -19,10 +21,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <mutex>
 #include <random>
@@ -30,6 +32,7 @@
 #include <unordered_map>
 
 #include "gpulease/capability/token.hpp"
+#include "gpulease/wire/host_port.hpp"
 
 namespace gpulease::client {
 
@@ -44,6 +47,13 @@ namespace {
 constexpr size_t kProgressStep = 1u << 20;
 // Most requests kept in flight, whatever the node announces.
 constexpr uint32_t kMaxWindow = 4096;
+// Receive buffer per socket: small replies are parsed out of it, so one
+// recv() can bring several pipelined replies.
+constexpr size_t kInboxBytes = 64u << 10;
+// A payload up to kInboxBytes - kFrameSlack is read through the inbox.
+constexpr size_t kFrameSlack = 64;
+
+enum class IoResult { kOk, kIdle, kBroken };
 
 Error lost(std::string msg) {
   return Error{kConnectionLost, std::move(msg)};
@@ -53,12 +63,21 @@ std::string errno_text(int e) {
   return std::strerror(e);
 }
 
-// Writes every byte of the iovecs, waiting at most `stall` at a time for the
-// socket to take more (a peer that stops reading cannot hang a sender
-// forever). False on error or stall (errno ETIMEDOUT).
-bool write_all(int fd, struct iovec* iov, int n, std::chrono::milliseconds stall) {
-  const int stall_ms =
-      static_cast<int>(std::clamp<int64_t>(stall.count(), 1, std::numeric_limits<int>::max()));
+int clamp_ms(std::chrono::milliseconds d) {
+  return static_cast<int>(std::clamp<int64_t>(d.count(), 1, std::numeric_limits<int>::max()));
+}
+
+// Writes every byte of the iovecs, giving up when the socket takes nothing
+// for `stall` (a peer that stops reading cannot hang a sender forever). While
+// the socket is full and replies wait to be read, `on_readable` (if given)
+// reads them; it returns false when it could not (another thread reads), and
+// is not asked again until the socket has been polled for writing alone.
+// False on error or stall (errno ETIMEDOUT).
+bool write_all(int fd, struct iovec* iov, int n, std::chrono::milliseconds stall,
+               const std::function<bool()>& on_readable) {
+  const auto stall_d = std::chrono::milliseconds(clamp_ms(stall));
+  auto last_progress = Clock::now();
+  bool help = static_cast<bool>(on_readable);
   while (n > 0) {
     msghdr msg{};
     msg.msg_iov = iov;
@@ -67,15 +86,24 @@ bool write_all(int fd, struct iovec* iov, int n, std::chrono::milliseconds stall
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) return false;
-      pollfd p{fd, POLLOUT, 0};
-      int pr = ::poll(&p, 1, stall_ms);
-      if (pr == 0) {
+      const auto waited = Clock::now() - last_progress;
+      if (waited >= stall_d) {
         errno = ETIMEDOUT;
         return false;
       }
+      int left =
+          static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(stall_d - waited).count());
+      pollfd p{fd, static_cast<short>(POLLOUT | (help ? POLLIN : 0)), 0};
+      int pr = ::poll(&p, 1, help ? left : std::min(left, 10));
       if (pr < 0 && errno != EINTR) return false;
+      if (pr > 0 && help && (p.revents & POLLIN) != 0 && (p.revents & POLLOUT) == 0) {
+        help = on_readable();
+      } else if (!help) {
+        help = static_cast<bool>(on_readable);
+      }
       continue;
     }
+    last_progress = Clock::now();
     size_t left = static_cast<size_t>(w);
     while (n > 0 && left >= iov->iov_len) {
       left -= iov->iov_len;
@@ -90,14 +118,23 @@ bool write_all(int fd, struct iovec* iov, int n, std::chrono::milliseconds stall
   return true;
 }
 
-// Reads exactly `len` bytes. False on EOF or error.
-bool read_all(int fd, std::byte* p, size_t len) {
+// Reads exactly `len` bytes, each wait bounded by `stall_ms`. False on EOF,
+// error or stall.
+bool recv_all(int fd, std::byte* p, size_t len, int stall_ms) {
   while (len > 0) {
-    ssize_t r = ::recv(fd, p, len, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    len -= static_cast<size_t>(r);
+    ssize_t r = ::recv(fd, p, len, MSG_DONTWAIT);
+    if (r > 0) {
+      p += r;
+      len -= static_cast<size_t>(r);
+      continue;
+    }
+    if (r == 0) return false;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return false;
+    pollfd pf{fd, POLLIN, 0};
+    int pr = ::poll(&pf, 1, stall_ms);
+    if (pr == 0) return false;
+    if (pr < 0 && errno != EINTR) return false;
   }
   return true;
 }
@@ -151,13 +188,6 @@ Result<int> tcp_connect(const NodeAddress& addr, std::chrono::milliseconds timeo
   return fd;
 }
 
-void set_recv_timeout(int fd, std::chrono::milliseconds t) {
-  timeval tv{};
-  tv.tv_sec = static_cast<time_t>(t.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((t.count() % 1000) * 1000);
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-}
-
 uint64_t random_u64() {
   std::random_device rd;
   return (uint64_t{rd()} << 32) ^ rd();
@@ -168,45 +198,13 @@ uint64_t random_u64() {
 // ---- NodeAddress ---------------------------------------------------------------
 
 Result<NodeAddress> NodeAddress::parse(std::string_view text) {
-  NodeAddress a;
-  std::string_view host, port;
-  if (!text.empty() && text.front() == '[') {
-    auto close = text.find(']');
-    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return make_error(Status::kInvalidArgument,
-                        "expected [ADDR]:PORT, got '" + std::string(text) + "'");
-    }
-    host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
-  } else {
-    auto colon = text.rfind(':');
-    if (colon == std::string_view::npos) {
-      return make_error(Status::kInvalidArgument,
-                        "expected HOST:PORT, got '" + std::string(text) + "'");
-    }
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  unsigned long p = 0;
-  if (host.empty() || port.empty() || port.size() > 5) {
-    return make_error(Status::kInvalidArgument,
-                      "expected HOST:PORT, got '" + std::string(text) + "'");
-  }
-  for (char c : port) {
-    if (c < '0' || c > '9')
-      return make_error(Status::kInvalidArgument, "bad port in '" + std::string(text) + "'");
-    p = p * 10 + static_cast<unsigned long>(c - '0');
-  }
-  if (p == 0 || p > 65535)
-    return make_error(Status::kInvalidArgument, "bad port in '" + std::string(text) + "'");
-  a.host = std::string(host);
-  a.port = static_cast<uint16_t>(p);
-  return a;
+  auto hp = wire::parse_host_port(text);
+  if (!hp) return std::move(hp).error();
+  return NodeAddress{std::move(hp->host), hp->port};
 }
 
 std::string NodeAddress::str() const {
-  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
-  return host + ":" + std::to_string(port);
+  return wire::format_host_port(host, port);
 }
 
 Result<Bytes> token_from_text(std::string_view text) {
@@ -217,55 +215,232 @@ Result<Bytes> token_from_text(std::string_view text) {
 
 namespace detail {
 
-// One socket, closed when the last user lets go of it: the reader, a writer
-// and close() each hold a reference while they use the descriptor, so its
-// number is never reused under them.
+// One socket, closed when the last user lets go of it: the thread reading it,
+// the thread writing it and close() each hold a reference while they use the
+// descriptor, so its number is never reused under them.
 struct Socket {
-  explicit Socket(int f) : fd(f) {}
+  explicit Socket(int f) : fd(f), inbox(kInboxBytes) {}
   ~Socket() { ::close(fd); }
   Socket(const Socket&) = delete;
   Socket& operator=(const Socket&) = delete;
   void shutdown() const { ::shutdown(fd, SHUT_RDWR); }
   const int fd;
+  // Bytes received and not yet parsed: [in_begin, in_end). Touched only by
+  // the thread reading the socket (the leader, or open() before the socket
+  // is shared); leadership passes under ConnectionImpl::mu.
+  Bytes inbox;
+  size_t in_begin = 0;
+  size_t in_end = 0;
 };
 
+namespace {
+
+// ---- The read path: one reply frame off a socket -------------------------------
+
+// Receives more bytes into the inbox. `wait_ms`: how long to wait for the
+// first of them (0: not at all, -1: forever).
+IoResult fill(Socket& s, int wait_ms) {
+  if (s.in_begin == s.in_end) {
+    s.in_begin = s.in_end = 0;
+  } else if (s.in_end == s.inbox.size()) {
+    std::memmove(s.inbox.data(), s.inbox.data() + s.in_begin, s.in_end - s.in_begin);
+    s.in_end -= s.in_begin;
+    s.in_begin = 0;
+  }
+  bool polled = false;
+  for (;;) {
+    if (wait_ms != 0 && !polled) {
+      // Poll first when willing to wait: a reply is rarely there already.
+      pollfd p{s.fd, POLLIN, 0};
+      int pr = ::poll(&p, 1, wait_ms);
+      if (pr == 0) return IoResult::kIdle;
+      if (pr < 0) {
+        if (errno == EINTR) continue;
+        return IoResult::kBroken;
+      }
+      polled = true;
+    }
+    ssize_t r = ::recv(s.fd, s.inbox.data() + s.in_end, s.inbox.size() - s.in_end, MSG_DONTWAIT);
+    if (r > 0) {
+      s.in_end += static_cast<size_t>(r);
+      return IoResult::kOk;
+    }
+    if (r == 0) return IoResult::kBroken;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return IoResult::kBroken;
+    if (wait_ms == 0) return IoResult::kIdle;
+    polled = false;
+  }
+}
+
+// Makes at least `n` (<= inbox size) bytes available, each wait bounded by `stall_ms`.
+bool fill_to(Socket& s, size_t n, int stall_ms) {
+  while (s.in_end - s.in_begin < n) {
+    if (fill(s, stall_ms) != IoResult::kOk) return false;
+  }
+  return true;
+}
+
+struct Frame {
+  wire::FrameHeader header;
+  Bytes payload;
+};
+
+// Reads one reply frame and checks it (header, reply flag, checksum).
+// `first_wait_ms`: how long to wait for the frame to start (kIdle when it
+// does not); once it has, each wait for more is bounded by `stall_ms` (a node
+// that stops mid-frame breaks the connection). `progress_for(header)` names
+// the function to call as a large payload arrives (or nothing); it is called
+// with (done, total) after each kProgressStep.
+template <typename ProgressFor>
+IoResult read_frame(Socket& s, int first_wait_ms, int stall_ms, Frame& out, std::string& why,
+                    ProgressFor&& progress_for) {
+  if (s.in_begin == s.in_end) {
+    IoResult r = fill(s, first_wait_ms);
+    if (r == IoResult::kIdle) return r;
+    if (r == IoResult::kBroken) {
+      why = "connection closed by the node";
+      return r;
+    }
+  }
+  wire::HeaderBytes hb;
+  if (!fill_to(s, hb.size(), stall_ms)) {
+    why = "connection closed mid-reply";
+    return IoResult::kBroken;
+  }
+  std::memcpy(hb.data(), s.inbox.data() + s.in_begin, hb.size());
+  s.in_begin += hb.size();
+  auto h = wire::decode_header(hb, wire::Limits{});
+  if (!h) {
+    why = "bad reply header: " + h.error().message;
+    return IoResult::kBroken;
+  }
+  if (!h->is_reply()) {
+    why = "the node sent a request frame";
+    return IoResult::kBroken;
+  }
+  if (h->token_len != 0) {
+    why = "reply carries a token";
+    return IoResult::kBroken;
+  }
+  Bytes payload(h->payload_len);
+  const size_t buffered = std::min<size_t>(payload.size(), s.in_end - s.in_begin);
+  if (payload.size() <= s.inbox.size() - kFrameSlack) {
+    if (!fill_to(s, payload.size(), stall_ms)) {
+      why = "connection closed mid-reply";
+      return IoResult::kBroken;
+    }
+    std::memcpy(payload.data(), s.inbox.data() + s.in_begin, payload.size());
+    s.in_begin += payload.size();
+  } else {
+    // Large: what is buffered, then straight into the payload.
+    std::memcpy(payload.data(), s.inbox.data() + s.in_begin, buffered);
+    s.in_begin += buffered;
+    ProgressFn progress = progress_for(*h);
+    size_t at = buffered;
+    size_t next_report = kProgressStep;
+    while (at < payload.size()) {
+      size_t n = std::min(kProgressStep, payload.size() - at);
+      if (!recv_all(s.fd, payload.data() + at, n, stall_ms)) {
+        why = "connection closed mid-reply";
+        return IoResult::kBroken;
+      }
+      at += n;
+      if (progress && (at >= next_report || at == payload.size())) {
+        progress(at, payload.size());
+        next_report = at + kProgressStep;
+      }
+    }
+  }
+  if (wire::frame_checksum(hb, {}, payload) != h->checksum) {
+    why = "reply checksum mismatch";
+    return IoResult::kBroken;
+  }
+  out.header = *h;
+  out.payload = std::move(payload);
+  return IoResult::kOk;
+}
+
+// ---- The write path: one request frame onto a socket -----------------------------
+
+// Writes header, token and payload; calls `progress` after each kProgressStep
+// of a large payload. False on error or when the socket takes nothing for
+// `stall` (errno ETIMEDOUT). `on_readable` runs while the socket is full and
+// replies are waiting to be read (see write_all).
+bool write_frame(int fd, const wire::FrameHeader& h, ByteSpan token, ByteSpan payload,
+                 const ProgressFn& progress, std::chrono::milliseconds stall,
+                 const std::function<bool()>& on_readable) {
+  auto hb = wire::encode_header(h, token, payload);
+  // iovec wants non-const pointers; sendmsg only reads through them.
+  auto* t = const_cast<std::byte*>(token.data());
+  auto* p = const_cast<std::byte*>(payload.data());
+  if (!progress || payload.size() <= kProgressStep) {
+    iovec iov[3] = {{hb.data(), hb.size()}, {t, token.size()}, {p, payload.size()}};
+    if (!write_all(fd, iov, 3, stall, on_readable)) return false;
+    if (progress) progress(payload.size(), payload.size());
+    return true;
+  }
+  iovec iov[2] = {{hb.data(), hb.size()}, {t, token.size()}};
+  if (!write_all(fd, iov, 2, stall, on_readable)) return false;
+  for (size_t at = 0; at < payload.size(); at += kProgressStep) {
+    size_t n = std::min(kProgressStep, payload.size() - at);
+    iovec part{p + at, n};
+    if (!write_all(fd, &part, 1, stall, on_readable)) return false;
+    progress(at + n, payload.size());
+  }
+  return true;
+}
+
+int ms_until(Clock::time_point deadline) {
+  auto now = Clock::now();
+  if (deadline <= now) return 0;
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+  return static_cast<int>(std::min<int64_t>(ms, std::numeric_limits<int>::max()));
+}
+
+}  // namespace
+
 struct Slot {
+  // Set before the slot is shared, then read-only.
   uint64_t id = 0;
   Opcode op = Opcode::kPing;
   uint64_t lease_id = 0;
   Bytes token;
-  // Kept until the reply, for a resend after a reconnect. A writer takes its
-  // own reference (under mu) before sending, so a reply that arrives while
-  // the frame is still going out cannot free the bytes being sent.
-  std::shared_ptr<const Bytes> payload;  // GUARDED_BY(mu)
   bool retry_safe = true;
   std::chrono::milliseconds timeout{0};
   ProgressFn progress;
-  uint64_t written_gen = 0;  // GUARDED_BY(write_mu): connection it went out on (0 = none)
-  // GUARDED_BY(mu)
+  // GUARDED_BY(ConnectionImpl::mu)
+  // Kept until the reply, for a resend after a reconnect. The writer takes
+  // its own reference before sending, so a reply that arrives while the
+  // frame is still going out cannot free the bytes being sent.
+  std::shared_ptr<const Bytes> payload;
+  uint64_t written_gen = 0;  // socket generation it went out on (0 = none)
   bool resent = false;
   bool done = false;
   std::optional<Result<Reply>> result;
 };
 
-struct ConnectionImpl : std::enable_shared_from_this<ConnectionImpl> {
+// Who does what (all under `mu`, the only lock):
+//  - the writer: the one thread with `writing` set writes the frames queued
+//    in `outq`, one after another, without holding `mu`. A sender that finds
+//    no writer becomes it for its own frame (no hand-off); one that finds a
+//    writer leaves its frame in the queue for it.
+//  - the leader: the one thread with `leader` set reads the socket, without
+//    holding `mu`, and completes whichever request each reply answers. A
+//    caller waiting for a reply (or for an in-flight slot) that finds no
+//    leader becomes it, so a lone caller reads its own reply (no hand-off);
+//    the others wait on `cv` and one of them takes over when the leader's
+//    own reply has come. The leader also reconnects when the socket fails.
+//  - a writer blocked on a full socket reads replies itself when no leader
+//    is active (a node blocked writing replies nobody reads would never read
+//    the rest of the frame).
+struct ConnectionImpl {
   enum class State { kConnected, kReconnecting, kFailed, kClosed };
 
   explicit ConnectionImpl(ConnectOptions o)
       : opts(std::move(o)), token(opts.token), next_id(random_u64()) {}
-  ~ConnectionImpl() {
-    close();
-    std::lock_guard tl(thread_mu);
-    if (reader.joinable()) {
-      if (reader.get_id() == std::this_thread::get_id()) {
-        reader.detach();
-      } else {
-        reader.join();
-      }
-    }
-  }
 
-  ConnectOptions opts;
+  const ConnectOptions opts;
 
   mutable std::mutex mu;
   std::condition_variable cv;
@@ -278,29 +453,16 @@ struct ConnectionImpl : std::enable_shared_from_this<ConnectionImpl> {
   uint64_t max_payload = wire::Limits{}.max_payload_bytes;      // GUARDED_BY(mu)
   State state = State::kConnected;                              // GUARDED_BY(mu)
   Connection::Stats stats;                                      // GUARDED_BY(mu)
-
-  // Serializes frames on the socket. Held across a send (bounded by the
-  // request's timeout) and the send-side progress callbacks; nothing waits
-  // for the reader or for thread_mu while holding it.
-  std::mutex write_mu;
-  // The thread holding write_mu while it writes: a send() from one of its
-  // progress callbacks is queued behind the frame instead of deadlocking.
-  std::atomic<std::thread::id> writer{};
-  std::vector<std::shared_ptr<Slot>> reentrant;  // GUARDED_BY(write_mu)
-  // The live socket: changed with write_mu and fd_mu both held; writers read
-  // it under write_mu, close() under fd_mu (which is never held for long).
-  std::mutex fd_mu;
-  std::shared_ptr<Socket> sock;
-  uint64_t gen = 0;  // GUARDED_BY(write_mu)
-
-  // Serializes starting, joining and detaching the reader thread.
-  std::mutex thread_mu;
-  std::thread reader;  // GUARDED_BY(thread_mu)
-  std::atomic<bool> closing{false};
+  std::shared_ptr<Socket> sock;                                 // GUARDED_BY(mu)
+  uint64_t gen = 0;                                             // GUARDED_BY(mu)
+  std::deque<std::shared_ptr<Slot>> outq;                       // GUARDED_BY(mu)
+  bool writing = false;                                         // GUARDED_BY(mu)
+  bool leader = false;                                          // GUARDED_BY(mu)
 
   // ---- Opening ----
 
-  // Connects and says HELLO on the new socket (before any reader runs on it).
+  // Connects and says HELLO on the new socket, through the same write and
+  // read paths as every other frame, before the socket is shared.
   Result<std::shared_ptr<Socket>> open() {
     auto fd_r = tcp_connect(opts.node, opts.connect_timeout);
     if (!fd_r) return std::move(fd_r).error();
@@ -312,33 +474,26 @@ struct ConnectionImpl : std::enable_shared_from_this<ConnectionImpl> {
     }
     wire::HelloRequest hr;
     hr.client_name = opts.client_name.substr(0, 256);
-    Bytes payload = wire::encode_payload(hr);
+    const Bytes payload = wire::encode_payload(hr);
     wire::FrameHeader h;
     h.opcode = Opcode::kHello;
     h.request_id = id;
-    auto hb = wire::encode_header(h, {}, payload);
-    iovec iov[2] = {{hb.data(), hb.size()}, {payload.data(), payload.size()}};
-    set_recv_timeout(s->fd, opts.connect_timeout);
-    if (!write_all(s->fd, iov, 2, opts.connect_timeout))
+    if (!write_frame(s->fd, h, {}, payload, {}, opts.connect_timeout, {}))
       return lost("HELLO: write failed: " + errno_text(errno));
-    wire::HeaderBytes rb;
-    if (!read_all(s->fd, rb.data(), rb.size()))
-      return lost("HELLO: no reply from " + opts.node.str());
-    auto rh = wire::decode_header(rb, wire::Limits{});
-    if (!rh) return with_context(std::move(rh).error(), "HELLO reply");
-    if (!rh->is_reply() || rh->opcode != Opcode::kHello || rh->request_id != id) {
+    Frame f;
+    std::string why;
+    const int wait = clamp_ms(opts.connect_timeout);
+    if (read_frame(*s, wait, wait, f, why, [](const wire::FrameHeader&) { return ProgressFn{}; }) !=
+        IoResult::kOk) {
+      return lost("HELLO: no reply from " + opts.node.str() + (why.empty() ? "" : ": " + why));
+    }
+    if (f.header.opcode != Opcode::kHello || f.header.request_id != id) {
       return make_error(Status::kBadFrame, "HELLO: the node answered with another frame");
     }
-    Bytes rp(rh->payload_len);
-    if (!read_all(s->fd, rp.data(), rp.size())) return lost("HELLO: reply cut short");
-    if (wire::frame_checksum(rb, {}, rp) != rh->checksum) {
-      return make_error(Status::kChecksumMismatch, "HELLO reply checksum mismatch");
-    }
-    if (rh->status != Status::kOk)
-      return Error{rh->status, "HELLO: " + std::string(wire::as_chars(rp))};
-    auto reply = wire::decode_payload<wire::HelloReply>(rp, wire::Limits{});
+    if (f.header.status != Status::kOk)
+      return Error{f.header.status, "HELLO: " + std::string(wire::as_chars(f.payload))};
+    auto reply = wire::decode_payload<wire::HelloReply>(f.payload, wire::Limits{});
     if (!reply) return with_context(std::move(reply).error(), "HELLO reply");
-    set_recv_timeout(s->fd, std::chrono::milliseconds(0));
     std::lock_guard lock(mu);
     hello = std::move(reply).value();
     const auto& L = hello.limits;
@@ -350,308 +505,286 @@ struct ConnectionImpl : std::enable_shared_from_this<ConnectionImpl> {
     return s;
   }
 
-  // Marks this thread as the writer while it holds write_mu.
-  struct WriterScope {
-    explicit WriterScope(ConnectionImpl& c) : c_(c) { c_.writer = std::this_thread::get_id(); }
-    ~WriterScope() { c_.writer = std::thread::id{}; }
-    WriterScope(const WriterScope&) = delete;
-    WriterScope& operator=(const WriterScope&) = delete;
-    ConnectionImpl& c_;
-  };
-
-  // Makes `s` the live socket and (re)sends every outstanding request that
-  // was not yet written on it; fails those that are unsafe to repeat. False
-  // (and `s` dropped) when the connection is closing.
-  bool install(std::shared_ptr<Socket> s) {
-    std::lock_guard wl(write_mu);
-    WriterScope ws(*this);
-    {
-      std::lock_guard fl(fd_mu);
-      // close() sets closing before it shuts the live socket down under
-      // fd_mu: either it sees `s` here, or we see closing.
-      if (closing.load()) return false;
-      sock = std::move(s);
-      ++gen;
-    }
+  // Makes `s` the live socket and queues every outstanding request for it:
+  // those not yet written, and those written on an earlier socket that are
+  // safe to repeat (same request id); fails the others. False (and `s`
+  // dropped) when the connection was closed meanwhile.
+  bool install_locked(std::shared_ptr<Socket> s) {
+    if (state == State::kClosed) return false;
+    sock = std::move(s);
+    ++gen;
+    state = State::kConnected;
     std::vector<std::shared_ptr<Slot>> todo;
-    {
-      std::lock_guard lock(mu);
-      for (auto& [id, slot] : pending) todo.push_back(slot);
-      if (state != State::kClosed) state = State::kConnected;
-    }
+    todo.reserve(pending.size());
+    for (auto& [id, slot] : pending) todo.push_back(slot);
     std::sort(todo.begin(), todo.end(), [](const auto& a, const auto& b) { return a->id < b->id; });
+    outq.clear();
     for (auto& slot : todo) {
       if (slot->written_gen != 0 && !slot->retry_safe) {
-        complete(slot->id, lost(std::string(wire::opcode_name(slot->op)) +
-                                ": connection lost with the request in flight; not resent "
-                                "because repeating it is not safe"));
+        complete_locked(*slot, lost(std::string(wire::opcode_name(slot->op)) +
+                                    ": connection lost with the request in flight; not resent "
+                                    "because repeating it is not safe"));
         continue;
       }
-      const bool resend = slot->written_gen != 0;
-      if (resend) {
-        std::lock_guard lock(mu);
+      if (slot->written_gen != 0) {
         slot->resent = true;
-      }
-      if (!write_locked(*slot)) break;  // the reader will notice and reconnect again
-      if (resend) {
-        std::lock_guard lock(mu);
         stats.resent++;
       }
+      outq.push_back(slot);
     }
-    drain_reentrant_locked();
     return true;
   }
 
   // ---- Writing ----
 
-  // REQUIRES: write_mu held.
-  bool write_locked(Slot& slot) {
-    if (slot.written_gen == gen || !sock) return true;
-    std::shared_ptr<const Bytes> held;
-    {
-      std::lock_guard lock(mu);
-      if (slot.done) return true;  // answered, timed out or failed meanwhile
-      held = slot.payload;
-    }
-    static const Bytes kNone;
-    const Bytes& payload = held ? *held : kNone;
-    const int fd = sock->fd;
-    const auto stall = slot.timeout;
-    wire::FrameHeader h;
-    h.opcode = slot.op;
-    h.request_id = slot.id;
-    h.lease_id = slot.lease_id;
-    auto hb = wire::encode_header(h, slot.token, payload);
-    // iovec wants non-const pointers; sendmsg only reads through them.
-    auto* p = const_cast<std::byte*>(payload.data());
-    bool ok;
-    if (!slot.progress || payload.size() <= kProgressStep) {
-      iovec iov[3] = {
-          {hb.data(), hb.size()}, {slot.token.data(), slot.token.size()}, {p, payload.size()}};
-      ok = write_all(fd, iov, 3, stall);
-      if (ok && slot.progress) slot.progress(payload.size(), payload.size());
-    } else {
-      iovec iov[2] = {{hb.data(), hb.size()}, {slot.token.data(), slot.token.size()}};
-      ok = write_all(fd, iov, 2, stall);
-      for (size_t at = 0; ok && at < payload.size(); at += kProgressStep) {
-        size_t n = std::min(kProgressStep, payload.size() - at);
-        iovec part{p + at, n};
-        ok = write_all(fd, &part, 1, stall);
-        if (ok) slot.progress(at + n, payload.size());
+  // Writes the queued frames unless another thread is doing so.
+  // REQUIRES: lk holds mu.
+  void flush_locked(std::unique_lock<std::mutex>& lk) {
+    if (writing) return;
+    writing = true;
+    while (!outq.empty()) {
+      auto slot = std::move(outq.front());
+      outq.pop_front();
+      if (slot->done || !sock || state != State::kConnected || slot->written_gen == gen) continue;
+      std::shared_ptr<Socket> s = sock;
+      const uint64_t g = gen;
+      std::shared_ptr<const Bytes> held = slot->payload;
+      lk.unlock();
+      static const Bytes kNone;
+      const Bytes& payload = held ? *held : kNone;
+      wire::FrameHeader h;
+      h.opcode = slot->op;
+      h.request_id = slot->id;
+      h.lease_id = slot->lease_id;
+      const bool ok = write_frame(s->fd, h, slot->token, payload, slot->progress, slot->timeout,
+                                  [this, &s] { return help_read(s); });
+      // A partial frame leaves the stream unusable: the next reader sees the
+      // socket fail and reconnects.
+      if (!ok) s->shutdown();
+      held.reset();
+      lk.lock();
+      if (!ok || slot->done) continue;
+      slot->written_gen = g;
+      if (g != gen) {
+        // It went out on a socket that was replaced meanwhile, and
+        // install_locked() queued it again as never sent: the node may have
+        // run it, so it is now a resend, or fails if that is not safe.
+        if (!slot->retry_safe) {
+          complete_locked(*slot, lost(std::string(wire::opcode_name(slot->op)) +
+                                      ": connection lost with the request in flight; not resent "
+                                      "because repeating it is not safe"));
+        } else if (!slot->resent) {
+          slot->resent = true;
+          stats.resent++;
+        }
       }
     }
-    if (!ok) {
-      // A partial frame leaves the stream unusable: make the reader reconnect.
-      sock->shutdown();
-      return false;
-    }
-    slot.written_gen = gen;
-    return true;
+    writing = false;
   }
 
-  // REQUIRES: write_mu held by this thread (as writer).
-  void drain_reentrant_locked() {
-    while (!reentrant.empty()) {
-      auto slot = std::move(reentrant.front());
-      reentrant.erase(reentrant.begin());
-      (void)write_locked(*slot);
+  // ---- Reading ----
+
+  // Completes the request `f` answers (a late reply to a request given up on
+  // is dropped). REQUIRES: mu held.
+  void deliver_locked(Frame&& f) {
+    stats.replies++;
+    auto it = pending.find(f.header.request_id);
+    if (it == pending.end()) return;
+    auto slot = it->second;
+    if (f.header.status != Status::kOk) {
+      complete_locked(*slot, Error{f.header.status, std::string(wire::as_chars(f.payload))});
+    } else {
+      complete_locked(*slot, Reply{f.header, std::move(f.payload)});
     }
   }
 
-  void write(const std::shared_ptr<Slot>& slot) {
-    if (writer.load() == std::this_thread::get_id()) {
-      // send() from a progress callback of a frame this thread is writing:
-      // this thread holds write_mu; the frame goes out after the current one.
-      reentrant.push_back(slot);
-      return;
-    }
-    std::lock_guard wl(write_mu);
-    WriterScope ws(*this);
-    (void)write_locked(*slot);
-    drain_reentrant_locked();
-  }
-
-  // ---- Completing ----
-
-  void complete(uint64_t id, Result<Reply> r) {
-    std::lock_guard lock(mu);
-    auto it = pending.find(id);
-    if (it == pending.end()) return;  // a late reply to a request we gave up on
-    Slot& slot = *it->second;
-    if (!r && r.status() == Status::kLeaseExpired && slot.op == Opcode::kLeaseRelease &&
-        slot.resent) {
-      // The first LEASE_RELEASE ended the lease before the connection dropped;
-      // the resend finds it gone. The release worked.
-      r = Reply{wire::FrameHeader{}, Bytes()};
-    }
+  // REQUIRES: mu held.
+  void complete_locked(Slot& slot, Result<Reply> r) {
     slot.result.emplace(std::move(r));
     slot.done = true;
     slot.payload.reset();  // a writer still sending holds its own reference
-    pending.erase(it);
+    pending.erase(slot.id);
     cv.notify_all();
   }
 
-  void fail_all(const Error& e) {
-    std::lock_guard lock(mu);
+  // REQUIRES: mu held.
+  void fail_all_locked(const Error& e) {
     for (auto& [id, slot] : pending) {
       slot->result.emplace(with_context(e, wire::opcode_name(slot->op)));
       slot->done = true;
       slot->payload.reset();
     }
     pending.clear();
+    outq.clear();
     cv.notify_all();
   }
 
-  // ---- Reading ----
-
-  // Reads replies from `s` until it fails. Returns the reason.
-  std::string read_loop(int s) {
-    wire::HeaderBytes hb;
-    for (;;) {
-      if (!read_all(s, hb.data(), hb.size())) return "connection closed by the node";
-      auto h = wire::decode_header(hb, wire::Limits{});
-      if (!h) return "bad reply header: " + h.error().message;
-      if (!h->is_reply()) return "the node sent a request frame";
-      std::shared_ptr<Slot> slot;
-      {
-        std::lock_guard lock(mu);
-        auto it = pending.find(h->request_id);
-        if (it != pending.end() && it->second->progress) slot = it->second;
-      }
-      Bytes payload(h->payload_len);
-      if (!slot || payload.size() <= kProgressStep) {
-        if (!read_all(s, payload.data(), payload.size())) return "connection closed mid-reply";
-      } else {
-        for (size_t at = 0; at < payload.size(); at += kProgressStep) {
-          size_t n = std::min(kProgressStep, payload.size() - at);
-          if (!read_all(s, payload.data() + at, n)) return "connection closed mid-reply";
-          bool waited_for;
-          {
-            std::lock_guard lock(mu);
-            waited_for = !slot->done;  // not after wait() gave up on it
-          }
-          if (waited_for) slot->progress(at + n, payload.size());
-        }
-      }
-      if (wire::frame_checksum(hb, {}, payload) != h->checksum) return "reply checksum mismatch";
-      {
-        std::lock_guard lock(mu);
-        stats.replies++;
-      }
-      if (h->status != Status::kOk) {
-        std::string msg(wire::as_chars(payload));
-        complete(h->request_id, Error{h->status, std::move(msg)});
-      } else {
-        complete(h->request_id, Reply{*h, std::move(payload)});
-      }
-    }
-  }
-
-  void reader_main(std::shared_ptr<Socket> s) {
-    for (;;) {
-      std::string why = read_loop(s->fd);
-      s->shutdown();  // writers fail at once instead of filling a dead socket
-      s.reset();      // closed once no writer uses it
-      if (closing.load()) {
-        fail_all(lost("connection closed"));
-        return;
-      }
-      {
-        std::lock_guard lock(mu);
-        if (state != State::kClosed) state = State::kReconnecting;
-      }
-      Result<std::shared_ptr<Socket>> next = lost(why);
-      auto backoff = opts.reconnect_initial_backoff;
-      for (unsigned attempt = 0; attempt < opts.reconnect_attempts && !closing.load(); ++attempt) {
-        std::this_thread::sleep_for(backoff);
-        backoff = std::min(opts.reconnect_max_backoff, backoff * 2);
-        if (closing.load()) break;
-        next = open();
-        if (next.ok()) break;
-        // A node that answers but refuses us will not change its mind.
-        if (next.status() != kConnectionLost) break;
-      }
-      if (closing.load() || !next.ok()) {
-        {
-          std::lock_guard lock(mu);
-          if (state != State::kClosed) state = State::kFailed;
-        }
-        fail_all(closing.load()
-                     ? lost("connection closed")
-                     : lost("connection to " + opts.node.str() + " lost (" + why +
-                            ") and not re-established: " +
-                            (next.ok() ? std::string("closing") : next.error().message)));
-        return;
-      }
-      s = *next;
-      if (!install(s)) {
-        fail_all(lost("connection closed"));
-        return;
-      }
-      std::lock_guard lock(mu);
-      stats.reconnects++;
-    }
-  }
-
-  // REQUIRES: thread_mu held.
-  void start_reader_locked(std::shared_ptr<Socket> s) {
-    // The reader keeps the state alive: close() may leave it to finish alone.
-    reader = std::thread([self = shared_from_this(), s = std::move(s)]() mutable {
-      self->reader_main(std::move(s));
-    });
-  }
-
-  // After the reader gave up: one synchronous attempt to reconnect, on the
-  // next request.
-  void revive() {
-    std::lock_guard tl(thread_mu);
-    if (closing.load()) return;
+  // The function to call as a large reply arrives: the request's progress,
+  // as long as someone still waits for it.
+  ProgressFn progress_for(const wire::FrameHeader& h) {
+    std::shared_ptr<Slot> slot;
     {
       std::lock_guard lock(mu);
-      if (state != State::kFailed) return;
+      auto it = pending.find(h.request_id);
+      if (it == pending.end() || !it->second->progress) return {};
+      slot = it->second;
     }
-    if (reader.joinable()) reader.join();  // it gave up; it is finishing
+    return [this, slot](uint64_t done, uint64_t total) {
+      {
+        std::lock_guard lock(mu);
+        if (slot->done) return;  // wait() gave up on it
+      }
+      slot->progress(done, total);
+    };
+  }
+
+  IoResult read_one(Socket& s, int wait_ms, Frame& f, std::string& why) {
+    return read_frame(s, wait_ms, clamp_ms(opts.request_timeout), f, why,
+                      [this](const wire::FrameHeader& h) { return progress_for(h); });
+  }
+
+  // Run by a writer blocked on a full socket `s`: reads the replies waiting
+  // there when no leader does. False when it could not (someone else reads).
+  bool help_read(const std::shared_ptr<Socket>& s) {
+    {
+      std::lock_guard lock(mu);
+      if (leader || sock != s || state != State::kConnected) return false;
+      leader = true;
+    }
+    Frame f;
+    std::string why;
+    IoResult r = IoResult::kOk;
+    for (int n = 0; n < 64 && r == IoResult::kOk; ++n) {
+      r = read_one(*s, 0, f, why);
+      if (r == IoResult::kOk) {
+        std::lock_guard lock(mu);
+        deliver_locked(std::move(f));
+      }
+    }
+    if (r == IoResult::kBroken) s->shutdown();  // the next leader reconnects
+    std::lock_guard lock(mu);
+    leader = false;
+    cv.notify_all();
+    return true;
+  }
+
+  // Runs the connection until pred() holds or the deadline passes (with
+  // `block` false: only reads what has already arrived). Returns pred().
+  // REQUIRES: lk holds mu.
+  template <typename Pred>
+  bool drive(std::unique_lock<std::mutex>& lk, Pred pred, Clock::time_point deadline, bool block) {
+    while (!pred()) {
+      if (state == State::kClosed || state == State::kFailed) return false;
+      if (leader) {
+        // Someone reads for everyone; it wakes us when a reply completes,
+        // and when it stops leading.
+        if (!block) return false;
+        if (cv.wait_until(lk, deadline) == std::cv_status::timeout) return pred();
+        continue;
+      }
+      leader = true;
+      lead(lk, pred, deadline, block);
+      leader = false;
+      cv.notify_all();  // another waiter may take over
+      return pred();
+    }
+    return true;
+  }
+
+  // The leader's loop: reads and delivers replies until pred() holds, the
+  // deadline passes, or the connection is closed or lost for good.
+  // REQUIRES: lk holds mu; this thread is the leader.
+  template <typename Pred>
+  void lead(std::unique_lock<std::mutex>& lk, Pred& pred, Clock::time_point deadline, bool block) {
+    Frame f;
+    std::string why;
+    while (!pred()) {
+      if (state != State::kConnected || !sock) return;
+      std::shared_ptr<Socket> s = sock;
+      const int wait_ms = block ? ms_until(deadline) : 0;
+      lk.unlock();
+      IoResult r = read_one(*s, wait_ms, f, why);
+      lk.lock();
+      if (r == IoResult::kOk) {
+        deliver_locked(std::move(f));
+        continue;
+      }
+      if (r == IoResult::kIdle) {
+        if (!block || Clock::now() >= deadline) return;
+        continue;
+      }
+      if (s != sock) continue;  // already replaced
+      reconnect(lk, why);
+    }
+  }
+
+  // The live socket failed: reconnect with backoff, say HELLO again and
+  // queue the outstanding requests. REQUIRES: lk holds mu; this thread leads.
+  void reconnect(std::unique_lock<std::mutex>& lk, const std::string& why) {
+    if (state == State::kClosed) return;  // close() failed everything
+    state = State::kReconnecting;
+    std::shared_ptr<Socket> old = std::move(sock);
+    lk.unlock();
+    old->shutdown();  // a writer fails at once instead of filling a dead socket
+    old.reset();
+    Result<std::shared_ptr<Socket>> next = lost(why);
+    auto backoff = opts.reconnect_initial_backoff;
+    for (unsigned attempt = 0; attempt < opts.reconnect_attempts && !closed(); ++attempt) {
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(opts.reconnect_max_backoff, backoff * 2);
+      if (closed()) break;
+      next = open();
+      if (next.ok()) break;
+      // A node that answers but refuses us will not change its mind.
+      if (next.status() != kConnectionLost) break;
+    }
+    lk.lock();
+    if (state == State::kClosed) return;
+    if (!next.ok()) {
+      state = State::kFailed;
+      fail_all_locked(lost("connection to " + opts.node.str() + " lost (" + why +
+                           ") and not re-established: " + next.error().message));
+      return;
+    }
+    if (install_locked(std::move(next).value())) {
+      stats.reconnects++;
+      flush_locked(lk);
+    }
+  }
+
+  bool closed() const {
+    std::lock_guard lock(mu);
+    return state == State::kClosed;
+  }
+
+  // After a reconnect gave up: one attempt, on the next request.
+  // REQUIRES: lk holds mu.
+  void revive(std::unique_lock<std::mutex>& lk) {
+    if (state != State::kFailed || leader) return;
+    leader = true;  // nobody else reads or reconnects meanwhile
+    lk.unlock();
     auto s = open();
-    if (!s) return;
-    if (!install(*s)) return;
-    {
-      std::lock_guard lock(mu);
-      stats.reconnects++;
+    lk.lock();
+    if (s.ok() && state == State::kFailed) {
+      state = State::kReconnecting;  // install_locked refuses only kClosed
+      if (install_locked(std::move(s).value())) stats.reconnects++;
     }
-    start_reader_locked(std::move(s).value());
+    leader = false;
+    cv.notify_all();
   }
 
   void close() {
-    bool was_closed = closing.exchange(true);
+    std::shared_ptr<Socket> s;
     {
       std::lock_guard lock(mu);
+      if (state == State::kClosed) return;
       state = State::kClosed;
+      s = std::move(sock);
+      fail_all_locked(lost("connection closed"));
     }
-    {
-      // Not write_mu: a sender blocked on a full socket holds it; shutting the
-      // socket down is what makes it return.
-      std::shared_ptr<Socket> s;
-      {
-        std::lock_guard fl(fd_mu);
-        s = sock;
-      }
-      if (s) s->shutdown();
-    }
-    // The reader thread, or a writer inside a progress callback (which holds
-    // write_mu the reader may be waiting for), must not wait for the reader:
-    // the reader then finishes alone, holding what it uses.
-    const auto me = std::this_thread::get_id();
-    if (writer.load() != me) {
-      std::lock_guard tl(thread_mu);
-      if (reader.joinable()) {
-        if (reader.get_id() == me) {
-          reader.detach();
-        } else {
-          reader.join();
-        }
-      }
-    }
-    if (!was_closed) fail_all(lost("connection closed"));
+    // A leader blocked reading it, or a writer blocked on a full socket,
+    // returns at once.
+    if (s) s->shutdown();
   }
 
   std::shared_ptr<Slot> enqueue(Opcode op, Bytes payload, RequestOptions& o) {
@@ -659,36 +792,42 @@ struct ConnectionImpl : std::enable_shared_from_this<ConnectionImpl> {
     slot->op = op;
     slot->lease_id = o.lease_id;
     const uint64_t payload_size = payload.size();
-    slot->payload = std::make_shared<const Bytes>(std::move(payload));
-    slot->retry_safe = o.retry_safe;
     slot->timeout = o.timeout.count() > 0 ? o.timeout : opts.request_timeout;
     slot->progress = std::move(o.progress);
     auto finish = [&](Error e) {
       slot->result.emplace(std::move(e));
       slot->done = true;
-      slot->payload.reset();
       return slot;
     };
-    bool needs_revive;
-    {
-      std::lock_guard lock(mu);
-      needs_revive = state == State::kFailed;
+    const wire::OpcodeInfo* info = wire::find_opcode(static_cast<uint16_t>(op));
+    if (info == nullptr) {
+      return finish(make_error(Status::kInvalidArgument,
+                               "opcode " + std::to_string(static_cast<uint16_t>(op)) +
+                                   " is not in the protocol's opcode table"));
     }
-    // Not from a progress callback of a frame being written (write_mu is held).
-    if (needs_revive && writer.load() != std::this_thread::get_id()) revive();
-    std::unique_lock lock(mu);
+    if (info->lease_rule == wire::LeaseRule::kZero && o.lease_id != 0) {
+      return finish(make_error(
+          Status::kInvalidArgument,
+          std::string(info->name) + ": lease_id must be 0 for " + std::string(info->name)));
+    }
+    if (info->lease_rule == wire::LeaseRule::kRequired && o.lease_id == 0) {
+      return finish(
+          make_error(Status::kInvalidArgument, std::string(info->name) + ": lease_id required"));
+    }
+    slot->retry_safe = o.retry_safe.value_or(info->resend_safe);
+    const bool with_token = info->needs_token;
+    std::unique_lock lk(mu);
+    if (state == State::kFailed) revive(lk);
     if (payload_size > max_payload) {
       return finish(Error{Status::kFrameTooLarge,
                           std::string(wire::opcode_name(op)) + ": payload of " +
                               std::to_string(payload_size) + " bytes exceeds the node's limit of " +
                               std::to_string(max_payload) + " bytes"});
     }
-    const bool with_token = op != Opcode::kHello && op != Opcode::kPing;
     if (with_token) slot->token = o.token.empty() ? token : std::move(o.token);
-    auto deadline = Clock::now() + slot->timeout;
-    bool room = cv.wait_until(lock, deadline, [&] {
-      return pending.size() < window || state == State::kClosed || state == State::kFailed;
-    });
+    // A free in-flight slot: replies free them, so wait by reading them.
+    const bool room = drive(
+        lk, [&] { return pending.size() < window; }, Clock::now() + slot->timeout, true);
     if (state == State::kClosed || state == State::kFailed) {
       return finish(
           lost(std::string(wire::opcode_name(op)) + ": not connected to " + opts.node.str()));
@@ -697,38 +836,47 @@ struct ConnectionImpl : std::enable_shared_from_this<ConnectionImpl> {
       return finish(make_error(Status::kBusy, std::string(wire::opcode_name(op)) +
                                                   ": no request slot free within the timeout"));
     }
+    slot->payload = std::make_shared<const Bytes>(std::move(payload));
     slot->id = next_id++;
     pending.emplace(slot->id, slot);
     stats.requests++;
     stats.max_inflight =
         std::max<uint32_t>(stats.max_inflight, static_cast<uint32_t>(pending.size()));
-    const bool connected = state == State::kConnected;
-    lock.unlock();
-    if (connected) write(slot);
-    // Otherwise install() writes it once the connection is back.
+    outq.push_back(slot);
+    // While reconnecting the leader writes it once the connection is back.
+    if (state == State::kConnected) flush_locked(lk);
     return slot;
   }
 
   Result<Reply> wait(const std::shared_ptr<Slot>& slot) {
-    std::unique_lock lock(mu);
-    if (!cv.wait_until(lock, Clock::now() + slot->timeout, [&] { return slot->done; })) {
-      pending.erase(slot->id);
-      slot->done = true;  // no more progress calls; a writer skips it
-      slot->payload.reset();
-      cv.notify_all();
-      return make_error(Status::kBusy, std::string(wire::opcode_name(slot->op)) +
-                                           ": no reply within " +
-                                           std::to_string(slot->timeout.count()) + " ms");
+    std::unique_lock lk(mu);
+    if (!drive(
+            lk, [&] { return slot->done; }, Clock::now() + slot->timeout, true)) {
+      if (!slot->done) {
+        pending.erase(slot->id);
+        slot->done = true;  // no more progress calls; the writer skips it
+        slot->payload.reset();
+        cv.notify_all();
+        return make_error(Status::kBusy, std::string(wire::opcode_name(slot->op)) +
+                                             ": no reply within " +
+                                             std::to_string(slot->timeout.count()) + " ms");
+      }
     }
     if (!slot->result) return make_error(Status::kInternal, "PendingReply::wait() called twice");
     Result<Reply> r = std::move(*slot->result);
     slot->result.reset();
     return r;
   }
+
+  bool ready(const std::shared_ptr<Slot>& slot) {
+    std::unique_lock lk(mu);
+    return drive(
+        lk, [&] { return slot->done; }, Clock::now(), false);
+  }
 };
 
 // What Connection handles share: closing the connection when the last handle
-// goes, while the reader may outlive it holding the ConnectionImpl.
+// goes (a PendingReply keeps only the ConnectionImpl alive).
 struct ConnectionOwner {
   explicit ConnectionOwner(std::shared_ptr<ConnectionImpl> i) : impl(std::move(i)) {}
   ~ConnectionOwner() { impl->close(); }
@@ -748,8 +896,13 @@ Result<Reply> PendingReply::wait() {
 
 bool PendingReply::ready() const {
   if (!slot_) return true;
+  return conn_->ready(slot_);
+}
+
+bool PendingReply::resent() const {
+  if (!slot_) return false;
   std::lock_guard lock(conn_->mu);
-  return slot_->done;
+  return slot_->resent;
 }
 
 uint64_t PendingReply::request_id() const noexcept {
@@ -771,17 +924,11 @@ Result<Connection> Connection::connect(ConnectOptions options) {
   auto s = impl->open();
   if (!s) return std::move(s).error();
   {
-    std::lock_guard wl(impl->write_mu);
-    std::lock_guard fl(impl->fd_mu);
-    impl->sock = *s;
+    std::lock_guard lock(impl->mu);
+    impl->sock = std::move(s).value();
     impl->gen = 1;
   }
-  {
-    std::lock_guard tl(impl->thread_mu);
-    impl->start_reader_locked(std::move(s).value());
-  }
-  // Handles share the owner (which closes on the last one); the reader holds
-  // the ConnectionImpl itself.
+  // Handles share the owner (which closes on the last one).
   auto owner = std::make_shared<detail::ConnectionOwner>(impl);
   return Connection(std::shared_ptr<detail::ConnectionImpl>(owner, impl.get()));
 }

@@ -28,6 +28,18 @@ RequestOptions on_lease(uint64_t id, std::chrono::milliseconds timeout = {}) {
   return o;
 }
 
+// LEASE_RELEASE. Resent after a reconnect, it may find the lease already
+// ended by the first copy, which reached the node before the connection
+// dropped: the node answers LEASE_EXPIRED and the release worked.
+Result<Reply> send_release(const Connection& conn, uint64_t id,
+                           std::chrono::milliseconds timeout = {}) {
+  PendingReply p =
+      conn.send(Opcode::kLeaseRelease, wire::encode_payload(wire::Empty{}), on_lease(id, timeout));
+  Result<Reply> r = p.wait();
+  if (!r && r.status() == Status::kLeaseExpired && p.resent()) return Reply{};
+  return r;
+}
+
 // How long a destructor waits for LEASE_RELEASE.
 constexpr std::chrono::seconds kQuietReleaseTimeout{3};
 
@@ -48,11 +60,10 @@ Lease::~Lease() {
 void Lease::release_quietly() noexcept {
   if (!state_ || state_->ended.exchange(true)) return;
   try {
-    // Not while reconnecting or after the reader gave up: that would wait for
-    // a reconnect; the node ends the lease at expiry (or on disconnect).
+    // Not while reconnecting or after a reconnect gave up: that would wait
+    // for a reconnect; the node ends the lease at expiry (or on disconnect).
     if (!state_->conn.connected()) return;
-    (void)state_->conn.call(Opcode::kLeaseRelease, wire::encode_payload(wire::Empty{}),
-                            on_lease(state_->id, kQuietReleaseTimeout));
+    (void)send_release(state_->conn, state_->id, kQuietReleaseTimeout);
   } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor must not throw (bad_alloc)
   }
 }
@@ -99,8 +110,7 @@ Result<void> Lease::release() {
     return make_error(Status::kLeaseExpired,
                       "lease " + std::to_string(state_->id) + " was already released");
   }
-  auto r = state_->conn.call(Opcode::kLeaseRelease, wire::encode_payload(wire::Empty{}),
-                             on_lease(state_->id));
+  auto r = send_release(state_->conn, state_->id);
   if (!r)
     return with_context(std::move(r).error(), "LEASE_RELEASE lease " + std::to_string(state_->id));
   return {};
@@ -119,8 +129,12 @@ Result<Lease> LeaseBuilder::acquire() const {
   if (req.ttl_s == 0)
     return make_error(Status::kInvalidArgument, "LEASE_ACQUIRE: lease_secs must be > 0");
   req.idempotency_key = random_key();
-  // Retry-safe: the idempotency key makes a resend return the same lease.
-  auto r = conn_.call_as<wire::LeaseAcquireReply>(Opcode::kLeaseAcquire, wire::encode_payload(req));
+  // Resend-safe with the key (the table says LEASE_ACQUIRE is not in
+  // general): a resend returns the same lease.
+  RequestOptions o;
+  o.retry_safe = true;
+  auto r = conn_.call_as<wire::LeaseAcquireReply>(Opcode::kLeaseAcquire, wire::encode_payload(req),
+                                                  std::move(o));
   if (!r) return with_context(std::move(r).error(), "LEASE_ACQUIRE");
   auto s = std::make_shared<detail::LeaseState>(conn_);
   s->id = r->lease_id;

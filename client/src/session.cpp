@@ -151,16 +151,17 @@ uint64_t Session::lease_id() const noexcept {
   return lease_->id;
 }
 
-RequestOptions Session::opts(bool retry_safe) const {
+// Whether a request may be resent after a reconnect: the opcode table's
+// (wire::opcode_info), which the Connection reads when retry_safe is unset.
+RequestOptions Session::opts() const {
   RequestOptions o;
   o.lease_id = lease_->id;
   o.token = token_;
-  o.retry_safe = retry_safe;
   return o;
 }
 
-Result<Reply> Session::call(Opcode op, Bytes payload, std::string_view what, bool retry_safe) {
-  auto r = lease_->conn.call(op, std::move(payload), opts(retry_safe));
+Result<Reply> Session::call(Opcode op, Bytes payload, std::string_view what) {
+  auto r = lease_->conn.call(op, std::move(payload), opts());
   if (!r) return with_context(std::move(r).error(), what);
   return r;
 }
@@ -189,7 +190,7 @@ Result<void> Session::take_deferred_error() {
 
 Result<DeviceBuffer> Session::mem_alloc(uint64_t size) {
   std::string what = "MEM_ALLOC " + std::to_string(size) + " bytes";
-  auto r = call(Opcode::kMemAlloc, wire::encode_payload(wire::MemAllocRequest{size}), what, true);
+  auto r = call(Opcode::kMemAlloc, wire::encode_payload(wire::MemAllocRequest{size}), what);
   if (!r) return std::move(r).error();
   auto m = Connection::decode_reply_as<wire::HandleReply>(Opcode::kMemAlloc, r->payload);
   if (!m) return with_context(std::move(m).error(), what);
@@ -198,7 +199,7 @@ Result<DeviceBuffer> Session::mem_alloc(uint64_t size) {
 
 Result<void> Session::mem_free(DeviceBuffer buf) {
   auto r = call(Opcode::kMemFree, wire::encode_payload(wire::HandleRequest{buf.handle}),
-                "MEM_FREE buffer " + hex(buf.handle), false);
+                "MEM_FREE buffer " + hex(buf.handle));
   if (!r) return std::move(r).error();
   return {};
 }
@@ -217,7 +218,7 @@ Result<void> Session::mem_write(const DeviceBuffer& buf, uint64_t offset, ByteSp
     w.u64(buf.handle);
     w.u64(offset + at);
     w.raw(data.subspan(at, n));
-    RequestOptions o = opts(true);
+    RequestOptions o = opts();
     if (progress) {
       // `done` counts the whole payload, including the 16-byte handle and offset.
       o.progress = [progress, at, total](uint64_t done, uint64_t) {
@@ -247,7 +248,7 @@ Result<Bytes> Session::mem_read(const DeviceBuffer& buf, uint64_t offset, uint64
     const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(chunk, length - at));
     auto pending = lease_->conn.send(
         Opcode::kMemRead, wire::encode_payload(wire::MemReadRequest{buf.handle, offset + at, n}),
-        opts(true));
+        opts());
     parts.push_back(Part{at, n, std::move(pending)});
     at += n;
   } while (at < length);
@@ -283,7 +284,7 @@ Result<Module> Session::module_load(ByteSpan image, ImageFormat format) {
   if (image.empty()) return make_error(Status::kInvalidArgument, "MODULE_LOAD: empty image");
   wire::ModuleLoadRequest req{format, Bytes(image.begin(), image.end())};
   std::string what = "MODULE_LOAD (" + std::to_string(image.size()) + " bytes)";
-  auto r = call(Opcode::kModuleLoad, wire::encode_payload(req), what, true);
+  auto r = call(Opcode::kModuleLoad, wire::encode_payload(req), what);
   if (!r) return std::move(r).error();
   auto m = Connection::decode_reply_as<wire::HandleReply>(Opcode::kModuleLoad, r->payload);
   if (!m) return with_context(std::move(m).error(), what);
@@ -292,7 +293,7 @@ Result<Module> Session::module_load(ByteSpan image, ImageFormat format) {
 
 Result<void> Session::module_unload(Module module) {
   auto r = call(Opcode::kModuleUnload, wire::encode_payload(wire::HandleRequest{module.handle}),
-                "MODULE_UNLOAD module " + hex(module.handle), false);
+                "MODULE_UNLOAD module " + hex(module.handle));
   if (!r) return std::move(r).error();
   return {};
 }
@@ -320,7 +321,7 @@ Result<void> Session::launch(const Module& module, std::string_view kernel, Dim3
   wire::LaunchRequest req{module.handle, std::string(kernel), grid,
                           block,         shared_bytes,        std::move(ka)};
   if (req.kernel.empty()) return make_error(Status::kInvalidArgument, "LAUNCH: empty kernel name");
-  auto pending = lease_->conn.send(Opcode::kLaunch, wire::encode_payload(req), opts(false));
+  auto pending = lease_->conn.send(Opcode::kLaunch, wire::encode_payload(req), opts());
   track("LAUNCH '" + req.kernel + "' (op " + std::to_string(++op_seq_) + ")", std::move(pending));
   return {};
 }
@@ -330,13 +331,13 @@ Result<void> Session::launch_with_args(const Module& module, std::string_view ke
   wire::LaunchRequest req{module.handle, std::string(kernel), grid,
                           block,         shared_bytes,        args.wire_args()};
   if (req.kernel.empty()) return make_error(Status::kInvalidArgument, "LAUNCH: empty kernel name");
-  auto pending = lease_->conn.send(Opcode::kLaunch, wire::encode_payload(req), opts(false));
+  auto pending = lease_->conn.send(Opcode::kLaunch, wire::encode_payload(req), opts());
   track("LAUNCH '" + req.kernel + "' (op " + std::to_string(++op_seq_) + ")", std::move(pending));
   return {};
 }
 
 Result<uint64_t> Session::sync() {
-  auto pending = lease_->conn.send(Opcode::kSync, wire::encode_payload(wire::Empty{}), opts(true));
+  auto pending = lease_->conn.send(Opcode::kSync, wire::encode_payload(wire::Empty{}), opts());
   reap(true);
   auto r = pending.wait();
   if (auto d = take_deferred_error(); !d) return std::move(d).error();
@@ -363,7 +364,7 @@ Result<SubmitResult> Session::submit(ByteSpan image, std::string_view kernel, Di
   req.shared_bytes = shared_bytes;
   req.args = args.args();
   const std::string what = "GPU_SUBMIT '" + req.kernel + "'";
-  RequestOptions o = opts(true);
+  RequestOptions o = opts();
   o.progress = std::move(progress);
   auto r = lease_->conn.call(Opcode::kGpuSubmit, wire::encode_payload(req), std::move(o));
   if (!r) return with_context(std::move(r).error(), what);

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "gpulease/wire/host_port.hpp"
+
 namespace gpulease::server {
 namespace {
 
@@ -44,16 +46,10 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   std::string listen;
   str("listen", listen);
   if (!listen.empty()) {
-    auto colon = listen.rfind(':');
-    if (colon == std::string::npos)
-      return make_error(Status::kInvalidArgument, "config listen wants HOST:PORT");
-    c.listen_host = listen.substr(0, colon);
-    char* end = nullptr;
-    long port = std::strtol(listen.c_str() + colon + 1, &end, 10);
-    if (end == listen.c_str() + colon + 1 || *end != '\0' || port < 0 || port > 65535) {
-      return make_error(Status::kInvalidArgument, "config listen: bad port in " + listen);
-    }
-    c.listen_port = static_cast<uint16_t>(port);
+    auto hp = wire::parse_host_port(listen, /*allow_port_zero=*/true);
+    if (!hp) return make_error(Status::kInvalidArgument, "config listen: " + hp.error().message);
+    c.listen_host = std::move(hp->host);
+    c.listen_port = hp->port;
   }
   str("backend", c.backend);
   str("node_id", c.node_id);
@@ -218,17 +214,10 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
   } catch (const CLI::ParseError& e) {
     return make_error(Status::kInvalidArgument, e.what());
   }
-  auto colon = listen.rfind(':');
-  if (colon == std::string::npos)
-    return make_error(Status::kInvalidArgument, "--listen wants HOST:PORT");
-  c.listen_host = listen.substr(0, colon);
-  try {
-    int p = std::stoi(listen.substr(colon + 1));
-    if (p < 0 || p > 65535) throw std::out_of_range("port");
-    c.listen_port = static_cast<uint16_t>(p);
-  } catch (const std::exception&) {
-    return make_error(Status::kInvalidArgument, "--listen: bad port in " + listen);
-  }
+  auto hp = wire::parse_host_port(listen, /*allow_port_zero=*/true);
+  if (!hp) return make_error(Status::kInvalidArgument, "--listen: " + hp.error().message);
+  c.listen_host = std::move(hp->host);
+  c.listen_port = hp->port;
   if (app.count("--log-level") && !parse_log_level(level, c.log_level)) {
     return make_error(Status::kInvalidArgument, "--log-level: unknown level " + level);
   }

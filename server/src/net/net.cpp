@@ -18,6 +18,7 @@
 #endif
 
 #include "connection.hpp"
+#include "gpulease/wire/host_port.hpp"
 #include "log.hpp"
 
 namespace gpulease::server {
@@ -85,12 +86,9 @@ Result<void> Server::start() {
   if (auto r = listen_on(acceptor_, *ep); !r) return r;
   port_ = acceptor_.local_endpoint().port();
   if (!cfg_.metrics_listen.empty()) {
-    auto colon = cfg_.metrics_listen.rfind(':');
-    if (colon == std::string::npos)
-      return make_error(Status::kInvalidArgument, "--metrics wants HOST:PORT");
-    int mport = std::atoi(cfg_.metrics_listen.c_str() + colon + 1);
-    if (mport < 0 || mport > 65535) return make_error(Status::kInvalidArgument, "bad metrics port");
-    auto mep = resolve(io_, cfg_.metrics_listen.substr(0, colon), static_cast<uint16_t>(mport));
+    auto mhp = wire::parse_host_port(cfg_.metrics_listen, /*allow_port_zero=*/true);
+    if (!mhp) return make_error(Status::kInvalidArgument, "--metrics: " + mhp.error().message);
+    auto mep = resolve(io_, mhp->host, mhp->port);
     if (!mep) return std::move(mep).error();
     if (auto r = listen_on(metrics_acceptor_, *mep); !r) return r;
     metrics_port_ = metrics_acceptor_.local_endpoint().port();

@@ -27,9 +27,14 @@ enum class Base64Variant {
 // wrong padding. nullopt on failure.
 [[nodiscard]] std::optional<wire::Bytes> from_base64(std::string_view text, Base64Variant variant);
 
-// Calls sodium_init() once per process. Every capability entry point that
-// touches libsodium calls it, so callers never need to.
-// Returns false only if libsodium cannot initialise (no usable RNG).
+// Calls sodium_init() once per process. Returns false only if libsodium
+// cannot initialise (no usable RNG); libsodium must then not be used.
 [[nodiscard]] bool ensure_sodium() noexcept;
+
+// ensure_sodium(), or stops the program: prints "gpulease: fatal: libsodium
+// failed to initialise ..." to stderr and aborts, since no key, token id or
+// signature can be made or checked safely without it. Every capability entry
+// point that touches libsodium calls it, so callers never need to.
+void require_sodium() noexcept;
 
 }  // namespace gpulease::capability

@@ -9,25 +9,42 @@
 // What it does:
 //  - TCP with TCP_NODELAY and keepalive; HELLO on connect (the node's limits,
 //    devices and identity come back in node_info()).
-//  - Pipelining: send() writes a request and returns at once with a
-//    PendingReply; a reader thread matches replies to requests by request id,
-//    so replies may come back in any order. At most the node's announced
-//    max_inflight requests are outstanding; send() blocks for a slot beyond
-//    that (the node would answer BUSY).
-//  - Reconnect: when the connection drops, the reader thread reconnects with
-//    exponential backoff, says HELLO again and resends every outstanding
-//    request marked retry-safe with the SAME request id (the node's replay
-//    window then answers a repeated MEM_ALLOC / MODULE_LOAD with its first
-//    answer; LEASE_ACQUIRE carries its own idempotency key). Requests that are
-//    not safe to repeat (LAUNCH, MEM_FREE, MODULE_UNLOAD) and were already on
-//    the old connection fail with kConnectionLost. Request ids start at a
-//    random 64-bit base per Connection and never repeat within it.
+//  - No thread of its own. send() writes the request on the caller's thread
+//    (or leaves it to the thread already writing) and returns a PendingReply.
+//    A caller in wait() reads the socket itself when no other thread is
+//    reading, and completes whichever requests the replies answer; the other
+//    waiters sleep until their reply is in or the reader steps down, and then
+//    one of them takes over. A lone caller's round trip is thus one write and
+//    one read on its own thread. Replies nobody waits for stay in the socket
+//    until someone waits (or calls ready(), which reads what has arrived).
+//  - Pipelining: replies may come back in any order and are matched by
+//    request id. At most the node's announced max_inflight requests are
+//    outstanding; send() beyond that reads replies (or waits for the reader)
+//    until a slot frees (the node would answer BUSY).
+//  - Reconnect: when the thread reading finds the connection dropped, it
+//    reconnects with exponential backoff, says HELLO again and resends every
+//    outstanding request marked retry-safe with the SAME request id (the
+//    node's replay window then answers a repeated MEM_ALLOC / MODULE_LOAD with
+//    its first answer; LEASE_ACQUIRE carries its own idempotency key).
+//    Requests that are not safe to repeat (LAUNCH, MEM_FREE, MODULE_UNLOAD)
+//    and were already on the old connection fail with kConnectionLost.
+//    PendingReply::resent() tells whether a reply answers a resend (what that
+//    means for an op is its caller's business: see Lease::release()). A drop
+//    is noticed by the next thread that reads. Request ids start at a random
+//    64-bit base per Connection and never repeat within it.
 //  - Errors: a reply with a non-OK status becomes an Error with that status
 //    and the node's message.
 //
-// Connection is a cheap, copyable handle to shared state; copies talk over the
-// same socket; its members are const because they act on that shared state.
-// THREAD SAFETY: every member may be called from any thread.
+// THREAD SAFETY: Connection is a cheap, copyable handle to shared state;
+// copies talk over the same socket; its members are const because they act on
+// that shared state. Every member of Connection may be called from any thread,
+// concurrently. A PendingReply belongs to one thread at a time (wait() once);
+// different PendingReplies may be waited on from different threads at once.
+// Progress callbacks run on whichever thread is writing the request (send
+// side) or reading the reply (receive side) -- often the caller's own, with
+// no library lock held. A callback may call send() and close(); it must not
+// wait for a reply (wait(), call(), ping()): on the reading thread that waits
+// for a reply only it would read, until the request's timeout.
 #pragma once
 
 #include <chrono>
@@ -83,9 +100,10 @@ struct Reply {
 };
 
 // Called as bytes of a request (sending) or its reply (receiving) move; on
-// the thread writing the frame while sending (usually the caller's), on the
-// reader thread while receiving. It may call send() and close() on the same
-// Connection (a send from a send-side callback goes out after the frame).
+// the thread writing the frame while sending, on the thread reading replies
+// while receiving (see THREAD SAFETY at the top). It may call send() and
+// close() on the same Connection (a send from a send-side callback goes out
+// after the frame); it must not wait for a reply.
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
 struct RequestOptions {
@@ -94,7 +112,8 @@ struct RequestOptions {
   // the connection's token.
   wire::Bytes token;
   // Whether the request may be resent after a reconnect (see top of file).
-  bool retry_safe = true;
+  // Unset: the opcode's resend_safe in wire::opcode_info().
+  std::optional<bool> retry_safe;
   // May run once more after wait() gave up on the request: keep what it
   // captures alive until the Connection is closed (or capture shared state).
   ProgressFn progress;
@@ -116,8 +135,13 @@ class PendingReply {
   // Blocks until the reply arrives (or the request fails). A reply with a
   // non-OK status is returned as its Error. May be called once.
   [[nodiscard]] Result<Reply> wait();
-  // True once wait() would not block.
+  // True once wait() would not block. Reads the replies that have already
+  // arrived when no other thread is reading; never waits for one.
   [[nodiscard]] bool ready() const;
+  // Whether the request was sent again after a reconnect (its reply may then
+  // answer the resend: an op that ended something the first time may report
+  // it as already ended). Meaningful after wait().
+  [[nodiscard]] bool resent() const;
   [[nodiscard]] bool valid() const noexcept { return slot_ != nullptr; }
   [[nodiscard]] uint64_t request_id() const noexcept;
 
@@ -131,7 +155,7 @@ class PendingReply {
 
 class Connection {
  public:
-  // Connects, says HELLO and starts the reader thread. Errors: kConnectionLost
+  // Connects and says HELLO. Errors: kConnectionLost
   // when the node cannot be reached, the node's status when HELLO fails.
   [[nodiscard]] static Result<Connection> connect(ConnectOptions options);
   // Convenience: "HOST:PORT" and the token's text form.
@@ -142,9 +166,13 @@ class Connection {
   [[nodiscard]] wire::HelloReply node_info() const;
   [[nodiscard]] const NodeAddress& address() const noexcept;
 
-  // Sends one request; returns without waiting for the reply. A payload over
-  // the node's announced max_payload_bytes fails with FRAME_TOO_LARGE without
-  // being sent.
+  // Sends one request; returns without waiting for the reply. Refused
+  // without being sent: a payload over the node's announced
+  // max_payload_bytes (FRAME_TOO_LARGE); an opcode outside the table, or a
+  // lease_id that breaks the opcode's lease rule in wire::opcode_info() (0
+  // where a lease is required, nonzero where none may be named):
+  // INVALID_ARGUMENT. The token goes with every opcode whose table entry
+  // needs one (all but HELLO and PING).
   [[nodiscard]] PendingReply send(wire::Opcode op, wire::Bytes payload,
                                   RequestOptions opts = {}) const;
   // send() + wait().
@@ -180,12 +208,14 @@ class Connection {
   };
   [[nodiscard]] Stats stats() const;
 
-  // Whether the connection is up now (false while reconnecting, after the
-  // reader gave up and after close()).
+  // Whether the connection is up as far as it knows (false while
+  // reconnecting, after a reconnect gave up and after close(); a drop is
+  // noticed by the next thread that reads).
   [[nodiscard]] bool connected() const;
 
   // Closes the socket and fails every outstanding request; later calls fail
-  // with kConnectionLost. Idempotent; does not wait for a blocked sender.
+  // with kConnectionLost. Idempotent; does not wait for a blocked sender or
+  // reader (shutting the socket down makes them return).
   // Copies share the closed state. The last copy's destruction closes it.
   void close() const;
 

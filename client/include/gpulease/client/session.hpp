@@ -176,8 +176,8 @@ class Session {
     std::string what;
     PendingReply reply;
   };
-  RequestOptions opts(bool retry_safe) const;
-  Result<Reply> call(wire::Opcode op, wire::Bytes payload, std::string_view what, bool retry_safe);
+  RequestOptions opts() const;
+  Result<Reply> call(wire::Opcode op, wire::Bytes payload, std::string_view what);
   void track(std::string what, PendingReply reply);
   // Collects finished (or, when `all`, every) pipelined replies, keeping the
   // first error.
