@@ -302,10 +302,26 @@ void BM_NodeMemReadPipelined(benchmark::State& state) {
 }
 BENCHMARK(BM_NodeMemReadPipelined)->UseRealTime();
 
-// Bulk writes: 256 MiB as 4 MiB MEM_WRITE frames, kBulkInflight in flight.
-void bulk_write(benchmark::State& state, Client& c, uint64_t lease, uint64_t handle,
-                wire::ByteSpan token) {
+// One untimed pass of writes over a buffer (see bulk_write's `warm`).
+void warm_buffer(Client& c, uint64_t lease, uint64_t handle, wire::ByteSpan token) {
   Bytes chunk(kChunk, std::byte{0x5a});
+  for (size_t off = 0; off < kBulk; off += kChunk) {
+    Bytes prefix(16);
+    wire::store_le64(prefix.data(), handle);
+    wire::store_le64(prefix.data() + 8, off);
+    c.send_parts(Opcode::kMemWrite, lease, token, prefix, chunk);
+    c.recv();
+  }
+}
+
+// Bulk writes: 256 MiB as 4 MiB MEM_WRITE frames, kBulkInflight in flight.
+// `warm`: one untimed pass first, so the sim device's pages are touched and
+// the node's body pool is filled: the timed passes measure the transfer, not
+// the first touch of a fresh 256 MiB device buffer.
+void bulk_write(benchmark::State& state, Client& c, uint64_t lease, uint64_t handle,
+                wire::ByteSpan token, bool warm = false) {
+  Bytes chunk(kChunk, std::byte{0x5a});
+  if (warm) warm_buffer(c, lease, handle, token);
   for (auto _ : state) {
     int inflight = 0;
     for (size_t off = 0; off < kBulk; off += kChunk) {
@@ -334,7 +350,7 @@ void BM_NodeBulkMemWrite(benchmark::State& state) {
   auto& fx = fixture();
   Client c(fx.srv->port());
   auto [lease, buf] = fx.lease_with_buffer(c, kBulk);
-  bulk_write(state, c, lease, buf, fx.token);
+  bulk_write(state, c, lease, buf, fx.token, /*warm=*/true);
   fx.release(c, lease);
 }
 BENCHMARK(BM_NodeBulkMemWrite)->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -367,10 +383,91 @@ void BM_NodeBulkMemRead(benchmark::State& state) {
   auto& fx = fixture();
   Client c(fx.srv->port());
   auto [lease, buf] = fx.lease_with_buffer(c, kBulk);
+  warm_buffer(c, lease, buf, fx.token);
   bulk_read(state, c, lease, buf, fx.token);
   fx.release(c, lease);
 }
 BENCHMARK(BM_NodeBulkMemRead)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// ---- Tenant isolation (issue 11): a victim's small ops while 8 other
+// tenants run spinning kernels, against the same victim alone in the same
+// run. Ratio: BM_VictimMemReadWith8Spinners p99 / BM_VictimMemReadAlone p99
+// (goal <= 3).
+
+// A kernel that spins until *flag != 0 (never, here): it runs until its
+// lease ends or its instruction budget runs out.
+constexpr char kSpinPtx[] =
+    ".version 7.8\n.target sm_75\n.address_size 64\n"
+    ".visible .entry spin(.param .u64 p)\n{\n"
+    ".reg .pred %p<2>;\n.reg .b32 %r<2>;\n.reg .b64 %rd<3>;\n"
+    "ld.param.u64 %rd2, [p];\ncvta.to.global.u64 %rd1, %rd2;\n"
+    "$L1:\nld.volatile.global.u32 %r1, [%rd1];\nsetp.eq.s32 %p1, %r1, 0;\n@%p1 bra $L1;\n"
+    "ret;\n}\n";
+
+// One spinning tenant: its lease runs `spin`, and a MEM_WRITE waits behind it.
+struct SpinningTenant {
+  explicit SpinningTenant(NodeFixture& fx) : c(fx.srv->port()) {
+    auto [l, flag] = fx.lease_with_buffer(c, 64);
+    lease = l;
+    Bytes p;
+    wire::ModuleLoadRequest m;
+    m.image = wire::to_bytes(kSpinPtx);
+    c.send(c.frame(Opcode::kModuleLoad, lease, fx.token, wire::encode_payload(m)));
+    if (c.recv(&p) != Status::kOk) return;
+    uint64_t mod = wire::decode_payload<wire::HandleReply>(p, {}).value().handle;
+    wire::LaunchRequest lr;
+    lr.module = mod;
+    lr.kernel = "spin";
+    lr.args.form = wire::ArgForm::kTyped;
+    wire::TypedArg a;
+    a.kind = wire::TypedArgKind::kBuffer;
+    a.handle = flag;
+    lr.args.typed.push_back(a);
+    c.send(c.frame(Opcode::kLaunch, lease, fx.token, wire::encode_payload(lr)));
+    ok = c.recv() == Status::kOk;
+    // Queued behind the kernel: before issue 11 this held a device thread.
+    c.send(c.frame(Opcode::kMemWrite, lease, fx.token,
+                   wire::encode_payload(wire::MemWriteRequest{flag, 4, Bytes(4)})));
+  }
+  // Ends the lease from another connection (cancels the kernel); the queued
+  // MEM_WRITE is then answered LEASE_EXPIRED on this one.
+  void end(NodeFixture& fx) {
+    Client other(fx.srv->port());
+    fx.release(other, lease);
+    c.recv();
+  }
+  Client c;
+  uint64_t lease = 0;
+  bool ok = false;
+};
+
+void victim_reads(benchmark::State& state, int spinners) {
+  auto& fx = fixture();
+  std::vector<std::unique_ptr<SpinningTenant>> spin;
+  for (int i = 0; i < spinners; ++i) {
+    spin.push_back(std::make_unique<SpinningTenant>(fx));
+    if (!spin.back()->ok) state.SkipWithError("spinner did not start");
+  }
+  Client c(fx.srv->port());
+  auto [lease, buf] = fx.lease_with_buffer(c, 4096);
+  Bytes f = c.frame(Opcode::kMemRead, lease, fx.token,
+                    wire::encode_payload(wire::MemReadRequest{buf, 0, 64}));
+  round_trips(state, c, f, [&](Status s) {
+    if (s != Status::kOk) state.SkipWithError("mem_read failed");
+  });
+  fx.release(c, lease);
+  for (auto& t : spin) t->end(fx);
+}
+
+void BM_VictimMemReadAlone(benchmark::State& state) {
+  victim_reads(state, 0);
+}
+BENCHMARK(BM_VictimMemReadAlone)->UseRealTime();
+
+void BM_VictimMemReadWith8Spinners(benchmark::State& state) {
+  victim_reads(state, 8);
+}
+BENCHMARK(BM_VictimMemReadWith8Spinners)->UseRealTime();
 
 }  // namespace
 

@@ -38,7 +38,8 @@ struct Fixture {
 
 bool allowed(Status s) {
   return s == Status::kOk || s == Status::kUnauthenticated || s == Status::kTokenExpired ||
-         s == Status::kPermissionDenied || s == Status::kRevoked;
+         s == Status::kPermissionDenied || s == Status::kRevoked ||
+         s == Status::kInvalidArgument;  // the header lease rule (step 8)
 }
 
 void check(Fixture& f, ByteSpan token, gpulease::wire::Opcode op, uint64_t lease) {

@@ -5,14 +5,19 @@ add_library(gpulease_node
   src/config.cpp
   src/log.cpp
   src/metrics.cpp
-  src/net.cpp
+  src/net/connection.cpp
+  src/net/frame_budget.cpp
+  src/net/net.cpp
   src/node.cpp
-  src/node_session.cpp
+  src/leases/admission.cpp
+  src/leases/lease_executor.cpp
 )
-target_include_directories(gpulease_node PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src)
+target_include_directories(gpulease_node PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src
+                                                ${CMAKE_CURRENT_SOURCE_DIR}/src/net)
 target_link_libraries(gpulease_node PUBLIC
   gpulease_wire gpulease_capability gpulease_backend_api gpulease_sim gpulease_asio
   CLI11::CLI11 tomlplusplus::tomlplusplus Threads::Threads)
+target_link_libraries(gpulease_node PRIVATE gpulease_sodium)
 if(TARGET gpulease_cuda)
   target_link_libraries(gpulease_node PUBLIC gpulease_cuda)
   target_compile_definitions(gpulease_node PRIVATE GPULEASE_HAVE_CUDA_BACKEND=1)

@@ -10,6 +10,7 @@ gpulease_add_test(capability_test
     capability_signature_cache_test.cpp
     capability_revocation_test.cpp
     capability_verifier_test.cpp
+    capability_docs_test.cpp
   LIBS gpulease_capability gpulease_sodium
   LABELS capability)
 

@@ -1,6 +1,8 @@
 // Shared fixtures for the capability tests: fixed keys and a reference token.
 #pragma once
 
+#include <optional>
+
 #include <array>
 #include <cstdint>
 #include <string>
@@ -55,8 +57,13 @@ inline wire::Bytes mint(const Authority& a, const Claims& c) {
   return r.ok() ? std::move(r).value() : wire::Bytes{};
 }
 
-inline VerifyRequest request(wire::Opcode op, uint64_t lease = 0, int64_t now = kNow) {
-  return VerifyRequest{op, lease, now};
+// A frame of `op` on `lease`; by default the lease its opcode's header rule
+// wants (lease 42 for opcodes that act on a lease, 0 for the others).
+inline VerifyRequest request(wire::Opcode op, std::optional<uint64_t> lease = std::nullopt,
+                             int64_t now = kNow) {
+  const wire::OpcodeInfo* info = wire::find_opcode(static_cast<uint16_t>(op));
+  const bool acts_on_lease = info != nullptr && info->lease_rule == wire::LeaseRule::kRequired;
+  return VerifyRequest{op, lease ? *lease : (acts_on_lease ? 42u : 0u), now};
 }
 
 }  // namespace gpulease::capability::testing

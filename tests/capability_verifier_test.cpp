@@ -101,16 +101,16 @@ TEST_F(VerifierTest, ExtremeTimesDoNotOverflow) {
   Claims c = reference_claims();
   c.not_before = 0;
   c.expires_at = UINT64_MAX;
-  EXPECT_EQ(status_of(c, request(Opcode::kMemAlloc, 0, INT64_MAX)), Status::kOk);
-  EXPECT_EQ(status_of(c, request(Opcode::kMemAlloc, 0, -5)), Status::kOk);
+  EXPECT_EQ(status_of(c, request(Opcode::kMemAlloc, 42, INT64_MAX)), Status::kOk);
+  EXPECT_EQ(status_of(c, request(Opcode::kMemAlloc, 42, -5)), Status::kOk);
   c.not_before = UINT64_MAX - 1;
-  EXPECT_EQ(status_of(c, request(Opcode::kMemAlloc, 0, INT64_MAX)), Status::kTokenExpired);
+  EXPECT_EQ(status_of(c, request(Opcode::kMemAlloc, 42, INT64_MAX)), Status::kTokenExpired);
 }
 
 TEST_F(VerifierTest, CachedSignatureStillChecksTimeOnEveryFrame) {
   const wire::Bytes t = mint(reference_claims());
   ASSERT_TRUE(verifier_.verify(t, request(Opcode::kMemAlloc)));
-  EXPECT_EQ(verifier_.verify(t, request(Opcode::kMemAlloc, 0, kNow + 3600 + 30)).status(),
+  EXPECT_EQ(verifier_.verify(t, request(Opcode::kMemAlloc, 42, kNow + 3600 + 30)).status(),
             Status::kTokenExpired);
   EXPECT_GE(verifier_.stats().cache.hits, 1u);
 }
@@ -248,14 +248,44 @@ TEST_F(VerifierTest, ConcurrentVerificationIsConsistent) {
   EXPECT_EQ(verifier_.stats().accepted, 1600u);
 }
 
-TEST(CheckLeaseOwner, OnlyTheOwningTenantPasses) {
+TEST(CheckLeaseOwner, AnotherTenantsLeaseIsAnsweredAsIfItDidNotExist) {
   Claims c = reference_claims();
   EXPECT_TRUE(check_lease_owner(c, "alice"));
   auto r = check_lease_owner(c, "bob");
-  EXPECT_EQ(r.status(), Status::kPermissionDenied);
-  EXPECT_EQ(r.error().message.rfind("not_lease_owner", 0), 0u);
+  EXPECT_EQ(r.status(), Status::kLeaseNotFound);
+  EXPECT_EQ(r.error().message, kNoSuchLeaseMessage);
   c.lease_id = 42;  // binding does not cross tenants
-  EXPECT_EQ(check_lease_owner(c, "bob").status(), Status::kPermissionDenied);
+  EXPECT_EQ(check_lease_owner(c, "bob").status(), Status::kLeaseNotFound);
+}
+
+TEST_F(VerifierTest, TheHeaderLeaseRuleIsEnforcedAfterTheTokenChecks) {
+  const Claims c = reference_claims();
+  auto acquire = verifier_.verify(mint(c), request(Opcode::kLeaseAcquire, 42));
+  EXPECT_EQ(acquire.status(), Status::kInvalidArgument);
+  EXPECT_EQ(reason_of(mint(c), request(Opcode::kLeaseAcquire, 42)), "lease_rule");
+  EXPECT_EQ(reason_of(mint(c), request(Opcode::kLeaseList, 7)), "lease_rule");
+  EXPECT_EQ(reason_of(mint(c), request(Opcode::kMemAlloc, 0)), "lease_rule");
+  EXPECT_EQ(reason_of(mint(c), request(Opcode::kCapRequest, 0)), "lease_rule");
+  EXPECT_TRUE(verifier_.verify(mint(c), request(Opcode::kLeaseAcquire, 0)));
+  EXPECT_TRUE(verifier_.verify(mint(c), request(Opcode::kMemAlloc, 9)));
+  // A token check that fails first still decides.
+  Claims expired = c;
+  expired.expires_at = kNow - 3600;
+  expired.not_before = kNow - 7200;
+  EXPECT_EQ(reason_of(mint(expired), request(Opcode::kLeaseAcquire, 42)), "expired");
+}
+
+TEST_F(VerifierTest, ALeaseBoundTokenNeverAcquiresOrLists) {
+  Claims c = reference_claims();
+  c.lease_id = 42;
+  // Not even when the header names its own lease (the hole this closes).
+  for (uint64_t lease : {uint64_t{0}, uint64_t{42}}) {
+    auto r = verifier_.verify(mint(c), request(Opcode::kLeaseAcquire, lease));
+    EXPECT_EQ(r.status(), Status::kPermissionDenied) << lease;
+    EXPECT_EQ(reason_of(mint(c), request(Opcode::kLeaseList, lease)), "wrong_lease") << lease;
+  }
+  EXPECT_TRUE(verifier_.verify(mint(c), request(Opcode::kMemAlloc, 42)));
+  EXPECT_EQ(reason_of(mint(c), request(Opcode::kMemAlloc, 43)), "wrong_lease");
 }
 
 TEST(CheckVramCeiling, ZeroMeansNoCeiling) {
@@ -277,8 +307,9 @@ TEST(DenyReasons, NamesAndStatusesMatchTheSpec) {
   EXPECT_EQ(deny_reason_status(DenyReason::kRevokedToken), Status::kRevoked);
   EXPECT_EQ(deny_reason_status(DenyReason::kRevokedTenant), Status::kRevoked);
   EXPECT_EQ(deny_reason_status(DenyReason::kWrongLease), Status::kPermissionDenied);
-  EXPECT_EQ(deny_reason_status(DenyReason::kNotLeaseOwner), Status::kPermissionDenied);
+  EXPECT_EQ(deny_reason_status(DenyReason::kNotLeaseOwner), Status::kLeaseNotFound);
   EXPECT_EQ(deny_reason_status(DenyReason::kVramCeiling), Status::kPermissionDenied);
+  EXPECT_EQ(deny_reason_status(DenyReason::kLeaseRule), Status::kInvalidArgument);
 }
 
 }  // namespace

@@ -232,8 +232,7 @@ class DeafNode {
     wire::HelloReply hello;
     hello.node_id = "deaf";
     hello.backend = "sim";
-    hello.limits.max_payload_bytes = 256u << 20;
-    hello.limits.max_inflight = 4;
+    hello.limits = {1024, 64u << 20, 4, 128, 4096, 256, 3600};
     Bytes payload = wire::encode_payload(hello);
     wire::FrameHeader r;
     r.opcode = wire::Opcode::kHello;

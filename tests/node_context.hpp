@@ -27,16 +27,19 @@ class NodeContext : public server::DeviceContext {
     if (r.status() != Status::kOk) return make_error(r.status(), r.message());
     return r.as<wire::HandleReply>().handle;
   }
-  Result<void> mem_free(uint64_t addr) override {
-    return status_of(client_.call(Opcode::kMemFree, lease_, token_, wire::HandleRequest{addr}));
+  void mem_free_async(uint64_t addr, Completion done) override {
+    done(status_of(client_.call(Opcode::kMemFree, lease_, token_, wire::HandleRequest{addr})));
   }
   // The node checks ranges against the buffer a handle names: the tests pass
   // buffer base addresses, so the handle is the address itself.
-  Result<void> mem_write(uint64_t addr, std::span<const std::byte> data) override {
+  void mem_write_async(uint64_t addr, std::span<const std::byte> data, Completion done) override {
     wire::MemWriteRequest w{addr, 0, Bytes(data.begin(), data.end())};
-    return status_of(client_.call(Opcode::kMemWrite, lease_, token_, w));
+    done(status_of(client_.call(Opcode::kMemWrite, lease_, token_, w)));
   }
-  Result<void> mem_read(uint64_t addr, std::span<std::byte> out) override {
+  void mem_read_async(uint64_t addr, std::span<std::byte> out, Completion done) override {
+    done(read(addr, out));
+  }
+  Result<void> read(uint64_t addr, std::span<std::byte> out) {
     auto r = client_.call(Opcode::kMemRead, lease_, token_,
                           wire::MemReadRequest{addr, 0, static_cast<uint32_t>(out.size())});
     if (r.status() != Status::kOk) return make_error(r.status(), r.message());

@@ -7,3 +7,5 @@ gpulease_add_test(server_frames_test SOURCES server_frames_test.cpp LIBS gpuleas
 gpulease_add_test(node_kernels_test SOURCES sim_kernels_test.cpp LIBS gpulease_node gpulease_kernels)
 target_compile_definitions(node_kernels_test PRIVATE GPULEASE_KERNELS_THROUGH_NODE=1)
 gpulease_add_test(server_config_test SOURCES server_config_test.cpp LIBS gpulease_node)
+# The network layer under attack (issue 11): loopback, bounded loops.
+gpulease_add_test(server_attack_test SOURCES server_attack_test.cpp LIBS gpulease_node)

@@ -2,9 +2,12 @@
 // file, and out-of-domain values are refused with a message, not a crash.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -83,6 +86,83 @@ TEST(ServerConfig, BadValuesAreRefusedWithAMessage) {
     }
     std::filesystem::remove(path);
   }
+}
+
+}  // namespace
+}  // namespace gpulease::server
+
+namespace gpulease::server {
+namespace {
+
+// docs/OPERATING.md and --help agree: every flag --help lists is documented,
+// and the network limits' documented defaults are the config struct's.
+TEST(ConfigDoc, HelpAndOperatingMdAgree) {
+  std::ostringstream captured;
+  auto* old = std::cout.rdbuf(captured.rdbuf());
+  NodeConfig cfg;
+  bool help = false;
+  Argv a({"--help"});
+  auto r = parse_node_config(a.argc(), a.argv(), cfg, help);
+  std::cout.rdbuf(old);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(help);
+  const std::string text = captured.str();
+  std::ifstream f(std::string(GPULEASE_SOURCE_DIR) + "/docs/OPERATING.md");
+  std::stringstream doc;
+  doc << f.rdbuf();
+  const std::string md = doc.str();
+  ASSERT_FALSE(md.empty());
+  size_t pos = 0, flags = 0;
+  while ((pos = text.find("--", pos)) != std::string::npos) {
+    size_t end = pos + 2;
+    while (end < text.size() &&
+           (std::isalnum(static_cast<unsigned char>(text[end])) || text[end] == '-'))
+      ++end;
+    std::string flag = text.substr(pos, end - pos);
+    pos = end;
+    if (flag == "--" || flag == "--help") continue;
+    ++flags;
+    EXPECT_NE(md.find("`" + flag), std::string::npos) << flag << " is not in OPERATING.md";
+  }
+  EXPECT_GT(flags, 20u);
+  // The documented default of each network limit, in the doc's units.
+  const NodeConfig d;
+  auto row = [&](const std::string& flag) {
+    size_t at = md.find("| `" + flag + "` |");
+    EXPECT_NE(at, std::string::npos) << flag;
+    if (at == std::string::npos) return std::string();
+    size_t start = md.find('|', at + 3 + flag.size()) + 1;
+    size_t stop = md.find('|', start);
+    std::string cell = md.substr(start, stop - start);
+    cell.erase(0, cell.find_first_not_of(' '));
+    cell.erase(cell.find_last_not_of(' ') + 1);
+    return cell;
+  };
+  auto mib = [](uint64_t v) { return std::to_string(v >> 20) + " MiB"; };
+  EXPECT_EQ(row("--frame-bytes-per-tenant"), mib(d.frame_bytes_per_tenant));
+  EXPECT_EQ(row("--frame-bytes-per-connection"), mib(d.frame_bytes_per_connection));
+  EXPECT_EQ(row("--body-pool-bytes"), mib(d.body_pool_bytes));
+  EXPECT_EQ(row("--reply-queue-bytes"), mib(d.reply_queue_bytes));
+  EXPECT_EQ(row("--metrics-max-connections"), std::to_string(d.metrics_max_connections));
+  EXPECT_EQ(row("--metrics-timeout-ms"), std::to_string(d.metrics_timeout_ms));
+  EXPECT_EQ(row("--frame-bytes-budget"), "1 GiB");
+  EXPECT_EQ(d.frame_bytes_budget, 1ull << 30);
+}
+
+TEST(ConfigDoc, NetworkSharesAreCheckedAgainstEachOther) {
+  NodeConfig cfg;
+  EXPECT_FALSE(parse({"--frame-bytes-per-tenant", "0"}, cfg).ok());
+  cfg = NodeConfig{};
+  EXPECT_FALSE(parse({"--frame-bytes-per-tenant", std::to_string(2ull << 30)}, cfg).ok());
+  cfg = NodeConfig{};
+  EXPECT_FALSE(parse({"--frame-bytes-per-connection", std::to_string(512ull << 20)}, cfg).ok());
+  cfg = NodeConfig{};
+  EXPECT_FALSE(parse({"--metrics-max-connections", "0"}, cfg).ok());
+  cfg = NodeConfig{};
+  EXPECT_TRUE(
+      parse({"--frame-bytes-per-connection", "1048576", "--reply-queue-bytes", "65536"}, cfg).ok());
+  EXPECT_EQ(cfg.frame_bytes_per_connection, 1u << 20);
+  EXPECT_EQ(cfg.reply_queue_bytes, 65536u);
 }
 
 }  // namespace

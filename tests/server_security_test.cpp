@@ -1,5 +1,7 @@
 // Per-frame authorization through the node: every token failure, two tenants
 // that try to touch each other's leases and handles, scoped tokens.
+#include <set>
+
 #include "server_test_util.hpp"
 
 namespace gpulease::testing {
@@ -95,18 +97,18 @@ TEST_F(SecurityTest, TwoTenantsCannotTouchEachOthersLeasesOrHandles) {
   uint64_t b = acquire(c_, bob_);
   uint64_t abuf = alloc(c_, a, alice_, 64);
   uint64_t bbuf = alloc(c_, b, bob_, 64);
-  // Bob names Alice's lease: refused, whatever the op.
+  // Bob names Alice's lease: to him it does not exist, whatever the op.
   for (Opcode op : {Opcode::kLeaseQuery, Opcode::kLeaseRelease, Opcode::kSync}) {
-    EXPECT_EQ(c_.call(op, a, bob_, wire::Empty{}).status(), Status::kPermissionDenied);
+    EXPECT_EQ(c_.call(op, a, bob_, wire::Empty{}).status(), Status::kLeaseNotFound);
   }
   EXPECT_EQ(c_.call(Opcode::kMemRead, a, bob_, wire::MemReadRequest{abuf, 0, 64}).status(),
-            Status::kPermissionDenied);
+            Status::kLeaseNotFound);
   EXPECT_EQ(c_.call(Opcode::kLeaseRenew, a, bob_, wire::LeaseRenewRequest{60}).status(),
-            Status::kPermissionDenied);
+            Status::kLeaseNotFound);
   EXPECT_EQ(
       c_.call(Opcode::kCapRequest, a, bob_, wire::CapRequestRequest{bits(Permission::kMem), 60})
           .status(),
-      Status::kPermissionDenied);
+      Status::kLeaseNotFound);
   // Bob names Alice's buffer inside his own lease: not a handle of his lease.
   EXPECT_EQ(c_.call(Opcode::kMemRead, b, bob_, wire::MemReadRequest{abuf, 0, 64}).status(),
             Status::kInvalidHandle);
@@ -130,6 +132,75 @@ TEST_F(SecurityTest, ATokenBoundToOneLeaseActsOnNoOther) {
   EXPECT_EQ(c_.call(Opcode::kLeaseQuery, a1, bound, wire::Empty{}).status(), Status::kOk);
   EXPECT_EQ(c_.call(Opcode::kLeaseQuery, a2, bound, wire::Empty{}).status(),
             Status::kPermissionDenied);
+}
+
+TEST_F(SecurityTest, ALeaseBoundTokenCanNeitherAcquireNorList) {
+  uint64_t lease = acquire(c_, alice_);
+  Bytes bound = node_.token("alice", capability::kAllPermissions, 600, lease);
+  // Naming its own lease in the header does not make an acquire or a list legal.
+  for (uint64_t hdr : {uint64_t{0}, lease}) {
+    EXPECT_EQ(
+        c_.call(Opcode::kLeaseAcquire, hdr, bound, wire::LeaseAcquireRequest{1 << 20, 60}).status(),
+        Status::kPermissionDenied)
+        << hdr;
+    EXPECT_EQ(c_.call(Opcode::kLeaseList, hdr, bound, wire::Empty{}).status(),
+              Status::kPermissionDenied)
+        << hdr;
+  }
+  auto list = c_.call(Opcode::kLeaseList, 0, alice_, wire::Empty{}).as<wire::LeaseListReply>();
+  EXPECT_EQ(list.leases.size(), 1u);  // nothing was acquired
+}
+
+TEST_F(SecurityTest, TheHeaderLeaseRuleIsEnforced) {
+  uint64_t lease = acquire(c_, alice_);
+  auto r = c_.call(Opcode::kLeaseAcquire, lease, alice_, wire::LeaseAcquireRequest{1 << 20, 60});
+  EXPECT_EQ(r.status(), Status::kInvalidArgument);
+  EXPECT_EQ(r.message(), "lease_id must be 0 for LEASE_ACQUIRE");
+  EXPECT_EQ(c_.call(Opcode::kLeaseList, lease, alice_, wire::Empty{}).status(),
+            Status::kInvalidArgument);
+  EXPECT_EQ(c_.call(Opcode::kPing, 7, {}, wire::PingRequest{}).status(), Status::kInvalidArgument);
+  auto q = c_.call(Opcode::kLeaseQuery, 0, alice_, wire::Empty{});
+  EXPECT_EQ(q.status(), Status::kInvalidArgument);
+  EXPECT_EQ(q.message(), "lease_id required");
+  auto list = c_.call(Opcode::kLeaseList, 0, alice_, wire::Empty{}).as<wire::LeaseListReply>();
+  EXPECT_EQ(list.leases.size(), 1u);
+}
+
+TEST_F(SecurityTest, CapRequestNeverGrantsLeaseAcquire) {
+  uint64_t lease = acquire(c_, alice_);
+  auto r = c_.call(Opcode::kCapRequest, lease, alice_,
+                   wire::CapRequestRequest{bits(Permission::kLeaseAcquire), 30});
+  EXPECT_EQ(r.status(), Status::kPermissionDenied) << r.message();
+  r = c_.call(Opcode::kCapRequest, lease, alice_,
+              wire::CapRequestRequest{capability::kAllPermissions, 30});
+  EXPECT_EQ(r.status(), Status::kPermissionDenied) << r.message();
+}
+
+TEST_F(SecurityTest, AnAbsentAndAForeignLeaseAreAnsweredIdentically) {
+  uint64_t a = acquire(c_, alice_);
+  uint64_t absent = a ^ 0x5a5a'5a5a'0000'0001ull;
+  auto foreign = c_.call(Opcode::kLeaseQuery, a, bob_, wire::Empty{});
+  auto missing = c_.call(Opcode::kLeaseQuery, absent, bob_, wire::Empty{});
+  EXPECT_EQ(foreign.status(), Status::kLeaseNotFound);
+  EXPECT_EQ(missing.status(), Status::kLeaseNotFound);
+  EXPECT_EQ(foreign.message(), missing.message());
+  EXPECT_EQ(foreign.message(), "no such lease");
+}
+
+TEST_F(SecurityTest, LeaseIdsAreRandomNotSequential) {
+  std::set<uint64_t> ids;
+  int adjacent = 0;
+  uint64_t prev = 0;
+  for (int i = 0; i < 8; ++i) {
+    uint64_t id = acquire(c_, alice_, 1 << 16);
+    ASSERT_NE(id, 0u);
+    if (prev != 0 && (id - prev < 1024 || prev - id < 1024)) ++adjacent;
+    prev = id;
+    ids.insert(id);
+  }
+  EXPECT_EQ(ids.size(), 8u);
+  // Sequential ids would make every pair adjacent; random 64-bit ids none.
+  EXPECT_EQ(adjacent, 0);
 }
 
 TEST_F(SecurityTest, CapRequestIssuesAScopedTokenForOneLease) {

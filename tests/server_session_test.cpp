@@ -313,6 +313,43 @@ TEST_F(SessionTest, GpuSubmitRunsOneKernelAndReturnsItsOutputs) {
   EXPECT_EQ(info.modules, 0u);
 }
 
+TEST_F(SessionTest, GpuSubmitChargesItsModuleToTheLeaseQuota) {
+  std::string text = ptx("vector.ptx");
+  // A lease whose quota holds the buffers but not the module.
+  uint64_t lease = acquire(c_, tok_, 4096);
+  wire::GpuSubmitRequest req;
+  req.image = wire::to_bytes(text + std::string(8192, '\n'));
+  req.kernel = "vector_add";
+  req.grid = {1, 1, 1};
+  req.block = {4, 1, 1};
+  req.args.push_back({wire::SubmitArgKind::kIn, Bytes(16), 0});
+  req.args.push_back({wire::SubmitArgKind::kIn, Bytes(16), 0});
+  req.args.push_back({wire::SubmitArgKind::kOut, {}, 16});
+  Bytes nb(4);
+  wire::store_le32(nb.data(), 4);
+  req.args.push_back({wire::SubmitArgKind::kScalar, nb, 0});
+  auto r = c_.call(Opcode::kGpuSubmit, lease, tok_, req);
+  EXPECT_EQ(r.status(), Status::kAllocFailed) << r.message();
+  auto info = c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>();
+  EXPECT_EQ(info.used_bytes, 0u);
+  EXPECT_EQ(info.modules, 0u);
+}
+
+TEST_F(SessionTest, ZeroLengthWriteAndReadAtTheEndOfABufferAreOk) {
+  uint64_t lease = acquire(c_, tok_);
+  uint64_t buf = alloc(c_, lease, tok_, 64);
+  EXPECT_EQ(c_.call(Opcode::kMemWrite, lease, tok_, wire::MemWriteRequest{buf, 64, {}}).status(),
+            Status::kOk);
+  auto r = c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{buf, 64, 0});
+  EXPECT_EQ(r.status(), Status::kOk) << r.message();
+  EXPECT_TRUE(r.payload.empty());
+  // One past the end is still out of range.
+  EXPECT_EQ(c_.call(Opcode::kMemWrite, lease, tok_, wire::MemWriteRequest{buf, 65, {}}).status(),
+            Status::kOutOfRange);
+  EXPECT_EQ(c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{buf, 65, 0}).status(),
+            Status::kOutOfRange);
+}
+
 TEST_F(SessionTest, RetriedAllocWithTheSameRequestIdReturnsTheFirstAnswer) {
   uint64_t lease = acquire(c_, tok_);
   Bytes p = wire::encode_payload(wire::MemAllocRequest{4096});
@@ -403,6 +440,27 @@ TEST_F(SessionTest, AcquireWithTheSameIdempotencyKeyReturnsTheSameLease) {
   req.idempotency_key[0] = 43;
   EXPECT_NE(c_.call(Opcode::kLeaseAcquire, 0, tok_, req).as<wire::LeaseAcquireReply>().lease_id,
             a.lease_id);
+}
+
+TEST_F(SessionTest, AnIdempotencyKeyReusedWithOtherParametersIsAConflict) {
+  wire::LeaseAcquireRequest req{1 << 20, 60};
+  req.idempotency_key[0] = 7;
+  auto first = c_.call(Opcode::kLeaseAcquire, 0, tok_, req);
+  ASSERT_EQ(first.status(), Status::kOk);
+  for (int field = 0; field < 4; ++field) {
+    wire::LeaseAcquireRequest other = req;
+    if (field == 0) other.min_vram = 2 << 20;
+    if (field == 1) other.ttl_s = 61;
+    if (field == 2) other.flags = wire::kAcquireReleaseOnDisconnect;
+    if (field == 3) other.device = 0;
+    auto r = c_.call(Opcode::kLeaseAcquire, 0, tok_, other);
+    EXPECT_EQ(r.status(), Status::kIdempotencyConflict) << field << ": " << r.message();
+  }
+  // The same parameters still get the first lease; nothing else was acquired.
+  auto again = c_.call(Opcode::kLeaseAcquire, 0, tok_, req).as<wire::LeaseAcquireReply>();
+  EXPECT_EQ(again.lease_id, first.as<wire::LeaseAcquireReply>().lease_id);
+  auto list = c_.call(Opcode::kLeaseList, 0, tok_, wire::Empty{}).as<wire::LeaseListReply>();
+  EXPECT_EQ(list.leases.size(), 1u);
 }
 
 TEST_F(SessionTest, RenewExtendsTheLeaseButNeverPastTheToken) {

@@ -147,9 +147,59 @@ TEST(WireMessages, EveryRequestTypeRoundTripsWithEdgeValues) {
   expect_round_trip(sample_submit());
 }
 
+TEST(WireMessages, HelloReplyAnnouncingALimitOutsideOneToTheMaximumIsBadFrame) {
+  HelloReply h = sample_hello_reply();
+  h.limits.max_arg_bytes = kLimits.max_arg_bytes + 1;
+  auto d = decode_payload<HelloReply>(encode_payload(h), kLimits);
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.status(), Status::kBadFrame);
+  h = sample_hello_reply();
+  h.limits.max_lease_ttl_s = 0;
+  d = decode_payload<HelloReply>(encode_payload(h), kLimits);
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.status(), Status::kBadFrame);
+}
+
+TEST(WireMessages, StructuralErrorsWinOverValueErrorsWhereverTheyAre) {
+  // An empty kernel name (INVALID_ARGUMENT) early, an unknown argument form
+  // (BAD_FRAME) later: the structural error is reported.
+  LaunchRequest l;
+  l.module = 1;
+  l.kernel = "";
+  l.grid = {1, 1, 1};
+  l.block = {1, 1, 1};
+  Bytes p = encode_payload(l);
+  p[8 + 2 + 12 + 12 + 4] = std::byte{7};  // the args form byte
+  auto d = decode_payload<LaunchRequest>(p, kLimits);
+  ASSERT_FALSE(d);
+  EXPECT_EQ(d.status(), Status::kBadFrame) << d.error().message;
+  // Only value errors: the first field's is reported.
+  LeaseAcquireRequest a;
+  a.min_vram = 0;
+  a.ttl_s = 0;
+  auto e = decode_payload<LeaseAcquireRequest>(encode_payload(a), kLimits);
+  ASSERT_FALSE(e);
+  EXPECT_EQ(e.status(), Status::kInvalidArgument);
+  EXPECT_NE(e.error().message.find("min_vram"), std::string::npos) << e.error().message;
+}
+
 TEST(WireMessages, EveryReplyTypeRoundTripsWithEdgeValues) {
   expect_round_trip(sample_hello_reply());
-  expect_round_trip(HelloReply{});
+  {
+    // Announced limits at both ends of 1..the protocol maximum.
+    HelloReply lowest;
+    lowest.limits = {1, 1, 1, 1, 1, 1, 1};
+    expect_round_trip(lowest);
+    HelloReply highest;
+    highest.limits = {kLimits.max_token_bytes,
+                      kLimits.max_payload_bytes,
+                      kLimits.max_inflight,
+                      kLimits.max_kernel_args,
+                      kLimits.max_arg_bytes,
+                      kLimits.max_name_bytes,
+                      ~0u};
+    expect_round_trip(highest);
+  }
   expect_round_trip(PingReply{fill(3, 1)});
   expect_round_trip(LeaseAcquireReply{~0ull, 0xffff, ~0ull, ~0ull});
   expect_round_trip(LeaseRenewReply{~0ull});

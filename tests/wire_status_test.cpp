@@ -42,6 +42,7 @@ constexpr Expected kTable[] = {
     {21, "INTERNAL", true},
     {22, "INVALID_ARGUMENT", false},
     {23, "UNSUPPORTED", false},
+    {24, "IDEMPOTENCY_CONFLICT", false},
 };
 
 TEST(WireStatus, EveryStatusHasTheNumberAndNameTheSpecGives) {

@@ -122,7 +122,7 @@ json fields_json(const cap::Claims& c) {
 struct Check {
   std::string node_id = kNode;
   wire::Opcode opcode = wire::Opcode::kLeaseQuery;
-  uint64_t frame_lease_id = 0;
+  uint64_t frame_lease_id = 42;  // LEASE_QUERY names its lease (the header lease rule)
   int64_t now = kNow;
   const char* lease_owner = nullptr;  // run check_lease_owner with this owner
   uint64_t acquire_bytes = 0;         // run check_vram_ceiling with this request (if non-zero)
@@ -167,7 +167,7 @@ struct Generator {
     }
     const cap::Claims c = view->to_claims();
     const wire::Bytes msg = cap::signing_message(view->body);
-    valid.push_back(json{{"name", name},
+    valid.push_back(json{{"id", name},
                          {"description", description},
                          {"fields", fields_json(c)},
                          {"size", token.size()},
@@ -183,7 +183,7 @@ struct Generator {
   void add_invalid(const std::string& name, cap::DenyReason reason, const std::string& description,
                    const wire::Bytes& token, const Check& check) {
     invalid.push_back(
-        json{{"name", name},
+        json{{"id", name},
              {"reason", std::string(cap::deny_reason_name(reason))},
              {"description", description},
              {"token_hex", hex(token)},
@@ -199,7 +199,9 @@ struct Generator {
       add_valid("acquire_any_lease",
                 "Lease management for any lease of the tenant, 2 GiB acquire ceiling",
                 must(A.mint(c)),
-                Check{.opcode = wire::Opcode::kLeaseAcquire, .acquire_bytes = 2 * kGiB});
+                Check{.opcode = wire::Opcode::kLeaseAcquire,
+                      .frame_lease_id = 0,
+                      .acquire_bytes = 2 * kGiB});
     }
     {
       auto c = base_claims("session_bound_to_lease");
@@ -265,7 +267,7 @@ struct Generator {
       auto c = base_claims("no_permissions");
       c.perms = 0;
       add_valid("no_permissions", "A token with no permission still passes for PING",
-                must(A.mint(c)), Check{.opcode = wire::Opcode::kPing});
+                must(A.mint(c)), Check{.opcode = wire::Opcode::kPing, .frame_lease_id = 0});
     }
     {
       // CAP_REQUEST: the node narrows a broad token to one lease.
@@ -468,14 +470,35 @@ struct Generator {
       c.lease_id = 42;
       add_invalid("bound_token_acquires", R::kWrongLease,
                   "A lease-bound token cannot acquire (LEASE_ACQUIRE names no lease)",
-                  must(A.mint(c)), Check{.opcode = wire::Opcode::kLeaseAcquire});
+                  must(A.mint(c)),
+                  Check{.opcode = wire::Opcode::kLeaseAcquire, .frame_lease_id = 0});
+      add_invalid("bound_token_acquires_naming_its_lease", R::kWrongLease,
+                  "A lease-bound token cannot acquire even when the header names its lease",
+                  must(A.mint(c)),
+                  Check{.opcode = wire::Opcode::kLeaseAcquire, .frame_lease_id = 42});
+      add_invalid("bound_token_lists", R::kWrongLease,
+                  "A lease-bound token cannot list the tenant's leases", must(A.mint(c)),
+                  Check{.opcode = wire::Opcode::kLeaseList, .frame_lease_id = 0});
     }
-    add_invalid("not_lease_owner", R::kNotLeaseOwner, "Lease 9 belongs to bob",
+    {
+      auto c = base_claims("lease_rule_acquire_names_a_lease");
+      add_invalid("lease_rule_acquire_names_a_lease", R::kLeaseRule,
+                  "LEASE_ACQUIRE whose header lease_id is not 0", must(A.mint(c)),
+                  Check{.opcode = wire::Opcode::kLeaseAcquire, .frame_lease_id = 42});
+      c = base_claims("lease_rule_query_names_none");
+      add_invalid("lease_rule_query_names_none", R::kLeaseRule,
+                  "LEASE_QUERY whose header lease_id is 0", must(A.mint(c)),
+                  Check{.opcode = wire::Opcode::kLeaseQuery, .frame_lease_id = 0});
+    }
+    add_invalid("not_lease_owner", R::kNotLeaseOwner,
+                "Lease 9 belongs to bob: answered as if it did not exist",
                 must(A.mint(base_claims("not_lease_owner"))),
                 Check{.frame_lease_id = 9, .lease_owner = "bob"});
     add_invalid("vram_ceiling", R::kVramCeiling, "Acquire of 2 GiB + 1 with a 2 GiB ceiling",
                 must(A.mint(base_claims("vram_ceiling"))),
-                Check{.opcode = wire::Opcode::kLeaseAcquire, .acquire_bytes = 2 * kGiB + 1});
+                Check{.opcode = wire::Opcode::kLeaseAcquire,
+                      .frame_lease_id = 0,
+                      .acquire_bytes = 2 * kGiB + 1});
     // Order: when several checks fail, the earliest in the order decides.
     {
       auto c = base_claims("order_signature_before_time");

@@ -293,9 +293,11 @@ std::vector<Vector> requests() {
                       Empty{}, 9, kLease));
   v.push_back(request("request.lease_list", "LEASE_LIST of the tenant's leases (lease_id 0)",
                       Opcode::kLeaseList, Empty{}, 10, 0));
-  v.push_back(request("request.cap_request",
-                      "CAP_REQUEST: permissions 0x0000007f, ttl 300 s, bound to lease 42",
-                      Opcode::kCapRequest, CapRequestRequest{0x7f, 300}, 11, kLease));
+  v.push_back(
+      request("request.cap_request",
+              "CAP_REQUEST: permissions 0x0000007e (all but lease_acquire and admin), ttl 300 s, "
+              "bound to lease 42",
+              Opcode::kCapRequest, CapRequestRequest{0x7e, 300}, 11, kLease));
   v.push_back(request("request.mem_alloc", "MEM_ALLOC 4096 bytes", Opcode::kMemAlloc,
                       MemAllocRequest{4096}, 12, kLease));
   v.push_back(request("request.mem_free", "MEM_FREE of a buffer handle", Opcode::kMemFree,
@@ -552,7 +554,8 @@ std::vector<Vector> frames_invalid() {
     f = encode_frame(reply_header(Opcode::kMemAlloc, 12, kLease), {}, le64(kBuffer));
     store_le16(f.data() + kOffStatus, kMaxStatusValue + 1);
     reseal(f);
-    bad("frame.unknown_status_in_reply", "reply frame with status 24 (not defined)", f,
+    bad("frame.unknown_status_in_reply",
+        "reply frame with status " + std::to_string(kMaxStatusValue + 1) + " (not defined)", f,
         Status::kBadFrame, alloc, true);
     f = encode_frame(reply_header(Opcode::kMemAlloc, 12, kLease), {}, le64(kBuffer));
     store_le16(f.data() + kOffOpcode, 0x7777);
@@ -600,6 +603,82 @@ std::vector<Vector> frames_invalid() {
       Status::kFrameTooLarge);
   bad("frame.payload_len_too_large.max", "payload_len 0xffffffff",
       header_only(static_cast<uint32_t>(kToken.size()), 0xffffffff), Status::kFrameTooLarge);
+
+  // Two faults in one frame: the first check in PROTOCOL.md's order names
+  // the status (fatal checks, magic, version and lengths, before the others;
+  // every header check before the checksum).
+  auto two = [&](std::string id, std::string desc, std::function<void(Bytes&)> edit, bool seal,
+                 Status s, uint16_t op = 0x0601) {
+    bad("frame.two_faults." + id, std::move(desc), with(std::move(edit), seal), s, op);
+  };
+  two(
+      "bad_magic_and_version", "bad magic and version 2: magic is checked first",
+      [](Bytes& f) {
+        f[3] = std::byte{'T'};
+        store_le16(f.data() + kOffVersion, 2);
+      },
+      true, Status::kBadFrame);
+  two(
+      "version_and_flag", "version 2 and flag bit 0x0002: version is checked first",
+      [](Bytes& f) {
+        store_le16(f.data() + kOffVersion, 2);
+        store_le16(f.data() + kOffFlags, 2);
+      },
+      true, Status::kUnsupportedVersion);
+  {
+    Bytes f = header_only(kLimits.max_token_bytes + 1, 8);
+    store_le16(f.data() + kOffFlags, 2);
+    reseal(f);
+    bad("frame.two_faults.flag_and_token_len",
+        "flag bit 0x0002 and token_len 1025: the length (which closes the connection) is "
+        "checked first; only the header is sent",
+        f, Status::kFrameTooLarge);
+    f = header_only(static_cast<uint32_t>(kToken.size()), kLimits.max_payload_bytes + 1);
+    store_le16(f.data() + kOffOpcode, 0x0777);
+    reseal(f);
+    bad("frame.two_faults.unknown_opcode_and_payload_len",
+        "undefined opcode 0x0777 and payload_len 64 MiB + 1: the length is checked first; only "
+        "the header is sent",
+        f, Status::kFrameTooLarge, 0x0777);
+  }
+  two(
+      "reserved_and_unknown_opcode", "reserved field 1 and undefined opcode 0x0777: reserved first",
+      [](Bytes& f) {
+        store_le32(f.data() + kOffReserved, 1);
+        store_le16(f.data() + kOffOpcode, 0x0777);
+      },
+      true, Status::kBadFrame, 0x0777);
+  two(
+      "flag_and_checksum", "flag bit 0x0002 and a wrong checksum: header checks come first",
+      [](Bytes& f) {
+        store_le16(f.data() + kOffFlags, 2);
+        f[kOffChecksum] ^= std::byte{1};
+      },
+      false, Status::kBadFrame);
+  two(
+      "unknown_opcode_and_checksum",
+      "undefined opcode 0x0777 and a wrong checksum: header checks come first",
+      [](Bytes& f) {
+        store_le16(f.data() + kOffOpcode, 0x0777);
+        f[kOffChecksum] ^= std::byte{1};
+      },
+      false, Status::kUnknownOpcode, 0x0777);
+  two(
+      "status_in_request_and_checksum",
+      "a request with status 10 and a wrong checksum: header checks come first",
+      [](Bytes& f) {
+        store_le16(f.data() + kOffStatus, 10);
+        f[kOffChecksum] ^= std::byte{1};
+      },
+      false, Status::kBadFrame);
+  two(
+      "trailing_byte_and_checksum",
+      "one byte after the declared payload and a wrong checksum: lengths before the checksum",
+      [](Bytes& f) {
+        f.push_back(std::byte{0});
+        f[kOffChecksum] ^= std::byte{1};
+      },
+      false, Status::kBadFrame);
 
   // Inconsistent lengths.
   bad("frame.longer_than_declared", "one byte after the declared payload",
@@ -745,7 +824,7 @@ std::vector<Vector> payloads_invalid(const std::vector<Vector>& valid) {
       kS,
       concat({submit_head(), Bytes{std::byte{1}, std::byte{0}, std::byte{2}},
               le64(kLimits.max_payload_bytes + 1ull)}),
-      Status::kInvalidArgument);
+      Status::kFrameTooLarge);
   req("payload.gpu_submit.outputs_over_limit",
       "two out arguments of 40 MiB each: the reply could not fit a frame", kS,
       concat({submit_head(), Bytes{std::byte{2}, std::byte{0}, std::byte{2}}, le64(40u << 20),
@@ -754,6 +833,18 @@ std::vector<Vector> payloads_invalid(const std::vector<Vector>& valid) {
   req("payload.gpu_submit.in_empty", "GPU_SUBMIT in argument with 0 bytes", kS,
       concat({submit_head(), Bytes{std::byte{1}, std::byte{0}, std::byte{1}}, le32(0)}),
       Status::kInvalidArgument);
+  req("payload.gpu_submit.inout_empty", "GPU_SUBMIT inout argument with 0 bytes", kS,
+      concat({submit_head(), Bytes{std::byte{1}, std::byte{0}, std::byte{3}}, le32(0)}),
+      Status::kInvalidArgument);
+  {
+    // The image field of submit_head() is its first bytes32: replace it by an empty one.
+    Bytes head = submit_head();
+    const uint32_t image_len = load_le32(head.data() + 1);
+    Bytes p = concat({Bytes{std::byte{0}}, le32(0), Bytes(head.begin() + 5 + image_len, head.end()),
+                      Bytes{std::byte{0}, std::byte{0}}});
+    req("payload.gpu_submit.image_empty", "GPU_SUBMIT with an empty module image", kS, p,
+        Status::kInvalidArgument);
+  }
   {
     Bytes p = concat({submit_head(), Bytes{std::byte{32}, std::byte{0}}});
     for (int i = 0; i < 32; ++i)
@@ -878,6 +969,41 @@ std::vector<Vector> payloads_invalid(const std::vector<Vector>& valid) {
     p[0] = std::byte{0xff};
     req("payload.gpu_submit.unknown_format", "GPU_SUBMIT image format 0xff", kS, p,
         Status::kInvalidArgument);
+  }
+  // Two faults in one payload: every structural error (BAD_FRAME,
+  // FRAME_TOO_LARGE) wins over every value error (INVALID_ARGUMENT); among
+  // value errors the first field wins.
+  req("payload.lease_acquire.two_faults.value_then_flag",
+      "exclusivity 3 (a value error) and acquire flag bit 0x02 (structural): BAD_FRAME", kA,
+      acquire(4096, 60, 3, 2), Status::kBadFrame);
+  req("payload.lease_acquire.two_faults.two_values", "min_vram 0 and exclusivity 3", kA,
+      acquire(0, 60, 3, 0), Status::kInvalidArgument);
+  req("payload.launch.two_faults.scalar_then_unknown_kind",
+      "typed scalar of 257 bytes (a value error) then argument kind 2 (structural): BAD_FRAME", kL,
+      concat({launch_head(1),
+              Bytes{std::byte{2}, std::byte{0}, std::byte{0}, std::byte{1}, std::byte{1}},
+              Bytes(257, std::byte{0}), Bytes{std::byte{2}}, le64(0), le64(0)}),
+      Status::kBadFrame);
+  req("payload.launch.two_faults.empty_kernel_then_count_over_limit",
+      "empty kernel name (a value error) then typed argument count 129: FRAME_TOO_LARGE", kL,
+      concat({le64(kModule), Bytes{std::byte{0}, std::byte{0}}, le32(1), le32(1), le32(1), le32(1),
+              le32(1), le32(1), le32(0), Bytes{std::byte{1}, std::byte{129}, std::byte{0}}}),
+      Status::kFrameTooLarge);
+  req("payload.gpu_submit.two_faults.in_empty_then_truncated",
+      "an empty IN argument (a value error) then a second argument cut short: BAD_FRAME", kS,
+      concat({submit_head(), Bytes{std::byte{2}, std::byte{0}, std::byte{1}}, le32(0),
+              Bytes{std::byte{2}, std::byte{0}}}),
+      Status::kBadFrame);
+  {
+    HelloReply h = hello_reply();
+    h.limits.max_payload_bytes = kLimits.max_payload_bytes + 1;
+    rep("payload.hello.limit_above_maximum",
+        "HELLO reply announcing max_payload_bytes 64 MiB + 1 (above the protocol maximum)",
+        Opcode::kHello, encode_payload(h), Status::kBadFrame);
+    h = hello_reply();
+    h.limits.max_inflight = 0;
+    rep("payload.hello.limit_zero", "HELLO reply announcing max_inflight 0", Opcode::kHello,
+        encode_payload(h), Status::kBadFrame);
   }
   {
     Bytes p = encode_payload(lease_info(kLease, LeaseState::kActive));

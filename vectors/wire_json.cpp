@@ -1,7 +1,10 @@
 #include "wire_json.hpp"
 
+#include <array>
 #include <cstdio>
 #include <stdexcept>
+#include <type_traits>
+#include <utility>
 
 namespace gpulease::vectors {
 
@@ -493,81 +496,34 @@ Json reply_to_json(const ReplyMessage& m) {
   return std::visit([](const auto& v) { return to_j(v); }, m);
 }
 
-// The opcode -> message type mapping mirrors decode_request/decode_reply in
-// wire/src/messages.cpp; the vector tests decode every vector both ways, so a
-// mismatch fails them.
-RequestMessage request_from_json(Opcode op, const Json& j) {
-  using V = RequestMessage;
-  switch (op) {
-    case Opcode::kHello:
-      return make<HelloRequest, V>(j);
-    case Opcode::kPing:
-      return make<PingRequest, V>(j);
-    case Opcode::kLeaseAcquire:
-      return make<LeaseAcquireRequest, V>(j);
-    case Opcode::kLeaseRenew:
-      return make<LeaseRenewRequest, V>(j);
-    case Opcode::kLeaseRelease:
-    case Opcode::kLeaseQuery:
-    case Opcode::kLeaseList:
-    case Opcode::kSync:
-      return make<Empty, V>(j);
-    case Opcode::kCapRequest:
-      return make<CapRequestRequest, V>(j);
-    case Opcode::kMemAlloc:
-      return make<MemAllocRequest, V>(j);
-    case Opcode::kMemFree:
-    case Opcode::kModuleUnload:
-      return make<HandleRequest, V>(j);
-    case Opcode::kMemWrite:
-      return make<MemWriteRequest, V>(j);
-    case Opcode::kMemRead:
-      return make<MemReadRequest, V>(j);
-    case Opcode::kModuleLoad:
-      return make<ModuleLoadRequest, V>(j);
-    case Opcode::kLaunch:
-      return make<LaunchRequest, V>(j);
-    case Opcode::kGpuSubmit:
-      return make<GpuSubmitRequest, V>(j);
+// The opcode -> message type mapping is the codec's (OpcodeMessages in
+// messages.hpp, generated over wire::kOpcodeTable), not a copy of it.
+namespace {
+
+template <typename V, bool kRequest, size_t... I>
+V from_json_by_table(Opcode op, const Json& j, std::index_sequence<I...>) {
+  using Maker = V (*)(const Json&);
+  static constexpr std::array<Maker, sizeof...(I)> kMakers{{+[](const Json& js) {
+    constexpr Opcode kOp = kOpcodeTable[I].op;
+    using M = std::conditional_t<kRequest, RequestOf<kOp>, ReplyOf<kOp>>;
+    return make<M, V>(js);
+  }...}};
+  for (size_t i = 0; i < kOpcodeTable.size(); ++i) {
+    if (kOpcodeTable[i].op == op) return kMakers[i](j);
   }
   throw std::invalid_argument("unknown opcode");
 }
 
+}  // namespace
+
+RequestMessage request_from_json(Opcode op, const Json& j) {
+  return from_json_by_table<RequestMessage, true>(op, j,
+                                                  std::make_index_sequence<kOpcodeTable.size()>{});
+}
+
 ReplyMessage reply_from_json(Opcode op, const Json& j) {
-  using V = ReplyMessage;
-  switch (op) {
-    case Opcode::kHello:
-      return make<HelloReply, V>(j);
-    case Opcode::kPing:
-      return make<PingReply, V>(j);
-    case Opcode::kLeaseAcquire:
-      return make<LeaseAcquireReply, V>(j);
-    case Opcode::kLeaseRenew:
-      return make<LeaseRenewReply, V>(j);
-    case Opcode::kLeaseRelease:
-    case Opcode::kMemFree:
-    case Opcode::kMemWrite:
-    case Opcode::kModuleUnload:
-      return make<Empty, V>(j);
-    case Opcode::kLeaseQuery:
-      return make<LeaseInfo, V>(j);
-    case Opcode::kLeaseList:
-      return make<LeaseListReply, V>(j);
-    case Opcode::kCapRequest:
-      return make<CapRequestReply, V>(j);
-    case Opcode::kMemAlloc:
-    case Opcode::kModuleLoad:
-      return make<HandleReply, V>(j);
-    case Opcode::kMemRead:
-      return make<MemReadReply, V>(j);
-    case Opcode::kLaunch:
-      return make<LaunchReply, V>(j);
-    case Opcode::kSync:
-      return make<SyncReply, V>(j);
-    case Opcode::kGpuSubmit:
-      return make<GpuSubmitReply, V>(j);
-  }
-  throw std::invalid_argument("unknown opcode");
+  return from_json_by_table<ReplyMessage, false>(op, j,
+                                                 std::make_index_sequence<kOpcodeTable.size()>{});
 }
 
 // ---- Frames --------------------------------------------------------------------

@@ -42,41 +42,28 @@ std::string_view trim(std::string_view s) {
 
 }  // namespace
 
+// The opcode table (wire/opcodes.hpp) names permissions by bit; these are
+// the same bits.
+namespace pb = wire::permission_bit;
+static_assert(pb::kNone == bits(Permission::kNone));
+static_assert(pb::kLeaseAcquire == bits(Permission::kLeaseAcquire));
+static_assert(pb::kLeaseQuery == bits(Permission::kLeaseQuery));
+static_assert(pb::kLeaseRenew == bits(Permission::kLeaseRenew));
+static_assert(pb::kLeaseRelease == bits(Permission::kLeaseRelease));
+static_assert(pb::kMem == bits(Permission::kMem));
+static_assert(pb::kModule == bits(Permission::kModule));
+static_assert(pb::kTaskletSubmit == bits(Permission::kTaskletSubmit));
+static_assert(pb::kCapRequest == bits(Permission::kCapRequest));
+
 std::optional<Permission> required_permission(wire::Opcode op) noexcept {
-  using wire::Opcode;
-  switch (op) {
-    case Opcode::kHello:
-    case Opcode::kPing:
-      return Permission::kNone;
-    case Opcode::kLeaseAcquire:
-      return Permission::kLeaseAcquire;
-    case Opcode::kLeaseQuery:
-    case Opcode::kLeaseList:
-      return Permission::kLeaseQuery;
-    case Opcode::kLeaseRenew:
-      return Permission::kLeaseRenew;
-    case Opcode::kLeaseRelease:
-      return Permission::kLeaseRelease;
-    case Opcode::kCapRequest:
-      return Permission::kCapRequest;
-    case Opcode::kMemAlloc:
-    case Opcode::kMemFree:
-    case Opcode::kMemWrite:
-    case Opcode::kMemRead:
-      return Permission::kMem;
-    case Opcode::kModuleLoad:
-    case Opcode::kModuleUnload:
-      return Permission::kModule;
-    case Opcode::kLaunch:
-    case Opcode::kSync:
-    case Opcode::kGpuSubmit:
-      return Permission::kTaskletSubmit;
-  }
-  return std::nullopt;
+  const wire::OpcodeInfo* info = wire::find_opcode(static_cast<uint16_t>(op));
+  if (info == nullptr) return std::nullopt;
+  return static_cast<Permission>(info->permission);
 }
 
 bool requires_token(wire::Opcode op) noexcept {
-  return op != wire::Opcode::kHello && op != wire::Opcode::kPing;
+  const wire::OpcodeInfo* info = wire::find_opcode(static_cast<uint16_t>(op));
+  return info == nullptr || info->needs_token;
 }
 
 std::string_view permission_name(Permission p) noexcept {

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "gpulease/capability/encoding.hpp"
+#include "gpulease/wire/utf8.hpp"
 
 namespace gpulease::capability {
 namespace {
@@ -36,40 +37,14 @@ bool is_valid_name(std::string_view s) noexcept {
   // No leading or trailing space: a revocation file (which trims its lines)
   // must be able to name every tenant.
   if (s.front() == ' ' || s.back() == ' ') return false;
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
   size_t i = 0;
-  while (i < n) {
-    const unsigned c = p[i];
-    if (c < 0x80) {
-      if (c < 0x20 || c == 0x7f) return false;
-      ++i;
-      continue;
-    }
-    size_t len;
-    uint32_t cp;
-    if (c >= 0xc2 && c <= 0xdf) {
-      len = 2;
-      cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      len = 3;
-      cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;  // continuation byte, overlong lead (c0, c1) or > f4
-    }
-    if (n - i < len) return false;
-    for (size_t k = 1; k < len; ++k) {
-      const unsigned cc = p[i + k];
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff))) return false;
-    if (cp >= 0xd800 && cp <= 0xdfff) return false;
-    // C1 controls (U+0080..U+009F) are as unprintable as C0 ones.
-    if (cp < 0xa0) return false;
+  while (i < s.size()) {
+    uint32_t cp = 0;
+    const size_t len = wire::utf8_sequence(s, i, &cp);
+    if (len == 0) return false;
+    // Names are printed in logs and revocation files: no C0 or C1 controls,
+    // no DEL (NUL is a C0 control).
+    if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) return false;
     i += len;
   }
   return true;

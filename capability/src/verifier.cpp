@@ -24,8 +24,9 @@ constexpr std::array<ReasonInfo, kDenyReasonCount> kReasons{{
     {"revoked_token", Status::kRevoked},
     {"revoked_tenant", Status::kRevoked},
     {"wrong_lease", Status::kPermissionDenied},
-    {"not_lease_owner", Status::kPermissionDenied},
+    {"not_lease_owner", Status::kLeaseNotFound},
     {"vram_ceiling", Status::kPermissionDenied},
+    {"lease_rule", Status::kInvalidArgument},
 }};
 
 Error reason_error(DenyReason r, std::string_view detail) {
@@ -120,7 +121,22 @@ Result<Claims> Verifier::verify(wire::ByteSpan token, const VerifyRequest& req) 
       return deny(DenyReason::kRevokedTenant, "");
   }
 
-  // 8. Lease binding.
+  // 8. The header lease rule and the lease binding. A lease-bound token acts
+  // on its lease and nothing else: it acquires nothing and lists nothing.
+  const wire::OpcodeInfo* info = wire::find_opcode(static_cast<uint16_t>(req.opcode));
+  const bool acts_on_lease = info != nullptr && info->lease_rule == wire::LeaseRule::kRequired;
+  if (t.lease_id != 0 && !acts_on_lease) {
+    return deny(DenyReason::kWrongLease,
+                "a lease-bound token cannot use " + std::string(wire::opcode_name(req.opcode)));
+  }
+  if (acts_on_lease && req.frame_lease_id == 0) {
+    return deny(DenyReason::kLeaseRule, std::string(wire::opcode_name(req.opcode)) +
+                                            " needs the lease in the header's lease_id");
+  }
+  if (!acts_on_lease && req.frame_lease_id != 0) {
+    return deny(DenyReason::kLeaseRule,
+                "lease_id must be 0 for " + std::string(wire::opcode_name(req.opcode)));
+  }
   if (t.lease_id != 0 && t.lease_id != req.frame_lease_id) {
     return deny(DenyReason::kWrongLease, "token is bound to lease " + std::to_string(t.lease_id));
   }
@@ -141,7 +157,8 @@ VerifierStats Verifier::stats() const {
 
 Result<void> check_lease_owner(const Claims& claims, std::string_view lease_owner_tenant) {
   if (claims.tenant != lease_owner_tenant) {
-    return reason_error(DenyReason::kNotLeaseOwner, "lease belongs to another tenant");
+    // Not reason_error: the reply must read exactly as for an absent lease.
+    return make_error(Status::kLeaseNotFound, std::string(kNoSuchLeaseMessage));
   }
   return {};
 }

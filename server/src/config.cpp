@@ -93,6 +93,12 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   u64("tenant_max_bytes", c.tenant_max_bytes);
   u32("reaper_interval_ms", c.reaper_interval_ms);
   u64("frame_bytes_budget", c.frame_bytes_budget);
+  u64("frame_bytes_per_tenant", c.frame_bytes_per_tenant);
+  u64("frame_bytes_per_connection", c.frame_bytes_per_connection);
+  u64("body_pool_bytes", c.body_pool_bytes);
+  u64("reply_queue_bytes", c.reply_queue_bytes);
+  u32("metrics_max_connections", c.metrics_max_connections);
+  u32("metrics_timeout_ms", c.metrics_timeout_ms);
   u32("max_buffers_per_lease", c.max_buffers_per_lease);
   u32("max_modules_per_lease", c.max_modules_per_lease);
   if (!bad.empty())
@@ -185,6 +191,24 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
   app.add_option("--frame-bytes-budget", c.frame_bytes_budget,
                  "frame bodies held at once across connections; readers wait past it")
       ->capture_default_str();
+  app.add_option("--frame-bytes-per-tenant", c.frame_bytes_per_tenant,
+                 "share of the frame-bytes budget one tenant's connections may hold")
+      ->capture_default_str();
+  app.add_option("--frame-bytes-per-connection", c.frame_bytes_per_connection,
+                 "share of the frame-bytes budget one connection may hold")
+      ->capture_default_str();
+  app.add_option("--body-pool-bytes", c.body_pool_bytes,
+                 "large frame-body buffers kept for reuse; beyond it they are freed")
+      ->capture_default_str();
+  app.add_option("--reply-queue-bytes", c.reply_queue_bytes,
+                 "a connection reads no new frame while this many reply bytes wait")
+      ->capture_default_str();
+  app.add_option("--metrics-max-connections", c.metrics_max_connections,
+                 "metrics endpoint: scrapes served at once; more are closed")
+      ->capture_default_str();
+  app.add_option("--metrics-timeout-ms", c.metrics_timeout_ms,
+                 "metrics endpoint: a scrape is closed after this long")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -227,6 +251,15 @@ Result<void> validate_node_config(const NodeConfig& c) {
   if (c.tenant_max_leases == 0) return bad("tenant_max_leases must be >= 1");
   if (c.frame_bytes_budget < c.limits.max_payload_bytes)
     return bad("frame_bytes_budget must be >= max_payload_bytes");
+  // A share smaller than one frame would still admit it alone; a share
+  // larger than the one above it means nothing.
+  if (c.frame_bytes_per_tenant == 0 || c.frame_bytes_per_tenant > c.frame_bytes_budget)
+    return bad("frame_bytes_per_tenant must be 1..frame_bytes_budget");
+  if (c.frame_bytes_per_connection == 0 || c.frame_bytes_per_connection > c.frame_bytes_per_tenant)
+    return bad("frame_bytes_per_connection must be 1..frame_bytes_per_tenant");
+  if (c.reply_queue_bytes == 0) return bad("reply_queue_bytes must be >= 1");
+  if (c.metrics_max_connections == 0 || c.metrics_timeout_ms == 0)
+    return bad("metrics_max_connections and metrics_timeout_ms must be >= 1");
   if (c.sim_devices == 0 || c.sim_devices > wire::Limits{}.max_devices)
     return bad("sim_devices must be 1..64");
   return {};

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "gpulease/capability/verifier.hpp"
 #include "gpulease/wire/limits.hpp"
 #include "gpulease/wire/result.hpp"
 #include "log.hpp"
@@ -24,6 +25,13 @@ struct NodeConfig {
   uint32_t frame_timeout_ms = 30'000;  // a started frame must complete within this
   wire::Limits limits;
   uint64_t frame_bytes_budget = 1ull << 30;  // bytes of frame bodies held at once, all connections
+  uint64_t frame_bytes_per_tenant = 256ull << 20;      // ... by the connections of one tenant
+  uint64_t frame_bytes_per_connection = 128ull << 20;  // ... by one connection
+  uint64_t body_pool_bytes = 64ull << 20;    // large body buffers kept for reuse; the rest freed
+  uint64_t reply_queue_bytes = 64ull << 20;  // a connection reads no new frame past this many
+                                             // reply bytes queued or owed to MEM_READs in flight
+  uint32_t metrics_max_connections = 16;     // metrics endpoint: scrapes served at once
+  uint32_t metrics_timeout_ms = 5'000;       // metrics endpoint: a scrape's deadline
 
   // Backend
   std::string backend = "auto";  // auto | sim | cuda
@@ -37,8 +45,8 @@ struct NodeConfig {
   std::vector<std::string> authority_keys;  // .pub files
   std::string node_key;                     // .key file; empty = ephemeral key
   std::string revocation_file;              // empty = none
-  uint32_t clock_skew_s = 30;
-  uint32_t token_cache_entries = 4096;
+  uint32_t clock_skew_s = capability::kDefaultClockSkewS;
+  uint32_t token_cache_entries = capability::kDefaultSignatureCacheEntries;
 
   // Leases
   uint32_t min_ttl_s = 1;

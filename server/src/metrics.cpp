@@ -130,6 +130,20 @@ std::string Metrics::render() const {
   sample(o, "gpulease_connections_rejected_total", "", rd(connections_rejected));
   header(o, "gpulease_bad_frames_total", "counter", "Frames rejected before dispatch.");
   sample(o, "gpulease_bad_frames_total", "", rd(bad_frames));
+  header(o, "gpulease_metrics_connections_rejected_total", "counter",
+         "Metrics scrapes refused by the endpoint's connection limit.");
+  sample(o, "gpulease_metrics_connections_rejected_total", "", rd(metrics_connections_rejected));
+  if (frame_bytes_stats) {
+    auto fb = frame_bytes_stats();
+    header(o, "gpulease_frame_bytes_held", "gauge",
+           "Frame-body bytes reserved against the frame-bytes budget now.");
+    sample(o, "gpulease_frame_bytes_held", "", fb.held);
+    header(o, "gpulease_frame_bytes_pooled", "gauge", "Body buffer bytes kept for reuse.");
+    sample(o, "gpulease_frame_bytes_pooled", "", fb.pooled);
+    header(o, "gpulease_frame_budget_waits_total", "counter",
+           "Frames that waited for room in a share of the frame-bytes budget.");
+    sample(o, "gpulease_frame_budget_waits_total", "", fb.waits);
+  }
 
   header(o, "gpulease_request_duration_seconds", "histogram",
          "Time from frame read to reply queued, by opcode.");

@@ -49,7 +49,15 @@ class Metrics {
   std::atomic<int64_t> connections_active{0};
   std::atomic<uint64_t> connections_total{0};
   std::atomic<uint64_t> connections_rejected{0};
-  std::atomic<uint64_t> bad_frames{0};  // frames rejected before dispatch
+  std::atomic<uint64_t> bad_frames{0};                    // frames rejected before dispatch
+  std::atomic<uint64_t> metrics_connections_rejected{0};  // scrapes past the endpoint's limit
+
+  // The network layer's memory (installed by the Server while it runs):
+  // frame-body bytes reserved now, pooled body buffers, budget waits.
+  struct FrameBytes {
+    uint64_t held = 0, pooled = 0, waits = 0;
+  };
+  std::function<FrameBytes()> frame_bytes_stats;
 
   // Token cache counters live in the verifier; the node installs a reader.
   std::function<std::pair<uint64_t, uint64_t>()> token_cache_stats;  // hits, misses

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cassert>
 #include <future>
-#include <random>
+#include <optional>
+
+#include <sodium.h>
 
 #include "gpulease/capability/permissions.hpp"
 #include "log.hpp"
@@ -32,12 +34,38 @@ unsigned or_cores(unsigned n) {
   return n != 0 ? n : std::max(1u, std::thread::hardware_concurrency());
 }
 
-// Lease ids are not guessable (a start at a random base), though guessing one
-// grants nothing: every frame is checked against the lease's tenant.
-uint64_t random_lease_base() {
-  std::random_device rd;
-  uint64_t v = (uint64_t{rd()} << 32) ^ rd();
-  return (v & 0x0000'ffff'ffff'0000ull) | 1;
+// A fresh lease id: 64 random bits from the CSPRNG, never 0. Ids cannot be
+// enumerated, and the caller re-draws on a collision.
+uint64_t random_lease_id() {
+  uint64_t v = 0;
+  while (v == 0) randombytes_buf(&v, sizeof v);
+  return v;
+}
+
+// The message of every "no such lease" answer, whether the lease never
+// existed or belongs to another tenant: the two must be indistinguishable.
+constexpr std::string_view kNoSuchLease = "no such lease";
+
+// The header lease rule, after the token verified (claims == nullptr for ops
+// that need none). A lease-bound token acquires nothing and lists nothing,
+// and acts on its own lease only (the verifier checked that lease_id too).
+Result<void> check_header_lease(const wire::FrameHeader& h, const capability::Claims* c) {
+  const bool none = wire::opcode_info(h.opcode).lease_rule == wire::LeaseRule::kZero;
+  if (c != nullptr && c->lease_id != 0) {
+    if (none) {
+      return make_error(Status::kPermissionDenied, "a token bound to a lease cannot " +
+                                                       std::string(wire::opcode_name(h.opcode)));
+    }
+    if (h.lease_id != c->lease_id) {
+      return make_error(Status::kPermissionDenied, "token is bound to another lease");
+    }
+  }
+  if (none && h.lease_id != 0) {
+    return make_error(Status::kInvalidArgument,
+                      "lease_id must be 0 for " + std::string(wire::opcode_name(h.opcode)));
+  }
+  if (!none && h.lease_id == 0) return make_error(Status::kInvalidArgument, "lease_id required");
+  return {};
 }
 
 std::string lease_str(uint64_t id) {
@@ -50,8 +78,8 @@ Node::Node(NodeConfig cfg, std::unique_ptr<DeviceBackend> backend, capability::S
     : cfg_(std::move(cfg)),
       backend_(std::move(backend)),
       node_authority_(std::move(node_key)),
-      device_pool_(or_cores(cfg_.device_threads)),
-      next_lease_id_(random_lease_base()) {
+      device_pool_(or_cores(cfg_.device_threads)) {
+  if (sodium_init() < 0) std::abort();  // no CSPRNG, no unguessable lease ids
   capability::VerifierOptions vo;
   vo.node_id = cfg_.node_id;
   vo.clock_skew_s = cfg_.clock_skew_s;
@@ -63,12 +91,9 @@ Node::Node(NodeConfig cfg, std::unique_ptr<DeviceBackend> backend, capability::S
     auto s = verifier_->cache().stats();
     return std::pair<uint64_t, uint64_t>(s.hits, s.misses);
   };
-  for (const DeviceInfo& d : backend_->devices()) {
-    DeviceSlot slot;
-    slot.info = d;
-    slot.capacity = d.free_bytes;
-    devices_.push_back(slot);
-  }
+  admission_ =
+      std::make_unique<Admission>(backend_->devices(), *backend_,
+                                  AdmissionLimits{cfg_.tenant_max_leases, cfg_.tenant_max_bytes});
 }
 
 Node::~Node() {
@@ -108,8 +133,16 @@ uint64_t Node::expiry_for(uint32_t ttl_s, const capability::Claims& c) const {
 
 // ---- Entry --------------------------------------------------------------------
 
+Result<capability::Claims> Node::verify_token(const wire::FrameHeader& h, ByteSpan token) {
+  capability::VerifyRequest vr;
+  vr.opcode = h.opcode;
+  vr.frame_lease_id = h.lease_id;
+  vr.now_unix_s = static_cast<int64_t>(now_unix_ms() / 1000);
+  return verifier_->verify(token, vr);
+}
+
 void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint64_t conn_id,
-                  ReplyFn reply) {
+                  ReplyFn reply, const capability::Claims* verified) {
   auto start = std::chrono::steady_clock::now();
   // Counted until answered, so shutdown() can wait for every request that got
   // past the check below before it stops the device pool.
@@ -127,7 +160,12 @@ void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint6
   }
   ByteSpan token(body->data(), h.token_len);
   if (!capability::requires_token(h.opcode)) {
+    if (auto ok = check_header_lease(h, nullptr); !ok) return reply_error(timed, ok.error());
     dispatch(h, nullptr, std::move(body), conn_id, std::move(timed));
+    return;
+  }
+  if (verified) {  // verify_token() passed on this frame's token just now
+    dispatch(h, verified, std::move(body), conn_id, std::move(timed));
     return;
   }
   capability::VerifyRequest vr;
@@ -141,6 +179,10 @@ void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint6
                                 {"status", std::string(wire::status_name(claims.status()))}});
     reply_error(timed, claims.error());
     return;
+  }
+  if (auto ok = check_header_lease(h, &claims.value()); !ok) {
+    if (ok.status() == Status::kPermissionDenied) metrics_.auth_failed(ok.status());
+    return reply_error(timed, ok.error());
   }
   dispatch(h, &claims.value(), std::move(body), conn_id, std::move(timed));
 }
@@ -180,12 +222,18 @@ void Node::dispatch(const wire::FrameHeader& h, const capability::Claims* c,
     case Opcode::kLeaseQuery: {
       auto m = wire::decode_payload<wire::Empty>(payload, cfg_.limits);
       if (!m) return reply_error(reply, m.error());
-      return reply_ok(reply, lease_info(**l));
+      // QUERY answers Active or Faulted; a lease that ended while this frame
+      // was on its way is LEASE_EXPIRED, as every other op would say.
+      auto info = lease_info(**l);
+      if (info.state != wire::LeaseState::kActive && info.state != wire::LeaseState::kFaulted)
+        return reply_error(reply, Status::kLeaseExpired,
+                           "lease " + lease_str(info.lease_id) + " has ended");
+      return reply_ok(reply, info);
     }
     case Opcode::kCapRequest:
       return op_cap_request(*c, *l, payload, reply);
     default:
-      return session_op(h, std::move(*l), std::move(body), h.token_len, std::move(reply));
+      return (*l)->exec->post(h, std::move(body), h.token_len, std::move(reply));
   }
 }
 
@@ -207,17 +255,16 @@ void Node::op_hello(ByteSpan payload, const ReplyFn& reply) {
   const auto& L = cfg_.limits;
   r.limits = {L.max_token_bytes, L.max_payload_bytes, L.max_inflight, L.max_kernel_args,
               L.max_arg_bytes,   L.max_name_bytes,    cfg_.max_ttl_s};
-  std::lock_guard lock(mu_);
-  for (const auto& d : devices_) {
+  for (const auto& [info, room] : admission_->device_room()) {
     wire::DeviceDescriptor dd;
-    dd.index = d.info.index;
-    dd.name = d.info.name;
-    dd.uuid = d.info.uuid;
-    dd.cc_major = d.info.cc_major;
-    dd.cc_minor = d.info.cc_minor;
-    dd.sm_count = d.info.sm_count;
-    dd.total_bytes = d.info.total_bytes;
-    dd.free_bytes = d.exclusive_held ? 0 : d.capacity - d.committed;
+    dd.index = info.index;
+    dd.name = info.name;
+    dd.uuid = info.uuid;
+    dd.cc_major = info.cc_major;
+    dd.cc_minor = info.cc_minor;
+    dd.sm_count = info.sm_count;
+    dd.total_bytes = info.total_bytes;
+    dd.free_bytes = room;
     r.devices.push_back(std::move(dd));
   }
   reply_ok(reply, r);
@@ -240,95 +287,58 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
   }
   const bool has_key = req.idempotency_key != wire::IdempotencyKey{};
   IdemKey ikey{c.tenant, req.idempotency_key};
+  // Under the table's lock only decisions are made; every reply goes out
+  // after it is released.
+  std::optional<Error> refused;
+  std::optional<wire::LeaseAcquireReply> replayed;
   uint64_t lease_id = 0;
-  uint16_t dev_index = 0;
-  uint64_t need = 0;
-  uint64_t overhead = 0;
   {
     std::lock_guard lock(mu_);
-    if (shutting_down_) return reply_error(reply, Status::kBusy, "node is shutting down");
+    if (shutting_down_) {
+      refused = make_error(Status::kBusy, "node is shutting down");
+    } else if (auto it = has_key ? idempotency_.find(ikey) : idempotency_.end();
+               it != idempotency_.end()) {
+      // The key names one request: the same key with other parameters is
+      // a client bug, not a retry.
+      if (!(it->second.params == IdemParams::of(req))) {
+        refused = make_error(Status::kIdempotencyConflict,
+                             "idempotency key already used with different parameters");
+      } else if (it->second.lease_id == 0) {
+        refused = make_error(Status::kBusy, "an acquire with this idempotency key is in progress");
+      } else if (auto lit = leases_.find(it->second.lease_id); lit != leases_.end()) {
+        const Lease& l = *lit->second;
+        replayed = wire::LeaseAcquireReply{l.id, l.device, l.quota, l.expires_at_ms.load()};
+      }
+    }
+    if (!refused && !replayed) {
+      do {
+        lease_id = random_lease_id();
+      } while (leases_.count(lease_id) || tombstones_.count(lease_id) ||
+               pending_ids_.count(lease_id));
+      pending_ids_.insert(lease_id);
+      if (has_key) idempotency_[ikey] = IdemEntry{0, IdemParams::of(req)};
+    }
+  }
+  if (refused) return reply_error(reply, *refused);
+  if (replayed) return reply_ok(reply, *replayed);
+  // Forgets the drawn id (and the key) of an acquire that did not publish.
+  auto forget = [this, lease_id, has_key, ikey] {
+    std::lock_guard lock(mu_);
+    pending_ids_.erase(lease_id);
     if (has_key) {
       auto it = idempotency_.find(ikey);
-      if (it != idempotency_.end()) {
-        if (it->second == 0) {
-          return reply_error(reply, Status::kBusy,
-                             "an acquire with this idempotency key is in progress");
-        }
-        auto lit = leases_.find(it->second);
-        if (lit != leases_.end()) {
-          const Lease& l = *lit->second;
-          return reply_ok(reply,
-                          wire::LeaseAcquireReply{l.id, l.device, l.quota, l.expires_at_ms.load()});
-        }
-      }
+      if (it != idempotency_.end() && it->second.lease_id == 0) idempotency_.erase(it);
     }
-    TenantUsage& tu = tenants_[c.tenant];
-    // A refused acquire leaves no empty entry behind.
-    struct EraseIfUnused {
-      std::map<std::string, TenantUsage, std::less<>>& m;
-      const std::string& t;
-      ~EraseIfUnused() {
-        auto it = m.find(t);
-        if (it != m.end() && it->second.leases == 0) m.erase(it);
-      }
-    } erase_if_unused{tenants_, c.tenant};
-    if (tu.leases >= cfg_.tenant_max_leases) {
-      return reply_error(reply, Status::kCapacityExceeded,
-                         "tenant holds " + std::to_string(tu.leases) + " leases (limit " +
-                             std::to_string(cfg_.tenant_max_leases) + ")");
-    }
-    if (cfg_.tenant_max_bytes != 0 &&
-        req.min_vram > cfg_.tenant_max_bytes - std::min(cfg_.tenant_max_bytes, tu.bytes)) {
-      return reply_error(reply, Status::kCapacityExceeded, "tenant byte limit reached");
-    }
-    // Best fit: the device with the least room that still fits quota + overhead.
-    DeviceSlot* best = nullptr;
-    for (auto& d : devices_) {
-      if (req.device != wire::kAnyDevice && d.info.index != req.device) continue;
-      if (d.exclusive_held) continue;
-      if (req.exclusivity == wire::Exclusivity::kDeviceExclusive && d.leases != 0) continue;
-      uint64_t oh = backend_->context_overhead_bytes(d.info.index);
-      if (req.min_vram > UINT64_MAX - oh) continue;
-      uint64_t want = req.min_vram + oh;
-      uint64_t room = d.capacity - d.committed;
-      if (want > room) continue;
-      if (best == nullptr || room < best->capacity - best->committed) best = &d;
-    }
-    if (best == nullptr) {
-      return reply_error(reply, Status::kCapacityExceeded,
-                         req.device != wire::kAnyDevice && req.device >= devices_.size()
-                             ? "no device " + std::to_string(req.device)
-                             : "no device has " + std::to_string(req.min_vram) + " bytes free");
-    }
-    overhead = backend_->context_overhead_bytes(best->info.index);
-    need = req.min_vram + overhead;
-    best->committed += need;
-    best->leases += 1;
-    if (req.exclusivity == wire::Exclusivity::kDeviceExclusive) best->exclusive_held = true;
-    tu.leases += 1;
-    tu.bytes += req.min_vram;
-    dev_index = best->info.index;
-    lease_id = next_lease_id_++;
-    if (has_key) idempotency_[ikey] = 0;
-  }
-  auto unreserve = [this, dev_index, need, excl = req.exclusivity, tenant = c.tenant,
-                    min_vram = req.min_vram, has_key, ikey] {
-    std::lock_guard lock(mu_);
-    for (auto& d : devices_) {
-      if (d.info.index != dev_index) continue;
-      d.committed -= need;
-      d.leases -= 1;
-      if (excl == wire::Exclusivity::kDeviceExclusive) d.exclusive_held = false;
-    }
-    auto& tu = tenants_[tenant];
-    tu.leases -= 1;
-    tu.bytes -= min_vram;
-    if (tu.leases == 0) tenants_.erase(tenant);
-    if (has_key) idempotency_.erase(ikey);
   };
+  auto res = admission_->reserve({c.tenant, req.min_vram, req.device, req.exclusivity});
+  if (!res) {
+    forget();
+    return reply_error(reply, res.error());
+  }
   // Context creation may take a while on a real device: off the network thread.
-  asio::post(device_pool_, [this, c, req, lease_id, dev_index, overhead, conn_id, has_key, ikey,
-                            unreserve, reply = std::move(reply)]() mutable {
+  asio::post(device_pool_, [this, c, req, lease_id, conn_id, has_key, ikey, forget,
+                            rsv = std::move(res).value(), reply = std::move(reply)]() mutable {
+    const uint16_t dev_index = rsv.device();
     ContextOptions opts;
     opts.quota_bytes = req.min_vram;
     opts.instruction_budget = cfg_.instruction_budget;
@@ -336,15 +346,18 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
     opts.session_exclusive = req.exclusivity == wire::Exclusivity::kSessionExclusive;
     auto ctx = backend_->create_context(dev_index, opts);
     if (!ctx) {
-      unreserve();
+      rsv.release();
+      forget();
       return reply_error(reply, ctx.error());
     }
     auto lease = std::make_shared<Lease>(
-        lease_id, c.tenant, dev_index, req.min_vram, overhead, req.exclusivity,
-        (req.flags & wire::kAcquireReleaseOnDisconnect) != 0, conn_id,
-        asio::make_strand(device_pool_.get_executor()), cfg_.replay_window);
-    lease->ctx = std::move(ctx).value();
+        lease_id, c.tenant, dev_index, req.min_vram, rsv.overhead(), req.exclusivity,
+        (req.flags & wire::kAcquireReleaseOnDisconnect) != 0, conn_id);
+    lease->exec = std::make_unique<LeaseExecutor>(
+        *lease, ExecutorEnv{cfg_, metrics_}, device_info(dev_index),
+        asio::make_strand(device_pool_.get_executor()), std::move(ctx).value());
     lease->expires_at_ms = expiry_for(req.ttl_s, c);
+    lease->reservation = std::move(rsv);
     // Once published, the lease belongs to its strand: only `published`
     // (decided under mu_) says what happened here.
     bool published = false;
@@ -353,14 +366,16 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
       std::lock_guard lock(mu_);
       owner_gone = lease->release_on_disconnect && !live_connections_.count(conn_id);
       if (!shutting_down_ && !owner_gone) {
+        pending_ids_.erase(lease_id);
         leases_.emplace(lease_id, lease);
-        if (has_key) idempotency_[ikey] = lease_id;
+        if (has_key) idempotency_[ikey].lease_id = lease_id;
         published = true;
       }
     }
     if (!published) {
-      lease->ctx.reset();
-      unreserve();  // takes mu_
+      lease->exec.reset();  // destroys the context
+      lease->reservation.release();
+      forget();
       return reply_error(reply, Status::kBusy,
                          owner_gone ? "the connection that asked for this lease has closed"
                                     : "node is shutting down");
@@ -377,7 +392,7 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
 }
 
 Result<std::shared_ptr<Lease>> Node::find_lease(uint64_t id, const capability::Claims& c) {
-  if (id == 0) return make_error(Status::kInvalidArgument, "frame names no lease (lease_id 0)");
+  if (id == 0) return make_error(Status::kInvalidArgument, "lease_id required");
   std::lock_guard lock(mu_);
   auto it = leases_.find(id);
   if (it == leases_.end()) {
@@ -388,12 +403,12 @@ Result<std::shared_ptr<Lease>> Node::find_lease(uint64_t id, const capability::C
           "lease " + lease_str(id) +
               (t->second.reason == DropReason::kReleased ? " was released" : " has ended"));
     }
-    return make_error(Status::kLeaseNotFound, "no lease " + lease_str(id) + " on this node");
+    return make_error(Status::kLeaseNotFound, std::string(kNoSuchLease));
   }
-  // SECURITY: a lease acts only for the tenant that acquired it.
-  if (auto owner = capability::check_lease_owner(c, it->second->tenant); !owner) {
-    metrics_.auth_failed(owner.status());
-    return std::move(owner).error();
+  // SECURITY: a lease acts only for the tenant that acquired it, and another
+  // tenant's lease is answered exactly as an absent one (no enumeration).
+  if (!capability::check_lease_owner(c, it->second->tenant)) {
+    return make_error(Status::kLeaseNotFound, std::string(kNoSuchLease));
   }
   if (it->second->expires_at_ms.load() <= now_unix_ms()) {
     return make_error(Status::kLeaseExpired, "lease " + lease_str(id) + " has expired");
@@ -402,11 +417,7 @@ Result<std::shared_ptr<Lease>> Node::find_lease(uint64_t id, const capability::C
 }
 
 const DeviceInfo& Node::device_info(uint16_t index) const {
-  for (const auto& d : devices_) {
-    if (d.info.index == index) return d.info;
-  }
-  assert(false && "lease on a device the node does not have");
-  return devices_.front().info;
+  return admission_->device_info(index);
 }
 
 wire::LeaseInfo Node::lease_info(const Lease& l) const {
@@ -465,6 +476,13 @@ void Node::op_cap_request(const capability::Claims& c, const std::shared_ptr<Lea
                           ByteSpan payload, const ReplyFn& reply) {
   auto m = wire::decode_payload<wire::CapRequestRequest>(payload, cfg_.limits);
   if (!m) return reply_error(reply, m.error());
+  // SECURITY: the token CAP_REQUEST issues is bound to this lease, and a
+  // lease-bound token can never acquire a lease: refuse to grant it.
+  if (capability::grants(m->permissions, capability::Permission::kLeaseAcquire)) {
+    metrics_.auth_failed(Status::kPermissionDenied);
+    return reply_error(reply, Status::kPermissionDenied,
+                       "a token bound to a lease cannot be granted lease_acquire");
+  }
   capability::AttenuationRequest ar;
   ar.lease_id = l->id;
   ar.perms = m->permissions;
@@ -484,49 +502,36 @@ void Node::op_cap_request(const capability::Claims& c, const std::shared_ptr<Lea
 
 void Node::end_lease(const std::shared_ptr<Lease>& l, DropReason reason,
                      std::function<void()> done) {
+  Reservation quota;
   {
     std::lock_guard lock(mu_);
     if (l->ended) {
       // Answer after the first end's destroy task (strand order), so the
       // reply still means "the VRAM is back".
-      if (done) asio::post(l->strand, std::move(done));
+      if (done) l->exec->after_queued(std::move(done));
       return;
     }
     l->ended = true;
+    l->state =
+        reason == DropReason::kReleased ? wire::LeaseState::kReleased : wire::LeaseState::kExpired;
     leases_.erase(l->id);
     if (tombstones_.size() >= kMaxTombstones) tombstones_.erase(tombstones_.begin());
     tombstones_[l->id] = Tombstone{l->tenant, reason};
     for (auto it = idempotency_.begin(); it != idempotency_.end();) {
-      it = it->second == l->id ? idempotency_.erase(it) : std::next(it);
+      it = it->second.lease_id == l->id ? idempotency_.erase(it) : std::next(it);
     }
+    // The quota goes back to admission at once (after the lock), not when
+    // the lease's work has stopped: a runaway kernel holds nothing of the node.
+    quota = std::move(l->reservation);
   }
-  l->state =
-      reason == DropReason::kReleased ? wire::LeaseState::kReleased : wire::LeaseState::kExpired;
+  quota.release();
   static constexpr const char* kReason[] = {"released", "expired", "disconnected", "shutdown"};
   log_info("lease ended", {{"lease", lease_str(l->id)},
                            {"tenant", l->tenant},
                            {"reason", kReason[static_cast<int>(reason)]}});
-  asio::post(l->strand, [this, l, reason, done = std::move(done)] {
-    // Destroying the context frees its memory, modules and stream.
-    l->ctx.reset();
-    int64_t buffer_bytes = 0;
-    for (const auto& [addr, size] : l->buffers) buffer_bytes += static_cast<int64_t>(size);
-    metrics_.mem_alloc_bytes.fetch_sub(buffer_bytes);
-    l->buffers.clear();
-    l->modules.clear();
-    {
-      std::lock_guard lock(mu_);
-      for (auto& d : devices_) {
-        if (d.info.index != l->device) continue;
-        d.committed -= l->quota + l->overhead;
-        d.leases -= 1;
-        if (l->exclusivity == wire::Exclusivity::kDeviceExclusive) d.exclusive_held = false;
-      }
-      auto& tu = tenants_[l->tenant];
-      tu.leases -= 1;
-      tu.bytes -= l->quota;
-      if (tu.leases == 0) tenants_.erase(l->tenant);
-    }
+  // Its work stops within a slice once the context closes (what the backend
+  // still had queued is answered LEASE_EXPIRED); `done` follows.
+  l->exec->end([this, reason, done = std::move(done)] {
     metrics_.leases_active.fetch_sub(1, std::memory_order_relaxed);
     metrics_.lease_dropped(reason);
     if (done) done();

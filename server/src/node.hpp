@@ -31,14 +31,10 @@
 #include "gpulease/wire/frame.hpp"
 #include "gpulease/wire/messages.hpp"
 #include "lease.hpp"
+#include "leases/admission.hpp"
 #include "metrics.hpp"
 
 namespace gpulease::server {
-
-// Called exactly once per request with the reply's status and payload (the
-// encoded reply message, or a UTF-8 message when status != OK). May be
-// called on any thread.
-using ReplyFn = std::function<void(wire::Status, wire::Bytes)>;
 
 class Node {
  public:
@@ -54,8 +50,16 @@ class Node {
 
   // Handles one request frame whose header was validated and checksum
   // verified. `body` holds the token section followed by the payload.
+  // `verified`: the claims verify_token() returned for this frame's token
+  // (the token is then not verified again); null: handle() verifies it.
   void handle(const wire::FrameHeader& h, std::shared_ptr<wire::Bytes> body, uint64_t conn_id,
-              ReplyFn reply);
+              ReplyFn reply, const capability::Claims* verified = nullptr);
+
+  // Token steps 1-8 (docs/TOKENS.md) for a frame whose header decoded: the
+  // network layer calls this on the token section before it buffers the
+  // payload ("authenticate before buffering"). Thread-safe.
+  [[nodiscard]] Result<capability::Claims> verify_token(const wire::FrameHeader& h,
+                                                        wire::ByteSpan token);
 
   // Connection bookkeeping: a release-on-disconnect lease is published only
   // while its connection is open, and ends when it closes.
@@ -79,22 +83,27 @@ class Node {
   }
 
  private:
-  struct DeviceSlot {
-    DeviceInfo info;
-    uint64_t capacity = 0;   // bytes leases may take (quota + overhead)
-    uint64_t committed = 0;  // bytes taken by live and pending leases
-    uint32_t leases = 0;
-    bool exclusive_held = false;  // a DeviceExclusive lease holds it
-  };
-  struct TenantUsage {
-    uint32_t leases = 0;
-    uint64_t bytes = 0;
-  };
   struct Tombstone {
     std::string tenant;
     DropReason reason;
   };
   using IdemKey = std::pair<std::string, wire::IdempotencyKey>;
+  // What an idempotency key was first used with.
+  struct IdemParams {
+    uint64_t min_vram = 0;
+    uint32_t ttl_s = 0;
+    uint16_t device = 0;
+    wire::Exclusivity exclusivity = wire::Exclusivity::kShared;
+    uint8_t flags = 0;
+    static IdemParams of(const wire::LeaseAcquireRequest& r) {
+      return {r.min_vram, r.ttl_s, r.device, r.exclusivity, r.flags};
+    }
+    bool operator==(const IdemParams&) const = default;
+  };
+  struct IdemEntry {
+    uint64_t lease_id = 0;  // 0 while the acquire is in progress
+    IdemParams params;
+  };
 
   void dispatch(const wire::FrameHeader& h, const capability::Claims* claims,
                 std::shared_ptr<wire::Bytes> body, uint64_t conn_id, ReplyFn reply);
@@ -108,10 +117,6 @@ class Node {
   void op_list(const capability::Claims& c, const ReplyFn& reply);
   void op_cap_request(const capability::Claims& c, const std::shared_ptr<Lease>& l,
                       wire::ByteSpan payload, const ReplyFn& reply);
-  // Session ops and GPU_SUBMIT, on the lease's strand.
-  void session_op(const wire::FrameHeader& h, std::shared_ptr<Lease> l,
-                  std::shared_ptr<wire::Bytes> body, size_t payload_offset, ReplyFn reply);
-  void run_submit(std::shared_ptr<Lease> l, wire::GpuSubmitRequest req, ReplyFn reply);
 
   // Lease lookup for a frame: LEASE_NOT_FOUND, LEASE_EXPIRED (recently
   // ended), PERMISSION_DENIED (another tenant's lease).
@@ -135,15 +140,15 @@ class Node {
   Metrics metrics_;
   asio::thread_pool device_pool_;
 
+  std::unique_ptr<Admission> admission_;  // devices' and tenants' bytes (its own lock)
+
   mutable std::mutex mu_;
-  std::vector<DeviceSlot> devices_;  // counters GUARDED_BY(mu_); `info` fixed at construction
   std::unordered_map<uint64_t, std::shared_ptr<Lease>> leases_;  // GUARDED_BY(mu_)
-  std::map<std::string, TenantUsage, std::less<>> tenants_;      // GUARDED_BY(mu_)
-  std::map<IdemKey, uint64_t> idempotency_;                      // GUARDED_BY(mu_); 0 = pending
+  std::map<IdemKey, IdemEntry> idempotency_;                     // GUARDED_BY(mu_)
   std::map<uint64_t, Tombstone> tombstones_;                     // GUARDED_BY(mu_), bounded
-  uint64_t next_lease_id_;                                       // GUARDED_BY(mu_)
-  bool shutting_down_ = false;                                   // GUARDED_BY(mu_)
-  std::set<uint64_t> live_connections_;                          // GUARDED_BY(mu_)
+  std::set<uint64_t> pending_ids_;               // GUARDED_BY(mu_): drawn, context being created
+  bool shutting_down_ = false;                   // GUARDED_BY(mu_)
+  std::set<uint64_t> live_connections_;          // GUARDED_BY(mu_)
   std::atomic<bool> shutting_down_flag_{false};  // shutting_down_, readable without mu_
   std::atomic<int64_t> ops_in_progress_{0};      // requests handed to handle() and not yet answered
 

@@ -30,6 +30,22 @@ Result<FrameHeader> decode_header(ByteSpan b, const Limits& limits) {
     return frame_error(Status::kUnsupportedVersion,
                        "protocol version " + std::to_string(h.version) + " not supported");
   }
+  // Every check whose failure closes the connection (magic, version, the
+  // declared lengths) comes before every check that keeps it, so a frame's
+  // fate is decided by its first failing check and the node never has to
+  // read a body it has refused (PROTOCOL.md, "Receiving a frame").
+  h.token_len = load_le32(b.data() + kOffTokenLen);
+  h.payload_len = load_le32(b.data() + kOffPayloadLen);
+  if (h.token_len > limits.max_token_bytes) {
+    return frame_error(Status::kFrameTooLarge, "token section of " + std::to_string(h.token_len) +
+                                                   " bytes exceeds " +
+                                                   std::to_string(limits.max_token_bytes));
+  }
+  if (h.payload_len > limits.max_payload_bytes) {
+    return frame_error(Status::kFrameTooLarge, "payload of " + std::to_string(h.payload_len) +
+                                                   " bytes exceeds " +
+                                                   std::to_string(limits.max_payload_bytes));
+  }
   h.flags = load_le16(b.data() + kOffFlags);
   if ((h.flags & ~kKnownFlags) != 0) {
     return frame_error(Status::kBadFrame, "unknown flag bits");
@@ -46,7 +62,6 @@ Result<FrameHeader> decode_header(ByteSpan b, const Limits& limits) {
     return frame_error(Status::kUnknownOpcode, "unknown opcode " + std::to_string(op));
   }
   h.opcode = static_cast<Opcode>(op);
-  h.token_len = load_le32(b.data() + kOffTokenLen);
   if (h.is_reply()) {
     if (!is_known_status(status)) return frame_error(Status::kBadFrame, "unknown status in reply");
     if (h.token_len != 0) return frame_error(Status::kBadFrame, "reply carries a token section");
@@ -56,18 +71,7 @@ Result<FrameHeader> decode_header(ByteSpan b, const Limits& limits) {
   h.status = static_cast<Status>(status);
   h.request_id = load_le64(b.data() + kOffRequestId);
   h.lease_id = load_le64(b.data() + kOffLeaseId);
-  h.payload_len = load_le32(b.data() + kOffPayloadLen);
   h.checksum = load_le64(b.data() + kOffChecksum);
-  if (h.token_len > limits.max_token_bytes) {
-    return frame_error(Status::kFrameTooLarge, "token section of " + std::to_string(h.token_len) +
-                                                   " bytes exceeds " +
-                                                   std::to_string(limits.max_token_bytes));
-  }
-  if (h.payload_len > limits.max_payload_bytes) {
-    return frame_error(Status::kFrameTooLarge, "payload of " + std::to_string(h.payload_len) +
-                                                   " bytes exceeds " +
-                                                   std::to_string(limits.max_payload_bytes));
-  }
   return h;
 }
 

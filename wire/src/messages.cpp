@@ -1,47 +1,14 @@
 #include "gpulease/wire/messages.hpp"
 
+#include "gpulease/wire/utf8.hpp"
+
+#include <array>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 namespace gpulease::wire {
 namespace {
-
-// True when `s` is well-formed UTF-8 without NUL (RFC 3629: no overlongs,
-// no surrogates, nothing above U+10FFFF).
-bool valid_utf8(std::string_view s) noexcept {
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c == 0) return false;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t n;
-    uint32_t cp;
-    if ((c & 0xe0) == 0xc0) {
-      n = 1, cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      n = 2, cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      n = 3, cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (s.size() - i <= n) return false;
-    for (size_t k = 1; k <= n; ++k) {
-      auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-      return false;
-    }
-    i += n + 1;
-  }
-  return true;
-}
 
 // A decoder with a sticky first error: after a failure every read returns a
 // zero value and consumes nothing, so message decoders read straight through
@@ -53,8 +20,15 @@ class Decoder {
   const Limits& limits() const { return limits_; }
   bool ok() const { return !err_; }
 
+  // A structural error (BAD_FRAME, FRAME_TOO_LARGE): stops decoding.
   void fail(Status s, std::string msg) {
     if (!err_) err_ = make_error(s, std::move(msg));
+  }
+  // A value the operation cannot accept (INVALID_ARGUMENT) in a field whose
+  // layout is sound: decoding goes on, because a structural error anywhere in
+  // the payload wins over a value error (PROTOCOL.md, "Decoding order").
+  void invalid(std::string msg) {
+    if (!value_err_) value_err_ = make_error(Status::kInvalidArgument, std::move(msg));
   }
   void truncated(const char* field) {
     fail(Status::kBadFrame, std::string("truncated at ") + field);
@@ -161,6 +135,7 @@ class Decoder {
   Result<M> finish(M m) {
     if (!err_ && !r_.empty()) fail(Status::kBadFrame, "trailing bytes after message");
     if (err_) return std::move(*err_);
+    if (value_err_) return std::move(*value_err_);
     return m;
   }
 
@@ -189,6 +164,7 @@ class Decoder {
   ByteReader r_;
   const Limits& limits_;
   std::optional<Error> err_;
+  std::optional<Error> value_err_;
 };
 
 void put_dim3(ByteWriter& w, const Dim3& d) {
@@ -211,7 +187,6 @@ void encode_lease_info(ByteWriter& w, const LeaseInfo& m) {
   w.u32(m.buffers);
   w.u32(m.modules);
 }
-constexpr size_t kLeaseInfoBytes = 8 + 1 + 1 + 2 + 8 * 4 + 4 + 4;
 
 LeaseInfo decode_lease_info(Decoder& d) {
   LeaseInfo m;
@@ -237,23 +212,26 @@ LeaseInfo decode_lease_info(Decoder& d) {
 ImageFormat decode_format(Decoder& d) {
   uint8_t f = d.u8("format");
   if (f > static_cast<uint8_t>(ImageFormat::kFatbin)) {
-    d.fail(Status::kInvalidArgument, "unknown image format " + std::to_string(f));
+    d.invalid("unknown image format " + std::to_string(f));
   }
   return static_cast<ImageFormat>(f);
 }
 
 std::string decode_kernel_name(Decoder& d) {
   std::string k = d.str16("kernel", d.limits().max_name_bytes);
-  if (d.ok() && k.empty()) d.fail(Status::kInvalidArgument, "empty kernel name");
+  if (d.ok() && k.empty()) d.invalid("empty kernel name");
   return k;
 }
 
 Bytes decode_scalar(Decoder& d) {
   uint16_t n = d.u16("scalar size");
   if (d.ok() && (n == 0 || n > d.limits().max_scalar_bytes)) {
-    d.fail(Status::kInvalidArgument, "scalar argument of " + std::to_string(n) + " bytes");
-    return {};
+    d.invalid("scalar argument of " + std::to_string(n) + " bytes (1.." +
+              std::to_string(d.limits().max_scalar_bytes) + ")");
   }
+  // Read even when refused: the layout is sound and a structural error later
+  // in the payload must still be found. n <= 65535 and take() copies only
+  // bytes that are present.
   return d.take("scalar", n);
 }
 
@@ -460,7 +438,7 @@ Result<HelloRequest> decode_payload<HelloRequest>(ByteSpan p, const Limits& l) {
   m.max_version = d.u16("max_version");
   m.client_name = d.str16("client_name", l.max_name_bytes);
   if (d.ok() && m.min_version > m.max_version) {
-    d.fail(Status::kInvalidArgument, "min_version > max_version");
+    d.invalid("min_version > max_version");
   }
   return d.finish(std::move(m));
 }
@@ -478,8 +456,26 @@ Result<HelloReply> decode_payload<HelloReply>(ByteSpan p, const Limits& l) {
         &lim.max_arg_bytes, &lim.max_name_bytes, &lim.max_lease_ttl_s}) {
     *v = d.u32("limits");
   }
-  constexpr size_t kMinDevice = 2 + 2 + 16 + 2 + 4 + 16;
-  size_t n = d.count16("device count", l.max_devices, kMinDevice);
+  // A node announces values in 1..the protocol maximum (QUIC's rule for
+  // transport parameters: a value out of range is a protocol error, never
+  // clamped silently). max_lease_ttl_s has no protocol maximum.
+  const Limits protocol;
+  const std::pair<uint32_t, uint32_t> announced[] = {
+      {lim.max_token_bytes, protocol.max_token_bytes},
+      {lim.max_payload_bytes, protocol.max_payload_bytes},
+      {lim.max_inflight, protocol.max_inflight},
+      {lim.max_kernel_args, protocol.max_kernel_args},
+      {lim.max_arg_bytes, protocol.max_arg_bytes},
+      {lim.max_name_bytes, protocol.max_name_bytes},
+      {lim.max_lease_ttl_s, UINT32_MAX},
+  };
+  for (const auto& [value, max] : announced) {
+    if (d.ok() && (value == 0 || value > max)) {
+      d.fail(Status::kBadFrame,
+             "announced limit " + std::to_string(value) + " outside 1.." + std::to_string(max));
+    }
+  }
+  size_t n = d.count16("device count", l.max_devices, kMinDeviceBytes);
   m.devices.reserve(n);
   for (size_t i = 0; i < n && d.ok(); ++i) {
     DeviceDescriptor dev;
@@ -519,16 +515,14 @@ Result<LeaseAcquireRequest> decode_payload<LeaseAcquireRequest>(ByteSpan p, cons
   m.flags = d.u8("flags");
   m.device = d.u16("device");
   m.idempotency_key = d.fixed<16>("idempotency_key");
-  if (d.ok()) {
-    if (excl > static_cast<uint8_t>(Exclusivity::kDeviceExclusive)) {
-      d.fail(Status::kInvalidArgument, "unknown exclusivity class " + std::to_string(excl));
-    } else if ((m.flags & ~kKnownAcquireFlags) != 0) {
-      d.fail(Status::kBadFrame, "unknown acquire flag bits");
-    } else if (m.min_vram == 0) {
-      d.fail(Status::kInvalidArgument, "min_vram must be > 0");
-    } else if (m.ttl_s == 0) {
-      d.fail(Status::kInvalidArgument, "ttl_s must be > 0");
-    }
+  if (d.ok() && (m.flags & ~kKnownAcquireFlags) != 0) {
+    d.fail(Status::kBadFrame, "unknown acquire flag bits");
+  }
+  // Value checks in field order; the first refusal is the one reported.
+  if (d.ok() && m.min_vram == 0) d.invalid("min_vram must be > 0");
+  if (d.ok() && m.ttl_s == 0) d.invalid("ttl_s must be > 0");
+  if (d.ok() && excl > static_cast<uint8_t>(Exclusivity::kDeviceExclusive)) {
+    d.invalid("unknown exclusivity class " + std::to_string(excl));
   }
   m.exclusivity = static_cast<Exclusivity>(excl);
   return d.finish(std::move(m));
@@ -549,7 +543,7 @@ template <>
 Result<LeaseRenewRequest> decode_payload<LeaseRenewRequest>(ByteSpan p, const Limits& l) {
   Decoder d(p, l);
   LeaseRenewRequest m{d.u32("ttl_s")};
-  if (d.ok() && m.ttl_s == 0) d.fail(Status::kInvalidArgument, "ttl_s must be > 0");
+  if (d.ok() && m.ttl_s == 0) d.invalid("ttl_s must be > 0");
   return d.finish(std::move(m));
 }
 template <>
@@ -576,7 +570,7 @@ template <>
 Result<LeaseListReply> decode_payload<LeaseListReply>(ByteSpan p, const Limits& l) {
   Decoder d(p, l);
   LeaseListReply m;
-  size_t n = d.count32("lease count", l.max_list_entries, kLeaseInfoBytes);
+  size_t n = d.count32("lease count", l.max_list_entries, kLeaseRecordBytes);
   m.leases.reserve(n);
   for (size_t i = 0; i < n && d.ok(); ++i) m.leases.push_back(decode_lease_info(d));
   return d.finish(std::move(m));
@@ -601,7 +595,7 @@ template <>
 Result<MemAllocRequest> decode_payload<MemAllocRequest>(ByteSpan p, const Limits& l) {
   Decoder d(p, l);
   MemAllocRequest m{d.u64("size")};
-  if (d.ok() && m.size == 0) d.fail(Status::kInvalidArgument, "allocation size must be > 0");
+  if (d.ok() && m.size == 0) d.invalid("allocation size must be > 0");
   return d.finish(std::move(m));
 }
 template <>
@@ -652,7 +646,7 @@ Result<ModuleLoadRequest> decode_payload<ModuleLoadRequest>(ByteSpan p, const Li
   ModuleLoadRequest m;
   m.format = decode_format(d);
   m.image = d.rest("image", l.max_payload_bytes);
-  if (d.ok() && m.image.empty()) d.fail(Status::kInvalidArgument, "empty module image");
+  if (d.ok() && m.image.empty()) d.invalid("empty module image");
   return d.finish(std::move(m));
 }
 
@@ -671,12 +665,12 @@ Result<LaunchRequest> decode_payload<LaunchRequest>(ByteSpan p, const Limits& l)
   }
   m.args.form = static_cast<ArgForm>(form);
   if (m.args.form == ArgForm::kRaw) {
-    size_t n = d.count16("arg count", l.max_kernel_args, 4);
+    size_t n = d.count16("arg count", l.max_kernel_args, kRawArgSizeBytes);
     m.args.raw_sizes.reserve(n);
     uint64_t total = 0;
     for (size_t i = 0; i < n && d.ok(); ++i) {
       uint32_t s = d.u32("arg size");
-      if (d.ok() && s == 0) d.fail(Status::kInvalidArgument, "zero-sized argument");
+      if (d.ok() && s == 0) d.invalid("zero-sized argument");
       total += s;
       m.args.raw_sizes.push_back(s);
     }
@@ -689,7 +683,7 @@ Result<LaunchRequest> decode_payload<LaunchRequest>(ByteSpan p, const Limits& l)
       d.fail(Status::kBadFrame, "argument bytes do not match the sum of argument sizes");
     }
   } else {
-    size_t n = d.count16("arg count", l.max_kernel_args, 3);
+    size_t n = d.count16("arg count", l.max_kernel_args, kMinTypedArgBytes);
     m.args.typed.reserve(n);
     uint64_t total = 0;
     for (size_t i = 0; i < n && d.ok(); ++i) {
@@ -734,12 +728,12 @@ Result<GpuSubmitRequest> decode_payload<GpuSubmitRequest>(ByteSpan p, const Limi
   GpuSubmitRequest m;
   m.format = decode_format(d);
   m.image = d.bytes32("image", l.max_payload_bytes);
-  if (d.ok() && m.image.empty()) d.fail(Status::kInvalidArgument, "empty module image");
+  if (d.ok() && m.image.empty()) d.invalid("empty module image");
   m.kernel = decode_kernel_name(d);
   m.grid = d.dim3("grid");
   m.block = d.dim3("block");
   m.shared_bytes = d.u32("shared_bytes");
-  size_t n = d.count16("arg count", l.max_kernel_args, 3);
+  size_t n = d.count16("arg count", l.max_kernel_args, kMinSubmitArgBytes);
   m.args.reserve(n);
   uint64_t param_bytes = 0;  // as LAUNCH: scalars at their size, buffers 8 bytes
   uint64_t reply_bytes = 2;  // the reply's output count, then one entry per out/inout
@@ -754,15 +748,17 @@ Result<GpuSubmitRequest> decode_payload<GpuSubmitRequest>(ByteSpan p, const Limi
       case static_cast<uint8_t>(SubmitArgKind::kIn):
       case static_cast<uint8_t>(SubmitArgKind::kInOut):
         a.data = d.bytes32("buffer data", l.max_payload_bytes);
-        if (d.ok() && a.data.empty()) d.fail(Status::kInvalidArgument, "empty input buffer");
+        if (d.ok() && a.data.empty()) d.invalid("empty input buffer");
         param_bytes += 8;
         if (kind == static_cast<uint8_t>(SubmitArgKind::kInOut)) reply_bytes += 6 + a.data.size();
         break;
       case static_cast<uint8_t>(SubmitArgKind::kOut):
         a.out_size = d.u64("out size");
-        if (d.ok() && (a.out_size == 0 || a.out_size > l.max_payload_bytes)) {
-          d.fail(Status::kInvalidArgument,
-                 "output buffer size must be 1.." + std::to_string(l.max_payload_bytes));
+        if (d.ok() && a.out_size > l.max_payload_bytes) {
+          d.fail(Status::kFrameTooLarge,
+                 "output buffer larger than " + std::to_string(l.max_payload_bytes) + " bytes");
+        } else if (d.ok() && a.out_size == 0) {
+          d.invalid("empty output buffer");
         }
         param_bytes += 8;
         reply_bytes += 6 + a.out_size;
@@ -790,7 +786,7 @@ template <>
 Result<GpuSubmitReply> decode_payload<GpuSubmitReply>(ByteSpan p, const Limits& l) {
   Decoder d(p, l);
   GpuSubmitReply m;
-  size_t n = d.count16("output count", l.max_kernel_args, 6);
+  size_t n = d.count16("output count", l.max_kernel_args, kMinSubmitOutputBytes);
   m.outputs.reserve(n);
   for (size_t i = 0; i < n && d.ok(); ++i) {
     SubmitOutput o;
@@ -823,78 +819,32 @@ Result<V> widen(Result<M> r) {
 
 }  // namespace
 
-Result<RequestMessage> decode_request(Opcode op, ByteSpan p, const Limits& l) {
-  using V = RequestMessage;
-  switch (op) {
-    case Opcode::kHello:
-      return widen<V>(decode_payload<HelloRequest>(p, l));
-    case Opcode::kPing:
-      return widen<V>(decode_payload<PingRequest>(p, l));
-    case Opcode::kLeaseAcquire:
-      return widen<V>(decode_payload<LeaseAcquireRequest>(p, l));
-    case Opcode::kLeaseRenew:
-      return widen<V>(decode_payload<LeaseRenewRequest>(p, l));
-    case Opcode::kLeaseRelease:
-    case Opcode::kLeaseQuery:
-    case Opcode::kLeaseList:
-    case Opcode::kSync:
-      return widen<V>(decode_payload<Empty>(p, l));
-    case Opcode::kCapRequest:
-      return widen<V>(decode_payload<CapRequestRequest>(p, l));
-    case Opcode::kMemAlloc:
-      return widen<V>(decode_payload<MemAllocRequest>(p, l));
-    case Opcode::kMemFree:
-    case Opcode::kModuleUnload:
-      return widen<V>(decode_payload<HandleRequest>(p, l));
-    case Opcode::kMemWrite:
-      return widen<V>(decode_payload<MemWriteRequest>(p, l));
-    case Opcode::kMemRead:
-      return widen<V>(decode_payload<MemReadRequest>(p, l));
-    case Opcode::kModuleLoad:
-      return widen<V>(decode_payload<ModuleLoadRequest>(p, l));
-    case Opcode::kLaunch:
-      return widen<V>(decode_payload<LaunchRequest>(p, l));
-    case Opcode::kGpuSubmit:
-      return widen<V>(decode_payload<GpuSubmitRequest>(p, l));
+namespace {
+
+template <typename V, bool kRequest, size_t... I>
+Result<V> decode_by_table(Opcode op, ByteSpan p, const Limits& l, std::index_sequence<I...>) {
+  using Decoder = Result<V> (*)(ByteSpan, const Limits&);
+  static constexpr std::array<Decoder, sizeof...(I)> kDecoders{{+[](ByteSpan b, const Limits& lim) {
+    constexpr Opcode kOp = kOpcodeTable[I].op;
+    using M = std::conditional_t<kRequest, RequestOf<kOp>, ReplyOf<kOp>>;
+    return widen<V>(decode_payload<M>(b, lim));
+  }...}};
+  for (size_t i = 0; i < kOpcodeTable.size(); ++i) {
+    if (kOpcodeTable[i].op == op) return kDecoders[i](p, l);
   }
   return make_error(Status::kUnknownOpcode, "unknown opcode");
 }
 
+}  // namespace
+
+Result<RequestMessage> decode_request(Opcode op, ByteSpan p, const Limits& l) {
+  return decode_by_table<RequestMessage, true>(op, p, l,
+                                               std::make_index_sequence<kOpcodeTable.size()>{});
+}
+
 Result<ReplyMessage> decode_reply(Opcode op, ByteSpan p, const Limits& l) {
-  using V = ReplyMessage;
-  switch (op) {
-    case Opcode::kHello:
-      return widen<V>(decode_payload<HelloReply>(p, l));
-    case Opcode::kPing:
-      return widen<V>(decode_payload<PingReply>(p, l));
-    case Opcode::kLeaseAcquire:
-      return widen<V>(decode_payload<LeaseAcquireReply>(p, l));
-    case Opcode::kLeaseRenew:
-      return widen<V>(decode_payload<LeaseRenewReply>(p, l));
-    case Opcode::kLeaseRelease:
-    case Opcode::kMemFree:
-    case Opcode::kMemWrite:
-    case Opcode::kModuleUnload:
-      return widen<V>(decode_payload<Empty>(p, l));
-    case Opcode::kLeaseQuery:
-      return widen<V>(decode_payload<LeaseInfo>(p, l));
-    case Opcode::kLeaseList:
-      return widen<V>(decode_payload<LeaseListReply>(p, l));
-    case Opcode::kCapRequest:
-      return widen<V>(decode_payload<CapRequestReply>(p, l));
-    case Opcode::kMemAlloc:
-    case Opcode::kModuleLoad:
-      return widen<V>(decode_payload<HandleReply>(p, l));
-    case Opcode::kMemRead:
-      return widen<V>(decode_payload<MemReadReply>(p, l));
-    case Opcode::kLaunch:
-      return widen<V>(decode_payload<LaunchReply>(p, l));
-    case Opcode::kSync:
-      return widen<V>(decode_payload<SyncReply>(p, l));
-    case Opcode::kGpuSubmit:
-      return widen<V>(decode_payload<GpuSubmitReply>(p, l));
-  }
-  return make_error(Status::kUnknownOpcode, "unknown opcode");
+  return decode_by_table<ReplyMessage, false>(op, p, l,
+                                              std::make_index_sequence<kOpcodeTable.size()>{});
 }
 
 Bytes encode_request(const RequestMessage& m) {

@@ -35,6 +35,7 @@ constexpr std::array<StatusInfo, kMaxStatusValue + 1> kStatusTable{{
     {"INTERNAL", true},
     {"INVALID_ARGUMENT", false},
     {"UNSUPPORTED", false},
+    {"IDEMPOTENCY_CONFLICT", false},
 }};
 
 }  // namespace

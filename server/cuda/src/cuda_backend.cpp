@@ -434,6 +434,13 @@ class LeaseCore {
     return inflight_.empty() && syncs_.empty();
   }
 
+  // Faults the context with `e` (a queued op failed where no caller waits
+  // for its answer): the next SYNC reports it.
+  void fail(Error e) {
+    std::lock_guard lk(mu_);
+    set_fault_locked(std::move(e));
+  }
+
   // Frees everything (idempotent). With a kernel still running, a regular
   // context is destroyed under it: the only way to stop a hung kernel.
   void destroy() {
@@ -636,11 +643,96 @@ struct Shared {
 
 // ---------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------
+// A context's stream work that has to wait for the device (copies queued
+// behind launches, frees and unloads that must wait for them, and launches
+// or syncs queued behind those) runs on one thread of its own, in order, so
+// no device-pool thread ever waits for a kernel. Ops are posted only by the
+// context's executor; an op gets `cancelled` = true instead of running when
+// the context closes first.
+class OpQueue {
+ public:
+  using Op = std::function<void(bool cancelled)>;
+  OpQueue() = default;
+  ~OpQueue() { close(); }
+  OpQueue(const OpQueue&) = delete;
+  OpQueue& operator=(const OpQueue&) = delete;
+
+  // Nothing queued or running. Only the poster's view matters: it is the
+  // only one that adds work.
+  bool idle() {
+    std::lock_guard lk(mu_);
+    return q_.empty() && !running_;
+  }
+
+  void post(Op op) {
+    {
+      std::lock_guard lk(mu_);
+      if (!closed_) {
+        q_.push_back(std::move(op));
+        if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+        cv_.notify_one();
+        return;
+      }
+    }
+    op(true);
+  }
+
+  // Cancels every queued op (the running one finishes).
+  void cancel_queued() {
+    std::deque<Op> dropped;
+    {
+      std::lock_guard lk(mu_);
+      closed_ = true;
+      dropped.swap(q_);
+    }
+    for (auto& op : dropped) op(true);
+  }
+
+  // Cancels what is queued, waits for the running op, stops the thread.
+  void close() {
+    cancel_queued();
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lk(mu_);
+    for (;;) {
+      cv_.wait(lk, [&] { return closed_ || !q_.empty(); });
+      if (q_.empty()) return;  // closed
+      Op op = std::move(q_.front());
+      q_.pop_front();
+      running_ = true;
+      lk.unlock();
+      op(false);
+      op = nullptr;
+      lk.lock();
+      running_ = false;
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Op> q_;
+  bool running_ = false;
+  bool closed_ = false;
+  std::thread thread_;
+};
+
 class CudaContext final : public DeviceContext {
  public:
   CudaContext(std::shared_ptr<Shared> shared, std::shared_ptr<LeaseCore> core)
       : shared_(std::move(shared)), core_(std::move(core)) {}
-  ~CudaContext() override { core_->destroy(); }
+  ~CudaContext() override {
+    // Queued ops are answered LEASE_EXPIRED (frees and unloads they carried
+    // go back to the tables the destroy frees), the destroy stops a running
+    // kernel and interrupts the op thread's wait, then the thread ends.
+    ops_.cancel_queued();
+    core_->destroy();
+    ops_.close();
+  }
 
   Result<uint64_t> mem_alloc(uint64_t bytes) override {
     LeaseCore& c = *core_;
@@ -666,11 +758,71 @@ class CudaContext final : public DeviceContext {
     return static_cast<uint64_t>(p);
   }
 
-  Result<void> mem_free(uint64_t addr) override {
+  // Where the op runs: inline when nothing of the stream is ahead of it (it
+  // then waits only for its own copy), else on the op thread.
+  bool run_inline() { return ops_.idle() && core_->inflight_count() == 0; }
+
+  static Error expired() {
+    return make_error(Status::kLeaseExpired, "lease ended before this op ran");
+  }
+
+  void mem_free_async(uint64_t addr, Completion done) override {
     LeaseCore& c = *core_;
-    if (c.faulted()) return c.fault_error();
+    if (c.faulted()) return done(c.fault_error());
+    auto it = c.allocs().find(addr);
+    if (it == c.allocs().end())
+      return done(make_error(Status::kInvalidHandle, "not a live allocation"));
+    if (run_inline()) return done(free_now(addr));
+    // Gone from the tables now (they belong to the executor); the op thread
+    // frees the memory once earlier launches finished.
+    const uint64_t bytes = it->second;
+    c.allocs().erase(it);
+    c.used_bytes() -= bytes;
+    ops_.post([this, addr, bytes, done = std::move(done)](bool cancelled) {
+      if (cancelled) {
+        // Back into the table, which the context's destruction frees.
+        core_->allocs()[addr] = bytes;
+        core_->used_bytes() += bytes;
+        return done(expired());
+      }
+      done(release_now(addr));
+    });
+  }
+
+  void mem_write_async(uint64_t addr, std::span<const std::byte> data, Completion done) override {
+    if (core_->faulted()) return done(core_->fault_error());
+    if (data.empty()) return done(Result<void>());
+    if (run_inline()) return done(write_now(addr, data));
+    ops_.post([this, addr, data, done = std::move(done)](bool cancelled) {
+      done(cancelled ? Result<void>(expired()) : write_now(addr, data));
+    });
+  }
+
+  void mem_read_async(uint64_t addr, std::span<std::byte> out, Completion done) override {
+    if (core_->faulted()) return done(core_->fault_error());
+    if (out.empty()) return done(Result<void>());
+    if (run_inline()) return done(read_now(addr, out));
+    ops_.post([this, addr, out, done = std::move(done)](bool cancelled) {
+      done(cancelled ? Result<void>(expired()) : read_now(addr, out));
+    });
+  }
+
+ private:
+  Result<void> free_now(uint64_t addr) {
+    LeaseCore& c = *core_;
     auto it = c.allocs().find(addr);
     if (it == c.allocs().end()) return make_error(Status::kInvalidHandle, "not a live allocation");
+    if (auto r = release_now(addr); !r) return r;
+    c.used_bytes() -= it->second;
+    c.allocs().erase(it);
+    return {};
+  }
+
+  // cuMemFree after every earlier launch. REQUIRES: addr no longer in use by
+  // later ops.
+  Result<void> release_now(uint64_t addr) {
+    LeaseCore& c = *core_;
+    if (c.faulted()) return c.fault_error();
     LeaseCore::Use u(c);
     if (!u.live()) return c.fault_error();
     // cuMemFree may synchronise: let queued kernels finish first, waiting
@@ -678,12 +830,10 @@ class CudaContext final : public DeviceContext {
     if (auto d = c.drain(u); !d) return d;
     CUresult r = c.api().cuMemFree(static_cast<CUdeviceptr>(addr));
     if (r != CUDA_SUCCESS) return c.op_error("cuMemFree", r, Status::kInternal);
-    c.used_bytes() -= it->second;
-    c.allocs().erase(it);
     return {};
   }
 
-  Result<void> mem_write(uint64_t addr, std::span<const std::byte> data) override {
+  Result<void> write_now(uint64_t addr, std::span<const std::byte> data) {
     LeaseCore& c = *core_;
     if (c.faulted()) return c.fault_error();
     if (data.empty()) return {};
@@ -712,7 +862,7 @@ class CudaContext final : public DeviceContext {
     return {};
   }
 
-  Result<void> mem_read(uint64_t addr, std::span<std::byte> out) override {
+  Result<void> read_now(uint64_t addr, std::span<std::byte> out) {
     LeaseCore& c = *core_;
     if (c.faulted()) return c.fault_error();
     if (out.empty()) return {};
@@ -746,6 +896,7 @@ class CudaContext final : public DeviceContext {
     return {};
   }
 
+ public:
   Result<uint64_t> module_load(ImageKind kind, std::span<const std::byte> image) override {
     LeaseCore& c = *core_;
     if (c.faulted()) return c.fault_error();
@@ -788,6 +939,26 @@ class CudaContext final : public DeviceContext {
     if (c.faulted()) return c.fault_error();
     auto it = c.modules().find(module);
     if (it == c.modules().end()) return make_error(Status::kInvalidHandle, "not a loaded module");
+    if (!run_inline()) {
+      // Launches ahead of it may still use the module: unloaded on the op
+      // thread after them; gone from the tables now.
+      ModuleRec rec = std::move(it->second);
+      c.modules().erase(it);
+      CUmodule mod = rec.mod;
+      ops_.post([this, module, rec = std::move(rec), mod](bool cancelled) mutable {
+        if (cancelled) {
+          core_->modules()[module] = std::move(rec);  // the destroy unloads it
+          return;
+        }
+        LeaseCore& cc = *core_;
+        LeaseCore::Use u(cc);
+        if (!u.live()) return;
+        if (auto d = cc.drain(u); !d) return;
+        if (CUresult r = cc.api().cuModuleUnload(mod); r != CUDA_SUCCESS)
+          (void)cc.op_error("cuModuleUnload", r, Status::kInternal);
+      });
+      return {};
+    }
     LeaseCore::Use u(c);
     if (!u.live()) return c.fault_error();
     if (auto d = c.drain(u); !d) return d;
@@ -836,17 +1007,42 @@ class CudaContext final : public DeviceContext {
       k.dynamic_shared_allowed = req.shared_bytes;
     }
     // Backpressure: the driver's launch queue is finite and a full one would
-    // block this thread inside cuLaunchKernel behind a runaway kernel.
-    while (c.inflight_count() >= c.bopts().max_inflight_launches) {
-      if (c.faulted()) return c.fault_error();
+    // block a thread inside cuLaunchKernel behind a runaway kernel; and work
+    // queued on the op thread goes first (stream order). Either way the
+    // launch is issued from the op thread, never waited for here.
+    if (!ops_.idle() || c.inflight_count() >= c.bopts().max_inflight_launches) {
       u.pause();
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-      if (!u.resume()) return c.fault_error();
+      ops_.post([this, fn = k.fn, req](bool cancelled) {
+        if (cancelled) return;
+        LeaseCore& cc = *core_;
+        LeaseCore::Use uu(cc);
+        if (!uu.live()) return;
+        while (cc.inflight_count() >= cc.bopts().max_inflight_launches) {
+          if (cc.faulted()) return;
+          uu.pause();
+          std::this_thread::sleep_for(std::chrono::microseconds(100));
+          if (!uu.resume()) return;
+        }
+        if (auto r = issue(uu, fn, req); !r) {
+          cc.fail(make_error(
+              Status::kSyncFailed,
+              "launch of kernel '" + req.kernel + "' failed when issued: " + r.error().message));
+        }
+      });
+      return {};
     }
+    return issue(u, k.fn, req);
+  }
+
+  // Issues a validated launch on the stream. REQUIRES: u is live.
+  Result<void> issue(LeaseCore::Use& u, CUfunction fn, const LaunchRequest& req) {
+    (void)u;
+    LeaseCore& c = *core_;
+    const DriverApi& a = c.api();
     CUevent ev = c.take_event();
     if (ev == nullptr) return make_error(Status::kInternal, "cuEventCreate failed");
     std::vector<void*> params = param_pointers(req.args);
-    CUresult r = a.cuLaunchKernel(k.fn, req.grid[0], req.grid[1], req.grid[2], req.block[0],
+    CUresult r = a.cuLaunchKernel(fn, req.grid[0], req.grid[1], req.grid[2], req.block[0],
                                   req.block[1], req.block[2], req.shared_bytes, c.stream(),
                                   params.empty() ? nullptr : params.data(), nullptr);
     if (r != CUDA_SUCCESS) {
@@ -866,7 +1062,14 @@ class CudaContext final : public DeviceContext {
   }
 
   void sync(std::function<void(Result<void>)> done) override {
-    core_->sync(std::move(done), core_);
+    if (ops_.idle()) return core_->sync(std::move(done), core_);
+    // After the launches still queued on the op thread.
+    ops_.post([core = core_, done = std::move(done)](bool cancelled) mutable {
+      if (cancelled)
+        return done(make_error(Status::kSyncFailed,
+                               "launches cancelled: the lease ended before they finished"));
+      core->sync(std::move(done), core);
+    });
   }
 
   bool faulted() const override { return core_->faulted(); }
@@ -914,6 +1117,7 @@ class CudaContext final : public DeviceContext {
 
   std::shared_ptr<Shared> shared_;
   std::shared_ptr<LeaseCore> core_;
+  OpQueue ops_;  // declared last: destroyed (joined) first
 };
 
 // ---------------------------------------------------------------------------

@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <concepts>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -57,26 +59,54 @@ struct DeviceState {
 
 class ContextCore;
 
-// One queued launch in the pool: blocks are claimed in chunks by workers.
+using Done = std::function<void(Result<void>)>;
+
+// Runs a bounded piece of a launch. With Launch::run_slice (resumable, one
+// caller at a time) a piece is `slice` instructions of the whole launch;
+// without it, a chunk of whole blocks. Returns true once the launch is done.
+template <typename L>
+bool run_piece(L& l, uint64_t slice, uint64_t first, uint64_t count) {
+  if constexpr (requires {
+                  { l.run_slice(slice) } -> std::same_as<bool>;
+                }) {
+    (void)first;
+    (void)count;
+    return l.run_slice(slice);
+  } else {
+    (void)slice;
+    l.run_blocks(first, count);
+    return false;  // block mode: the pool counts the blocks
+  }
+}
+template <typename L>
+constexpr bool has_run_slice() {
+  return requires(L & l) {
+    l.run_slice(uint64_t{});
+  };
+}
+
+// One launch in the pool. Guarded by the pool's mutex.
 struct Task {
   std::shared_ptr<ContextCore> core;
   std::shared_ptr<Launch> launch;
   uint64_t seq = 0;
-  // Guarded by the pool's mutex.
-  uint64_t next_block = 0;
+  uint64_t next_block = 0;  // block mode
   uint32_t active = 0;
   bool all_claimed = false;
 };
 
-// A fixed set of threads shared by all contexts of a backend. Tasks rotate
-// through the queue after every claimed chunk, so leases share the workers
-// fairly and a long launch does not starve others.
+// A fixed set of threads shared by all contexts of a backend. A launch runs
+// one bounded piece (a slice of instructions, or a chunk of blocks) and then
+// goes to the back of the queue, so leases take turns round-robin and one
+// tenant's kernel delays another's work by at most a piece. A ticker thread
+// enforces each context's watchdog by cancelling an overdue launch.
 class WorkerPool {
  public:
-  explicit WorkerPool(uint32_t n) {
+  WorkerPool(uint32_t n, uint64_t slice) : slice_(slice) {
     if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
     workers_ = n;
     for (uint32_t i = 0; i < n; ++i) threads_.emplace_back([this] { loop(); });
+    ticker_ = std::thread([this] { tick_loop(); });
   }
   ~WorkerPool() {
     {
@@ -84,7 +114,9 @@ class WorkerPool {
       stopping_ = true;
     }
     cv_.notify_all();
+    tick_cv_.notify_all();
     for (auto& t : threads_) t.join();
+    ticker_.join();
   }
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
@@ -96,74 +128,77 @@ class WorkerPool {
       std::lock_guard<std::mutex> lk(mu_);
       queue_.push_back(std::move(t));
     }
-    cv_.notify_all();
+    cv_.notify_one();
+  }
+
+  // Contexts with a watchdog register while they run a launch.
+  void watch(std::weak_ptr<ContextCore> c) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      for (const auto& w : watched_)
+        if (!w.owner_before(c) && !c.owner_before(w)) return;  // already watched
+      watched_.push_back(std::move(c));
+    }
+    tick_cv_.notify_all();
   }
 
  private:
   void loop();
+  void tick_loop();
 
+  const uint64_t slice_;
   std::mutex mu_;
   std::condition_variable cv_;
+  std::condition_variable tick_cv_;
   std::deque<std::shared_ptr<Task>> queue_;
+  std::vector<std::weak_ptr<ContextCore>> watched_;
   bool stopping_ = false;
   uint32_t workers_ = 0;
   std::vector<std::thread> threads_;
+  std::thread ticker_;
 };
 
-// The part of a context that workers call back into.
+// A context's stream: launches and host-side memory ops, in order. A host
+// op runs as soon as everything before it finished: inline on the caller's
+// thread when the stream is idle, else on the worker that finished the
+// launch before it. Nothing ever waits for a kernel.
 class ContextCore : public std::enable_shared_from_this<ContextCore> {
  public:
-  explicit ContextCore(WorkerPool* pool) : pool_(pool) {}
+  ContextCore(WorkerPool* pool, uint32_t watchdog_ms) : pool_(pool), watchdog_ms_(watchdog_ms) {}
 
   // Queues a launch (and starts it when nothing of this context runs).
   void enqueue(std::shared_ptr<Launch> l) {
-    std::lock_guard<std::mutex> lk(mu_);
-    auto t = std::make_shared<Task>();
-    t->core = shared_from_this();
-    t->launch = std::move(l);
-    t->seq = ++enqueued_;
-    if (running_) {
-      queue_.push_back(std::move(t));
-    } else {
-      running_ = true;
-      current_ = t->launch;
-      pool_->submit(std::move(t));
-    }
+    auto it = std::make_shared<Item>();
+    it->launch = std::move(l);
+    push(std::move(it));
   }
 
-  // Called by the worker that finished the last block of `t`.
+  // Queues a host op: `run` executes in stream order (after every earlier
+  // launch), then `done` gets its result. When an earlier launch faulted,
+  // `done` gets LEASE_FAULTED instead; when the context closes first,
+  // LEASE_EXPIRED. Either may run on the caller's thread or a worker.
+  void enqueue_host(std::function<Result<void>()> run, Done done) {
+    auto it = std::make_shared<Item>();
+    it->run = std::move(run);
+    it->done = std::move(done);
+    push(std::move(it));
+  }
+
+  // Called by the worker that finished `t` (every piece of it returned).
   void finished(const Task& t) {
-    std::vector<std::function<void(Result<void>)>> ready;
-    Result<void> outcome;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      completed_ = t.seq;
-      std::string f = t.launch->fault();
-      if (!f.empty() && fault_.empty()) fault_ = std::move(f);
-      if (!fault_.empty() || closing_) {
-        // Launches queued after a fault are abandoned (as on a GPU context
-        // with a sticky error), and so are those of a closing context.
-        if (!queue_.empty()) completed_ = queue_.back()->seq;
-        queue_.clear();
-      }
-      if (!queue_.empty()) {
-        auto next = std::move(queue_.front());
-        queue_.pop_front();
-        current_ = next->launch;
-        pool_->submit(std::move(next));
-      } else {
-        running_ = false;
-        current_.reset();
-      }
-      outcome = status_locked();
-      collect_locked(ready);
-      // close() waits for deliveries in progress, so no callback runs after
-      // the context is gone; callbacks run without the lock.
-      if (!ready.empty()) ++delivering_;
-      cv_.notify_all();
+    std::unique_lock<std::mutex> lk(mu_);
+    completed_ = t.seq;
+    std::string f = t.launch->fault();
+    if (f.empty() && t.launch->stopped()) {
+      // Stopped without a fault of its own: the watchdog, or the lease ended.
+      f = !watchdog_fault_.empty()
+              ? watchdog_fault_
+              : "launch of kernel " + t.launch->kernel().name + " cancelled: the lease ended";
+      if (watchdog_fault_.empty()) cancelled_ = true;
     }
-    if (ready.empty()) return;
-    deliver(ready, outcome);
+    if (!f.empty() && fault_.empty() && !cancelled_) fault_ = std::move(f);
+    current_.reset();
+    advance(lk);
   }
 
   // Launches queued or running, not yet finished.
@@ -172,7 +207,7 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
     return enqueued_ - completed_;
   }
 
-  void sync(std::function<void(Result<void>)> done) {
+  void sync(Done done) {
     Result<void> outcome;
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -185,20 +220,18 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
     done(std::move(outcome));  // on the caller's thread, not a worker
   }
 
-  // Blocks until no launch of this context is queued or running.
-  void drain() {
-    std::unique_lock<std::mutex> lk(mu_);
-    cv_.wait(lk, [&] { return !running_; });
-  }
-
-  // Abandons queued launches, cancels the running one and waits for it;
-  // pending sync callbacks get SYNC_FAILED. After this no worker touches
-  // the core and the pool is no longer used.
+  // Cancels the running launch (it stops within a piece) and fails every
+  // queued item: host ops LEASE_EXPIRED, pending syncs SYNC_FAILED naming
+  // the cancellation. Waits until no worker runs anything of this context;
+  // after it no worker touches the core and the pool is no longer used.
   void close() {
-    std::vector<std::function<void(Result<void>)>> orphans;
+    std::vector<std::shared_ptr<Item>> dropped;
+    std::vector<Done> orphans;
     {
       std::unique_lock<std::mutex> lk(mu_);
       closing_ = true;
+      cancelled_ = true;
+      for (auto& i : queue_) dropped.push_back(std::move(i));
       queue_.clear();
       if (current_) current_->cancel();
       // A callback that (against the contract) destroys its context from a
@@ -207,9 +240,14 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
       cv_.wait(lk, [&] { return !running_ && delivering_ <= own; });
       for (auto& w : waiters_) orphans.push_back(std::move(w.second));
       waiters_.clear();
+      completed_ = enqueued_;
+    }
+    for (auto& i : dropped) {
+      if (i->done) i->done(make_error(Status::kLeaseExpired, "lease ended before this op ran"));
     }
     for (auto& done : orphans)
-      done(make_error(Status::kSyncFailed, "context destroyed before its launches finished"));
+      done(make_error(Status::kSyncFailed,
+                      "launches cancelled: the lease ended before they finished"));
   }
 
   bool faulted() const {
@@ -221,16 +259,118 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
     return fault_;
   }
 
+  // Called by the pool's ticker: cancels the running launch once it has run
+  // longer than the watchdog allows. Returns false once the core is idle.
+  bool check_watchdog(std::chrono::steady_clock::time_point now) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!current_) return running_;
+    if (watchdog_ms_ != 0 && watchdog_fault_.empty() &&
+        now - started_ > std::chrono::milliseconds(watchdog_ms_)) {
+      watchdog_fault_ = "watchdog: kernel '" + current_->kernel().name + "' ran longer than " +
+                        std::to_string(watchdog_ms_) + " ms and was stopped";
+      current_->cancel();
+    }
+    return true;
+  }
+
  private:
-  void deliver(std::vector<std::function<void(Result<void>)>>& ready, const Result<void>& outcome) {
+  struct Item {
+    std::shared_ptr<Launch> launch;     // a launch, or
+    std::function<Result<void>()> run;  // a host op and its completion
+    Done done;
+    uint64_t seq = 0;
+  };
+
+  void push(std::shared_ptr<Item> it) {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (it->launch) it->seq = ++enqueued_;
+    queue_.push_back(std::move(it));
+    if (!running_) advance(lk);
+  }
+
+  // Starts what is next in the stream: host ops run here (unlocked), the
+  // next launch goes to the pool; delivers syncs that became due. Called
+  // with the lock held; returns with it released.
+  void advance(std::unique_lock<std::mutex>& lk) {
+    running_ = true;
+    for (;;) {
+      if (!fault_.empty() || closing_) {
+        // Launches queued after a fault are abandoned (as on a GPU context
+        // with a sticky error); host ops still run (the node refuses every
+        // op of a faulted lease itself). A closing context runs nothing.
+        std::vector<std::shared_ptr<Item>> failed;
+        for (auto it = queue_.begin(); it != queue_.end();) {
+          if (!closing_ && !(*it)->launch) {
+            ++it;
+            continue;
+          }
+          if ((*it)->launch) completed_ = std::max(completed_, (*it)->seq);
+          failed.push_back(std::move(*it));
+          it = queue_.erase(it);
+        }
+        if (!failed.empty()) {
+          const Error e = make_error(Status::kLeaseExpired, "lease ended before this op ran");
+          ++delivering_;
+          lk.unlock();
+          for (auto& i : failed)
+            if (i->done) i->done(e);
+          failed.clear();
+          lk.lock();
+          --delivering_;
+        }
+      }
+      if (queue_.empty()) break;
+      auto next = std::move(queue_.front());
+      queue_.pop_front();
+      if (next->launch) {
+        current_ = next->launch;
+        started_ = std::chrono::steady_clock::now();
+        auto t = std::make_shared<Task>();
+        t->core = shared_from_this();
+        t->launch = next->launch;
+        t->seq = next->seq;
+        deliver_due(lk);
+        const bool watch = watchdog_ms_ != 0;
+        WorkerPool* pool = pool_;
+        lk.unlock();
+        if (watch) pool->watch(weak_from_this());
+        pool->submit(std::move(t));
+        return;
+      }
+      ++delivering_;
+      lk.unlock();
+      Result<void> r = next->run();
+      next->done(std::move(r));
+      next.reset();
+      lk.lock();
+      --delivering_;
+    }
+    running_ = false;
+    deliver_due(lk);
+    cv_.notify_all();
+    lk.unlock();
+  }
+
+  // Calls the sync callbacks that are due (every launch before them done).
+  // Lock held on entry and on return.
+  void deliver_due(std::unique_lock<std::mutex>& lk) {
+    std::vector<Done> ready;
+    auto itw = std::remove_if(waiters_.begin(), waiters_.end(), [&](auto& w) {
+      if (w.first > completed_) return false;
+      ready.push_back(std::move(w.second));
+      return true;
+    });
+    waiters_.erase(itw, waiters_.end());
+    if (ready.empty()) return;
+    Result<void> outcome = status_locked();
+    ++delivering_;
+    lk.unlock();
     const ContextCore* const outer = tl_delivering;
     tl_delivering = this;
     for (auto& done : ready) done(outcome);
     tl_delivering = outer;
-    // The callbacks may have freed everything but this core (held by the
-    // worker's task); clear them before the count drops.
     ready.clear();
-    std::lock_guard<std::mutex> lk(mu_);
+    lk.lock();
     --delivering_;
     cv_.notify_all();
   }
@@ -238,35 +378,35 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
   static thread_local const ContextCore* tl_delivering;
 
   Result<void> status_locked() const {
-    if (fault_.empty()) return {};
-    return make_error(Status::kSyncFailed, fault_);
-  }
-  void collect_locked(std::vector<std::function<void(Result<void>)>>& out) {
-    auto it = std::remove_if(waiters_.begin(), waiters_.end(), [&](auto& w) {
-      if (w.first > completed_) return false;
-      out.push_back(std::move(w.second));
-      return true;
-    });
-    waiters_.erase(it, waiters_.end());
+    if (!fault_.empty()) return make_error(Status::kSyncFailed, fault_);
+    if (cancelled_)
+      return make_error(Status::kSyncFailed,
+                        "launches cancelled: the lease ended before they finished");
+    return {};
   }
 
   WorkerPool* pool_;  // valid until close(); owned by the SimContext
+  const uint32_t watchdog_ms_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::shared_ptr<Task>> queue_;  // queued, not yet submitted
-  bool running_ = false;
+  std::deque<std::shared_ptr<Item>> queue_;  // not yet started
+  bool running_ = false;                     // a launch or host op of the stream is in progress
   bool closing_ = false;
-  uint32_t delivering_ = 0;  // workers calling sync callbacks right now
-  uint64_t enqueued_ = 0;
+  bool cancelled_ = false;   // a launch was stopped because the lease ended
+  uint32_t delivering_ = 0;  // callbacks running right now (outside the lock)
+  uint64_t enqueued_ = 0;    // launches, by sequence number
   uint64_t completed_ = 0;
   std::string fault_;
-  std::vector<std::pair<uint64_t, std::function<void(Result<void>)>>> waiters_;
+  std::string watchdog_fault_;
+  std::vector<std::pair<uint64_t, Done>> waiters_;
   std::shared_ptr<Launch> current_;  // submitted to the pool, not finished
+  std::chrono::steady_clock::time_point started_;
 };
 
 thread_local const ContextCore* ContextCore::tl_delivering = nullptr;
 
 void WorkerPool::loop() {
+  constexpr bool kSlices = has_run_slice<Launch>();
   for (;;) {
     std::shared_ptr<Task> t;
     uint64_t first = 0, count = 0;
@@ -276,29 +416,66 @@ void WorkerPool::loop() {
       if (queue_.empty()) return;  // stopping
       t = queue_.front();
       queue_.pop_front();
-      const uint64_t total = t->launch->total_blocks();
-      const uint64_t chunk = t->launch->stopped()
-                                 ? total
-                                 : std::clamp<uint64_t>(total / (uint64_t{workers_} * 4), 1, 16);
-      first = t->next_block;
-      count = std::min(chunk, total - first);
-      t->next_block += count;
+      if constexpr (!kSlices) {
+        const uint64_t total = t->launch->total_blocks();
+        const uint64_t chunk = t->launch->stopped()
+                                   ? total
+                                   : std::clamp<uint64_t>(total / (uint64_t{workers_} * 4), 1, 16);
+        first = t->next_block;
+        count = std::min(chunk, total - first);
+        t->next_block += count;
+        if (t->next_block >= total)
+          t->all_claimed = true;
+        else
+          queue_.push_back(t);  // rotate: other leases' work goes first
+      }
       ++t->active;
-      if (t->next_block >= total)
-        t->all_claimed = true;
-      else
-        queue_.push_back(t);  // rotate: other leases' work goes first
       if (!queue_.empty()) cv_.notify_one();
     }
-    t->launch->run_blocks(first, count);
+    const bool done = run_piece(*t->launch, slice_, first, count);
     bool last = false;
     {
       std::lock_guard<std::mutex> lk(mu_);
       --t->active;
-      last = t->all_claimed && t->active == 0;
-      if (last) t->all_claimed = false;  // report once
+      if constexpr (kSlices) {
+        if (done) {
+          last = true;
+        } else {
+          queue_.push_back(t);  // round-robin: every other lease's slice first
+          cv_.notify_one();
+        }
+      } else {
+        (void)done;
+        last = t->all_claimed && t->active == 0;
+        if (last) t->all_claimed = false;  // report once
+      }
     }
     if (last) t->core->finished(*t);
+  }
+}
+
+void WorkerPool::tick_loop() {
+  std::unique_lock<std::mutex> lk(mu_);
+  while (!stopping_) {
+    if (watched_.empty()) {
+      tick_cv_.wait(lk);
+      continue;
+    }
+    tick_cv_.wait_for(lk, std::chrono::milliseconds(5));
+    auto cores = watched_;
+    lk.unlock();
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<bool> keep(cores.size(), false);
+    for (size_t i = 0; i < cores.size(); ++i) {
+      if (auto c = cores[i].lock()) keep[i] = c->check_watchdog(now);
+    }
+    lk.lock();
+    // Drop idle and dead cores (entries added meanwhile are kept).
+    std::vector<std::weak_ptr<ContextCore>> next;
+    for (size_t i = 0; i < cores.size(); ++i)
+      if (keep[i]) next.push_back(cores[i]);
+    for (size_t i = cores.size(); i < watched_.size(); ++i) next.push_back(watched_[i]);
+    watched_ = std::move(next);
   }
 }
 
@@ -308,7 +485,7 @@ class SimContext final : public DeviceContext {
              const SimConfig& cfg, const ContextOptions& opts, uint64_t seq)
       : pool_(std::move(pool)),
         dev_(std::move(dev)),
-        core_(std::make_shared<ContextCore>(pool_.get())),
+        core_(std::make_shared<ContextCore>(pool_.get(), opts.watchdog_ms)),
         launch_limits_(cfg.launch_limits),
         max_queued_(cfg.max_queued_launches),
         max_allocs_(cfg.max_allocations),
@@ -355,8 +532,8 @@ class SimContext final : public DeviceContext {
     allocs_.emplace(
         addr, Alloc{bytes, std::shared_ptr<std::byte>(raw, [](std::byte* p) { std::free(p); })});
     allocated_ += bytes;
-    // Addresses only grow and frees drain the context first, so while
-    // launches hold snapshots the table only gains entries at its end.
+    // Addresses only grow and a free drops the table (launches keep the old
+    // one), so while launches hold snapshots it only gains entries at its end.
     if (table_ && table_->size() < table_->capacity())
       table_->append(GlobalRange{addr, bytes, raw}, allocs_.at(addr).data);
     else
@@ -365,33 +542,43 @@ class SimContext final : public DeviceContext {
     return addr;
   }
 
-  Result<void> mem_free(uint64_t addr) override {
+  void mem_free_async(uint64_t addr, Completion done) override {
     auto it = allocs_.find(addr);
     if (it == allocs_.end())
-      return make_error(Status::kInvalidHandle, "not a live allocation of this context");
-    core_->drain();  // stream order: earlier launches may still use it
+      return done(make_error(Status::kInvalidHandle, "not a live allocation of this context"));
+    // Gone for every later op now. Launches queued before hold a snapshot
+    // that keeps the memory alive until they finish (stream order without
+    // waiting for them).
     dev_->release(it->second.size);
     allocated_ -= it->second.size;
     allocs_.erase(it);
-    table_.reset();  // rebuilt at the next launch; no launch uses the old one now
+    table_.reset();  // rebuilt at the next launch; launches keep the old one
     snapshot_.reset();
-    return {};
+    done(Result<void>());
   }
 
-  Result<void> mem_write(uint64_t addr, std::span<const std::byte> data) override {
+  void mem_write_async(uint64_t addr, std::span<const std::byte> data, Completion done) override {
     auto p = host_range(addr, data.size());
-    if (!p.ok()) return std::move(p).error();
-    core_->drain();
-    if (!data.empty()) std::memcpy(*p, data.data(), data.size());
-    return {};
+    if (!p.ok()) return done(std::move(p).error());
+    if (data.empty()) return done(Result<void>());
+    core_->enqueue_host(
+        [dst = *p, data, keep = owner(addr)]() -> Result<void> {
+          std::memcpy(dst, data.data(), data.size());
+          return {};
+        },
+        std::move(done));
   }
 
-  Result<void> mem_read(uint64_t addr, std::span<std::byte> out) override {
+  void mem_read_async(uint64_t addr, std::span<std::byte> out, Completion done) override {
     auto p = host_range(addr, out.size());
-    if (!p.ok()) return std::move(p).error();
-    core_->drain();
-    if (!out.empty()) std::memcpy(out.data(), *p, out.size());
-    return {};
+    if (!p.ok()) return done(std::move(p).error());
+    if (out.empty()) return done(Result<void>());
+    core_->enqueue_host(
+        [src = *p, out, keep = owner(addr)]() -> Result<void> {
+          std::memcpy(out.data(), src, out.size());
+          return {};
+        },
+        std::move(done));
   }
 
   Result<uint64_t> module_load(ImageKind kind, std::span<const std::byte> image) override {
@@ -462,6 +649,13 @@ class SimContext final : public DeviceContext {
     std::shared_ptr<std::byte> data;
   };
 
+  // The buffer holding `addr` (REQUIRES: host_range(addr, ...) succeeded):
+  // a queued op keeps it alive even if it is freed before the op runs.
+  std::shared_ptr<std::byte> owner(uint64_t addr) const {
+    auto it = allocs_.upper_bound(addr);
+    return std::prev(it)->second.data;
+  }
+
   Result<std::byte*> host_range(uint64_t addr, uint64_t len) {
     auto it = allocs_.upper_bound(addr);
     if (it == allocs_.begin())
@@ -517,7 +711,7 @@ class SimContext final : public DeviceContext {
 class SimBackend final : public server::DeviceBackend {
  public:
   explicit SimBackend(const SimConfig& cfg)
-      : cfg_(cfg), pool_(std::make_shared<WorkerPool>(cfg.worker_threads)) {
+      : cfg_(cfg), pool_(std::make_shared<WorkerPool>(cfg.worker_threads, cfg.slice_instructions)) {
     uint16_t index = 0;
     for (const SimDeviceConfig& d : cfg.devices) {
       auto s = std::make_shared<DeviceState>();

@@ -8,9 +8,13 @@
 //   5. audience != this node's id             -> PERMISSION_DENIED
 //   6. perms lack required_permission(opcode) -> PERMISSION_DENIED
 //   7. token id, origin id or tenant revoked  -> REVOKED
-//   8. token bound to a lease other than the frame's      -> PERMISSION_DENIED
+//   8. the header lease rule and the token's lease binding:
+//      a lease-bound token on an opcode that acts on no lease -> PERMISSION_DENIED
+//      lease_id breaks the opcode's rule (wire::LeaseRule)  -> INVALID_ARGUMENT
+//      token bound to a lease other than the frame's        -> PERMISSION_DENIED
 // then, once the server has looked the lease up:
-//   9. check_lease_owner: lease owned by another tenant    -> PERMISSION_DENIED
+//   9. check_lease_owner: lease owned by another tenant    -> LEASE_NOT_FOUND,
+//      with the very message the node gives for an absent lease
 //  10. check_vram_ceiling (LEASE_ACQUIRE): request > max_vram -> PERMISSION_DENIED
 //
 // Every step but 3 runs on every frame; step 3 is skipped only when the
@@ -33,6 +37,14 @@
 namespace gpulease::capability {
 
 inline constexpr int64_t kDefaultClockSkewS = 30;
+// The verified-signature cache's size unless configured (gpuleased
+// --token-cache-entries); the one place this default is written.
+inline constexpr size_t kDefaultSignatureCacheEntries = 4096;
+
+// The message of LEASE_NOT_FOUND, for an absent lease and for another
+// tenant's lease alike, so that a reply never tells which (lease ids are not
+// to be probed).
+inline constexpr std::string_view kNoSuchLeaseMessage = "no such lease";
 
 // Why a token was refused; the first word of every error message from this
 // file, and the label of the server's rejection counter.
@@ -49,26 +61,27 @@ enum class DenyReason : uint8_t {
   kWrongLease,
   kNotLeaseOwner,
   kVramCeiling,
+  kLeaseRule,
 };
-inline constexpr size_t kDenyReasonCount = 12;
+inline constexpr size_t kDenyReasonCount = 13;
 
 // "malformed", "unknown_key", "bad_signature", "not_yet_valid", "expired",
 // "wrong_audience", "missing_permission", "revoked_token", "revoked_tenant",
-// "wrong_lease", "not_lease_owner", "vram_ceiling".
+// "wrong_lease", "not_lease_owner", "vram_ceiling", "lease_rule".
 [[nodiscard]] std::string_view deny_reason_name(DenyReason r) noexcept;
 [[nodiscard]] Status deny_reason_status(DenyReason r) noexcept;
 
 struct VerifierOptions {
   std::string node_id;                        // the audience this node accepts
   int64_t clock_skew_s = kDefaultClockSkewS;  // >= 0; tolerance on both ends of the window
-  size_t cache_capacity = 65536;              // verified signatures remembered; 0 disables
+  size_t cache_capacity = kDefaultSignatureCacheEntries;  // signatures remembered; 0 disables
   size_t cache_shards = 16;
 };
 
 struct VerifyRequest {
   wire::Opcode opcode = wire::Opcode::kPing;
-  // The lease the frame acts on; 0 for frames that name none (LEASE_ACQUIRE,
-  // LEASE_LIST).
+  // The header's lease_id: the lease the frame acts on, 0 for opcodes whose
+  // rule is LeaseRule::kZero (HELLO, PING, LEASE_ACQUIRE, LEASE_LIST).
   uint64_t frame_lease_id = 0;
   int64_t now_unix_s = 0;
 };
@@ -110,9 +123,11 @@ class Verifier {
   std::array<std::atomic<uint64_t>, kDenyReasonCount> denied_{};
 };
 
-// Step 9. PERMISSION_DENIED ("not_lease_owner: ...") unless the token's tenant
-// owns the lease. Applies to lease-bound tokens too: binding narrows a
-// tenant's token, it never crosses tenants.
+// Step 9. LEASE_NOT_FOUND with kNoSuchLeaseMessage unless the token's tenant
+// owns the lease: the same answer as for a lease that does not exist, so
+// another tenant's lease ids cannot be told from unused ones. Applies to
+// lease-bound tokens too: binding narrows a tenant's token, it never crosses
+// tenants.
 [[nodiscard]] Result<void> check_lease_owner(const Claims& claims,
                                              std::string_view lease_owner_tenant);
 

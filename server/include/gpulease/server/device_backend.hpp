@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <span>
 #include <string>
@@ -75,14 +76,39 @@ class DeviceContext {
   // Returns the device address of a new buffer of `bytes` bytes (> 0).
   // ALLOC_FAILED when the device has no room.
   virtual Result<uint64_t> mem_alloc(uint64_t bytes) = 0;
+  // Memory ops complete asynchronously: `done` is called exactly once with
+  // the result, on the caller's thread when nothing is queued before the op
+  // (possibly before the call returns) or on a backend thread once every
+  // earlier launch finished (stream order). No implementation blocks its
+  // caller on device work. When the context is destroyed first, `done` gets
+  // LEASE_EXPIRED; after a fault, LEASE_FAULTED.
+  using Completion = std::function<void(Result<void>)>;
+
   // REQUIRES: addr was returned by mem_alloc of this context and not freed.
-  virtual Result<void> mem_free(uint64_t addr) = 0;
-  // REQUIRES: [addr, addr+data.size()) lies inside one live allocation.
-  // Ordered after every earlier launch (stream order).
-  virtual Result<void> mem_write(uint64_t addr, std::span<const std::byte> data) = 0;
-  // REQUIRES: [addr, addr+out.size()) lies inside one live allocation.
-  // Ordered after every earlier launch: reads see their results.
-  virtual Result<void> mem_read(uint64_t addr, std::span<std::byte> out) = 0;
+  // The buffer is gone for every later op at once; its memory is released
+  // once earlier launches no longer use it.
+  virtual void mem_free_async(uint64_t addr, Completion done) = 0;
+  // REQUIRES: [addr, addr+data.size()) lies inside one live allocation, and
+  // `data` stays valid until `done` is called. Ordered after every earlier
+  // launch.
+  virtual void mem_write_async(uint64_t addr, std::span<const std::byte> data, Completion done) = 0;
+  // REQUIRES: [addr, addr+out.size()) lies inside one live allocation, and
+  // `out` stays valid until `done` is called. Ordered after every earlier
+  // launch: reads see their results.
+  virtual void mem_read_async(uint64_t addr, std::span<std::byte> out, Completion done) = 0;
+
+  // Blocking forms for tests and tools: wait for the completion. Never call
+  // them on a thread the backend needs to complete the op (a device-pool or
+  // backend thread).
+  Result<void> mem_free(uint64_t addr) {
+    return wait([&](Completion d) { mem_free_async(addr, std::move(d)); });
+  }
+  Result<void> mem_write(uint64_t addr, std::span<const std::byte> data) {
+    return wait([&](Completion d) { mem_write_async(addr, data, std::move(d)); });
+  }
+  Result<void> mem_read(uint64_t addr, std::span<std::byte> out) {
+    return wait([&](Completion d) { mem_read_async(addr, out, std::move(d)); });
+  }
 
   // Loads a module image; returns a backend module handle (nonzero).
   // LOAD_FAILED with the loader's log on a bad image.
@@ -111,6 +137,15 @@ class DeviceContext {
   // True once a fault has poisoned the context (illegal address, watchdog):
   // the node then answers LEASE_FAULTED to every op but query and release.
   virtual bool faulted() const = 0;
+
+ private:
+  template <typename Start>
+  static Result<void> wait(Start&& start) {
+    auto p = std::make_shared<std::promise<Result<void>>>();
+    auto f = p->get_future();
+    start([p](Result<void> r) { p->set_value(std::move(r)); });
+    return f.get();
+  }
 };
 
 class DeviceBackend {

@@ -8,6 +8,9 @@
 // Every length and count is checked against Limits before anything is
 // allocated. Field values outside their domain (an unknown exclusivity
 // class, a zero size) are INVALID_ARGUMENT where the encoding itself is fine.
+// Decoding order (PROTOCOL.md, "Decoding rules"): every structural error
+// (BAD_FRAME, FRAME_TOO_LARGE) wins over every value error
+// (INVALID_ARGUMENT); within each kind the first failing field wins.
 #pragma once
 
 #include <array>
@@ -116,6 +119,16 @@ struct LeaseRenewReply {
   uint64_t expires_at_ms = 0;
   bool operator==(const LeaseRenewReply&) const = default;
 };
+
+// The fewest bytes one element of each list can take on the wire. A count
+// is refused (BAD_FRAME) when count x minimum exceeds the bytes left, before
+// anything is reserved for it (PROTOCOL.md, "Encodings").
+inline constexpr size_t kMinDeviceBytes = 2 + 2 + 16 + 1 + 1 + 4 + 8 + 8;   // empty name: 42
+inline constexpr size_t kLeaseRecordBytes = 8 + 1 + 1 + 2 + 8 * 4 + 4 + 4;  // fixed: 52
+inline constexpr size_t kRawArgSizeBytes = 4;       // one u32 of a raw argument's sizes
+inline constexpr size_t kMinTypedArgBytes = 3;      // SCALAR kind + u16 size 0 (refused later)
+inline constexpr size_t kMinSubmitArgBytes = 3;     // SCALAR kind + u16 size 0 (refused later)
+inline constexpr size_t kMinSubmitOutputBytes = 6;  // u16 arg_index + bytes32 of length 0
 
 struct Empty {
   bool operator==(const Empty&) const = default;
@@ -270,6 +283,42 @@ using RequestMessage =
 using ReplyMessage = std::variant<HelloReply, PingReply, LeaseAcquireReply, LeaseRenewReply, Empty,
                                   LeaseInfo, LeaseListReply, CapRequestReply, HandleReply,
                                   MemReadReply, LaunchReply, SyncReply, GpuSubmitReply>;
+
+// The request and reply message of each opcode: the codec's half of the
+// opcode table (opcodes.hpp). decode_request/decode_reply are generated from
+// kOpcodeTable through these, so a table row without its types here does not
+// compile.
+template <Opcode>
+struct OpcodeMessages;
+#define GPULEASE_OPCODE_MESSAGES(OP, REQ, REP) \
+  template <>                                  \
+  struct OpcodeMessages<Opcode::OP> {          \
+    using Request = REQ;                       \
+    using Reply = REP;                         \
+  }
+GPULEASE_OPCODE_MESSAGES(kHello, HelloRequest, HelloReply);
+GPULEASE_OPCODE_MESSAGES(kPing, PingRequest, PingReply);
+GPULEASE_OPCODE_MESSAGES(kLeaseAcquire, LeaseAcquireRequest, LeaseAcquireReply);
+GPULEASE_OPCODE_MESSAGES(kLeaseRenew, LeaseRenewRequest, LeaseRenewReply);
+GPULEASE_OPCODE_MESSAGES(kLeaseRelease, Empty, Empty);
+GPULEASE_OPCODE_MESSAGES(kLeaseQuery, Empty, LeaseInfo);
+GPULEASE_OPCODE_MESSAGES(kLeaseList, Empty, LeaseListReply);
+GPULEASE_OPCODE_MESSAGES(kCapRequest, CapRequestRequest, CapRequestReply);
+GPULEASE_OPCODE_MESSAGES(kMemAlloc, MemAllocRequest, HandleReply);
+GPULEASE_OPCODE_MESSAGES(kMemFree, HandleRequest, Empty);
+GPULEASE_OPCODE_MESSAGES(kMemWrite, MemWriteRequest, Empty);
+GPULEASE_OPCODE_MESSAGES(kMemRead, MemReadRequest, MemReadReply);
+GPULEASE_OPCODE_MESSAGES(kModuleLoad, ModuleLoadRequest, HandleReply);
+GPULEASE_OPCODE_MESSAGES(kLaunch, LaunchRequest, LaunchReply);
+GPULEASE_OPCODE_MESSAGES(kSync, Empty, SyncReply);
+GPULEASE_OPCODE_MESSAGES(kModuleUnload, HandleRequest, Empty);
+GPULEASE_OPCODE_MESSAGES(kGpuSubmit, GpuSubmitRequest, GpuSubmitReply);
+#undef GPULEASE_OPCODE_MESSAGES
+
+template <Opcode op>
+using RequestOf = typename OpcodeMessages<op>::Request;
+template <Opcode op>
+using ReplyOf = typename OpcodeMessages<op>::Reply;
 
 // Encoders append the payload bytes of one message.
 void encode(const HelloRequest&, Bytes&);

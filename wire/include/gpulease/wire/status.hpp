@@ -42,9 +42,11 @@ enum class Status : uint16_t {
   kInvalidArgument = 22,  // A well-formed field has a value the op cannot accept. Retry: no.
   kUnsupported = 23,      // Valid request the node or backend does not support (e.g. an
                           // exclusivity class). Retry: no, or on another node.
+  kIdempotencyConflict = 24,  // LEASE_ACQUIRE idempotency key already used with other
+                              // parameters. Retry: no (use a new key).
 };
 
-inline constexpr uint16_t kMaxStatusValue = 23;
+inline constexpr uint16_t kMaxStatusValue = 24;
 
 // Canonical upper-case name, as used in docs and vectors ("LEASE_EXPIRED").
 [[nodiscard]] std::string_view status_name(Status s) noexcept;

@@ -50,6 +50,10 @@ struct SimConfig {
   // is 0: 2^32, about ten seconds to a minute of one core. A tenant's
   // infinite loop is stopped after that and reported at sync.
   uint64_t default_instruction_budget = uint64_t{1} << 32;
+  // Instructions a launch runs before the worker moves on to the next
+  // lease's work (round-robin), once the interpreter runs launches in
+  // resumable slices: one tenant's kernel delays another's by at most this.
+  uint64_t slice_instructions = uint64_t{1} << 18;
   // Launches one context may have queued or running; past it launch() is
   // LAUNCH_FAILED until a sync (each holds up to 32 KiB of parameters).
   uint32_t max_queued_launches = 1024;

@@ -1,16 +1,22 @@
 // The TCP front end of the node: standalone Asio with C++20 coroutines.
 //
-// One io_context run by N network threads. Each connection is three
-// coroutines on its own strand: a reader (header first, checked before any
-// allocation; then token and payload), a writer (replies gathered into one
-// write), and a watchdog (idle and mid-frame deadlines). A connection lives
-// exactly as long as these coroutines. Replies are matched by request id, so
-// clients may pipeline up to max_inflight requests; past that the node
-// answers BUSY.
+// One io_context run by N network threads; each connection on its own strand
+// (connection.hpp: one `reader || watchdog` coroutine and a writer). What a
+// peer can make the node hold is bounded before it is held:
+//  - without a valid token: the 64 KiB input buffer, one token section and
+//    one frame of at most max_ping_bytes (HELLO, PING), and a small reply
+//    queue; a refused body is read into the input buffer and dropped;
+//  - with one: frame bodies within the connection's and the tenant's share
+//    of the frame-bytes budget (reserved before reading, filled as bytes
+//    arrive), and a reply queue bound per connection.
+// Large body buffers are recycled up to body_pool_bytes; the rest go back to
+// the OS. Replies are matched by request id, so clients may pipeline up to
+// max_inflight requests; past that the node answers BUSY.
 #pragma once
 
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -21,37 +27,12 @@
 #include <vector>
 
 #include "config.hpp"
+#include "frame_budget.hpp"
 #include "node.hpp"
 
 namespace gpulease::server {
 
 class Connection;
-
-// Recycles the buffers large frame bodies (MEM_WRITE chunks, module images)
-// are read into, so a bulk transfer does not map and fault in fresh pages for
-// every chunk. A taken buffer may be larger than asked for: readers use the
-// frame's declared lengths, never the buffer's size.
-// THREAD SAFETY: take() and the buffers' release may run on any thread.
-// LIFETIME: buffers may outlive the pool (their deleter shares its state).
-class BodyPool {
- public:
-  static constexpr size_t kMinPooledBytes = 256u << 10;
-  static constexpr size_t kMaxPooled = 16;
-  explicit BodyPool(size_t budget_bytes) : budget_(budget_bytes) {}
-  [[nodiscard]] std::shared_ptr<wire::Bytes> take(size_t n);
-  // Whether a body of n more bytes fits the budget of bytes held by frames
-  // read but not yet done with (across all connections).
-  [[nodiscard]] bool within_budget(size_t n) const;
-
- private:
-  struct State {
-    std::mutex mu;
-    std::vector<std::unique_ptr<wire::Bytes>> free;  // GUARDED_BY(mu)
-    std::atomic<size_t> outstanding{0};
-  };
-  const size_t budget_;
-  std::shared_ptr<State> state_ = std::make_shared<State>();
-};
 
 class Server {
  public:
@@ -76,29 +57,38 @@ class Server {
 
   // Connection bookkeeping (called by connections).
   void connection_ended(const std::shared_ptr<Connection>& c);
-  BodyPool& body_pool() noexcept { return body_pool_; }
+  [[nodiscard]] FrameBudget& frame_budget() noexcept { return budget_; }
+  [[nodiscard]] BodyPool& body_pool() noexcept { return *pool_; }
+  [[nodiscard]] const std::shared_ptr<BodyPool>& body_pool_ptr() noexcept { return pool_; }
   [[nodiscard]] bool draining() const noexcept { return draining_.load(); }
+  [[nodiscard]] size_t connections() const;
+  [[nodiscard]] int64_t metrics_connections() const noexcept { return metrics_conns_.load(); }
   std::atomic<int64_t> inflight_total{0};
 
  private:
   void accept_loop();
   void metrics_loop();
+  void trim_loop();
 
   Node& node_;
   const NodeConfig& cfg_;
-  BodyPool body_pool_;
+  FrameBudget budget_;
+  std::shared_ptr<BodyPool> pool_;
   asio::io_context io_;
   asio::ip::tcp::acceptor acceptor_;
   asio::ip::tcp::acceptor metrics_acceptor_;
+  asio::steady_timer trim_timer_;
+  uint64_t trimmed_at_released_ = 0;  // on the trim timer's handler only
   uint16_t port_ = 0;
   uint16_t metrics_port_ = 0;
   std::vector<std::thread> threads_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> stopped_{false};
+  std::atomic<int64_t> metrics_conns_{0};
   std::once_flag drain_once_;
   std::thread drain_thread_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::map<Connection*, std::weak_ptr<Connection>> conns_;  // GUARDED_BY(mu_)
   std::map<std::string, uint32_t> per_ip_;                  // GUARDED_BY(mu_)
   uint64_t next_conn_id_ = 1;                               // GUARDED_BY(mu_)

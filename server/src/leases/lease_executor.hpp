@@ -1,0 +1,134 @@
+// A lease's executor: the one owner of its device context, its buffer and
+// module tables, its replay window and its strand (the serial executor on
+// the device pool that runs its ops in arrival order). One short method per
+// session op; each either answers at once or hands the backend a completion,
+// so no device-pool thread ever waits for a kernel.
+//
+// THREAD SAFETY: every method but post() and end() runs on the strand;
+// post() and end() may be called from any thread and queue onto it.
+#pragma once
+
+#include <asio/strand.hpp>
+#include <asio/thread_pool.hpp>
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+
+#include "config.hpp"
+#include "gpulease/server/device_backend.hpp"
+#include "gpulease/wire/frame.hpp"
+#include "gpulease/wire/messages.hpp"
+#include "metrics.hpp"
+
+namespace gpulease::server {
+
+struct Lease;
+
+using DeviceStrand = asio::strand<asio::thread_pool::executor_type>;
+
+// Called exactly once per request with the reply's status and payload (the
+// encoded reply message, or a UTF-8 message when status != OK). May be
+// called on any thread.
+using ReplyFn = std::function<void(wire::Status, wire::Bytes)>;
+
+// The answers to the last N MEM_ALLOC / MODULE_LOAD requests of a lease, so a
+// retry of the same request (same request id, opcode and payload) gets the
+// first answer instead of leaking a second buffer or module. An entry is
+// forgotten once the handle it returned is freed, so a replay never hands out
+// a dead handle.
+class ReplayWindow {
+ public:
+  explicit ReplayWindow(size_t capacity) : capacity_(capacity) {}
+  struct Entry {
+    uint64_t request_id;
+    wire::Opcode opcode;
+    uint64_t payload_hash;  // XXH3-64 of the request payload
+    wire::Status status;
+    wire::Bytes payload;
+    uint64_t handle;  // the handle an OK answer returned (0 otherwise)
+  };
+  const Entry* find(uint64_t request_id, wire::Opcode op, uint64_t payload_hash) const {
+    for (const auto& e : entries_) {
+      if (e.request_id == request_id && e.opcode == op && e.payload_hash == payload_hash) return &e;
+    }
+    return nullptr;
+  }
+  void remember(uint64_t request_id, wire::Opcode op, uint64_t payload_hash, wire::Status status,
+                wire::Bytes payload, uint64_t handle = 0) {
+    if (capacity_ == 0) return;
+    if (entries_.size() == capacity_) entries_.pop_front();
+    entries_.push_back(Entry{request_id, op, payload_hash, status, std::move(payload), handle});
+  }
+  void forget_handle(wire::Opcode op, uint64_t handle) {
+    std::erase_if(entries_, [&](const Entry& e) { return e.opcode == op && e.handle == handle; });
+  }
+
+ private:
+  size_t capacity_;
+  std::deque<Entry> entries_;
+};
+
+// What an executor needs from the node; outlives every lease.
+struct ExecutorEnv {
+  const NodeConfig& cfg;
+  Metrics& metrics;
+};
+
+class LeaseExecutor {
+ public:
+  // `lease` owns this executor. `device` is the lease's device inventory
+  // (fixed for the node's life).
+  LeaseExecutor(Lease& lease, ExecutorEnv env, const DeviceInfo& device, DeviceStrand strand,
+                std::unique_ptr<DeviceContext> ctx);
+  LeaseExecutor(const LeaseExecutor&) = delete;
+  LeaseExecutor& operator=(const LeaseExecutor&) = delete;
+
+  // Queues a session op (0x0601-0x0608) or GPU_SUBMIT on the strand. `body`
+  // holds the frame's token and payload; the payload starts at
+  // `payload_offset`.
+  void post(const wire::FrameHeader& h, std::shared_ptr<wire::Bytes> body, size_t payload_offset,
+            ReplyFn reply);
+
+  // The lease has ended: on the strand, after the ops queued before, its
+  // context is destroyed (its running launch stops within a slice, what the
+  // backend still had queued is answered LEASE_EXPIRED) and its tables
+  // cleared; then `done`. Ops posted later find no context: LEASE_EXPIRED.
+  void end(std::function<void()> done);
+
+  // Runs `fn` on the strand after everything queued so far.
+  void after_queued(std::function<void()> fn);
+
+ private:
+  struct Op {
+    wire::FrameHeader h;
+    wire::ByteSpan payload;
+    std::shared_ptr<wire::Bytes> body;  // keeps `payload` alive
+    ReplyFn reply;
+  };
+  void run(const Op& op);
+  void mem_alloc(const Op& op);
+  void mem_free(const Op& op);
+  void mem_write(const Op& op);
+  void mem_read(const Op& op);
+  void module_load(const Op& op);
+  void module_unload(const Op& op);
+  void launch(const Op& op);
+  void sync(const Op& op);
+  void gpu_submit(const Op& op);
+  void run_submit(wire::GpuSubmitRequest req, ReplyFn reply);
+
+  Lease& lease_;
+  ExecutorEnv env_;
+  const DeviceInfo& device_;
+  DeviceStrand strand_;
+  // STRAND: the one source of truth for what the lease holds.
+  std::unique_ptr<DeviceContext> ctx_;
+  std::map<uint64_t, uint64_t> buffers_;  // device address -> size
+  std::map<uint64_t, uint64_t> modules_;  // module handle -> bytes charged to the quota
+  ReplayWindow replay_;
+  uint64_t launches_ = 0;
+};
+
+}  // namespace gpulease::server

@@ -1,0 +1,3 @@
+# Lease execution (issue 11): isolation between tenants, lease ends that stop
+# work, SYNC after cancellation, drain.
+gpulease_add_test(server_isolation_test SOURCES server_isolation_test.cpp LIBS gpulease_node)
