@@ -438,6 +438,65 @@ TEST(Attack, HeldMetricsSocketsAreBoundedAndTimedOut) {
   EXPECT_NE(page.find("gpulease_frame_bytes_held"), std::string::npos);
 }
 
+// ---- The frame check order at the reader (PROTOCOL.md, "Receiving a frame") ----
+
+TEST(ReaderOrder, ReplyFlagBeatsUnknownOpcodeAndTheConnectionStays) {
+  TestNode node(attack_config());
+  Sock s(node.port());
+  wire::FrameHeader h;
+  h.opcode = Opcode::kPing;
+  h.request_id = 9;
+  Bytes f = wire::encode_frame(h, {}, Bytes(8));
+  wire::store_le16(f.data() + wire::kOffFlags, wire::kFlagReply);
+  wire::store_le16(f.data() + wire::kOffOpcode, 0x7777);
+  ASSERT_TRUE(s.send_all(f));
+  auto r = s.recv_reply();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status(), Status::kBadFrame) << r->message();
+  // The body was dropped and the stream is in step: a PING is answered.
+  h.request_id = 10;
+  ASSERT_TRUE(s.send_all(wire::encode_frame(h, {}, {})));
+  r = s.recv_reply();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status(), Status::kOk);
+  EXPECT_EQ(r->header.request_id, 10u);
+}
+
+TEST(ReaderOrder, TokenRefusalsOtherThanUnauthenticatedComeAfterTheChecksum) {
+  TestNode node(attack_config());
+  // An expired token, and a frame whose checksum is wrong: CHECKSUM_MISMATCH
+  // (step 9) before TOKEN_EXPIRED (step 10), and the connection closes.
+  Bytes expired = node.token("bob", capability::kAllPermissions, -120, 0, 0, "test-node", -600);
+  wire::FrameHeader h;
+  h.opcode = Opcode::kLeaseList;
+  h.request_id = 3;
+  {
+    Sock s(node.port());
+    Bytes f = wire::encode_frame(h, expired, {});
+    f[wire::kOffChecksum] ^= std::byte{1};
+    ASSERT_TRUE(s.send_all(f));
+    auto r = s.recv_reply();
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->status(), Status::kChecksumMismatch) << r->message();
+    EXPECT_TRUE(s.closed_within(10s));
+  }
+  {
+    // The same frame with a sound checksum: TOKEN_EXPIRED, connection kept.
+    Sock s(node.port());
+    ASSERT_TRUE(s.send_all(wire::encode_frame(h, expired, {})));
+    auto r = s.recv_reply();
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->status(), Status::kTokenExpired) << r->message();
+    wire::FrameHeader ping;
+    ping.request_id = 4;
+    ASSERT_TRUE(s.send_all(wire::encode_frame(ping, {}, {})));
+    r = s.recv_reply();
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->status(), Status::kOk);
+  }
+  EXPECT_EQ(node.server().frame_budget().counters().peak, 0u);  // nothing was buffered
+}
+
 // ---- The budget and the pool on their own ---------------------------------------
 
 TEST(FrameBudget, SharesBoundTenantsAndConnectionsAndAdmitOneFrameAlone) {

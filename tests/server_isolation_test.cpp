@@ -91,6 +91,45 @@ TEST(Isolation, AVictimsSessionNeverWaitsForOtherTenantsSpinningKernels) {
   EXPECT_EQ(node.node().active_leases(), 0u);
 }
 
+TEST(Isolation, AVictimsKernelsTakeTurnsWithOtherTenantsSpinningKernels) {
+  // Four spinners on two sim workers: the victim's own launch runs in
+  // round-robin slices between theirs instead of waiting for a free worker.
+  TestNode node(busy_config());
+  std::vector<std::unique_ptr<Spinner>> spinners;
+  for (int i = 0; i < 4; ++i)
+    spinners.push_back(std::make_unique<Spinner>(node, "spinner" + std::to_string(i)));
+  RawClient c(node.port());
+  Bytes tok = node.token("victim");
+  uint64_t lease = acquire(c, tok);
+  const int n = 256;
+  std::vector<float> x(n);
+  for (int i = 0; i < n; ++i) x[i] = float(i);
+  uint64_t buf = alloc(c, lease, tok, n * 4);
+  ASSERT_EQ(
+      c.call(Opcode::kMemWrite, lease, tok, wire::MemWriteRequest{buf, 0, pod_bytes(x)}).status(),
+      Status::kOk);
+  uint64_t mod = load_module(c, lease, tok, ptx("transform.ptx"));
+  ASSERT_EQ(
+      c.call(Opcode::kLaunch, lease, tok,
+             launch_req(mod, "scale", 2, 128, Args().buf(buf).scalar(int32_t(n)).scalar(3.0f)))
+          .status(),
+      Status::kOk);
+  auto s = c.call(Opcode::kSync, lease, tok, wire::Empty{});
+  ASSERT_EQ(s.status(), Status::kOk) << s.message();
+  auto r = c.call(Opcode::kMemRead, lease, tok, wire::MemReadRequest{buf, 0, n * 4});
+  ASSERT_EQ(r.status(), Status::kOk);
+  auto y = from_bytes<float>(r.payload);
+  for (int i = 0; i < n; ++i) ASSERT_EQ(y[i], 3.0f * i) << i;
+  ASSERT_EQ(c.call(Opcode::kLeaseRelease, lease, tok, wire::Empty{}).status(), Status::kOk);
+  // The spinners were still spinning all along.
+  RawClient admin(node.port());
+  for (auto& sp : spinners) {
+    EXPECT_EQ(admin.call(Opcode::kLeaseRelease, sp->lease, sp->tok, wire::Empty{}).status(),
+              Status::kOk);
+    expect_cancelled(*sp);
+  }
+}
+
 TEST(Isolation, ReleaseStopsARunningKernelAndReturnsTheMemoryAtOnce) {
   TestNode node(busy_config());
   Spinner s(node, "alice");

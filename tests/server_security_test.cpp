@@ -155,25 +155,24 @@ TEST_F(SecurityTest, TheHeaderLeaseRuleIsEnforced) {
   uint64_t lease = acquire(c_, alice_);
   auto r = c_.call(Opcode::kLeaseAcquire, lease, alice_, wire::LeaseAcquireRequest{1 << 20, 60});
   EXPECT_EQ(r.status(), Status::kInvalidArgument);
-  EXPECT_EQ(r.message(), "lease_id must be 0 for LEASE_ACQUIRE");
+  EXPECT_EQ(r.message(), "lease_rule: lease_id must be 0 for LEASE_ACQUIRE");
   EXPECT_EQ(c_.call(Opcode::kLeaseList, lease, alice_, wire::Empty{}).status(),
             Status::kInvalidArgument);
   EXPECT_EQ(c_.call(Opcode::kPing, 7, {}, wire::PingRequest{}).status(), Status::kInvalidArgument);
   auto q = c_.call(Opcode::kLeaseQuery, 0, alice_, wire::Empty{});
   EXPECT_EQ(q.status(), Status::kInvalidArgument);
-  EXPECT_EQ(q.message(), "lease_id required");
+  EXPECT_EQ(q.message(), "lease_rule: LEASE_QUERY needs the lease in the header's lease_id");
   auto list = c_.call(Opcode::kLeaseList, 0, alice_, wire::Empty{}).as<wire::LeaseListReply>();
   EXPECT_EQ(list.leases.size(), 1u);
 }
 
-TEST_F(SecurityTest, CapRequestNeverGrantsLeaseAcquire) {
+TEST_F(SecurityTest, CapRequestNeverGrantsLeaseAcquireNorReservedOrNoBits) {
   uint64_t lease = acquire(c_, alice_);
-  auto r = c_.call(Opcode::kCapRequest, lease, alice_,
-                   wire::CapRequestRequest{bits(Permission::kLeaseAcquire), 30});
-  EXPECT_EQ(r.status(), Status::kPermissionDenied) << r.message();
-  r = c_.call(Opcode::kCapRequest, lease, alice_,
-              wire::CapRequestRequest{capability::kAllPermissions, 30});
-  EXPECT_EQ(r.status(), Status::kPermissionDenied) << r.message();
+  for (uint32_t perms : {bits(Permission::kLeaseAcquire), capability::kAllPermissions, 0u,
+                         bits(Permission::kMem) | (1u << 20)}) {
+    auto r = c_.call(Opcode::kCapRequest, lease, alice_, wire::CapRequestRequest{perms, 30});
+    EXPECT_EQ(r.status(), Status::kInvalidArgument) << perms << ": " << r.message();
+  }
 }
 
 TEST_F(SecurityTest, AnAbsentAndAForeignLeaseAreAnsweredIdentically) {

@@ -129,13 +129,8 @@ Result<Claims> Verifier::verify(wire::ByteSpan token, const VerifyRequest& req) 
     return deny(DenyReason::kWrongLease,
                 "a lease-bound token cannot use " + std::string(wire::opcode_name(req.opcode)));
   }
-  if (acts_on_lease && req.frame_lease_id == 0) {
-    return deny(DenyReason::kLeaseRule, std::string(wire::opcode_name(req.opcode)) +
-                                            " needs the lease in the header's lease_id");
-  }
-  if (!acts_on_lease && req.frame_lease_id != 0) {
-    return deny(DenyReason::kLeaseRule,
-                "lease_id must be 0 for " + std::string(wire::opcode_name(req.opcode)));
+  if (auto why = wire::lease_rule_violation(req.opcode, req.frame_lease_id)) {
+    return deny(DenyReason::kLeaseRule, *why);
   }
   if (t.lease_id != 0 && t.lease_id != req.frame_lease_id) {
     return deny(DenyReason::kWrongLease, "token is bound to lease " + std::to_string(t.lease_id));

@@ -177,7 +177,7 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
                  "sim backend: instructions per launch (0 = default)")
       ->capture_default_str();
   app.add_option("--watchdog-ms", c.watchdog_ms,
-                 "cuda backend: fault a lease whose kernels run longer")
+                 "fault a lease whose launch runs longer (both backends; 0 = off)")
       ->capture_default_str();
   app.add_option("--reaper-interval-ms", c.reaper_interval_ms,
                  "how often expired leases are reaped")

@@ -38,7 +38,7 @@ struct NodeConfig {
   uint32_t sim_devices = 1;
   uint64_t sim_device_bytes = 8ull << 30;
   uint64_t instruction_budget = 0;  // sim: per launch, 0 = backend default
-  uint32_t watchdog_ms = 10'000;    // cuda: kernel time limit per sync window
+  uint32_t watchdog_ms = 10'000;    // per launch, both backends; 0 = off
 
   // Identity and trust
   std::string node_id = "gpulease-node";

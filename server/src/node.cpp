@@ -44,27 +44,17 @@ uint64_t random_lease_id() {
 
 // The message of every "no such lease" answer, whether the lease never
 // existed or belongs to another tenant: the two must be indistinguishable.
-constexpr std::string_view kNoSuchLease = "no such lease";
+constexpr std::string_view kNoSuchLease = capability::kNoSuchLeaseMessage;
 
-// The header lease rule, after the token verified (claims == nullptr for ops
-// that need none). A lease-bound token acquires nothing and lists nothing,
-// and acts on its own lease only (the verifier checked that lease_id too).
-Result<void> check_header_lease(const wire::FrameHeader& h, const capability::Claims* c) {
-  const bool none = wire::opcode_info(h.opcode).lease_rule == wire::LeaseRule::kZero;
-  if (c != nullptr && c->lease_id != 0) {
-    if (none) {
-      return make_error(Status::kPermissionDenied, "a token bound to a lease cannot " +
-                                                       std::string(wire::opcode_name(h.opcode)));
-    }
-    if (h.lease_id != c->lease_id) {
-      return make_error(Status::kPermissionDenied, "token is bound to another lease");
-    }
-  }
-  if (none && h.lease_id != 0) {
+// The header lease rule for opcodes that carry no token (HELLO, PING). For
+// every other opcode the verifier checks it, with the token's lease binding
+// (TOKENS.md step 8), and both answers read the same.
+Result<void> check_tokenless_lease_rule(const wire::FrameHeader& h) {
+  if (auto why = wire::lease_rule_violation(h.opcode, h.lease_id)) {
     return make_error(Status::kInvalidArgument,
-                      "lease_id must be 0 for " + std::string(wire::opcode_name(h.opcode)));
+                      std::string(capability::deny_reason_name(capability::DenyReason::kLeaseRule)) +
+                          ": " + *why);
   }
-  if (!none && h.lease_id == 0) return make_error(Status::kInvalidArgument, "lease_id required");
   return {};
 }
 
@@ -160,31 +150,30 @@ void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint6
   }
   ByteSpan token(body->data(), h.token_len);
   if (!capability::requires_token(h.opcode)) {
-    if (auto ok = check_header_lease(h, nullptr); !ok) return reply_error(timed, ok.error());
+    if (auto ok = check_tokenless_lease_rule(h); !ok) return reply_error(timed, ok.error());
     dispatch(h, nullptr, std::move(body), conn_id, std::move(timed));
     return;
   }
-  if (verified) {  // verify_token() passed on this frame's token just now
-    dispatch(h, verified, std::move(body), conn_id, std::move(timed));
-    return;
+  // `verified`: verify_token() passed on this frame's token just now.
+  std::optional<Result<capability::Claims>> claims;
+  if (verified == nullptr) {
+    capability::VerifyRequest vr;
+    vr.opcode = h.opcode;
+    vr.frame_lease_id = h.lease_id;
+    vr.now_unix_s = static_cast<int64_t>(now_unix_ms() / 1000);
+    claims.emplace(verifier_->verify(token, vr));
+    if (!*claims) {
+      metrics_.auth_failed(claims->status());
+      log_debug("frame refused", {{"opcode", std::string(wire::opcode_name(h.opcode))},
+                                  {"status", std::string(wire::status_name(claims->status()))}});
+      reply_error(timed, claims->error());
+      return;
+    }
+    verified = &claims->value();
   }
-  capability::VerifyRequest vr;
-  vr.opcode = h.opcode;
-  vr.frame_lease_id = h.lease_id;
-  vr.now_unix_s = static_cast<int64_t>(now_unix_ms() / 1000);
-  auto claims = verifier_->verify(token, vr);
-  if (!claims) {
-    metrics_.auth_failed(claims.status());
-    log_debug("frame refused", {{"opcode", std::string(wire::opcode_name(h.opcode))},
-                                {"status", std::string(wire::status_name(claims.status()))}});
-    reply_error(timed, claims.error());
-    return;
-  }
-  if (auto ok = check_header_lease(h, &claims.value()); !ok) {
-    if (ok.status() == Status::kPermissionDenied) metrics_.auth_failed(ok.status());
-    return reply_error(timed, ok.error());
-  }
-  dispatch(h, &claims.value(), std::move(body), conn_id, std::move(timed));
+  // The verifier enforced the header lease rule and the token's lease
+  // binding (TOKENS.md step 8) on either path.
+  dispatch(h, verified, std::move(body), conn_id, std::move(timed));
 }
 
 void Node::dispatch(const wire::FrameHeader& h, const capability::Claims* c,
@@ -476,12 +465,16 @@ void Node::op_cap_request(const capability::Claims& c, const std::shared_ptr<Lea
                           ByteSpan payload, const ReplyFn& reply) {
   auto m = wire::decode_payload<wire::CapRequestRequest>(payload, cfg_.limits);
   if (!m) return reply_error(reply, m.error());
-  // SECURITY: the token CAP_REQUEST issues is bound to this lease, and a
-  // lease-bound token can never acquire a lease: refuse to grant it.
-  if (capability::grants(m->permissions, capability::Permission::kLeaseAcquire)) {
-    metrics_.auth_failed(Status::kPermissionDenied);
-    return reply_error(reply, Status::kPermissionDenied,
-                       "a token bound to a lease cannot be granted lease_acquire");
+  // The token CAP_REQUEST issues is bound to this lease, and a lease-bound
+  // token can never acquire a lease: asking for that, for a reserved bit or
+  // for nothing at all is a bad value (PROTOCOL.md, value checks).
+  if (m->permissions == 0 || (m->permissions & ~capability::kAllPermissions) != 0 ||
+      capability::grants(m->permissions, capability::Permission::kLeaseAcquire)) {
+    return reply_error(reply, Status::kInvalidArgument,
+                       m->permissions == 0 ? "CAP_REQUEST asks for no permission"
+                       : capability::grants(m->permissions, capability::Permission::kLeaseAcquire)
+                           ? "a token bound to a lease cannot be granted lease_acquire"
+                           : "CAP_REQUEST asks for reserved permission bits");
   }
   capability::AttenuationRequest ar;
   ar.lease_id = l->id;

@@ -67,13 +67,24 @@ OPCODE_PERMISSION = {
 }
 
 
+#: The whole message of a LEASE_NOT_FOUND reply, whether the lease is absent
+#: or another tenant's (TOKENS.md, "Validation" step 9).
+NO_SUCH_LEASE = "no such lease"
+
+
 class TokenError(GpuleaseError):
     """A token refused; ``reason`` is the spec's reason word (``malformed``,
-    ``unknown_key``, ``bad_signature``, ``expired``, ...)."""
+    ``unknown_key``, ``bad_signature``, ``expired``, ...). ``message`` is the
+    node's message: the reason, then ``": "`` and the detail if any; or, where
+    the spec fixes the whole text (step 9, ``no such lease``), ``exact``."""
 
-    def __init__(self, status: int, reason: str, message: str = ""):
+    def __init__(self, status: int, reason: str, detail: str = "", *, exact: str | None = None):
         self.reason = reason
-        super().__init__(status, f"{reason}: {message}" if message else reason)
+        if exact is not None:
+            text = exact
+        else:
+            text = f"{reason}: {detail}" if detail else reason
+        super().__init__(status, text)
 
 
 class KeyFileError(ValueError):
@@ -416,17 +427,11 @@ class Verifier:
     :class:`TokenError` with the status and reason of the first failing step."""
 
     def __init__(self, keys=(), *, node_id: str, clock_skew_s: int = DEFAULT_CLOCK_SKEW_S,
-                 revocations: Revocations | None = None, lease_rule: bool = False):
-        """``lease_rule=True``: step 8 also enforces the opcode's header lease rule
-        (INVALID_ARGUMENT ``lease_rule``) and step 9 answers LEASE_NOT_FOUND for
-        another tenant's lease, as the lead's pending change to the verifier
-        (NEWS.md 06:43) does; the default is the order the checked-in vectors
-        were generated with."""
+                 revocations: Revocations | None = None):
         self.ring = {key_id(k): bytes(k) for k in keys}
         self.node_id = node_id
         self.skew = clock_skew_s
         self.revocations = revocations or Revocations()
-        self.lease_rule = lease_rule
 
     def check(self, token, *, opcode: int, frame_lease_id: int = 0, now: int | None = None,
               lease_owner: str | None = None, acquire_bytes: int | None = None) -> Token:
@@ -457,21 +462,25 @@ class Verifier:
             raise TokenError(Status.REVOKED, "revoked_token")
         if c.tenant in rv.tenants:
             raise TokenError(Status.REVOKED, "revoked_tenant")
-        if self.lease_rule:
-            none_rule = opcode in LEASE_NONE_OPCODES
-            if none_rule and frame_lease_id != 0:
-                raise TokenError(Status.INVALID_ARGUMENT, "lease_rule",
-                                 f"lease_id must be 0 for {Opcode(opcode).name}")
-            if not none_rule and frame_lease_id == 0:
-                raise TokenError(Status.INVALID_ARGUMENT, "lease_rule", "lease_id required")
-            if c.lease_id != 0 and (none_rule or frame_lease_id != c.lease_id):
-                raise TokenError(Status.PERMISSION_DENIED, "wrong_lease")
-        elif c.lease_id != 0 and frame_lease_id != c.lease_id:
-            raise TokenError(Status.PERMISSION_DENIED, "wrong_lease")
+        # 8. The header lease rule (PROTOCOL.md, "Opcodes") and the lease
+        # binding: a lease-bound token acts on its lease and nothing else.
+        name = Opcode(opcode).name
+        acts_on_lease = opcode not in LEASE_NONE_OPCODES
+        if c.lease_id != 0 and not acts_on_lease:                       # 8a
+            raise TokenError(Status.PERMISSION_DENIED, "wrong_lease",
+                             f"a lease-bound token cannot use {name}")
+        if acts_on_lease and frame_lease_id == 0:                       # 8b
+            raise TokenError(Status.INVALID_ARGUMENT, "lease_rule",
+                             f"{name} needs the lease in the header's lease_id")
+        if not acts_on_lease and frame_lease_id != 0:                   # 8b
+            raise TokenError(Status.INVALID_ARGUMENT, "lease_rule",
+                             f"lease_id must be 0 for {name}")
+        if c.lease_id != 0 and frame_lease_id != c.lease_id:            # 8c
+            raise TokenError(Status.PERMISSION_DENIED, "wrong_lease",
+                             f"token is bound to lease {c.lease_id}")
+        # 9. The lease's owner: another tenant's lease reads as absent.
         if lease_owner is not None and lease_owner != c.tenant:
-            if self.lease_rule:
-                raise TokenError(Status.LEASE_NOT_FOUND, "not_lease_owner", "no such lease")
-            raise TokenError(Status.PERMISSION_DENIED, "not_lease_owner")
+            raise TokenError(Status.LEASE_NOT_FOUND, "not_lease_owner", exact=NO_SUCH_LEASE)
         if (opcode == Opcode.LEASE_ACQUIRE and acquire_bytes is not None and c.max_vram != 0
                 and acquire_bytes > c.max_vram):
             raise TokenError(Status.PERMISSION_DENIED, "vram_ceiling")

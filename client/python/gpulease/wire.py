@@ -11,9 +11,12 @@ Two layers:
   the golden vectors use). Byte strings are ``bytes``; enums are the
   upper-case names (``"SHARED"``, ``"PTX"``, ...); ``dim3`` is a 3-tuple or list.
 
-Every length and count is checked against its limit before it is used; the
-first failing check raises :class:`~gpulease.status.WireError` with the
-status the spec names for it.
+Every length and count is checked against its limit before it is used.
+Payloads are checked in the spec's two passes (PROTOCOL.md, "Encodings" ->
+"Decoding order"): a structural error (``BAD_FRAME``, ``FRAME_TOO_LARGE``)
+anywhere in the payload wins over a value error (``INVALID_ARGUMENT``)
+anywhere, and among value errors the first field wins. The chosen error is
+raised as :class:`~gpulease.status.WireError`.
 """
 
 from __future__ import annotations
@@ -281,14 +284,28 @@ def _utf8(b: bytes, what: str) -> str:
 
 
 class Reader:
-    """Bounds-checked little-endian reader over one payload."""
+    """Bounds-checked little-endian reader over one payload.
 
-    __slots__ = ("b", "pos", "limits")
+    A structural error (a field cut short, a length or count over its limit
+    or beyond the remaining bytes, invalid UTF-8, an undefined layout value
+    or flag bit, trailing bytes) raises at once. A value the operation cannot
+    accept in a well-laid-out field is only recorded (:meth:`invalid`, the
+    first one is kept) and decoding goes on, so that a structural error later
+    in the payload still wins; :meth:`finish` raises the recorded one.
+    """
+
+    __slots__ = ("b", "pos", "limits", "value_error")
 
     def __init__(self, b, limits: Limits = DEFAULT_LIMITS):
         self.b = memoryview(b).cast("B") if not isinstance(b, (bytes, bytearray)) else b
         self.pos = 0
         self.limits = limits
+        self.value_error: WireError | None = None
+
+    def invalid(self, msg: str) -> None:
+        """Records a value error (INVALID_ARGUMENT); the first one is reported."""
+        if self.value_error is None:
+            self.value_error = WireError(Status.INVALID_ARGUMENT, msg)
 
     def remaining(self) -> int:
         return len(self.b) - self.pos
@@ -361,6 +378,8 @@ class Reader:
     def finish(self):
         if self.remaining():
             raise WireError(Status.BAD_FRAME, "trailing bytes after message")
+        if self.value_error is not None:
+            raise self.value_error
 
 
 def _lease_info(r: Reader) -> dict:
@@ -386,21 +405,24 @@ _LEASE_INFO_BYTES = 52
 def _format(r: Reader) -> str | int:
     f = r.u8("format")
     if f > ImageFormat.FATBIN:
-        raise WireError(Status.INVALID_ARGUMENT, f"unknown image format {f}")
+        r.invalid(f"unknown image format {f}")
+        return f  # refused at finish(); the layout does not depend on it
     return ImageFormat(f).name
 
 
 def _kernel(r: Reader) -> str:
     k = r.str16("kernel", r.limits.max_name_bytes)
     if not k:
-        raise WireError(Status.INVALID_ARGUMENT, "empty kernel name")
+        r.invalid("empty kernel name")
     return k
 
 
 def _scalar(r: Reader) -> bytes:
     n = r.u16("scalar size")
     if n == 0 or n > r.limits.max_scalar_bytes:
-        raise WireError(Status.INVALID_ARGUMENT, f"scalar argument of {n} bytes")
+        r.invalid(f"scalar argument of {n} bytes (1..{r.limits.max_scalar_bytes})")
+    # Read even when refused: the layout is sound and a structural error later
+    # in the payload must still be found.
     return r.take(n, "scalar")
 
 
@@ -415,7 +437,7 @@ def _dec_launch_args(r: Reader) -> dict:
         for _ in range(n):
             s = r.u32("arg size")
             if s == 0:
-                raise WireError(Status.INVALID_ARGUMENT, "zero-sized argument")
+                r.invalid("zero-sized argument")
             sizes.append(s)
         total = sum(sizes)
         if total > lim.max_arg_bytes:
@@ -449,28 +471,31 @@ def _dec_request(op: int, r: Reader) -> dict:
         m = {"min_version": r.u16("min_version"), "max_version": r.u16("max_version"),
              "client_name": r.str16("client_name", lim.max_name_bytes)}
         if m["min_version"] > m["max_version"]:
-            raise WireError(Status.INVALID_ARGUMENT, "min_version > max_version")
+            r.invalid("min_version > max_version")
         return m
     if op == Opcode.PING:
         return {"data": r.rest("ping data", lim.max_ping_bytes)}
     if op == Opcode.LEASE_ACQUIRE:
         min_vram, ttl, excl = r.u64("min_vram"), r.u32("ttl_s"), r.u8("exclusivity")
         flags, dev, key = r.u8("flags"), r.u16("device"), r.take(16, "idempotency_key")
-        if excl > Exclusivity.DEVICE_EXCLUSIVE:
-            raise WireError(Status.INVALID_ARGUMENT, f"unknown exclusivity class {excl}")
         if flags & ~ACQUIRE_RELEASE_ON_DISCONNECT:
             raise WireError(Status.BAD_FRAME, "unknown acquire flag bits")
+        # Value checks in field order; the first refusal is the one reported.
         if min_vram == 0:
-            raise WireError(Status.INVALID_ARGUMENT, "min_vram must be > 0")
+            r.invalid("min_vram must be > 0")
         if ttl == 0:
-            raise WireError(Status.INVALID_ARGUMENT, "ttl_s must be > 0")
-        return {"min_vram": min_vram, "ttl_s": ttl, "exclusivity": Exclusivity(excl).name,
+            r.invalid("ttl_s must be > 0")
+        if excl > Exclusivity.DEVICE_EXCLUSIVE:
+            r.invalid(f"unknown exclusivity class {excl}")
+        return {"min_vram": min_vram, "ttl_s": ttl,
+                "exclusivity": Exclusivity(excl).name if excl <= Exclusivity.DEVICE_EXCLUSIVE
+                else excl,
                 "release_on_disconnect": bool(flags & ACQUIRE_RELEASE_ON_DISCONNECT),
                 "device": dev, "idempotency_key": key}
     if op == Opcode.LEASE_RENEW:
         ttl = r.u32("ttl_s")
         if ttl == 0:
-            raise WireError(Status.INVALID_ARGUMENT, "ttl_s must be > 0")
+            r.invalid("ttl_s must be > 0")
         return {"ttl_s": ttl}
     if op in (Opcode.LEASE_RELEASE, Opcode.LEASE_QUERY, Opcode.LEASE_LIST, Opcode.SYNC):
         return {}
@@ -479,7 +504,7 @@ def _dec_request(op: int, r: Reader) -> dict:
     if op == Opcode.MEM_ALLOC:
         size = r.u64("size")
         if size == 0:
-            raise WireError(Status.INVALID_ARGUMENT, "allocation size must be > 0")
+            r.invalid("allocation size must be > 0")
         return {"size": size}
     if op in (Opcode.MEM_FREE, Opcode.MODULE_UNLOAD):
         return {"handle": r.u64("handle")}
@@ -495,7 +520,7 @@ def _dec_request(op: int, r: Reader) -> dict:
         fmt = _format(r)
         image = r.rest("image", lim.max_payload_bytes)
         if not image:
-            raise WireError(Status.INVALID_ARGUMENT, "empty module image")
+            r.invalid("empty module image")
         return {"format": fmt, "image": image}
     if op == Opcode.LAUNCH:
         m = {"module": r.u64("module"), "kernel": _kernel(r), "grid": r.dim3("grid"),
@@ -506,7 +531,7 @@ def _dec_request(op: int, r: Reader) -> dict:
         fmt = _format(r)
         image = r.bytes32("image", lim.max_payload_bytes)
         if not image:
-            raise WireError(Status.INVALID_ARGUMENT, "empty module image")
+            r.invalid("empty module image")
         m = {"format": fmt, "image": image, "kernel": _kernel(r), "grid": r.dim3("grid"),
              "block": r.dim3("block"), "shared_bytes": r.u32("shared_bytes")}
         n = r.count(r.u16("arg count"), "arg count", lim.max_kernel_args, 3)
@@ -520,16 +545,18 @@ def _dec_request(op: int, r: Reader) -> dict:
             elif kind in (SUBMIT_IN, SUBMIT_INOUT):
                 b = r.bytes32("buffer data", lim.max_payload_bytes)
                 if not b:
-                    raise WireError(Status.INVALID_ARGUMENT, "empty input buffer")
+                    r.invalid("empty input buffer")
                 param += 8
                 if kind == SUBMIT_INOUT:
                     reply_bytes += 6 + len(b)
                 args.append({"kind": _SUBMIT_KINDS[kind], "bytes": b})
             elif kind == SUBMIT_OUT:
                 size = r.u64("out size")
-                if size == 0 or size > lim.max_payload_bytes:
-                    raise WireError(Status.INVALID_ARGUMENT,
-                                    f"output buffer size must be 1..{lim.max_payload_bytes}")
+                if size > lim.max_payload_bytes:
+                    raise WireError(Status.FRAME_TOO_LARGE,
+                                    f"output buffer larger than {lim.max_payload_bytes} bytes")
+                if size == 0:
+                    r.invalid("empty output buffer")
                 param += 8
                 reply_bytes += 6 + size
                 args.append({"kind": "OUT", "size": size})
@@ -547,6 +574,11 @@ def _dec_request(op: int, r: Reader) -> dict:
 
 _LIMIT_NAMES = ("max_token_bytes", "max_payload_bytes", "max_inflight", "max_kernel_args",
                 "max_arg_bytes", "max_name_bytes", "max_lease_ttl_s")
+#: The protocol maximum of each limit a HELLO reply announces (the defaults of
+#: :class:`Limits`, whatever limits the decoder itself runs with);
+#: max_lease_ttl_s has none beyond its u32.
+_ANNOUNCED_MAX = {**{k: getattr(DEFAULT_LIMITS, k) for k in _LIMIT_NAMES[:-1]},
+                  "max_lease_ttl_s": 0xFFFFFFFF}
 
 
 def _dec_reply(op: int, r: Reader) -> dict:
@@ -555,6 +587,12 @@ def _dec_reply(op: int, r: Reader) -> dict:
         m = {"version": r.u16("version"), "node_id": r.str16("node_id", lim.max_name_bytes),
              "backend": r.str16("backend", lim.max_name_bytes)}
         m["limits"] = {k: r.u32("limits") for k in _LIMIT_NAMES}
+        # Each announced limit is 1..its protocol maximum; a value out of
+        # range is a malformed reply, never clamped (PROTOCOL.md, "Limits").
+        for k in _LIMIT_NAMES:
+            v, mx = m["limits"][k], _ANNOUNCED_MAX[k]
+            if v == 0 or v > mx:
+                raise WireError(Status.BAD_FRAME, f"announced {k} {v} outside 1..{mx}")
         n = r.count(r.u16("device count"), "device count", lim.max_devices, 2 + 2 + 16 + 2 + 4 + 16)
         devs = []
         for _ in range(n):

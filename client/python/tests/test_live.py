@@ -245,6 +245,22 @@ def test_token_errors_and_unsupported(node):
             gl.LeaseBuilder(c).min_vram(1 << 20).exclusivity("session").acquire()
         with pytest.raises(gl.LeaseNotFoundError):
             gl.Lease.adopt(c, 12345).query()
+        # another tenant's lease reads as an absent one (TOKENS.md step 9)
+        with lease_for(c) as mine:
+            with gl.connect(node.address, node.token(tenant="tenant-b")) as other_c:
+                for probe in (lambda l: l.query(), lambda l: gl.Session(l).mem_alloc(16),
+                              lambda l: l.renew(60)):
+                    with pytest.raises(gl.LeaseNotFoundError) as foreign:
+                        probe(gl.Lease.adopt(other_c, mine.lease_id, owned=False))
+                    assert foreign.value.message == "no such lease"
+            assert mine.query().state == gl.LeaseState.ACTIVE
+
+
+def test_absent_lease_message_is_no_such_lease(node):
+    with gl.connect(node.address, node.token()) as c:
+        with pytest.raises(gl.LeaseNotFoundError) as absent:
+            gl.Lease.adopt(c, 12345).query()
+    assert absent.value.message == "no such lease"
 
 
 def test_threads_share_one_connection(conn):

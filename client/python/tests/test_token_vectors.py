@@ -26,9 +26,6 @@ def _load():
 
 
 VECTORS = _load()
-# The lead's pending verifier change (header lease rule in step 8, LEASE_NOT_FOUND
-# for another tenant's lease) shows in regenerated vectors as reason "lease_rule".
-LEASE_RULE = any(p.values[1].get("reason") == "lease_rule" for p in VECTORS)
 
 
 def test_vector_files_present():
@@ -39,8 +36,7 @@ def test_vector_files_present():
 def _verifier(ctx, node_id):
     keys = [bytes.fromhex(k["public_key_hex"]) for k in ctx["trusted_keys"]]
     return tokens.Verifier(keys, node_id=node_id, clock_skew_s=ctx["clock_skew_s"],
-                           revocations=tokens.Revocations.parse(ctx["revocation_file"]),
-                           lease_rule=LEASE_RULE)
+                           revocations=tokens.Revocations.parse(ctx["revocation_file"]))
 
 
 def _check(ctx, v):
@@ -148,23 +144,39 @@ def test_mint_and_inspect():
         tokens.mint(sk, tenant="", audience="node-a")
 
 
-def test_lease_rule_mode():
+def test_steps_8_and_9_lease_rule_binding_and_owner():
+    """TOKENS.md "Validation" 8a (a lease-bound token on a lease-0 opcode), 8b
+    (the header lease rule), 8c (the bound lease) and 9 (another tenant's
+    lease reads as absent, message exactly "no such lease")."""
     sk = tokens.SecretKey.generate()
-    v = tokens.Verifier([sk.public_key], node_id="n", lease_rule=True)
+    v = tokens.Verifier([sk.public_key], node_id="n")
     any_lease = tokens.mint(sk, tenant="a", audience="n", ttl_s=60)
     bound = tokens.mint(sk, tenant="a", audience="n", ttl_s=60, lease_id=5)
-    cases = [(any_lease, Opcode.LEASE_ACQUIRE, 3, None, "lease_rule"),
-             (any_lease, Opcode.MEM_ALLOC, 0, None, "lease_rule"),
-             (bound, Opcode.LEASE_LIST, 0, None, "wrong_lease"),
-             (bound, Opcode.MEM_ALLOC, 6, None, "wrong_lease"),
-             (any_lease, Opcode.MEM_ALLOC, 6, "b", "not_lease_owner")]
-    for t, op, lease, owner, reason in cases:
+    P, I, N = Status.PERMISSION_DENIED, Status.INVALID_ARGUMENT, Status.LEASE_NOT_FOUND
+    cases = [(bound, Opcode.LEASE_ACQUIRE, 0, None, P, "wrong_lease"),       # 8a
+             (bound, Opcode.LEASE_ACQUIRE, 5, None, P, "wrong_lease"),       # 8a before 8b
+             (bound, Opcode.LEASE_LIST, 0, None, P, "wrong_lease"),          # 8a
+             (bound, Opcode.HELLO, 0, None, P, "wrong_lease"),               # 8a
+             (any_lease, Opcode.LEASE_ACQUIRE, 3, None, I, "lease_rule"),    # 8b
+             (any_lease, Opcode.PING, 3, None, I, "lease_rule"),             # 8b
+             (any_lease, Opcode.MEM_ALLOC, 0, None, I, "lease_rule"),        # 8b
+             (bound, Opcode.MEM_ALLOC, 0, None, I, "lease_rule"),            # 8b before 8c
+             (bound, Opcode.MEM_ALLOC, 6, None, P, "wrong_lease"),           # 8c
+             (bound, Opcode.MEM_ALLOC, 6, "b", P, "wrong_lease"),            # 8c before 9
+             (any_lease, Opcode.MEM_ALLOC, 6, "b", N, "not_lease_owner"),    # 9
+             (bound, Opcode.LEASE_QUERY, 5, "b", N, "not_lease_owner")]      # 9
+    for t, op, lease, owner, status, reason in cases:
         with pytest.raises(tokens.TokenError) as e:
             v.check(t.raw, opcode=op, frame_lease_id=lease, lease_owner=owner)
-        assert e.value.reason == reason
-    assert e.value.status == Status.LEASE_NOT_FOUND and "no such lease" in str(e.value)
+        assert (e.value.status, e.value.reason) == (status, reason), (op, lease, owner)
+        if status == N:
+            assert e.value.message == "no such lease"
+        else:
+            assert e.value.message.startswith(reason)
     v.check(bound.raw, opcode=Opcode.MEM_ALLOC, frame_lease_id=5, lease_owner="a")
     v.check(any_lease.raw, opcode=Opcode.LEASE_ACQUIRE, frame_lease_id=0)
+    v.check(any_lease.raw, opcode=Opcode.LEASE_LIST, frame_lease_id=0)
+    v.check(any_lease.raw, opcode=Opcode.MEM_ALLOC, frame_lease_id=9, lease_owner="a")
 
 
 def test_command_line_tools(tmp_path, capsys):

@@ -158,3 +158,60 @@ def test_header_check_order():
     with pytest.raises(WireError) as e:
         wire.decode_header(bytes(b), reply=False)
     assert e.value.status == Status.BAD_FRAME
+
+
+def _refusal(op, payload, reply=False):
+    with pytest.raises(WireError) as e:
+        wire.decode_payload(op, payload, reply=reply)
+    return e.value
+
+
+def test_payload_decoding_order():
+    """PROTOCOL.md "Decoding order": structure first, then values in field
+    order; a refused value whose layout is sound is still consumed."""
+    Op = wire.Opcode
+    acquire = dict(min_vram=0, ttl_s=0, exclusivity=0, device=0xFFFF)
+    p = bytearray(wire.encode_request(Op.LEASE_ACQUIRE, acquire))
+    p[12] = 7  # exclusivity 7 as well: min_vram, the first field, is reported
+    e = _refusal(Op.LEASE_ACQUIRE, bytes(p))
+    assert e.status == Status.INVALID_ARGUMENT and "min_vram" in e.message
+    p[13] = 0x80  # an undefined flag bit after all three: structure wins
+    assert _refusal(Op.LEASE_ACQUIRE, bytes(p)).status == Status.BAD_FRAME
+    p = bytearray(wire.encode_request(Op.LEASE_ACQUIRE, dict(acquire, min_vram=1)))
+    p[12] = 7
+    e = _refusal(Op.LEASE_ACQUIRE, bytes(p))
+    assert "ttl_s" in e.message
+    # a 300-byte SCALAR is read whole: a sound BUFFER after it keeps INVALID_ARGUMENT,
+    # a byte too many after it is BAD_FRAME
+    big = {"kind": "SCALAR", "bytes": bytes(300)}
+    buf = {"kind": "BUFFER", "handle": 1, "offset": 0}
+    launch = wire.enc_launch(1, "k", (1, 1, 1), (1, 1, 1), 0, wire.enc_typed_args([big, buf]))
+    e = _refusal(Op.LAUNCH, launch)
+    assert e.status == Status.INVALID_ARGUMENT and "300" in e.message
+    assert _refusal(Op.LAUNCH, launch + b"\0").status == Status.BAD_FRAME
+    # GPU_SUBMIT OUT: over the payload limit is FRAME_TOO_LARGE, 0 is INVALID_ARGUMENT
+    sub = dict(format="PTX", image=b"x", kernel="k", grid=(1, 1, 1), block=(1, 1, 1),
+               shared_bytes=0)
+    for size, want in ((wire.DEFAULT_LIMITS.max_payload_bytes + 1, Status.FRAME_TOO_LARGE),
+                       (0, Status.INVALID_ARGUMENT)):
+        pl = wire.encode_request(Op.GPU_SUBMIT, dict(sub, args=[{"kind": "OUT", "size": size}]))
+        assert _refusal(Op.GPU_SUBMIT, pl).status == want, size
+    # two value errors: the empty image comes before the empty kernel name
+    pl = wire.encode_request(Op.GPU_SUBMIT, dict(sub, image=b"", kernel="", args=[]))
+    assert "image" in _refusal(Op.GPU_SUBMIT, pl).message
+
+
+def test_hello_reply_announced_limits():
+    """Each announced limit is 1..its protocol maximum (max_lease_ttl_s >= 1), else BAD_FRAME."""
+    Op = wire.Opcode
+    lim = {k: getattr(wire.DEFAULT_LIMITS, k) for k in wire._LIMIT_NAMES[:-1]}
+    base = dict(version=1, node_id="n", backend="sim", devices=[],
+                limits=dict(lim, max_lease_ttl_s=2**32 - 1))
+    assert wire.decode_payload(Op.HELLO, wire.encode_reply(Op.HELLO, base), reply=True) \
+        ["limits"]["max_lease_ttl_s"] == 2**32 - 1
+    for k in wire._LIMIT_NAMES:
+        bad_values = [0] if k == "max_lease_ttl_s" else [0, lim[k] + 1]
+        for v in bad_values:
+            m = dict(base, limits=dict(base["limits"], **{k: v}))
+            e = _refusal(Op.HELLO, wire.encode_reply(Op.HELLO, m), reply=True)
+            assert e.status == Status.BAD_FRAME, (k, v)

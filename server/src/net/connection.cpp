@@ -227,7 +227,14 @@ awaitable<bool> Connection::handle_bad_header(const wire::HeaderBytes& hb, const
   // Past a bad magic nothing in the header can be trusted, the opcode neither.
   const bool fatal = bad_magic || e.status == Status::kUnsupportedVersion ||
                      e.status == Status::kFrameTooLarge || !lengths_ok;
-  reject(rid, lid, bad_magic ? 0 : raw_op, e.status, e.message, fatal);
+  // Step 4 (REPLY set on a frame sent to the node) comes before the opcode
+  // check, which decode_header, written for both directions, runs first.
+  const uint16_t flags = wire::load_le16(hb.data() + wire::kOffFlags);
+  const bool reply_flag = !fatal && (flags & wire::kFlagReply) != 0;
+  reject(rid, lid, bad_magic ? 0 : raw_op, reply_flag ? Status::kBadFrame : e.status,
+         reply_flag && (flags & ~wire::kKnownFlags) == 0 ? "a reply frame was sent to the node"
+                                                         : e.message,
+         fatal);
   if (fatal) co_return false;
   const size_t body_len = size_t{token_len} + payload_len;
   const bool ok = co_await discard(body_len, nullptr);

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace gpulease::wire {
@@ -145,6 +146,13 @@ constexpr bool opcode_table_is_sound() {
 }
 }  // namespace detail
 static_assert(detail::opcode_table_is_sound(), "kOpcodeTable: sorted, named, consistent");
+// Why a request's header lease_id breaks its opcode's rule ("lease_id must
+// be 0 for LEASE_ACQUIRE"), or nullopt when it obeys it (or the opcode is
+// undefined). The node answers a violation INVALID_ARGUMENT; the token
+// verifier (capability) checks it as step 8b, the node itself for opcodes
+// that carry no token.
+[[nodiscard]] std::optional<std::string> lease_rule_violation(Opcode op, uint64_t lease_id);
+
 // "MEM_ALLOC" etc.; "UNKNOWN" for values not above.
 [[nodiscard]] std::string_view opcode_name(Opcode op) noexcept;
 [[nodiscard]] std::optional<Opcode> opcode_from_name(std::string_view name) noexcept;
