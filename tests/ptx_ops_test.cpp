@@ -178,6 +178,37 @@ TEST(PtxOps, BitFieldByteAndDotProductOps) {
   EXPECT_EQ(o[15], 0xf000000000000000ull);  // only the 4 bits that fit
 }
 
+TEST(PtxOps, Lop3AndHalfIntegerConversions) {
+  auto o = run(R"(
+    .reg .b32 %r<12>; .reg .b16 %h<6>; .reg .b64 %rd<2>;
+    lop3.b32 %r1, 0xf0f0f0f0, 0xcccccccc, 0xaaaaaaaa, 0x96;   // a ^ b ^ c
+    lop3.b32 %r2, 0xf0f0f0f0, 0xcccccccc, 0xaaaaaaaa, 0xe8;   // majority
+    st.global.u32 [%out], %r1; st.global.u32 [%out+8], %r2;
+    cvt.rn.f16.s32 %h1, -2049;      // between -2050 and -2048: ties to even -> -2048
+    cvt.rz.f16.u32 %h2, 65535;      // above the largest half: toward zero -> 65504
+    cvt.rn.f16.u32 %h3, 70000;      // past 65504 + 16: infinity
+    cvt.rni.s32.f16 %r3, 0x3e00;    // 1.5 -> 2
+    cvt.rzi.s32.f16 %r4, 0xbe00;    // -1.5 -> -1
+    cvt.rni.u8.f16 %r5, 0x5bd0;     // 250 -> 250
+    cvt.rni.s32.f16 %r6, 0x7e00;    // NaN -> 0
+    cvt.rn.bf16.s64 %h4, 0x7fffffffffffffff;  // 2^63 (rounded)
+    cvt.u32.u16 %r7, %h1; cvt.u32.u16 %r8, %h2; cvt.u32.u16 %r9, %h3; cvt.u32.u16 %r10, %h4;
+    st.global.u32 [%out+16], %r7; st.global.u32 [%out+24], %r8; st.global.u32 [%out+32], %r9;
+    st.global.u32 [%out+40], %r3; st.global.u32 [%out+48], %r4; st.global.u32 [%out+56], %r5;
+    st.global.u32 [%out+64], %r6; st.global.u32 [%out+72], %r10;
+  )");
+  EXPECT_EQ(o[0], 0xf0f0f0f0u ^ 0xccccccccu ^ 0xaaaaaaaau);
+  EXPECT_EQ(o[1], (0xf0f0f0f0u & 0xccccccccu) | (0xf0f0f0f0u & 0xaaaaaaaau) | (0xccccccccu & 0xaaaaaaaau));
+  EXPECT_EQ(o[2], 0xe800u);  // -2048
+  EXPECT_EQ(o[3], 0x7bffu);  // 65504
+  EXPECT_EQ(o[4], 0x7c00u);  // +inf
+  EXPECT_EQ(o[5], 2u);
+  EXPECT_EQ(uint32_t(o[6]), uint32_t(-1));
+  EXPECT_EQ(o[7], 250u);
+  EXPECT_EQ(o[8], 0u);
+  EXPECT_EQ(o[9], 0x5f00u);  // bf16 2^63
+}
+
 TEST(PtxOps, SetpWithTwoDestinationsGivesTheComplementIncludingNaN) {
   auto o = run(R"(
     .reg .pred %p<4>; .reg .b32 %r<4>; .reg .f32 %f<2>;

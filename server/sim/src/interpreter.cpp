@@ -551,6 +551,25 @@ uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c) {
       return bits(static_cast<float>(half_decode(a & 0xffff, f)));
     case 12:
       return bits(half_decode(a & 0xffff, f));
+    case 13: {
+      const auto st = static_cast<Ty>((imm >> 16) & 0xff);
+      const uint64_t ua = a & ty_mask(st);
+      // Exact in double up to 2^53; beyond that s + e carries the rest.
+      if (ty_signed(st)) {
+        const int64_t v = sext(ua, ty_bits(st));
+        const double s = static_cast<double>(v);
+        const double e = static_cast<double>(static_cast<__int128>(v) - static_cast<__int128>(s));
+        return half_round(s, e, f, mode);
+      }
+      const double s = static_cast<double>(ua);
+      const double e = static_cast<double>(static_cast<__int128>(ua) - static_cast<__int128>(s));
+      return half_round(s, e, f, mode);
+    }
+    case 14: {
+      const auto dt = static_cast<Ty>((imm >> 16) & 0xff);
+      const auto r = static_cast<Rnd>((imm >> 24) & 0xf);
+      return float_to_int(half_decode(a & 0xffff, f), r, dt);
+    }
     default:
       break;
   }
@@ -1637,6 +1656,18 @@ Stop BlockRunner::run_warp(uint32_t w) {
             const unsigned n = static_cast<unsigned>(clamp ? std::min<uint64_t>(c, 32) : (c & 31));
             const uint64_t x = (rb[l] & 0xffffffffu) << 32 | (ra[l] & 0xffffffffu);
             rd[l] = right ? (x >> n) & 0xffffffffu : ((x << n) >> 32) & 0xffffffffu;
+          });
+          break;
+        }
+        case Op::kLop3: {
+          const uint32_t lut = static_cast<uint32_t>(in.imm);
+          GL_LANES({
+            const uint32_t a = static_cast<uint32_t>(ra[l]), b = static_cast<uint32_t>(rb[l]),
+                           c = static_cast<uint32_t>(rc[l]);
+            uint32_t d = 0;
+            for (uint32_t i = 0; i < 8; ++i)
+              if (lut >> i & 1) d |= ((i & 4) ? a : ~a) & ((i & 2) ? b : ~b) & ((i & 1) ? c : ~c);
+            rd[l] = d;
           });
           break;
         }

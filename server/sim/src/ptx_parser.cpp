@@ -85,6 +85,8 @@ bool is_digit(char c) {
 class Lexer {
  public:
   explicit Lexer(std::string_view s) : s_(s) {}
+  size_t pos() const { return pos_; }
+  size_t size() const { return s_.size(); }
 
   // Returns false (with a message) on a character no PTX token starts with.
   bool next(Token& t, std::string& err) {
@@ -1062,7 +1064,14 @@ class Parser {
     if (!expect_punct('{')) return false;
     cur_ret_slot_ = e.ret_slot;
     cur_callees_.clear();
+    const size_t body_start = lex_.pos();
     if (!statements()) return false;
+    // Each kernel parses the functions it calls again: bound the total so a
+    // module cannot make the loader re-read a large body for every kernel.
+    reparsed_bytes_ += lex_.pos() - body_start;
+    if (reparsed_bytes_ > 16 * lex_.size() + (16u << 20))
+      return fail(f.line, "device function bodies are re-read too often (too many kernels call "
+                          "large functions)");
     cur_ret_slot_ = 0;
     Inst ret;
     ret.op = Op::kRetFunc;
@@ -1592,6 +1601,7 @@ class Parser {
   std::vector<std::string> pending_funcs_;
   std::vector<std::string> cur_callees_;
   std::string current_func_;  // empty in a kernel body
+  size_t reparsed_bytes_ = 0;  // function bodies parsed again for the kernels calling them
   Slot cur_ret_slot_ = 0;
   // Call-site .param variables and the formal parameters of the function
   // being parsed: bytes of the thread's local memory (offset, size).
@@ -1667,7 +1677,9 @@ bool Parser::half_instruction(Ctx& c, Inst in, std::string_view base,
   if (base == "cvt") {
     if (types.size() != 2) return bad_("expects a destination and a source type");
     const TypeInfo dt = types[0], st = types[1];
-    if (!other.empty()) return bad_("unsupported modifier ." + std::string(other.front()));
+    const bool to_int = st.half && !dt.half && !dt.is_float;
+    if (!to_int && !other.empty())
+      return bad_("unsupported modifier ." + std::string(other.front()));
     if (dt.bits == 32 && dt.half) return bad_("conversions to f16x2/bf16x2 are not supported");
     if (st.bits == 32 && st.half) return bad_("conversions from f16x2/bf16x2 are not supported");
     if (!count(c, 2)) return false;
@@ -1675,8 +1687,32 @@ bool Parser::half_instruction(Ctx& c, Inst in, std::string_view base,
     const TypeInfo f64{Ty::kF64, 64, true, true, false, 0};
     const TypeInfo b16{Ty::kU16, 16, false, false, false, 0};
     in.op = Op::kHalf;
+    if (dt.half && !st.half && !st.is_float) {
+      // integer -> f16/bf16
+      if (st.is_pred) return bad_("predicate conversions are not supported");
+      if (nrnd == 0) return bad_("a conversion to f16/bf16 needs .rn, .rz, .rm or .rp");
+      if (!dst(c, 0, b16, in.d, true) || !src(c, 1, st, in.a, true)) return false;
+      in.imm = 13 | (dt.half - 1) << 8 | rnd << 12 | static_cast<int64_t>(st.ty) << 16;
+      emit(in, line);
+      return true;
+    }
+    if (st.half && !dt.half && !dt.is_float) {
+      // f16/bf16 -> integer: .rni .rzi .rmi .rpi, saturating, NaN -> 0
+      if (dt.is_pred) return bad_("predicate conversions are not supported");
+      Rnd r = Rnd::kNone;
+      if (take("rni")) r = Rnd::kRni;
+      else if (take("rzi")) r = Rnd::kRzi;
+      else if (take("rmi")) r = Rnd::kRmi;
+      else if (take("rpi")) r = Rnd::kRpi;
+      if (r == Rnd::kNone || nrnd != 0) return bad_("f16/bf16 -> integer needs .rni, .rzi, .rmi or .rpi");
+      if (!other.empty()) return bad_("unsupported modifier ." + std::string(other.front()));
+      if (!dst(c, 0, dt, in.d, true) || !src(c, 1, b16, in.a, true)) return false;
+      in.imm = 14 | (st.half - 1) << 8 | static_cast<int64_t>(dt.ty) << 16 |
+               static_cast<int64_t>(r) << 24;
+      emit(in, line);
+      return true;
+    }
     if (dt.half && !st.half) {
-      if (!st.is_float) return bad_("integer to f16/bf16 conversions are not supported");
       if (nrnd == 0) return bad_("a conversion to f16/bf16 needs .rn, .rz, .rm or .rp");
       if (!dst(c, 0, b16, in.d, true) || !src(c, 1, st.bits == 32 ? f32 : f64, in.a)) return false;
       in.imm = (st.bits == 32 ? 9 : 10) | (dt.half - 1) << 8 | rnd << 12;
@@ -2159,6 +2195,21 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
       return false;
     in.op = Op::kShf;
     in.mod = static_cast<uint8_t>((r ? 2 : 0) | (clamp ? 1 : 0));
+    emit(in, line);
+    return true;
+  }
+  if (base == "lop3") {
+    if (!one_type(t) || !no_more()) return false;
+    if (t.bits != 32 || t.is_float || t.is_pred) return bad(c, "needs .b32");
+    if (c.has_pair) return bad(c, "the predicate form of lop3 is not supported");
+    if (!count(c, 5)) return false;
+    if (c.ops[4].kind != Operand::kImm || c.ops[4].lit.kind != Literal::kInt ||
+        c.ops[4].lit.bits > 255)
+      return bad(c, "the lookup table must be an immediate 0..255");
+    if (!dst(c, 0, t, in.d) || !src(c, 1, t, in.a) || !src(c, 2, t, in.b) || !src(c, 3, t, in.c))
+      return false;
+    in.op = Op::kLop3;
+    in.imm = static_cast<int64_t>(c.ops[4].lit.bits);
     emit(in, line);
     return true;
   }

@@ -103,6 +103,7 @@ enum class Op : uint16_t {
   kBfi,       // d = b with a inserted at c (pos), len in slot imm
   kShf,       // d = funnel shift of b:a by c; mod = 0 l.wrap, 1 l.clamp, 2 r.wrap, 3 r.clamp
   kPrmt,      // d = bytes of b:a selected by c
+  kLop3,      // d = the 3-input function imm (a lookup table) of a, b, c, bit by bit
   kSad,       // d = c + |a - b|; mod = width | 0x80 signed
   kDp4a,      // d = c + dot(bytes a, bytes b); mod bit 0: a signed, bit 1: b signed
   kDp2a,      // d = c + dot(halves a, 2 bytes of b); mod bits 0, 1 as kDp4a, bit 2: .hi
@@ -153,7 +154,9 @@ enum class Op : uint16_t {
   kFDir,
   // f16 / bf16, exact: imm = sub-op (0 add, 1 sub, 2 mul, 3 fma, 4 neg, 5 abs, 6 min, 7 max,
   // 8 setp (Cmp at bits 16..23), 9 f32 -> half, 10 f64 -> half, 11 half -> f32,
-  // 12 half -> f64) | (0 f16, 1 bf16) << 8 | x2 << 10 | rounding (0 rn, 1 rz, 2 rm, 3 rp) << 12
+  // 12 half -> f64, 13 integer (Ty at bits 16..23) -> half, 14 half -> integer (Ty at
+  // bits 16..23, Rnd at 24..27)) | (0 f16, 1 bf16) << 8 | x2 << 10 | rounding (0 rn, 1 rz,
+  // 2 rm, 3 rp) << 12
   kHalf,
   // conversions
   kCvtInt,  // int -> int: extend a from mod bits (sign-extend when c == 1), then & imm
