@@ -157,7 +157,8 @@ TEST(ClientCli, GlobalOptionsWorkBeforeOrAfterTheSubcommand) {
 
 // Every `gpulease ...` line in a fenced code block of README.md and
 // docs/*.md (continuation lines joined, `build/bin/` and `$(...)` taken off,
-// comments dropped, whitespace collapsed).
+// comments dropped, whitespace collapsed), except Python blocks and the
+// Python package's `python3 -m gpulease` lines.
 std::set<std::string> documented_command_lines() {
   std::set<std::string> lines;
   std::vector<std::filesystem::path> files = {std::filesystem::path(GPULEASE_SOURCE_DIR) /
@@ -170,13 +171,16 @@ std::set<std::string> documented_command_lines() {
   for (const auto& f : files) {
     std::istringstream in(slurp(f));
     std::string line, joined;
-    bool code = false;
+    bool code = false, python = false;
     while (std::getline(in, line)) {
       if (line.rfind("```", 0) == 0) {
         code = !code;
+        python = code && line.rfind("```py", 0) == 0;
         continue;
       }
-      if (!code) continue;
+      // Python code and the Python package's own command line
+      // (`python3 -m gpulease ...`, docs/PYTHON.md) are not this CLI.
+      if (!code || python || line.find("-m gpulease") != std::string::npos) continue;
       if (!line.empty() && line.back() == '\\') {
         joined += line.substr(0, line.size() - 1) + " ";
         continue;
