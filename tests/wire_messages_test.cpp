@@ -183,6 +183,22 @@ TEST(WireMessages, StructuralErrorsWinOverValueErrorsWhereverTheyAre) {
   EXPECT_NE(e.error().message.find("min_vram"), std::string::npos) << e.error().message;
 }
 
+TEST(WireMessages, MemWriteDecodesInPlaceAndAgreesWithTheOwningForm) {
+  const Bytes p = encode_payload(MemWriteRequest{7, 9, fill(100, 3)});
+  auto v = decode_payload<MemWriteView>(p, kLimits);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->handle, 7u);
+  EXPECT_EQ(v->offset, 9u);
+  EXPECT_EQ(v->data.data(), p.data() + 16);  // a view into the payload, not a copy
+  EXPECT_EQ(v->data.size(), 100u);
+  Limits small = kLimits;
+  small.max_payload_bytes = 99;
+  EXPECT_EQ(decode_payload<MemWriteView>(p, small).status(), Status::kFrameTooLarge);
+  EXPECT_EQ(decode_payload<MemWriteRequest>(p, small).status(), Status::kFrameTooLarge);
+  const Bytes cut(p.begin(), p.begin() + 15);
+  EXPECT_EQ(decode_payload<MemWriteView>(cut, kLimits).status(), Status::kBadFrame);
+}
+
 TEST(WireMessages, EveryReplyTypeRoundTripsWithEdgeValues) {
   expect_round_trip(sample_hello_reply());
   {

@@ -51,9 +51,10 @@ constexpr std::string_view kNoSuchLease = capability::kNoSuchLeaseMessage;
 // (TOKENS.md step 8), and both answers read the same.
 Result<void> check_tokenless_lease_rule(const wire::FrameHeader& h) {
   if (auto why = wire::lease_rule_violation(h.opcode, h.lease_id)) {
-    return make_error(Status::kInvalidArgument,
-                      std::string(capability::deny_reason_name(capability::DenyReason::kLeaseRule)) +
-                          ": " + *why);
+    return make_error(
+        Status::kInvalidArgument,
+        std::string(capability::deny_reason_name(capability::DenyReason::kLeaseRule)) + ": " +
+            *why);
   }
   return {};
 }

@@ -107,6 +107,18 @@ class Decoder {
     return Bytes(b.begin(), b.end());
   }
 
+  // The rest of the payload, capped at `max`, as a view into the input.
+  ByteSpan rest_view(const char* f, size_t max) {
+    if (err_) return {};
+    if (r_.remaining() > max) {
+      fail(Status::kFrameTooLarge, std::string(f) + " longer than " + std::to_string(max));
+      return {};
+    }
+    ByteSpan b = r_.rest();
+    (void)r_.take(b.size(), b);
+    return b;
+  }
+
   // The rest of the payload, capped at `max`.
   Bytes rest(const char* f, size_t max) {
     if (err_) return {};
@@ -612,13 +624,20 @@ Result<HandleRequest> decode_payload<HandleRequest>(ByteSpan p, const Limits& l)
 }
 
 template <>
-Result<MemWriteRequest> decode_payload<MemWriteRequest>(ByteSpan p, const Limits& l) {
+Result<MemWriteView> decode_payload<MemWriteView>(ByteSpan p, const Limits& l) {
   Decoder d(p, l);
-  MemWriteRequest m;
+  MemWriteView m;
   m.handle = d.u64("handle");
   m.offset = d.u64("offset");
-  m.data = d.rest("data", l.max_payload_bytes);
-  return d.finish(std::move(m));
+  m.data = d.rest_view("data", l.max_payload_bytes);
+  return d.finish(m);
+}
+// The owning form is the view, copied: one decoder for both.
+template <>
+Result<MemWriteRequest> decode_payload<MemWriteRequest>(ByteSpan p, const Limits& l) {
+  auto v = decode_payload<MemWriteView>(p, l);
+  if (!v) return std::move(v).error();
+  return MemWriteRequest{v->handle, v->offset, Bytes(v->data.begin(), v->data.end())};
 }
 template <>
 Result<MemReadRequest> decode_payload<MemReadRequest>(ByteSpan p, const Limits& l) {

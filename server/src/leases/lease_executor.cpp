@@ -213,15 +213,11 @@ void LeaseExecutor::mem_free(const Op& op) {
 }
 
 void LeaseExecutor::mem_write(const Op& op) {
-  ByteSpan payload = op.payload;
-  const wire::Limits& lim = env_.cfg.limits;
-  (void)lim;
-  // Parsed in place: the data stays in the frame's buffer (no copy).
-  wire::ByteReader r(payload);
-  uint64_t handle = 0, offset = 0;
-  if (!r.u64(handle) || !r.u64(offset))
-    return reply_error(op.reply, Status::kBadFrame, "truncated MEM_WRITE");
-  ByteSpan data = r.rest();
+  // Decoded by the codec in place: the data stays in the frame's buffer.
+  auto m = wire::decode_payload<wire::MemWriteView>(op.payload, env_.cfg.limits);
+  if (!m) return reply_error(op.reply, m.error());
+  const uint64_t handle = m->handle, offset = m->offset;
+  const ByteSpan data = m->data;
   auto it = buffers_.find(handle);
   if (it == buffers_.end()) {
     return reply_error(op.reply, Status::kInvalidHandle,

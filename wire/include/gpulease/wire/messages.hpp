@@ -184,6 +184,14 @@ struct MemWriteRequest {
   Bytes data;  // rest
   bool operator==(const MemWriteRequest&) const = default;
 };
+// MEM_WRITE decoded in place: `data` points into the payload it was decoded
+// from (leveldb's Slice), so a bulk write is checked by the codec and copied
+// once, into the device. REQUIRES: the payload outlives the view.
+struct MemWriteView {
+  uint64_t handle = 0;
+  uint64_t offset = 0;
+  ByteSpan data;
+};
 struct MemReadRequest {
   uint64_t handle = 0;
   uint64_t offset = 0;
