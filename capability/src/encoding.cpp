@@ -44,6 +44,7 @@ std::string to_hex(wire::ByteSpan bytes) {
 
 std::optional<wire::Bytes> from_hex(std::string_view hex) {
   if (hex.size() % 2 != 0) return std::nullopt;
+  if (hex.empty()) return wire::Bytes{};  // libsodium must not see a null buffer
   wire::Bytes out(hex.size() / 2);
   size_t len = 0;
   const char* end = nullptr;

@@ -330,7 +330,7 @@ IoResult read_frame(Socket& s, int first_wait_ms, int stall_ms, Frame& out, std:
       why = "connection closed mid-reply";
       return IoResult::kBroken;
     }
-    std::memcpy(payload.data(), s.inbox.data() + s.in_begin, payload.size());
+    if (!payload.empty()) std::memcpy(payload.data(), s.inbox.data() + s.in_begin, payload.size());
     s.in_begin += payload.size();
   } else {
     // Large: what is buffered, then straight into the payload.

@@ -119,15 +119,9 @@ class Decoder {
     return b;
   }
 
-  // The rest of the payload, capped at `max`.
+  // The rest of the payload, capped at `max`, copied.
   Bytes rest(const char* f, size_t max) {
-    if (err_) return {};
-    if (r_.remaining() > max) {
-      fail(Status::kFrameTooLarge, std::string(f) + " longer than " + std::to_string(max));
-      return {};
-    }
-    ByteSpan b = r_.rest();
-    (void)r_.take(b.size(), b);
+    const ByteSpan b = rest_view(f, max);
     return Bytes(b.begin(), b.end());
   }
 

@@ -385,7 +385,7 @@ awaitable<void> Connection::read_loop() {
     holder->bytes = srv_.body_pool().take(body_len);
     Bytes& b = holder->bytes;
     if (b.size() < h.token_len) b.resize(h.token_len);
-    std::memcpy(b.data(), token.data(), h.token_len);
+    if (h.token_len != 0) std::memcpy(b.data(), token.data(), h.token_len);
     rpos_ += h.token_len;
     size_t off = h.token_len;
     while (off < body_len) {
@@ -448,6 +448,7 @@ awaitable<void> Connection::read_loop() {
       continue;
     }
     reply_bytes_.fetch_add(promised);
+    replies_owed_.fetch_add(1);
     // Claims checked more than a moment ago (a slow payload) are checked
     // again by the node, so expiry and revocation apply at dispatch.
     if (verified && Clock::now() - verified_at > kReverifyAfter) verified.reset();
@@ -460,6 +461,8 @@ awaitable<void> Connection::read_loop() {
           self->inflight_.fetch_sub(1);
           self->srv_.inflight_total.fetch_sub(1);
           self->send(h, raw_op, s, std::move(p), promised);
+          // Queued or sent: a half-closed connection may close after this.
+          if (self->replies_owed_.fetch_sub(1) == 1 && self->eof_.load()) self->poke_strand();
         },
         verified ? &*verified : nullptr);
   }
@@ -661,7 +664,7 @@ bool Connection::write_idle() const {
 
 void Connection::maybe_close() {
   if (closed_ || !write_idle()) return;
-  if (close_after_flush_.load() || (eof_.load() && inflight_.load() == 0)) do_close();
+  if (close_after_flush_.load() || (eof_.load() && replies_owed_.load() == 0)) do_close();
 }
 
 void Connection::do_close() {

@@ -163,6 +163,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closed_ = false;  // strand only
   std::atomic<bool> close_after_flush_{false};
   std::atomic<uint32_t> inflight_{0};
+  // Requests handed to the node whose reply is not yet queued or sent.
+  // inflight_ drops just before the reply is sent (so a client waiting for
+  // each reply is never answered BUSY); this drops just after, so a
+  // half-closed connection never closes between the two.
+  std::atomic<uint32_t> replies_owed_{0};
 };
 
 }  // namespace gpulease::server
