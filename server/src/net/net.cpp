@@ -43,9 +43,10 @@ Server::Server(Node& node, const NodeConfig& cfg)
       budget_(FrameBudget::Shares{cfg.frame_bytes_budget, cfg.frame_bytes_per_tenant,
                                   cfg.frame_bytes_per_connection}),
       pool_(std::make_shared<BodyPool>(cfg.body_pool_bytes)),
-      acceptor_(io_),
-      metrics_acceptor_(io_),
-      trim_timer_(io_) {}
+      control_(asio::make_strand(io_)),
+      acceptor_(control_),
+      metrics_acceptor_(control_),
+      trim_timer_(control_) {}
 
 Server::~Server() {
   drain_and_stop();
@@ -115,7 +116,7 @@ Result<void> Server::start() {
 
 void Server::accept_loop() {
   asio::co_spawn(
-      io_,
+      control_,
       [this]() -> awaitable<void> {
         for (;;) {
           asio::error_code ec;
@@ -190,7 +191,7 @@ void Server::connection_ended(const std::shared_ptr<Connection>& c) {
 
 void Server::metrics_loop() {
   asio::co_spawn(
-      io_,
+      control_,
       [this]() -> awaitable<void> {
         for (;;) {
           asio::error_code ec;
@@ -269,7 +270,7 @@ void Server::metrics_loop() {
 void Server::drain_and_stop() {
   std::call_once(drain_once_, [this] {
     draining_ = true;
-    asio::post(io_, [this] {
+    asio::post(control_, [this] {
       asio::error_code ec;
       acceptor_.close(ec);
     });
@@ -288,7 +289,7 @@ void Server::drain_and_stop() {
         }
       }
       for (auto& c : live) c->close_after_flush();
-      asio::post(io_, [this] {
+      asio::post(control_, [this] {
         asio::error_code ec;
         metrics_acceptor_.close(ec);
         trim_timer_.cancel();

@@ -17,6 +17,7 @@
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
 
 #include <atomic>
 #include <cstdint>
@@ -75,6 +76,9 @@ class Server {
   FrameBudget budget_;
   std::shared_ptr<BodyPool> pool_;
   asio::io_context io_;
+  // THREAD SAFETY: the acceptors and the trim timer are used only on this
+  // strand (their loops run on it; drain posts their close to it).
+  asio::strand<asio::io_context::executor_type> control_;
   asio::ip::tcp::acceptor acceptor_;
   asio::ip::tcp::acceptor metrics_acceptor_;
   asio::steady_timer trim_timer_;
