@@ -40,8 +40,7 @@ std::string slurp(const std::string& path) {
 
 int main(int argc, char** argv) {
   if (argc != 8) {
-    std::fprintf(stderr,
-                 "usage: %s NODE TOKEN PTX_DIR BULK_BYTES BATCH PINGS ROUNDS\n", argv[0]);
+    std::fprintf(stderr, "usage: %s NODE TOKEN PTX_DIR BULK_BYTES BATCH PINGS ROUNDS\n", argv[0]);
     return 2;
   }
   try {

@@ -37,7 +37,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (c.target >= k.code.size() || c.ret_slot >= slots) __builtin_trap();
       for (const auto* v : {&c.args, &c.rets})
         for (const CallSite::Copy& cp : *v)
-          if (uint64_t{cp.dst} + cp.size > k.local_bytes || uint64_t{cp.src} + cp.size > k.local_bytes)
+          if (uint64_t{cp.dst} + cp.size > k.local_bytes ||
+              uint64_t{cp.src} + cp.size > k.local_bytes)
             __builtin_trap();
     }
   }

@@ -11,8 +11,8 @@
 
 #include <algorithm>
 #include <bit>
-#include <cinttypes>
 #include <cfenv>
+#include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -603,13 +603,27 @@ GL_OUT_OF_LINE void directed_lanes(const Inst& in, uint32_t exec, uint64_t* rd, 
       const double a = f64(ra[l]), b = f64(rb[l]), c = f64(rc[l]);
       double v;
       switch (sub) {
-        case 0: v = a + b; break;
-        case 1: v = a - b; break;
-        case 2: v = a * b; break;
-        case 3: v = std::fma(a, b, c); break;
-        case 4: v = a / b; break;
-        case 5: v = std::sqrt(a); break;
-        default: v = 1.0 / a; break;
+        case 0:
+          v = a + b;
+          break;
+        case 1:
+          v = a - b;
+          break;
+        case 2:
+          v = a * b;
+          break;
+        case 3:
+          v = std::fma(a, b, c);
+          break;
+        case 4:
+          v = a / b;
+          break;
+        case 5:
+          v = std::sqrt(a);
+          break;
+        default:
+          v = 1.0 / a;
+          break;
       }
       rd[l] = bits(v);
     }
@@ -626,13 +640,27 @@ GL_OUT_OF_LINE void directed_lanes(const Inst& in, uint32_t exec, uint64_t* rd, 
     }
     float v;
     switch (sub) {
-      case 0: v = a + b; break;
-      case 1: v = a - b; break;
-      case 2: v = a * b; break;
-      case 3: v = std::fma(a, b, c); break;
-      case 4: v = a / b; break;
-      case 5: v = std::sqrt(a); break;
-      default: v = 1.0f / a; break;
+      case 0:
+        v = a + b;
+        break;
+      case 1:
+        v = a - b;
+        break;
+      case 2:
+        v = a * b;
+        break;
+      case 3:
+        v = std::fma(a, b, c);
+        break;
+      case 4:
+        v = a / b;
+        break;
+      case 5:
+        v = std::sqrt(a);
+        break;
+      default:
+        v = 1.0f / a;
+        break;
     }
     if (fz) v = ftz(v);
     if (st) v = sat(v);
@@ -745,18 +773,18 @@ struct WarpState {
 }  // namespace
 
 // Lane loops: BODY runs for every lane `l` of `exec` (dense when all 32).
-#define GL_LANES(...)                                                         \
-  do {                                                                         \
-    if (exec == kFullWarp) {                                                   \
-      for (uint32_t l = 0; l < 32; ++l) {                                      \
-        __VA_ARGS__;                                                           \
-      }                                                                        \
-    } else {                                                                   \
-      for (uint32_t m_ = exec; m_ != 0; m_ &= m_ - 1) {                        \
-        const uint32_t l = static_cast<uint32_t>(std::countr_zero(m_));        \
-        __VA_ARGS__;                                                           \
-      }                                                                        \
-    }                                                                          \
+#define GL_LANES(...)                                                   \
+  do {                                                                  \
+    if (exec == kFullWarp) {                                            \
+      for (uint32_t l = 0; l < 32; ++l) {                               \
+        __VA_ARGS__;                                                    \
+      }                                                                 \
+    } else {                                                            \
+      for (uint32_t m_ = exec; m_ != 0; m_ &= m_ - 1) {                 \
+        const uint32_t l = static_cast<uint32_t>(std::countr_zero(m_)); \
+        __VA_ARGS__;                                                    \
+      }                                                                 \
+    }                                                                   \
   } while (0)
 
 // Runs the blocks of one Launch on the calling worker; holds the scratch
@@ -766,8 +794,7 @@ struct WarpState {
 // 32 lanes in a tight loop.
 class BlockRunner {
  public:
-  explicit BlockRunner(Launch& l)
-      : l_(l), k_(*l.kernel_), mem_(*l.memory_), module_(*l.module_) {
+  explicit BlockRunner(Launch& l) : l_(l), k_(*l.kernel_), mem_(*l.memory_), module_(*l.module_) {
     nthreads_ = l.block_[0] * l.block_[1] * l.block_[2];
     nwarps_ = (nthreads_ + 31) / 32;
     nslots_ = k_.num_slots();
@@ -962,11 +989,12 @@ class BlockRunner {
   uint32_t member_mask(const uint64_t* r, Slot s, uint32_t exec) const {
     uint32_t mm = 0;
     const uint64_t* rm = r + static_cast<size_t>(s) * 32;
-    for (uint32_t m = exec; m != 0; m &= m - 1) mm |= static_cast<uint32_t>(rm[std::countr_zero(m)]);
+    for (uint32_t m = exec; m != 0; m &= m - 1)
+      mm |= static_cast<uint32_t>(rm[std::countr_zero(m)]);
     return mm;
   }
   static Slot member_slot(const Inst& in) {
-    return in.op == Op::kShfl ? static_cast<Slot>(static_cast<uint64_t>(in.imm) & 0xffffffffu)
+    return in.op == Op::kShfl       ? static_cast<Slot>(static_cast<uint64_t>(in.imm) & 0xffffffffu)
            : in.op == Op::kWarpSync ? in.a
                                     : in.b;
   }
@@ -1243,8 +1271,8 @@ class BlockRunner {
     const uint32_t n = (in.mod >> 6) == 1 ? 2 : 4;
     const auto sp = static_cast<Space>(in.b);
     Space actual;
-    std::byte* p = resolve(sp, r[in.a * 32 + l] + static_cast<uint64_t>(in.imm), size * n,
-                           size * n, local, pc, is_ld ? "ld" : "st", &actual);
+    std::byte* p = resolve(sp, r[in.a * 32 + l] + static_cast<uint64_t>(in.imm), size * n, size * n,
+                           local, pc, is_ld ? "ld" : "st", &actual);
     if (p == nullptr) return false;
     const bool atomic = actual == Space::kGlobal;
     const Slot* slots = k_.vec_slots.data() + in.c;
@@ -1342,15 +1370,15 @@ class BlockRunner {
   std::vector<WarpState> warps_;
   std::vector<uint64_t> tmpl_;  // one warp's initial registers
   std::array<uint32_t, 3> ctaid_{};
-  uint32_t tid_linear_ = 0;     // the thread a fault message names
-  bool initialised_ = false;    // register files set up (start_block)
-  uint32_t live_threads_ = 0;   // of the started block
-  uint32_t bar_count_ = 0;      // threads waiting at bar.sync
-  uint32_t cur_warp_ = 0;       // whose turn it is
+  uint32_t tid_linear_ = 0;         // the thread a fault message names
+  bool initialised_ = false;        // register files set up (start_block)
+  uint32_t live_threads_ = 0;       // of the started block
+  uint32_t bar_count_ = 0;          // threads waiting at bar.sync
+  uint32_t cur_warp_ = 0;           // whose turn it is
   uint64_t slice_left_ = kNoSlice;  // instructions the current slice may still claim
   bool slice_progress_ = false;     // the current slice executed something
-  uint64_t fuel_ = 0;           // instructions left of the current claim
-  uint64_t granted_total_ = 0;  // all claims so far
+  uint64_t fuel_ = 0;               // instructions left of the current claim
+  uint64_t granted_total_ = 0;      // all claims so far
 };
 
 Stop BlockRunner::run_warp(uint32_t w) {
@@ -1371,8 +1399,8 @@ Stop BlockRunner::run_warp(uint32_t w) {
   Stop result = Stop::kYield;
   uint32_t cost_of = act, cost = popc(act);  // instructions a warp instruction costs
 
-#define GL_FAULT_LANE(L)  \
-  do {                    \
+#define GL_FAULT_LANE(L)        \
+  do {                          \
     tid_linear_ = w * 32 + (L); \
   } while (0)
 
@@ -1519,9 +1547,9 @@ Stop BlockRunner::run_warp(uint32_t w) {
         case Op::kRemS:
           GL_LANES({
             const int64_t a = sext(ra[l], in.mod), b = sext(rb[l], in.mod);
-            rd[l] = (b == 0 ? static_cast<uint64_t>(a)
-                            : (b == -1 ? 0 : static_cast<uint64_t>(a % b))) &
-                    mask;
+            rd[l] =
+                (b == 0 ? static_cast<uint64_t>(a) : (b == -1 ? 0 : static_cast<uint64_t>(a % b))) &
+                mask;
           });
           break;
         case Op::kRemU:
@@ -1763,8 +1791,8 @@ Stop BlockRunner::run_warp(uint32_t w) {
             else
               p = static_cast<unsigned __int128>(ra[l] & m) * (rb[l] & m);
             const uint64_t part = static_cast<uint64_t>(hi ? p >> wd : p) & m;
-            const unsigned __int128 t = static_cast<unsigned __int128>(part) + (rc[l] & m) +
-                                        (cin ? (rcc[l] & 1) : 0);
+            const unsigned __int128 t =
+                static_cast<unsigned __int128>(part) + (rc[l] & m) + (cin ? (rcc[l] & 1) : 0);
             rd[l] = static_cast<uint64_t>(t) & m;
             if (cout) rcc[l] = static_cast<uint64_t>(t >> wd) & 1;
           });
@@ -1778,11 +1806,11 @@ Stop BlockRunner::run_warp(uint32_t w) {
           // Signed compares as unsigned after flipping the sign bit.
           const uint64_t flip = sgn ? uint64_t{1} << 63 : 0;
           const unsigned sh = 64 - wd;
-#define GL_SETP(EXPR)                                             \
-  GL_LANES({                                                      \
+#define GL_SETP(EXPR)                                                                             \
+  GL_LANES({                                                                                      \
     const uint64_t a = (sgn ? static_cast<uint64_t>(sext(ra[l], wd)) : ra[l] << sh >> sh) ^ flip; \
     const uint64_t b = (sgn ? static_cast<uint64_t>(sext(rb[l], wd)) : rb[l] << sh >> sh) ^ flip; \
-    rd[l] = (EXPR);                                               \
+    rd[l] = (EXPR);                                                                               \
   })
           if ((in.imm >> 8 & 3) == 0) {
             switch (cmp) {
@@ -1821,21 +1849,21 @@ Stop BlockRunner::run_warp(uint32_t w) {
           GL_LANES(rd[l] = combine(fcmp<double>(cmp, f64(ra[l]), f64(rb[l])), in.imm, rc[l]));
           break;
         }
-#define GL_F32_BIN(NAME, EXPR)                   \
-  case Op::NAME:                                 \
-    GL_LANES({                                   \
-      float a = f32(ra[l]), b = f32(rb[l]);      \
-      if (in.mod & kFlagFtz) {                   \
-        a = ftz(a);                              \
-        b = ftz(b);                              \
-      }                                          \
-      float v = (EXPR);                          \
-      if (in.mod) {                              \
-        if (in.mod & kFlagFtz) v = ftz(v);       \
-        if (in.mod & kFlagSat) v = sat(v);       \
-      }                                          \
-      rd[l] = bits(v);                           \
-    });                                          \
+#define GL_F32_BIN(NAME, EXPR)              \
+  case Op::NAME:                            \
+    GL_LANES({                              \
+      float a = f32(ra[l]), b = f32(rb[l]); \
+      if (in.mod & kFlagFtz) {              \
+        a = ftz(a);                         \
+        b = ftz(b);                         \
+      }                                     \
+      float v = (EXPR);                     \
+      if (in.mod) {                         \
+        if (in.mod & kFlagFtz) v = ftz(v);  \
+        if (in.mod & kFlagSat) v = sat(v);  \
+      }                                     \
+      rd[l] = bits(v);                      \
+    });                                     \
     break;
           GL_F32_BIN(kAddF32, a + b)
           GL_F32_BIN(kSubF32, a - b)
@@ -1930,8 +1958,9 @@ Stop BlockRunner::run_warp(uint32_t w) {
           break;
         case Op::kCvtInt:
           GL_LANES({
-            const uint64_t v = in.c ? static_cast<uint64_t>(sext(ra[l], in.mod))
-                                    : (in.mod >= 64 ? ra[l] : ra[l] & ((uint64_t{1} << in.mod) - 1));
+            const uint64_t v = in.c
+                                   ? static_cast<uint64_t>(sext(ra[l], in.mod))
+                                   : (in.mod >= 64 ? ra[l] : ra[l] & ((uint64_t{1} << in.mod) - 1));
             rd[l] = v & mask;
           });
           break;
@@ -1959,21 +1988,20 @@ Stop BlockRunner::run_warp(uint32_t w) {
             // extension; any lane that needs a fault message takes the
             // general loop below.
             bool ok = true;
-#define GL_LD_FAST(T)                                                               \
-  for (uint32_t l = 0; l < 32; ++l) {                                               \
-    const uint64_t addr = ra[l] + mask;                                             \
-    const uint64_t off = addr - cache_.base;                                        \
-    if ((addr & (sizeof(T) - 1)) != 0 || off >= cache_.size ||                      \
-        sizeof(T) > cache_.size - off) {                                            \
-      const std::byte* p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T), false); \
-      if (p == nullptr) {                                                           \
-        ok = false;                                                                 \
-        break;                                                                      \
-      }                                                                             \
-      rd[l] = __atomic_load_n(reinterpret_cast<const T*>(p), __ATOMIC_RELAXED);     \
-      continue;                                                                     \
-    }                                                                               \
-    rd[l] = __atomic_load_n(reinterpret_cast<const T*>(cache_.data + off), __ATOMIC_RELAXED); \
+#define GL_LD_FAST(T)                                                                           \
+  for (uint32_t l = 0; l < 32; ++l) {                                                           \
+    const uint64_t addr = ra[l] + mask;                                                         \
+    const uint64_t off = addr - cache_.base;                                                    \
+    if ((addr & (sizeof(T) - 1)) != 0 || off >= cache_.size || sizeof(T) > cache_.size - off) { \
+      const std::byte* p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T), false);   \
+      if (p == nullptr) {                                                                       \
+        ok = false;                                                                             \
+        break;                                                                                  \
+      }                                                                                         \
+      rd[l] = __atomic_load_n(reinterpret_cast<const T*>(p), __ATOMIC_RELAXED);                 \
+      continue;                                                                                 \
+    }                                                                                           \
+    rd[l] = __atomic_load_n(reinterpret_cast<const T*>(cache_.data + off), __ATOMIC_RELAXED);   \
   }
             if (size == 4) {
               GL_LD_FAST(uint32_t)
@@ -2004,22 +2032,21 @@ Stop BlockRunner::run_warp(uint32_t w) {
           const uint32_t size = 1u << (in.mod & 3);
           if (size >= 4 && exec == kFullWarp) {
             bool ok = true;
-#define GL_ST_FAST(T)                                                               \
-  for (uint32_t l = 0; l < 32; ++l) {                                               \
-    const uint64_t addr = ra[l] + mask;                                             \
-    const uint64_t off = addr - cache_.base;                                        \
-    std::byte* p;                                                                   \
-    if ((addr & (sizeof(T) - 1)) != 0 || off >= cache_.size ||                      \
-        sizeof(T) > cache_.size - off) {                                            \
-      p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T), true);             \
-      if (p == nullptr) {                                                           \
-        ok = false;                                                                 \
-        break;                                                                      \
-      }                                                                             \
-    } else {                                                                        \
-      p = cache_.data + off;                                                        \
-    }                                                                               \
-    __atomic_store_n(reinterpret_cast<T*>(p), static_cast<T>(rb[l]), __ATOMIC_RELAXED); \
+#define GL_ST_FAST(T)                                                                           \
+  for (uint32_t l = 0; l < 32; ++l) {                                                           \
+    const uint64_t addr = ra[l] + mask;                                                         \
+    const uint64_t off = addr - cache_.base;                                                    \
+    std::byte* p;                                                                               \
+    if ((addr & (sizeof(T) - 1)) != 0 || off >= cache_.size || sizeof(T) > cache_.size - off) { \
+      p = (addr & (sizeof(T) - 1)) ? nullptr : gptr(addr, sizeof(T), true);                     \
+      if (p == nullptr) {                                                                       \
+        ok = false;                                                                             \
+        break;                                                                                  \
+      }                                                                                         \
+    } else {                                                                                    \
+      p = cache_.data + off;                                                                    \
+    }                                                                                           \
+    __atomic_store_n(reinterpret_cast<T*>(p), static_cast<T>(rb[l]), __ATOMIC_RELAXED);         \
   }
             if (size == 4) {
               GL_ST_FAST(uint32_t)
@@ -2105,9 +2132,9 @@ Stop BlockRunner::run_warp(uint32_t w) {
           GL_LANES({
             Space actual;
             GL_FAULT_LANE(l);
-            const std::byte* p = resolve(sp, ra[l] + mask, size, size,
-                                         local0 + static_cast<size_t>(l) * local_bytes, pc, "ld",
-                                         &actual);
+            const std::byte* p =
+                resolve(sp, ra[l] + mask, size, size, local0 + static_cast<size_t>(l) * local_bytes,
+                        pc, "ld", &actual);
             if (p == nullptr) {
               result = Stop::kFault;
               goto out;
@@ -2123,9 +2150,9 @@ Stop BlockRunner::run_warp(uint32_t w) {
           GL_LANES({
             Space actual;
             GL_FAULT_LANE(l);
-            std::byte* p = resolve(sp, ra[l] + mask, size, size,
-                                   local0 + static_cast<size_t>(l) * local_bytes, pc, "st",
-                                   &actual);
+            std::byte* p =
+                resolve(sp, ra[l] + mask, size, size, local0 + static_cast<size_t>(l) * local_bytes,
+                        pc, "st", &actual);
             if (p == nullptr) {
               result = Stop::kFault;
               goto out;
@@ -2345,7 +2372,8 @@ Stop BlockRunner::run_warp(uint32_t w) {
           uint64_t* const rret = r + static_cast<size_t>(cs.ret_slot) * 32;
           GL_LANES({
             std::byte* const lm = local0 + static_cast<size_t>(l) * local_bytes;
-            for (const CallSite::Copy& cp : cs.args) std::memmove(lm + cp.dst, lm + cp.src, cp.size);
+            for (const CallSite::Copy& cp : cs.args)
+              std::memmove(lm + cp.dst, lm + cp.src, cp.size);
             rret[l] = pc + 1;
           });
           if (exec == act) {
@@ -2363,7 +2391,8 @@ Stop BlockRunner::run_warp(uint32_t w) {
           const CallSite& cs = k_.calls[static_cast<size_t>(in.imm)];
           GL_LANES({
             std::byte* const lm = local0 + static_cast<size_t>(l) * local_bytes;
-            for (const CallSite::Copy& cp : cs.rets) std::memmove(lm + cp.dst, lm + cp.src, cp.size);
+            for (const CallSite::Copy& cp : cs.rets)
+              std::memmove(lm + cp.dst, lm + cp.src, cp.size);
           });
           break;
         }

@@ -46,8 +46,7 @@ size_t Module::decoded_bytes() const {
     n += sizeof(Kernel) + k.name.size() + k.code.size() * sizeof(Inst) +
          k.lines.size() * sizeof(uint32_t) + k.vec_slots.size() * sizeof(Slot) +
          k.init_values.size() * sizeof(k.init_values[0]) + k.calls.size() * sizeof(CallSite);
-    for (const CallSite& c : k.calls)
-      n += (c.args.size() + c.rets.size()) * sizeof(CallSite::Copy);
+    for (const CallSite& c : k.calls) n += (c.args.size() + c.rets.size()) * sizeof(CallSite::Copy);
     for (const Param& p : k.params) n += sizeof(Param) + p.name.size();
   }
   return n;
@@ -442,8 +441,10 @@ class Parser {
     if (module_->kernels.empty()) return error(1, "the module has no .entry kernel");
     mod->global_bytes = global_init_.size();
     mod->const_bytes = const_init_.size();
-    mod->storage.reset(new std::byte[std::max<size_t>(1, global_init_.size() + const_init_.size())]);
-    if (!global_init_.empty()) std::memcpy(mod->storage.get(), global_init_.data(), global_init_.size());
+    mod->storage.reset(
+        new std::byte[std::max<size_t>(1, global_init_.size() + const_init_.size())]);
+    if (!global_init_.empty())
+      std::memcpy(mod->storage.get(), global_init_.data(), global_init_.size());
     if (!const_init_.empty())
       std::memcpy(mod->storage.get() + global_init_.size(), const_init_.data(), const_init_.size());
     return std::shared_ptr<const Module>(std::move(mod));
@@ -584,7 +585,8 @@ class Parser {
         uint64_t n = 0;
         if (!expect_number(n, limits_.max_global_bytes, "array size")) return false;
         count *= n;
-        if (count > limits_.max_global_bytes) return fail(line, "variable " + name + " is too large");
+        if (count > limits_.max_global_bytes)
+          return fail(line, "variable " + name + " is too large");
       }
       if (!expect_punct(']')) return false;
     }
@@ -611,8 +613,8 @@ class Parser {
           if (!advance()) return false;
         }
         if (tok_.kind == Tk::kIdent)
-          return fail(tok_.line, "unsupported initialiser '" + token_text() +
-                                     "' of " + name + " (addresses of variables)");
+          return fail(tok_.line, "unsupported initialiser '" + token_text() + "' of " + name +
+                                     " (addresses of variables)");
         if (tok_.kind != Tk::kNumber) return fail(tok_.line, "expected a value in the initialiser");
         auto lit = parse_literal(tok_.text, neg);
         if (!lit) return fail(tok_.line, "bad number " + token_text());
@@ -670,7 +672,8 @@ class Parser {
         if (!func_header(f, &name)) return false;
         auto [it, inserted] = funcs_.try_emplace(name, f);
         if (!inserted) {
-          if (f.has_body && it->second.has_body) return fail(line, "function " + name + " defined twice");
+          if (f.has_body && it->second.has_body)
+            return fail(line, "function " + name + " defined twice");
           if (f.has_body) it->second = f;
         }
         if (funcs_.size() > limits_.max_kernels) return fail(line, "too many functions");
@@ -690,8 +693,8 @@ class Parser {
       while (!is_punct(')')) {
         if (!out.empty() && !expect_punct(',')) return false;
         if (tok_.kind != Tk::kIdent || tok_.text != ".param")
-          return fail(tok_.line, "device function parameters must be .param (not " +
-                                     token_text() + ")");
+          return fail(tok_.line,
+                      "device function parameters must be .param (not " + token_text() + ")");
         if (!advance()) return false;
         if (tok_.kind == Tk::kIdent && tok_.text == ".ptr") {
           if (!advance()) return false;
@@ -983,9 +986,9 @@ class Parser {
         if (next < callees.size()) {
           const std::string& cal = callees[next++];
           if (state[cal] == 1)
-            return fail(emitted_.at(cal).line,
-                        "recursive device function calls are not supported (" + fn + " calls " +
-                            cal + ")");
+            return fail(
+                emitted_.at(cal).line,
+                "recursive device function calls are not supported (" + fn + " calls " + cal + ")");
           if (state[cal] == 0) {
             state[cal] = 1;
             stack.emplace_back(cal, 0);
@@ -1007,11 +1010,11 @@ class Parser {
       if (pc.rets.size() > e.rets.size())
         return fail(pc.line, "call of " + pc.callee + " expects a return value it does not have");
       for (size_t i = 0; i < pc.args.size(); ++i)
-        cs.args.push_back({e.params[i].first, pc.args[i].first,
-                           std::min(e.params[i].second, pc.args[i].second)});
+        cs.args.push_back(
+            {e.params[i].first, pc.args[i].first, std::min(e.params[i].second, pc.args[i].second)});
       for (size_t i = 0; i < pc.rets.size(); ++i)
-        cs.rets.push_back({pc.rets[i].first, e.rets[i].first,
-                           std::min(e.rets[i].second, pc.rets[i].second)});
+        cs.rets.push_back(
+            {pc.rets[i].first, e.rets[i].first, std::min(e.rets[i].second, pc.rets[i].second)});
     }
     return true;
   }
@@ -1045,8 +1048,8 @@ class Parser {
     auto formal = [&](const Param& p, std::vector<std::pair<uint32_t, uint32_t>>& out) {
       const uint64_t off = (uint64_t{k_.local_bytes} + p.align - 1) / p.align * p.align;
       if (off + p.size > limits_.max_local_bytes)
-        return fail(f.line, "more than " + std::to_string(limits_.max_local_bytes) +
-                                " bytes of .local");
+        return fail(f.line,
+                    "more than " + std::to_string(limits_.max_local_bytes) + " bytes of .local");
       k_.local_bytes = static_cast<uint32_t>(off + p.size);
       call_params_[p.name] = {static_cast<uint32_t>(off), p.size};
       out.emplace_back(static_cast<uint32_t>(off), p.size);
@@ -1070,8 +1073,9 @@ class Parser {
     // module cannot make the loader re-read a large body for every kernel.
     reparsed_bytes_ += lex_.pos() - body_start;
     if (reparsed_bytes_ > 16 * lex_.size() + (16u << 20))
-      return fail(f.line, "device function bodies are re-read too often (too many kernels call "
-                          "large functions)");
+      return fail(f.line,
+                  "device function bodies are re-read too often (too many kernels call "
+                  "large functions)");
     cur_ret_slot_ = 0;
     Inst ret;
     ret.op = Op::kRetFunc;
@@ -1249,7 +1253,8 @@ class Parser {
       if (!var_decl(name, v, false, limits_.max_param_bytes)) return false;
       const uint64_t off = (uint64_t{k_.local_bytes} + v.align - 1) / v.align * v.align;
       if (off + v.size > limits_.max_local_bytes)
-        return fail(line, "more than " + std::to_string(limits_.max_local_bytes) + " bytes of .local");
+        return fail(line,
+                    "more than " + std::to_string(limits_.max_local_bytes) + " bytes of .local");
       k_.local_bytes = static_cast<uint32_t>(off + v.size);
       call_params_[name] = {static_cast<uint32_t>(off), v.size};
       return expect_punct(';');
@@ -1600,7 +1605,7 @@ class Parser {
   std::map<std::string, Emitted> emitted_;
   std::vector<std::string> pending_funcs_;
   std::vector<std::string> cur_callees_;
-  std::string current_func_;  // empty in a kernel body
+  std::string current_func_;   // empty in a kernel body
   size_t reparsed_bytes_ = 0;  // function bodies parsed again for the kernels calling them
   Slot cur_ret_slot_ = 0;
   // Call-site .param variables and the formal parameters of the function
@@ -1700,11 +1705,16 @@ bool Parser::half_instruction(Ctx& c, Inst in, std::string_view base,
       // f16/bf16 -> integer: .rni .rzi .rmi .rpi, saturating, NaN -> 0
       if (dt.is_pred) return bad_("predicate conversions are not supported");
       Rnd r = Rnd::kNone;
-      if (take("rni")) r = Rnd::kRni;
-      else if (take("rzi")) r = Rnd::kRzi;
-      else if (take("rmi")) r = Rnd::kRmi;
-      else if (take("rpi")) r = Rnd::kRpi;
-      if (r == Rnd::kNone || nrnd != 0) return bad_("f16/bf16 -> integer needs .rni, .rzi, .rmi or .rpi");
+      if (take("rni"))
+        r = Rnd::kRni;
+      else if (take("rzi"))
+        r = Rnd::kRzi;
+      else if (take("rmi"))
+        r = Rnd::kRmi;
+      else if (take("rpi"))
+        r = Rnd::kRpi;
+      if (r == Rnd::kNone || nrnd != 0)
+        return bad_("f16/bf16 -> integer needs .rni, .rzi, .rmi or .rpi");
       if (!other.empty()) return bad_("unsupported modifier ." + std::string(other.front()));
       if (!dst(c, 0, dt, in.d, true) || !src(c, 1, b16, in.a, true)) return false;
       in.imm = 14 | (st.half - 1) << 8 | static_cast<int64_t>(dt.ty) << 16 |
@@ -1727,15 +1737,16 @@ bool Parser::half_instruction(Ctx& c, Inst in, std::string_view base,
     emit(in, line);
     return true;
   }
-  static const std::pair<std::string_view, uint32_t> kOps[] = {
-      {"add", 0}, {"sub", 1}, {"mul", 2}, {"fma", 3}, {"neg", 4},
-      {"abs", 5}, {"min", 6}, {"max", 7}};
+  static const std::pair<std::string_view, uint32_t> kOps[] = {{"add", 0}, {"sub", 1}, {"mul", 2},
+                                                               {"fma", 3}, {"neg", 4}, {"abs", 5},
+                                                               {"min", 6}, {"max", 7}};
   int sub = -1;
   for (const auto& [name, k] : kOps)
     if (base == name) sub = static_cast<int>(k);
   if (base == "setp") sub = 8;
   if (sub < 0)
-    return bad_("f16/bf16 types are supported by cvt, add, sub, mul, fma, neg, abs, min, max, setp");
+    return bad_(
+        "f16/bf16 types are supported by cvt, add, sub, mul, fma, neg, abs, min, max, setp");
   if (types.size() != 1) return bad_("expects exactly one type");
   const TypeInfo t = types[0];
   const TypeInfo reg{t.bits == 16 ? Ty::kU16 : Ty::kU32, t.bits, false, false, false, 0};
@@ -1911,7 +1922,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (take("rm")) dir = dir ? 9 : 2;
     if (take("rp")) dir = dir ? 9 : 3;
     if (dir == 9 || (dir && rn)) return bad(c, "two rounding modifiers");
-    if (need_rnd && !rn && !dir) return bad(c, "a rounding modifier (.rn, .rz, .rm, .rp) is required");
+    if (need_rnd && !rn && !dir)
+      return bad(c, "a rounding modifier (.rn, .rz, .rm, .rp) is required");
     if (take("ftz")) in.mod |= kFlagFtz;
     if (take("sat")) in.mod |= kFlagSat;
     if (!no_more()) return false;
@@ -1920,7 +1932,7 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     in.op = t.bits == 32 ? op32 : op64;
     if (dir) {
       static const std::pair<Op, uint8_t> kDirOps[] = {
-          {Op::kAddF32, 0}, {Op::kSubF32, 1}, {Op::kMulF32, 2}, {Op::kFmaF32, 3},
+          {Op::kAddF32, 0}, {Op::kSubF32, 1},  {Op::kMulF32, 2}, {Op::kFmaF32, 3},
           {Op::kDivF32, 4}, {Op::kSqrtF32, 5}, {Op::kRcpF32, 6}};
       int sub = -1;
       for (const auto& [o, k] : kDirOps)
@@ -1942,7 +1954,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     // Moves, loads, stores and selects only move bits: as .b16 / .b32.
     if (base == "mov" || base == "ld" || base == "st" || base == "selp") {
       for (TypeInfo& x : types)
-        if (x.half) x = TypeInfo{x.bits == 16 ? Ty::kU16 : Ty::kU32, x.bits, false, false, false, 0};
+        if (x.half)
+          x = TypeInfo{x.bits == 16 ? Ty::kU16 : Ty::kU32, x.bits, false, false, false, 0};
     } else {
       return half_instruction(c, in, base, types, other);
     }
@@ -2368,8 +2381,7 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (dt.is_float && st.is_float) {
       if (dt.bits == st.bits && rnd != Rnd::kNone && !int_round)
         return bad(c, "same-size float conversion takes an integer rounding (.rni etc.)");
-      if (dt.bits < st.bits && int_round)
-        return bad(c, "f64 -> f32 takes .rn, .rz, .rm or .rp");
+      if (dt.bits < st.bits && int_round) return bad(c, "f64 -> f32 takes .rn, .rz, .rm or .rp");
       if (dt.bits < st.bits && rnd == Rnd::kNone)
         return bad(c, "f64 -> f32 needs a rounding modifier");
       if (dt.bits > st.bits && rnd != Rnd::kNone)
@@ -2456,7 +2468,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     for (auto q : {"volatile", "relaxed", "acquire", "release", "acq_rel", "weak", "nc", "ca", "cg",
                    "cs", "lu", "cv", "wb", "wt", "cta", "gpu", "sys"})
       (void)take(q);
-    if (spin_load || !(is_ld || is_st)) spin_insts_.push_back(static_cast<uint32_t>(k_.code.size()));
+    if (spin_load || !(is_ld || is_st))
+      spin_insts_.push_back(static_cast<uint32_t>(k_.code.size()));
     if (sp == Space::kParam && (is_ld || is_st)) {
       // A call site's .param variables and a function's parameters are
       // local memory.
@@ -2465,8 +2478,7 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
           call_params_.count(c.ops[ai].sym) != 0)
         sp = Space::kLocal;
     }
-    if (sp == Space::kParam && !is_ld)
-      return bad(c, "st.param needs a call's .param variable");
+    if (sp == Space::kParam && !is_ld) return bad(c, "st.param needs a call's .param variable");
     if (!one_type(t)) return false;
     if (t.is_pred) return bad(c, "predicate type");
     if (is_ld || is_st) {
@@ -2569,7 +2581,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     return true;
   }
   if (base == "shfl") {
-    if (!take("sync")) return bad(c, "only shfl.sync is supported (shfl without .sync is not valid for sm_70+)");
+    if (!take("sync"))
+      return bad(c, "only shfl.sync is supported (shfl without .sync is not valid for sm_70+)");
     static const std::pair<std::string_view, uint8_t> kModes[] = {
         {"up", 0}, {"down", 1}, {"bfly", 2}, {"idx", 3}};
     int mode = -1;
@@ -2626,7 +2639,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (!take("sync")) return bad(c, "needs .sync");
     if (any == all) return bad(c, "needs .any or .all");
     if (!one_type(t) || !no_more()) return false;
-    if ((t.bits != 32 && t.bits != 64) || t.is_pred || t.is_float) return bad(c, "needs .b32 or .b64");
+    if ((t.bits != 32 && t.bits != 64) || t.is_pred || t.is_float)
+      return bad(c, "needs .b32 or .b64");
     if (!count(c, 3)) return false;
     const TypeInfo u32{Ty::kU32, 32, false, false, false};
     const TypeInfo p{Ty::kPred, 1, false, false, true};
@@ -2644,8 +2658,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   }
   if (base == "redux") {
     if (!take("sync")) return bad(c, "needs .sync");
-    static const std::pair<std::string_view, uint8_t> kOps[] = {
-        {"add", 0}, {"min", 1}, {"max", 2}, {"and", 3}, {"or", 4}, {"xor", 5}};
+    static const std::pair<std::string_view, uint8_t> kOps[] = {{"add", 0}, {"min", 1}, {"max", 2},
+                                                                {"and", 3}, {"or", 4},  {"xor", 5}};
     int op = -1;
     for (const auto& [name, o] : kOps)
       if (take(name)) {
@@ -2674,7 +2688,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   }
   if (base == "bar" && has("warp")) {
     (void)take("warp");
-    if (!take("sync") || !no_more() || !types.empty()) return bad(c, "expects bar.warp.sync membermask");
+    if (!take("sync") || !no_more() || !types.empty())
+      return bad(c, "expects bar.warp.sync membermask");
     if (!count(c, 1)) return false;
     const TypeInfo u32{Ty::kU32, 32, false, false, false};
     if (!src(c, 0, u32, in.a)) return false;

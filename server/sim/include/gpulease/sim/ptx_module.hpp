@@ -97,16 +97,16 @@ enum class Op : uint16_t {
   kBrev,
   kSelp,  // d = c ? a : b
   // bit fields and bytes (mod = width unless noted)
-  kBfind,     // d = position of the most significant non-sign bit of a (~0u32 if none);
-              // mod = width | 0x80 signed; c = 1: .shiftamt (width - 1 - position)
-  kBfe,       // d = bit field of a at b (pos), c (len); mod = width | 0x80 signed
-  kBfi,       // d = b with a inserted at c (pos), len in slot imm
-  kShf,       // d = funnel shift of b:a by c; mod = 0 l.wrap, 1 l.clamp, 2 r.wrap, 3 r.clamp
-  kPrmt,      // d = bytes of b:a selected by c
-  kLop3,      // d = the 3-input function imm (a lookup table) of a, b, c, bit by bit
-  kSad,       // d = c + |a - b|; mod = width | 0x80 signed
-  kDp4a,      // d = c + dot(bytes a, bytes b); mod bit 0: a signed, bit 1: b signed
-  kDp2a,      // d = c + dot(halves a, 2 bytes of b); mod bits 0, 1 as kDp4a, bit 2: .hi
+  kBfind,  // d = position of the most significant non-sign bit of a (~0u32 if none);
+           // mod = width | 0x80 signed; c = 1: .shiftamt (width - 1 - position)
+  kBfe,    // d = bit field of a at b (pos), c (len); mod = width | 0x80 signed
+  kBfi,    // d = b with a inserted at c (pos), len in slot imm
+  kShf,    // d = funnel shift of b:a by c; mod = 0 l.wrap, 1 l.clamp, 2 r.wrap, 3 r.clamp
+  kPrmt,   // d = bytes of b:a selected by c
+  kLop3,   // d = the 3-input function imm (a lookup table) of a, b, c, bit by bit
+  kSad,    // d = c + |a - b|; mod = width | 0x80 signed
+  kDp4a,   // d = c + dot(bytes a, bytes b); mod bit 0: a signed, bit 1: b signed
+  kDp2a,   // d = c + dot(halves a, 2 bytes of b); mod bits 0, 1 as kDp4a, bit 2: .hi
   // carry chains: the carry flag lives in slot imm; neg bit 1: add the carry
   // in, bit 2: write the carry out, bit 3: subtract (the flag is a borrow)
   kAddC,      // d = a +/- b (+/- CC); mod = width
@@ -189,9 +189,9 @@ enum class Op : uint16_t {
   kBar,  // bar.sync / barrier.sync: wait for the block's other threads
   kRet,  // ret / exit: the thread is done
   // device functions (imm = index into Kernel::calls)
-  kCall,      // copy the arguments into the callee's parameters, save the return pc, jump
-  kCallRet,   // (after kCall, where the callee returns) copy the return values back
-  kRetFunc,   // return from a device function: pc = slot a
+  kCall,     // copy the arguments into the callee's parameters, save the return pc, jump
+  kCallRet,  // (after kCall, where the callee returns) copy the return values back
+  kRetFunc,  // return from a device function: pc = slot a
 };
 
 inline constexpr uint8_t kFlagFtz = 1;
@@ -253,8 +253,8 @@ struct CallSite {
   struct Copy {
     uint32_t dst = 0, src = 0, size = 0;  // local memory offsets
   };
-  uint32_t target = 0;  // the callee's first instruction
-  Slot ret_slot = 0;    // where the callee keeps its return address
+  uint32_t target = 0;     // the callee's first instruction
+  Slot ret_slot = 0;       // where the callee keeps its return address
   std::vector<Copy> args;  // caller's .param -> callee's parameter
   std::vector<Copy> rets;  // callee's return value -> caller's .param
 };
@@ -267,7 +267,7 @@ struct Kernel {
   std::vector<uint32_t> lines;  // source line of each instruction
   std::vector<Slot> vec_slots;  // register lists of vector ld/st
   std::vector<CallSite> calls;
-  uint32_t slots = 0;           // size of each thread's register file
+  uint32_t slots = 0;  // size of each thread's register file
   // Every thread's register file starts zeroed except these slots (the
   // constant 1 of kSlotTrue, immediates, symbol addresses), sorted by slot,
   // so a kernel's decoded size follows what it uses, not what it declares.
@@ -304,7 +304,7 @@ struct Module {
   // lives as long as the module.
   std::vector<GlobalVar> globals;
   const GlobalVar* find_global(std::string_view name) const;
-  uint64_t window_base = 0;  // kModuleWindow + tag * kWindowSize
+  uint64_t window_base = 0;   // kModuleWindow + tag * kWindowSize
   uint64_t global_bytes = 0;  // .global storage at window_base
   uint64_t const_bytes = 0;   // .const storage at window_base + kConstOffset
   // Host storage: .global bytes, then .const bytes. Kernels access it with
