@@ -5,12 +5,21 @@
 // TASKLET_SUBMIT | LEASE_QUERY. The grant is checked before any kernel is
 // launched (lease, audience, permissions, time), and the launch and sync go
 // out under it. An idempotency store refuses a request id it has already
-// completed. Memory, module and lease are released when the request ends, and
-// the gateway prints each request's timings.
+// seen: in memory by default; with a registry (--registry or
+// $GPULEASE_REGISTRY) the replicated one on etcd, shared by every gateway
+// process, so two gateways racing on one request id run it once. Memory,
+// module and lease are released when the request ends, and the gateway
+// prints each request's timings.
+//
+// --request ID serves that one request (the race test runs two gateways
+// with the same ID): it prints "ran the kernel" or, for a duplicate, the
+// first run's answer from the store.
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <thread>
 
 #include "example_common.hpp"
 
@@ -40,32 +49,6 @@ struct InferenceResponse {
   std::vector<std::pair<const char*, double>> timings_ms;
 };
 
-// Remembers which request ids are in progress or completed, so a retried or
-// duplicated request cannot have a second effect. (In-memory here; the
-// seed's is replicated.)
-class IdempotencyStore {
- public:
-  enum class Outcome { kReserved, kInProgress, kCompleted };
-  Outcome reserve(const std::string& key) {
-    std::lock_guard lock(mu_);
-    auto [it, fresh] = state_.emplace(key, false);
-    if (fresh) return Outcome::kReserved;
-    return it->second ? Outcome::kCompleted : Outcome::kInProgress;
-  }
-  void complete(const std::string& key) {
-    std::lock_guard lock(mu_);
-    state_[key] = true;
-  }
-  void abandon(const std::string& key) {
-    std::lock_guard lock(mu_);
-    state_.erase(key);
-  }
-
- private:
-  std::mutex mu_;
-  std::map<std::string, bool> state_;  // key -> completed
-};
-
 // The model's weights: deterministic from its id.
 struct Model {
   std::vector<float> w, b;
@@ -87,9 +70,32 @@ std::vector<float> infer_reference(const Model& m, const std::vector<float>& x) 
   return example::infer_reference(m.w, m.b, x, kInDim, kOutDim);
 }
 
+// The output values as the bytes the store keeps (this host's order, as the
+// kernel writes them).
+Bytes output_bytes(const std::vector<float>& y) {
+  return example::to_bytes(y);
+}
+std::vector<float> output_floats(const Bytes& b) {
+  std::vector<float> y(b.size() / 4);
+  if (!y.empty()) std::memcpy(y.data(), b.data(), y.size() * 4);
+  return y;
+}
+
+// Where leases come from: one node (--node), or the fleet (--registry
+// without --node: placed by best fit; the token must be valid on every node,
+// audience fleet:NAME).
+struct LeaseSource {
+  std::optional<gl::Connection> node;
+  std::optional<gl::Fleet> fleet;
+  gl::LeaseBuilder builder() const {
+    return fleet ? gl::LeaseBuilder(*fleet) : gl::LeaseBuilder(*node);
+  }
+};
+
 class Gateway {
  public:
-  Gateway(gl::Connection conn, std::string ptx) : conn_(std::move(conn)), ptx_(std::move(ptx)) {}
+  Gateway(LeaseSource leases, std::string ptx, gl::IdempotencyStore& effects)
+      : leases_(std::move(leases)), ptx_(std::move(ptx)), effects_(effects) {}
 
   gpulease::Result<InferenceResponse> handle(const InferenceRequest& req) {
     if (req.input.size() != kInDim) {  // input bound, before anything is leased
@@ -97,21 +103,35 @@ class Gateway {
                                   "input must have " + std::to_string(kInDim) + " values");
     }
     const std::string key = "inference:" + req.request_id;
-    switch (effects_.reserve(key)) {
-      case IdempotencyStore::Outcome::kReserved:
-        break;
-      case IdempotencyStore::Outcome::kInProgress:
-      case IdempotencyStore::Outcome::kCompleted:
-        return gpulease::make_error(Status::kInvalidArgument,
-                                    "duplicate request " + req.request_id);
+    auto reservation = effects_.reserve(key);
+    if (!reservation) return std::move(reservation).error();  // the store is down: run nothing
+    if (reservation->state != gl::IdempotencyRecord::State::kReservedByUs) {
+      return gpulease::make_error(Status::kInvalidArgument,
+                                  "duplicate request " + req.request_id +
+                                      (reservation->state ==
+                                               gl::IdempotencyRecord::State::kCompleted
+                                           ? " (completed"
+                                           : " (in progress") +
+                                      " by " + reservation->owner + ")");
     }
     auto r = serve(req);
     if (r) {
-      effects_.complete(key);
+      if (auto c = effects_.complete(key, reservation->fence, output_bytes(r->output)); !c)
+        return std::move(c).error();
     } else {
-      effects_.abandon(key);  // nothing happened: a retry may run it
+      (void)effects_.abandon(key, reservation->fence);  // nothing happened: a retry may run it
     }
     return r;
+  }
+
+  // The first run's answer to a request id, once it is complete (bounded).
+  gpulease::Result<std::vector<float>> first_answer(const std::string& request_id) {
+    auto rec = effects_.wait_settled("inference:" + request_id, std::chrono::seconds(30));
+    if (!rec) return std::move(rec).error();
+    if (!*rec)
+      return gpulease::make_error(Status::kLeaseExpired,
+                                  "request " + request_id + " was given up by its owner");
+    return output_floats((*rec)->result);
   }
 
  private:
@@ -127,14 +147,14 @@ class Gateway {
     };
     // One short lease per request. SessionExclusive where the node's backend
     // can partition SMs (cuda); the sim backend offers shared leases only.
-    auto lease = gl::LeaseBuilder(conn_)
+    auto lease = leases_.builder()
                      .min_vram(4u << 20)
                      .lease_secs(req.lease_ttl_secs)
                      .exclusivity(gl::Exclusivity::kSessionExclusive)
                      .release_on_disconnect()
                      .acquire();
     if (!lease && lease.status() == Status::kUnsupported) {
-      lease = gl::LeaseBuilder(conn_)
+      lease = leases_.builder()
                   .min_vram(4u << 20)
                   .lease_secs(req.lease_ttl_secs)
                   .release_on_disconnect()
@@ -151,7 +171,8 @@ class Gateway {
     const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch())
                            .count();
-    if (auto ok = gl::check_scoped_token(*grant, lease->lease_id(), conn_.node_info().node_id,
+    if (auto ok = gl::check_scoped_token(*grant, lease->lease_id(),
+                                         lease->connection().node_info().node_id,
                                          gl::Permission::kTaskletSubmit, now_s);
         !ok) {
       return std::move(ok).error();
@@ -212,9 +233,9 @@ class Gateway {
     return resp;
   }
 
-  gl::Connection conn_;
+  LeaseSource leases_;
   std::string ptx_;
-  IdempotencyStore effects_;
+  gl::IdempotencyStore& effects_;
 };
 
 }  // namespace
@@ -224,21 +245,109 @@ int main(int argc, char** argv) {
       "Recipe 53: per-request leases with scoped grants, an idempotency store, full teardown"};
   example::Common common;
   example::add_common(app, common);
+  std::string registry, fleet_name, request_id, owner;
+  int64_t start_at_ms = 0;
+  app.add_option("--registry", registry,
+                 "etcd://HOST:PORT[,...]: the replicated idempotency store (and, without --node, "
+                 "the fleet leases are placed on) (default: $GPULEASE_REGISTRY)");
+  app.add_option("--fleet", fleet_name, "Fleet name (default: $GPULEASE_FLEET, else default)");
+  app.add_option("--request", request_id, "Serve only this request id (the race test)");
+  app.add_option("--owner", owner, "This gateway's name in the store (default: host/pid)");
+  app.add_option("--start-at-ms", start_at_ms,
+                 "With --request: wait until this Unix time in ms (gateways start together)");
   CLI11_PARSE(app, argc, argv);
+  if (registry.empty() && std::getenv("GPULEASE_REGISTRY") != nullptr)
+    registry = std::getenv("GPULEASE_REGISTRY");
 
-  return example::run_main("recipe53", [&] {
-    gl::Connection conn = example::connect(common);
-    Gateway gateway(conn, example::ptx(common, "infer.ptx"));
+  return example::run_main("recipe53", [&]() -> int {
+    // The store: replicated on etcd with a registry, else this process's memory.
+    std::unique_ptr<gl::IdempotencyStore> store;
+    LeaseSource leases;
+    if (!registry.empty()) {
+      gl::EtcdIdempotencyOptions so;
+      so.registry = registry;
+      so.fleet = fleet_name;
+      so.owner = owner;
+      so.reservation_ttl = std::chrono::seconds(30);
+      so.result_ttl = std::chrono::seconds(3600);
+      store = unwrap(gl::EtcdIdempotencyStore::open(so));
+      std::printf("recipe 53: idempotency store: etcd %s (owner %s)\n", registry.c_str(),
+                  static_cast<gl::EtcdIdempotencyStore&>(*store).owner().c_str());
+    } else {
+      store = std::make_unique<gl::MemoryIdempotencyStore>(owner.empty() ? "gateway" : owner);
+      std::printf("recipe 53: idempotency store: in memory\n");
+    }
+    if (!registry.empty() && common.node.empty() && std::getenv("GPULEASE_NODE") == nullptr) {
+      gl::FleetOptions fo;
+      fo.registry = registry;
+      fo.fleet = fleet_name;
+      fo.token = example::connect_options(common).token;
+      leases.fleet = unwrap(gl::Fleet::open(fo));
+    } else {
+      leases.node = example::connect(common);
+    }
+    auto lease_list = [&]() {
+      std::vector<gl::LeaseInfo> all;
+      if (leases.node) return unwrap(gl::list_leases(*leases.node));
+      for (const auto& n : leases.fleet->nodes()) {
+        auto c = leases.fleet->connect(n.node_id);
+        if (!c) continue;
+        for (auto& i : unwrap(gl::list_leases(*c))) all.push_back(i);
+      }
+      return all;
+    };
+    Gateway gateway(leases, example::ptx(common, "infer.ptx"), *store);
     auto input = [](float seed) {
       std::vector<float> v(kInDim);
       for (uint32_t i = 0; i < kInDim; ++i) v[i] = std::sin(seed + static_cast<float>(i) * 0.37f);
       return v;
     };
+
+    if (!request_id.empty()) {
+      // One request, maybe raced by another gateway with the same id.
+      const InferenceRequest req{request_id, "embedder-v3", input(1.0f)};
+      if (start_at_ms > 0) {
+        const auto at = std::chrono::system_clock::time_point(std::chrono::milliseconds(start_at_ms));
+        if (at - std::chrono::system_clock::now() < std::chrono::seconds(30))
+          std::this_thread::sleep_until(at);
+      }
+      auto r = gateway.handle(req);
+      std::vector<float> y;
+      if (r) {
+        y = r->output;
+        std::printf("recipe 53: %s: ran the kernel on lease %llu\n", request_id.c_str(),
+                    static_cast<unsigned long long>(r->lease_id));
+      } else if (r.error().message.rfind("duplicate request", 0) == 0) {
+        std::printf("recipe 53: %s: %s: refused by the idempotency store\n", request_id.c_str(),
+                    gl::describe(r.error()).c_str());
+        y = unwrap(gateway.first_answer(request_id));
+        std::printf("recipe 53: %s: duplicate answer from the store\n", request_id.c_str());
+      } else {
+        throw gl::ClientError(r.error());
+      }
+      const auto want = infer_reference(model_for(req.model_id), req.input);
+      float worst = y.size() == kOutDim ? 0.0f : 1e30f;
+      for (uint32_t o = 0; o < kOutDim && o < y.size(); ++o)
+        worst = std::max(worst, std::fabs(y[o] - want[o]));
+      std::printf("recipe 53: %s: y[0..3] = %.4f %.4f %.4f %.4f, %s\n", request_id.c_str(),
+                  y.size() > 3 ? y[0] : 0.f, y.size() > 3 ? y[1] : 0.f, y.size() > 3 ? y[2] : 0.f,
+                  y.size() > 3 ? y[3] : 0.f,
+                  worst <= 1e-5f ? "matches the CPU reference" : "MISMATCH");
+      return worst <= 1e-5f ? 0 : 1;
+    }
+
+    // A replicated store outlives this run: tag the ids so that a second run
+    // of the demo is not all duplicates.
+    const std::string tag =
+        registry.empty() ? ""
+                         : "." + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                    std::chrono::system_clock::now().time_since_epoch())
+                                                    .count());
     const std::vector<InferenceRequest> requests = {
-        {"req-2026-05-06-1", "embedder-v3", input(1.0f)},
-        {"req-2026-05-06-2", "embedder-v3", input(2.0f)},
-        {"req-2026-05-06-1", "embedder-v3", input(1.0f)},  // a duplicate: refused
-        {"req-2026-05-06-3", "ranker-v1", input(3.0f)},
+        {"req-2026-05-06-1" + tag, "embedder-v3", input(1.0f)},
+        {"req-2026-05-06-2" + tag, "embedder-v3", input(2.0f)},
+        {"req-2026-05-06-1" + tag, "embedder-v3", input(1.0f)},  // a duplicate: refused
+        {"req-2026-05-06-3" + tag, "ranker-v1", input(3.0f)},
     };
     int failures = 0, refused = 0;
     for (const auto& req : requests) {
@@ -270,7 +379,7 @@ int main(int argc, char** argv) {
       std::printf("\n");
       if (!ok) ++failures;
     }
-    const auto left = unwrap(gl::list_leases(conn));
+    const auto left = lease_list();
     std::printf("recipe 53: leases held after all requests: %zu\n", left.size());
     if (failures != 0 || refused != 1 || !left.empty()) {
       std::printf("recipe 53: FAILED\n");

@@ -5,6 +5,10 @@ foreach(t connection session lease renewal jobs grants)
                     LABELS client)
 endforeach()
 
+# Fleet placement without etcd (fixed directory, in-process nodes).
+gpulease_add_test(client_fleet_test SOURCES client_fleet_test.cpp LIBS gpulease_client gpulease_node
+                  LABELS "client;fleet")
+
 # The recipe programs and the CLI against a real gpuleased process.
 gpulease_add_test(examples_test SOURCES examples_test.cpp LIBS gpulease_capability LABELS client examples)
 add_dependencies(examples_test gpuleased recipe30_scale_bias recipe34_pipeline recipe53_gateway recipe5_inference)

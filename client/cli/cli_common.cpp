@@ -25,6 +25,12 @@ void add_global_options(CLI::App& app) {
   app.add_option("--node,-n", o.node,
                  "Node HOST:PORT (default: $GPULEASE_NODE, else 127.0.0.1:7070)")
       ->group(group);
+  app.add_option("--registry", o.registry,
+                 "Fleet directory etcd://HOST:PORT[,HOST:PORT...] in place of --node (default: "
+                 "$GPULEASE_REGISTRY when no node is named)")
+      ->group(group);
+  app.add_option("--fleet", o.fleet, "Fleet name in the registry (default: $GPULEASE_FLEET, else default)")
+      ->group(group);
   app.add_option("--token", o.token, "Capability token text glt1.... (default: $GPULEASE_TOKEN)")
       ->group(group);
   app.add_option("--token-file", o.token_file, "File holding the token text")->group(group);
@@ -40,22 +46,23 @@ const CommonOptions& common_options() {
 
 void uses_common_options(CLI::App* cmd) {
   cmd->footer(
-      "Global options, before or after the command: --node HOST:PORT, --token TEXT, "
-      "--token-file FILE, --json (see `gpulease --help`).");
+      "Global options, before or after the command: --node HOST:PORT or --registry "
+      "etcd://HOST:PORT[,...] [--fleet NAME], --token TEXT, --token-file FILE, --json (see "
+      "`gpulease --help`).");
 }
 
 void fail_error(const Error& e) {
   fail(client::describe(e));
 }
 
-client::Connection connect_or_fail(const CommonOptions& o, bool need_token) {
-  std::string node = o.node;
-  if (node.empty()) {
-    const char* env = std::getenv("GPULEASE_NODE");
-    node = env != nullptr && *env != '\0' ? env : kDefaultNode;
-  }
-  auto addr = client::NodeAddress::parse(node);
-  if (!addr) fail("--node: " + addr.error().message);
+namespace {
+std::string env_or_empty(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+}  // namespace
+
+wire::Bytes token_or_empty(const CommonOptions& o) {
   std::string token_text = o.token;
   if (token_text.empty() && !o.token_file.empty()) {
     std::ifstream f(o.token_file);
@@ -64,23 +71,81 @@ client::Connection connect_or_fail(const CommonOptions& o, bool need_token) {
     ss << f.rdbuf();
     token_text = ss.str();
   }
-  if (token_text.empty()) {
-    const char* env = std::getenv("GPULEASE_TOKEN");
-    if (env != nullptr) token_text = env;
-  }
-  client::ConnectOptions co;
-  co.node = *addr;
-  co.client_name = "gpulease-cli";
-  co.reconnect_attempts = 3;
-  if (!token_text.empty()) {
-    auto t = client::token_from_text(token_text);
-    if (!t) fail("token: " + t.error().message);
-    co.token = std::move(t).value();
-  } else if (need_token) {
+  if (token_text.empty()) token_text = env_or_empty("GPULEASE_TOKEN");
+  if (token_text.empty()) return {};
+  auto t = client::token_from_text(token_text);
+  if (!t) fail("token: " + t.error().message);
+  return std::move(t).value();
+}
+
+namespace {
+wire::Bytes token_or_fail(const CommonOptions& o, bool need_token) {
+  wire::Bytes t = token_or_empty(o);
+  if (t.empty() && need_token) {
     fail(
         "no token: pass --token or --token-file, or set GPULEASE_TOKEN (mint one with `gpulease "
         "token mint`)");
   }
+  return t;
+}
+}  // namespace
+
+bool uses_registry(const CommonOptions& o) {
+  if (!o.node.empty()) return false;
+  if (!o.registry.empty()) return true;
+  if (!env_or_empty("GPULEASE_NODE").empty()) return false;
+  return !env_or_empty("GPULEASE_REGISTRY").empty();
+}
+
+client::Fleet open_fleet_or_fail(const CommonOptions& o, bool need_token) {
+  if (!o.node.empty() && !o.registry.empty()) fail("--node and --registry: give one of them");
+  client::FleetOptions fo;
+  fo.registry = o.registry;  // empty: $GPULEASE_REGISTRY
+  fo.fleet = o.fleet;        // empty: $GPULEASE_FLEET, else "default"
+  fo.token = token_or_fail(o, need_token);
+  fo.connect.client_name = "gpulease-cli";
+  auto f = client::Fleet::open(std::move(fo));
+  if (!f) fail_error(f.error());
+  return std::move(f).value();
+}
+
+FleetLeaseNode find_lease_or_fail(const client::Fleet& fleet, uint64_t lease_id) {
+  std::string unreachable;
+  for (const auto& n : fleet.nodes()) {
+    auto conn = fleet.connect(n.node_id);
+    if (!conn) {
+      unreachable += (unreachable.empty() ? "" : ", ") + n.node_id;
+      continue;
+    }
+    client::Lease probe = client::Lease::adopt(*conn, lease_id);
+    auto info = probe.query();
+    probe.detach();
+    if (!info && info.status() == wire::Status::kLeaseNotFound) continue;
+    return {*conn, n.node_id};
+  }
+  fail_error(make_error(wire::Status::kLeaseNotFound,
+                        "lease " + std::to_string(lease_id) + " is on no node of fleet '" +
+                            fleet.name() + "'" +
+                            (unreachable.empty() ? "" : " (unreachable: " + unreachable + ")")));
+}
+
+client::Connection connect_or_fail(const CommonOptions& o, bool need_token) {
+  if (!o.node.empty() && !o.registry.empty()) fail("--node and --registry: give one of them");
+  if (!o.registry.empty())
+    fail("this command talks to one node: give --node HOST:PORT (`gpulease nodes` lists the "
+         "fleet's nodes)");
+  std::string node = o.node;
+  if (node.empty()) {
+    const std::string env = env_or_empty("GPULEASE_NODE");
+    node = !env.empty() ? env : kDefaultNode;
+  }
+  auto addr = client::NodeAddress::parse(node);
+  if (!addr) fail("--node: " + addr.error().message);
+  client::ConnectOptions co;
+  co.node = *addr;
+  co.client_name = "gpulease-cli";
+  co.reconnect_attempts = 3;
+  co.token = token_or_fail(o, need_token);
   auto c = client::Connection::connect(std::move(co));
   if (!c) fail_error(c.error());
   return std::move(c).value();

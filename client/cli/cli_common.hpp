@@ -21,7 +21,9 @@ namespace gpulease::cli {
 inline constexpr const char* kDefaultNode = "127.0.0.1:7070";
 
 struct CommonOptions {
-  std::string node;   // empty: $GPULEASE_NODE, else kDefaultNode
+  std::string node;      // empty: $GPULEASE_NODE, else kDefaultNode
+  std::string registry;  // etcd://HOST:PORT[,...]; empty: $GPULEASE_REGISTRY when no node is named
+  std::string fleet;     // empty: $GPULEASE_FLEET, else "default"
   std::string token;  // empty: --token-file, else $GPULEASE_TOKEN
   std::string token_file;
   bool json = false;
@@ -41,6 +43,29 @@ void uses_common_options(CLI::App* cmd);
 // Connects to the node the options name. `need_token`: fail with a clear
 // message when no token is given at all.
 [[nodiscard]] client::Connection connect_or_fail(const CommonOptions& o, bool need_token);
+
+// The token text the options name (--token, --token-file, $GPULEASE_TOKEN),
+// in binary form; empty when none is given.
+[[nodiscard]] wire::Bytes token_or_empty(const CommonOptions& o);
+
+// Which the options name: a fleet or one node. In order: --node, then
+// --registry, then $GPULEASE_NODE, then $GPULEASE_REGISTRY; a node (the
+// default one) when none is set.
+[[nodiscard]] bool uses_registry(const CommonOptions& o);
+// Opens the fleet (reads the directory from etcd). `need_token`: as above.
+[[nodiscard]] client::Fleet open_fleet_or_fail(const CommonOptions& o, bool need_token);
+
+// The node of `fleet` that holds lease `lease_id` (the first whose
+// LEASE_QUERY does not answer LEASE_NOT_FOUND), connected. Fails with
+// LEASE_NOT_FOUND naming the fleet when no node has it.
+struct FleetLeaseNode {
+  client::Connection conn;
+  std::string node_id;
+};
+[[nodiscard]] FleetLeaseNode find_lease_or_fail(const client::Fleet& fleet, uint64_t lease_id);
+
+// A directory record as JSON (cmd_fleet.cpp).
+[[nodiscard]] nlohmann::json fleet_node_json(const client::FleetNode& n);
 
 // Prints "gpulease: error: STATUS: message" and exits with status 1 (via
 // CLI::RuntimeError, like fail()).

@@ -12,5 +12,7 @@ void register_node_commands(CLI::App& app);
 void register_lease_commands(CLI::App& app);
 // run MODULE KERNEL ... (cmd_run.cpp).
 void register_run_commands(CLI::App& app);
+// nodes (cmd_fleet.cpp).
+void register_fleet_commands(CLI::App& app);
 
 }  // namespace gpulease::cli

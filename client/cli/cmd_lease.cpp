@@ -1,6 +1,7 @@
 // gpulease lease acquire|list|query|renew|release.
 #include <cinttypes>
 #include <cstdio>
+#include <optional>
 
 #include "cli_common.hpp"
 #include "client_commands.hpp"
@@ -62,18 +63,33 @@ void run_acquire(const AcquireOptions& o) {
   } else {
     fail("--exclusivity: shared, session or device");
   }
-  client::Connection conn = connect_or_fail(o.common, true);
-  client::LeaseBuilder b(conn);
-  b.min_vram(*vram).lease_secs(o.ttl_s).exclusivity(excl);
-  if (o.device >= 0) b.device(static_cast<uint16_t>(o.device));
-  client::Lease lease = value_or_fail(b.acquire());
+  const bool fleet = uses_registry(o.common);
+  std::optional<client::LeaseBuilder> b;
+  if (fleet) {
+    b.emplace(open_fleet_or_fail(o.common, true));  // placed by best fit
+  } else {
+    b.emplace(connect_or_fail(o.common, true));
+  }
+  b->min_vram(*vram).lease_secs(o.ttl_s).exclusivity(excl);
+  if (o.device >= 0) b->device(static_cast<uint16_t>(o.device));
+  client::Lease lease = value_or_fail(b->acquire());
   // The lease outlives this process: release it with `gpulease lease release`.
   const uint64_t id = lease.detach();
+  const std::string node_id = lease.connection().node_info().node_id;
+  const std::string address = lease.connection().address().str();
   if (o.common.json) {
     print_json({{"lease_id", id},
+                {"node_id", node_id},
+                {"node", address},
                 {"device", lease.device()},
                 {"granted_bytes", lease.granted_bytes()},
                 {"expires_at_ms", lease.expires_at_ms()}});
+    return;
+  }
+  if (fleet) {
+    std::printf("lease %" PRIu64 " acquired on node %s (%s): %s on device %u, expires %s\n", id,
+                node_id.c_str(), address.c_str(), human_bytes(lease.granted_bytes()).c_str(),
+                unsigned{lease.device()}, iso_time_ms(lease.expires_at_ms()).c_str());
     return;
   }
   std::printf("lease %" PRIu64 " acquired: %s on device %u, expires %s\n", id,
@@ -81,7 +97,60 @@ void run_acquire(const AcquireOptions& o) {
               iso_time_ms(lease.expires_at_ms()).c_str());
 }
 
+// The connection to the node holding `lease_id`: the one named, or found in
+// the fleet.
+client::Connection lease_node_or_fail(const CommonOptions& o, uint64_t lease_id) {
+  if (!uses_registry(o)) return connect_or_fail(o, true);
+  client::Fleet fleet = open_fleet_or_fail(o, true);
+  return find_lease_or_fail(fleet, lease_id).conn;
+}
+
+// lease list over a fleet: every node's leases, with a NODE column.
+void run_list_fleet(const CommonOptions& o) {
+  client::Fleet fleet = open_fleet_or_fail(o, true);
+  nlohmann::json a = nlohmann::json::array();
+  nlohmann::json unreachable = nlohmann::json::array();
+  std::vector<std::pair<std::string, client::LeaseInfo>> all;
+  for (const auto& n : fleet.nodes()) {
+    auto conn = fleet.connect(n.node_id);
+    Result<std::vector<client::LeaseInfo>> leases =
+        conn ? client::list_leases(*conn) : Result<std::vector<client::LeaseInfo>>(conn.error());
+    if (!leases) {
+      std::fprintf(stderr, "gpulease: warning: node %s: %s\n", n.node_id.c_str(),
+                   client::describe(leases.error()).c_str());
+      unreachable.push_back(n.node_id);
+      continue;
+    }
+    for (const auto& i : *leases) {
+      auto j = info_json(i);
+      j["node_id"] = n.node_id;
+      a.push_back(j);
+      all.emplace_back(n.node_id, i);
+    }
+  }
+  if (o.json) {
+    print_json({{"fleet", fleet.name()}, {"leases", a}, {"unreachable", unreachable}});
+    return;
+  }
+  if (all.empty()) {
+    std::printf("no leases\n");
+    return;
+  }
+  std::printf("%-20s %-20s %-9s %-6s %-12s %-12s %s\n", "NODE", "LEASE", "STATE", "DEVICE",
+              "USED", "QUOTA", "REMAINING");
+  for (const auto& [node, i] : all) {
+    std::printf("%-20s %-20" PRIu64 " %-9s %-6u %-12s %-12s %.1f s\n", node.c_str(), i.lease_id,
+                std::string(client::lease_state_name(i.state)).c_str(), unsigned{i.device},
+                human_bytes(i.used_bytes).c_str(), human_bytes(i.quota_bytes).c_str(),
+                static_cast<double>(i.remaining_ms) / 1000.0);
+  }
+}
+
 void run_list(const CommonOptions& o) {
+  if (uses_registry(o)) {
+    run_list_fleet(o);
+    return;
+  }
   client::Connection conn = connect_or_fail(o, true);
   auto leases = value_or_fail(client::list_leases(conn));
   if (o.json) {
@@ -105,7 +174,7 @@ void run_list(const CommonOptions& o) {
 }
 
 void run_query(const LeaseIdOptions& o) {
-  client::Connection conn = connect_or_fail(o.common, true);
+  client::Connection conn = lease_node_or_fail(o.common, o.lease_id);
   client::Lease lease = client::Lease::adopt(conn, o.lease_id);
   auto info = lease.query();
   lease.detach();
@@ -119,7 +188,7 @@ void run_query(const LeaseIdOptions& o) {
 
 void run_renew(const LeaseIdOptions& o) {
   if (o.ttl_s == 0) fail("--ttl must be positive");
-  client::Connection conn = connect_or_fail(o.common, true);
+  client::Connection conn = lease_node_or_fail(o.common, o.lease_id);
   client::Lease lease = client::Lease::adopt(conn, o.lease_id, o.ttl_s);
   auto r = lease.renew(o.ttl_s);
   lease.detach();
@@ -133,7 +202,7 @@ void run_renew(const LeaseIdOptions& o) {
 }
 
 void run_release(const LeaseIdOptions& o) {
-  client::Connection conn = connect_or_fail(o.common, true);
+  client::Connection conn = lease_node_or_fail(o.common, o.lease_id);
   client::Lease lease = client::Lease::adopt(conn, o.lease_id);
   ok_or_fail(lease.release());
   if (o.common.json) {

@@ -129,9 +129,20 @@ T parse_num(const std::string& arg, const std::string& v) {
 }
 
 void run_run(const RunOptions& o) {
-  // Connected first: the node's payload limit bounds every file read.
-  client::Connection conn = connect_or_fail(o.common, true);
-  const uint64_t limit = conn.node_info().limits.max_payload_bytes;
+  // Connected first: the node's payload limit bounds every file read. On a
+  // fleet (--registry) the node is known only once the lease is placed: the
+  // protocol's default limit bounds the reads, and the node refuses a frame
+  // over its own (FRAME_TOO_LARGE).
+  std::optional<client::Fleet> fleet;
+  std::optional<client::Connection> conn;
+  if (uses_registry(o.common)) {
+    fleet.emplace(open_fleet_or_fail(o.common, true));
+    if (o.lease_id != 0) conn.emplace(find_lease_or_fail(*fleet, o.lease_id).conn);
+  } else {
+    conn.emplace(connect_or_fail(o.common, true));
+  }
+  const uint64_t limit =
+      conn ? conn->node_info().limits.max_payload_bytes : wire::Limits{}.max_payload_bytes;
   const wire::Bytes image = read_file(o.module, limit);
   const wire::Dim3 grid = parse_dim("--grid", o.grid);
   const wire::Dim3 block = parse_dim("--block", o.block);
@@ -190,7 +201,7 @@ void run_run(const RunOptions& o) {
 
   std::optional<client::Lease> lease;
   if (o.lease_id != 0) {
-    lease.emplace(client::Lease::adopt(conn, o.lease_id));
+    lease.emplace(client::Lease::adopt(*conn, o.lease_id));
   } else {
     uint64_t vram = buffer_bytes + (1u << 20);
     if (!o.vram.empty()) {
@@ -198,7 +209,7 @@ void run_run(const RunOptions& o) {
       if (!v || *v == 0) fail("--vram: expected a byte count such as 64MiB");
       vram = *v;
     }
-    lease.emplace(value_or_fail(client::LeaseBuilder(conn)
+    lease.emplace(value_or_fail((fleet ? client::LeaseBuilder(*fleet) : client::LeaseBuilder(*conn))
                                     .min_vram(vram)
                                     .lease_secs(o.ttl_s)
                                     .release_on_disconnect()

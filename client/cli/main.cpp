@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   gpulease::cli::register_node_commands(app);
   gpulease::cli::register_lease_commands(app);
   gpulease::cli::register_run_commands(app);
+  gpulease::cli::register_fleet_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

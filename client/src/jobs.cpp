@@ -49,7 +49,8 @@ JobCoordinator::Stats JobCoordinator::stats() const {
 
 Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
                                                const WorkFn& work) {
-  if (opts_.nodes.empty()) return make_error(Status::kInvalidArgument, "JobCoordinator: no nodes");
+  if (opts_.nodes.empty() && !opts_.fleet)
+    return make_error(Status::kInvalidArgument, "JobCoordinator: no nodes and no fleet");
   const size_t n = inputs.size();
   std::vector<Bytes> outputs(n);
   if (n == 0) return outputs;
@@ -71,10 +72,46 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
   };
   size_t holding = 0;  // GUARDED_BY(qmu): workers holding a lease now
   size_t in_hand = 0;  // GUARDED_BY(qmu): chunks taken off the queue, not yet done
+  // Fleet: this job's leases per node id, and nodes it lost a connection to.
+  std::map<std::string, unsigned> load;  // GUARDED_BY(qmu)
+  std::set<std::string> lost_nodes;      // GUARDED_BY(qmu)
+
+  // A fresh lease for a worker: on its node, or placed on the fleet.
+  auto acquire = [&](size_t node) -> Result<Lease> {
+    if (!opts_.fleet) {
+      return LeaseBuilder(opts_.nodes[node])
+          .min_vram(opts_.lease.min_vram)
+          .lease_secs(opts_.lease.ttl_s)
+          .exclusivity(opts_.lease.exclusivity)
+          .acquire();
+    }
+    std::map<std::string, unsigned> spread;
+    std::set<std::string> avoid;
+    {
+      std::lock_guard lock(qmu);
+      spread = load;
+      avoid = lost_nodes;
+    }
+    LeaseBuilder b(*opts_.fleet);
+    b.min_vram(opts_.lease.min_vram)
+        .lease_secs(opts_.lease.ttl_s)
+        .exclusivity(opts_.lease.exclusivity)
+        .backend(opts_.lease.backend);
+    if (opts_.lease.min_compute_capability)
+      b.min_compute_capability(opts_.lease.min_compute_capability->first,
+                               opts_.lease.min_compute_capability->second);
+    // A node this job lost counts as fully loaded: tried last, not never (it
+    // may have come back, and the directory still lists it).
+    for (const auto& id : avoid) spread[id] = UINT32_MAX / 2;
+    b.spread(std::move(spread));
+    return b.acquire();
+  };
+  auto node_of = [](const Lease& l) { return l.connection().node_info().node_id; };
 
   auto worker = [&](size_t w) {
-    size_t node = w % opts_.nodes.size();
+    size_t node = opts_.nodes.empty() ? 0 : w % opts_.nodes.size();
     std::optional<Lease> lease;
+    std::string lease_node;  // fleet: the node id the lease is on
     std::optional<Session> session;
     std::map<std::string, Module> modules;
     unsigned acquire_failures = 0;
@@ -84,6 +121,9 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
         lease.reset();  // releases; a lost lease just answers with an error
         std::lock_guard lock(qmu);
         holding--;
+        if (opts_.fleet) {
+          if (auto it = load.find(lease_node); it != load.end() && --it->second == 0) load.erase(it);
+        }
       }
       modules.clear();
     };
@@ -111,11 +151,7 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
           in_hand++;
         }
         if (!lease) {
-          auto l = LeaseBuilder(opts_.nodes[node])
-                       .min_vram(opts_.lease.min_vram)
-                       .lease_secs(opts_.lease.ttl_s)
-                       .exclusivity(opts_.lease.exclusivity)
-                       .acquire();
+          auto l = acquire(node);
           if (!l) {
             Error e = std::move(l).error();
             requeue();
@@ -132,7 +168,7 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
                                                        std::to_string(idx)));
               break;
             }
-            if (is_connection_lost(e)) node = (node + 1) % opts_.nodes.size();
+            if (is_connection_lost(e) && !opts_.fleet) node = (node + 1) % opts_.nodes.size();
             std::this_thread::sleep_for(opts_.retry.backoff(acquire_failures));
             continue;
           }
@@ -141,6 +177,10 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
           {
             std::lock_guard lock(qmu);
             holding++;
+            if (opts_.fleet) {
+              lease_node = node_of(*lease);
+              load[lease_node]++;
+            }
           }
           session.emplace(*lease);
           if (renewals) renewals->add(*lease);
@@ -169,6 +209,7 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
           {
             std::lock_guard lock(mu_);
             stats_.chunks_done++;
+            if (opts_.fleet) stats_.chunks_by_node[lease_node]++;
           }
           if (opts_.on_chunk_done) opts_.on_chunk_done(idx, lease->lease_id());
           continue;
@@ -199,7 +240,14 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
         }
         if (opts_.on_retry) opts_.on_retry(idx, e);
         if (RetryPolicy::needs_fresh_lease(e)) {
-          if (is_connection_lost(e)) node = (node + 1) % opts_.nodes.size();
+          if (is_connection_lost(e)) {
+            if (opts_.fleet) {
+              std::lock_guard lock(qmu);
+              lost_nodes.insert(lease_node);
+            } else {
+              node = (node + 1) % opts_.nodes.size();
+            }
+          }
           drop_lease();
         }
         std::this_thread::sleep_for(opts_.retry.backoff(attempt));

@@ -1,6 +1,9 @@
 #include "gpulease/client/lease.hpp"
 
 #include <random>
+#include <set>
+
+#include "gpulease/client/fleet.hpp"
 
 namespace gpulease::client {
 
@@ -122,27 +125,139 @@ uint64_t Lease::detach() noexcept {
   return state_->id;
 }
 
+LeaseBuilder::LeaseBuilder(const Fleet& fleet) : fleet_(fleet.impl()) {}
+
+namespace {
+
+// The constraints in words, for messages: "64.0 MiB, cc >= 8.0, backend cuda".
+std::string describe_constraints(const PlacementConstraints& c) {
+  std::string s = c.min_vram != 0 ? std::to_string(c.min_vram) + " bytes of free VRAM" : "";
+  auto sep = [&s] { return s.empty() ? "" : ", "; };
+  if (c.device) s += sep() + std::string("device index ") + std::to_string(*c.device);
+  if (c.min_compute_capability)
+    s += sep() + std::string("compute capability >= ") + std::to_string(c.min_compute_capability->first) + "." +
+         std::to_string(c.min_compute_capability->second);
+  if (!c.backend.empty()) s += sep() + std::string("backend ") + c.backend;
+  return s;
+}
+
+// What HELLO says about a node, as a directory record (single-node placement).
+FleetNode node_from_hello(const Connection& conn) {
+  const wire::HelloReply h = conn.node_info();
+  FleetNode n;
+  n.node_id = h.node_id;
+  n.address = conn.address().str();
+  n.backend = h.backend;
+  for (const auto& d : h.devices) {
+    n.devices.push_back({d.index, d.name, d.cc_major, d.cc_minor, d.total_bytes, d.free_bytes});
+  }
+  return n;
+}
+
+}  // namespace
+
 Result<Lease> LeaseBuilder::acquire() const {
   wire::LeaseAcquireRequest req = req_;
   if (req.min_vram == 0)
     return make_error(Status::kInvalidArgument, "LEASE_ACQUIRE: min_vram must be > 0");
   if (req.ttl_s == 0)
     return make_error(Status::kInvalidArgument, "LEASE_ACQUIRE: lease_secs must be > 0");
+  if (fleet_) return acquire_on_fleet(req);
+  if (min_cc_ || !backend_.empty()) {
+    // The node's HELLO answers the constraints; a device that meets them is
+    // named in the request (best fit by the free VRAM HELLO reported, which
+    // may be stale: the node has the last word on room).
+    const FleetNode self = node_from_hello(*conn_);
+    PlacementConstraints c;
+    if (req.device != wire::kAnyDevice) c.device = req.device;
+    c.min_compute_capability = min_cc_;
+    c.backend = backend_;
+    const auto any_room = rank_candidates({self}, c);
+    if (any_room.empty()) {
+      return make_error(Status::kUnsupported, "LEASE_ACQUIRE: node '" + self.node_id +
+                                                  "' (backend " + self.backend +
+                                                  ") has no device with " +
+                                                  describe_constraints(c));
+    }
+    c.min_vram = req.min_vram;
+    const auto with_room = rank_candidates({self}, c);
+    req.device = with_room.empty() ? any_room.front().device : with_room.front().device;
+  }
+  return acquire_on(*conn_, req);
+}
+
+Result<Lease> LeaseBuilder::acquire_on(const Connection& conn,
+                                       wire::LeaseAcquireRequest req) const {
   req.idempotency_key = random_key();
   // Resend-safe with the key (the table says LEASE_ACQUIRE is not in
   // general): a resend returns the same lease.
   RequestOptions o;
   o.retry_safe = true;
-  auto r = conn_.call_as<wire::LeaseAcquireReply>(Opcode::kLeaseAcquire, wire::encode_payload(req),
-                                                  std::move(o));
+  auto r = conn.call_as<wire::LeaseAcquireReply>(Opcode::kLeaseAcquire, wire::encode_payload(req),
+                                                 std::move(o));
   if (!r) return with_context(std::move(r).error(), "LEASE_ACQUIRE");
-  auto s = std::make_shared<detail::LeaseState>(conn_);
+  auto s = std::make_shared<detail::LeaseState>(conn);
   s->id = r->lease_id;
   s->device = r->device;
   s->granted_bytes = r->granted_bytes;
   s->ttl_s = req.ttl_s;
   s->expires_at_ms = r->expires_at_ms;
   return Lease(std::move(s));
+}
+
+Result<Lease> LeaseBuilder::acquire_on_fleet(wire::LeaseAcquireRequest req) const {
+  const Fleet fleet = Fleet::from_impl(fleet_);
+  PlacementConstraints c;
+  c.min_vram = req.min_vram;
+  if (req.device != wire::kAnyDevice) c.device = req.device;
+  c.min_compute_capability = min_cc_;
+  c.backend = backend_;
+  c.load = load_;
+  const auto cands = fleet.candidates(c);
+  const std::string where = "LEASE_ACQUIRE on fleet '" + fleet.name() + "'";
+  if (cands.empty()) {
+    return make_error(Status::kCapacityExceeded,
+                      where + ": no registered node has a device with " + describe_constraints(c) +
+                          " (" + std::to_string(fleet.nodes().size()) + " nodes registered)");
+  }
+  // Each candidate once, in order; a node found unreachable is not tried
+  // again for its other devices.
+  std::set<std::string> unreachable;
+  std::string tried;
+  bool any_full = false;
+  for (const auto& cand : cands) {
+    if (unreachable.count(cand.node_id) != 0) continue;
+    auto note = [&](const Error& e) {
+      if (tried.size() < 2000)
+        tried += (tried.empty() ? "" : "; ") + cand.node_id + "/" + std::to_string(cand.device) +
+                 ": " + describe(e);
+    };
+    auto conn = fleet.connect(cand.node_id);
+    if (!conn) {
+      note(conn.error());
+      unreachable.insert(cand.node_id);
+      continue;
+    }
+    wire::LeaseAcquireRequest on = req;
+    on.device = cand.device;
+    auto lease = acquire_on(*conn, on);
+    if (lease) return lease;
+    const Error& e = lease.error();
+    if (!placement_skips(e)) {
+      return with_context(std::move(lease).error(),
+                          where + ": node '" + cand.node_id + "' at " + cand.address);
+    }
+    note(e);
+    if (is_connection_lost(e)) {
+      unreachable.insert(cand.node_id);
+      fleet.forget(cand.node_id);
+    } else {
+      any_full = true;
+    }
+  }
+  return make_error(any_full ? Status::kCapacityExceeded : kConnectionLost,
+                    where + ": no candidate could take " + describe_constraints(c) + " (" +
+                        tried + ")");
 }
 
 Result<std::vector<LeaseInfo>> list_leases(const Connection& conn) {

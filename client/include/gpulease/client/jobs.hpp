@@ -25,6 +25,13 @@
 // function or a callback fails the job with INTERNAL. After a failed attempt
 // the worker starts a fresh Session, so nothing the attempt left pending
 // reaches the next chunk.
+// Over a fleet (Options::fleet instead of nodes): each worker places its
+// lease with LeaseBuilder(fleet), spreading the job's leases over the nodes
+// (a node holding fewer of them comes first, then best fit). A node that dies
+// mid-job fails its chunks with kConnectionLost: they run again on leases
+// placed elsewhere (placement skips a node it cannot reach, and this job does
+// not place on a node again once a connection to it was lost while the
+// directory still lists other candidates).
 // A chunk is attempted at most 1 + max_retries times. Leases are renewed by
 // an internal RenewalManager while they are held, and released when their
 // worker finishes.
@@ -35,10 +42,13 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "gpulease/client/connection.hpp"
+#include "gpulease/client/fleet.hpp"
 #include "gpulease/client/lease.hpp"
 #include "gpulease/client/session.hpp"
 
@@ -88,9 +98,13 @@ class JobCoordinator {
     uint64_t min_vram = 64u << 20;
     uint32_t ttl_s = 60;
     Exclusivity exclusivity = Exclusivity::kShared;
+    // Fleet placement only.
+    std::optional<std::pair<uint8_t, uint8_t>> min_compute_capability;
+    std::string backend;  // empty: any
   };
   struct Options {
-    std::vector<Connection> nodes;  // at least one
+    std::vector<Connection> nodes;  // at least one, unless `fleet` is set
+    std::optional<Fleet> fleet;     // place leases on the fleet instead
     unsigned workers = 4;           // leases held at once (M)
     LeaseSpec lease;
     RetryPolicy retry;
@@ -105,6 +119,8 @@ class JobCoordinator {
     uint64_t retries = 0;  // chunk attempts after the first
     uint64_t leases_acquired = 0;
     uint64_t leases_lost = 0;  // leases dropped after a lease/connection failure
+    // Fleet: chunks completed per node id.
+    std::map<std::string, uint64_t> chunks_by_node;
   };
 
   explicit JobCoordinator(Options options);

@@ -17,7 +17,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
+#include <string>
+#include <utility>
 
 #include "gpulease/client/connection.hpp"
 #include "gpulease/wire/messages.hpp"
@@ -88,9 +92,19 @@ class Lease {
   std::shared_ptr<detail::LeaseState> state_;
 };
 
+class Fleet;
+namespace detail {
+struct FleetImpl;
+}
+
 class LeaseBuilder {
  public:
+  // On this node.
   explicit LeaseBuilder(Connection conn) : conn_(std::move(conn)) {}
+  // Anywhere in the fleet (fleet.hpp): placed by best fit on free VRAM and
+  // the constraints below, moving on to the next candidate when a node
+  // answers CAPACITY_EXCEEDED or BUSY or cannot be reached.
+  explicit LeaseBuilder(const Fleet& fleet);
 
   LeaseBuilder& min_vram(uint64_t bytes) {
     req_.min_vram = bytes;
@@ -119,13 +133,43 @@ class LeaseBuilder {
     return *this;
   }
 
+  // Constraints on the device (checked against the node's HELLO on a single
+  // node, where a node that does not satisfy them answers UNSUPPORTED; used
+  // for placement on a fleet).
+  LeaseBuilder& min_compute_capability(uint8_t major, uint8_t minor) {
+    min_cc_ = std::make_pair(major, minor);
+    return *this;
+  }
+  LeaseBuilder& backend(std::string name) {
+    backend_ = std::move(name);
+    return *this;
+  }
+  // Fleet only: leases the caller already holds per node id; nodes with
+  // fewer come first (spreading, see PlacementConstraints::load).
+  LeaseBuilder& spread(std::map<std::string, unsigned> load) {
+    load_ = std::move(load);
+    return *this;
+  }
+
   // LEASE_ACQUIRE with a fresh random idempotency key, so a resend after a
   // reconnect returns the same lease instead of a second one.
   // Defaults: 64 MiB, 60 s, shared, any device.
+  // On a fleet: CAPACITY_EXCEEDED when no registered node satisfies the
+  // constraints or every candidate was full, kConnectionLost when every
+  // candidate was unreachable; the message lists what each candidate said.
+  // Any other error from a node (a token it refuses, a bad argument) is
+  // returned at once, naming the node.
   [[nodiscard]] Result<Lease> acquire() const;
 
  private:
-  Connection conn_;
+  [[nodiscard]] Result<Lease> acquire_on(const Connection& conn, wire::LeaseAcquireRequest req) const;
+  [[nodiscard]] Result<Lease> acquire_on_fleet(wire::LeaseAcquireRequest req) const;
+
+  std::optional<Connection> conn_;
+  std::shared_ptr<detail::FleetImpl> fleet_;
+  std::optional<std::pair<uint8_t, uint8_t>> min_cc_;
+  std::string backend_;
+  std::map<std::string, unsigned> load_;
   wire::LeaseAcquireRequest req_{64u << 20, 60, Exclusivity::kShared, 0, wire::kAnyDevice, {}};
 };
 
