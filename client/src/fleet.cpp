@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <tuple>
 
+#include "gpulease/etcd/client.hpp"
 #include "gpulease/wire/host_port.hpp"
 
 namespace gpulease::client {
@@ -155,29 +156,12 @@ Result<void> check_fleet_name(std::string_view fleet) {
 }
 
 Result<std::vector<std::string>> parse_registry_url(std::string_view url) {
-  constexpr std::string_view kScheme = "etcd://";
-  if (url.substr(0, kScheme.size()) != kScheme)
-    return make_error(Status::kInvalidArgument,
-                      "registry '" + std::string(url.substr(0, 200)) +
-                          "': expected etcd://HOST:PORT[,HOST:PORT...]");
-  std::string_view rest = url.substr(kScheme.size());
-  while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
-  std::vector<std::string> endpoints;
-  if (rest.empty())
-    return make_error(Status::kInvalidArgument, "registry '" + std::string(url.substr(0, 200)) +
-                                                    "': no endpoint after etcd://");
-  while (true) {
-    const size_t comma = rest.find(',');
-    std::string_view one = rest.substr(0, comma);
-    auto hp = wire::parse_host_port(one);
-    if (!hp) return make_error(Status::kInvalidArgument, "registry: " + hp.error().message);
-    endpoints.push_back(wire::format_host_port(hp->host, hp->port));
-    if (endpoints.size() > 64)
-      return make_error(Status::kInvalidArgument, "registry: more than 64 endpoints");
-    if (comma == std::string_view::npos) break;
-    rest.remove_prefix(comma + 1);
-  }
-  return endpoints;
+  // One parser for the tree's registry URLs: gpulease_etcd's.
+  auto eps = etcd::parse_registry_url(url);
+  if (!eps) return make_error(Status::kInvalidArgument, eps.error().message);
+  std::vector<std::string> out;
+  for (const auto& e : *eps) out.push_back(e.to_string());
+  return out;
 }
 
 // ---- Placement -----------------------------------------------------------------

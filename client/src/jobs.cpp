@@ -76,6 +76,9 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
   std::map<std::string, unsigned> load;  // GUARDED_BY(qmu)
   std::set<std::string> lost_nodes;      // GUARDED_BY(qmu)
 
+  // Fleet: one placement at a time, each seeing the leases placed before it
+  // (workers start together; without this they would all see an empty load).
+  std::mutex place_mu;
   // A fresh lease for a worker: on its node, or placed on the fleet.
   auto acquire = [&](size_t node) -> Result<Lease> {
     if (!opts_.fleet) {
@@ -85,6 +88,7 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
           .exclusivity(opts_.lease.exclusivity)
           .acquire();
     }
+    std::lock_guard place(place_mu);
     std::map<std::string, unsigned> spread;
     std::set<std::string> avoid;
     {
@@ -104,7 +108,12 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
     // may have come back, and the directory still lists it).
     for (const auto& id : avoid) spread[id] = UINT32_MAX / 2;
     b.spread(std::move(spread));
-    return b.acquire();
+    auto l = b.acquire();
+    if (l) {
+      std::lock_guard lock(qmu);
+      load[l->connection().node_info().node_id]++;  // before the next placement
+    }
+    return l;
   };
   auto node_of = [](const Lease& l) { return l.connection().node_info().node_id; };
 
@@ -177,10 +186,7 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
           {
             std::lock_guard lock(qmu);
             holding++;
-            if (opts_.fleet) {
-              lease_node = node_of(*lease);
-              load[lease_node]++;
-            }
+            if (opts_.fleet) lease_node = node_of(*lease);  // counted in `load` by acquire
           }
           session.emplace(*lease);
           if (renewals) renewals->add(*lease);

@@ -93,9 +93,10 @@ inline constexpr size_t kMaxNodeStringBytes = 256;
 // A fleet name: 1..64 of [A-Za-z0-9._-]. INVALID_ARGUMENT otherwise.
 [[nodiscard]] Result<void> check_fleet_name(std::string_view fleet);
 
-// `etcd://HOST:PORT[,HOST:PORT...]` -> the endpoints ("HOST:PORT" each).
-// INVALID_ARGUMENT naming what is wrong (no scheme, an empty list, a bad
-// address).
+// `etcd://HOST:PORT[,HOST:PORT...]` (the scheme may be left out) -> the
+// endpoints ("HOST:PORT" each; gpulease_etcd's parser). INVALID_ARGUMENT
+// naming what is wrong (another scheme, an empty list or endpoint, a bad
+// address, more than 32).
 [[nodiscard]] Result<std::vector<std::string>> parse_registry_url(std::string_view url);
 
 // ---- Placement (pure) ---------------------------------------------------------
