@@ -7,11 +7,18 @@
 // back (as an expiry or an operator would); the chunk that was to run on it
 // is retried on a fresh lease and the job still finishes. Every output is
 // checked against a CPU reference.
+//
+// With a registry (--registry or $GPULEASE_REGISTRY, and no --node) the job
+// runs over the fleet: its leases are placed on the registered nodes and
+// spread over them; a node that dies mid-job has its segments run again on
+// the others (scripts/demo-fleet, tests/fleet_client_test.cpp). The token
+// must be valid on every node (audience fleet:NAME).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <random>
+#include <thread>
 
 #include "example_common.hpp"
 
@@ -19,6 +26,7 @@ namespace gl = gpulease::client;
 using gl::unwrap;
 using gpulease::wire::Bytes;
 using gpulease::wire::ByteSpan;
+using gpulease::wire::Status;
 
 namespace {
 
@@ -89,12 +97,55 @@ int main(int argc, char** argv) {
          "--kill-after", kill_after,
          "Release one lease behind the coordinator's back after this many segments (0 = never)")
       ->capture_default_str();
+  std::string registry, fleet_name;
+  unsigned segment_delay_ms = 0;
+  app.add_option("--registry", registry,
+                 "etcd://HOST:PORT[,...]: run over the fleet instead of one node (default: "
+                 "$GPULEASE_REGISTRY when no node is named)");
+  app.add_option("--fleet", fleet_name, "Fleet name (default: $GPULEASE_FLEET, else default)");
+  app.add_option("--segment-delay-ms", segment_delay_ms,
+                 "Extra time each segment holds its lease (a longer job, for the kill tests)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (registry.empty() && common.node.empty() && std::getenv("GPULEASE_NODE") == nullptr &&
+      std::getenv("GPULEASE_REGISTRY") != nullptr)
+    registry = std::getenv("GPULEASE_REGISTRY");
+  if (!registry.empty() && !common.node.empty()) {
+    std::fprintf(stderr, "recipe34: give --node or --registry, not both\n");
+    return 2;
+  }
 
   return example::run_main("recipe34", [&] {
-    gl::Connection conn = example::connect(common);
+    // One node, or the fleet.
+    std::optional<gl::Connection> conn;
+    std::optional<gl::Fleet> fleet;
+    if (registry.empty()) {
+      conn = example::connect(common);
+    } else {
+      gl::FleetOptions fo;
+      fo.registry = registry;
+      fo.fleet = fleet_name;
+      fo.token = example::connect_options(common).token;
+      fleet = unwrap(gl::Fleet::open(fo));
+      std::printf("recipe 34: fleet '%s': %zu nodes registered\n", fleet->name().c_str(),
+                  fleet->nodes().size());
+    }
+    // The nodes to look at for leases: the one, or every registered one
+    // that answers.
+    auto connections = [&] {
+      std::vector<std::pair<std::string, gl::Connection>> v;
+      if (conn) {
+        v.emplace_back(conn->node_info().node_id, *conn);
+        return v;
+      }
+      for (const auto& n : fleet->nodes()) {
+        if (auto c = fleet->connect(n.node_id)) v.emplace_back(n.node_id, *c);
+      }
+      return v;
+    };
     // A second connection plays the outside party that ends a lease.
-    gl::Connection saboteur = example::connect(common);
+    std::optional<gl::Connection> saboteur;
+    if (conn) saboteur = example::connect(common);
     const std::string ptx = example::ptx(common, "pipeline.ptx");
 
     std::mt19937 rng(34);
@@ -104,7 +155,8 @@ int main(int argc, char** argv) {
     }
 
     gl::JobCoordinator::Options o;
-    o.nodes = {conn};
+    if (conn) o.nodes = {*conn};
+    o.fleet = fleet;
     o.workers = leases;
     o.lease.min_vram = std::max<uint64_t>(16u << 20, segment_bytes * 10);
     o.lease.ttl_s = 60;  // renewed in the background while held
@@ -113,10 +165,21 @@ int main(int argc, char** argv) {
     std::atomic<unsigned> done{0};
     std::atomic<uint64_t> killed{0};
     o.on_chunk_done = [&](size_t, uint64_t lease_id) {
-      if (kill_after != 0 && done.fetch_add(1) + 1 == kill_after) {
+      const unsigned n = done.fetch_add(1) + 1;
+      if (n % 10 == 0) {
+        std::printf("recipe 34: %u segments done\n", n);
+        std::fflush(stdout);
+      }
+      if (kill_after != 0 && n == kill_after) {
         killed = lease_id;
-        auto victim = gl::Lease::adopt(saboteur, lease_id);
-        auto r = victim.release();
+        // On a fleet: the node that holds it (the others answer LEASE_NOT_FOUND).
+        gpulease::Result<void> r = gpulease::make_error(Status::kLeaseNotFound, "not found");
+        for (const auto& [id, c] : saboteur ? decltype(connections()){{"", *saboteur}}
+                                            : connections()) {
+          auto victim = gl::Lease::adopt(c, lease_id);
+          r = victim.release();
+          if (r || r.status() != Status::kLeaseNotFound) break;
+        }
         std::printf("recipe 34: released lease %llu behind the coordinator's back: %s\n",
                     static_cast<unsigned long long>(lease_id),
                     r ? "ok" : gl::describe(r.error()).c_str());
@@ -129,7 +192,11 @@ int main(int argc, char** argv) {
     gl::JobCoordinator jobs(o);
     const auto start = std::chrono::steady_clock::now();
     std::vector<Bytes> outputs =
-        unwrap(jobs.run(inputs, [&](gl::ChunkContext& c) { return run_pipeline(c, ptx); }));
+        unwrap(jobs.run(inputs, [&](gl::ChunkContext& c) {
+          if (segment_delay_ms != 0)
+            std::this_thread::sleep_for(std::chrono::milliseconds(segment_delay_ms));
+          return run_pipeline(c, ptx);
+        }));
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 
@@ -144,7 +211,17 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(st.leases_acquired),
                 static_cast<unsigned long long>(st.retries),
                 static_cast<unsigned long long>(st.leases_lost));
-    const auto left = unwrap(gl::list_leases(conn));
+    if (fleet) {
+      std::printf("recipe 34: segments per node:");
+      for (const auto& [node, count] : st.chunks_by_node)
+        std::printf(" %s %llu;", node.c_str(), static_cast<unsigned long long>(count));
+      std::printf("\n");
+    }
+    size_t left_count = 0;
+    for (const auto& [id, c] : connections()) {
+      auto l = gl::list_leases(c);
+      if (l) left_count += l->size();  // a node that died mid-job took its leases with it
+    }
     if (mismatches != 0) {
       std::printf("recipe 34: FAILED: %u of %u segments differ from the CPU reference\n",
                   mismatches, segments);
@@ -154,8 +231,8 @@ int main(int argc, char** argv) {
       std::printf("recipe 34: FAILED: the killed lease was not noticed and retried\n");
       return 1;
     }
-    if (!left.empty()) {
-      std::printf("recipe 34: FAILED: %zu leases still held after the job\n", left.size());
+    if (left_count != 0) {
+      std::printf("recipe 34: FAILED: %zu leases still held after the job\n", left_count);
       return 1;
     }
     std::printf("recipe 34: OK: all %u segments match the CPU reference; every lease released\n",

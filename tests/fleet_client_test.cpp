@@ -1,0 +1,382 @@
+// The client's fleet against a real etcd (tests/etcd_cluster.hpp) and real
+// gpuleased processes on loopback: the directory view and its watch (also
+// across an etcd leader's death), `gpulease nodes`, the replicated
+// idempotency store and two recipe-53 gateways racing on one request id.
+// Skipped without an etcd binary.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+#include <thread>
+
+#include "client_process_util.hpp"
+#include "etcd_cluster.hpp"
+#include "gpulease/client/client.hpp"
+
+namespace gpulease::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using client::Fleet;
+using client::FleetNode;
+using client::IdempotencyRecord;
+using wire::Status;
+
+constexpr uint64_t kMiB = 1ull << 20;
+
+FleetNode record(const std::string& id, uint64_t free_mib, const std::string& address,
+                 const std::string& fleet = "default") {
+  FleetNode n;
+  n.node_id = id;
+  n.fleet = fleet;
+  n.address = address;
+  n.backend = "sim";
+  n.devices = {client::FleetDevice{0, "gpulease sim", 8, 0, 1024 * kMiB, free_mib * kMiB}};
+  n.updated_ms = 1;
+  return n;
+}
+
+// Registers `n` the way a node does: its record under an etcd lease of
+// `ttl_s` (0: no lease). Returns the lease id.
+int64_t register_node(etcd::Client& c, const FleetNode& n, int64_t ttl_s = 0) {
+  int64_t lease = 0;
+  if (ttl_s > 0) {
+    auto g = c.lease_grant(ttl_s);
+    EXPECT_TRUE(g.ok()) << (g.ok() ? "" : g.error().message);
+    if (g) lease = g->id;
+  }
+  auto p = c.put(client::fleet_nodes_prefix(n.fleet) + n.node_id, client::node_record_json(n),
+                 lease);
+  EXPECT_TRUE(p.ok()) << (p.ok() ? "" : p.error().message);
+  return lease;
+}
+
+bool has_nodes(const Fleet& f, std::vector<std::string> want, std::chrono::milliseconds t = 10s) {
+  std::sort(want.begin(), want.end());
+  return f.wait_until(
+      [&](const std::vector<FleetNode>& nodes) {
+        std::vector<std::string> ids;
+        for (const auto& n : nodes) ids.push_back(n.node_id);
+        return ids == want;
+      },
+      t);
+}
+
+client::FleetOptions options(const test::EtcdCluster& etcd) {
+  client::FleetOptions o;
+  o.registry = etcd.registry_url();
+  o.fleet = "default";
+  return o;
+}
+
+// ---- The directory -----------------------------------------------------------------------
+
+TEST(FleetDirectory, AFleetSeesNodesRegisterChangeAndGo) {
+  GPULEASE_SKIP_WITHOUT_ETCD();
+  test::EtcdCluster etcd;
+  ASSERT_TRUE(etcd.start(1)) << etcd.last_error();
+  auto c = etcd.client();
+  ASSERT_TRUE(c);
+  register_node(*c, record("node-a", 100, "127.0.0.1:7001"));
+  register_node(*c, record("node-b", 200, "127.0.0.1:7002"));
+  // Another fleet's node is not ours.
+  register_node(*c, record("node-x", 300, "127.0.0.1:7009", "other"));
+
+  auto fleet = Fleet::open(options(etcd));
+  ASSERT_TRUE(fleet.ok()) << fleet.error().message;
+  EXPECT_TRUE(has_nodes(*fleet, {"node-a", "node-b"}, 0ms));
+  EXPECT_GT(fleet->revision(), 0);
+
+  register_node(*c, record("node-c", 300, "127.0.0.1:7003"));
+  EXPECT_TRUE(has_nodes(*fleet, {"node-a", "node-b", "node-c"}));
+  // A VRAM change re-puts the record: the view follows.
+  register_node(*c, record("node-a", 50, "127.0.0.1:7001"));
+  EXPECT_TRUE(fleet->wait_until(
+      [](const std::vector<FleetNode>& nodes) {
+        return !nodes.empty() && nodes[0].node_id == "node-a" && nodes[0].free_vram() == 50 * kMiB;
+      },
+      10s));
+  ASSERT_TRUE(c->del(client::fleet_nodes_prefix("default") + "node-b").ok());
+  EXPECT_TRUE(has_nodes(*fleet, {"node-a", "node-c"}));
+
+  // A record that lies about its key, or is not a record, is left out.
+  auto liar = record("node-d", 10, "127.0.0.1:7004");
+  ASSERT_TRUE(c->put(client::fleet_nodes_prefix("default") + "node-e",
+                     client::node_record_json(liar))
+                  .ok());
+  ASSERT_TRUE(c->put(client::fleet_nodes_prefix("default") + "node-f", "{not json").ok());
+  register_node(*c, record("node-g", 10, "127.0.0.1:7007"));  // after them: seen once they are
+  EXPECT_TRUE(has_nodes(*fleet, {"node-a", "node-c", "node-g"}));
+  EXPECT_EQ(fleet->view()->bad_records(), 2u);
+}
+
+TEST(FleetDirectory, ANodeWhoseEtcdLeaseLapsesLeavesTheView) {
+  GPULEASE_SKIP_WITHOUT_ETCD();
+  test::EtcdCluster etcd;
+  ASSERT_TRUE(etcd.start(1)) << etcd.last_error();
+  auto c = etcd.client();
+  ASSERT_TRUE(c);
+  register_node(*c, record("node-a", 100, "127.0.0.1:7001"));
+  register_node(*c, record("node-dies", 100, "127.0.0.1:7002"), /*ttl_s=*/1);  // no keep-alive
+  auto fleet = Fleet::open(options(etcd));
+  ASSERT_TRUE(fleet.ok()) << fleet.error().message;
+  EXPECT_TRUE(has_nodes(*fleet, {"node-a", "node-dies"}, 0ms));
+  // Gone within its TTL (etcd expires leases within about a second of it).
+  EXPECT_TRUE(has_nodes(*fleet, {"node-a"}, 15s));
+}
+
+TEST(FleetDirectory, TheViewKeepsUpWhenTheEtcdLeaderIsKilled) {
+  GPULEASE_SKIP_WITHOUT_ETCD();
+  test::EtcdCluster etcd;
+  ASSERT_TRUE(etcd.start(3)) << etcd.last_error();
+  auto c = etcd.client();
+  ASSERT_TRUE(c);
+  register_node(*c, record("node-a", 100, "127.0.0.1:7001"));
+  auto fleet = Fleet::open(options(etcd));
+  ASSERT_TRUE(fleet.ok()) << fleet.error().message;
+  EXPECT_TRUE(has_nodes(*fleet, {"node-a"}, 0ms));
+  const int leader = etcd.leader_index();
+  ASSERT_GE(leader, 0);
+  etcd.kill(static_cast<size_t>(leader));
+  ASSERT_GE(etcd.leader_index(), 0) << "the two others elect a leader";
+  // Writes through the survivors reach the view (the watch moved over).
+  for (int i = 0; i < 50; ++i) {  // the first put may land while the election settles
+    if (c->put(client::fleet_nodes_prefix("default") + "node-b",
+               client::node_record_json(record("node-b", 100, "127.0.0.1:7002")))
+            .ok())
+      break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(has_nodes(*fleet, {"node-a", "node-b"}, 20s));
+}
+
+TEST(FleetDirectory, AnUnreachableRegistryIsAClearError) {
+  client::FleetOptions o;
+  o.registry = "etcd://127.0.0.1:1";
+  o.registry_timeout = 500ms;
+  auto f = Fleet::open(o);
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.status(), client::kConnectionLost);
+  EXPECT_NE(f.error().message.find("registry"), std::string::npos) << f.error().message;
+  o.registry = "http://127.0.0.1:2379";
+  EXPECT_EQ(Fleet::open(o).status(), Status::kInvalidArgument);
+  o.registry = "etcd://127.0.0.1:2379";
+  o.fleet = "a/b";
+  EXPECT_EQ(Fleet::open(o).status(), Status::kInvalidArgument);
+}
+
+// ---- gpulease nodes ----------------------------------------------------------------------
+
+ProcessResult run_cli(const std::string& args) {
+  static int n = 0;
+  const auto dir = std::filesystem::temp_directory_path();
+  const auto out = dir / ("gpulease-fleet-cli-" + std::to_string(::getpid()) + "-" +
+                          std::to_string(n) + ".out");
+  const auto err = dir / ("gpulease-fleet-cli-" + std::to_string(::getpid()) + "-" +
+                          std::to_string(n++) + ".err");
+  const std::string cmd = "env -u GPULEASE_NODE -u GPULEASE_REGISTRY timeout 60 " +
+                          bin("gpulease") + " " + args + " > " + out.string() + " 2> " +
+                          err.string();
+  const int st = std::system(cmd.c_str());
+  ProcessResult r;
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
+  return r;
+}
+
+TEST(FleetCli, NodesListsTheRegisteredNodesWithTheirFreeVram) {
+  GPULEASE_SKIP_WITHOUT_ETCD();
+  test::EtcdCluster etcd;
+  ASSERT_TRUE(etcd.start(1)) << etcd.last_error();
+  auto c = etcd.client();
+  ASSERT_TRUE(c);
+  register_node(*c, record("node-a", 100, "127.0.0.1:7001"));
+  register_node(*c, record("node-b", 768, "127.0.0.1:7002"));
+
+  auto j = run_cli("nodes --registry " + etcd.registry_url() + " --json");
+  ASSERT_EQ(j.status, 0) << j.err;
+  auto doc = nlohmann::json::parse(j.out);
+  EXPECT_EQ(doc["fleet"], "default");
+  ASSERT_EQ(doc["nodes"].size(), 2u);
+  EXPECT_EQ(doc["nodes"][0]["node_id"], "node-a");
+  EXPECT_EQ(doc["nodes"][0]["address"], "127.0.0.1:7001");
+  EXPECT_EQ(doc["nodes"][0]["backend"], "sim");
+  EXPECT_EQ(doc["nodes"][0]["free_vram"], 100 * kMiB);
+  EXPECT_EQ(doc["nodes"][1]["free_vram"], 768 * kMiB);
+  EXPECT_EQ(doc["nodes"][1]["devices"][0]["compute_capability"], "8.0");
+
+  auto text = run_cli("nodes --registry " + etcd.registry_url());
+  ASSERT_EQ(text.status, 0) << text.err;
+  EXPECT_NE(text.out.find("node-b"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("768.0 MiB"), std::string::npos) << text.out;
+
+  // The global option may come first, and another fleet is empty.
+  auto other = run_cli("--registry " + etcd.registry_url() + " --fleet other nodes");
+  ASSERT_EQ(other.status, 0) << other.err;
+  EXPECT_NE(other.out.find("no nodes registered in fleet 'other'"), std::string::npos) << other.out;
+
+  auto both = run_cli("nodes --node 127.0.0.1:7001");
+  EXPECT_EQ(both.status, 1);
+  EXPECT_NE(both.err.find("--registry"), std::string::npos) << both.err;
+  auto none = run_cli("nodes");
+  EXPECT_EQ(none.status, 1);
+  EXPECT_NE(none.err.find("no registry"), std::string::npos) << none.err;
+  auto down = run_cli("nodes --registry etcd://127.0.0.1:1");
+  EXPECT_EQ(down.status, 1);
+  EXPECT_NE(down.err.find("CONNECTION_LOST"), std::string::npos) << down.err;
+}
+
+// ---- The replicated idempotency store ------------------------------------------------------
+
+client::EtcdIdempotencyOptions store_options(const test::EtcdCluster& etcd, std::string owner) {
+  client::EtcdIdempotencyOptions o;
+  o.registry = etcd.registry_url();
+  o.owner = std::move(owner);
+  o.reservation_ttl = std::chrono::seconds(30);
+  return o;
+}
+
+TEST(FleetIdempotency, OneOwnerReservesCompletesAndEveryoneReadsTheAnswer) {
+  GPULEASE_SKIP_WITHOUT_ETCD();
+  test::EtcdCluster etcd;
+  ASSERT_TRUE(etcd.start(1)) << etcd.last_error();
+  auto a = client::EtcdIdempotencyStore::open(store_options(etcd, "gateway-a"));
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  auto b = client::EtcdIdempotencyStore::open(store_options(etcd, "gateway-b"));
+  ASSERT_TRUE(b.ok()) << b.error().message;
+
+  auto ra = (*a)->reserve("inference:r1");
+  ASSERT_TRUE(ra.ok()) << ra.error().message;
+  EXPECT_EQ(ra->state, IdempotencyRecord::State::kReservedByUs);
+  auto rb = (*b)->reserve("inference:r1");
+  ASSERT_TRUE(rb.ok());
+  EXPECT_EQ(rb->state, IdempotencyRecord::State::kInProgress);
+  EXPECT_EQ(rb->owner, "gateway-a");
+  // b cannot complete or give back what a holds.
+  EXPECT_EQ((*b)->complete("inference:r1", rb->fence + 1, {}).status(),
+            Status::kIdempotencyConflict);
+
+  const wire::Bytes answer = {std::byte{1}, std::byte{2}, std::byte{0}, std::byte{255}};
+  ASSERT_TRUE((*a)->complete("inference:r1", ra->fence, answer).ok());
+  auto read = (*b)->read("inference:r1");
+  ASSERT_TRUE(read.ok());
+  ASSERT_TRUE(read->has_value());
+  EXPECT_EQ((*read)->state, IdempotencyRecord::State::kCompleted);
+  EXPECT_EQ((*read)->result, answer);
+  auto again = (*b)->reserve("inference:r1");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->state, IdempotencyRecord::State::kCompleted);
+  EXPECT_EQ(again->result, answer);
+  // A completed record is final: its fence is spent.
+  EXPECT_EQ((*a)->complete("inference:r1", ra->fence, answer).status(),
+            Status::kIdempotencyConflict);
+  EXPECT_EQ((*a)->abandon("inference:r1", ra->fence).status(), Status::kIdempotencyConflict);
+
+  // An abandoned reservation frees the id for anyone.
+  auto r2 = (*a)->reserve("inference:r2");
+  ASSERT_TRUE(r2.ok());
+  ASSERT_TRUE((*a)->abandon("inference:r2", r2->fence).ok());
+  auto r2b = (*b)->reserve("inference:r2");
+  ASSERT_TRUE(r2b.ok());
+  EXPECT_EQ(r2b->state, IdempotencyRecord::State::kReservedByUs);
+
+  EXPECT_EQ((*a)->reserve("has/slash").status(), Status::kInvalidArgument);
+  EXPECT_EQ((*a)->reserve("").status(), Status::kInvalidArgument);
+}
+
+TEST(FleetIdempotency, AReservationWhoseOwnerDiesIsFreedAndItsLateCompletionRefused) {
+  GPULEASE_SKIP_WITHOUT_ETCD();
+  test::EtcdCluster etcd;
+  ASSERT_TRUE(etcd.start(1)) << etcd.last_error();
+  auto o = store_options(etcd, "gateway-slow");
+  o.reservation_ttl = std::chrono::seconds(1);
+  auto slow = client::EtcdIdempotencyStore::open(o);
+  ASSERT_TRUE(slow.ok());
+  auto other = client::EtcdIdempotencyStore::open(store_options(etcd, "gateway-b"));
+  ASSERT_TRUE(other.ok());
+  auto r = (*slow)->reserve("r");
+  ASSERT_TRUE(r.ok());
+  // Within its TTL (and etcd's expiry tick) the reservation is gone ...
+  auto gone = (*other)->wait_settled("r", 15s);
+  ASSERT_TRUE(gone.ok()) << gone.error().message;
+  EXPECT_FALSE(gone->has_value());
+  // ... another owner takes it, and the late first owner cannot complete.
+  auto taken = (*other)->reserve("r");
+  ASSERT_TRUE(taken.ok());
+  EXPECT_EQ(taken->state, IdempotencyRecord::State::kReservedByUs);
+  EXPECT_EQ((*slow)->complete("r", r->fence, {}).status(), Status::kIdempotencyConflict);
+  ASSERT_TRUE((*other)->complete("r", taken->fence, {}).ok());
+}
+
+TEST(FleetIdempotency, TwoGatewayProcessesRaceOnOneRequestIdAndOnlyOneRunsTheKernel) {
+  GPULEASE_SKIP_WITHOUT_ETCD();
+  test::EtcdCluster etcd;
+  ASSERT_TRUE(etcd.start(1)) << etcd.last_error();
+  NodeProcess node("race-node");
+  for (int round = 0; round < 3; ++round) {
+    const std::string id = "race-" + std::to_string(round);
+    const auto start_at = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count() +
+                          1500;  // both started by then: they begin together
+    auto gw = [&](const char* owner) {
+      return bin("recipe53_gateway") + " --node " + node.address() + " --registry " +
+             etcd.registry_url() + " --request " + id + " --owner " + owner + " --start-at-ms " +
+             std::to_string(start_at);
+    };
+    const auto dir = node.dir();
+    auto r = node.run("sh -c '" + gw("gw-1") + " > " + (dir / "gw1.txt").string() + " 2>&1 & " +
+                      gw("gw-2") + " > " + (dir / "gw2.txt").string() + " 2>&1 & wait'");
+    ASSERT_EQ(r.status, 0) << r.err;
+    const std::string out1 = slurp(dir / "gw1.txt"), out2 = slurp(dir / "gw2.txt");
+    const auto ran = [](const std::string& s) {
+      return s.find("ran the kernel") != std::string::npos;
+    };
+    const auto dup = [](const std::string& s) {
+      return s.find("duplicate answer from the store") != std::string::npos;
+    };
+    EXPECT_NE(ran(out1), ran(out2)) << "exactly one runs the kernel\n" << out1 << "\n" << out2;
+    EXPECT_NE(dup(out1), dup(out2)) << out1 << "\n" << out2;
+    EXPECT_EQ(ran(out1), dup(out2));
+    for (const auto* out : {&out1, &out2}) {
+      EXPECT_NE(out->find("matches the CPU reference"), std::string::npos) << *out;
+      EXPECT_NE(out->find("idempotency store: etcd"), std::string::npos) << *out;
+    }
+  }
+}
+
+TEST(FleetIdempotency, Recipe53UsesTheReplicatedStoreWithARegistry) {
+  GPULEASE_SKIP_WITHOUT_ETCD();
+  test::EtcdCluster etcd;
+  ASSERT_TRUE(etcd.start(1)) << etcd.last_error();
+  NodeProcess node("r53-node");
+  for (int run = 0; run < 2; ++run) {  // a second run is not all duplicates
+    auto r = node.run(bin("recipe53_gateway") + " --registry " + etcd.registry_url());
+    EXPECT_EQ(r.status, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("idempotency store: etcd"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("refused by the idempotency store"), std::string::npos) << r.out;
+  }
+  auto c = etcd.client();
+  auto keys = c->range_prefix("/gpulease/default/idempotency/");
+  ASSERT_TRUE(keys.ok());
+  EXPECT_EQ(keys->kvs.size(), 6u) << "three requests a run, each recorded complete";
+  for (const auto& kv : keys->kvs) {
+    auto j = nlohmann::json::parse(kv.value);
+    EXPECT_EQ(j["state"], "complete") << kv.value;
+    EXPECT_TRUE(j["fence"].is_number()) << kv.value;
+  }
+}
+
+}  // namespace
+}  // namespace gpulease::testing
