@@ -11,6 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdio>
+#include <functional>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -19,6 +22,7 @@
 
 #include "client_process_util.hpp"
 #include "etcd_cluster.hpp"
+#include "fleet_node_util.hpp"
 #include "gpulease/client/client.hpp"
 
 namespace gpulease::testing {
@@ -376,6 +380,199 @@ TEST(FleetIdempotency, Recipe53UsesTheReplicatedStoreWithARegistry) {
     EXPECT_EQ(j["state"], "complete") << kv.value;
     EXPECT_TRUE(j["fence"].is_number()) << kv.value;
   }
+}
+
+// ---- End to end: registered nodes, placement, jobs through node and etcd deaths ----------
+
+// A 3-member etcd, and three sim nodes of 256 MiB, 512 MiB and 1 GiB that
+// register in it (TTL 2 s), trust one authority and accept the fleet
+// audience: one token (audience fleet:default) works on all of them.
+struct ThreeNodeFleet {
+  bool start() {
+    if (!etcd.start(3)) {
+      error = etcd.last_error();
+      return false;
+    }
+    const uint64_t sizes[3] = {256 * kMiB, 512 * kMiB, 1024 * kMiB};
+    for (int i = 0; i < 3; ++i) {
+      test::FleetNodeOptions o;
+      o.node_id = std::string("node-") + static_cast<char>('a' + i);
+      o.registry = etcd.registry_url();
+      o.registry_ttl_s = 2;
+      o.authority_pub = auth.pub_path();
+      o.sim_device_bytes = sizes[i];
+      o.extra = {"--accept-fleet-audience"};
+      nodes.push_back(std::make_unique<test::FleetNodeProcess>(o));
+      if (!nodes.back()->start()) {
+        error = nodes.back()->log();
+        return false;
+      }
+    }
+    auto f = Fleet::open(fleet_options());
+    if (!f) {
+      error = f.error().message;
+      return false;
+    }
+    fleet.emplace(std::move(f).value());
+    if (!has_nodes(*fleet, {"node-a", "node-b", "node-c"}, 20s)) {
+      error = "the three nodes did not register";
+      return false;
+    }
+    return true;
+  }
+  client::FleetOptions fleet_options() const {
+    client::FleetOptions o = options(etcd);
+    o.token = auth.token("fleet:default");
+    return o;
+  }
+  // The CLI / a recipe with the fleet token and the registry, no node.
+  ProcessResult run(const std::string& command, int timeout_s = 120) const {
+    static int n = 0;
+    const auto out = dir() / ("out" + std::to_string(n) + ".txt");
+    const auto err = dir() / ("err" + std::to_string(n++) + ".txt");
+    const std::string cmd = "env -u GPULEASE_NODE GPULEASE_TOKEN=" +
+                            auth.token_text("fleet:default") + " timeout " +
+                            std::to_string(timeout_s) + " " + command + " > " + out.string() +
+                            " 2> " + err.string();
+    const int st = std::system(cmd.c_str());
+    ProcessResult r;
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    r.out = slurp(out);
+    r.err = slurp(err);
+    return r;
+  }
+  std::filesystem::path dir() const { return std::filesystem::path(etcd.data_dir()); }
+  test::FleetNodeProcess& node(char c) { return *nodes.at(static_cast<size_t>(c - 'a')); }
+
+  test::EtcdCluster etcd;
+  test::FleetAuthority auth;
+  std::vector<std::unique_ptr<test::FleetNodeProcess>> nodes;
+  std::optional<Fleet> fleet;
+  std::string error;
+};
+
+TEST(FleetEndToEnd, ThreeNodesRegisterAndGpuleaseNodesListsThemWithTheirFreeVram) {
+  GPULEASE_SKIP_WITHOUT_ETCD();
+  ThreeNodeFleet f;
+  ASSERT_TRUE(f.start()) << f.error;
+  auto r = f.run(bin("gpulease") + " nodes --json --registry " + f.etcd.registry_url());
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto doc = nlohmann::json::parse(r.out);
+  ASSERT_EQ(doc["nodes"].size(), 3u) << r.out;
+  const uint64_t sizes[3] = {256 * kMiB, 512 * kMiB, 1024 * kMiB};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(doc["nodes"][i]["node_id"], std::string("node-") + static_cast<char>('a' + i));
+    EXPECT_EQ(doc["nodes"][i]["address"], f.nodes[i]->address());
+    EXPECT_EQ(doc["nodes"][i]["backend"], "sim");
+    EXPECT_EQ(doc["nodes"][i]["free_vram"], sizes[i]) << r.out;
+  }
+}
+
+TEST(FleetEndToEnd, AcquireAnywhereLandsOnTheBestFitAndSkipsAFullNode) {
+  GPULEASE_SKIP_WITHOUT_ETCD();
+  ThreeNodeFleet f;
+  ASSERT_TRUE(f.start()) << f.error;
+  const std::string g = bin("gpulease") + " --registry " + f.etcd.registry_url() + " ";
+  auto small = f.run(g + "lease acquire --vram 200MiB --ttl 60 --json");
+  ASSERT_EQ(small.status, 0) << small.err;
+  EXPECT_EQ(nlohmann::json::parse(small.out)["node_id"], "node-a") << small.out;
+  auto mid = f.run(g + "lease acquire --vram 300MiB --ttl 60 --json");
+  ASSERT_EQ(mid.status, 0) << mid.err;
+  EXPECT_EQ(nlohmann::json::parse(mid.out)["node_id"], "node-b") << mid.out;
+  // node-a holds 200 of its 256 MiB now. Whether or not its record has
+  // caught up, a 100 MiB lease does not land there: the directory skips it
+  // or node-a answers CAPACITY_EXCEEDED and the next candidate takes it.
+  auto skip = f.run(g + "lease acquire --vram 100MiB --ttl 60 --json");
+  ASSERT_EQ(skip.status, 0) << skip.err;
+  const auto skip_json = nlohmann::json::parse(skip.out);
+  EXPECT_EQ(skip_json["node_id"], "node-b") << skip.out;
+  // Too big for any node: a clear error.
+  auto none = f.run(g + "lease acquire --vram 4GiB --ttl 60");
+  EXPECT_EQ(none.status, 1);
+  EXPECT_NE(none.err.find("CAPACITY_EXCEEDED"), std::string::npos) << none.err;
+  // The lease commands find a lease wherever it is.
+  auto list = f.run(g + "lease list --json");
+  ASSERT_EQ(list.status, 0) << list.err;
+  EXPECT_EQ(nlohmann::json::parse(list.out)["leases"].size(), 3u) << list.out;
+  const std::string id = std::to_string(skip_json["lease_id"].get<uint64_t>());
+  auto q = f.run(g + "lease query " + id + " --json");
+  ASSERT_EQ(q.status, 0) << q.err;
+  EXPECT_EQ(nlohmann::json::parse(q.out)["quota_bytes"], 100 * kMiB);
+  EXPECT_EQ(f.run(g + "lease renew " + id + " --ttl 120").status, 0);
+  auto rel = f.run(g + "lease release " + id);
+  ASSERT_EQ(rel.status, 0) << rel.err;
+  auto gone = f.run(g + "lease query " + id);  // found on node-b, which remembers it ended
+  EXPECT_EQ(gone.status, 1);
+  EXPECT_NE(gone.err.find("LEASE_EXPIRED"), std::string::npos) << gone.err;
+  auto unknown = f.run(g + "lease query 12345");
+  EXPECT_EQ(unknown.status, 1);
+  EXPECT_NE(unknown.err.find("is on no node of fleet 'default'"), std::string::npos)
+      << unknown.err;
+  // --node and --registry together: refused.
+  auto both = f.run(g + "--node " + f.node('a').address() + " lease list");
+  EXPECT_EQ(both.status, 1);
+  EXPECT_NE(both.err.find("give one of them"), std::string::npos) << both.err;
+}
+
+// Runs recipe 34 over the fleet; calls `at_10` once it reports 10 segments
+// done; returns its exit status and output.
+ProcessResult recipe34_over_fleet(ThreeNodeFleet& f, const std::function<void()>& at_10) {
+  const auto out_path = f.dir() / "recipe34.out";
+  const std::string cmd = "env -u GPULEASE_NODE GPULEASE_TOKEN=" +
+                          f.auth.token_text("fleet:default") + " timeout 180 " +
+                          bin("recipe34_pipeline") + " --registry " + f.etcd.registry_url() +
+                          " --segments 60 --leases 3 --kill-after 0 --segment-delay-ms 40 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ProcessResult r;
+  if (p == nullptr) return r;
+  char line[4096];
+  bool fired = false;
+  while (std::fgets(line, sizeof line, p) != nullptr) {
+    r.out += line;
+    if (!fired && std::string(line).find("10 segments done") != std::string::npos) {
+      fired = true;
+      at_10();
+    }
+  }
+  const int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+TEST(FleetEndToEnd, KillNineOfANodeMidJobAndTheRecipe34JobFinishesOnTheOthers) {
+  GPULEASE_SKIP_WITHOUT_ETCD();
+  ThreeNodeFleet f;
+  ASSERT_TRUE(f.start()) << f.error;
+  auto r = recipe34_over_fleet(f, [&] { f.node('b').kill9(); });
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("OK: all 60 segments match the CPU reference"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("retried on a fresh lease"), std::string::npos) << r.out;
+  // The dead node leaves the directory within its TTL (2 s, no deregistration).
+  EXPECT_TRUE(has_nodes(*f.fleet, {"node-a", "node-c"}, 15s));
+}
+
+TEST(FleetEndToEnd, TheEtcdLeaderKilledMidJobAndTheJobFinishes) {
+  GPULEASE_SKIP_WITHOUT_ETCD();
+  ThreeNodeFleet f;
+  ASSERT_TRUE(f.start()) << f.error;
+  auto r = recipe34_over_fleet(f, [&] {
+    const int leader = f.etcd.leader_index();
+    if (leader >= 0) f.etcd.kill(static_cast<size_t>(leader));
+  });
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("OK: all 60 segments match the CPU reference"), std::string::npos) << r.out;
+  // The directory keeps working: a node's VRAM change still reaches a watcher.
+  EXPECT_GE(f.etcd.leader_index(), 0);
+  auto l = client::LeaseBuilder(*f.fleet).min_vram(900 * kMiB).lease_secs(30).acquire();
+  ASSERT_TRUE(l.ok()) << client::describe(l.error());
+  EXPECT_EQ(l->connection().node_info().node_id, "node-c");
+  EXPECT_TRUE(f.fleet->wait_until(
+      [](const std::vector<FleetNode>& nodes) {
+        for (const auto& n : nodes)
+          if (n.node_id == "node-c") return n.free_vram() <= 124 * kMiB;
+        return false;
+      },
+      20s));
 }
 
 }  // namespace
