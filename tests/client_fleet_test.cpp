@@ -128,7 +128,8 @@ TEST(FleetRecord, TheRegistryUrlNamesEtcdEndpoints) {
   EXPECT_TRUE(client::check_fleet_name("prod-eu.1_a").ok());
   EXPECT_FALSE(client::check_fleet_name("").ok());
   EXPECT_FALSE(client::check_fleet_name("a/b").ok());
-  EXPECT_FALSE(client::check_fleet_name(std::string(65, 'a')).ok());
+  EXPECT_TRUE(client::check_fleet_name(std::string(58, 'a')).ok());
+  EXPECT_FALSE(client::check_fleet_name(std::string(59, 'a')).ok());
   EXPECT_EQ(client::fleet_nodes_prefix("prod"), "/gpulease/prod/nodes/");
 }
 

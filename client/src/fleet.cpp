@@ -148,10 +148,12 @@ std::string fleet_nodes_prefix(std::string_view fleet) {
 }
 
 Result<void> check_fleet_name(std::string_view fleet) {
-  if (fleet.empty() || fleet.size() > 64 || !std::all_of(fleet.begin(), fleet.end(), fleet_name_char))
+  // 58: "fleet:<name>" must fit a token's 64-byte audience (the node's
+  // check is the same, server/src/fleet/registrar.hpp).
+  if (fleet.empty() || fleet.size() > 58 || !std::all_of(fleet.begin(), fleet.end(), fleet_name_char))
     return make_error(Status::kInvalidArgument,
                       "fleet name '" + std::string(fleet.substr(0, 80)) +
-                          "': expected 1..64 characters of A-Z a-z 0-9 . _ -");
+                          "': expected 1..58 characters of A-Z a-z 0-9 . _ -");
   return {};
 }
 

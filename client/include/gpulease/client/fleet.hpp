@@ -90,7 +90,8 @@ inline constexpr size_t kMaxNodeStringBytes = 256;
 
 // The key prefix of a fleet's node records: "/gpulease/<fleet>/nodes/".
 [[nodiscard]] std::string fleet_nodes_prefix(std::string_view fleet);
-// A fleet name: 1..64 of [A-Za-z0-9._-]. INVALID_ARGUMENT otherwise.
+// A fleet name: 1..58 of [A-Za-z0-9._-] ("fleet:<name>" fits a token's
+// 64-byte audience). INVALID_ARGUMENT otherwise.
 [[nodiscard]] Result<void> check_fleet_name(std::string_view fleet);
 
 // `etcd://HOST:PORT[,HOST:PORT...]` (the scheme may be left out) -> the
