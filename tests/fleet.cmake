@@ -7,3 +7,6 @@ add_dependencies(fleet_node_test gpuleased)
 gpulease_add_test(fleet_audience_test SOURCES fleet_audience_test.cpp
   LIBS gpulease_node gpulease_client LABELS fleet server)
 add_dependencies(fleet_audience_test gpuleased gpulease)
+# server/deploy/kubernetes: YAML syntax and consistency (python3-yaml).
+add_test(NAME k8s_manifests COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tests/k8s_manifests_test.py)
+set_tests_properties(k8s_manifests PROPERTIES LABELS "fleet" TIMEOUT 60)
