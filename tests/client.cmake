@@ -13,7 +13,7 @@ gpulease_add_test(client_fleet_test SOURCES client_fleet_test.cpp LIBS gpulease_
 gpulease_add_test(examples_test SOURCES examples_test.cpp LIBS gpulease_capability LABELS client examples)
 add_dependencies(examples_test gpuleased recipe30_scale_bias recipe34_pipeline recipe53_gateway recipe5_inference)
 gpulease_add_test(client_cli_test SOURCES client_cli_test.cpp
-                  LIBS gpulease_capability nlohmann_json::nlohmann_json LABELS client)
+                  LIBS gpulease_capability gpulease_etcd nlohmann_json::nlohmann_json LABELS client)
 add_dependencies(client_cli_test gpuleased gpulease)
 
 # The installed package works: cmake --install, then find_package(gpulease)

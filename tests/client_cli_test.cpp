@@ -11,6 +11,7 @@
 #include <set>
 
 #include "client_process_util.hpp"
+#include "etcd_cluster.hpp"
 
 namespace gpulease::testing {
 namespace {
@@ -214,10 +215,34 @@ TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
     const std::string zeros(4096, '\0');
     f.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
   }
+  // The fleet lines ({registry}) need a directory: an etcd with this node's
+  // record in it (as a registered node would put it). Without an etcd binary
+  // they are checked for coverage but not run.
+  test::EtcdCluster etcd;
+  const bool have_etcd = test::EtcdCluster::available() && etcd.start(1);
+  if (have_etcd) {
+    auto c = etcd.client();
+    ASSERT_TRUE(c);
+    const json record = {
+        {"node_id", "node-a"},
+        {"fleet", "default"},
+        {"address", node.address()},
+        {"backend", "sim"},
+        {"version", 1},
+        {"devices",
+         {{{"index", 0},
+           {"name", "gpulease sim"},
+           {"compute_capability", {8, 0}},
+           {"total_vram", 1ull << 30},
+           {"free_vram", 1ull << 30}}}},
+        {"updated_ms", 1}};
+    ASSERT_TRUE(c->put("/gpulease/default/nodes/node-a", record.dump()).ok());
+  }
   // Each documented line, in the order they are run here, with the concrete
   // command lines run for it ({node}: this node; {lease}: the lease the
-  // first `lease acquire` made; {ptx}: kernels/ptx/transform.ptx). Commands
-  // run in the test's directory, with $GPULEASE_NODE and $GPULEASE_TOKEN set.
+  // first `lease acquire` made; {ptx}: kernels/ptx/transform.ptx;
+  // {registry}: the etcd above). Commands run in the test's directory, with
+  // $GPULEASE_NODE and $GPULEASE_TOKEN set.
   const std::vector<std::pair<std::string, std::vector<std::string>>> table = {
       {"gpulease keygen --out authority", {"keygen --out authority"}},
       {"gpulease token mint --key authority.key --tenant alice --audience node-a --perms all --ttl "
@@ -238,6 +263,11 @@ TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
        {"run {ptx} scale --grid 4 --block 256 --arg inout:data.bin:out.bin --arg i32:1024 --arg "
         "f32:2.0",
         "run {ptx} scale --grid 4 --block 256 --arg inout:data.bin --arg i32:1024 --arg f32:2.0"}},
+      {"gpulease --registry etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379 nodes",
+       {"--registry {registry} nodes", "--registry {registry} nodes --json"}},
+      {"gpulease --registry etcd://10.0.0.1:2379 lease acquire --vram 1GiB --ttl 300",
+       {"--registry {registry} lease acquire --vram 64MiB --ttl 300",
+        "--registry {registry} lease list"}},
   };
   const std::set<std::string> documented = documented_command_lines();
   std::set<std::string> covered;
@@ -252,13 +282,17 @@ TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
   std::string lease;
   auto fill = [&](std::string s) {
     for (const auto& [key, value] : std::map<std::string, std::string>{
-             {"{node}", node.address()}, {"{lease}", lease}, {"{ptx}", ptx_path}}) {
+             {"{node}", node.address()},
+             {"{lease}", lease},
+             {"{ptx}", ptx_path},
+             {"{registry}", have_etcd ? etcd.registry_url() : ""}}) {
       for (size_t at; (at = s.find(key)) != std::string::npos;) s.replace(at, key.size(), value);
     }
     return s;
   };
   for (const auto& [doc, runs] : table) {
     for (const auto& args : runs) {
+      if (!have_etcd && args.find("{registry}") != std::string::npos) continue;
       const std::string cmd =
           "sh -c 'cd " + dir.string() + " && " + bin("gpulease") + " " + fill(args) + "'";
       auto r = node.run(cmd);

@@ -19,6 +19,8 @@ from .lease import (Grant, Lease, LeaseBuilder, LeaseInfo, RenewalManager, check
                     list_leases, request_scoped_token)
 from .session import (DeviceBuffer, KernelArgs, Module, Session, SubmitArgs, SubmitResult,
                       submit)
+from .fleet import (Candidate, Fleet, FleetDevice, FleetNode, parse_node_record,
+                    parse_registry_url, rank_candidates)
 from .tokens import Perm
 from . import tokens, wire
 

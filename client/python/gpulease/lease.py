@@ -47,10 +47,13 @@ def _excl(v) -> Exclusivity:
 
 
 class LeaseBuilder:
-    """``LeaseBuilder(conn).min_vram(64 << 20).lease_secs(120).acquire()``."""
+    """``LeaseBuilder(conn).min_vram(64 << 20).lease_secs(120).acquire()``; or
+    ``LeaseBuilder(fleet)`` (gpulease.Fleet): placed by best fit on the fleet."""
 
     def __init__(self, conn):
         self._conn = conn
+        self._min_cc = None
+        self._backend = None
         self._min_vram = 0
         self._ttl = 300
         self._excl = Exclusivity.SHARED
@@ -98,19 +101,46 @@ class LeaseBuilder:
         self._token = token
         return self
 
+    def min_compute_capability(self, major: int, minor: int = 0) -> "LeaseBuilder":
+        """Fleet placement: only devices of at least this compute capability."""
+        self._min_cc = (int(major), int(minor))
+        return self
+
+    def backend(self, name: str) -> "LeaseBuilder":
+        """Fleet placement: only nodes of this backend ("cuda", "sim")."""
+        self._backend = name
+        return self
+
+    def _constraints(self) -> dict:
+        c = {}
+        if self._device != wire.ANY_DEVICE:
+            c["device"] = self._device
+        if self._min_cc:
+            c["min_compute_capability"] = self._min_cc
+        if self._backend:
+            c["backend"] = self._backend
+        return c
+
     def acquire(self) -> "Lease":
         if self._min_vram <= 0:
             raise ValueError("min_vram must be > 0")
         if self._ttl <= 0:
             raise ValueError("lease_secs must be > 0")
+        if hasattr(self._conn, "place"):  # a Fleet
+            return self._conn.place(self)
+        return self._acquire_on(self._conn, self._device)
+
+    def _acquire_on(self, conn, device: int) -> "Lease":
+        if self._min_vram <= 0:
+            raise ValueError("min_vram must be > 0")
         key = self._key or secrets.token_bytes(16)
         payload = wire.encode_request(Opcode.LEASE_ACQUIRE, {
             "min_vram": self._min_vram, "ttl_s": self._ttl, "exclusivity": self._excl,
-            "release_on_disconnect": self._rod, "device": self._device, "idempotency_key": key})
+            "release_on_disconnect": self._rod, "device": device, "idempotency_key": key})
         backoff = self._backoff
         for attempt in range(self._retries + 1):
             try:
-                m = wire.decode_payload(Opcode.LEASE_ACQUIRE, self._conn.request(
+                m = wire.decode_payload(Opcode.LEASE_ACQUIRE, conn.request(
                     Opcode.LEASE_ACQUIRE, 0, payload, token=self._token, op="LEASE_ACQUIRE"),
                     reply=True)
                 break
@@ -122,7 +152,7 @@ class LeaseBuilder:
                 backoff = min(backoff * 2, 2.0)
         if m["lease_id"] == 0:
             raise GpuleaseError(Status.BAD_FRAME, "node granted lease id 0", "LEASE_ACQUIRE")
-        return Lease(self._conn, m["lease_id"], device=m["device"],
+        return Lease(conn, m["lease_id"], device=m["device"],
                      granted_bytes=m["granted_bytes"], expires_at_ms=m["expires_at_ms"],
                      ttl_s=self._ttl, token=self._token)
 
