@@ -174,8 +174,8 @@ int main(int argc, char** argv) {
         killed = lease_id;
         // On a fleet: the node that holds it (the others answer LEASE_NOT_FOUND).
         gpulease::Result<void> r = gpulease::make_error(Status::kLeaseNotFound, "not found");
-        for (const auto& [id, c] : saboteur ? decltype(connections()){{"", *saboteur}}
-                                            : connections()) {
+        for (const auto& [id, c] :
+             saboteur ? decltype(connections()){{"", *saboteur}} : connections()) {
           auto victim = gl::Lease::adopt(c, lease_id);
           r = victim.release();
           if (r || r.status() != Status::kLeaseNotFound) break;
@@ -191,12 +191,11 @@ int main(int argc, char** argv) {
     };
     gl::JobCoordinator jobs(o);
     const auto start = std::chrono::steady_clock::now();
-    std::vector<Bytes> outputs =
-        unwrap(jobs.run(inputs, [&](gl::ChunkContext& c) {
-          if (segment_delay_ms != 0)
-            std::this_thread::sleep_for(std::chrono::milliseconds(segment_delay_ms));
-          return run_pipeline(c, ptx);
-        }));
+    std::vector<Bytes> outputs = unwrap(jobs.run(inputs, [&](gl::ChunkContext& c) {
+      if (segment_delay_ms != 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(segment_delay_ms));
+      return run_pipeline(c, ptx);
+    }));
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 

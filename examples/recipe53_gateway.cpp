@@ -106,13 +106,12 @@ class Gateway {
     auto reservation = effects_.reserve(key);
     if (!reservation) return std::move(reservation).error();  // the store is down: run nothing
     if (reservation->state != gl::IdempotencyRecord::State::kReservedByUs) {
-      return gpulease::make_error(Status::kInvalidArgument,
-                                  "duplicate request " + req.request_id +
-                                      (reservation->state ==
-                                               gl::IdempotencyRecord::State::kCompleted
-                                           ? " (completed"
-                                           : " (in progress") +
-                                      " by " + reservation->owner + ")");
+      return gpulease::make_error(
+          Status::kInvalidArgument,
+          "duplicate request " + req.request_id +
+              (reservation->state == gl::IdempotencyRecord::State::kCompleted ? " (completed"
+                                                                              : " (in progress") +
+              " by " + reservation->owner + ")");
     }
     auto r = serve(req);
     if (r) {
@@ -307,7 +306,8 @@ int main(int argc, char** argv) {
       // One request, maybe raced by another gateway with the same id.
       const InferenceRequest req{request_id, "embedder-v3", input(1.0f)};
       if (start_at_ms > 0) {
-        const auto at = std::chrono::system_clock::time_point(std::chrono::milliseconds(start_at_ms));
+        const auto at =
+            std::chrono::system_clock::time_point(std::chrono::milliseconds(start_at_ms));
         if (at - std::chrono::system_clock::now() < std::chrono::seconds(30))
           std::this_thread::sleep_until(at);
       }
@@ -339,10 +339,11 @@ int main(int argc, char** argv) {
     // A replicated store outlives this run: tag the ids so that a second run
     // of the demo is not all duplicates.
     const std::string tag =
-        registry.empty() ? ""
-                         : "." + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                    std::chrono::system_clock::now().time_since_epoch())
-                                                    .count());
+        registry.empty()
+            ? ""
+            : "." + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count());
     const std::vector<InferenceRequest> requests = {
         {"req-2026-05-06-1" + tag, "embedder-v3", input(1.0f)},
         {"req-2026-05-06-2" + tag, "embedder-v3", input(2.0f)},

@@ -223,19 +223,18 @@ TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
   if (have_etcd) {
     auto c = etcd.client();
     ASSERT_TRUE(c);
-    const json record = {
-        {"node_id", "node-a"},
-        {"fleet", "default"},
-        {"address", node.address()},
-        {"backend", "sim"},
-        {"version", 1},
-        {"devices",
-         {{{"index", 0},
-           {"name", "gpulease sim"},
-           {"compute_capability", {8, 0}},
-           {"total_vram", 1ull << 30},
-           {"free_vram", 1ull << 30}}}},
-        {"updated_ms", 1}};
+    const json record = {{"node_id", "node-a"},
+                         {"fleet", "default"},
+                         {"address", node.address()},
+                         {"backend", "sim"},
+                         {"version", 1},
+                         {"devices",
+                          {{{"index", 0},
+                            {"name", "gpulease sim"},
+                            {"compute_capability", {8, 0}},
+                            {"total_vram", 1ull << 30},
+                            {"free_vram", 1ull << 30}}}},
+                         {"updated_ms", 1}};
     ASSERT_TRUE(c->put("/gpulease/default/nodes/node-a", record.dump()).ok());
   }
   // Each documented line, in the order they are run here, with the concrete
@@ -281,11 +280,11 @@ TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
 
   std::string lease;
   auto fill = [&](std::string s) {
-    for (const auto& [key, value] : std::map<std::string, std::string>{
-             {"{node}", node.address()},
-             {"{lease}", lease},
-             {"{ptx}", ptx_path},
-             {"{registry}", have_etcd ? etcd.registry_url() : ""}}) {
+    for (const auto& [key, value] :
+         std::map<std::string, std::string>{{"{node}", node.address()},
+                                            {"{lease}", lease},
+                                            {"{ptx}", ptx_path},
+                                            {"{registry}", have_etcd ? etcd.registry_url() : ""}}) {
       for (size_t at; (at = s.find(key)) != std::string::npos;) s.replace(at, key.size(), value);
     }
     return s;

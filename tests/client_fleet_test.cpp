@@ -95,9 +95,9 @@ TEST(FleetRecord, ABadFieldIsRefusedByName) {
       {R"("index":0)", R"("index":65535)"},
       {R"("backend":"cuda")", R"("backend":")" + std::string(300, 'x') + "\""},
   };
-  const std::vector<std::string> names = {"node_id", "node_id",      "address", "version",
-                                          "compute_capability", "compute_capability",
-                                          "free_vram",          "free_vram", "index", "backend"};
+  const std::vector<std::string> names = {
+      "node_id",   "node_id",   "address", "version", "compute_capability", "compute_capability",
+      "free_vram", "free_vram", "index",   "backend"};
   for (size_t i = 0; i < cases.size(); ++i) {
     std::string r = kRecord;
     const auto at = r.find(cases[i].first);
@@ -119,8 +119,8 @@ TEST(FleetRecord, TheRegistryUrlNamesEtcdEndpoints) {
   auto three = client::parse_registry_url("etcd://a:1,b:2,[::1]:3");
   ASSERT_TRUE(three.ok()) << three.error().message;
   EXPECT_EQ(*three, (std::vector<std::string>{"a:1", "b:2", "[::1]:3"}));
-  for (const char* bad : {"", "http://a:1", "etcd://", "etcd://a", "etcd://a:1,",
-                          "etcd://a:0", "etcd://a:1,,b:2"}) {
+  for (const char* bad :
+       {"", "http://a:1", "etcd://", "etcd://a", "etcd://a:1,", "etcd://a:0", "etcd://a:1,,b:2"}) {
     auto r = client::parse_registry_url(bad);
     EXPECT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.status(), Status::kInvalidArgument);
@@ -171,8 +171,9 @@ TEST(FleetPlacement, TheOrderIsTotalWhateverTheInputOrder) {
   const auto want = std::vector<std::string>{"c/0", "a/0", "b/0", "b/1"};
   for (int i = 0; i < 6; ++i) {
     EXPECT_EQ(ids(rank_candidates(nodes, c)), want);
-    std::next_permutation(nodes.begin(), nodes.end(),
-                          [](const FleetNode& x, const FleetNode& y) { return x.node_id < y.node_id; });
+    std::next_permutation(nodes.begin(), nodes.end(), [](const FleetNode& x, const FleetNode& y) {
+      return x.node_id < y.node_id;
+    });
   }
   // A node listed twice counts once: its most recent record.
   auto stale = node("c", {dev(0, 5000)});
@@ -261,9 +262,9 @@ TEST(FleetLeases, AFullNodeIsSkippedForTheNextCandidate) {
   ThreeNodes three;
   Fleet fleet = three.fleet();
   // Fill node-a behind the directory's back: it still lists 256 MiB free.
-  auto filler = connect_client(three.nodes[0]->port(),
-                               three.nodes[0]->token("tenant-b", capability::kAllPermissions, 600,
-                                                     0, 0, "node-a"));
+  auto filler = connect_client(
+      three.nodes[0]->port(),
+      three.nodes[0]->token("tenant-b", capability::kAllPermissions, 600, 0, 0, "node-a"));
   auto full = unwrap(LeaseBuilder(filler).min_vram(200 * kMiB).lease_secs(30).acquire());
   auto l = LeaseBuilder(fleet).min_vram(100 * kMiB).lease_secs(30).acquire();
   ASSERT_TRUE(l.ok()) << client::describe(l.error());
@@ -274,7 +275,7 @@ TEST(FleetLeases, AnUnreachableNodeIsSkippedAndNothingFitsSaysWhy) {
   ThreeNodes three;
   auto dead = three.record(0);
   dead.node_id = "node-dead";
-  dead.address = "127.0.0.1:1";  // nothing listens there
+  dead.address = "127.0.0.1:1";            // nothing listens there
   dead.devices[0].free_vram = 150 * kMiB;  // the best fit, if it answered
   auto o = three.options();
   o.token = three.nodes[0]->token("tenant-a");  // some token for node-dead

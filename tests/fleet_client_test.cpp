@@ -12,10 +12,10 @@
 
 #include <chrono>
 #include <cstdio>
-#include <functional>
-#include <optional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <regex>
 #include <string>
 #include <thread>
@@ -57,8 +57,8 @@ int64_t register_node(etcd::Client& c, const FleetNode& n, int64_t ttl_s = 0) {
     EXPECT_TRUE(g.ok()) << (g.ok() ? "" : g.error().message);
     if (g) lease = g->id;
   }
-  auto p = c.put(client::fleet_nodes_prefix(n.fleet) + n.node_id, client::node_record_json(n),
-                 lease);
+  auto p =
+      c.put(client::fleet_nodes_prefix(n.fleet) + n.node_id, client::node_record_json(n), lease);
   EXPECT_TRUE(p.ok()) << (p.ok() ? "" : p.error().message);
   return lease;
 }
@@ -113,9 +113,9 @@ TEST(FleetDirectory, AFleetSeesNodesRegisterChangeAndGo) {
 
   // A record that lies about its key, or is not a record, is left out.
   auto liar = record("node-d", 10, "127.0.0.1:7004");
-  ASSERT_TRUE(c->put(client::fleet_nodes_prefix("default") + "node-e",
-                     client::node_record_json(liar))
-                  .ok());
+  ASSERT_TRUE(
+      c->put(client::fleet_nodes_prefix("default") + "node-e", client::node_record_json(liar))
+          .ok());
   ASSERT_TRUE(c->put(client::fleet_nodes_prefix("default") + "node-f", "{not json").ok());
   register_node(*c, record("node-g", 10, "127.0.0.1:7007"));  // after them: seen once they are
   EXPECT_TRUE(has_nodes(*fleet, {"node-a", "node-c", "node-g"}));
@@ -182,8 +182,8 @@ TEST(FleetDirectory, AnUnreachableRegistryIsAClearError) {
 ProcessResult run_cli(const std::string& args) {
   static int n = 0;
   const auto dir = std::filesystem::temp_directory_path();
-  const auto out = dir / ("gpulease-fleet-cli-" + std::to_string(::getpid()) + "-" +
-                          std::to_string(n) + ".out");
+  const auto out =
+      dir / ("gpulease-fleet-cli-" + std::to_string(::getpid()) + "-" + std::to_string(n) + ".out");
   const auto err = dir / ("gpulease-fleet-cli-" + std::to_string(::getpid()) + "-" +
                           std::to_string(n++) + ".err");
   const std::string cmd = "env -u GPULEASE_NODE -u GPULEASE_REGISTRY timeout 60 " +
@@ -430,10 +430,9 @@ struct ThreeNodeFleet {
     static int n = 0;
     const auto out = dir() / ("out" + std::to_string(n) + ".txt");
     const auto err = dir() / ("err" + std::to_string(n++) + ".txt");
-    const std::string cmd = "env -u GPULEASE_NODE GPULEASE_TOKEN=" +
-                            auth.token_text("fleet:default") + " timeout " +
-                            std::to_string(timeout_s) + " " + command + " > " + out.string() +
-                            " 2> " + err.string();
+    const std::string cmd =
+        "env -u GPULEASE_NODE GPULEASE_TOKEN=" + auth.token_text("fleet:default") + " timeout " +
+        std::to_string(timeout_s) + " " + command + " > " + out.string() + " 2> " + err.string();
     const int st = std::system(cmd.c_str());
     ProcessResult r;
     r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -506,8 +505,19 @@ TEST(FleetEndToEnd, AcquireAnywhereLandsOnTheBestFitAndSkipsAFullNode) {
   EXPECT_NE(gone.err.find("LEASE_EXPIRED"), std::string::npos) << gone.err;
   auto unknown = f.run(g + "lease query 12345");
   EXPECT_EQ(unknown.status, 1);
-  EXPECT_NE(unknown.err.find("is on no node of fleet 'default'"), std::string::npos)
-      << unknown.err;
+  EXPECT_NE(unknown.err.find("is on no node of fleet 'default'"), std::string::npos) << unknown.err;
+  // run places its temporary lease on the fleet too.
+  {
+    std::ofstream data(f.dir() / "data.bin", std::ios::binary);
+    const std::string zeros(4096, '\0');
+    data.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+  }
+  auto run = f.run(g + "run " + std::string(GPULEASE_SOURCE_DIR) +
+                   "/kernels/ptx/transform.ptx scale --grid 4 --block 256 --arg inout:" +
+                   (f.dir() / "data.bin").string() + ":" + (f.dir() / "out.bin").string() +
+                   " --arg i32:1024 --arg f32:2.0");
+  EXPECT_EQ(run.status, 0) << run.out << run.err;
+  EXPECT_EQ(slurp(f.dir() / "out.bin").size(), 4096u);
   // --node and --registry together: refused.
   auto both = f.run(g + "--node " + f.node('a').address() + " lease list");
   EXPECT_EQ(both.status, 1);
@@ -518,10 +528,10 @@ TEST(FleetEndToEnd, AcquireAnywhereLandsOnTheBestFitAndSkipsAFullNode) {
 // done; returns its exit status and output.
 ProcessResult recipe34_over_fleet(ThreeNodeFleet& f, const std::function<void()>& at_10) {
   const auto out_path = f.dir() / "recipe34.out";
-  const std::string cmd = "env -u GPULEASE_NODE GPULEASE_TOKEN=" +
-                          f.auth.token_text("fleet:default") + " timeout 180 " +
-                          bin("recipe34_pipeline") + " --registry " + f.etcd.registry_url() +
-                          " --segments 60 --leases 3 --kill-after 0 --segment-delay-ms 40 2>&1";
+  const std::string cmd =
+      "env -u GPULEASE_NODE GPULEASE_TOKEN=" + f.auth.token_text("fleet:default") +
+      " timeout 180 " + bin("recipe34_pipeline") + " --registry " + f.etcd.registry_url() +
+      " --segments 60 --leases 3 --kill-after 0 --segment-delay-ms 40 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   ProcessResult r;
   if (p == nullptr) return r;

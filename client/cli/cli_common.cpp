@@ -29,7 +29,8 @@ void add_global_options(CLI::App& app) {
                  "Fleet directory etcd://HOST:PORT[,HOST:PORT...] in place of --node (default: "
                  "$GPULEASE_REGISTRY when no node is named)")
       ->group(group);
-  app.add_option("--fleet", o.fleet, "Fleet name in the registry (default: $GPULEASE_FLEET, else default)")
+  app.add_option("--fleet", o.fleet,
+                 "Fleet name in the registry (default: $GPULEASE_FLEET, else default)")
       ->group(group);
   app.add_option("--token", o.token, "Capability token text glt1.... (default: $GPULEASE_TOKEN)")
       ->group(group);
@@ -132,8 +133,9 @@ FleetLeaseNode find_lease_or_fail(const client::Fleet& fleet, uint64_t lease_id)
 client::Connection connect_or_fail(const CommonOptions& o, bool need_token) {
   if (!o.node.empty() && !o.registry.empty()) fail("--node and --registry: give one of them");
   if (!o.registry.empty())
-    fail("this command talks to one node: give --node HOST:PORT (`gpulease nodes` lists the "
-         "fleet's nodes)");
+    fail(
+        "this command talks to one node: give --node HOST:PORT (`gpulease nodes` lists the "
+        "fleet's nodes)");
   std::string node = o.node;
   if (node.empty()) {
     const std::string env = env_or_empty("GPULEASE_NODE");

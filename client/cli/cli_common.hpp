@@ -24,7 +24,7 @@ struct CommonOptions {
   std::string node;      // empty: $GPULEASE_NODE, else kDefaultNode
   std::string registry;  // etcd://HOST:PORT[,...]; empty: $GPULEASE_REGISTRY when no node is named
   std::string fleet;     // empty: $GPULEASE_FLEET, else "default"
-  std::string token;  // empty: --token-file, else $GPULEASE_TOKEN
+  std::string token;     // empty: --token-file, else $GPULEASE_TOKEN
   std::string token_file;
   bool json = false;
 };

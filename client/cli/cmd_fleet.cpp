@@ -19,9 +19,8 @@ nlohmann::json fleet_node_json(const client::FleetNode& n) {
          {"total_vram", d.total_vram},
          {"free_vram", d.free_vram}});
   }
-  return {{"node_id", n.node_id},       {"address", n.address},
-          {"backend", n.backend},       {"devices", devs},
-          {"free_vram", n.free_vram()}, {"total_vram", n.total_vram()},
+  return {{"node_id", n.node_id},      {"address", n.address},       {"backend", n.backend},
+          {"devices", devs},           {"free_vram", n.free_vram()}, {"total_vram", n.total_vram()},
           {"updated_ms", n.updated_ms}};
 }
 
@@ -64,7 +63,8 @@ void run_nodes(const CommonOptions& o) {
 
 void register_fleet_commands(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
-      "nodes", "List the nodes registered in a fleet (--registry): address, backend, devices, free VRAM");
+      "nodes",
+      "List the nodes registered in a fleet (--registry): address, backend, devices, free VRAM");
   uses_common_options(cmd);
   cmd->callback([] { run_nodes(common_options()); });
 }

@@ -136,8 +136,8 @@ void run_list_fleet(const CommonOptions& o) {
     std::printf("no leases\n");
     return;
   }
-  std::printf("%-20s %-20s %-9s %-6s %-12s %-12s %s\n", "NODE", "LEASE", "STATE", "DEVICE",
-              "USED", "QUOTA", "REMAINING");
+  std::printf("%-20s %-20s %-9s %-6s %-12s %-12s %s\n", "NODE", "LEASE", "STATE", "DEVICE", "USED",
+              "QUOTA", "REMAINING");
   for (const auto& [node, i] : all) {
     std::printf("%-20s %-20" PRIu64 " %-9s %-6u %-12s %-12s %.1f s\n", node.c_str(), i.lease_id,
                 std::string(client::lease_state_name(i.state)).c_str(), unsigned{i.device},

@@ -137,8 +137,8 @@ std::string node_record_json(const FleetNode& n) {
                     {"total_vram", d.total_vram},
                     {"free_vram", d.free_vram}});
   }
-  nlohmann::json j = {{"node_id", n.node_id}, {"fleet", n.fleet},     {"address", n.address},
-                      {"backend", n.backend}, {"version", n.version}, {"devices", devs},
+  nlohmann::json j = {{"node_id", n.node_id},      {"fleet", n.fleet},     {"address", n.address},
+                      {"backend", n.backend},      {"version", n.version}, {"devices", devs},
                       {"updated_ms", n.updated_ms}};
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -150,7 +150,8 @@ std::string fleet_nodes_prefix(std::string_view fleet) {
 Result<void> check_fleet_name(std::string_view fleet) {
   // 58: "fleet:<name>" must fit a token's 64-byte audience (the node's
   // check is the same, server/src/fleet/registrar.hpp).
-  if (fleet.empty() || fleet.size() > 58 || !std::all_of(fleet.begin(), fleet.end(), fleet_name_char))
+  if (fleet.empty() || fleet.size() > 58 ||
+      !std::all_of(fleet.begin(), fleet.end(), fleet_name_char))
     return make_error(Status::kInvalidArgument,
                       "fleet name '" + std::string(fleet.substr(0, 80)) +
                           "': expected 1..58 characters of A-Z a-z 0-9 . _ -");
@@ -188,8 +189,7 @@ std::vector<PlacementCandidate> rank_candidates(const std::vector<FleetNode>& no
     if (auto it = c.load.find(id); it != c.load.end()) load = it->second;
     for (const auto& d : n->devices) {
       if (c.device && d.index != *c.device) continue;
-      if (c.min_compute_capability &&
-          std::pair(d.cc_major, d.cc_minor) < *c.min_compute_capability)
+      if (c.min_compute_capability && std::pair(d.cc_major, d.cc_minor) < *c.min_compute_capability)
         continue;
       if (d.free_vram < c.min_vram) continue;
       out.push_back({load, {id, n->address, d.index, d.free_vram}});
@@ -294,8 +294,8 @@ bool FleetView::wait_until(const std::function<bool(const std::vector<FleetNode>
     // look at more than the view).
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return false;
-    cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(deadline - now,
-                                                                     std::chrono::milliseconds(100)));
+    cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(
+                           deadline - now, std::chrono::milliseconds(100)));
   }
 }
 

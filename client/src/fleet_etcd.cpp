@@ -73,15 +73,15 @@ class EtcdDirectory final : public DirectorySource {
     }
     const std::string id = kv.key.substr(prefix_.size());
     if (n->node_id != id) {
-      view_->bad_record(kv.key, make_error(Status::kInvalidArgument,
-                                           "node record: node_id '" + n->node_id +
-                                               "' under the key of '" + id + "'"));
+      view_->bad_record(
+          kv.key, make_error(Status::kInvalidArgument, "node record: node_id '" + n->node_id +
+                                                           "' under the key of '" + id + "'"));
       return std::nullopt;
     }
     if (n->fleet != fleet_) {
-      view_->bad_record(kv.key, make_error(Status::kInvalidArgument,
-                                           "node record: fleet '" + n->fleet + "' under fleet '" +
-                                               fleet_ + "'"));
+      view_->bad_record(
+          kv.key, make_error(Status::kInvalidArgument,
+                             "node record: fleet '" + n->fleet + "' under fleet '" + fleet_ + "'"));
       return std::nullopt;
     }
     return std::move(n).value();

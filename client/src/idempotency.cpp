@@ -87,8 +87,7 @@ Result<void> MemoryIdempotencyStore::abandon(std::string_view request_id, int64_
   return {};
 }
 
-Result<std::optional<IdempotencyRecord>> MemoryIdempotencyStore::read(
-    std::string_view request_id) {
+Result<std::optional<IdempotencyRecord>> MemoryIdempotencyStore::read(std::string_view request_id) {
   std::lock_guard lock(mu_);
   auto it = state_.find(std::string(request_id));
   if (it == state_.end()) return std::optional<IdempotencyRecord>();
@@ -157,7 +156,8 @@ struct EtcdIdempotencyStore::Impl {
         if (!r->is_string())
           return make_error(Status::kInternal, "idempotency record " + kv.key + ": bad result");
         auto b = from_base64(r->get<std::string>());
-        if (!b) return make_error(Status::kInternal, "idempotency record " + kv.key + ": bad base64");
+        if (!b)
+          return make_error(Status::kInternal, "idempotency record " + kv.key + ": bad base64");
         rec.result = std::move(*b);
       }
     } else {
@@ -179,8 +179,7 @@ struct EtcdIdempotencyStore::Impl {
 EtcdIdempotencyStore::EtcdIdempotencyStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 EtcdIdempotencyStore::~EtcdIdempotencyStore() = default;
 
-Result<std::unique_ptr<EtcdIdempotencyStore>> EtcdIdempotencyStore::open(
-    EtcdIdempotencyOptions o) {
+Result<std::unique_ptr<EtcdIdempotencyStore>> EtcdIdempotencyStore::open(EtcdIdempotencyOptions o) {
   if (o.registry.empty()) {
     const char* env = std::getenv("GPULEASE_REGISTRY");
     if (env != nullptr) o.registry = env;
@@ -261,17 +260,18 @@ Result<void> EtcdIdempotencyStore::complete(std::string_view request_id, int64_t
                                             wire::ByteSpan result) {
   if (auto ok = check_request_id(request_id); !ok) return std::move(ok).error();
   if (result.size() > kMaxIdempotencyResultBytes)
-    return make_error(Status::kInvalidArgument, "idempotency result over " +
-                                                    std::to_string(kMaxIdempotencyResultBytes) +
-                                                    " bytes");
+    return make_error(
+        Status::kInvalidArgument,
+        "idempotency result over " + std::to_string(kMaxIdempotencyResultBytes) + " bytes");
   const std::string k = key(request_id);
   auto lease = impl_->lease(impl_->opts.result_ttl);
   if (!lease) return std::move(lease).error();
-  const std::string value = nlohmann::json{{"state", "complete"},
-                                           {"owner", impl_->opts.owner},
-                                           {"fence", fence},
-                                           {"result", to_base64(result)}}
-                                .dump();
+  const std::string value = nlohmann::json{
+      {"state", "complete"},
+      {"owner", impl_->opts.owner},
+      {"fence", fence},
+      {"result",
+       to_base64(result)}}.dump();
   etcd::Txn t;
   t.compare.push_back(etcd::Compare::mod_revision(k, etcd::Compare::Op::kEqual, fence));
   t.success.push_back(etcd::TxnOp::put(k, value, *lease));
@@ -288,8 +288,8 @@ Result<void> EtcdIdempotencyStore::complete(std::string_view request_id, int64_t
   if (!r->succeeded) {
     if (*lease != 0) (void)impl_->etcd->lease_revoke(*lease);
     return make_error(Status::kIdempotencyConflict,
-                      "idempotency store: " + k + " is no longer reserved by " +
-                          impl_->opts.owner + " at revision " + std::to_string(fence));
+                      "idempotency store: " + k + " is no longer reserved by " + impl_->opts.owner +
+                          " at revision " + std::to_string(fence));
   }
   return {};
 }
@@ -310,8 +310,8 @@ Result<void> EtcdIdempotencyStore::abandon(std::string_view request_id, int64_t 
   }
   if (!r->succeeded)
     return make_error(Status::kIdempotencyConflict,
-                      "idempotency store: " + k + " is no longer reserved by " +
-                          impl_->opts.owner + " at revision " + std::to_string(fence));
+                      "idempotency store: " + k + " is no longer reserved by " + impl_->opts.owner +
+                          " at revision " + std::to_string(fence));
   return {};
 }
 

@@ -131,7 +131,8 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
         std::lock_guard lock(qmu);
         holding--;
         if (opts_.fleet) {
-          if (auto it = load.find(lease_node); it != load.end() && --it->second == 0) load.erase(it);
+          if (auto it = load.find(lease_node); it != load.end() && --it->second == 0)
+            load.erase(it);
         }
       }
       modules.clear();

@@ -135,7 +135,8 @@ std::string describe_constraints(const PlacementConstraints& c) {
   auto sep = [&s] { return s.empty() ? "" : ", "; };
   if (c.device) s += sep() + std::string("device index ") + std::to_string(*c.device);
   if (c.min_compute_capability)
-    s += sep() + std::string("compute capability >= ") + std::to_string(c.min_compute_capability->first) + "." +
+    s += sep() + std::string("compute capability >= ") +
+         std::to_string(c.min_compute_capability->first) + "." +
          std::to_string(c.min_compute_capability->second);
   if (!c.backend.empty()) s += sep() + std::string("backend ") + c.backend;
   return s;
@@ -174,10 +175,9 @@ Result<Lease> LeaseBuilder::acquire() const {
     c.backend = backend_;
     const auto any_room = rank_candidates({self}, c);
     if (any_room.empty()) {
-      return make_error(Status::kUnsupported, "LEASE_ACQUIRE: node '" + self.node_id +
-                                                  "' (backend " + self.backend +
-                                                  ") has no device with " +
-                                                  describe_constraints(c));
+      return make_error(Status::kUnsupported,
+                        "LEASE_ACQUIRE: node '" + self.node_id + "' (backend " + self.backend +
+                            ") has no device with " + describe_constraints(c));
     }
     c.min_vram = req.min_vram;
     const auto with_room = rank_candidates({self}, c);
@@ -255,9 +255,9 @@ Result<Lease> LeaseBuilder::acquire_on_fleet(wire::LeaseAcquireRequest req) cons
       any_full = true;
     }
   }
-  return make_error(any_full ? Status::kCapacityExceeded : kConnectionLost,
-                    where + ": no candidate could take " + describe_constraints(c) + " (" +
-                        tried + ")");
+  return make_error(
+      any_full ? Status::kCapacityExceeded : kConnectionLost,
+      where + ": no candidate could take " + describe_constraints(c) + " (" + tried + ")");
 }
 
 Result<std::vector<LeaseInfo>> list_leases(const Connection& conn) {

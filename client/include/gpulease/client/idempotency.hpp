@@ -88,8 +88,7 @@ class MemoryIdempotencyStore final : public IdempotencyStore {
   [[nodiscard]] Result<void> complete(std::string_view request_id, int64_t fence,
                                       wire::ByteSpan result) override;
   [[nodiscard]] Result<void> abandon(std::string_view request_id, int64_t fence) override;
-  [[nodiscard]] Result<std::optional<IdempotencyRecord>> read(
-      std::string_view request_id) override;
+  [[nodiscard]] Result<std::optional<IdempotencyRecord>> read(std::string_view request_id) override;
 
  private:
   struct Entry {
@@ -99,8 +98,8 @@ class MemoryIdempotencyStore final : public IdempotencyStore {
   };
   std::string owner_;
   std::mutex mu_;
-  int64_t next_fence_ = 1;               // GUARDED_BY(mu_)
-  std::map<std::string, Entry> state_;   // GUARDED_BY(mu_)
+  int64_t next_fence_ = 1;              // GUARDED_BY(mu_)
+  std::map<std::string, Entry> state_;  // GUARDED_BY(mu_)
 };
 
 struct EtcdIdempotencyOptions {
@@ -124,8 +123,7 @@ class EtcdIdempotencyStore final : public IdempotencyStore {
   [[nodiscard]] Result<void> complete(std::string_view request_id, int64_t fence,
                                       wire::ByteSpan result) override;
   [[nodiscard]] Result<void> abandon(std::string_view request_id, int64_t fence) override;
-  [[nodiscard]] Result<std::optional<IdempotencyRecord>> read(
-      std::string_view request_id) override;
+  [[nodiscard]] Result<std::optional<IdempotencyRecord>> read(std::string_view request_id) override;
 
   [[nodiscard]] const std::string& owner() const noexcept;
   [[nodiscard]] std::string key(std::string_view request_id) const;

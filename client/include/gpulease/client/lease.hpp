@@ -162,7 +162,8 @@ class LeaseBuilder {
   [[nodiscard]] Result<Lease> acquire() const;
 
  private:
-  [[nodiscard]] Result<Lease> acquire_on(const Connection& conn, wire::LeaseAcquireRequest req) const;
+  [[nodiscard]] Result<Lease> acquire_on(const Connection& conn,
+                                         wire::LeaseAcquireRequest req) const;
   [[nodiscard]] Result<Lease> acquire_on_fleet(wire::LeaseAcquireRequest req) const;
 
   std::optional<Connection> conn_;
