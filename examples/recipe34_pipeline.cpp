@@ -53,7 +53,7 @@ Bytes reference(ByteSpan raw) {
 }
 
 // One segment on one session: upload, three kernels, one sync, read back.
-gpulease::Result<Bytes> run_pipeline(gl::ChunkContext& c, const std::string& ptx) {
+gl::Result<Bytes> run_pipeline(gl::ChunkContext& c, const std::string& ptx) {
   gl::Session& s = c.session();
   auto module = c.module("pipeline", gpulease::wire::as_bytes(ptx));  // once per lease
   if (!module) return std::move(module).error();
@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
       if (kill_after != 0 && n == kill_after) {
         killed = lease_id;
         // On a fleet: the node that holds it (the others answer LEASE_NOT_FOUND).
-        gpulease::Result<void> r = gpulease::make_error(Status::kLeaseNotFound, "not found");
+        gl::Result<void> r = gl::Error::node(Status::kLeaseNotFound, "on no node");
         for (const auto& [id, c] :
              saboteur ? decltype(connections()){{"", *saboteur}} : connections()) {
           auto victim = gl::Lease::adopt(c, lease_id);
@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
                     r ? "ok" : gl::describe(r.error()).c_str());
       }
     };
-    o.on_retry = [](size_t index, const gpulease::Error& e) {
+    o.on_retry = [](size_t index, const gl::Error& e) {
       std::printf("recipe 34: segment %zu will be retried on a fresh lease (%s)\n", index,
                   gl::describe(e).c_str());
     };

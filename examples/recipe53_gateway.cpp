@@ -97,7 +97,7 @@ class Gateway {
   Gateway(LeaseSource leases, std::string ptx, gl::IdempotencyStore& effects)
       : leases_(std::move(leases)), ptx_(std::move(ptx)), effects_(effects) {}
 
-  gpulease::Result<InferenceResponse> handle(const InferenceRequest& req) {
+  gl::Result<InferenceResponse> handle(const InferenceRequest& req) {
     if (req.input.size() != kInDim) {  // input bound, before anything is leased
       return gpulease::make_error(Status::kInvalidArgument,
                                   "input must have " + std::to_string(kInDim) + " values");
@@ -124,17 +124,17 @@ class Gateway {
   }
 
   // The first run's answer to a request id, once it is complete (bounded).
-  gpulease::Result<std::vector<float>> first_answer(const std::string& request_id) {
+  gl::Result<std::vector<float>> first_answer(const std::string& request_id) {
     auto rec = effects_.wait_settled("inference:" + request_id, std::chrono::seconds(30));
     if (!rec) return std::move(rec).error();
     if (!*rec)
-      return gpulease::make_error(Status::kLeaseExpired,
+      return gpulease::make_error(Status::kInternal,
                                   "request " + request_id + " was given up by its owner");
     return output_floats((*rec)->result);
   }
 
  private:
-  gpulease::Result<InferenceResponse> serve(const InferenceRequest& req) {
+  gl::Result<InferenceResponse> serve(const InferenceRequest& req) {
     InferenceResponse resp;
     resp.request_id = req.request_id;
     auto t = Clock::now();
@@ -317,7 +317,7 @@ int main(int argc, char** argv) {
         y = r->output;
         std::printf("recipe 53: %s: ran the kernel on lease %llu\n", request_id.c_str(),
                     static_cast<unsigned long long>(r->lease_id));
-      } else if (r.error().message.rfind("duplicate request", 0) == 0) {
+      } else if (r.error().message().rfind("duplicate request", 0) == 0) {
         std::printf("recipe 53: %s: %s: refused by the idempotency store\n", request_id.c_str(),
                     gl::describe(r.error()).c_str());
         y = unwrap(gateway.first_answer(request_id));
@@ -354,7 +354,7 @@ int main(int argc, char** argv) {
     for (const auto& req : requests) {
       auto r = gateway.handle(req);
       if (!r) {
-        const bool duplicate = r.error().message.rfind("duplicate request", 0) == 0;
+        const bool duplicate = r.error().message().rfind("duplicate request", 0) == 0;
         std::printf("recipe 53: %s: %s%s\n", req.request_id.c_str(),
                     gl::describe(r.error()).c_str(),
                     duplicate ? " (refused by the idempotency store, as expected)" : "");

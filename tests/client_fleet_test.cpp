@@ -56,7 +56,7 @@ const char* kRecord =
 
 TEST(FleetRecord, ANodeRecordParsesIntoEveryField) {
   auto n = client::parse_node_record(kRecord);
-  ASSERT_TRUE(n.ok()) << n.error().message;
+  ASSERT_TRUE(n.ok()) << n.error().message();
   EXPECT_EQ(n->node_id, "gpu-a");
   EXPECT_EQ(n->fleet, "prod");
   EXPECT_EQ(n->address, "10.0.0.7:7070");
@@ -78,7 +78,7 @@ TEST(FleetRecord, EveryTruncatedPrefixIsRefusedWithoutACrash) {
   for (size_t len = 0; len < r.size(); ++len) {
     auto n = client::parse_node_record(std::string_view(r).substr(0, len));
     EXPECT_FALSE(n.ok()) << len;
-    EXPECT_EQ(n.status(), Status::kInvalidArgument);
+    EXPECT_EQ(n.status(), client::ClientStatus::local(Status::kInvalidArgument));
   }
 }
 
@@ -105,8 +105,8 @@ TEST(FleetRecord, ABadFieldIsRefusedByName) {
     r.replace(at, cases[i].first.size(), cases[i].second);
     auto n = client::parse_node_record(r);
     ASSERT_FALSE(n.ok()) << r;
-    EXPECT_EQ(n.status(), Status::kInvalidArgument);
-    EXPECT_NE(n.error().message.find(names[i]), std::string::npos) << n.error().message;
+    EXPECT_EQ(n.status(), client::ClientStatus::local(Status::kInvalidArgument));
+    EXPECT_NE(n.error().message().find(names[i]), std::string::npos) << n.error().message();
   }
   EXPECT_FALSE(client::parse_node_record("[]").ok());
   EXPECT_FALSE(client::parse_node_record(std::string(client::kMaxNodeRecordBytes + 1, ' ')).ok());
@@ -117,13 +117,13 @@ TEST(FleetRecord, TheRegistryUrlNamesEtcdEndpoints) {
   ASSERT_TRUE(one.ok());
   EXPECT_EQ(*one, std::vector<std::string>{"127.0.0.1:2379"});
   auto three = client::parse_registry_url("etcd://a:1,b:2,[::1]:3");
-  ASSERT_TRUE(three.ok()) << three.error().message;
+  ASSERT_TRUE(three.ok()) << three.error().message();
   EXPECT_EQ(*three, (std::vector<std::string>{"a:1", "b:2", "[::1]:3"}));
   for (const char* bad :
        {"", "http://a:1", "etcd://", "etcd://a", "etcd://a:1,", "etcd://a:0", "etcd://a:1,,b:2"}) {
     auto r = client::parse_registry_url(bad);
     EXPECT_FALSE(r.ok()) << bad;
-    EXPECT_EQ(r.status(), Status::kInvalidArgument);
+    EXPECT_EQ(r.status(), client::ClientStatus::local(Status::kInvalidArgument));
   }
   EXPECT_TRUE(client::check_fleet_name("prod-eu.1_a").ok());
   EXPECT_FALSE(client::check_fleet_name("").ok());
@@ -196,11 +196,15 @@ TEST(FleetPlacement, TheCallersLoadSpreadsLeasesBeforeBestFit) {
 }
 
 TEST(FleetPlacement, OnlyFullUnreachableAndBusyNodesAreSkipped) {
-  EXPECT_TRUE(client::placement_skips(Error{Status::kCapacityExceeded, ""}));
-  EXPECT_TRUE(client::placement_skips(Error{Status::kBusy, ""}));
-  EXPECT_TRUE(client::placement_skips(Error{client::kConnectionLost, ""}));
-  EXPECT_FALSE(client::placement_skips(Error{Status::kUnauthenticated, ""}));
-  EXPECT_FALSE(client::placement_skips(Error{Status::kInvalidArgument, ""}));
+  using client::Error;
+  EXPECT_TRUE(client::placement_skips(Error::node(Status::kCapacityExceeded, "")));
+  EXPECT_TRUE(client::placement_skips(Error::node(Status::kBusy, "")));
+  EXPECT_TRUE(client::placement_skips(Error::connection_lost("")));
+  EXPECT_TRUE(client::placement_skips(Error::timeout("")));
+  EXPECT_FALSE(client::placement_skips(Error::node(Status::kUnauthenticated, "")));
+  EXPECT_FALSE(client::placement_skips(Error::node(Status::kInvalidArgument, "")));
+  // A local CAPACITY_EXCEEDED is not a node's answer.
+  EXPECT_FALSE(client::placement_skips(Error::local(Status::kCapacityExceeded, "")));
 }
 
 // ---- Leases on in-process nodes ---------------------------------------------------
@@ -287,18 +291,20 @@ TEST(FleetLeases, AnUnreachableNodeIsSkippedAndNothingFitsSaysWhy) {
   auto none = LeaseBuilder(fleet).min_vram(2048 * kMiB).lease_secs(30).acquire();
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.status(), Status::kCapacityExceeded);
-  EXPECT_NE(none.error().message.find("no registered node"), std::string::npos)
-      << none.error().message;
+  EXPECT_NE(none.error().message().find("no registered node"), std::string::npos)
+      << none.error().message();
   auto cuda = LeaseBuilder(fleet).min_vram(kMiB).lease_secs(30).backend("cuda").acquire();
   ASSERT_FALSE(cuda.ok());
-  EXPECT_NE(cuda.error().message.find("backend cuda"), std::string::npos) << cuda.error().message;
+  EXPECT_NE(cuda.error().message().find("backend cuda"), std::string::npos)
+      << cuda.error().message();
 
   // Only the dead node fits: unreachable, reported as such.
   Fleet only_dead = Fleet::from_nodes({dead}, o);
   auto lost = LeaseBuilder(only_dead).min_vram(kMiB).lease_secs(30).acquire();
   ASSERT_FALSE(lost.ok());
-  EXPECT_EQ(lost.status(), client::kConnectionLost);
-  EXPECT_NE(lost.error().message.find("node-dead"), std::string::npos) << lost.error().message;
+  EXPECT_TRUE(lost.error().is_connection_lost()) << client::describe(lost.error());
+  EXPECT_NE(lost.error().message().find("node-dead"), std::string::npos)
+      << lost.error().message();
 }
 
 TEST(FleetLeases, ANodeWithoutATokenIsNoCandidateAndARefusedTokenFailsAtOnce) {
@@ -317,7 +323,7 @@ TEST(FleetLeases, ANodeWithoutATokenIsNoCandidateAndARefusedTokenFailsAtOnce) {
   EXPECT_TRUE(refused.status() == Status::kUnauthenticated ||
               refused.status() == Status::kPermissionDenied)
       << client::describe(refused.error());
-  EXPECT_NE(refused.error().message.find("node-b"), std::string::npos);
+  EXPECT_NE(refused.error().message().find("node-b"), std::string::npos);
 }
 
 TEST(FleetLeases, ConstraintsApplyOnASingleNodeToo) {
@@ -325,7 +331,7 @@ TEST(FleetLeases, ConstraintsApplyOnASingleNodeToo) {
   auto conn = connect_client(n.port(), n.token("t"));
   auto cuda = LeaseBuilder(conn).min_vram(kMiB).lease_secs(10).backend("cuda").acquire();
   ASSERT_FALSE(cuda.ok());
-  EXPECT_EQ(cuda.status(), Status::kUnsupported);
+  EXPECT_EQ(cuda.status(), client::ClientStatus::local(Status::kUnsupported));
   const auto d = conn.node_info().devices.at(0);
   auto ok = LeaseBuilder(conn)
                 .min_vram(kMiB)
@@ -340,7 +346,7 @@ TEST(FleetLeases, ConstraintsApplyOnASingleNodeToo) {
                    .min_compute_capability(static_cast<uint8_t>(d.cc_major + 1), 0)
                    .acquire();
   ASSERT_FALSE(newer.ok());
-  EXPECT_EQ(newer.status(), Status::kUnsupported);
+  EXPECT_EQ(newer.status(), client::ClientStatus::local(Status::kUnsupported));
 }
 
 // ---- JobCoordinator over a fleet ------------------------------------------------------
@@ -363,7 +369,7 @@ Bytes pipeline_reference(wire::ByteSpan raw, float threshold) {
   return out;
 }
 
-Result<Bytes> run_pipeline(ChunkContext& c, const std::string& ptx_text, float threshold) {
+client::Result<Bytes> run_pipeline(ChunkContext& c, const std::string& ptx_text, float threshold) {
   auto& s = c.session();
   auto mod = c.module("pipeline", wire::as_bytes(ptx_text));
   if (!mod) return std::move(mod).error();
@@ -463,7 +469,7 @@ TEST(FleetJobs, ANodeThatStopsMidJobHasItsChunksRunOnTheOthers) {
     }
   };
   JobCoordinator jobs(o);
-  auto out = jobs.run(inputs, [&](ChunkContext& c) -> Result<Bytes> {
+  auto out = jobs.run(inputs, [&](ChunkContext& c) -> client::Result<Bytes> {
     bool started_after = false;
     if (done >= 8) {  // the rest of the job runs after node-b is gone (bounded wait)
       std::unique_lock lock(mu);

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -35,6 +37,11 @@ void add_global_options(CLI::App& app) {
   app.add_option("--token", o.token, "Capability token text glt1.... (default: $GPULEASE_TOKEN)")
       ->group(group);
   app.add_option("--token-file", o.token_file, "File holding the token text")->group(group);
+  app.add_option("--timeout", o.timeout_s,
+                 "Seconds to wait for the node to connect and for each reply (default: 5 to "
+                 "connect, 300 per reply); running out exits with status 4 and says TIMEOUT")
+      ->check(CLI::PositiveNumber)
+      ->group(group);
   app.add_flag("--json", o.json, "Print machine-readable JSON on stdout")->group(group);
   // Subcommands created from now on inherit it: an option a subcommand does
   // not know is tried on its parent, up to the root.
@@ -48,18 +55,32 @@ const CommonOptions& common_options() {
 void uses_common_options(CLI::App* cmd) {
   cmd->footer(
       "Global options, before or after the command: --node HOST:PORT or --registry "
-      "etcd://HOST:PORT[,...] [--fleet NAME], --token TEXT, --token-file FILE, --json (see "
-      "`gpulease --help`).");
+      "etcd://HOST:PORT[,...] [--fleet NAME], --token TEXT, --token-file FILE, --timeout "
+      "SECONDS, --json (see `gpulease --help`).");
 }
 
-void fail_error(const Error& e) {
-  fail(client::describe(e));
+int exit_code_for(const client::Error& e) noexcept {
+  if (e.is_timeout()) return kExitTimeout;
+  if (e.is_connection_lost()) return kExitConnection;
+  return kExitError;
+}
+
+void fail_error(const client::Error& e) {
+  fail(e.to_string(), exit_code_for(e));
 }
 
 namespace {
 std::string env_or_empty(const char* name) {
   const char* v = std::getenv(name);
   return v != nullptr ? v : "";
+}
+
+// --timeout as a duration (0: not given).
+std::chrono::milliseconds timeout_of(const CommonOptions& o) {
+  if (o.timeout_s <= 0) return std::chrono::milliseconds(0);
+  const auto ms = std::chrono::milliseconds(
+      static_cast<int64_t>(std::min(o.timeout_s, 86400.0 * 365) * 1000.0 + 0.5));
+  return std::max(ms, std::chrono::milliseconds(1));
 }
 }  // namespace
 
@@ -75,7 +96,7 @@ wire::Bytes token_or_empty(const CommonOptions& o) {
   if (token_text.empty()) token_text = env_or_empty("GPULEASE_TOKEN");
   if (token_text.empty()) return {};
   auto t = client::token_from_text(token_text);
-  if (!t) fail("token: " + t.error().message);
+  if (!t) fail("token: " + t.error().message());
   return std::move(t).value();
 }
 
@@ -105,6 +126,10 @@ client::Fleet open_fleet_or_fail(const CommonOptions& o, bool need_token) {
   fo.fleet = o.fleet;        // empty: $GPULEASE_FLEET, else "default"
   fo.token = token_or_fail(o, need_token);
   fo.connect.client_name = "gpulease-cli";
+  if (const auto t = timeout_of(o); t.count() > 0) {
+    fo.connect.connect_timeout = fo.connect.request_timeout = t;
+    fo.registry_timeout = t;
+  }
   auto f = client::Fleet::open(std::move(fo));
   if (!f) fail_error(f.error());
   return std::move(f).value();
@@ -124,10 +149,10 @@ FleetLeaseNode find_lease_or_fail(const client::Fleet& fleet, uint64_t lease_id)
     if (!info && info.status() == wire::Status::kLeaseNotFound) continue;
     return {*conn, n.node_id};
   }
-  fail_error(make_error(wire::Status::kLeaseNotFound,
-                        "lease " + std::to_string(lease_id) + " is on no node of fleet '" +
-                            fleet.name() + "'" +
-                            (unreachable.empty() ? "" : " (unreachable: " + unreachable + ")")));
+  fail_error(client::Error::node(
+      wire::Status::kLeaseNotFound,
+      "lease " + std::to_string(lease_id) + " is on no node of fleet '" + fleet.name() + "'" +
+          (unreachable.empty() ? "" : " (unreachable: " + unreachable + ")")));
 }
 
 client::Connection connect_or_fail(const CommonOptions& o, bool need_token) {
@@ -142,11 +167,12 @@ client::Connection connect_or_fail(const CommonOptions& o, bool need_token) {
     node = !env.empty() ? env : kDefaultNode;
   }
   auto addr = client::NodeAddress::parse(node);
-  if (!addr) fail("--node: " + addr.error().message);
+  if (!addr) fail("--node: " + addr.error().message());
   client::ConnectOptions co;
   co.node = *addr;
   co.client_name = "gpulease-cli";
   co.reconnect_attempts = 3;
+  if (const auto t = timeout_of(o); t.count() > 0) co.connect_timeout = co.request_timeout = t;
   co.token = token_or_fail(o, need_token);
   auto c = client::Connection::connect(std::move(co));
   if (!c) fail_error(c.error());

@@ -14,24 +14,23 @@
 
 namespace gpulease::client::detail {
 
-// etcd's error as a client Error, "<what>: <etcd's message>": unreachable or
-// timed out -> kConnectionLost (the outcome may be unknown), a bad argument
-// -> INVALID_ARGUMENT, anything else -> INTERNAL.
+// etcd's error as a client Error, "<what>: <etcd's message>": unreachable
+// (or stopped) -> connection lost, timed out -> timeout (the outcome may be
+// unknown either way), a bad argument -> local INVALID_ARGUMENT, anything
+// else etcd answered -> local INTERNAL (no gpulease node said it).
 [[nodiscard]] inline Error from_etcd(const etcd::Error& e, std::string_view what) {
-  wire::Status s = wire::Status::kInternal;
+  std::string msg = std::string(what) + ": " + e.message;
   switch (e.code) {
     case etcd::ErrorCode::kUnavailable:
-    case etcd::ErrorCode::kTimeout:
     case etcd::ErrorCode::kCancelled:
-      s = kConnectionLost;
-      break;
+      return Error::connection_lost(std::move(msg));
+    case etcd::ErrorCode::kTimeout:
+      return Error::timeout(std::move(msg));
     case etcd::ErrorCode::kInvalidArgument:
-      s = wire::Status::kInvalidArgument;
-      break;
+      return Error::local(wire::Status::kInvalidArgument, std::move(msg));
     default:
-      break;
+      return Error::local(wire::Status::kInternal, std::move(msg));
   }
-  return make_error(s, std::string(what) + ": " + e.message);
 }
 
 // A client over the registry's endpoints; `timeout` bounds each request to

@@ -206,8 +206,8 @@ std::vector<PlacementCandidate> rank_candidates(const std::vector<FleetNode>& no
 }
 
 bool placement_skips(const Error& e) noexcept {
-  return e.status == Status::kCapacityExceeded || e.status == Status::kBusy ||
-         is_connection_lost(e);
+  return e.is_node_status(Status::kCapacityExceeded) || e.is_node_status(Status::kBusy) ||
+         e.is_connection_lost() || e.is_timeout();
 }
 
 // ---- FleetView -------------------------------------------------------------------
@@ -250,7 +250,7 @@ void FleetView::bad_record(const std::string& key, const Error& e) {
   }
   if (first) {
     std::fprintf(stderr, "gpulease: fleet: ignoring %s: %s\n", key.substr(0, 300).c_str(),
-                 e.message.c_str());
+                 e.message().c_str());
   }
 }
 
@@ -408,8 +408,8 @@ wire::Bytes Fleet::token_for(const std::string& node_id) const {
 Result<Connection> Fleet::connect(const std::string& node_id) const {
   auto n = node(node_id);
   if (!n)
-    return make_error(kConnectionLost,
-                      "node '" + node_id + "' is not registered in fleet '" + impl_->name + "'");
+    return Error::connection_lost("node '" + node_id + "' is not registered in fleet '" +
+                                  impl_->name + "'");
   {
     std::lock_guard lock(impl_->mu);
     auto it = impl_->conns.find(node_id);
@@ -420,7 +420,8 @@ Result<Connection> Fleet::connect(const std::string& node_id) const {
     }
   }
   auto addr = NodeAddress::parse(n->address);
-  if (!addr) return make_error(kConnectionLost, "node '" + node_id + "': " + addr.error().message);
+  if (!addr)
+    return Error::connection_lost("node '" + node_id + "': " + addr.error().message());
   ConnectOptions o = impl_->opts.connect;
   o.node = *addr;
   o.token = token_for(node_id);

@@ -35,8 +35,8 @@ Result<std::optional<IdempotencyRecord>> IdempotencyStore::wait_settled(
     if (!r) return r;
     if (!*r || (*r)->state == IdempotencyRecord::State::kCompleted) return r;
     if (std::chrono::steady_clock::now() + pause > deadline)
-      return make_error(Status::kBusy, "request " + std::string(request_id) +
-                                           " is still in progress (owner " + (*r)->owner + ")");
+      return Error::timeout("request " + std::string(request_id) +
+                            " is still in progress (owner " + (*r)->owner + ")");
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::milliseconds(200));
   }
@@ -70,7 +70,7 @@ Result<void> MemoryIdempotencyStore::complete(std::string_view request_id, int64
   std::lock_guard lock(mu_);
   auto it = state_.find(std::string(request_id));
   if (it == state_.end() || it->second.complete || it->second.fence != fence)
-    return make_error(Status::kIdempotencyConflict,
+    return Error::local(Status::kIdempotencyConflict,
                       "request " + std::string(request_id) + ": the reservation is not ours");
   it->second.complete = true;
   it->second.result.assign(result.begin(), result.end());
@@ -81,7 +81,7 @@ Result<void> MemoryIdempotencyStore::abandon(std::string_view request_id, int64_
   std::lock_guard lock(mu_);
   auto it = state_.find(std::string(request_id));
   if (it == state_.end() || it->second.complete || it->second.fence != fence)
-    return make_error(Status::kIdempotencyConflict,
+    return Error::local(Status::kIdempotencyConflict,
                       "request " + std::string(request_id) + ": the reservation is not ours");
   state_.erase(it);
   return {};
@@ -287,7 +287,7 @@ Result<void> EtcdIdempotencyStore::complete(std::string_view request_id, int64_t
   }
   if (!r->succeeded) {
     if (*lease != 0) (void)impl_->etcd->lease_revoke(*lease);
-    return make_error(Status::kIdempotencyConflict,
+    return Error::local(Status::kIdempotencyConflict,
                       "idempotency store: " + k + " is no longer reserved by " + impl_->opts.owner +
                           " at revision " + std::to_string(fence));
   }
@@ -309,7 +309,7 @@ Result<void> EtcdIdempotencyStore::abandon(std::string_view request_id, int64_t 
     return detail::from_etcd(r.error(), "idempotency store: abandon " + k);
   }
   if (!r->succeeded)
-    return make_error(Status::kIdempotencyConflict,
+    return Error::local(Status::kIdempotencyConflict,
                       "idempotency store: " + k + " is no longer reserved by " + impl_->opts.owner +
                           " at revision " + std::to_string(fence));
   return {};

@@ -216,8 +216,8 @@ Result<Lease> LeaseBuilder::acquire_on_fleet(wire::LeaseAcquireRequest req) cons
   const auto cands = fleet.candidates(c);
   const std::string where = "LEASE_ACQUIRE on fleet '" + fleet.name() + "'";
   if (cands.empty()) {
-    return make_error(Status::kCapacityExceeded,
-                      where + ": no registered node has a device with " + describe_constraints(c) +
+    return Error::node(Status::kCapacityExceeded,
+                       where + ": no registered node has a device with " + describe_constraints(c) +
                           " (" + std::to_string(fleet.nodes().size()) + " nodes registered)");
   }
   // Each candidate once, in order; a node found unreachable is not tried
@@ -255,9 +255,10 @@ Result<Lease> LeaseBuilder::acquire_on_fleet(wire::LeaseAcquireRequest req) cons
       any_full = true;
     }
   }
-  return make_error(
-      any_full ? Status::kCapacityExceeded : kConnectionLost,
-      where + ": no candidate could take " + describe_constraints(c) + " (" + tried + ")");
+  std::string msg = where + ": no candidate could take " + describe_constraints(c) + " (" + tried + ")";
+  // Full (some node said so): the fleet's capacity, as its nodes answered.
+  if (any_full) return Error::node(Status::kCapacityExceeded, std::move(msg));
+  return Error::connection_lost(std::move(msg));
 }
 
 Result<std::vector<LeaseInfo>> list_leases(const Connection& conn) {

@@ -66,8 +66,9 @@ class IdempotencyStore {
  public:
   virtual ~IdempotencyStore() = default;
   [[nodiscard]] virtual Result<IdempotencyRecord> reserve(std::string_view request_id) = 0;
-  // FAILED: IDEMPOTENCY_CONFLICT when the fence no longer holds (the
-  // reservation expired and another owner took it, or it was completed).
+  // Fails with a local IDEMPOTENCY_CONFLICT when the fence no longer holds
+  // (the reservation expired and another owner took it, or it was
+  // completed); store errors: connection lost / timeout (etcd unreachable).
   [[nodiscard]] virtual Result<void> complete(std::string_view request_id, int64_t fence,
                                               wire::ByteSpan result) = 0;
   // Gives the id back (the request did nothing): a retry may run it.
@@ -76,7 +77,8 @@ class IdempotencyStore {
   [[nodiscard]] virtual Result<std::optional<IdempotencyRecord>> read(
       std::string_view request_id) = 0;
   // Waits (bounded) until the id is completed or gone; its record then
-  // (nullopt: gone, e.g. abandoned or its owner died). BUSY after `timeout`.
+  // (nullopt: gone, e.g. abandoned or its owner died). A timeout error after
+  // `timeout`.
   [[nodiscard]] Result<std::optional<IdempotencyRecord>> wait_settled(
       std::string_view request_id, std::chrono::milliseconds timeout);
 };

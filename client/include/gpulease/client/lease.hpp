@@ -134,8 +134,8 @@ class LeaseBuilder {
   }
 
   // Constraints on the device (checked against the node's HELLO on a single
-  // node, where a node that does not satisfy them answers UNSUPPORTED; used
-  // for placement on a fleet).
+  // node: a local UNSUPPORTED, unsent, when no device meets them; used for
+  // placement on a fleet).
   LeaseBuilder& min_compute_capability(uint8_t major, uint8_t minor) {
     min_cc_ = std::make_pair(major, minor);
     return *this;
@@ -154,9 +154,10 @@ class LeaseBuilder {
   // LEASE_ACQUIRE with a fresh random idempotency key, so a resend after a
   // reconnect returns the same lease instead of a second one.
   // Defaults: 64 MiB, 60 s, shared, any device.
-  // On a fleet: CAPACITY_EXCEEDED when no registered node satisfies the
-  // constraints or every candidate was full, kConnectionLost when every
-  // candidate was unreachable; the message lists what each candidate said.
+  // On a fleet: the node status CAPACITY_EXCEEDED when no registered node
+  // satisfies the constraints (as the directory says) or the candidates that
+  // answered were full, connection lost when every candidate was
+  // unreachable; the message lists what each candidate said.
   // Any other error from a node (a token it refuses, a bad argument) is
   // returned at once, naming the node.
   [[nodiscard]] Result<Lease> acquire() const;
