@@ -133,8 +133,9 @@ struct PlacementCandidate {
 [[nodiscard]] std::vector<PlacementCandidate> rank_candidates(const std::vector<FleetNode>& nodes,
                                                               const PlacementConstraints& c);
 
-// Whether placement moves on to the next candidate after `e` from a node
-// (CAPACITY_EXCEEDED, BUSY, connection lost/unreachable) rather than failing.
+// Whether placement moves on to the next candidate after `e` from a node:
+// the node said CAPACITY_EXCEEDED or BUSY, or it could not be reached in
+// time (connection lost, timeout). Anything else fails the placement.
 [[nodiscard]] bool placement_skips(const Error& e) noexcept;
 
 // ---- Directory sources --------------------------------------------------------
@@ -209,9 +210,9 @@ struct FleetImpl;
 
 class Fleet {
  public:
-  // Reads the directory from etcd and watches it. Errors: INVALID_ARGUMENT
-  // (a bad registry URL or fleet name, no registry given), kConnectionLost
-  // (no endpoint answered).
+  // Reads the directory from etcd and watches it. Errors: local
+  // INVALID_ARGUMENT (a bad registry URL or fleet name, no registry given),
+  // connection lost or timeout (no endpoint answered in time).
   [[nodiscard]] static Result<Fleet> open(FleetOptions options);
   // A fleet whose directory is `source` (started here).
   [[nodiscard]] static Result<Fleet> open(FleetOptions options,
@@ -234,8 +235,8 @@ class Fleet {
 
   // A connection to a registered node, shared by every user of this Fleet
   // (one socket per node). A cached connection that has given up
-  // reconnecting is replaced. kConnectionLost when the node cannot be
-  // reached; LEASE_NOT_FOUND-free: the node must be in the view.
+  // reconnecting is replaced. Connection lost when the node is not in the
+  // view or cannot be reached; the node's status when its HELLO fails.
   [[nodiscard]] Result<Connection> connect(const std::string& node_id) const;
   // Drops the cached connection to `node_id` (after it failed).
   void forget(const std::string& node_id) const;

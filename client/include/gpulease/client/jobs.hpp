@@ -31,7 +31,7 @@
 // Over a fleet (Options::fleet instead of nodes): each worker places its
 // lease with LeaseBuilder(fleet), spreading the job's leases over the nodes
 // (a node holding fewer of them comes first, then best fit). A node that dies
-// mid-job fails its chunks with kConnectionLost: they run again on leases
+// mid-job fails its chunks with a lost connection: they run again on leases
 // placed elsewhere (placement skips a node it cannot reach, and this job does
 // not place on a node again once a connection to it was lost while the
 // directory still lists other candidates).
