@@ -301,6 +301,8 @@ void run_run(const RunOptions& o) {
   }
   const uint64_t limit =
       conn ? conn->node_info().limits.max_payload_bytes : wire::Limits{}.max_payload_bytes;
+  const uint64_t max_arg_bytes =
+      conn ? conn->node_info().limits.max_arg_bytes : wire::Limits{}.max_arg_bytes;
   const wire::Bytes image = read_file(o.module, limit);
   const wire::Dim3 grid = parse_dim("--grid", o.grid);
   const wire::Dim3 block = parse_dim("--block", o.block);
@@ -316,7 +318,7 @@ void run_run(const RunOptions& o) {
       spec.data = std::move(*b);
     } else if (type == "bytes") {
       spec.data = parse_hex("--arg " + a, rest);
-      if (spec.data.size() > conn.node_info().limits.max_arg_bytes || spec.data.size() > 256)
+      if (spec.data.size() > max_arg_bytes || spec.data.size() > 256)
         fail("--arg " + a + ": a parameter is at most 256 bytes");
     } else if (type == "in") {
       spec.kind = ArgSpec::kIn;
