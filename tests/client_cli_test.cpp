@@ -461,7 +461,8 @@ TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
              {"{node}", node.address()},
              {"{lease}", lease},
              {"{ptx}", ptx_path},
-             {"{gptx}", std::string(GPULEASE_SOURCE_DIR) + "/kernels/ptx/globals.ptx"}}) {
+             {"{gptx}", std::string(GPULEASE_SOURCE_DIR) + "/kernels/ptx/globals.ptx"},
+             {"{registry}", have_etcd ? etcd.registry_url() : ""}}) {
       for (size_t at; (at = s.find(key)) != std::string::npos;) s.replace(at, key.size(), value);
     }
     return s;
