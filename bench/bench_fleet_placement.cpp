@@ -72,7 +72,8 @@ struct Fixture {
     srv->drain_and_stop();
     srv->wait();
   }
-  // The real node's record and n-1 that cannot take a 16 MiB lease.
+  // The real node's record and n-1 simulated ones of 8 devices, each with
+  // `other_free` bytes free plus a little (0: none can take a 16 MiB lease).
   std::vector<gl::FleetNode> directory(size_t n, uint64_t other_free) const {
     std::vector<gl::FleetNode> v;
     gl::FleetNode real;
@@ -88,7 +89,7 @@ struct Fixture {
       f.address = "127.0.0.1:1";
       f.devices.clear();
       for (uint16_t d = 0; d < 8; ++d)
-        f.devices.push_back({d, "sim", 8, 0, 80ull << 30, other_free + i * kMiB + d});
+        f.devices.push_back({d, "sim", 8, 0, 80ull << 30, other_free + i * 1024 + d});
       v.push_back(f);
     }
     return v;

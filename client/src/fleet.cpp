@@ -441,11 +441,14 @@ void Fleet::forget(const std::string& node_id) const {
 }
 
 std::vector<PlacementCandidate> Fleet::candidates(const PlacementConstraints& c) const {
+  const std::vector<FleetNode> snapshot = nodes();  // one copy of the view
   PlacementConstraints with = c;
-  for (const auto& n : nodes()) {
-    if (token_for(n.node_id).empty()) with.exclude.insert(n.node_id);
+  if (impl_->opts.token.empty()) {
+    for (const auto& n : snapshot) {
+      if (impl_->opts.node_tokens.count(n.node_id) == 0) with.exclude.insert(n.node_id);
+    }
   }
-  return rank_candidates(nodes(), with);
+  return rank_candidates(snapshot, with);
 }
 
 void Fleet::close() const {
