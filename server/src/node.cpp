@@ -568,7 +568,7 @@ void Node::reaper_loop() {
   }
 }
 
-void Node::shutdown() {
+void Node::shutdown(std::chrono::milliseconds ops_wait) {
   std::vector<std::shared_ptr<Lease>> all;
   {
     std::lock_guard lock(mu_);
@@ -592,7 +592,7 @@ void Node::shutdown() {
   for (auto& w : waits) w.wait();
   // Requests that got past the shutting-down check may still be posting to
   // the pool; wait (bounded) until every one is answered, then stop it.
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  auto until = std::chrono::steady_clock::now() + ops_wait;
   while (ops_in_progress_.load() > 0 && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

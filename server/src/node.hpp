@@ -66,9 +66,12 @@ class Node {
   void connection_opened(uint64_t conn_id);
   void connection_closed(uint64_t conn_id);
 
-  // Ends every lease (reason shutdown), waits until their contexts are
-  // destroyed, stops the reaper and the device pool. Idempotent.
-  void shutdown();
+  // Ends every lease (reason shutdown): running kernels stop within a slice
+  // and ops still queued on a lease are answered LEASE_EXPIRED; waits until
+  // their contexts are destroyed and (up to `ops_wait`) until every request
+  // that entered the node is answered; stops the reaper and the device
+  // pool. Idempotent.
+  void shutdown(std::chrono::milliseconds ops_wait = std::chrono::seconds(30));
 
   // Re-reads the revocation file (SIGHUP).
   [[nodiscard]] Result<void> reload_revocations();

@@ -80,20 +80,57 @@ LeaseExecutor::LeaseExecutor(Lease& lease, ExecutorEnv env, const DeviceInfo& de
 
 void LeaseExecutor::post(const wire::FrameHeader& h, std::shared_ptr<Bytes> body,
                          size_t payload_offset, ReplyFn reply) {
-  asio::post(strand_, [this, self = lease_.shared_from_this(), h, body = std::move(body),
-                       payload_offset, reply = std::move(reply)]() mutable {
-    Op op{h, ByteSpan(body->data() + payload_offset, h.payload_len), std::move(body),
-          std::move(reply)};
-    run(op);
+  const ByteSpan payload(body->data() + payload_offset, h.payload_len);
+  if (runs_inline(h, payload)) {
+    std::unique_lock lk(run_mu_, std::try_to_lock);
+    // Nothing of the lease queued or running: this op is next in its order.
+    if (lk.owns_lock() && queued_.load() == 0) {
+      run(Op{h, payload, std::move(body), std::move(reply)});
+      return;
+    }
+  }
+  defer([this, h, payload, body = std::move(body), reply = std::move(reply)]() mutable {
+    run(Op{h, payload, std::move(body), std::move(reply)});
+  });
+}
+
+bool LeaseExecutor::runs_inline(const wire::FrameHeader& h, ByteSpan payload) {
+  // Copies up to this size take microseconds; larger ones go to the strand
+  // so a network thread never spends long on one lease's bytes.
+  constexpr uint64_t kInlineCopyBytes = 64u << 10;
+  switch (h.opcode) {
+    case Opcode::kMemAlloc:
+    case Opcode::kMemFree:
+    case Opcode::kModuleUnload:
+    case Opcode::kLaunch:
+    case Opcode::kSync:
+      return true;
+    case Opcode::kMemWrite:
+      return payload.size() <= kInlineCopyBytes + 16;
+    case Opcode::kMemRead:
+      // handle u64, offset u64, length u32 (a malformed one is refused by
+      // the codec wherever it runs).
+      return payload.size() >= 20 && wire::load_le32(payload.data() + 16) <= kInlineCopyBytes;
+    default:
+      return false;  // MODULE_LOAD, GPU_SUBMIT: PTX to parse or compile
+  }
+}
+
+void LeaseExecutor::defer(std::function<void()> fn) {
+  queued_.fetch_add(1);
+  asio::post(strand_, [this, self = lease_.shared_from_this(), fn = std::move(fn)] {
+    std::lock_guard lk(run_mu_);
+    fn();
+    queued_.fetch_sub(1);
   });
 }
 
 void LeaseExecutor::after_queued(std::function<void()> fn) {
-  asio::post(strand_, [self = lease_.shared_from_this(), fn = std::move(fn)] { fn(); });
+  defer(std::move(fn));
 }
 
 void LeaseExecutor::end(std::function<void()> done) {
-  asio::post(strand_, [this, self = lease_.shared_from_this(), done = std::move(done)] {
+  defer([this, done = std::move(done)] {
     // Destroying the context cancels its launches and frees its memory,
     // modules and stream.
     ctx_.reset();
@@ -520,7 +557,7 @@ void LeaseExecutor::run_submit(wire::GpuSubmitRequest req, ReplyFn reply) {
   env_.metrics.launch_total.fetch_add(1, std::memory_order_relaxed);
   // Answers from the strand once every output read completed.
   auto finish = [this, l, temp, cleanup, reply] {
-    asio::post(strand_, [this, l, temp, cleanup, reply] {
+    defer([this, l, temp, cleanup, reply] {
       cleanup();
       std::optional<Error> e;
       {
@@ -534,7 +571,7 @@ void LeaseExecutor::run_submit(wire::GpuSubmitRequest req, ReplyFn reply) {
   };
   ctx.sync([this, l, temp, cleanup, finish, reply](Result<void> r) mutable {
     // Back onto the strand: the context is used only there.
-    asio::post(strand_, [this, l, temp, cleanup, finish, reply, r = std::move(r)]() mutable {
+    defer([this, l, temp, cleanup, finish, reply, r = std::move(r)]() mutable {
       env_.metrics.sync_total.fetch_add(1, std::memory_order_relaxed);
       if (!r) {
         env_.metrics.sync_errors.fetch_add(1, std::memory_order_relaxed);

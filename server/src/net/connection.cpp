@@ -433,10 +433,44 @@ awaitable<void> Connection::read_loop() {
           ByteSpan(b.data() + h.token_len, h.payload_len), cfg_.limits);
       if (m) promised = wire::kHeaderSize + uint64_t{m->length};
     }
-    while (reply_bytes_.load() > 0 && reply_bytes_.load() + promised > reply_bound()) {
-      const bool ok = co_await wait_signal();
-      if (!ok) co_return;
+    // The tenant's replies on all its connections are bounded too.
+    std::shared_ptr<ReplyBudget::Tenant> rtenant;
+    if (!tenant.empty()) {
+      if (!reply_tenant_ || tenant != reply_tenant_name_) {
+        reply_tenant_ = srv_.reply_budget().tenant(tenant);
+        reply_tenant_name_ = tenant;
+      }
+      rtenant = reply_tenant_;
     }
+    ReplyBudget::Charge promise_charge;  // the promise, charged to the tenant
+    uint64_t room_waiter = 0;
+    for (;;) {
+      const bool conn_full =
+          reply_bytes_.load() > 0 && reply_bytes_.load() + promised > reply_bound();
+      bool tenant_full = false;
+      if (!conn_full && rtenant) {
+        promise_charge = ReplyBudget::Charge::try_make(rtenant, promised);
+        tenant_full = !promise_charge;
+      }
+      if (!conn_full && !tenant_full) break;
+      if (tenant_full && room_waiter == 0) {
+        // Registered before the re-check, so no drop between the two is missed.
+        room_waiter = rtenant->add_waiter([w = weak_from_this()] {
+          if (auto s = w.lock()) asio::post(s->strand_, [s] { s->signal_.cancel(); });
+        });
+        continue;
+      }
+      // Waiting for replies (its own or the tenant's other connections')
+      // to be read: not idle.
+      waiting_reply_room_ = true;
+      const bool ok = co_await wait_signal();
+      waiting_reply_room_ = false;
+      if (!ok) {
+        if (room_waiter != 0) rtenant->remove_waiter(room_waiter);
+        co_return;
+      }
+    }
+    if (room_waiter != 0) rtenant->remove_waiter(room_waiter);
     // Counted before the draining check, so a drain that sees no request in
     // flight can be sure none is about to enter the node.
     inflight_.fetch_add(1);
@@ -453,14 +487,17 @@ awaitable<void> Connection::read_loop() {
     // again by the node, so expiry and revocation apply at dispatch.
     if (verified && Clock::now() - verified_at > kReverifyAfter) verified.reset();
     std::shared_ptr<Bytes> body(holder, &holder->bytes);
+    // The promise stays charged to the tenant until the reply is sent, or
+    // becomes the charge of its unsent bytes while it is queued.
+    auto promise = std::make_shared<ReplyBudget::Charge>(std::move(promise_charge));
     node_.handle(
         h, std::move(body), id_,
-        [self = shared_from_this(), h, raw_op, promised](Status s, Bytes p) {
+        [self = shared_from_this(), h, raw_op, promised, promise](Status s, Bytes p) {
           // Counted done before the reply can reach the client, so
           // a client that waits for each reply is never answered BUSY.
           self->inflight_.fetch_sub(1);
           self->srv_.inflight_total.fetch_sub(1);
-          self->send(h, raw_op, s, std::move(p), promised);
+          self->send(h, raw_op, s, std::move(p), promised, std::move(*promise));
           // Queued or sent: a half-closed connection may close after this.
           if (self->replies_owed_.fetch_sub(1) == 1 && self->eof_.load()) self->poke_strand();
         },
@@ -481,7 +518,7 @@ awaitable<void> Connection::watchdog() {
       auto idle_at = last_activity_ + std::chrono::milliseconds(cfg_.idle_timeout_ms);
       if (now >= idle_at) {
         // A client waiting for a long SYNC, or for its replies, is not idle.
-        if (inflight_.load() > 0 || !write_idle()) {
+        if (inflight_.load() > 0 || !write_idle() || waiting_reply_room_) {
           last_activity_ = now;
           idle_at = now + std::chrono::milliseconds(cfg_.idle_timeout_ms);
         } else {
@@ -510,7 +547,7 @@ awaitable<void> Connection::watchdog() {
 }
 
 void Connection::send(const wire::FrameHeader& req, uint16_t raw_opcode, Status s, Bytes payload,
-                      uint64_t promised) {
+                      uint64_t promised, ReplyBudget::Charge charge) {
   wire::FrameHeader h;
   h.opcode = static_cast<wire::Opcode>(raw_opcode);
   h.flags = wire::kFlagReply;
@@ -520,7 +557,7 @@ void Connection::send(const wire::FrameHeader& req, uint16_t raw_opcode, Status 
   OutFrame f;
   f.payload = std::move(payload);
   f.header = wire::encode_header(h, {}, f.payload);
-  queue_reply(std::move(f), promised);
+  queue_reply(std::move(f), promised, std::move(charge));
 }
 
 size_t Connection::send_now(const OutFrame& f) {
@@ -542,7 +579,7 @@ size_t Connection::send_now(const OutFrame& f) {
   return static_cast<size_t>(n);
 }
 
-void Connection::queue_reply(OutFrame f, uint64_t promised) {
+void Connection::queue_reply(OutFrame f, uint64_t promised, ReplyBudget::Charge charge) {
   std::unique_lock lock(wmu_);
   reply_bytes_.fetch_sub(std::min(reply_bytes_.load(), promised));
   if (sock_closed_) {
@@ -571,6 +608,8 @@ void Connection::queue_reply(OutFrame f, uint64_t promised) {
     f.sent = n;
   }
   reply_bytes_.fetch_add(f.size() - f.sent);
+  charge.resize(f.size() - f.sent);
+  f.charge = std::move(charge);
   outq_.push_back(std::move(f));
   if (writing_) return;
   writing_ = true;  // the strand's writer takes it from here
@@ -670,13 +709,16 @@ void Connection::maybe_close() {
 void Connection::do_close() {
   if (closed_) return;
   closed_ = true;
+  std::deque<OutFrame> unsent;  // gives its tenant charges back now
   {
     std::lock_guard lock(wmu_);
     sock_closed_ = true;
     asio::error_code ec;
     sock_.shutdown(tcp::socket::shutdown_both, ec);
     sock_.close(ec);
+    unsent.swap(outq_);
   }
+  unsent.clear();
   signal_.cancel();
   wd_timer_.cancel();
   node_.connection_closed(id_);
