@@ -344,7 +344,7 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
         lease_id, c.tenant, dev_index, req.min_vram, rsv.overhead(), req.exclusivity,
         (req.flags & wire::kAcquireReleaseOnDisconnect) != 0, conn_id);
     lease->exec = std::make_unique<LeaseExecutor>(
-        *lease, ExecutorEnv{cfg_, metrics_}, device_info(dev_index),
+        *lease, ExecutorEnv{cfg_, metrics_, take_buffer_}, device_info(dev_index),
         asio::make_strand(device_pool_.get_executor()), std::move(ctx).value());
     lease->expires_at_ms = expiry_for(req.ttl_s, c);
     lease->reservation = std::move(rsv);

@@ -76,6 +76,11 @@ class Node {
   // Re-reads the revocation file (SIGHUP).
   [[nodiscard]] Result<void> reload_revocations();
 
+  // Where MEM_READ replies get their buffers (the network layer's pool).
+  // REQUIRES: called before the first lease exists (the Server does it at
+  // construction).
+  void set_buffer_source(BufferSource take) { take_buffer_ = std::move(take); }
+
   [[nodiscard]] Metrics& metrics() noexcept { return metrics_; }
   [[nodiscard]] const NodeConfig& config() const noexcept { return cfg_; }
   [[nodiscard]] std::string_view backend_name() const { return backend_->name(); }
@@ -141,6 +146,7 @@ class Node {
   capability::Authority node_authority_;
   std::unique_ptr<capability::Verifier> verifier_;
   Metrics metrics_;
+  BufferSource take_buffer_;  // set once, before any lease
   asio::thread_pool device_pool_;
 
   std::unique_ptr<Admission> admission_;  // devices' and tenants' bytes (its own lock)

@@ -95,9 +95,10 @@ void LeaseExecutor::post(const wire::FrameHeader& h, std::shared_ptr<Bytes> body
 }
 
 bool LeaseExecutor::runs_inline(const wire::FrameHeader& h, ByteSpan payload) {
-  // Copies up to this size take microseconds; larger ones go to the strand
-  // so a network thread never spends long on one lease's bytes.
-  constexpr uint64_t kInlineCopyBytes = 64u << 10;
+  // A read's copy (and the reply's checksum) costs the network thread work
+  // in proportion to its length, which a small request did not pay for:
+  // reads up to this size run inline, larger ones on the strand.
+  constexpr uint64_t kInlineReadBytes = 64u << 10;
   switch (h.opcode) {
     case Opcode::kMemAlloc:
     case Opcode::kMemFree:
@@ -106,11 +107,13 @@ bool LeaseExecutor::runs_inline(const wire::FrameHeader& h, ByteSpan payload) {
     case Opcode::kSync:
       return true;
     case Opcode::kMemWrite:
-      return payload.size() <= kInlineCopyBytes + 16;
+      // Its copy costs less than reading and hashing the frame, which the
+      // network thread has just done: any size.
+      return true;
     case Opcode::kMemRead:
       // handle u64, offset u64, length u32 (a malformed one is refused by
       // the codec wherever it runs).
-      return payload.size() >= 20 && wire::load_le32(payload.data() + 16) <= kInlineCopyBytes;
+      return payload.size() >= 20 && wire::load_le32(payload.data() + 16) <= kInlineReadBytes;
     default:
       return false;  // MODULE_LOAD, GPU_SUBMIT: PTX to parse or compile
   }
@@ -295,7 +298,8 @@ void LeaseExecutor::mem_read(const Op& op) {
                            std::to_string(it->second) + "-byte buffer");
   }
   if (m->length == 0) return op.reply(Status::kOk, Bytes{});
-  auto out = std::make_shared<Bytes>(m->length);
+  auto out = std::make_shared<Bytes>(env_.take_buffer ? env_.take_buffer(m->length) : Bytes());
+  out->resize(m->length);  // a recycled buffer shrinks without a fill
   return ctx_->mem_read_async(it->first + m->offset, *out,
                               [reply = op.reply, out](Result<void> rd) {
                                 if (!rd) return reply_error(reply, rd.error());

@@ -78,10 +78,16 @@ class ReplayWindow {
   std::deque<Entry> entries_;
 };
 
+// A buffer for a reply of n bytes: size >= n, or empty with room for n
+// (e.g. recycled by the network layer, so a bulk MEM_READ does not fault in
+// fresh pages for every chunk). Empty function: a new vector each time.
+using BufferSource = std::function<wire::Bytes(size_t)>;
+
 // What an executor needs from the node; outlives every lease.
 struct ExecutorEnv {
   const NodeConfig& cfg;
   Metrics& metrics;
+  const BufferSource& take_buffer;
 };
 
 class LeaseExecutor {

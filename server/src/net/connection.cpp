@@ -595,6 +595,7 @@ void Connection::queue_reply(OutFrame f, uint64_t promised, ReplyBudget::Charge 
     const size_t n = send_now(f);
     if (n == f.size()) {
       lock.unlock();
+      srv_.body_pool().give(std::move(f.payload));
       node_.metrics().bytes_out.fetch_add(n, std::memory_order_relaxed);
       if (reader_waiting_.load() || eof_.load() || close_after_flush_.load()) poke_strand();
       return;
@@ -667,7 +668,10 @@ void Connection::on_written(const asio::error_code& ec, size_t n) {
   async_writing_ = false;
   node_.metrics().bytes_out.fetch_add(n, std::memory_order_relaxed);
   uint64_t sent = 0;
-  for (auto& f : wbatch_) sent += f.size() - f.sent;
+  for (auto& f : wbatch_) {
+    sent += f.size() - f.sent;
+    if (!ec) srv_.body_pool().give(std::move(f.payload));  // large ones are recycled
+  }
   wbatch_.clear();
   bool more = false;
   {

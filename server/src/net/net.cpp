@@ -51,7 +51,10 @@ Server::Server(Node& node, const NodeConfig& cfg)
       control_(asio::make_strand(io_)),
       acceptor_(control_),
       metrics_acceptor_(control_),
-      trim_timer_(control_) {}
+      trim_timer_(control_) {
+  // MEM_READ replies come from the body pool and go back to it once sent.
+  node_.set_buffer_source([pool = pool_](size_t n) { return pool->take(n); });
+}
 
 Server::~Server() {
   drain_and_stop();
