@@ -95,10 +95,7 @@ void LeaseExecutor::post(const wire::FrameHeader& h, std::shared_ptr<Bytes> body
 }
 
 bool LeaseExecutor::runs_inline(const wire::FrameHeader& h, ByteSpan payload) {
-  // A read's copy (and the reply's checksum) costs the network thread work
-  // in proportion to its length, which a small request did not pay for:
-  // reads up to this size run inline, larger ones on the strand.
-  constexpr uint64_t kInlineReadBytes = 64u << 10;
+  (void)payload;
   switch (h.opcode) {
     case Opcode::kMemAlloc:
     case Opcode::kMemFree:
@@ -107,13 +104,13 @@ bool LeaseExecutor::runs_inline(const wire::FrameHeader& h, ByteSpan payload) {
     case Opcode::kSync:
       return true;
     case Opcode::kMemWrite:
-      // Its copy costs less than reading and hashing the frame, which the
-      // network thread has just done: any size.
-      return true;
     case Opcode::kMemRead:
-      // handle u64, offset u64, length u32 (a malformed one is refused by
-      // the codec wherever it runs).
-      return payload.size() >= 20 && wire::load_le32(payload.data() + 16) <= kInlineReadBytes;
+      // Any size: the copy costs the network thread about what reading the
+      // frame (a write) or sending the reply (a read) costs it anyway, and
+      // a hand-off to the device pool costs more than the copy on a busy
+      // machine (docs/BENCHMARKS.md, issue 11). Queued behind a launch, the
+      // backend runs the copy on its own thread later.
+      return true;
     default:
       return false;  // MODULE_LOAD, GPU_SUBMIT: PTX to parse or compile
   }

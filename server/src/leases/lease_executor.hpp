@@ -8,7 +8,7 @@
 // "on the strand": on a strand task, or inline on post()'s caller, and always
 // with run_mu_ held, so one op of a lease runs at a time and sees every
 // earlier op's effects. post(), end() and after_queued() may be called from
-// any thread. post() runs a short op (see runs_inline()) on the caller's
+// any thread. post() runs an op (see runs_inline()) on the caller's
 // thread when nothing of the lease is queued or running on the strand, so
 // the op keeps its place in the lease's order without a thread hop; the
 // backend still orders it after the lease's launches (stream order).
@@ -123,8 +123,8 @@ class LeaseExecutor {
     std::shared_ptr<wire::Bytes> body;  // keeps `payload` alive
     ReplyFn reply;
   };
-  // Short ops: no PTX to parse, no large copy; the backend never blocks
-  // them on device work.
+  // Ops that may run on post()'s caller: no PTX to parse or compile, and
+  // the backend never blocks them on device work.
   static bool runs_inline(const wire::FrameHeader& h, wire::ByteSpan payload);
   // Queues `fn` on the strand; it runs with run_mu_ held.
   void defer(std::function<void()> fn);
