@@ -104,6 +104,7 @@ awaitable<void> Connection::session() {
     // The reader ends at a read error, the peer's half-close, a frame after
     // which the stream cannot be trusted, or when the watchdog closes.
     co_await (read_loop() || watchdog());
+    uncork();
     if (!closed_ && !eof_ && !close_after_flush_) do_close();
     if (!closed_) {
       // Half-close or fatal frame: send what is owed (bounded by the
@@ -127,6 +128,7 @@ awaitable<void> Connection::wait_closed() {
 }
 
 awaitable<bool> Connection::wait_signal() {
+  uncork();
   asio::error_code ec;
   reader_waiting_ = true;
   signal_.expires_at(Clock::time_point::max());
@@ -161,6 +163,7 @@ awaitable<bool> Connection::fill(size_t n) {
       wpos_ -= rpos_;
       rpos_ = 0;
     }
+    uncork();
     asio::error_code ec;
     size_t got =
         co_await sock_.async_read_some(asio::buffer(in_.data() + wpos_, in_.size() - wpos_),
@@ -405,6 +408,7 @@ awaitable<void> Connection::read_loop() {
         if (!ok) co_return;
         continue;
       }
+      uncork();
       asio::error_code ec;
       size_t got = co_await sock_.async_read_some(asio::buffer(b.data() + off, room),
                                                   asio::redirect_error(use_awaitable, ec));
@@ -487,6 +491,10 @@ awaitable<void> Connection::read_loop() {
     // again by the node, so expiry and revocation apply at dispatch.
     if (verified && Clock::now() - verified_at > kReverifyAfter) verified.reset();
     std::shared_ptr<Bytes> body(holder, &holder->bytes);
+    // A reply made inline while the next frame's header is already here is
+    // queued, not sent: the replies to a pipelined burst go out in one
+    // gathered write when the reader next waits (uncork()).
+    corked_ = buffered() >= wire::kHeaderSize;
     // The promise stays charged to the tenant until the reply is sent, or
     // becomes the charge of its unsent bytes while it is queued.
     auto promise = std::make_shared<ReplyBudget::Charge>(std::move(promise_charge));
@@ -502,6 +510,8 @@ awaitable<void> Connection::read_loop() {
           if (self->replies_owed_.fetch_sub(1) == 1 && self->eof_.load()) self->poke_strand();
         },
         verified ? &*verified : nullptr);
+    corked_ = false;
+    if (buffered() < wire::kHeaderSize) uncork();
   }
 }
 
@@ -587,7 +597,10 @@ void Connection::queue_reply(OutFrame f, uint64_t promised, ReplyBudget::Charge 
     poke_strand();
     return;
   }
-  if (!writing_ && outq_.empty()) {
+  // The reader is in Node::handle with more frames buffered: queue it for
+  // the gathered write that uncork() starts. (corked_ is the strand's.)
+  const bool cork = strand_.running_in_this_thread() && corked_;
+  if (!writing_ && outq_.empty() && !cork) {
     // Nothing ahead of it: send it now from this thread, so a reply made on
     // the device pool goes out without a hop to the connection's strand.
     // SECURITY: under wmu_, so the socket cannot be closed (and its
@@ -612,7 +625,7 @@ void Connection::queue_reply(OutFrame f, uint64_t promised, ReplyBudget::Charge 
   charge.resize(f.size() - f.sent);
   f.charge = std::move(charge);
   outq_.push_back(std::move(f));
-  if (writing_) return;
+  if (writing_ || cork) return;
   writing_ = true;  // the strand's writer takes it from here
   lock.unlock();
   if (strand_.running_in_this_thread()) {
@@ -620,6 +633,14 @@ void Connection::queue_reply(OutFrame f, uint64_t promised, ReplyBudget::Charge 
   } else {
     asio::post(strand_, [self = shared_from_this()] { self->start_write(); });
   }
+}
+
+void Connection::uncork() {
+  std::unique_lock lock(wmu_);
+  if (writing_ || outq_.empty() || sock_closed_) return;
+  writing_ = true;
+  lock.unlock();
+  start_write();
 }
 
 void Connection::poke_strand() {

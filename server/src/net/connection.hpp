@@ -120,6 +120,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // (a non-blocking send under wmu_), else queues it for the strand's writer.
   void queue_reply(OutFrame f, uint64_t promised, ReplyBudget::Charge charge = {});
   [[nodiscard]] size_t send_now(const OutFrame& f);  // REQUIRES: wmu_ held
+  // Starts the writer on replies queued while corked. REQUIRES: on the strand.
+  void uncork();
   void poke_strand();  // wakes a waiting reader and re-checks closing, on the strand
   [[nodiscard]] bool write_idle() const;
   // REQUIRES: on the strand.
@@ -146,6 +148,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string reply_tenant_name_;
   std::shared_ptr<ReplyBudget::Tenant> reply_tenant_;
   bool waiting_reply_room_ = false;  // the reader waits for its tenant's replies to drain
+  bool corked_ = false;  // in Node::handle with the next frame's header buffered
   std::atomic<bool> eof_{false};  // the peer half-closed
   asio::steady_timer signal_;     // wakes the reader (budget room, replies drained)
   std::atomic<bool> reader_waiting_{false};
