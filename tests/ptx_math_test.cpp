@@ -98,6 +98,7 @@ struct Fn {
   double ulps;      // documented maximum error
   LD lo, hi;        // domain of the generated inputs
   bool log_scale;   // inputs spread over magnitudes rather than uniformly
+  LD abs_bound = 0;  // > 0: the documented bound is this absolute error, not `ulps`
 };
 
 std::vector<Fn> functions() {
@@ -146,13 +147,21 @@ std::vector<Fn> functions() {
       {"normcdfinvf", false, 1, u(normcdfinv_ref), 5, 0.001L, 0.999L, false},
       {"sinpif", false, 1, u(sinpi_ref), 1, -1e4L, 1e4L, false},
       {"cospif", false, 1, u(cospi_ref), 1, -1e4L, 1e4L, false},
-      // lgammaf: 6 ulps outside -10.001..-2.264; Bessel functions: 9 ulps for
-      // |x| < 8 (an absolute bound beyond, not checked here).
+      // lgammaf: 6 ulps outside -10.001..-2.264. Bessel functions: 9 ulps for
+      // |x| < 8, else 2.2e-6 absolute; jnf 2.2e-6 absolute (documented for
+      // n = 128); ynf ceil(2 + 2.5 n) ulps for |x| < n, else 2.2e-6 absolute.
       {"lgammaf", false, 1, u([](LD x) { return std::lgamma(x); }), 6, -2.26L, 40, false},
       {"j0f", false, 1, u([](LD x) { return ::j0l(x); }), 9, -8, 8, false},
       {"j1f", false, 1, u([](LD x) { return ::j1l(x); }), 9, -8, 8, false},
       {"y0f", false, 1, u([](LD x) { return ::y0l(x); }), 9, 0.01L, 8, false},
       {"y1f", false, 1, u([](LD x) { return ::y1l(x); }), 9, 0.01L, 8, false},
+      {"j0f", false, 1, u([](LD x) { return ::j0l(x); }), 0, 8, 1e4L, true, 2.2e-6L},
+      {"j1f", false, 1, u([](LD x) { return ::j1l(x); }), 0, -1e4L, -8, false, 2.2e-6L},
+      {"y0f", false, 1, u([](LD x) { return ::y0l(x); }), 0, 8, 1e4L, true, 2.2e-6L},
+      {"y1f", false, 1, u([](LD x) { return ::y1l(x); }), 0, 8, 1e4L, true, 2.2e-6L},
+      {"jnf5", false, 1, u([](LD x) { return ::jnl(5, x); }), 0, -200, 200, false, 2.2e-6L},
+      {"ynf5", false, 1, u([](LD x) { return ::ynl(5, x); }), 15, 0.5L, 5, false},
+      {"ynf5", false, 1, u([](LD x) { return ::ynl(5, x); }), 0, 5, 200, false, 2.2e-6L},
       {"nextafterf", false, 2,
        b([](LD x, LD z) { return LD(std::nextafter(float(x), float(z))); }), 0, -1e30L, 1e30L,
        true},
@@ -208,8 +217,20 @@ std::vector<Fn> functions() {
       {"normcdfinv", true, 1, u(normcdfinv_ref), 8, 0.001L, 0.999L, false},
       {"sinpi", true, 1, u(sinpi_ref), 2, -1e6L, 1e6L, false},
       {"cospi", true, 1, u(cospi_ref), 2, -1e6L, 1e6L, false},
-      // lgamma: 4 ulps outside -11.0001..-2.2637.
+      // lgamma: 4 ulps outside an interval of negative inputs ending at -2.2637.
+      // Bessel functions: 7 ulps for |x| < 8, else 5e-12 absolute; jn 5e-12
+      // absolute (documented for n = 128); yn 5e-12 absolute for |x| > 1.5 n.
       {"lgamma", true, 1, u([](LD x) { return std::lgamma(x); }), 4, -2.26L, 1e4L, false},
+      {"j0", true, 1, u([](LD x) { return ::j0l(x); }), 7, -8, 8, false},
+      {"j1", true, 1, u([](LD x) { return ::j1l(x); }), 7, -8, 8, false},
+      {"y0", true, 1, u([](LD x) { return ::y0l(x); }), 7, 0.01L, 8, false},
+      {"y1", true, 1, u([](LD x) { return ::y1l(x); }), 7, 0.01L, 8, false},
+      {"j0", true, 1, u([](LD x) { return ::j0l(x); }), 0, 8, 1e6L, true, 5e-12L},
+      {"j1", true, 1, u([](LD x) { return ::j1l(x); }), 0, -1e6L, -8, false, 5e-12L},
+      {"y0", true, 1, u([](LD x) { return ::y0l(x); }), 0, 8, 1e6L, true, 5e-12L},
+      {"y1", true, 1, u([](LD x) { return ::y1l(x); }), 0, 8, 1e6L, true, 5e-12L},
+      {"jn5", true, 1, u([](LD x) { return ::jnl(5, x); }), 0, -200, 200, false, 5e-12L},
+      {"yn5", true, 1, u([](LD x) { return ::ynl(5, x); }), 0, 7.5L, 200, false, 5e-12L},
       {"nextafter", true, 2,
        b([](LD x, LD z) { return LD(std::nextafter(double(x), double(z))); }), 0, -1e300L, 1e300L,
        true},
@@ -313,7 +334,11 @@ TEST_P(MathApi, EveryFunctionWithinItsDocumentedUlpBound) {
     int at = 0;
     for (int i = 0; i < kN; ++i) {
       LD e;
-      if (fast) {
+      if (f.abs_bound > 0) {
+        // An absolute bound: in its units, so `bound` below is 1.
+        e = std::isfinite(refs[i]) ? std::fabs(got[i] - refs[i]) / f.abs_bound
+                                   : ulp_error<double>(double(got[i]), refs[i]);
+      } else if (fast) {
         // Intrinsics: a relative bound (plus an absolute floor near zero).
         if (std::isnan(refs[i]) || std::isinf(refs[i]))
           e = ulp_error<double>(double(got[i]), refs[i]);
@@ -328,7 +353,7 @@ TEST_P(MathApi, EveryFunctionWithinItsDocumentedUlpBound) {
         at = i;
       }
     }
-    const LD bound = fast ? 1 : LD(f.ulps);
+    const LD bound = fast || f.abs_bound > 0 ? 1 : LD(f.ulps);
     // Results of the fast-math variants are skipped where the intrinsic is
     // documented only on a narrower range than the generated inputs.
     const bool fast_exempt = fast && (f.name == "sinf" || f.name == "cosf" || f.name == "tanf" ||
