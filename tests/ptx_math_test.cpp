@@ -38,7 +38,8 @@ template <typename T>
 LD ulp_error(T y, LD r) {
   if (std::isnan(r)) return std::isnan(y) ? 0 : INFINITY;
   const T rounded = static_cast<T>(r);  // nearest, overflowing to infinity
-  if (std::isinf(rounded)) return (std::isinf(y) && std::signbit(y) == std::signbit(rounded)) ? 0 : INFINITY;
+  if (std::isinf(rounded))
+    return (std::isinf(y) && std::signbit(y) == std::signbit(rounded)) ? 0 : INFINITY;
   if (std::isnan(y) || std::isinf(y)) return INFINITY;
   if (y == rounded) return 0;
   return std::fabs(LD(y) - LD(rounded)) / ulp_of<T>(LD(rounded));
@@ -95,9 +96,9 @@ struct Fn {
   bool dbl;          // double-precision
   int arity;
   std::function<LD(LD, LD)> ref;
-  double ulps;      // documented maximum error
-  LD lo, hi;        // domain of the generated inputs
-  bool log_scale;   // inputs spread over magnitudes rather than uniformly
+  double ulps;       // documented maximum error
+  LD lo, hi;         // domain of the generated inputs
+  bool log_scale;    // inputs spread over magnitudes rather than uniformly
   LD abs_bound = 0;  // > 0: the documented bound is this absolute error, not `ulps`
 };
 
@@ -162,9 +163,8 @@ std::vector<Fn> functions() {
       {"jnf5", false, 1, u([](LD x) { return ::jnl(5, x); }), 0, -200, 200, false, 2.2e-6L},
       {"ynf5", false, 1, u([](LD x) { return ::ynl(5, x); }), 15, 0.5L, 5, false},
       {"ynf5", false, 1, u([](LD x) { return ::ynl(5, x); }), 0, 5, 200, false, 2.2e-6L},
-      {"nextafterf", false, 2,
-       b([](LD x, LD z) { return LD(std::nextafter(float(x), float(z))); }), 0, -1e30L, 1e30L,
-       true},
+      {"nextafterf", false, 2, b([](LD x, LD z) { return LD(std::nextafter(float(x), float(z))); }),
+       0, -1e30L, 1e30L, true},
       {"powf", false, 2, b([](LD x, LD z) { return std::pow(x, z); }), 4, 0.01L, 50, false},
       {"atan2f", false, 2, b([](LD x, LD z) { return std::atan2(x, z); }), 3, -1e3L, 1e3L, false},
       {"fmodf", false, 2, b([](LD x, LD z) { return std::fmod(x, z); }), 0, -1e6L, 1e6L, false},
@@ -231,9 +231,8 @@ std::vector<Fn> functions() {
       {"y1", true, 1, u([](LD x) { return ::y1l(x); }), 0, 8, 1e6L, true, 5e-12L},
       {"jn5", true, 1, u([](LD x) { return ::jnl(5, x); }), 0, -200, 200, false, 5e-12L},
       {"yn5", true, 1, u([](LD x) { return ::ynl(5, x); }), 0, 7.5L, 200, false, 5e-12L},
-      {"nextafter", true, 2,
-       b([](LD x, LD z) { return LD(std::nextafter(double(x), double(z))); }), 0, -1e300L, 1e300L,
-       true},
+      {"nextafter", true, 2, b([](LD x, LD z) { return LD(std::nextafter(double(x), double(z))); }),
+       0, -1e300L, 1e300L, true},
       {"pow", true, 2, b([](LD x, LD z) { return std::pow(x, z); }), 2, 0.01L, 100, false},
       {"atan2", true, 2, b([](LD x, LD z) { return std::atan2(x, z); }), 2, -1e3L, 1e3L, false},
       {"fmod", true, 2, b([](LD x, LD z) { return std::fmod(x, z); }), 0, -1e12L, 1e12L, false},
@@ -356,19 +355,20 @@ TEST_P(MathApi, EveryFunctionWithinItsDocumentedUlpBound) {
     const LD bound = fast || f.abs_bound > 0 ? 1 : LD(f.ulps);
     // Results of the fast-math variants are skipped where the intrinsic is
     // documented only on a narrower range than the generated inputs.
-    const bool fast_exempt = fast && (f.name == "sinf" || f.name == "cosf" || f.name == "tanf" ||
-                                      f.name == "powf" || f.name == "exp10f" || f.name == "expf" ||
-                                      f.name == "exp2f" || f.name == "log10f" || f.name == "logf" ||
-                                      f.name == "log2f" || f.name == "sinhf" || f.name == "coshf" ||
-                                      f.name == "tanhf" || f.name == "rsqrtf" || f.name == "rcbrtf" ||
-                                      f.name == "atan2f" || f.name == "hypotf" || f.name == "sqrtf" ||
-                                      f.name == "log1pf" || f.name == "expm1f" || f.name == "fmodf" ||
-                                      f.name == "tgammaf" || f.name == "asinhf" || f.name == "acoshf" ||
-                                      f.name == "erfcf" || f.name == "erfcinvf" || f.name == "normcdff" ||
-                                      f.name == "normcdfinvf");
+    const bool fast_exempt =
+        fast &&
+        (f.name == "sinf" || f.name == "cosf" || f.name == "tanf" || f.name == "powf" ||
+         f.name == "exp10f" || f.name == "expf" || f.name == "exp2f" || f.name == "log10f" ||
+         f.name == "logf" || f.name == "log2f" || f.name == "sinhf" || f.name == "coshf" ||
+         f.name == "tanhf" || f.name == "rsqrtf" || f.name == "rcbrtf" || f.name == "atan2f" ||
+         f.name == "hypotf" || f.name == "sqrtf" || f.name == "log1pf" || f.name == "expm1f" ||
+         f.name == "fmodf" || f.name == "tgammaf" || f.name == "asinhf" || f.name == "acoshf" ||
+         f.name == "erfcf" || f.name == "erfcinvf" || f.name == "normcdff" ||
+         f.name == "normcdfinvf");
     if (worst > bound && !fast_exempt) {
       char buf[256];
-      std::snprintf(buf, sizeof buf, "%s: %.3Lg (bound %.3Lg) at x=%.17Lg z=%.17Lg: got %.17Lg want %.17Lg\n",
+      std::snprintf(buf, sizeof buf,
+                    "%s: %.3Lg (bound %.3Lg) at x=%.17Lg z=%.17Lg: got %.17Lg want %.17Lg\n",
                     f.name.c_str(), worst, bound, f.dbl ? LD(double(xs[at])) : LD(float(xs[at])),
                     f.dbl ? LD(double(zs[at])) : LD(float(zs[at])), got[at], refs[at]);
       report += buf;
