@@ -3,6 +3,10 @@
 // files), in both human and --json output; global options before and after
 // the subcommand; and every `gpulease` command line the README and docs/*.md
 // show, run as written (or, for a synopsis, as a filled-in instance).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <nlohmann/json.hpp>
 
 #include <cstring>
@@ -259,6 +263,37 @@ TEST(ClientCli, LeaseAcquireRejectsADeviceIndexOutOfRange) {
   auto r = node.run(bin("gpulease") + " lease acquire --device 70000");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("--device"), std::string::npos) << r.err;
+}
+
+TEST(ClientCli, ATimeoutSaysTimeoutAndAnUnreachableNodeSaysSoWithTheirOwnExitStatus) {
+  NodeProcess node;
+  const std::string g = bin("gpulease");
+  // Listens and never accepts: the handshake completes, HELLO gets no reply.
+  const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(l, 4), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+  const std::string silent = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  auto slow = node.run(g + " --node " + silent + " --timeout 0.1 info");
+  EXPECT_EQ(slow.status, 4) << slow.err;
+  EXPECT_NE(slow.err.find("TIMEOUT"), std::string::npos) << slow.err;
+  EXPECT_EQ(slow.err.find("BUSY"), std::string::npos) << slow.err;
+  ::close(l);
+  // Nothing listens there any more: the node cannot be reached.
+  auto gone = node.run(g + " --node " + silent + " info");
+  EXPECT_EQ(gone.status, 3) << gone.err;
+  EXPECT_NE(gone.err.find("CONNECTION_LOST"), std::string::npos) << gone.err;
+  // A refusal by the node stays exit status 1, named by its status.
+  auto refused = node.run(g + " lease query 12345");
+  EXPECT_EQ(refused.status, 1) << refused.err;
+  EXPECT_NE(refused.err.find("LEASE_NOT_FOUND"), std::string::npos) << refused.err;
+  auto bad = node.run(g + " --timeout -1 info");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("--timeout"), std::string::npos) << bad.err;
 }
 
 TEST(ClientCli, GlobalOptionsWorkBeforeOrAfterTheSubcommand) {
