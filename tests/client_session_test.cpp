@@ -221,9 +221,9 @@ TEST_F(ClientSession, ModuleGlobalsAreWrittenReadAndPassedAsPointers) {
   ASSERT_TRUE(s.write_global(terms, as_byte_vector(std::vector<int32_t>{2})).ok());
   // More than the variable holds is refused before anything is sent.
   auto over = s.write_global(terms, as_byte_vector(std::vector<int32_t>{1, 2}));
-  EXPECT_EQ(over.status(), Status::kInvalidArgument);
+  EXPECT_EQ(over.status(), client::ClientStatus::local(Status::kInvalidArgument));
   EXPECT_EQ(s.write_global(table, as_byte_vector(std::vector<float>{1.0f}), 64).status(),
-            Status::kInvalidArgument);
+            client::ClientStatus::local(Status::kInvalidArgument));
   const uint32_t n = 300;
   std::vector<float> x(n);
   for (uint32_t i = 0; i < n; ++i) x[i] = static_cast<float>(i);
@@ -245,8 +245,8 @@ TEST_F(ClientSession, ModuleGlobalsAreWrittenReadAndPassedAsPointers) {
   EXPECT_EQ(floats(unwrap(s.read_global(table))), coeffs);
   auto none = s.module_global(m, "nope");
   EXPECT_EQ(none.status(), Status::kInvalidArgument);
-  EXPECT_NE(none.error().message.find("MODULE_GLOBAL 'nope'"), std::string::npos)
-      << none.error().message;
+  EXPECT_NE(none.error().message().find("MODULE_GLOBAL 'nope'"), std::string::npos)
+      << none.error().message();
   ASSERT_TRUE(s.module_unload(m).ok());
   EXPECT_EQ(s.read_global(count).status(), Status::kInvalidHandle);
   EXPECT_EQ(s.module_global(m, "kTable").status(), Status::kInvalidHandle);
