@@ -45,7 +45,7 @@ Bytes reference(ByteSpan raw) {
 }
 
 // One segment on one session: upload, three kernels, one sync, read back.
-gpulease::Result<Bytes> run_pipeline(gl::ChunkContext& c, const std::string& ptx) {
+gl::Result<Bytes> run_pipeline(gl::ChunkContext& c, const std::string& ptx) {
   gl::Session& s = c.session();
   auto module = c.module("pipeline", gpulease::wire::as_bytes(ptx));  // once per lease
   if (!module) return std::move(module).error();
@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
                     r ? "ok" : gl::describe(r.error()).c_str());
       }
     };
-    o.on_retry = [](size_t index, const gpulease::Error& e) {
+    o.on_retry = [](size_t index, const gl::Error& e) {
       std::printf("recipe 34: segment %zu will be retried on a fresh lease (%s)\n", index,
                   gl::describe(e).c_str());
     };

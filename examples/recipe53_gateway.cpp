@@ -91,7 +91,7 @@ class Gateway {
  public:
   Gateway(gl::Connection conn, std::string ptx) : conn_(std::move(conn)), ptx_(std::move(ptx)) {}
 
-  gpulease::Result<InferenceResponse> handle(const InferenceRequest& req) {
+  gl::Result<InferenceResponse> handle(const InferenceRequest& req) {
     if (req.input.size() != kInDim) {  // input bound, before anything is leased
       return gpulease::make_error(Status::kInvalidArgument,
                                   "input must have " + std::to_string(kInDim) + " values");
@@ -115,7 +115,7 @@ class Gateway {
   }
 
  private:
-  gpulease::Result<InferenceResponse> serve(const InferenceRequest& req) {
+  gl::Result<InferenceResponse> serve(const InferenceRequest& req) {
     InferenceResponse resp;
     resp.request_id = req.request_id;
     auto t = Clock::now();
@@ -244,7 +244,7 @@ int main(int argc, char** argv) {
     for (const auto& req : requests) {
       auto r = gateway.handle(req);
       if (!r) {
-        const bool duplicate = r.error().message.rfind("duplicate request", 0) == 0;
+        const bool duplicate = r.error().message().rfind("duplicate request", 0) == 0;
         std::printf("recipe 53: %s: %s%s\n", req.request_id.c_str(),
                     gl::describe(r.error()).c_str(),
                     duplicate ? " (refused by the idempotency store, as expected)" : "");

@@ -19,8 +19,8 @@
 
 namespace gl = gpulease::client;
 using gl::unwrap;
-using gpulease::Error;
-using gpulease::Result;
+using gl::Error;
+using gl::Result;
 using gpulease::Status;
 using gpulease::wire::Bytes;
 
@@ -80,9 +80,9 @@ class ModelInstance {
       const uint64_t lost_id = lease_->lease_id();
       lock.unlock();
       reacquire(lost_id);
-      return Error{r.error().status, spec_.name + ": its lease " + std::to_string(lost_id) +
+      return Error(r.error().status(), spec_.name + ": its lease " + std::to_string(lost_id) +
                                          " ended (" + gl::describe(r.error()) +
-                                         "); reacquired, retry the request"};
+                                         "); reacquired, retry the request");
     }
     return r;
   }

@@ -44,8 +44,11 @@ TEST(ClientConnection, ConnectingToAClosedPortIsConnectionLost) {
   o.node = {"127.0.0.1", port};
   auto c = Connection::connect(o);
   ASSERT_FALSE(c.ok());
-  EXPECT_EQ(c.status(), client::kConnectionLost);
-  EXPECT_EQ(client::status_string(c.status()), "CONNECTION_LOST");
+  EXPECT_TRUE(c.error().is_connection_lost());
+  EXPECT_EQ(c.status(), client::ClientStatus::connection_lost());
+  EXPECT_FALSE(c.error().node_status().has_value());
+  EXPECT_EQ(c.error().to_string().rfind("CONNECTION_LOST: cannot connect", 0), 0u)
+      << c.error().to_string();
 }
 
 TEST(ClientConnection, ConnectParsesNodeAndTokenText) {
@@ -57,7 +60,10 @@ TEST(ClientConnection, ConnectParsesNodeAndTokenText) {
   EXPECT_EQ(a->host, "::1");
   EXPECT_EQ(a->str(), "[::1]:7070");
   auto bad = Connection::connect("127.0.0.1:1", "not-a-token");
-  EXPECT_EQ(bad.status(), Status::kUnauthenticated);
+  // Found by the library before anything is sent: a local error.
+  EXPECT_EQ(bad.status(), client::ClientStatus::local(Status::kUnauthenticated));
+  EXPECT_TRUE(bad.error().is_local(Status::kUnauthenticated));
+  EXPECT_NE(bad.status(), Status::kUnauthenticated);  // not the node's answer
 }
 
 // The tree's one HOST:PORT parser (wire/host_port.hpp), as the client's
@@ -92,14 +98,17 @@ TEST(ClientConnection, ALeaseIdThatBreaksTheOpcodesLeaseRuleIsRefusedUnsent) {
   client::RequestOptions with_lease;
   with_lease.lease_id = 7;
   auto list = conn.call(Opcode::kLeaseList, wire::encode_payload(wire::Empty{}), with_lease);
-  EXPECT_EQ(list.status(), Status::kInvalidArgument);
-  EXPECT_NE(list.error().message.find("must be 0"), std::string::npos) << list.error().message;
+  EXPECT_EQ(list.status(), client::ClientStatus::local(Status::kInvalidArgument));
+  EXPECT_NE(list.error().message().find("must be 0"), std::string::npos)
+      << list.error().message();
   auto alloc = conn.call(Opcode::kMemAlloc, wire::encode_payload(wire::MemAllocRequest{64}));
-  EXPECT_EQ(alloc.status(), Status::kInvalidArgument);
-  EXPECT_NE(alloc.error().message.find("lease_id required"), std::string::npos)
-      << alloc.error().message;
+  EXPECT_TRUE(alloc.error().is_local(Status::kInvalidArgument)) << alloc.error().to_string();
+  EXPECT_NE(alloc.error().message().find("lease_id required"), std::string::npos)
+      << alloc.error().message();
   auto unknown = conn.call(static_cast<Opcode>(0x7777), {});
-  EXPECT_EQ(unknown.status(), Status::kInvalidArgument);
+  EXPECT_EQ(unknown.status(), client::ClientStatus::local(Status::kInvalidArgument));
+  EXPECT_EQ(unknown.error().to_string().rfind("INVALID_ARGUMENT (local): ", 0), 0u)
+      << unknown.error().to_string();
   EXPECT_EQ(conn.stats().requests, before);  // none went out
   EXPECT_TRUE(conn.ping().ok());
 }
@@ -112,8 +121,14 @@ TEST(ClientConnection, ErrorRepliesCarryTheWireStatusAndTheNodesMessage) {
   lease.detach();
   ASSERT_FALSE(q.ok());
   EXPECT_EQ(q.status(), Status::kLeaseNotFound);
-  EXPECT_NE(q.error().message.find("LEASE_QUERY"), std::string::npos) << q.error().message;
-  EXPECT_NE(q.error().message.find("12345"), std::string::npos) << q.error().message;
+  EXPECT_TRUE(q.error().is_node_status(Status::kLeaseNotFound));
+  EXPECT_EQ(q.error().kind(), client::StatusKind::kNodeStatus);
+  EXPECT_EQ(q.error().node_status(), Status::kLeaseNotFound);
+  EXPECT_TRUE(q.error().is_lease_lost());
+  EXPECT_NE(q.error().message().find("LEASE_QUERY"), std::string::npos) << q.error().message();
+  EXPECT_NE(q.error().message().find("12345"), std::string::npos) << q.error().message();
+  EXPECT_EQ(q.error().to_string().rfind("LEASE_NOT_FOUND: LEASE_QUERY", 0), 0u)
+      << q.error().to_string();
 }
 
 TEST(ClientConnection, PipelinedRequestsStayWithinTheNodesInflightLimit) {
@@ -272,7 +287,7 @@ TEST(ClientConnection, ClosedConnectionFailsRequestsAsConnectionLost) {
   conn.close();
   auto r = conn.ping();
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status(), client::kConnectionLost);
+  EXPECT_TRUE(r.error().is_connection_lost()) << r.error().to_string();
 }
 
 TEST(ClientConnection, APayloadOverTheNodesLimitFailsWithFrameTooLargeWithoutBeingSent) {
@@ -283,7 +298,8 @@ TEST(ClientConnection, APayloadOverTheNodesLimitFailsWithFrameTooLargeWithoutBei
   const auto before = conn.stats().requests;
   auto r = conn.call(Opcode::kPing, Bytes(limit + 1));
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status(), Status::kFrameTooLarge) << client::describe(r.error());
+  EXPECT_EQ(r.status(), client::ClientStatus::local(Status::kFrameTooLarge))
+      << r.error().to_string();
   EXPECT_EQ(conn.stats().requests, before);  // refused before it went out
   EXPECT_TRUE(conn.ping().ok());             // and the connection is unharmed
 }
@@ -375,7 +391,81 @@ TEST(ClientConnection, CloseReturnsWhileASenderIsStuckOnANodeThatStopsReading) {
   }
   closer.join();
   sender.join();
-  EXPECT_EQ(conn.ping().status(), client::kConnectionLost);
+  EXPECT_EQ(conn.ping().status(), client::ClientStatus::connection_lost());
+}
+
+TEST(ClientConnection, ANodeThatDoesNotAnswerIsATimeoutNotBusy) {
+  DeafNode node;
+  client::ConnectOptions o;
+  o.reconnect_attempts = 0;
+  auto conn = connect_client(node.port(), {}, o);
+  client::RequestOptions ro;
+  ro.timeout = std::chrono::milliseconds(50);
+  auto r = conn.call(Opcode::kPing, wire::encode_payload(wire::PingRequest{}), ro);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.error().is_timeout()) << r.error().to_string();
+  EXPECT_EQ(r.status(), client::ClientStatus::timeout());
+  EXPECT_NE(r.status(), Status::kBusy);
+  EXPECT_FALSE(r.error().node_status().has_value());
+  EXPECT_EQ(r.error().to_string(), "TIMEOUT: PING: no reply within 50 ms");
+}
+
+TEST(ClientConnection, AHelloThatGetsNoReplyIsATimeout) {
+  // Listens, never accepts: the kernel completes the handshake, nobody answers.
+  const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(l, 4), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+  client::ConnectOptions o;
+  o.node = {"127.0.0.1", ntohs(a.sin_port)};
+  o.connect_timeout = std::chrono::milliseconds(50);
+  auto c = Connection::connect(o);
+  ::close(l);
+  ASSERT_FALSE(c.ok());
+  EXPECT_TRUE(c.error().is_timeout()) << c.error().to_string();
+  EXPECT_NE(c.error().message().find("HELLO"), std::string::npos) << c.error().message();
+}
+
+TEST(ClientErrors, KindsStatusesAndTheirNames) {
+  using client::ClientStatus;
+  using client::Error;
+  EXPECT_TRUE(ClientStatus{}.ok());
+  EXPECT_EQ(ClientStatus{}, Status::kOk);
+  EXPECT_EQ(ClientStatus{}.to_string(), "OK");
+  const Error node = Error::node(Status::kLeaseExpired, "lease 7 ended");
+  EXPECT_EQ(node.kind(), client::StatusKind::kNodeStatus);
+  EXPECT_TRUE(node.is_node_status(Status::kLeaseExpired));
+  EXPECT_FALSE(node.is_node_status(Status::kBusy));
+  EXPECT_TRUE(node.is_lease_lost());
+  EXPECT_EQ(node.to_string(), "LEASE_EXPIRED: lease 7 ended");
+  EXPECT_EQ(Error::timeout("PING: no reply").to_string(), "TIMEOUT: PING: no reply");
+  EXPECT_EQ(Error::connection_lost("gone").to_string(), "CONNECTION_LOST: gone");
+  // What wire/ and capability/ return is the library's own finding: local.
+  const Error local = make_error(Status::kBadFrame, "short reply");
+  EXPECT_TRUE(local.is_local(Status::kBadFrame));
+  EXPECT_FALSE(local.is_node_status(Status::kBadFrame));
+  EXPECT_FALSE(local.is_lease_lost());
+  EXPECT_EQ(local.local_status(), Status::kBadFrame);
+  EXPECT_EQ(local.to_string(), "BAD_FRAME (local): short reply");
+  EXPECT_FALSE(Error::local(Status::kLeaseExpired, "").is_lease_lost());
+  EXPECT_EQ(client::with_context(Error::timeout("no reply"), "LAUNCH").to_string(),
+            "TIMEOUT: LAUNCH: no reply");
+  // An OK status is not an error: it becomes a local INTERNAL one.
+  EXPECT_TRUE(Error(ClientStatus{}, "?").is_local(Status::kInternal));
+  // Results convert from the wire's, errors as local.
+  client::Result<int> from_wire = gpulease::Result<int>(make_error(Status::kOutOfRange, "x"));
+  EXPECT_EQ(from_wire.status(), ClientStatus::local(Status::kOutOfRange));
+  client::Result<int> value = gpulease::Result<int>(3);
+  ASSERT_TRUE(value.ok());
+  EXPECT_EQ(*value, 3);
+  EXPECT_TRUE(value.status().ok());
+  client::Result<void> done;
+  EXPECT_TRUE(done.ok());
+  EXPECT_EQ(done.status(), Status::kOk);
 }
 
 TEST(ClientConnection, ClosingFromSeveralThreadsWhileItReconnectsIsSafe) {
@@ -395,7 +485,7 @@ TEST(ClientConnection, ClosingFromSeveralThreadsWhileItReconnectsIsSafe) {
       });
     }
     for (auto& t : threads) t.join();
-    EXPECT_EQ(conn.ping().status(), client::kConnectionLost);
+    EXPECT_EQ(conn.ping().status(), client::ClientStatus::connection_lost());
   }
 }
 

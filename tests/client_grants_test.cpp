@@ -37,16 +37,16 @@ TEST(ClientGrants, TheCheckRefusesAnotherLeaseAudiencePermissionOrTime) {
   EXPECT_EQ(
       client::check_scoped_token(grant, id + 1, "test-node", Permission::kTaskletSubmit, now_s())
           .status(),
-      Status::kPermissionDenied);
+      client::ClientStatus::local(Status::kPermissionDenied));
   EXPECT_EQ(client::check_scoped_token(grant, id, "other-node", Permission::kTaskletSubmit, now_s())
                 .status(),
-            Status::kPermissionDenied);
+            client::ClientStatus::local(Status::kPermissionDenied));
   EXPECT_EQ(client::check_scoped_token(grant, id, "test-node", Permission::kMem, now_s()).status(),
-            Status::kPermissionDenied);
+            client::ClientStatus::local(Status::kPermissionDenied));
   EXPECT_EQ(
       client::check_scoped_token(grant, id, "test-node", Permission::kTaskletSubmit, now_s() + 3600)
           .status(),
-      Status::kTokenExpired);
+      client::ClientStatus::local(Status::kTokenExpired));
 }
 
 TEST(ClientGrants, TheNodeLetsTheGrantLaunchAndSyncButNotTouchMemory) {

@@ -35,7 +35,7 @@ Bytes pipeline_reference(wire::ByteSpan raw, float threshold) {
   return out;
 }
 
-Result<Bytes> run_pipeline(ChunkContext& c, const std::string& ptx_text, float threshold) {
+client::Result<Bytes> run_pipeline(ChunkContext& c, const std::string& ptx_text, float threshold) {
   auto& s = c.session();
   auto mod = c.module("pipeline", wire::as_bytes(ptx_text));
   if (!mod) return std::move(mod).error();
@@ -89,13 +89,18 @@ TEST(RetryPolicy, BacksOffExponentiallyUpToTheCap) {
 }
 
 TEST(RetryPolicy, RetriesLostLeasesAndConnectionsButNotBadRequests) {
-  EXPECT_TRUE(RetryPolicy::needs_fresh_lease(Error{Status::kLeaseExpired, ""}));
-  EXPECT_TRUE(RetryPolicy::needs_fresh_lease(Error{Status::kLeaseFaulted, ""}));
-  EXPECT_TRUE(RetryPolicy::needs_fresh_lease(Error{client::kConnectionLost, ""}));
-  EXPECT_TRUE(RetryPolicy::retryable(Error{Status::kBusy, ""}));
-  EXPECT_FALSE(RetryPolicy::needs_fresh_lease(Error{Status::kBusy, ""}));
-  EXPECT_FALSE(RetryPolicy::retryable(Error{Status::kLaunchFailed, ""}));
-  EXPECT_FALSE(RetryPolicy::retryable(Error{Status::kPermissionDenied, ""}));
+  using client::Error;
+  EXPECT_TRUE(RetryPolicy::needs_fresh_lease(Error::node(Status::kLeaseExpired, "")));
+  EXPECT_TRUE(RetryPolicy::needs_fresh_lease(Error::node(Status::kLeaseFaulted, "")));
+  EXPECT_TRUE(RetryPolicy::needs_fresh_lease(Error::connection_lost("")));
+  EXPECT_TRUE(RetryPolicy::needs_fresh_lease(Error::timeout("")));
+  EXPECT_TRUE(RetryPolicy::retryable(Error::node(Status::kBusy, "")));
+  EXPECT_FALSE(RetryPolicy::needs_fresh_lease(Error::node(Status::kBusy, "")));
+  EXPECT_FALSE(RetryPolicy::retryable(Error::node(Status::kLaunchFailed, "")));
+  EXPECT_FALSE(RetryPolicy::retryable(Error::node(Status::kPermissionDenied, "")));
+  // Found by the library, not said by the node: no retry.
+  EXPECT_FALSE(RetryPolicy::retryable(Error::local(Status::kLeaseExpired, "")));
+  EXPECT_FALSE(RetryPolicy::retryable(Error::local(Status::kBusy, "")));
 }
 
 TEST(ClientJobs, RunsEveryChunkOverSeveralLeasesAndKeepsOutputsInOrder) {
@@ -139,11 +144,11 @@ TEST(ClientJobs, AChunkWhoseLeaseIsReleasedBehindItsBackRunsAgainOnAFreshLease) 
       EXPECT_TRUE(alias.release().ok());
     }
   };
-  std::vector<Status> retried;
+  std::vector<client::ClientStatus> retried;
   std::mutex mu;
-  o.on_retry = [&](size_t, const Error& e) {
+  o.on_retry = [&](size_t, const client::Error& e) {
     std::lock_guard lock(mu);
-    retried.push_back(e.status);
+    retried.push_back(e.status());
   };
   JobCoordinator jobs(o);
   auto out = jobs.run(inputs, [&](ChunkContext& c) { return run_pipeline(c, ptx_text, 0.25f); });
@@ -170,13 +175,13 @@ TEST(ClientJobs, GivesUpAfterMaxRetriesNamingTheChunk) {
   o.retry.initial_backoff = std::chrono::milliseconds(1);
   JobCoordinator jobs(o);
   std::atomic<int> attempts{0};
-  auto out = jobs.run(make_inputs(1, 8), [&](ChunkContext&) -> Result<Bytes> {
+  auto out = jobs.run(make_inputs(1, 8), [&](ChunkContext&) -> client::Result<Bytes> {
     attempts++;
-    return make_error(Status::kLeaseFaulted, "simulated fault");
+    return client::Error::node(Status::kLeaseFaulted, "simulated fault");
   });
   ASSERT_FALSE(out.ok());
   EXPECT_EQ(out.status(), Status::kLeaseFaulted);
-  EXPECT_NE(out.error().message.find("chunk 0"), std::string::npos) << out.error().message;
+  EXPECT_NE(out.error().message().find("chunk 0"), std::string::npos) << out.error().message();
   EXPECT_EQ(attempts.load(), 3);
   EXPECT_EQ(jobs.stats().leases_acquired, 3u);  // a fresh lease for every attempt
 }
@@ -190,9 +195,9 @@ TEST(ClientJobs, AnErrorARetryCannotFixFailsTheJobAtOnce) {
   o.lease.min_vram = 1 << 20;
   JobCoordinator jobs(o);
   std::atomic<int> attempts{0};
-  auto out = jobs.run(make_inputs(10, 8), [&](ChunkContext& c) -> Result<Bytes> {
+  auto out = jobs.run(make_inputs(10, 8), [&](ChunkContext& c) -> client::Result<Bytes> {
     attempts++;
-    if (c.index() == 4) return make_error(Status::kLaunchFailed, "bad kernel");
+    if (c.index() == 4) return client::Error::node(Status::kLaunchFailed, "bad kernel");
     return Bytes(c.input().begin(), c.input().end());
   });
   ASSERT_FALSE(out.ok());
@@ -237,7 +242,7 @@ TEST(ClientJobs, WorkersThatCannotGetALeaseStepAsideWhileAnotherHoldsOne) {
   o.retry.initial_backoff = std::chrono::milliseconds(1);
   JobCoordinator jobs(o);
   std::vector<Bytes> inputs(200, Bytes(16, std::byte{7}));
-  auto out = jobs.run(inputs, [&](ChunkContext& c) -> Result<Bytes> {
+  auto out = jobs.run(inputs, [&](ChunkContext& c) -> client::Result<Bytes> {
     if (auto p = c.lease().connection().ping(); !p) return std::move(p).error();
     return Bytes(c.input().begin(), c.input().end());
   });
@@ -254,12 +259,12 @@ TEST(ClientJobs, AnExceptionFromTheWorkFunctionFailsTheJobInsteadOfTheProcess) {
   o.workers = 2;
   o.lease.min_vram = 1 << 20;
   JobCoordinator jobs(o);
-  auto out = jobs.run(std::vector<Bytes>(4, Bytes(4)), [&](ChunkContext&) -> Result<Bytes> {
+  auto out = jobs.run(std::vector<Bytes>(4, Bytes(4)), [&](ChunkContext&) -> client::Result<Bytes> {
     throw std::runtime_error("work broke");
   });
   ASSERT_FALSE(out.ok());
-  EXPECT_EQ(out.status(), Status::kInternal);
-  EXPECT_NE(out.error().message.find("work broke"), std::string::npos) << out.error().message;
+  EXPECT_EQ(out.status(), client::ClientStatus::local(Status::kInternal));
+  EXPECT_NE(out.error().message().find("work broke"), std::string::npos) << out.error().message();
 }
 
 }  // namespace

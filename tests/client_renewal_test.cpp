@@ -44,10 +44,10 @@ TEST(ClientRenewal, ALeaseEndedBehindItsBackIsReportedAndUnregistered) {
   TestNode node(client_test_config());
   auto conn = connect_client(node.port(), node.token("t1"));
   std::mutex mu;
-  std::vector<std::pair<uint64_t, Status>> failed;
-  RenewalManager renewals([&](uint64_t id, const Error& e) {
+  std::vector<std::pair<uint64_t, client::ClientStatus>> failed;
+  RenewalManager renewals([&](uint64_t id, const client::Error& e) {
     std::lock_guard lock(mu);
-    failed.emplace_back(id, e.status);
+    failed.emplace_back(id, e.status());
   });
   Lease lease = unwrap(LeaseBuilder(conn).min_vram(1 << 20).lease_secs(2).acquire());
   // Another client releases it.

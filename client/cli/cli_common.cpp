@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -28,6 +30,11 @@ void add_global_options(CLI::App& app) {
   app.add_option("--token", o.token, "Capability token text glt1.... (default: $GPULEASE_TOKEN)")
       ->group(group);
   app.add_option("--token-file", o.token_file, "File holding the token text")->group(group);
+  app.add_option("--timeout", o.timeout_s,
+                 "Seconds to wait for the node to connect and for each reply (default: 5 to "
+                 "connect, 300 per reply); running out exits with status 4 and says TIMEOUT")
+      ->check(CLI::PositiveNumber)
+      ->group(group);
   app.add_flag("--json", o.json, "Print machine-readable JSON on stdout")->group(group);
   // Subcommands created from now on inherit it: an option a subcommand does
   // not know is tried on its parent, up to the root.
@@ -41,11 +48,17 @@ const CommonOptions& common_options() {
 void uses_common_options(CLI::App* cmd) {
   cmd->footer(
       "Global options, before or after the command: --node HOST:PORT, --token TEXT, "
-      "--token-file FILE, --json (see `gpulease --help`).");
+      "--token-file FILE, --timeout SECONDS, --json (see `gpulease --help`).");
 }
 
-void fail_error(const Error& e) {
-  fail(client::describe(e));
+int exit_code_for(const client::Error& e) noexcept {
+  if (e.is_timeout()) return kExitTimeout;
+  if (e.is_connection_lost()) return kExitConnection;
+  return kExitError;
+}
+
+void fail_error(const client::Error& e) {
+  fail(e.to_string(), exit_code_for(e));
 }
 
 client::Connection connect_or_fail(const CommonOptions& o, bool need_token) {
@@ -55,7 +68,7 @@ client::Connection connect_or_fail(const CommonOptions& o, bool need_token) {
     node = env != nullptr && *env != '\0' ? env : kDefaultNode;
   }
   auto addr = client::NodeAddress::parse(node);
-  if (!addr) fail("--node: " + addr.error().message);
+  if (!addr) fail("--node: " + addr.error().message());
   std::string token_text = o.token;
   if (token_text.empty() && !o.token_file.empty()) {
     std::ifstream f(o.token_file);
@@ -72,9 +85,14 @@ client::Connection connect_or_fail(const CommonOptions& o, bool need_token) {
   co.node = *addr;
   co.client_name = "gpulease-cli";
   co.reconnect_attempts = 3;
+  if (o.timeout_s > 0) {
+    const auto ms = std::chrono::milliseconds(
+        static_cast<int64_t>(std::min(o.timeout_s, 86400.0 * 365) * 1000.0 + 0.5));
+    co.connect_timeout = co.request_timeout = std::max(ms, std::chrono::milliseconds(1));
+  }
   if (!token_text.empty()) {
     auto t = client::token_from_text(token_text);
-    if (!t) fail("token: " + t.error().message);
+    if (!t) fail("token: " + t.error().message());
     co.token = std::move(t).value();
   } else if (need_token) {
     fail(

@@ -18,6 +18,10 @@
 
 namespace gpulease::cli {
 
+// The client's result and error types (client/errors.hpp) are the CLI's.
+using client::Error;
+using client::Result;
+
 inline constexpr const char* kDefaultNode = "127.0.0.1:7070";
 
 struct CommonOptions {
@@ -25,9 +29,10 @@ struct CommonOptions {
   std::string token;  // empty: --token-file, else $GPULEASE_TOKEN
   std::string token_file;
   bool json = false;
+  double timeout_s = 0;  // > 0: connect timeout and each request's timeout
 };
 
-// Global options: --node, --token, --token-file and --json, accepted before
+// Global options: --node, --token, --token-file, --timeout and --json, accepted before
 // or after the subcommand (`gpulease --node H:P info`, `gpulease info --node
 // H:P`). add_global_options() adds them to the root app and lets every
 // subcommand pass options it does not know up to it (CLI11 fallthrough); call
@@ -42,16 +47,32 @@ void uses_common_options(CLI::App* cmd);
 // message when no token is given at all.
 [[nodiscard]] client::Connection connect_or_fail(const CommonOptions& o, bool need_token);
 
-// Prints "gpulease: error: STATUS: message" and exits with status 1 (via
-// CLI::RuntimeError, like fail()).
-[[noreturn]] void fail_error(const Error& e);
+// Exit statuses of a failed command: 1 for a node's refusal (its status is
+// named on stderr) and for bad input, local errors included; kExitConnection
+// when the node cannot be reached or the connection was lost; kExitTimeout
+// when the node did not answer in time.
+inline constexpr int kExitError = 1;
+inline constexpr int kExitConnection = 3;
+inline constexpr int kExitTimeout = 4;
+
+// The exit status for `e` (see above).
+[[nodiscard]] int exit_code_for(const client::Error& e) noexcept;
+
+// Prints "gpulease: error: NAME: message" (NAME: the node's status, TIMEOUT,
+// CONNECTION_LOST or "STATUS (local)", see client::Error::to_string) and
+// exits with exit_code_for(e) (via CLI::RuntimeError, like fail()).
+[[noreturn]] void fail_error(const client::Error& e);
 
 template <typename T>
-T value_or_fail(Result<T> r) {
+T value_or_fail(client::Result<T> r) {
   if (!r) fail_error(r.error());
   return std::move(r).value();
 }
-inline void ok_or_fail(Result<void> r) {
+template <typename T>
+T value_or_fail(gpulease::Result<T> r) {
+  return value_or_fail(client::Result<T>(std::move(r)));
+}
+inline void ok_or_fail(client::Result<void> r) {
   if (!r) fail_error(r.error());
 }
 

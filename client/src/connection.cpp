@@ -56,7 +56,7 @@ constexpr size_t kFrameSlack = 64;
 enum class IoResult { kOk, kIdle, kBroken };
 
 Error lost(std::string msg) {
-  return Error{kConnectionLost, std::move(msg)};
+  return Error::connection_lost(std::move(msg));
 }
 
 std::string errno_text(int e) {
@@ -148,6 +148,7 @@ Result<int> tcp_connect(const NodeAddress& addr, std::chrono::milliseconds timeo
   int gai = ::getaddrinfo(addr.host.c_str(), port.c_str(), &hints, &res);
   if (gai != 0) return lost("cannot resolve " + addr.host + ": " + ::gai_strerror(gai));
   std::string last = "no address";
+  bool timed_out = false;
   int fd = -1;
   for (addrinfo* ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
     int s = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
@@ -173,6 +174,7 @@ Result<int> tcp_connect(const NodeAddress& addr, std::chrono::milliseconds timeo
       }
     }
     if (rc != 0) {
+      timed_out = timed_out || errno == ETIMEDOUT;
       last = errno_text(errno);
       ::close(s);
       continue;
@@ -184,6 +186,10 @@ Result<int> tcp_connect(const NodeAddress& addr, std::chrono::milliseconds timeo
     fd = s;
   }
   ::freeaddrinfo(res);
+  if (fd < 0 && timed_out) {
+    return Error::timeout("cannot connect to " + addr.str() + ": no answer within " +
+                          std::to_string(timeout.count()) + " ms");
+  }
   if (fd < 0) return lost("cannot connect to " + addr.str() + ": " + last);
   return fd;
 }
@@ -483,15 +489,20 @@ struct ConnectionImpl {
     Frame f;
     std::string why;
     const int wait = clamp_ms(opts.connect_timeout);
-    if (read_frame(*s, wait, wait, f, why, [](const wire::FrameHeader&) { return ProgressFn{}; }) !=
-        IoResult::kOk) {
+    const IoResult got =
+        read_frame(*s, wait, wait, f, why, [](const wire::FrameHeader&) { return ProgressFn{}; });
+    if (got == IoResult::kIdle) {
+      return Error::timeout("HELLO: no reply from " + opts.node.str() + " within " +
+                            std::to_string(wait) + " ms");
+    }
+    if (got != IoResult::kOk) {
       return lost("HELLO: no reply from " + opts.node.str() + (why.empty() ? "" : ": " + why));
     }
     if (f.header.opcode != Opcode::kHello || f.header.request_id != id) {
       return make_error(Status::kBadFrame, "HELLO: the node answered with another frame");
     }
     if (f.header.status != Status::kOk)
-      return Error{f.header.status, "HELLO: " + std::string(wire::as_chars(f.payload))};
+      return Error::node(f.header.status, "HELLO: " + std::string(wire::as_chars(f.payload)));
     auto reply = wire::decode_payload<wire::HelloReply>(f.payload, wire::Limits{});
     if (!reply) return with_context(std::move(reply).error(), "HELLO reply");
     std::lock_guard lock(mu);
@@ -592,7 +603,8 @@ struct ConnectionImpl {
     if (it == pending.end()) return;
     auto slot = it->second;
     if (f.header.status != Status::kOk) {
-      complete_locked(*slot, Error{f.header.status, std::string(wire::as_chars(f.payload))});
+      complete_locked(*slot,
+                      Error::node(f.header.status, std::string(wire::as_chars(f.payload))));
     } else {
       complete_locked(*slot, Reply{f.header, std::move(f.payload)});
     }
@@ -736,14 +748,14 @@ struct ConnectionImpl {
       next = open();
       if (next.ok()) break;
       // A node that answers but refuses us will not change its mind.
-      if (next.status() != kConnectionLost) break;
+      if (!next.error().is_connection_lost() && !next.error().is_timeout()) break;
     }
     lk.lock();
     if (state == State::kClosed) return;
     if (!next.ok()) {
       state = State::kFailed;
       fail_all_locked(lost("connection to " + opts.node.str() + " lost (" + why +
-                           ") and not re-established: " + next.error().message));
+                           ") and not re-established: " + next.error().message()));
       return;
     }
     if (install_locked(std::move(next).value())) {
@@ -819,10 +831,10 @@ struct ConnectionImpl {
     std::unique_lock lk(mu);
     if (state == State::kFailed) revive(lk);
     if (payload_size > max_payload) {
-      return finish(Error{Status::kFrameTooLarge,
+      return finish(Error::local(Status::kFrameTooLarge,
                           std::string(wire::opcode_name(op)) + ": payload of " +
                               std::to_string(payload_size) + " bytes exceeds the node's limit of " +
-                              std::to_string(max_payload) + " bytes"});
+                              std::to_string(max_payload) + " bytes"));
     }
     if (with_token) slot->token = o.token.empty() ? token : std::move(o.token);
     // A free in-flight slot: replies free them, so wait by reading them.
@@ -833,8 +845,9 @@ struct ConnectionImpl {
           lost(std::string(wire::opcode_name(op)) + ": not connected to " + opts.node.str()));
     }
     if (!room) {
-      return finish(make_error(Status::kBusy, std::string(wire::opcode_name(op)) +
-                                                  ": no request slot free within the timeout"));
+      return finish(Error::timeout(std::string(wire::opcode_name(op)) +
+                                   ": no request slot free within " +
+                                   std::to_string(slot->timeout.count()) + " ms"));
     }
     slot->payload = std::make_shared<const Bytes>(std::move(payload));
     slot->id = next_id++;
@@ -857,9 +870,8 @@ struct ConnectionImpl {
         slot->done = true;  // no more progress calls; the writer skips it
         slot->payload.reset();
         cv.notify_all();
-        return make_error(Status::kBusy, std::string(wire::opcode_name(slot->op)) +
-                                             ": no reply within " +
-                                             std::to_string(slot->timeout.count()) + " ms");
+        return Error::timeout(std::string(wire::opcode_name(slot->op)) + ": no reply within " +
+                              std::to_string(slot->timeout.count()) + " ms");
       }
     }
     if (!slot->result) return make_error(Status::kInternal, "PendingReply::wait() called twice");

@@ -24,11 +24,12 @@ std::chrono::milliseconds RetryPolicy::backoff(unsigned retry) const noexcept {
 }
 
 bool RetryPolicy::needs_fresh_lease(const Error& e) noexcept {
-  return is_lease_lost(e) || is_connection_lost(e);
+  return e.is_lease_lost() || e.is_connection_lost() || e.is_timeout();
 }
 
 bool RetryPolicy::retryable(const Error& e) noexcept {
-  return needs_fresh_lease(e) || e.status == Status::kBusy || e.status == Status::kCapacityExceeded;
+  return needs_fresh_lease(e) || e.is_node_status(Status::kBusy) ||
+         e.is_node_status(Status::kCapacityExceeded);
 }
 
 Result<Module> ChunkContext::module(const std::string& name, wire::ByteSpan image) {

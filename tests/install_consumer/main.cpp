@@ -12,7 +12,7 @@ int main() {
   if (args.size() != 3) return 1;
   // Nothing listens on port 1: a clean CONNECTION_LOST, no exception.
   auto c = gl::Connection::connect("127.0.0.1:1", "");
-  if (c.ok() || c.status() != gl::kConnectionLost) return 1;
-  std::printf("consumer OK: %s\n", gl::describe(c.error()).c_str());
+  if (c.ok() || !c.error().is_connection_lost()) return 1;
+  std::printf("consumer OK: %s\n", c.error().to_string().c_str());
   return 0;
 }

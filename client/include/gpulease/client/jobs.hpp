@@ -14,10 +14,13 @@
 //
 // Each worker thread holds one lease (and one Session on it) and takes chunks
 // from a shared queue. When a chunk fails:
-//  - lease lost (LEASE_EXPIRED, LEASE_FAULTED, LEASE_NOT_FOUND) or connection
-//    lost (kConnectionLost): the worker drops its lease, waits the policy's
-//    backoff, acquires a fresh one and the chunk is run again;
-//  - BUSY or CAPACITY_EXCEEDED: retried after the backoff (same lease);
+//  - lease lost (the node said LEASE_EXPIRED, LEASE_FAULTED or
+//    LEASE_NOT_FOUND), connection lost or timed out (Error::is_connection_lost,
+//    is_timeout: the attempt's outcome is unknown): the worker drops its
+//    lease, waits the policy's backoff, acquires a fresh one and the chunk is
+//    run again;
+//  - the node said BUSY or CAPACITY_EXCEEDED: retried after the backoff (same
+//    lease);
 //  - anything else: the job fails with that error (it would fail again).
 // A worker that cannot get a lease while another worker holds one stops
 // (the node may have room for fewer leases than workers); acquiring fails the
