@@ -12,6 +12,7 @@ add_library(gpulease_node
   src/node.cpp
   src/leases/admission.cpp
   src/leases/lease_executor.cpp
+  src/fleet/registrar.cpp
 )
 # src/ and src/net/ are public to the in-tree tests and benches that run a
 # node in-process (node.hpp, net.hpp); the library is not installed. Flag
@@ -20,8 +21,10 @@ target_include_directories(gpulease_node PUBLIC $<BUILD_INTERFACE:${CMAKE_CURREN
                                                 $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/src/net>)
 target_link_libraries(gpulease_node
   PUBLIC gpulease_wire gpulease_capability gpulease_backend_api gpulease_sim gpulease_asio
+         gpulease_etcd
          Threads::Threads
-  PRIVATE CLI11::CLI11 tomlplusplus::tomlplusplus gpulease_sodium)
+  PRIVATE CLI11::CLI11 tomlplusplus::tomlplusplus gpulease_sodium
+          nlohmann_json::nlohmann_json)
 if(TARGET gpulease_cuda)
   target_link_libraries(gpulease_node PUBLIC gpulease_cuda)
   target_compile_definitions(gpulease_node PRIVATE GPULEASE_HAVE_CUDA_BACKEND=1)
