@@ -21,6 +21,7 @@ TEST(RequiredPermission, FollowsTheSpecTable) {
   }
   EXPECT_EQ(required_permission(Opcode::kModuleLoad), Permission::kModule);
   EXPECT_EQ(required_permission(Opcode::kModuleUnload), Permission::kModule);
+  EXPECT_EQ(required_permission(Opcode::kModuleGlobal), Permission::kModule);
   for (Opcode op : {Opcode::kLaunch, Opcode::kSync, Opcode::kGpuSubmit}) {
     EXPECT_EQ(required_permission(op), Permission::kTaskletSubmit);
   }

@@ -108,6 +108,141 @@ TEST(ClientCli, RunReportsANodeErrorWithItsStatus) {
   EXPECT_NE(bad.err.find("unknown type"), std::string::npos) << bad.err;
 }
 
+// Every scalar width and structs by value (kernels/params.cu echoes each
+// parameter's bits into a buffer of 64-bit words).
+TEST(ClientCli, RunPassesEveryScalarWidthAndStructsByValue) {
+  NodeProcess node;
+  const std::string ptx_path = std::string(GPULEASE_SOURCE_DIR) + "/kernels/ptx/params.ptx";
+  const auto out = node.dir() / "o.bin";
+  const auto words = [&](const std::string& args) {
+    auto j = run_json(
+        node, "run " + ptx_path + " echo_params " + args + " --arg out:136:" + out.string());
+    EXPECT_EQ(j["outputs"].size(), 1u) << j.dump();
+    std::string b = slurp(out);
+    std::vector<uint64_t> w(17);
+    EXPECT_EQ(b.size(), 136u);
+    if (b.size() == 136u) std::memcpy(w.data(), b.data(), b.size());
+    return w;
+  };
+  // Pair {int a = -2; (4 bytes padding) double b = 3.25;}  Tri {char c = -3; (1 byte) short s =
+  // 0x1234; float f = 2.0;}
+  const std::string pair =
+      " --arg bytes:feffffff00000000000000000000"
+      "0a40";
+  const std::string tri = " --arg bytes:fd00341200000040";
+  auto w = words(
+      "--arg i8:-5 --arg u8:250 --arg i16:-30000 --arg u16:65000 --arg i32:-7 --arg u32:0xdeadbeef "
+      "--arg i64:-1234567890123 --arg u64:0xfedcba9876543210 --arg f16:0.1 --arg bf16:-2.5 "
+      "--arg f32:1.5 --arg f64:0.1" +
+      pair + tri);
+  const std::vector<uint64_t> want{static_cast<uint64_t>(-5),
+                                   250,
+                                   static_cast<uint64_t>(-30000),
+                                   65000,
+                                   static_cast<uint64_t>(-7),
+                                   0xdeadbeefull,
+                                   static_cast<uint64_t>(-1234567890123ll),
+                                   0xfedcba9876543210ull,
+                                   0x2e66,  // 0.1 in binary16, rounded to nearest
+                                   0xc020,  // -2.5 in bfloat16
+                                   0x3fc00000,
+                                   0x3fb999999999999aull,
+                                   static_cast<uint64_t>(-2),
+                                   0x400a000000000000ull,
+                                   static_cast<uint64_t>(-3),
+                                   0x1234,
+                                   0x40000000};
+  EXPECT_EQ(w, want);
+  // Rounding edges: 65519 -> the largest half (65504), -65520 -> -inf, the
+  // smallest subnormals; hex integers; a half written as "half".
+  w = words(
+      "--arg i8:0x7f --arg u8:0xff --arg i16:-0x8000 --arg u16:0 --arg i32:0 --arg u32:0 "
+      "--arg i64:0 --arg u64:0 --arg half:65519 --arg bf16:1e-40 --arg f32:-0 --arg f64:inf" +
+      pair + tri);
+  EXPECT_EQ(w[0], 0x7fu);
+  EXPECT_EQ(w[1], 0xffu);
+  EXPECT_EQ(w[2], static_cast<uint64_t>(-0x8000));
+  EXPECT_EQ(w[8], 0x7bffu);
+  EXPECT_EQ(w[9], 0x0001u);
+  EXPECT_EQ(w[10], 0x80000000u);
+  EXPECT_EQ(w[11], 0x7ff0000000000000ull);
+  w = words(
+      "--arg i8:0 --arg u8:0 --arg i16:0 --arg u16:0 --arg i32:0 --arg u32:0 --arg i64:0 "
+      "--arg u64:0 --arg f16:-65520 --arg bf16:3.4e38 --arg f32:0 --arg f64:0" +
+      pair + tri);
+  EXPECT_EQ(w[8], 0xfc00u);
+  EXPECT_EQ(w[9], 0x7f80u) << "3.4e38 rounds past the largest bfloat16";
+  // Out of range, and a struct of the wrong size (the node: LAUNCH_FAILED).
+  auto r = node.run(bin("gpulease") + " run " + ptx_path + " echo_params --arg i8:128");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("bad value '128'"), std::string::npos) << r.err;
+  r = node.run(bin("gpulease") + " run " + ptx_path + " echo_params --arg bytes:abc");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("hex"), std::string::npos) << r.err;
+  r = node.run(bin("gpulease") + " run " + ptx_path +
+               " echo_params --arg i8:0 --arg u8:0 --arg i16:0 --arg u16:0 --arg i32:0 --arg u32:0 "
+               "--arg i64:0 --arg u64:0 --arg f16:0 --arg bf16:0 --arg f32:0 --arg f64:0 "
+               "--arg bytes:00 " +
+               tri + " --arg out:136:" + out.string());
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("LAUNCH_FAILED"), std::string::npos) << r.err;
+}
+
+// Module variables from the command line (kernels/globals.cu): a __constant__
+// table and its length set, __device__ counters read back.
+TEST(ClientCli, RunSetsAndReadsModuleGlobals) {
+  NodeProcess node;
+  const std::string ptx_path = std::string(GPULEASE_SOURCE_DIR) + "/kernels/ptx/globals.ptx";
+  const auto in = node.dir() / "x.bin";
+  const auto out = node.dir() / "y.bin";
+  const auto calls = node.dir() / "calls.bin";
+  std::vector<float> x(256);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 0.5f * static_cast<float>(i);
+  {
+    std::ofstream f(in, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(x.data()), static_cast<std::streamsize>(x.size() * 4));
+  }
+  auto j = run_json(node, "run " + ptx_path + " poly_table --grid 1 --block 256 --arg in:" +
+                              in.string() + " --arg out:1024:" + out.string() +
+                              " --arg i32:256 --set-global kTable=f32:1,0.5,0.25 "
+                              "--set-global kTerms=i32:3 --get-global gCount --get-global gCalls=" +
+                              calls.string());
+  ASSERT_EQ(j["globals"].size(), 2u) << j.dump();
+  EXPECT_EQ(j["globals"][0]["name"], "gCount");
+  EXPECT_EQ(j["globals"][0]["hex"], "00010000");                // 256, little-endian
+  EXPECT_EQ(slurp(calls), std::string("\x08\x00\x00\x00", 4));  // initialised 7, one launch
+  std::string y = slurp(out);
+  ASSERT_EQ(y.size(), 1024u);
+  std::vector<float> v(256);
+  std::memcpy(v.data(), y.data(), y.size());
+  for (size_t i = 0; i < v.size(); ++i)
+    ASSERT_EQ(v[i], 1.0f + 0.5f * x[i] + 0.25f * x[i] * x[i]) << i;
+  // The temporary lease is gone.
+  EXPECT_TRUE(run_json(node, "lease list")["leases"].empty());
+  // Human output prints the bytes.
+  auto h = node.run(bin("gpulease") + " run " + ptx_path + " bump --arg u64:0 --arg u32:1 " +
+                    "--get-global gCalls");
+  EXPECT_NE(h.status, 0) << "a null pointer faults: " << h.out;
+  h = node.run(bin("gpulease") + " run " + ptx_path + " poly_table --arg in:" + in.string() +
+               " --arg out:4:" + out.string() + " --arg i32:1 --get-global gCalls");
+  EXPECT_EQ(h.status, 0) << h.err;
+  EXPECT_NE(h.out.find("gCalls = 08000000"), std::string::npos) << h.out;
+  // Too many values for the variable; a name the module does not declare.
+  auto r = node.run(bin("gpulease") + " run " + ptx_path +
+                    " poly_table --arg u64:0 --arg u64:0 --arg i32:0 --set-global kTerms=i32:1,2");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("INVALID_ARGUMENT"), std::string::npos) << r.err;
+  r = node.run(bin("gpulease") + " run " + ptx_path +
+               " poly_table --arg u64:0 --arg u64:0 --arg i32:0 --set-global nope=i32:1");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("INVALID_ARGUMENT"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("nope"), std::string::npos) << r.err;
+  r = node.run(bin("gpulease") + " run " + ptx_path +
+               " poly_table --arg u64:0 --arg u64:0 --arg i32:0 --set-global kTerms=x32:1");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("unknown type"), std::string::npos) << r.err;
+}
+
 TEST(ClientCli, CommandsThatNeedATokenSaySoWithoutOne) {
   NodeProcess node;
   auto r = node.run("env -u GPULEASE_TOKEN " + bin("gpulease") + " lease list");
@@ -273,6 +408,13 @@ TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
        {"run {ptx} scale --grid 4 --block 256 --arg inout:data.bin:out.bin --arg i32:1024 --arg "
         "f32:2.0",
         "run {ptx} scale --grid 4 --block 256 --arg inout:data.bin --arg i32:1024 --arg f32:2.0"}},
+      {"gpulease run MODULE.ptx KERNEL --arg in:x.bin --arg out:SIZE:y.bin --arg i32:N "
+       "--set-global NAME=TYPE:V[,V...] [--get-global NAME[=FILE]]",
+       {"run {gptx} poly_table --grid 4 --block 256 --arg in:data.bin --arg out:4096:y.bin --arg "
+        "i32:1024 --set-global kTable=f32:1.5,2 --set-global kTerms=i32:2 --get-global gCount",
+        "run {gptx} poly_table --grid 4 --block 256 --arg in:data.bin --arg out:4096:y.bin --arg "
+        "i32:1024 --set-global kTable=bytes:0000c03f --set-global kTerms=i32:1 --get-global "
+        "gCalls=calls.bin"}},
   };
   const std::set<std::string> documented = documented_command_lines();
   std::set<std::string> covered;
@@ -287,7 +429,10 @@ TEST(ClientCli, EveryCommandLineInTheDocsRuns) {
   std::string lease;
   auto fill = [&](std::string s) {
     for (const auto& [key, value] : std::map<std::string, std::string>{
-             {"{node}", node.address()}, {"{lease}", lease}, {"{ptx}", ptx_path}}) {
+             {"{node}", node.address()},
+             {"{lease}", lease},
+             {"{ptx}", ptx_path},
+             {"{gptx}", std::string(GPULEASE_SOURCE_DIR) + "/kernels/ptx/globals.ptx"}}) {
       for (size_t at; (at = s.find(key)) != std::string::npos;) s.replace(at, key.size(), value);
     }
     return s;

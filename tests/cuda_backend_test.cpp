@@ -288,6 +288,58 @@ TEST_F(CudaBackendTest, Recipe34PipelineMatchesTheCpu) {
   EXPECT_EQ(out, want);
 }
 
+// MODULE_GLOBAL's backend half (kernels/globals.cu): cuModuleGetGlobal's
+// address and size, the space read from the PTX, host writes into a
+// __constant__ table, and a __device__ counter read back and passed as a
+// kernel's pointer.
+TEST_F(CudaBackendTest, ModuleGlobalsAreFoundWrittenAndRead) {
+  auto ctx = context();
+  ASSERT_TRUE(ctx);
+  uint64_t mod = load(*ctx, "globals.ptx");
+  auto table = ctx->module_global(mod, "kTable");
+  auto terms = ctx->module_global(mod, "kTerms");
+  auto count = ctx->module_global(mod, "gCount");
+  auto calls = ctx->module_global(mod, "gCalls");
+  ASSERT_TRUE(table && terms && count && calls);
+  EXPECT_EQ(table->size, 64u);
+  EXPECT_EQ(table->space, VariableSpace::kConst);
+  EXPECT_EQ(count->space, VariableSpace::kGlobal);
+  auto none = ctx->module_global(mod, "nope");
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.status(), Status::kInvalidArgument);
+  std::vector<uint32_t> v(1);
+  ASSERT_TRUE(ctx->mem_read(calls->address, bytes_of(v)));
+  EXPECT_EQ(v[0], 7u);
+  std::vector<float> coeffs(16, 0.0f);
+  coeffs[0] = 1.0f;
+  coeffs[1] = 0.5f;
+  coeffs[2] = 0.25f;
+  ASSERT_TRUE(ctx->mem_write(table->address, bytes_of(coeffs)));
+  std::vector<int32_t> three{3};
+  ASSERT_TRUE(ctx->mem_write(terms->address, bytes_of(three)));
+  const uint32_t n = 1000;
+  std::vector<float> x(n);
+  for (uint32_t i = 0; i < n; ++i) x[i] = 0.5f * static_cast<float>(i % 64);
+  auto dx = ctx->mem_alloc(n * 4);
+  auto dy = ctx->mem_alloc(n * 4);
+  ASSERT_TRUE(dx && dy);
+  ASSERT_TRUE(ctx->mem_write(*dx, bytes_of(x)));
+  auto p = req(mod, "poly_table", n);
+  p.args = {arg(*dx), arg(*dy), arg(static_cast<int32_t>(n))};
+  ASSERT_TRUE(ctx->launch(p));
+  auto b = req(mod, "bump", 64, 32);
+  b.args = {arg(count->address), arg(uint32_t{2})};
+  ASSERT_TRUE(ctx->launch(b));
+  ASSERT_TRUE(sync_wait(*ctx));
+  std::vector<float> y(n);
+  ASSERT_TRUE(ctx->mem_read(*dy, bytes_of(y)));
+  for (uint32_t i = 0; i < n; ++i) ASSERT_EQ(y[i], 1.0f + 0.5f * x[i] + 0.25f * x[i] * x[i]) << i;
+  ASSERT_TRUE(ctx->mem_read(count->address, bytes_of(v)));
+  EXPECT_EQ(v[0], n + 64u * 2u);
+  ASSERT_TRUE(ctx->mem_read(calls->address, bytes_of(v)));
+  EXPECT_EQ(v[0], 8u);
+}
+
 TEST_F(CudaBackendTest, SyncWithNothingInFlightCompletesAtOnce) {
   auto ctx = context();
   ASSERT_TRUE(ctx);

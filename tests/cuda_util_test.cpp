@@ -192,5 +192,40 @@ TEST(CudaImageKinds, HaveNames) {
   EXPECT_EQ(image_kind_name(ImageKind::kFatbin), "fatbin");
 }
 
+// What the cuda backend reports as a MODULE_GLOBAL variable's space: the
+// declarations of the PTX text, at module scope only.
+TEST(CudaPtxVariableSpaces, ReadsModuleScopeDeclarations) {
+  const std::string ptx = R"(
+.version 7.8
+.target sm_75
+.address_size 64
+// .const .u32 commented_out;
+/* .global .u32 also_commented; */
+.const .align 4 .b8 kTable[64];
+.visible .const .align 4 .u32 kTerms = 3;
+.global .align 4 .u32 gCount;
+.visible .global .align 8 .b8 gInit[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+.extern .shared .align 16 .b8 smem[];
+.visible .entry k(
+	.param .u64 .ptr .global .align 4 k_param_0
+)
+{
+	.reg .b32 %r<3>;
+	ld.const.u32 %r1, [kTerms];
+	ret;
+}
+.global .f32 gAfter = 0f3F800000;
+)";
+  auto v = ptx_variable_spaces(ptx);
+  const std::vector<std::pair<std::string, VariableSpace>> want{{"kTable", VariableSpace::kConst},
+                                                                {"kTerms", VariableSpace::kConst},
+                                                                {"gCount", VariableSpace::kGlobal},
+                                                                {"gInit", VariableSpace::kGlobal},
+                                                                {"gAfter", VariableSpace::kGlobal}};
+  EXPECT_EQ(v, want);
+  EXPECT_TRUE(ptx_variable_spaces("").empty());
+  EXPECT_TRUE(ptx_variable_spaces(".const").empty()) << "a declaration cut short names nothing";
+}
+
 }  // namespace
 }  // namespace gpulease::server::cuda

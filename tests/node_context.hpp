@@ -1,6 +1,6 @@
 // A DeviceContext whose every operation travels over TCP to a real node (sim
 // backend) as protocol frames: MEM_ALLOC, MEM_WRITE, MODULE_LOAD, LAUNCH (raw
-// arguments, as the recipes send them), SYNC, MEM_READ. Compiling the sim
+// arguments, as the recipes send them), SYNC, MEM_READ, MODULE_GLOBAL. Compiling the sim
 // kernel suite against it (GPULEASE_KERNELS_THROUGH_NODE) runs every kernel in
 // kernels/ through the node and checks it against the same C++ references.
 #pragma once
@@ -57,6 +57,13 @@ class NodeContext : public server::DeviceContext {
   Result<void> module_unload(uint64_t module) override {
     return status_of(
         client_.call(Opcode::kModuleUnload, lease_, token_, wire::HandleRequest{module}));
+  }
+  Result<server::ModuleVariable> module_global(uint64_t module, std::string_view name) override {
+    auto r = client_.call(Opcode::kModuleGlobal, lease_, token_,
+                          wire::ModuleGlobalRequest{module, std::string(name)});
+    if (r.status() != Status::kOk) return make_error(r.status(), r.message());
+    auto g = r.as<wire::ModuleGlobalReply>();
+    return server::ModuleVariable{g.handle, g.size, static_cast<server::VariableSpace>(g.space)};
   }
   Result<void> launch(const server::LaunchRequest& req) override {
     wire::LaunchRequest l;

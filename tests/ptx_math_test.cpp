@@ -146,6 +146,16 @@ std::vector<Fn> functions() {
       {"normcdfinvf", false, 1, u(normcdfinv_ref), 5, 0.001L, 0.999L, false},
       {"sinpif", false, 1, u(sinpi_ref), 1, -1e4L, 1e4L, false},
       {"cospif", false, 1, u(cospi_ref), 1, -1e4L, 1e4L, false},
+      // lgammaf: 6 ulps outside -10.001..-2.264; Bessel functions: 9 ulps for
+      // |x| < 8 (an absolute bound beyond, not checked here).
+      {"lgammaf", false, 1, u([](LD x) { return std::lgamma(x); }), 6, -2.26L, 40, false},
+      {"j0f", false, 1, u([](LD x) { return ::j0l(x); }), 9, -8, 8, false},
+      {"j1f", false, 1, u([](LD x) { return ::j1l(x); }), 9, -8, 8, false},
+      {"y0f", false, 1, u([](LD x) { return ::y0l(x); }), 9, 0.01L, 8, false},
+      {"y1f", false, 1, u([](LD x) { return ::y1l(x); }), 9, 0.01L, 8, false},
+      {"nextafterf", false, 2,
+       b([](LD x, LD z) { return LD(std::nextafter(float(x), float(z))); }), 0, -1e30L, 1e30L,
+       true},
       {"powf", false, 2, b([](LD x, LD z) { return std::pow(x, z); }), 4, 0.01L, 50, false},
       {"atan2f", false, 2, b([](LD x, LD z) { return std::atan2(x, z); }), 3, -1e3L, 1e3L, false},
       {"fmodf", false, 2, b([](LD x, LD z) { return std::fmod(x, z); }), 0, -1e6L, 1e6L, false},
@@ -198,6 +208,11 @@ std::vector<Fn> functions() {
       {"normcdfinv", true, 1, u(normcdfinv_ref), 8, 0.001L, 0.999L, false},
       {"sinpi", true, 1, u(sinpi_ref), 2, -1e6L, 1e6L, false},
       {"cospi", true, 1, u(cospi_ref), 2, -1e6L, 1e6L, false},
+      // lgamma: 4 ulps outside -11.0001..-2.2637.
+      {"lgamma", true, 1, u([](LD x) { return std::lgamma(x); }), 4, -2.26L, 1e4L, false},
+      {"nextafter", true, 2,
+       b([](LD x, LD z) { return LD(std::nextafter(double(x), double(z))); }), 0, -1e300L, 1e300L,
+       true},
       {"pow", true, 2, b([](LD x, LD z) { return std::pow(x, z); }), 2, 0.01L, 100, false},
       {"atan2", true, 2, b([](LD x, LD z) { return std::atan2(x, z); }), 2, -1e3L, 1e3L, false},
       {"fmod", true, 2, b([](LD x, LD z) { return std::fmod(x, z); }), 0, -1e12L, 1e12L, false},

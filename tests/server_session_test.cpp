@@ -72,6 +72,98 @@ TEST_F(SessionTest, AcquireAllocWriteReadReleaseRoundTrip) {
             Status::kLeaseExpired);
 }
 
+// MODULE_GLOBAL (kernels/globals.cu): a variable's handle works in MEM_WRITE,
+// MEM_READ and typed BUFFER arguments, is checked like a buffer's, belongs
+// to its lease and dies with its module.
+TEST_F(SessionTest, ModuleGlobalHandlesAreCheckedAndDieWithTheirModule) {
+  const uint64_t lease = acquire(c_, tok_, 4 << 20);
+  const uint64_t mod = load_module(c_, lease, tok_, ptx("globals.ptx"));
+  ASSERT_NE(mod, 0u);
+  const auto lookup = [&](uint64_t l, uint64_t m, const std::string& name) {
+    return c_.call(Opcode::kModuleGlobal, l, tok_, wire::ModuleGlobalRequest{m, name});
+  };
+  const uint64_t used =
+      c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes;
+  EXPECT_EQ(lookup(lease, mod + 1000, "kTable").status(), Status::kInvalidHandle);
+  auto none = lookup(lease, mod, "nope");
+  EXPECT_EQ(none.status(), Status::kInvalidArgument);
+  EXPECT_NE(none.message().find("nope"), std::string::npos) << none.message();
+  EXPECT_EQ(lookup(lease, mod, "poly_table").status(), Status::kInvalidArgument)
+      << "a kernel is not a variable";
+  auto t = lookup(lease, mod, "kTable");
+  ASSERT_EQ(t.status(), Status::kOk) << t.message();
+  const auto table = t.as<wire::ModuleGlobalReply>();
+  EXPECT_EQ(table.size, 64u);
+  EXPECT_EQ(table.space, wire::GlobalSpace::kConst);
+  const auto count = lookup(lease, mod, "gCount").as<wire::ModuleGlobalReply>();
+  EXPECT_EQ(count.size, 4u);
+  EXPECT_EQ(count.space, wire::GlobalSpace::kGlobal);
+  // Asking again gives the same handle; lookups charge nothing.
+  EXPECT_EQ(lookup(lease, mod, "kTable").as<wire::ModuleGlobalReply>(), table);
+  EXPECT_EQ(
+      c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).as<wire::LeaseInfo>().used_bytes,
+      used);
+
+  // MEM_WRITE / MEM_READ within the variable; past its end OUT_OF_RANGE.
+  Bytes data(64);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = std::byte(i * 3 + 1);
+  ASSERT_EQ(c_.call(Opcode::kMemWrite, lease, tok_, wire::MemWriteRequest{table.handle, 0, data})
+                .status(),
+            Status::kOk);
+  auto r = c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{table.handle, 0, 64});
+  ASSERT_EQ(r.status(), Status::kOk);
+  EXPECT_EQ(r.payload, data);
+  EXPECT_EQ(
+      c_.call(Opcode::kMemWrite, lease, tok_, wire::MemWriteRequest{table.handle, 60, Bytes(8)})
+          .status(),
+      Status::kOutOfRange);
+  EXPECT_EQ(
+      c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{count.handle, 0, 8}).status(),
+      Status::kOutOfRange);
+  EXPECT_EQ(
+      c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{count.handle + 1, 0, 1}).status(),
+      Status::kInvalidHandle)
+      << "an interior address is not a handle";
+  auto calls = lookup(lease, mod, "gCalls").as<wire::ModuleGlobalReply>();
+  r = c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{calls.handle, 0, 4});
+  EXPECT_EQ(from_bytes<uint32_t>(r.payload), std::vector<uint32_t>{7u}) << "its initialiser";
+  // A variable is not a buffer: MEM_FREE refuses it.
+  EXPECT_EQ(c_.call(Opcode::kMemFree, lease, tok_, wire::HandleRequest{count.handle}).status(),
+            Status::kInvalidHandle);
+
+  // As a typed BUFFER argument (a pointer to the variable).
+  ASSERT_EQ(c_.call(Opcode::kLaunch, lease, tok_,
+                    launch_req(mod, "bump", 2, 32, Args().buf(count.handle).scalar(uint32_t{5})))
+                .status(),
+            Status::kOk);
+  EXPECT_EQ(c_.call(Opcode::kLaunch, lease, tok_,
+                    launch_req(mod, "bump", 1, 1, Args().buf(count.handle, 5).scalar(uint32_t{1})))
+                .status(),
+            Status::kOutOfRange);
+  ASSERT_EQ(c_.call(Opcode::kSync, lease, tok_, wire::Empty{}).status(), Status::kOk);
+  r = c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{count.handle, 0, 4});
+  EXPECT_EQ(from_bytes<uint32_t>(r.payload), std::vector<uint32_t>{2u * 32u * 5u});
+
+  // Another lease of the same tenant sees neither the module nor the variable.
+  const uint64_t other = acquire(c_, tok_, 1 << 20);
+  EXPECT_EQ(lookup(other, mod, "kTable").status(), Status::kInvalidHandle);
+  EXPECT_EQ(
+      c_.call(Opcode::kMemRead, other, tok_, wire::MemReadRequest{table.handle, 0, 4}).status(),
+      Status::kInvalidHandle);
+
+  // Unloading the module ends its variables' handles.
+  ASSERT_EQ(c_.call(Opcode::kModuleUnload, lease, tok_, wire::HandleRequest{mod}).status(),
+            Status::kOk);
+  EXPECT_EQ(
+      c_.call(Opcode::kMemRead, lease, tok_, wire::MemReadRequest{table.handle, 0, 4}).status(),
+      Status::kInvalidHandle);
+  EXPECT_EQ(
+      c_.call(Opcode::kMemWrite, lease, tok_, wire::MemWriteRequest{count.handle, 0, Bytes(4)})
+          .status(),
+      Status::kInvalidHandle);
+  EXPECT_EQ(lookup(lease, mod, "kTable").status(), Status::kInvalidHandle);
+}
+
 TEST_F(SessionTest, ReleaseReturnsTheVramToThePoolAtOnce) {
   auto free_bytes = [&] {
     return c_.call(Opcode::kHello, 0, {}, wire::HelloRequest{})

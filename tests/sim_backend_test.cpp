@@ -635,5 +635,28 @@ TEST(SimBackend, DestroyingAContextWaitsForASyncCallbackBeingDelivered) {
   EXPECT_TRUE(destroyer.get());
 }
 
+// Module variables live in a window chosen by a node-wide load counter that
+// wraps after kModuleTags loads; a context keeps the windows of its modules
+// with variables distinct, so a variable's address names one variable of
+// the lease (MODULE_GLOBAL handles are addresses).
+TEST(SimBackend, ModuleVariableWindowsOfOneContextNeverCollide) {
+  Harness h;
+  const std::string text = read_ptx("globals.ptx");
+  const uint64_t first = h.load(text);
+  auto g = h.ctx().module_global(first, "gCalls");
+  ASSERT_TRUE(g.ok());
+  const uint32_t seven = 7;
+  for (uint64_t i = 0; i < kModuleTags + 2; ++i) {
+    const uint64_t m = h.load(text);
+    auto v = h.ctx().module_global(m, "gCalls");
+    ASSERT_TRUE(v.ok());
+    ASSERT_NE(v->address, g->address) << "load " << i << " reused the first module's window";
+    // Each module's variables are its own: writing this one leaves the first as it was.
+    ASSERT_TRUE(h.ctx().mem_write(v->address, {reinterpret_cast<const std::byte*>(&i), 4}).ok());
+    ASSERT_TRUE(h.ctx().module_unload(m).ok());
+  }
+  EXPECT_EQ(h.download<uint32_t>(g->address, 1)[0], seven);
+}
+
 }  // namespace
 }  // namespace gpulease::sim::testing

@@ -375,5 +375,87 @@ TEST(SimKernels, SpinReturnsOnceTheFlagIsSet) {
   EXPECT_TRUE(h.run(m, "spin", {4, 1, 1}, {32, 1, 1}, Args().add(flag)).ok());
 }
 
+// kernels/globals.cu: the host sets a __constant__ table and its length,
+// reads and resets a __device__ counter, and passes a variable's address as a
+// kernel's pointer argument (MODULE_GLOBAL through the node in
+// node_kernels_test, the sim context's own lookup in sim_kernels_test).
+TEST(SimKernels, ModuleGlobalsAreSetReadAndPassedAsPointers) {
+  Harness h;
+  const uint64_t m = h.load_file("globals.ptx");
+  server::DeviceContext& ctx = h.ctx();
+  auto table = ctx.module_global(m, "kTable");
+  auto terms = ctx.module_global(m, "kTerms");
+  auto count = ctx.module_global(m, "gCount");
+  auto calls = ctx.module_global(m, "gCalls");
+  ASSERT_TRUE(table.ok() && terms.ok() && count.ok() && calls.ok());
+  EXPECT_EQ(table->size, 64u);
+  EXPECT_EQ(table->space, server::VariableSpace::kConst);
+  EXPECT_EQ(terms->size, 4u);
+  EXPECT_EQ(count->size, 4u);
+  EXPECT_EQ(count->space, server::VariableSpace::kGlobal);
+  // The initialiser is there before any launch; a name that is not a
+  // variable (a kernel's, an unknown one) is INVALID_ARGUMENT.
+  EXPECT_EQ(h.download<uint32_t>(calls->address, 1)[0], 7u);
+  auto kernel_name = ctx.module_global(m, "poly_table");
+  ASSERT_FALSE(kernel_name.ok());
+  EXPECT_EQ(kernel_name.status(), Status::kInvalidArgument);
+
+  const std::vector<float> coeffs{0.5f, -1.25f, 0.375f, 2.0f, -0.0625f};
+  std::vector<float> padded(16, 0.0f);
+  std::copy(coeffs.begin(), coeffs.end(), padded.begin());
+  ASSERT_TRUE(ctx.mem_write(table->address, {reinterpret_cast<const std::byte*>(padded.data()),
+                                             padded.size() * sizeof(float)})
+                  .ok());
+  const int32_t n_terms = static_cast<int32_t>(coeffs.size());
+  ASSERT_TRUE(
+      ctx.mem_write(terms->address, {reinterpret_cast<const std::byte*>(&n_terms), 4}).ok());
+  const uint64_t n = 1000;
+  auto x = random_floats(n, 7);
+  const uint64_t dx = h.upload(x);
+  const uint64_t dy = h.alloc(n * sizeof(float));
+  ASSERT_TRUE(h.run(m, "poly_table", {blocks_for(n, kBlock), 1, 1}, {kBlock, 1, 1},
+                    Args().add(dx).add(dy).add(int32_t(n)))
+                  .ok());
+  std::vector<float> want(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    float acc = 0.0f, p = 1.0f;
+    for (float c : coeffs) {
+      acc = std::fma(c, p, acc);
+      p = p * x[i];
+    }
+    want[i] = acc;
+  }
+  expect_bits_equal(h.download<float>(dy, n), want);
+  EXPECT_EQ(h.download<uint32_t>(count->address, 1)[0], n);
+  EXPECT_EQ(h.download<uint32_t>(calls->address, 1)[0], 8u);
+  // The counter's address as a kernel's pointer argument.
+  ASSERT_TRUE(h.run(m, "bump", {4, 1, 1}, {32, 1, 1}, Args().add(count->address).add(3u)).ok());
+  EXPECT_EQ(h.download<uint32_t>(count->address, 1)[0], n + 4 * 32 * 3);
+  // Reset from the host; a second launch sees the new table (4 terms).
+  const uint32_t zero = 0;
+  ASSERT_TRUE(ctx.mem_write(count->address, {reinterpret_cast<const std::byte*>(&zero), 4}).ok());
+  const int32_t four = 4;
+  ASSERT_TRUE(ctx.mem_write(terms->address, {reinterpret_cast<const std::byte*>(&four), 4}).ok());
+  ASSERT_TRUE(
+      h.run(m, "poly_table", {1, 1, 1}, {kBlock, 1, 1}, Args().add(dx).add(dy).add(int32_t(10)))
+          .ok());
+  EXPECT_EQ(h.download<uint32_t>(count->address, 1)[0], 10u);
+  auto y = h.download<float>(dy, 10);
+  for (int i = 0; i < 10; ++i) {
+    float acc = 0.0f, p = 1.0f;
+    for (int k = 0; k < 4; ++k) {
+      acc = std::fma(coeffs[k], p, acc);
+      p = p * x[i];
+    }
+    EXPECT_EQ(std::bit_cast<uint32_t>(y[i]), std::bit_cast<uint32_t>(acc)) << i;
+  }
+  // Each load of a module has its own variables.
+  const uint64_t m2 = h.load_file("globals.ptx");
+  auto calls2 = ctx.module_global(m2, "gCalls");
+  ASSERT_TRUE(calls2.ok());
+  EXPECT_NE(calls2->address, calls->address);
+  EXPECT_EQ(h.download<uint32_t>(calls2->address, 1)[0], 7u);
+}
+
 }  // namespace
 }  // namespace gpulease::sim::testing

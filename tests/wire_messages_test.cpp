@@ -145,6 +145,8 @@ TEST(WireMessages, EveryRequestTypeRoundTripsWithEdgeValues) {
   expect_round_trip(sample_launch(ArgForm::kRaw));
   expect_round_trip(sample_launch(ArgForm::kTyped));
   expect_round_trip(sample_submit());
+  expect_round_trip(ModuleGlobalRequest{~0ull, "kCoeffs"});
+  expect_round_trip(ModuleGlobalRequest{1, std::string(kLimits.max_name_bytes, 'g')});
 }
 
 TEST(WireMessages, HelloReplyAnnouncingALimitOutsideOneToTheMaximumIsBadFrame) {
@@ -230,6 +232,8 @@ TEST(WireMessages, EveryReplyTypeRoundTripsWithEdgeValues) {
   expect_round_trip(LaunchReply{~0ull});
   expect_round_trip(SyncReply{0});
   expect_round_trip(GpuSubmitReply{{SubmitOutput{0xffff, fill(8, 1)}, SubmitOutput{0, {}}}});
+  expect_round_trip(ModuleGlobalReply{~0ull, ~0ull, GlobalSpace::kUnknown});
+  expect_round_trip(ModuleGlobalReply{1, 0, GlobalSpace::kConst});
   expect_round_trip(ErrorReply{std::string(kLimits.max_message_bytes, 'm')});
   expect_round_trip(ErrorReply{"\xe2\x80\x94 \xf0\x9f\x98\x80"});
 }
@@ -282,6 +286,28 @@ TEST(WireMessages, EveryTruncatedPrefixOfEveryMessageFailsCleanly) {
   expect_every_prefix_handled(SyncReply{1});
   expect_every_prefix_handled(sample_submit());
   expect_every_prefix_handled(GpuSubmitReply{{SubmitOutput{1, b("out")}}});
+  expect_every_prefix_handled(ModuleGlobalRequest{1, "kCoeffs"});
+  expect_every_prefix_handled(ModuleGlobalReply{1, 64, GlobalSpace::kGlobal});
+}
+
+TEST(WireMessages, ModuleGlobalNameAndSpaceAreChecked) {
+  // Empty name: a value error; too long: FRAME_TOO_LARGE; not UTF-8: BAD_FRAME.
+  EXPECT_EQ(decode_payload<ModuleGlobalRequest>(encode_payload(ModuleGlobalRequest{1, ""}), kLimits)
+                .status(),
+            Status::kInvalidArgument);
+  EXPECT_EQ(
+      decode_payload<ModuleGlobalRequest>(
+          encode_payload(ModuleGlobalRequest{1, std::string(kLimits.max_name_bytes + 1, 'g')}),
+          kLimits)
+          .status(),
+      Status::kFrameTooLarge);
+  EXPECT_EQ(decode_payload<ModuleGlobalRequest>(
+                encode_payload(ModuleGlobalRequest{1, std::string("g\xff")}), kLimits)
+                .status(),
+            Status::kBadFrame);
+  Bytes r = encode_payload(ModuleGlobalReply{1, 4, GlobalSpace::kConst});
+  r.back() = std::byte{3};
+  EXPECT_EQ(decode_payload<ModuleGlobalReply>(r, kLimits).status(), Status::kBadFrame);
 }
 
 TEST(WireMessages, FixedLayoutPrefixesAreBadFrame) {
@@ -319,6 +345,8 @@ TEST(WireMessages, TrailingBytesAreBadFrame) {
   expect_trailing_byte_rejected(SyncReply{});
   expect_trailing_byte_rejected(sample_submit());
   expect_trailing_byte_rejected(GpuSubmitReply{});
+  expect_trailing_byte_rejected(ModuleGlobalRequest{1, "g"});
+  expect_trailing_byte_rejected(ModuleGlobalReply{});
 }
 
 // ---- Limits before allocation ----------------------------------------------------

@@ -88,7 +88,7 @@ TEST(OpcodeTable, NamesAndNumbersRoundTrip) {
     EXPECT_TRUE(names.insert(info.name).second) << "duplicate name " << info.name;
   }
   EXPECT_FALSE(is_known_opcode(0x0000));
-  EXPECT_FALSE(is_known_opcode(0x060a));
+  EXPECT_FALSE(is_known_opcode(0x060b));
   EXPECT_EQ(opcode_name(static_cast<Opcode>(0x7777)), "UNKNOWN");
   EXPECT_FALSE(opcode_from_name("NOT_AN_OPCODE"));
 }

@@ -359,6 +359,8 @@ std::vector<Vector> requests() {
     v.push_back(request("request.gpu_submit.no_args", "GPU_SUBMIT with no arguments",
                         Opcode::kGpuSubmit, m, 28, kLease));
   }
+  v.push_back(request("request.module_global", "MODULE_GLOBAL: variable \"coeffs\" of module 1",
+                      Opcode::kModuleGlobal, ModuleGlobalRequest{kModule, "coeffs"}, 29, kLease));
   return v;
 }
 
@@ -429,6 +431,14 @@ std::vector<Vector> replies() {
                     27, kLease));
   v.push_back(reply("reply.gpu_submit.no_outputs", "GPU_SUBMIT reply with no outputs",
                     Opcode::kGpuSubmit, GpuSubmitReply{}, 28, kLease));
+  v.push_back(reply("reply.module_global",
+                    "MODULE_GLOBAL reply: a 64-byte .const variable at its device address",
+                    Opcode::kModuleGlobal,
+                    ModuleGlobalReply{0x0000300000000000ull, 64, GlobalSpace::kConst}, 29, kLease));
+  v.push_back(reply("reply.module_global.global",
+                    "MODULE_GLOBAL reply: a 4-byte .global variable",
+                    Opcode::kModuleGlobal,
+                    ModuleGlobalReply{0x0000300000000040ull, 4, GlobalSpace::kGlobal}, 30, kLease));
 
   // Error replies: status in the header, UTF-8 message as the payload.
   v.push_back(error_reply("reply.error.lease_expired", "LEASE_EXPIRED error reply to MEM_WRITE",
@@ -528,7 +538,7 @@ std::vector<Vector> frames_invalid() {
         Status::kUnsupportedVersion);
   }
   for (uint16_t op :
-       {uint16_t{0x0000}, uint16_t{0x0003}, uint16_t{0x0600}, uint16_t{0x060a}, uint16_t{0xffff}}) {
+       {uint16_t{0x0000}, uint16_t{0x0003}, uint16_t{0x0600}, uint16_t{0x060b}, uint16_t{0xffff}}) {
     bad("frame.unknown_opcode." + vectors::opcode_label(op),
         "opcode " + vectors::opcode_label(op) + " is not defined",
         with([&](Bytes& f) { store_le16(f.data() + kOffOpcode, op); }, true),
@@ -814,6 +824,27 @@ std::vector<Vector> payloads_invalid(const std::vector<Vector>& valid) {
         concat({le64(kModule), Bytes{std::byte{0}, std::byte{0}},
                 Bytes(p.begin() + 8 + 2 + 5, p.end()), Bytes{std::byte{0}, std::byte{0}}, le32(0)});
     req("payload.launch.kernel_name_empty", "empty kernel name", kL, e, Status::kInvalidArgument);
+  }
+  {
+    const Opcode kG = Opcode::kModuleGlobal;
+    req("payload.module_global.name_empty", "MODULE_GLOBAL with an empty name", kG,
+        concat({le64(kModule), Bytes{std::byte{0}, std::byte{0}}}), Status::kInvalidArgument);
+    req("payload.module_global.name_too_long", "MODULE_GLOBAL name of 257 bytes (> max_name_bytes)",
+        kG, concat({le64(kModule), Bytes{std::byte{1}, std::byte{1}}, Bytes(257, std::byte{'g'})}),
+        Status::kFrameTooLarge);
+    req("payload.module_global.name_not_utf8", "MODULE_GLOBAL name containing byte 0xff", kG,
+        concat({le64(kModule), Bytes{std::byte{2}, std::byte{0}}, Bytes{std::byte{'g'}, std::byte{0xff}}}),
+        Status::kBadFrame);
+    req("payload.module_global.truncated_name", "MODULE_GLOBAL name length 6 with 3 bytes after it",
+        kG, concat({le64(kModule), Bytes{std::byte{6}, std::byte{0}}, str_bytes("coe")}),
+        Status::kBadFrame);
+    req("payload.module_global.trailing", "MODULE_GLOBAL with a byte after the name", kG,
+        concat({le64(kModule), Bytes{std::byte{1}, std::byte{0}}, str_bytes("c"), Bytes{std::byte{0}}}),
+        Status::kBadFrame);
+    rep("payload.module_global.reply_unknown_space", "MODULE_GLOBAL reply with space 3", kG,
+        concat({le64(0x0000300000000000ull), le64(64), Bytes{std::byte{3}}}), Status::kBadFrame);
+    rep("payload.module_global.reply_truncated", "MODULE_GLOBAL reply without its space byte", kG,
+        concat({le64(0x0000300000000000ull), le64(64)}), Status::kBadFrame);
   }
   req("payload.gpu_submit.count_65535", "GPU_SUBMIT argument count 65535 with nothing after it", kS,
       concat({submit_head(), Bytes{std::byte{0xff}, std::byte{0xff}}}), Status::kFrameTooLarge);

@@ -92,6 +92,7 @@ constexpr const char* kFormatNames[] = {"PTX", "CUBIN", "FATBIN"};
 constexpr const char* kArgFormNames[] = {"RAW", "TYPED"};
 constexpr const char* kTypedKindNames[] = {"SCALAR", "BUFFER"};
 constexpr const char* kSubmitKindNames[] = {"SCALAR", "IN", "OUT", "INOUT"};
+constexpr const char* kGlobalSpaceNames[] = {"GLOBAL", "CONST", "UNKNOWN"};
 
 template <typename E, size_t N>
 std::string enum_name(E e, const char* const (&names)[N]) {
@@ -469,6 +470,24 @@ void from_j(const Json& j, GpuSubmitReply& m) {
   for (const Json& e : j.at("outputs")) {
     m.outputs.push_back({num<uint16_t>(e, "arg_index"), hex_field(e, "data")});
   }
+}
+
+Json to_j(const ModuleGlobalRequest& m) {
+  return {{"module", m.module}, {"name", m.name}};
+}
+void from_j(const Json& j, ModuleGlobalRequest& m) {
+  m.module = num<uint64_t>(j, "module");
+  m.name = j.at("name").get<std::string>();
+}
+Json to_j(const ModuleGlobalReply& m) {
+  return {{"handle", m.handle},
+          {"size", m.size},
+          {"space", enum_name(m.space, kGlobalSpaceNames)}};
+}
+void from_j(const Json& j, ModuleGlobalReply& m) {
+  m.handle = num<uint64_t>(j, "handle");
+  m.size = num<uint64_t>(j, "size");
+  m.space = enum_from<GlobalSpace>(j, "space", kGlobalSpaceNames);
 }
 
 Json to_j(const ErrorReply& m) {

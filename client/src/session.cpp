@@ -298,6 +298,37 @@ Result<void> Session::module_unload(Module module) {
   return {};
 }
 
+Result<ModuleGlobal> Session::module_global(const Module& module, std::string_view name) {
+  std::string what = "MODULE_GLOBAL '" + std::string(name) + "' of module " + hex(module.handle);
+  if (name.empty()) return make_error(Status::kInvalidArgument, what + ": empty name");
+  auto r =
+      call(Opcode::kModuleGlobal,
+           wire::encode_payload(wire::ModuleGlobalRequest{module.handle, std::string(name)}), what);
+  if (!r) return std::move(r).error();
+  auto m = Connection::decode_reply_as<wire::ModuleGlobalReply>(Opcode::kModuleGlobal, r->payload);
+  if (!m) return with_context(std::move(m).error(), what);
+  return ModuleGlobal{m->handle, m->size, m->space, std::string(name)};
+}
+
+Result<void> Session::write_global(const ModuleGlobal& var, ByteSpan data, uint64_t offset) {
+  if (offset > var.size || data.size() > var.size - offset) {
+    return make_error(Status::kInvalidArgument, "write of " + std::to_string(data.size()) +
+                                                    " bytes at offset " + std::to_string(offset) +
+                                                    " into variable '" + var.name + "' of " +
+                                                    std::to_string(var.size) + " bytes");
+  }
+  if (data.empty()) return {};
+  return mem_write(var.buffer(), offset, data);
+}
+
+Result<Bytes> Session::read_global(const ModuleGlobal& var) {
+  if (var.size == 0) {
+    if (auto f = flush(); !f) return std::move(f).error();
+    return Bytes{};
+  }
+  return mem_read(var.buffer(), 0, var.size);
+}
+
 Result<void> Session::launch(const Module& module, std::string_view kernel, Dim3 grid, Dim3 block,
                              ByteSpan args, std::span<const uint32_t> arg_sizes,
                              uint32_t shared_bytes) {

@@ -430,6 +430,17 @@ void encode(const GpuSubmitReply& m, Bytes& out) {
     w.bytes32(o.data);
   }
 }
+void encode(const ModuleGlobalRequest& m, Bytes& out) {
+  ByteWriter w(out);
+  w.u64(m.module);
+  w.str16(m.name);
+}
+void encode(const ModuleGlobalReply& m, Bytes& out) {
+  ByteWriter w(out);
+  w.u64(m.handle);
+  w.u64(m.size);
+  w.u8(static_cast<uint8_t>(m.space));
+}
 void encode(const ErrorReply& m, Bytes& out) {
   ByteWriter(out).raw(as_bytes(m.message));
 }
@@ -807,6 +818,28 @@ Result<GpuSubmitReply> decode_payload<GpuSubmitReply>(ByteSpan p, const Limits& 
     o.data = d.bytes32("output data", l.max_payload_bytes);
     m.outputs.push_back(std::move(o));
   }
+  return d.finish(std::move(m));
+}
+
+template <>
+Result<ModuleGlobalRequest> decode_payload<ModuleGlobalRequest>(ByteSpan p, const Limits& l) {
+  Decoder d(p, l);
+  ModuleGlobalRequest m;
+  m.module = d.u64("module");
+  m.name = d.str16("name", l.max_name_bytes);
+  if (d.ok() && m.name.empty()) d.invalid("empty variable name");
+  return d.finish(std::move(m));
+}
+template <>
+Result<ModuleGlobalReply> decode_payload<ModuleGlobalReply>(ByteSpan p, const Limits& l) {
+  Decoder d(p, l);
+  ModuleGlobalReply m;
+  m.handle = d.u64("handle");
+  m.size = d.u64("size");
+  uint8_t space = d.u8("space");
+  if (d.ok() && space > static_cast<uint8_t>(GlobalSpace::kUnknown))
+    d.fail(Status::kBadFrame, "unknown variable space " + std::to_string(space));
+  m.space = static_cast<GlobalSpace>(space);
   return d.finish(std::move(m));
 }
 

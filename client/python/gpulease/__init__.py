@@ -17,8 +17,8 @@ from .wire import ANY_DEVICE, Exclusivity, ImageFormat, LeaseState, Limits, Opco
 from .connection import Connection, NodeInfo, Device, Pending, connect
 from .lease import (Grant, Lease, LeaseBuilder, LeaseInfo, RenewalManager, check_scoped_token,
                     list_leases, request_scoped_token)
-from .session import (DeviceBuffer, KernelArgs, Module, Session, SubmitArgs, SubmitResult,
-                      submit)
+from .session import (DeviceBuffer, KernelArgs, Module, ModuleGlobal, Session, SubmitArgs,
+                      SubmitResult, submit)
 from .tokens import Perm
 from . import tokens, wire
 

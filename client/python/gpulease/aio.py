@@ -31,7 +31,8 @@ from . import tokens as _tokens
 from . import wire
 from .connection import Device, NodeInfo, parse_address
 from .lease import LeaseInfo
-from .session import DeviceBuffer, KernelArgs, Module, SubmitArgs, SubmitResult, dim3
+from .session import (DeviceBuffer, KernelArgs, Module, ModuleGlobal, SubmitArgs, SubmitResult,
+                      _enc_module_global, dim3)
 from .status import (ConnectionLostError, GpuleaseError, LeaseLostError, Status, WireError,
                      node_error)
 from .wire import Exclusivity, ImageFormat, Opcode
@@ -362,6 +363,13 @@ class AsyncSession:
 
     async def module_unload(self, module) -> None:
         await self._call(Opcode.MODULE_UNLOAD, _Q.pack(int(module)), f"MODULE_UNLOAD 0x{int(module):x}")
+
+    async def module_global(self, module, name: str) -> ModuleGlobal:
+        """MODULE_GLOBAL (see :meth:`gpulease.Session.module_global`)."""
+        out = await self._call(Opcode.MODULE_GLOBAL, _enc_module_global(module, name),
+                               f"MODULE_GLOBAL {name!r} of module 0x{int(module):x}")
+        m = wire.decode_payload(Opcode.MODULE_GLOBAL, out, reply=True)
+        return ModuleGlobal(m["handle"], m["size"], m["space"], name)
 
     async def launch(self, module, kernel, grid, block, args=b"", arg_sizes=(), shared_bytes=0):
         sizes = [int(s) for s in arg_sizes]

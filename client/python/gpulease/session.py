@@ -51,6 +51,40 @@ class Module:
         return self.handle
 
 
+@dataclasses.dataclass(frozen=True)
+class ModuleGlobal:
+    """A loaded module's module-scope variable (a CUDA ``__constant__`` or
+    ``__device__`` variable), from :meth:`Session.module_global`.
+
+    ``handle`` is its device address: ``mem_write``/``mem_read`` take the
+    variable as they take a :class:`DeviceBuffer` (``size`` bounds the read),
+    and ``KernelArgs.push_buffer(var)`` hands a kernel a pointer to it. Valid
+    until its module is unloaded. ``space`` is ``"GLOBAL"``, ``"CONST"`` or
+    ``"UNKNOWN"`` (cuda with a cubin/fatbin image)."""
+    handle: int
+    size: int
+    space: str
+    name: str
+
+    @property
+    def address(self) -> int:
+        return self.handle
+
+    @property
+    def is_const(self) -> bool:
+        return self.space == "CONST"
+
+    def __int__(self):
+        return self.handle
+
+
+def _enc_module_global(module, name: str) -> bytes:
+    b = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+    if not 1 <= len(b) <= wire.DEFAULT_LIMITS.max_name_bytes:
+        raise ValueError(f"a variable name is 1..{wire.DEFAULT_LIMITS.max_name_bytes} bytes")
+    return _Q.pack(int(module)) + struct.pack("<H", len(b)) + b
+
+
 def dim3(d) -> tuple[int, int, int]:
     if isinstance(d, int):
         return (d, 1, 1)
@@ -337,6 +371,21 @@ class Session:
 
     def module_unload(self, module: Module) -> None:
         self._call(Opcode.MODULE_UNLOAD, _Q.pack(int(module)), f"MODULE_UNLOAD 0x{int(module):x}")
+
+    def module_global(self, module, name: str) -> ModuleGlobal:
+        """MODULE_GLOBAL: the module's variable ``name`` (``cuModuleGetGlobal``).
+        ``InvalidArgumentError`` when the module declares no such variable.
+
+            coeffs = s.module_global(m, "kCoeffs")
+            s.mem_write(coeffs, numpy.array([...], dtype=numpy.float32))
+            ...
+            count = s.mem_read(counter, dtype=numpy.uint32)[0]
+        """
+        payload = _enc_module_global(module, name)
+        out = self._call(Opcode.MODULE_GLOBAL, payload,
+                         f"MODULE_GLOBAL {name!r} of module 0x{int(module):x}")
+        m = wire.decode_payload(Opcode.MODULE_GLOBAL, out, reply=True)
+        return ModuleGlobal(m["handle"], m["size"], m["space"], name)
 
     def launch(self, module, kernel: str, grid, block, args=b"", arg_sizes=(),
                shared_bytes: int = 0) -> None:

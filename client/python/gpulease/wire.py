@@ -65,6 +65,7 @@ class Opcode(enum.IntEnum):
     SYNC = 0x0607
     MODULE_UNLOAD = 0x0608
     GPU_SUBMIT = 0x0609
+    MODULE_GLOBAL = 0x060A
 
 
 _OPCODES = frozenset(int(o) for o in Opcode)
@@ -104,6 +105,13 @@ class LeaseState(enum.IntEnum):
     FAULTED = 1
     EXPIRED = 2
     RELEASED = 3
+
+
+class GlobalSpace(enum.IntEnum):
+    """Where a module variable lives (MODULE_GLOBAL reply)."""
+    GLOBAL = 0   # .global (__device__): kernels may write it
+    CONST = 1    # .const (__constant__): read-only to kernels
+    UNKNOWN = 2  # the backend cannot tell (cuda with a cubin/fatbin image)
 
 
 class ImageFormat(enum.IntEnum):
@@ -527,6 +535,11 @@ def _dec_request(op: int, r: Reader) -> dict:
              "block": r.dim3("block"), "shared_bytes": r.u32("shared_bytes")}
         m["args"] = _dec_launch_args(r)
         return m
+    if op == Opcode.MODULE_GLOBAL:
+        m = {"module": r.u64("module"), "name": r.str16("name", lim.max_name_bytes)}
+        if not m["name"]:
+            r.invalid("empty variable name")
+        return m
     if op == Opcode.GPU_SUBMIT:
         fmt = _format(r)
         image = r.bytes32("image", lim.max_payload_bytes)
@@ -627,6 +640,13 @@ def _dec_reply(op: int, r: Reader) -> dict:
         return {"launch_seq": r.u64("launch_seq")}
     if op == Opcode.SYNC:
         return {"completed": r.u64("completed")}
+    if op == Opcode.MODULE_GLOBAL:
+        m = {"handle": r.u64("handle"), "size": r.u64("size")}
+        space = r.u8("space")
+        if space > GlobalSpace.UNKNOWN:
+            raise WireError(Status.BAD_FRAME, f"unknown variable space {space}")
+        m["space"] = GlobalSpace(space).name
+        return m
     if op == Opcode.GPU_SUBMIT:
         n = r.count(r.u16("output count"), "output count", lim.max_kernel_args, 6)
         return {"outputs": [{"arg_index": r.u16("arg_index"),
@@ -754,6 +774,8 @@ def encode_request(op: int, m: dict) -> bytes:
         blob = (enc_raw_args(a["sizes"], a["blob"]) if a["form"] == "RAW"
                 else enc_typed_args(a["args"]))
         return enc_launch(m["module"], m["kernel"], m["grid"], m["block"], m["shared_bytes"], blob)
+    if op == Opcode.MODULE_GLOBAL:
+        return _U64.pack(m["module"]) + _str16(m["name"])
     if op == Opcode.GPU_SUBMIT:
         image = bytes(m["image"])
         return (bytes([_enum_value(ImageFormat, m["format"])]) + _U32.pack(len(image)) + image
@@ -794,6 +816,8 @@ def encode_reply(op: int, m: dict) -> bytes:
         return _U64.pack(m["launch_seq"])
     if op == Opcode.SYNC:
         return _U64.pack(m["completed"])
+    if op == Opcode.MODULE_GLOBAL:
+        return struct.pack("<QQB", m["handle"], m["size"], _enum_value(GlobalSpace, m["space"]))
     if op == Opcode.GPU_SUBMIT:
         return _U16.pack(len(m["outputs"])) + b"".join(
             _U16.pack(o["arg_index"]) + _U32.pack(len(o["data"])) + bytes(o["data"])

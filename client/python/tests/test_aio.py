@@ -52,6 +52,13 @@ def test_aio_session(node):
                 np.testing.assert_array_equal(r.output(3, np.float32), np.full(4, 3.0, np.float32))
                 info = await lease.query()
                 assert info.state == gl.LeaseState.ACTIVE and info.buffers == 3
+                g = await s.module_load(ptx("globals.ptx"))
+                calls = await s.module_global(g, "gCalls")
+                assert calls.size == 4 and calls.space == "GLOBAL"
+                assert (await s.mem_read(calls, dtype=np.uint32))[0] == 7
+                with pytest.raises(gl.InvalidArgumentError):
+                    await s.module_global(g, "nope")
+                await s.module_unload(g)
                 await s.module_unload(m)
                 lid = lease.lease_id
             assert lid not in [l.lease_id for l in await aio.list_leases(conn)]

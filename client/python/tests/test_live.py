@@ -57,6 +57,51 @@ def test_recipe30_flow_every_session_op(conn):
         gl.Lease.adopt(conn, lid).query()
 
 
+def test_module_globals_set_read_and_pass_as_pointers(conn):
+    """MODULE_GLOBAL (kernels/globals.cu): a __constant__ table set from numpy,
+    __device__ counters read back, a variable passed as a kernel pointer."""
+    with lease_for(conn) as lease:
+        s = gl.Session(lease)
+        m = s.module_load(ptx("globals.ptx"))
+        table = s.module_global(m, "kTable")
+        assert isinstance(table, gl.ModuleGlobal)
+        assert table.size == 64 and table.space == "CONST" and table.is_const
+        count = s.module_global(m, "gCount")
+        assert count.size == 4 and count.space == "GLOBAL" and not count.is_const
+        calls = s.module_global(m, "gCalls")
+        assert s.mem_read(calls, dtype=np.uint32)[0] == 7
+        coeffs = np.zeros(16, np.float32)
+        coeffs[:3] = [1.0, 0.5, 0.25]
+        s.mem_write(table, coeffs)
+        s.mem_write(s.module_global(m, "kTerms"), np.array([3], np.int32))
+        x = np.arange(256, dtype=np.float32) * 0.5
+        dx, dy = s.mem_alloc(x.nbytes), s.mem_alloc(x.nbytes)
+        s.mem_write(dx, x)
+        s.launch_with_args(m, "poly_table", 1, 256,
+                           gl.KernelArgs().push_buffer(dx).push_buffer(dy).push_i32(256))
+        s.sync()
+        np.testing.assert_array_equal(s.mem_read(dy, dtype=np.float32), 1 + 0.5 * x + 0.25 * x * x)
+        np.testing.assert_array_equal(s.mem_read(table, dtype=np.float32), coeffs)
+        assert s.mem_read(count, dtype=np.uint32)[0] == 256
+        assert s.mem_read(calls, dtype=np.uint32)[0] == 8
+        s.launch_with_args(m, "bump", 1, 32, gl.KernelArgs().push_buffer(count).push_u32(2))
+        s.sync()
+        assert s.mem_read(count, dtype=np.uint32)[0] == 256 + 64
+        with pytest.raises(gl.InvalidArgumentError) as e:
+            s.module_global(m, "nope")
+        assert "nope" in str(e.value) and e.value.op.startswith("MODULE_GLOBAL")
+        with pytest.raises(gl.InvalidHandleError):
+            s.module_global(gl.Module(m.handle + 99), "kTable")
+        with pytest.raises(ValueError):
+            s.module_global(m, "")
+        s.mem_write(count, b"\0" * 8)  # past its 4 bytes
+        with pytest.raises(gl.OutOfRangeError):
+            s.sync()
+        s.module_unload(m)
+        with pytest.raises(gl.InvalidHandleError):
+            s.mem_read(count, dtype=np.uint32)
+
+
 def test_errors_surface_at_sync_naming_the_op(conn):
     with lease_for(conn) as lease:
         s = gl.Session(lease)

@@ -149,6 +149,9 @@ struct KernelRec {
 struct ModuleRec {
   CUmodule mod = nullptr;
   std::unordered_map<std::string, KernelRec> kernels;
+  // PTX images: the spaces of the variables the text declares (the driver
+  // does not tell .const from .global).
+  std::unordered_map<std::string, VariableSpace> spaces;
 };
 
 struct Inflight {
@@ -930,8 +933,33 @@ class CudaContext final : public DeviceContext {
       return e;
     }
     uint64_t handle = reinterpret_cast<uintptr_t>(mod);
-    c.modules()[handle].mod = mod;
+    ModuleRec& rec = c.modules()[handle];
+    rec.mod = mod;
+    if (kind == ImageKind::kPtx) {
+      const std::string_view text(reinterpret_cast<const char*>(image.data()), image.size());
+      for (auto& [name, space] : ptx_variable_spaces(text)) rec.spaces.emplace(name, space);
+    }
     return handle;
+  }
+
+  Result<ModuleVariable> module_global(uint64_t module, std::string_view name) override {
+    LeaseCore& c = *core_;
+    if (c.faulted()) return c.fault_error();
+    auto it = c.modules().find(module);
+    if (it == c.modules().end()) return make_error(Status::kInvalidHandle, "not a loaded module");
+    LeaseCore::Use u(c);
+    if (!u.live()) return c.fault_error();
+    const std::string n(name);  // NUL-terminated (the codec refuses names containing NUL)
+    CUdeviceptr p = 0;
+    size_t bytes = 0;
+    CUresult r = c.api().cuModuleGetGlobal(&p, &bytes, it->second.mod, n.c_str());
+    if (r == CUDA_ERROR_NOT_FOUND || r == CUDA_ERROR_INVALID_VALUE)
+      return make_error(Status::kInvalidArgument,
+                        "the module has no .global or .const variable '" + n + "'");
+    if (r != CUDA_SUCCESS) return c.op_error("cuModuleGetGlobal", r, Status::kInternal);
+    auto sp = it->second.spaces.find(n);
+    return ModuleVariable{static_cast<uint64_t>(p), static_cast<uint64_t>(bytes),
+                          sp == it->second.spaces.end() ? VariableSpace::kUnknown : sp->second};
   }
 
   Result<void> module_unload(uint64_t module) override {

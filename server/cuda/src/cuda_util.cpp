@@ -1,6 +1,8 @@
 #include "gpulease/cuda/cuda_util.hpp"
 
 #include <algorithm>
+#include <cctype>
+#include <optional>
 #include <utility>
 
 namespace gpulease::server::cuda {
@@ -281,6 +283,91 @@ std::string_view image_kind_name(ImageKind k) noexcept {
       return "fatbin";
   }
   return "unknown";
+}
+
+std::vector<std::pair<std::string, VariableSpace>> ptx_variable_spaces(std::string_view ptx) {
+  std::vector<std::pair<std::string, VariableSpace>> out;
+  // Tokens: runs of characters other than white space and the punctuation
+  // that ends a declarator; comments dropped; brace depth tracked so only
+  // module scope counts.
+  const auto is_ident = [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) != 0 || ch == '_' || ch == '$' ||
+           ch == '%' || ch == '.';
+  };
+  size_t i = 0;
+  int depth = 0;
+  std::vector<std::string_view> stmt;  // tokens of the current module-scope statement
+  const auto finish = [&] {
+    // ".visible .const .align 4 .b8 coeffs[64]" -> coeffs, kConst: the first
+    // name after the last space keyword (directives without a ';', such as
+    // .version and .target, may still be in `stmt` before it).
+    std::optional<VariableSpace> space;
+    size_t at = 0;
+    for (size_t k = 0; k < stmt.size(); ++k) {
+      if (stmt[k] == ".const" || stmt[k] == ".global") {
+        space = stmt[k] == ".const" ? VariableSpace::kConst : VariableSpace::kGlobal;
+        at = k + 1;
+      }
+    }
+    if (space) {
+      for (size_t k = at; k < stmt.size(); ++k) {
+        const std::string_view t = stmt[k];
+        if (t.empty() || t[0] == '.' || std::isdigit(static_cast<unsigned char>(t[0])) != 0)
+          continue;
+        out.emplace_back(std::string(t), *space);
+        break;
+      }
+    }
+    stmt.clear();
+  };
+  while (i < ptx.size()) {
+    const char ch = ptx[i];
+    if (ch == '/' && i + 1 < ptx.size() && ptx[i + 1] == '/') {
+      while (i < ptx.size() && ptx[i] != '\n') ++i;
+      continue;
+    }
+    if (ch == '/' && i + 1 < ptx.size() && ptx[i + 1] == '*') {
+      const size_t e = ptx.find("*/", i + 2);
+      i = e == std::string_view::npos ? ptx.size() : e + 2;
+      continue;
+    }
+    if (ch == '{') {
+      ++depth;
+      stmt.clear();
+    } else if (ch == '}') {
+      if (depth > 0) --depth;
+      stmt.clear();
+    } else if (depth == 0 && (ch == ';' || ch == '[' || ch == '=' || ch == '<')) {
+      // The declarator ends here; the rest of the statement (initialiser)
+      // is skipped up to its ';' (braces in it are counted above and below).
+      finish();
+      if (ch != ';') {
+        int d = 0;
+        while (i < ptx.size() && !(d == 0 && ptx[i] == ';')) {
+          if (ptx[i] == '{') ++d;
+          if (ptx[i] == '}' && d > 0) --d;
+          ++i;
+        }
+      }
+    } else if (depth == 0 && is_ident(ch)) {
+      const size_t b = i;
+      while (i < ptx.size() && is_ident(ptx[i])) ++i;
+      stmt.push_back(ptx.substr(b, i - b));
+      continue;
+    } else if (depth == 0 && ch == '(') {
+      // A function's parameter list (".param .u64 .ptr .global p"): no
+      // module variable is declared in it.
+      int d = 0;
+      while (i < ptx.size()) {
+        if (ptx[i] == '(') ++d;
+        if (ptx[i] == ')' && --d == 0) break;
+        ++i;
+      }
+      stmt.clear();
+    }
+    ++i;
+  }
+  return out;
 }
 
 }  // namespace gpulease::server::cuda

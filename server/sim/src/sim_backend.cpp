@@ -30,6 +30,8 @@ using server::DeviceContext;
 using server::DeviceInfo;
 using server::ImageKind;
 using server::LaunchRequest;
+using server::ModuleVariable;
+using server::VariableSpace;
 
 // Device addresses: each context gets a 1 TiB window above kGlobalBase
 // (window index = context sequence number mod 256); allocations are 256-byte
@@ -584,12 +586,37 @@ class SimContext final : public DeviceContext {
   Result<uint64_t> module_load(ImageKind kind, std::span<const std::byte> image) override {
     if (kind != ImageKind::kPtx)
       return make_error(Status::kLoadFailed, "the sim backend runs PTX only (no cubin/fatbin)");
-    auto m = load_ptx(std::string_view(reinterpret_cast<const char*>(image.data()), image.size()),
-                      load_limits_);
+    const std::string_view text(reinterpret_cast<const char*>(image.data()), image.size());
+    auto m = load_ptx(text, load_limits_);
     if (!m.ok()) return std::move(m).error();
+    // A module's variables live in its address window, chosen by a node-wide
+    // load counter that wraps after kModuleTags loads: a module of this
+    // context loaded that many loads ago may hold the same window. Variable
+    // addresses must name one variable of this context, so load again (the
+    // counter has moved on); bounded, since this context holds far fewer
+    // modules than there are windows.
+    for (int tries = 0; m.value()->globals.size() != 0 && window_taken(m.value()->window_base);
+         ++tries) {
+      if (tries == 8)
+        return make_error(Status::kLoadFailed, "no free address window for the module's variables");
+      m = load_ptx(text, load_limits_);
+      if (!m.ok()) return std::move(m).error();
+    }
     const uint64_t h = ++next_module_;
     modules_.emplace(h, std::move(m).value());
     return h;
+  }
+
+  Result<ModuleVariable> module_global(uint64_t module, std::string_view name) override {
+    auto it = modules_.find(module);
+    if (it == modules_.end())
+      return make_error(Status::kInvalidHandle, "not a loaded module of this context");
+    const GlobalVar* g = it->second->find_global(name);
+    if (g == nullptr)
+      return make_error(Status::kInvalidArgument,
+                        "the module has no .global or .const variable '" + std::string(name) + "'");
+    return ModuleVariable{g->address, g->size,
+                          g->is_const ? VariableSpace::kConst : VariableSpace::kGlobal};
   }
 
   uint64_t module_bytes(uint64_t module) const override {
@@ -649,14 +676,39 @@ class SimContext final : public DeviceContext {
     std::shared_ptr<std::byte> data;
   };
 
-  // The buffer holding `addr` (REQUIRES: host_range(addr, ...) succeeded):
-  // a queued op keeps it alive even if it is freed before the op runs.
-  std::shared_ptr<std::byte> owner(uint64_t addr) const {
+  // The buffer or module holding `addr` (REQUIRES: host_range(addr, ...)
+  // succeeded): a queued op keeps it alive even if it is freed or unloaded
+  // before the op runs.
+  std::shared_ptr<const void> owner(uint64_t addr) const {
+    if (const Module* m = module_at(addr)) {
+      for (const auto& [h, mod] : modules_)
+        if (mod.get() == m) return mod;
+    }
     auto it = allocs_.upper_bound(addr);
     return std::prev(it)->second.data;
   }
 
+  // The loaded module whose variable window holds `addr`, or nullptr.
+  const Module* module_at(uint64_t addr) const {
+    if (addr - kModuleWindow >= kModuleTags * kWindowSize) return nullptr;
+    for (const auto& [h, mod] : modules_)
+      if (!mod->globals.empty() && addr - mod->window_base < kWindowSize) return mod.get();
+    return nullptr;
+  }
+  bool window_taken(uint64_t base) const {
+    for (const auto& [h, mod] : modules_)
+      if (mod->window_base == base && !mod->globals.empty()) return true;
+    return false;
+  }
+
   Result<std::byte*> host_range(uint64_t addr, uint64_t len) {
+    // A module's variables (.const ones too: the host may write those).
+    if (const Module* m = module_at(addr)) {
+      std::byte* p = m->variable_bytes(addr, len, /*write=*/false);
+      if (p == nullptr)
+        return make_error(Status::kOutOfRange, "range runs past the module's variables");
+      return p;
+    }
     auto it = allocs_.upper_bound(addr);
     if (it == allocs_.begin())
       return make_error(Status::kInvalidHandle, "address is not in a live allocation");

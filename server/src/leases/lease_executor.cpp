@@ -102,6 +102,7 @@ void LeaseExecutor::end(std::function<void()> done) {
     env_.metrics.mem_alloc_bytes.fetch_sub(buffer_bytes);
     buffers_.clear();
     modules_.clear();
+    globals_.clear();
     if (done) done();
   });
 }
@@ -139,6 +140,8 @@ void LeaseExecutor::run(const Op& op) {
       return sync(op);
     case Opcode::kGpuSubmit:
       return gpu_submit(op);
+    case Opcode::kModuleGlobal:
+      return module_global(op);
     default:
       return reply_error(op.reply, Status::kUnknownOpcode, "not a session op");
   }
@@ -218,22 +221,22 @@ void LeaseExecutor::mem_write(const Op& op) {
   if (!m) return reply_error(op.reply, m.error());
   const uint64_t handle = m->handle, offset = m->offset;
   const ByteSpan data = m->data;
-  auto it = buffers_.find(handle);
-  if (it == buffers_.end()) {
+  const auto it = region(handle);
+  if (!it) {
     return reply_error(op.reply, Status::kInvalidHandle,
-                       "no buffer " + hex(handle) + " in this lease");
+                       "no buffer or module variable " + hex(handle) + " in this lease");
   }
-  if (!in_range(offset, data.size(), it->second)) {
+  if (!in_range(offset, data.size(), it->size)) {
     return reply_error(op.reply, Status::kOutOfRange,
                        "write of " + std::to_string(data.size()) + " bytes at offset " +
                            std::to_string(offset) + " past the end of a " +
-                           std::to_string(it->second) + "-byte buffer");
+                           std::to_string(it->size) + "-byte buffer");
   }
   // Zero bytes (even at offset == size) touch no memory: nothing to do.
   if (data.empty()) return reply_ok(op.reply, wire::Empty{});
   // Queued behind the lease's launches; the frame stays alive until
   // the copy is done. No thread waits for the kernels.
-  return ctx_->mem_write_async(it->first + offset, data,
+  return ctx_->mem_write_async(it->addr + offset, data,
                                [reply = op.reply, body = op.body](Result<void> w) {
                                  if (!w) return reply_error(reply, w.error());
                                  reply_ok(reply, wire::Empty{});
@@ -246,24 +249,23 @@ void LeaseExecutor::mem_read(const Op& op) {
   (void)lim;
   auto m = wire::decode_payload<wire::MemReadRequest>(payload, lim);
   if (!m) return reply_error(op.reply, m.error());
-  auto it = buffers_.find(m->handle);
-  if (it == buffers_.end()) {
+  const auto it = region(m->handle);
+  if (!it) {
     return reply_error(op.reply, Status::kInvalidHandle,
-                       "no buffer " + hex(m->handle) + " in this lease");
+                       "no buffer or module variable " + hex(m->handle) + " in this lease");
   }
-  if (!in_range(m->offset, m->length, it->second)) {
+  if (!in_range(m->offset, m->length, it->size)) {
     return reply_error(op.reply, Status::kOutOfRange,
                        "read of " + std::to_string(m->length) + " bytes at offset " +
                            std::to_string(m->offset) + " past the end of a " +
-                           std::to_string(it->second) + "-byte buffer");
+                           std::to_string(it->size) + "-byte buffer");
   }
   if (m->length == 0) return op.reply(Status::kOk, Bytes{});
   auto out = std::make_shared<Bytes>(m->length);
-  return ctx_->mem_read_async(it->first + m->offset, *out,
-                              [reply = op.reply, out](Result<void> rd) {
-                                if (!rd) return reply_error(reply, rd.error());
-                                reply(Status::kOk, std::move(*out));
-                              });
+  return ctx_->mem_read_async(it->addr + m->offset, *out, [reply = op.reply, out](Result<void> rd) {
+    if (!rd) return reply_error(reply, rd.error());
+    reply(Status::kOk, std::move(*out));
+  });
 }
 
 void LeaseExecutor::module_load(const Op& op) {
@@ -326,6 +328,8 @@ void LeaseExecutor::module_unload(const Op& op) {
   lease_.used_bytes -= modules_[m->handle];
   replay_.forget_handle(Opcode::kModuleLoad, m->handle);
   modules_.erase(m->handle);
+  // Its variables' handles die with it.
+  std::erase_if(globals_, [&](const auto& g) { return g.second.module == m->handle; });
   lease_.module_count = static_cast<uint32_t>(modules_.size());
   return reply_ok(op.reply, wire::Empty{});
 }
@@ -363,19 +367,19 @@ void LeaseExecutor::launch(const Op& op) {
         req.args.push_back(std::move(a.scalar));
         continue;
       }
-      // SECURITY: a typed buffer argument must name a live buffer of
-      // this lease, and its offset must lie inside it.
-      auto it = buffers_.find(a.handle);
-      if (it == buffers_.end()) {
-        return reply_error(
-            op.reply, Status::kInvalidHandle,
-            "argument " + std::to_string(i) + ": no buffer " + hex(a.handle) + " in this lease");
+      // SECURITY: a typed buffer argument must name a live buffer (or
+      // module variable) of this lease, and its offset must lie inside it.
+      const auto it = region(a.handle);
+      if (!it) {
+        return reply_error(op.reply, Status::kInvalidHandle,
+                           "argument " + std::to_string(i) + ": no buffer or module variable " +
+                               hex(a.handle) + " in this lease");
       }
-      if (a.offset > it->second) {
+      if (a.offset > it->size) {
         return reply_error(op.reply, Status::kOutOfRange,
                            "argument " + std::to_string(i) + ": offset past the end of the buffer");
       }
-      req.args.push_back(le64(it->first + a.offset));
+      req.args.push_back(le64(it->addr + a.offset));
     }
   }
   if (auto r = ctx_->launch(req); !r) return reply_error(op.reply, r.error());
@@ -411,6 +415,39 @@ void LeaseExecutor::sync(const Op& op) {
     reply_ok(reply, wire::SyncReply{launched});
   });
   return;
+}
+
+std::optional<LeaseExecutor::Region> LeaseExecutor::region(uint64_t handle) const {
+  if (auto b = buffers_.find(handle); b != buffers_.end()) return Region{b->first, b->second};
+  if (auto g = globals_.find(handle); g != globals_.end()) return Region{g->first, g->second.size};
+  return std::nullopt;
+}
+
+// MODULE_GLOBAL: a loaded module's variable by name. Its handle is its device
+// address, valid in MEM_WRITE, MEM_READ and typed BUFFER arguments until the
+// module is unloaded. A pure lookup: asking again gives the same answer.
+void LeaseExecutor::module_global(const Op& op) {
+  auto m = wire::decode_payload<wire::ModuleGlobalRequest>(op.payload, env_.cfg.limits);
+  if (!m) return reply_error(op.reply, m.error());
+  if (!modules_.count(m->module)) {
+    return reply_error(op.reply, Status::kInvalidHandle,
+                       "no module " + hex(m->module) + " in this lease");
+  }
+  auto v = ctx_->module_global(m->module, m->name);
+  if (!v) return reply_error(op.reply, v.error());
+  // SECURITY: a handle must name one thing of this lease. Backends give
+  // every live module's variables their own addresses, apart from buffers;
+  // refuse rather than alias if one ever did not.
+  const auto same = globals_.find(v->address);
+  if (v->address == 0 || buffers_.count(v->address) ||
+      (same != globals_.end() && same->second.module != m->module)) {
+    return reply_error(op.reply, Status::kInternal,
+                       "the backend placed variable '" + m->name + "' at " + hex(v->address) +
+                           ", which another handle of this lease names");
+  }
+  globals_[v->address] = Variable{m->module, v->size};
+  return reply_ok(op.reply, wire::ModuleGlobalReply{v->address, v->size,
+                                                    static_cast<wire::GlobalSpace>(v->space)});
 }
 
 void LeaseExecutor::gpu_submit(const Op& op) {

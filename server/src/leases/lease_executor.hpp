@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "config.hpp"
 #include "gpulease/server/device_backend.hpp"
@@ -117,6 +118,7 @@ class LeaseExecutor {
   void launch(const Op& op);
   void sync(const Op& op);
   void gpu_submit(const Op& op);
+  void module_global(const Op& op);
   void run_submit(wire::GpuSubmitRequest req, ReplyFn reply);
 
   Lease& lease_;
@@ -127,6 +129,21 @@ class LeaseExecutor {
   std::unique_ptr<DeviceContext> ctx_;
   std::map<uint64_t, uint64_t> buffers_;  // device address -> size
   std::map<uint64_t, uint64_t> modules_;  // module handle -> bytes charged to the quota
+  // Module variables handed out by MODULE_GLOBAL: device address -> where it
+  // lives. MEM_WRITE, MEM_READ and typed BUFFER arguments accept these
+  // handles as well as buffers; unloading the module removes its entries.
+  struct Variable {
+    uint64_t module = 0;
+    uint64_t size = 0;
+  };
+  std::map<uint64_t, Variable> globals_;
+  // A MEM_ALLOC buffer or a MODULE_GLOBAL variable of this lease: its
+  // device address and size; nullopt for anything else.
+  struct Region {
+    uint64_t addr = 0;
+    uint64_t size = 0;
+  };
+  std::optional<Region> region(uint64_t handle) const;
   ReplayWindow replay_;
   uint64_t launches_ = 0;
 };

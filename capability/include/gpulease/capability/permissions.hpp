@@ -23,7 +23,7 @@ enum class Permission : uint32_t {
   kLeaseRenew = 1u << 2,     // LEASE_RENEW.
   kLeaseRelease = 1u << 3,   // LEASE_RELEASE.
   kMem = 1u << 4,            // MEM_ALLOC, MEM_FREE, MEM_WRITE, MEM_READ.
-  kModule = 1u << 5,         // MODULE_LOAD, MODULE_UNLOAD.
+  kModule = 1u << 5,         // MODULE_LOAD, MODULE_UNLOAD, MODULE_GLOBAL.
   kTaskletSubmit = 1u << 6,  // LAUNCH, SYNC, GPU_SUBMIT.
   kCapRequest = 1u << 7,     // CAP_REQUEST (attenuation through the node).
   kAdmin = 1u << 8,          // Reserved for administrative opcodes; implies no other bit.

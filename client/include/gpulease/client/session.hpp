@@ -1,5 +1,6 @@
 // A session on a lease: device memory and modules that persist across kernel
-// launches (ops 0x0601-0x0608), and the one-shot GPU_SUBMIT.
+// launches (ops 0x0601-0x0608), module variables (MODULE_GLOBAL) and the
+// one-shot GPU_SUBMIT.
 //
 //   Session s(lease);
 //   DeviceBuffer buf = unwrap(s.mem_alloc(n * 4));
@@ -55,6 +56,22 @@ struct DeviceBuffer {
 struct Module {
   uint64_t handle = 0;
   bool operator==(const Module&) const = default;
+};
+
+// A module-scope variable of a loaded module (a CUDA __constant__ or
+// __device__ variable), from Session::module_global. Its handle is the
+// variable's device address: mem_write/mem_read take it through buffer(),
+// and a kernel takes it as a pointer (KernelArgs::push_buffer(g.buffer())).
+// It stays valid until its module is unloaded.
+struct ModuleGlobal {
+  uint64_t handle = 0;
+  uint64_t size = 0;
+  wire::GlobalSpace space = wire::GlobalSpace::kGlobal;
+  std::string name;
+  [[nodiscard]] bool is_const() const noexcept { return space == wire::GlobalSpace::kConst; }
+  // The variable as a buffer of its size, for mem_write/mem_read/push_buffer.
+  [[nodiscard]] DeviceBuffer buffer() const noexcept { return DeviceBuffer{handle, size}; }
+  bool operator==(const ModuleGlobal&) const = default;
 };
 
 // Kernel arguments in order, sent in the protocol's typed form: scalars as
@@ -140,6 +157,20 @@ class Session {
   [[nodiscard]] Result<Module> module_load(wire::ByteSpan image,
                                            ImageFormat format = ImageFormat::kPtx);
   [[nodiscard]] Result<void> module_unload(Module module);
+
+  // MODULE_GLOBAL: the module's variable `name` (cuModuleGetGlobal).
+  // INVALID_ARGUMENT when the module declares no such variable.
+  //
+  //   ModuleGlobal coeffs = unwrap(s.module_global(m, "kCoeffs"));
+  //   s.write_global(coeffs, std::as_bytes(std::span(host_coeffs)));  // pipelined
+  //   ... launch, sync ...
+  //   wire::Bytes v = unwrap(s.read_global(counter));
+  [[nodiscard]] Result<ModuleGlobal> module_global(const Module& module, std::string_view name);
+  // Pipelined MEM_WRITE into the variable. INVALID_ARGUMENT, unsent, when
+  // offset + data.size() exceeds its size.
+  Result<void> write_global(const ModuleGlobal& var, wire::ByteSpan data, uint64_t offset = 0);
+  // MEM_READ of the whole variable (after earlier pipelined ops).
+  [[nodiscard]] Result<wire::Bytes> read_global(const ModuleGlobal& var);
 
   // Pipelined. Raw argument form, as in the recipes: `args` is the
   // concatenation of each argument's bytes, `arg_sizes` their sizes.

@@ -51,6 +51,20 @@ struct ContextOptions {
   bool session_exclusive = false;   // ask for a private SM partition (may be Unsupported)
 };
 
+// Where a module-scope variable lives.
+enum class VariableSpace : uint8_t {
+  kGlobal = 0,   // .global (CUDA __device__): kernels may read and write it
+  kConst = 1,    // .const (CUDA __constant__): read-only to kernels
+  kUnknown = 2,  // the backend cannot tell (cuda with a cubin or fatbin image)
+};
+
+// A loaded module's module-scope variable (what cuModuleGetGlobal returns).
+struct ModuleVariable {
+  uint64_t address = 0;  // device address; nonzero
+  uint64_t size = 0;     // bytes
+  VariableSpace space = VariableSpace::kGlobal;
+};
+
 // One kernel launch, already validated against the node's limits. Each
 // argument is the exact bytes of one kernel parameter (typed buffer arguments
 // have been resolved by the node to 8-byte little-endian device addresses).
@@ -84,15 +98,21 @@ class DeviceContext {
   // LEASE_EXPIRED; after a fault, LEASE_FAULTED.
   using Completion = std::function<void(Result<void>)>;
 
+  // Memory ranges: the mem_*_async ops below accept a range inside one live
+  // allocation (mem_alloc) or inside one variable of a loaded module
+  // (module_global), .const variables included: the host may write those.
+
   // REQUIRES: addr was returned by mem_alloc of this context and not freed.
   // The buffer is gone for every later op at once; its memory is released
   // once earlier launches no longer use it.
   virtual void mem_free_async(uint64_t addr, Completion done) = 0;
-  // REQUIRES: [addr, addr+data.size()) lies inside one live allocation, and
+  // REQUIRES: [addr, addr+data.size()) lies inside one live allocation or
+  // module variable, and
   // `data` stays valid until `done` is called. Ordered after every earlier
   // launch.
   virtual void mem_write_async(uint64_t addr, std::span<const std::byte> data, Completion done) = 0;
-  // REQUIRES: [addr, addr+out.size()) lies inside one live allocation, and
+  // REQUIRES: [addr, addr+out.size()) lies inside one live allocation or
+  // module variable, and
   // `out` stays valid until `done` is called. Ordered after every earlier
   // launch: reads see their results.
   virtual void mem_read_async(uint64_t addr, std::span<std::byte> out, Completion done) = 0;
@@ -122,6 +142,12 @@ class DeviceContext {
     (void)module;
     return 0;
   }
+
+  // The module-scope variable `name` of a loaded module (cuModuleGetGlobal):
+  // its address stays valid for the mem_*_async ops and for kernels until
+  // the module is unloaded. INVALID_ARGUMENT when the module has no variable
+  // of that name. REQUIRES: module is a live handle of this context.
+  virtual Result<ModuleVariable> module_global(uint64_t module, std::string_view name) = 0;
 
   // Checks the kernel exists in the module and the arguments match its
   // parameters (count and sizes, where the backend can know them), then

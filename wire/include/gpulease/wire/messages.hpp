@@ -209,6 +209,27 @@ struct ModuleLoadRequest {
   bool operator==(const ModuleLoadRequest&) const = default;
 };
 
+// MODULE_GLOBAL: a loaded module's module-scope variable, by name (what
+// cuModuleGetGlobal looks up). The reply's handle is the variable's device
+// address; MEM_WRITE, MEM_READ and typed BUFFER arguments accept it while its
+// module is loaded.
+struct ModuleGlobalRequest {
+  uint64_t module = 0;
+  std::string name;  // str16, 1..max_name_bytes, UTF-8
+  bool operator==(const ModuleGlobalRequest&) const = default;
+};
+enum class GlobalSpace : uint8_t {
+  kGlobal = 0,   // .global (__device__): kernels may write it
+  kConst = 1,    // .const (__constant__): read-only to kernels, writable by MEM_WRITE
+  kUnknown = 2,  // the backend cannot tell (cuda with a cubin/fatbin image)
+};
+struct ModuleGlobalReply {
+  uint64_t handle = 0;  // the variable's device address
+  uint64_t size = 0;    // bytes
+  GlobalSpace space = GlobalSpace::kGlobal;
+  bool operator==(const ModuleGlobalReply&) const = default;
+};
+
 enum class ArgForm : uint8_t { kRaw = 0, kTyped = 1 };
 enum class TypedArgKind : uint8_t { kScalar = 0, kBuffer = 1 };
 
@@ -287,10 +308,11 @@ struct ErrorReply {
 using RequestMessage =
     std::variant<HelloRequest, PingRequest, LeaseAcquireRequest, LeaseRenewRequest, Empty,
                  CapRequestRequest, MemAllocRequest, HandleRequest, MemWriteRequest, MemReadRequest,
-                 ModuleLoadRequest, LaunchRequest, GpuSubmitRequest>;
-using ReplyMessage = std::variant<HelloReply, PingReply, LeaseAcquireReply, LeaseRenewReply, Empty,
-                                  LeaseInfo, LeaseListReply, CapRequestReply, HandleReply,
-                                  MemReadReply, LaunchReply, SyncReply, GpuSubmitReply>;
+                 ModuleLoadRequest, LaunchRequest, GpuSubmitRequest, ModuleGlobalRequest>;
+using ReplyMessage =
+    std::variant<HelloReply, PingReply, LeaseAcquireReply, LeaseRenewReply, Empty, LeaseInfo,
+                 LeaseListReply, CapRequestReply, HandleReply, MemReadReply, LaunchReply, SyncReply,
+                 GpuSubmitReply, ModuleGlobalReply>;
 
 // The request and reply message of each opcode: the codec's half of the
 // opcode table (opcodes.hpp). decode_request/decode_reply are generated from
@@ -321,6 +343,7 @@ GPULEASE_OPCODE_MESSAGES(kLaunch, LaunchRequest, LaunchReply);
 GPULEASE_OPCODE_MESSAGES(kSync, Empty, SyncReply);
 GPULEASE_OPCODE_MESSAGES(kModuleUnload, HandleRequest, Empty);
 GPULEASE_OPCODE_MESSAGES(kGpuSubmit, GpuSubmitRequest, GpuSubmitReply);
+GPULEASE_OPCODE_MESSAGES(kModuleGlobal, ModuleGlobalRequest, ModuleGlobalReply);
 #undef GPULEASE_OPCODE_MESSAGES
 
 template <Opcode op>
@@ -354,6 +377,8 @@ void encode(const LaunchReply&, Bytes&);
 void encode(const SyncReply&, Bytes&);
 void encode(const GpuSubmitRequest&, Bytes&);
 void encode(const GpuSubmitReply&, Bytes&);
+void encode(const ModuleGlobalRequest&, Bytes&);
+void encode(const ModuleGlobalReply&, Bytes&);
 void encode(const ErrorReply&, Bytes&);
 
 template <typename M>

@@ -1,7 +1,7 @@
 // Opcodes, and the one table of what the protocol says about each.
 //
 // Numbers are part of the protocol (docs/PROTOCOL.md, "Opcodes"). Session ops
-// 0x0601-0x0607 are numbered as in the source recipes. Every fact about an
+// 0x0601-0x0607 are numbered as in the source recipes; later ones follow. Every fact about an
 // opcode that more than one place needs (its name, the header lease rule,
 // whether it needs a token, the permission bit, whether a resend is safe)
 // lives in kOpcodeTable below: the codec, the permission map, the node, the
@@ -41,6 +41,7 @@ enum class Opcode : uint16_t {
   kSync = 0x0607,
   kModuleUnload = 0x0608,
   kGpuSubmit = 0x0609,
+  kModuleGlobal = 0x060A,
 };
 
 // What a request's header `lease_id` must hold (PROTOCOL.md, "Opcodes").
@@ -79,7 +80,7 @@ inline constexpr uint32_t kTaskletSubmit = 1u << 6;
 inline constexpr uint32_t kCapRequest = 1u << 7;
 }  // namespace permission_bit
 
-inline constexpr std::array<OpcodeInfo, 17> kOpcodeTable{{
+inline constexpr std::array<OpcodeInfo, 18> kOpcodeTable{{
     // op                  name             lease rule            token  permission resend
     {Opcode::kHello, "HELLO", LeaseRule::kZero, false, permission_bit::kNone, true},
     {Opcode::kPing, "PING", LeaseRule::kZero, false, permission_bit::kNone, true},
@@ -104,6 +105,8 @@ inline constexpr std::array<OpcodeInfo, 17> kOpcodeTable{{
     {Opcode::kModuleUnload, "MODULE_UNLOAD", LeaseRule::kRequired, true, permission_bit::kModule,
      false},
     {Opcode::kGpuSubmit, "GPU_SUBMIT", LeaseRule::kRequired, true, permission_bit::kTaskletSubmit,
+     true},
+    {Opcode::kModuleGlobal, "MODULE_GLOBAL", LeaseRule::kRequired, true, permission_bit::kModule,
      true},
 }};
 

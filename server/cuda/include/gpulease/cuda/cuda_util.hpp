@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "gpulease/server/device_backend.hpp"
@@ -93,5 +94,12 @@ struct Chunk {
 
 // "ptx" | "cubin" | "fatbin".
 [[nodiscard]] std::string_view image_kind_name(ImageKind k) noexcept;
+
+// The module-scope variables a PTX text declares, by name, with their space
+// (.global or .const): what cuModuleGetGlobal cannot say. Declarations
+// inside function bodies, comments and instruction suffixes (ld.const) are
+// skipped. A name it does not list is VariableSpace::kUnknown to the caller.
+[[nodiscard]] std::vector<std::pair<std::string, VariableSpace>> ptx_variable_spaces(
+    std::string_view ptx);
 
 }  // namespace gpulease::server::cuda
