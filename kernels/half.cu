@@ -4,8 +4,8 @@
 // axpy_half2:   y[i] = fma(a, x[i], y[i]) on __half2 (both halves).
 // half_math:    h = half(x[i]); out = {h, h * 1.5 + (h - 0.25), h / 3, -|h|} as floats.
 // bf16_convert: b = bf16(x[i]); raw[i] = b; out = {b, b * 2 + b} as floats.
-#include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 extern "C" __global__ void relu_half(__half* x, int n) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) x[i] = __hgt(x[i], __float2half(0.0f)) ? x[i] : __float2half(0.0f);

@@ -76,7 +76,8 @@ extern "C" __global__ void softmax_rows(const float* x, float* y, int cols) {
   float s = 0.0f;
   for (int c = threadIdx.x; c < cols; c += blockDim.x) s += expf(row[c] - m);
   s = block_reduce_sum(s);
-  for (int c = threadIdx.x; c < cols; c += blockDim.x) y[blockIdx.x * cols + c] = expf(row[c] - m) / s;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x)
+    y[blockIdx.x * cols + c] = expf(row[c] - m) / s;
 }
 
 extern "C" __global__ void layernorm_rows(const float* x, const float* g, const float* b, float* y,
@@ -184,7 +185,8 @@ extern "C" __global__ void local_sort(const int* in, int* out, int n) {
   for (int k = 0; k < 8; ++k) out[t * 8 + k] = v[k];
 }
 
-__constant__ float kCoeffs[8] = {1.0f, -0.5f, 0.25f, -0.125f, 0.0625f, 0.03125f, -0.015625f, 0.0078125f};
+__constant__ float kCoeffs[8] = {1.0f,    -0.5f,    0.25f,      -0.125f,
+                                 0.0625f, 0.03125f, -0.015625f, 0.0078125f};
 
 extern "C" __global__ void poly_const(const float* x, float* y, int n) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;

@@ -1,12 +1,12 @@
 # The client library's tests: each runs a real node in-process (sim backend)
 # and talks to it over loopback through the library.
 foreach(t connection session lease renewal jobs grants)
-  gpulease_add_test(client_${t}_test SOURCES client_${t}_test.cpp LIBS gpulease_client gpulease_node
+  gpulease_add_test(client_${t}_test SOURCES client_${t}_test.cpp LIBS gpulease_client gpulease_node_internal
                     LABELS client)
 endforeach()
 
 # Fleet placement without etcd (fixed directory, in-process nodes).
-gpulease_add_test(client_fleet_test SOURCES client_fleet_test.cpp LIBS gpulease_client gpulease_node
+gpulease_add_test(client_fleet_test SOURCES client_fleet_test.cpp LIBS gpulease_client gpulease_node_internal
                   LABELS "client;fleet")
 
 # The recipe programs and the CLI against a real gpuleased process.

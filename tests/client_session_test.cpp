@@ -200,6 +200,58 @@ TEST_F(ClientSession, ModulesLoadAndUnload) {
   EXPECT_EQ(bad.status(), Status::kLoadFailed);
 }
 
+// Module variables (kernels/globals.cu) through the C++ client: looked up,
+// written (pipelined), read, passed as a pointer, gone with their module.
+TEST_F(ClientSession, ModuleGlobalsAreWrittenReadAndPassedAsPointers) {
+  Session s(lease_);
+  std::string ptx_text = ptx("globals.ptx");
+  Module m = unwrap(s.module_load(wire::as_bytes(ptx_text)));
+  client::ModuleGlobal table = unwrap(s.module_global(m, "kTable"));
+  EXPECT_EQ(table.size, 64u);
+  EXPECT_TRUE(table.is_const());
+  EXPECT_EQ(table.name, "kTable");
+  client::ModuleGlobal terms = unwrap(s.module_global(m, "kTerms"));
+  client::ModuleGlobal count = unwrap(s.module_global(m, "gCount"));
+  EXPECT_FALSE(count.is_const());
+  EXPECT_EQ(count.buffer().address(), count.handle);
+  std::vector<float> coeffs(16, 0.0f);
+  coeffs[0] = 2.0f;
+  coeffs[1] = -1.0f;
+  ASSERT_TRUE(s.write_global(table, as_byte_vector(coeffs)).ok());
+  ASSERT_TRUE(s.write_global(terms, as_byte_vector(std::vector<int32_t>{2})).ok());
+  // More than the variable holds is refused before anything is sent.
+  auto over = s.write_global(terms, as_byte_vector(std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(over.status(), client::ClientStatus::local(Status::kInvalidArgument));
+  EXPECT_EQ(s.write_global(table, as_byte_vector(std::vector<float>{1.0f}), 64).status(),
+            client::ClientStatus::local(Status::kInvalidArgument));
+  const uint32_t n = 300;
+  std::vector<float> x(n);
+  for (uint32_t i = 0; i < n; ++i) x[i] = static_cast<float>(i);
+  DeviceBuffer dx = unwrap(s.mem_alloc(n * 4));
+  DeviceBuffer dy = unwrap(s.mem_alloc(n * 4));
+  ASSERT_TRUE(s.mem_write(dx, 0, as_byte_vector(x)).ok());
+  ASSERT_TRUE(s.launch_with_args(m, "poly_table", {2, 1, 1}, {256, 1, 1},
+                                 KernelArgs().push_buffer(dx).push_buffer(dy).push_i32(n))
+                  .ok());
+  ASSERT_TRUE(s.launch_with_args(m, "bump", {1, 1, 1}, {10, 1, 1},
+                                 KernelArgs().push_buffer(count.buffer()).push_u32(100))
+                  .ok());
+  ASSERT_TRUE(s.sync().ok());
+  auto y = floats(unwrap(s.mem_read(dy, 0, n * 4)));
+  for (uint32_t i = 0; i < n; ++i) ASSERT_EQ(y[i], 2.0f - x[i]) << i;
+  Bytes c = unwrap(s.read_global(count));
+  ASSERT_EQ(c.size(), 4u);
+  EXPECT_EQ(wire::load_le32(c.data()), n + 10u * 100u);
+  EXPECT_EQ(floats(unwrap(s.read_global(table))), coeffs);
+  auto none = s.module_global(m, "nope");
+  EXPECT_EQ(none.status(), Status::kInvalidArgument);
+  EXPECT_NE(none.error().message().find("MODULE_GLOBAL 'nope'"), std::string::npos)
+      << none.error().message();
+  ASSERT_TRUE(s.module_unload(m).ok());
+  EXPECT_EQ(s.read_global(count).status(), Status::kInvalidHandle);
+  EXPECT_EQ(s.module_global(m, "kTable").status(), Status::kInvalidHandle);
+}
+
 TEST_F(ClientSession, RawArgumentSizesMustMatchTheBytes) {
   Session s(lease_);
   const uint32_t sizes[] = {8, 4};

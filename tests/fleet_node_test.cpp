@@ -233,6 +233,54 @@ TEST(FleetConfig, BadValuesAreRefusedWithTheReason) {
   }
 }
 
+// The registrar in-process (so the sanitizer builds see its threads): it
+// registers, follows a changing snapshot with re-puts, and deregisters.
+TEST_F(FleetNode, RegistrarFollowsItsSnapshotAndDeregisters) {
+  ASSERT_TRUE(etcd_.start(1)) << etcd_.last_error();
+  auto c = etcd_.client();
+  std::atomic<uint64_t> free_vram{1000};
+  server::RegistrarConfig cfg;
+  cfg.endpoints = {etcd::Endpoint{"127.0.0.1", etcd_.client_port(0)}};
+  cfg.fleet = kFleet;
+  cfg.node_id = "inproc";
+  cfg.address = "127.0.0.1:7070";
+  cfg.backend = "sim";
+  cfg.ttl_s = 2;
+  cfg.debounce = 50ms;
+  server::Metrics metrics;
+  EXPECT_EQ(metrics.render().find("gpulease_fleet_registered"), std::string::npos);
+  cfg.metrics = &metrics;
+  auto r = server::Registrar::create(cfg, [&] {
+    return std::vector<server::DeviceRecord>{{0, "sim", 8, 0, 4096, free_vram.load()}};
+  });
+  ASSERT_TRUE(r) << r.error().message;
+  (*r)->start();
+  auto free_is = [&](uint64_t v) {
+    return [v](const Directory& d) {
+      auto it = d.records.find("inproc");
+      return it != d.records.end() && it->second.is_object() &&
+             it->second["devices"][0]["free_vram"] == v;
+    };
+  };
+  ASSERT_TRUE(wait_directory(*c, free_is(1000)));
+  EXPECT_TRUE((*r)->stats().registered);
+  EXPECT_EQ((*r)->stats().registrations, 1u);
+  EXPECT_NE(metrics.render().find("gpulease_fleet_registered 1"), std::string::npos);
+  EXPECT_EQ(metrics.fleet_registrations.load(), 1u);
+  free_vram = 600;
+  ASSERT_TRUE(wait_directory(*c, free_is(600)));
+  free_vram = 200;
+  ASSERT_TRUE(wait_directory(*c, free_is(200)));
+  EXPECT_GE((*r)->stats().updates, 2u);
+  (*r)->deregister();
+  (*r)->stop();
+  const auto st = (*r)->stats();
+  EXPECT_TRUE(st.deregistered);
+  EXPECT_FALSE(st.registered);
+  EXPECT_EQ(read_directory(*c).records.count("inproc"), 0u);
+  EXPECT_NE(metrics.render().find("gpulease_fleet_registered 0"), std::string::npos);
+}
+
 TEST_F(FleetNode, ThreeNodesRegisterInAThreeMemberClusterWithCorrectRecords) {
   ASSERT_TRUE(etcd_.start(3)) << etcd_.last_error();
   auto c = etcd_.client();

@@ -38,7 +38,8 @@ template <typename T>
 LD ulp_error(T y, LD r) {
   if (std::isnan(r)) return std::isnan(y) ? 0 : INFINITY;
   const T rounded = static_cast<T>(r);  // nearest, overflowing to infinity
-  if (std::isinf(rounded)) return (std::isinf(y) && std::signbit(y) == std::signbit(rounded)) ? 0 : INFINITY;
+  if (std::isinf(rounded))
+    return (std::isinf(y) && std::signbit(y) == std::signbit(rounded)) ? 0 : INFINITY;
   if (std::isnan(y) || std::isinf(y)) return INFINITY;
   if (y == rounded) return 0;
   return std::fabs(LD(y) - LD(rounded)) / ulp_of<T>(LD(rounded));
@@ -95,9 +96,10 @@ struct Fn {
   bool dbl;          // double-precision
   int arity;
   std::function<LD(LD, LD)> ref;
-  double ulps;      // documented maximum error
-  LD lo, hi;        // domain of the generated inputs
-  bool log_scale;   // inputs spread over magnitudes rather than uniformly
+  double ulps;       // documented maximum error
+  LD lo, hi;         // domain of the generated inputs
+  bool log_scale;    // inputs spread over magnitudes rather than uniformly
+  LD abs_bound = 0;  // > 0: the documented bound is this absolute error, not `ulps`
 };
 
 std::vector<Fn> functions() {
@@ -146,16 +148,23 @@ std::vector<Fn> functions() {
       {"normcdfinvf", false, 1, u(normcdfinv_ref), 5, 0.001L, 0.999L, false},
       {"sinpif", false, 1, u(sinpi_ref), 1, -1e4L, 1e4L, false},
       {"cospif", false, 1, u(cospi_ref), 1, -1e4L, 1e4L, false},
-      // lgammaf: 6 ulps outside -10.001..-2.264; Bessel functions: 9 ulps for
-      // |x| < 8 (an absolute bound beyond, not checked here).
+      // lgammaf: 6 ulps outside -10.001..-2.264. Bessel functions: 9 ulps for
+      // |x| < 8, else 2.2e-6 absolute; jnf 2.2e-6 absolute (documented for
+      // n = 128); ynf ceil(2 + 2.5 n) ulps for |x| < n, else 2.2e-6 absolute.
       {"lgammaf", false, 1, u([](LD x) { return std::lgamma(x); }), 6, -2.26L, 40, false},
       {"j0f", false, 1, u([](LD x) { return ::j0l(x); }), 9, -8, 8, false},
       {"j1f", false, 1, u([](LD x) { return ::j1l(x); }), 9, -8, 8, false},
       {"y0f", false, 1, u([](LD x) { return ::y0l(x); }), 9, 0.01L, 8, false},
       {"y1f", false, 1, u([](LD x) { return ::y1l(x); }), 9, 0.01L, 8, false},
-      {"nextafterf", false, 2,
-       b([](LD x, LD z) { return LD(std::nextafter(float(x), float(z))); }), 0, -1e30L, 1e30L,
-       true},
+      {"j0f", false, 1, u([](LD x) { return ::j0l(x); }), 0, 8, 1e4L, true, 2.2e-6L},
+      {"j1f", false, 1, u([](LD x) { return ::j1l(x); }), 0, -1e4L, -8, false, 2.2e-6L},
+      {"y0f", false, 1, u([](LD x) { return ::y0l(x); }), 0, 8, 1e4L, true, 2.2e-6L},
+      {"y1f", false, 1, u([](LD x) { return ::y1l(x); }), 0, 8, 1e4L, true, 2.2e-6L},
+      {"jnf5", false, 1, u([](LD x) { return ::jnl(5, x); }), 0, -200, 200, false, 2.2e-6L},
+      {"ynf5", false, 1, u([](LD x) { return ::ynl(5, x); }), 15, 0.5L, 5, false},
+      {"ynf5", false, 1, u([](LD x) { return ::ynl(5, x); }), 0, 5, 200, false, 2.2e-6L},
+      {"nextafterf", false, 2, b([](LD x, LD z) { return LD(std::nextafter(float(x), float(z))); }),
+       0, -1e30L, 1e30L, true},
       {"powf", false, 2, b([](LD x, LD z) { return std::pow(x, z); }), 4, 0.01L, 50, false},
       {"atan2f", false, 2, b([](LD x, LD z) { return std::atan2(x, z); }), 3, -1e3L, 1e3L, false},
       {"fmodf", false, 2, b([](LD x, LD z) { return std::fmod(x, z); }), 0, -1e6L, 1e6L, false},
@@ -208,11 +217,22 @@ std::vector<Fn> functions() {
       {"normcdfinv", true, 1, u(normcdfinv_ref), 8, 0.001L, 0.999L, false},
       {"sinpi", true, 1, u(sinpi_ref), 2, -1e6L, 1e6L, false},
       {"cospi", true, 1, u(cospi_ref), 2, -1e6L, 1e6L, false},
-      // lgamma: 4 ulps outside -11.0001..-2.2637.
+      // lgamma: 4 ulps outside an interval of negative inputs ending at -2.2637.
+      // Bessel functions: 7 ulps for |x| < 8, else 5e-12 absolute; jn 5e-12
+      // absolute (documented for n = 128); yn 5e-12 absolute for |x| > 1.5 n.
       {"lgamma", true, 1, u([](LD x) { return std::lgamma(x); }), 4, -2.26L, 1e4L, false},
-      {"nextafter", true, 2,
-       b([](LD x, LD z) { return LD(std::nextafter(double(x), double(z))); }), 0, -1e300L, 1e300L,
-       true},
+      {"j0", true, 1, u([](LD x) { return ::j0l(x); }), 7, -8, 8, false},
+      {"j1", true, 1, u([](LD x) { return ::j1l(x); }), 7, -8, 8, false},
+      {"y0", true, 1, u([](LD x) { return ::y0l(x); }), 7, 0.01L, 8, false},
+      {"y1", true, 1, u([](LD x) { return ::y1l(x); }), 7, 0.01L, 8, false},
+      {"j0", true, 1, u([](LD x) { return ::j0l(x); }), 0, 8, 1e6L, true, 5e-12L},
+      {"j1", true, 1, u([](LD x) { return ::j1l(x); }), 0, -1e6L, -8, false, 5e-12L},
+      {"y0", true, 1, u([](LD x) { return ::y0l(x); }), 0, 8, 1e6L, true, 5e-12L},
+      {"y1", true, 1, u([](LD x) { return ::y1l(x); }), 0, 8, 1e6L, true, 5e-12L},
+      {"jn5", true, 1, u([](LD x) { return ::jnl(5, x); }), 0, -200, 200, false, 5e-12L},
+      {"yn5", true, 1, u([](LD x) { return ::ynl(5, x); }), 0, 7.5L, 200, false, 5e-12L},
+      {"nextafter", true, 2, b([](LD x, LD z) { return LD(std::nextafter(double(x), double(z))); }),
+       0, -1e300L, 1e300L, true},
       {"pow", true, 2, b([](LD x, LD z) { return std::pow(x, z); }), 2, 0.01L, 100, false},
       {"atan2", true, 2, b([](LD x, LD z) { return std::atan2(x, z); }), 2, -1e3L, 1e3L, false},
       {"fmod", true, 2, b([](LD x, LD z) { return std::fmod(x, z); }), 0, -1e12L, 1e12L, false},
@@ -313,7 +333,11 @@ TEST_P(MathApi, EveryFunctionWithinItsDocumentedUlpBound) {
     int at = 0;
     for (int i = 0; i < kN; ++i) {
       LD e;
-      if (fast) {
+      if (f.abs_bound > 0) {
+        // An absolute bound: in its units, so `bound` below is 1.
+        e = std::isfinite(refs[i]) ? std::fabs(got[i] - refs[i]) / f.abs_bound
+                                   : ulp_error<double>(double(got[i]), refs[i]);
+      } else if (fast) {
         // Intrinsics: a relative bound (plus an absolute floor near zero).
         if (std::isnan(refs[i]) || std::isinf(refs[i]))
           e = ulp_error<double>(double(got[i]), refs[i]);
@@ -328,22 +352,23 @@ TEST_P(MathApi, EveryFunctionWithinItsDocumentedUlpBound) {
         at = i;
       }
     }
-    const LD bound = fast ? 1 : LD(f.ulps);
+    const LD bound = fast || f.abs_bound > 0 ? 1 : LD(f.ulps);
     // Results of the fast-math variants are skipped where the intrinsic is
     // documented only on a narrower range than the generated inputs.
-    const bool fast_exempt = fast && (f.name == "sinf" || f.name == "cosf" || f.name == "tanf" ||
-                                      f.name == "powf" || f.name == "exp10f" || f.name == "expf" ||
-                                      f.name == "exp2f" || f.name == "log10f" || f.name == "logf" ||
-                                      f.name == "log2f" || f.name == "sinhf" || f.name == "coshf" ||
-                                      f.name == "tanhf" || f.name == "rsqrtf" || f.name == "rcbrtf" ||
-                                      f.name == "atan2f" || f.name == "hypotf" || f.name == "sqrtf" ||
-                                      f.name == "log1pf" || f.name == "expm1f" || f.name == "fmodf" ||
-                                      f.name == "tgammaf" || f.name == "asinhf" || f.name == "acoshf" ||
-                                      f.name == "erfcf" || f.name == "erfcinvf" || f.name == "normcdff" ||
-                                      f.name == "normcdfinvf");
+    const bool fast_exempt =
+        fast &&
+        (f.name == "sinf" || f.name == "cosf" || f.name == "tanf" || f.name == "powf" ||
+         f.name == "exp10f" || f.name == "expf" || f.name == "exp2f" || f.name == "log10f" ||
+         f.name == "logf" || f.name == "log2f" || f.name == "sinhf" || f.name == "coshf" ||
+         f.name == "tanhf" || f.name == "rsqrtf" || f.name == "rcbrtf" || f.name == "atan2f" ||
+         f.name == "hypotf" || f.name == "sqrtf" || f.name == "log1pf" || f.name == "expm1f" ||
+         f.name == "fmodf" || f.name == "tgammaf" || f.name == "asinhf" || f.name == "acoshf" ||
+         f.name == "erfcf" || f.name == "erfcinvf" || f.name == "normcdff" ||
+         f.name == "normcdfinvf");
     if (worst > bound && !fast_exempt) {
       char buf[256];
-      std::snprintf(buf, sizeof buf, "%s: %.3Lg (bound %.3Lg) at x=%.17Lg z=%.17Lg: got %.17Lg want %.17Lg\n",
+      std::snprintf(buf, sizeof buf,
+                    "%s: %.3Lg (bound %.3Lg) at x=%.17Lg z=%.17Lg: got %.17Lg want %.17Lg\n",
                     f.name.c_str(), worst, bound, f.dbl ? LD(double(xs[at])) : LD(float(xs[at])),
                     f.dbl ? LD(double(zs[at])) : LD(float(zs[at])), got[at], refs[at]);
       report += buf;

@@ -21,7 +21,7 @@ namespace {
 // The registrar for --registry: the advertised address is --advertise, else
 // the listen address with the port actually bound (a wildcard listen address
 // needs --advertise).
-Result<std::unique_ptr<Registrar>> start_registrar(const Node& node, uint16_t bound_port) {
+Result<std::unique_ptr<Registrar>> start_registrar(Node& node, uint16_t bound_port) {
   const NodeConfig& cfg = node.config();
   RegistrarConfig rc;
   auto eps = etcd::parse_registry_url(cfg.registry);
@@ -31,6 +31,7 @@ Result<std::unique_ptr<Registrar>> start_registrar(const Node& node, uint16_t bo
   rc.node_id = cfg.node_id;
   rc.backend = std::string(node.backend_name());
   rc.ttl_s = cfg.registry_ttl_s;
+  rc.metrics = &node.metrics();
   if (!cfg.advertise.empty()) {
     rc.address = cfg.advertise;
   } else if (cfg.listen_host == "0.0.0.0" || cfg.listen_host == "::" || cfg.listen_host.empty()) {

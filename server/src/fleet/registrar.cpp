@@ -106,7 +106,21 @@ Registrar::Registrar(RegistrarConfig cfg, DeviceSnapshot snapshot,
 
 Registrar::~Registrar() { stop(); }
 
+void Registrar::set_registered(bool on, int64_t lease) {
+  {
+    std::lock_guard lk(mu_);
+    stats_.registered = on;
+    stats_.lease_id = lease;
+    if (on) ++stats_.registrations;
+  }
+  if (cfg_.metrics != nullptr) {
+    cfg_.metrics->fleet_registered.store(on ? 1 : 0, std::memory_order_relaxed);
+    if (on) cfg_.metrics->fleet_registrations.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 void Registrar::start() {
+  if (cfg_.metrics != nullptr) cfg_.metrics->fleet_registered.store(0, std::memory_order_relaxed);
   std::lock_guard lk(mu_);
   if (thread_.joinable() || stop_) return;
   thread_ = std::thread([this] { run(); });
@@ -170,10 +184,7 @@ bool Registrar::register_now() {
   log_info("registered in the fleet directory",
            {{"key", key_}, {"address", cfg_.address}, {"etcd_lease", std::to_string(lease_)},
             {"ttl_s", std::to_string(cfg_.ttl_s)}});
-  std::lock_guard lk(mu_);
-  stats_.registered = true;
-  stats_.lease_id = lease_;
-  ++stats_.registrations;
+  set_registered(true, lease_);
   return true;
 }
 
@@ -192,9 +203,7 @@ bool Registrar::keepalive() {
     // record went with it. Register again now.
     log_warn("fleet registration lost (etcd lease expired): registering again", {{"key", key_}});
     lease_ = 0;
-    std::lock_guard lk(mu_);
-    stats_.registered = false;
-    stats_.lease_id = 0;
+    set_registered(false, 0);
     return true;
   }
   if (!outage_logged_) {
@@ -212,9 +221,7 @@ bool Registrar::refresh_if_changed() {
   if (!put) {
     if (put.error().code == etcd::ErrorCode::kNotFound) {  // the lease is gone
       lease_ = 0;
-      std::lock_guard lk(mu_);
-      stats_.registered = false;
-      stats_.lease_id = 0;
+      set_registered(false, 0);
       return true;
     }
     return false;
@@ -237,10 +244,9 @@ void Registrar::revoke() {
     }
     lease_ = 0;
   }
+  set_registered(false, 0);
   std::lock_guard lk(mu_);
-  stats_.registered = false;
   stats_.deregistered = true;
-  stats_.lease_id = 0;
 }
 
 void Registrar::run() {
@@ -270,6 +276,9 @@ void Registrar::run() {
       {
         std::lock_guard lk(mu_);
         ++stats_.failures;
+      }
+      if (cfg_.metrics != nullptr) {
+        cfg_.metrics->fleet_errors.fetch_add(1, std::memory_order_relaxed);
       }
       wait_for(backoff);
       backoff = std::min(backoff * 2, cfg_.retry_max);

@@ -30,6 +30,7 @@
 
 #include "gpulease/etcd/client.hpp"
 #include "gpulease/wire/result.hpp"
+#include "metrics.hpp"
 
 namespace gpulease::server {
 
@@ -53,6 +54,7 @@ struct RegistrarConfig {
   std::chrono::milliseconds debounce{500};
   std::chrono::milliseconds retry_min{200};
   std::chrono::milliseconds retry_max{5000};
+  Metrics* metrics = nullptr;  // gpulease_fleet_* gauges/counters; must outlive the Registrar
 };
 
 // `/gpulease/<fleet>/nodes/` and `/gpulease/<fleet>/nodes/<node_id>`.
@@ -108,6 +110,7 @@ class Registrar {
   bool keepalive();
   void revoke();
   void wait_for(std::chrono::milliseconds d);
+  void set_registered(bool on, int64_t lease);
 
   const RegistrarConfig cfg_;
   const DeviceSnapshot snapshot_;

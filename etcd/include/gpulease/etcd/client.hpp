@@ -1,8 +1,7 @@
 // gpulease_etcd: a small etcd v3 client over etcd's JSON gRPC-gateway
 // (`POST /v3/...`, etcd 3.4 as packaged by Debian), with libcurl for HTTP and
 // nlohmann-json for the bodies. Keys and values are byte strings (base64 on
-// the wire, done here). Decisions: /work/coord/DECISIONS.md "Fleet directory
-// on etcd"; how the fleet uses it: docs/FLEET.md.
+// the wire, done here). How the fleet uses it: docs/FLEET.md.
 //
 // Thread safety: every Client method may be called from any thread at the
 // same time (each call borrows its own HTTP handle from a small pool).
