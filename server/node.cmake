@@ -8,6 +8,7 @@ add_library(gpulease_node
   src/net/connection.cpp
   src/net/frame_budget.cpp
   src/net/net.cpp
+  src/net/reply_budget.cpp
   src/node.cpp
   src/leases/admission.cpp
   src/leases/lease_executor.cpp

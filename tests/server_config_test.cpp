@@ -143,6 +143,8 @@ TEST(ConfigDoc, HelpAndOperatingMdAgree) {
   EXPECT_EQ(row("--frame-bytes-per-connection"), mib(d.frame_bytes_per_connection));
   EXPECT_EQ(row("--body-pool-bytes"), mib(d.body_pool_bytes));
   EXPECT_EQ(row("--reply-queue-bytes"), mib(d.reply_queue_bytes));
+  EXPECT_EQ(row("--reply-bytes-per-tenant"), mib(d.reply_bytes_per_tenant));
+  EXPECT_EQ(row("--drain-timeout-ms"), std::to_string(d.drain_timeout_ms));
   EXPECT_EQ(row("--metrics-max-connections"), std::to_string(d.metrics_max_connections));
   EXPECT_EQ(row("--metrics-timeout-ms"), std::to_string(d.metrics_timeout_ms));
   EXPECT_EQ(row("--frame-bytes-budget"), "1 GiB");
@@ -163,6 +165,18 @@ TEST(ConfigDoc, NetworkSharesAreCheckedAgainstEachOther) {
       parse({"--frame-bytes-per-connection", "1048576", "--reply-queue-bytes", "65536"}, cfg).ok());
   EXPECT_EQ(cfg.frame_bytes_per_connection, 1u << 20);
   EXPECT_EQ(cfg.reply_queue_bytes, 65536u);
+  // The tenant's reply bound covers at least one connection's.
+  cfg = NodeConfig{};
+  EXPECT_FALSE(parse({"--reply-bytes-per-tenant", std::to_string(32ull << 20)}, cfg).ok());
+  cfg = NodeConfig{};
+  EXPECT_TRUE(parse({"--reply-queue-bytes", "1048576", "--reply-bytes-per-tenant", "4194304"}, cfg)
+                  .ok());
+  EXPECT_EQ(cfg.reply_bytes_per_tenant, 4u << 20);
+  cfg = NodeConfig{};
+  EXPECT_FALSE(parse({"--drain-timeout-ms", "0"}, cfg).ok());
+  cfg = NodeConfig{};
+  EXPECT_TRUE(parse({"--drain-timeout-ms", "2500"}, cfg).ok());
+  EXPECT_EQ(cfg.drain_timeout_ms, 2500u);
 }
 
 }  // namespace

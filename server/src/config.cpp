@@ -93,8 +93,10 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   u64("frame_bytes_per_connection", c.frame_bytes_per_connection);
   u64("body_pool_bytes", c.body_pool_bytes);
   u64("reply_queue_bytes", c.reply_queue_bytes);
+  u64("reply_bytes_per_tenant", c.reply_bytes_per_tenant);
   u32("metrics_max_connections", c.metrics_max_connections);
   u32("metrics_timeout_ms", c.metrics_timeout_ms);
+  u32("drain_timeout_ms", c.drain_timeout_ms);
   u32("max_buffers_per_lease", c.max_buffers_per_lease);
   u32("max_modules_per_lease", c.max_modules_per_lease);
   if (!bad.empty())
@@ -199,11 +201,19 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
   app.add_option("--reply-queue-bytes", c.reply_queue_bytes,
                  "a connection reads no new frame while this many reply bytes wait")
       ->capture_default_str();
+  app.add_option("--reply-bytes-per-tenant", c.reply_bytes_per_tenant,
+                 "no frame of a tenant is dispatched while this many of its reply bytes wait, "
+                 "all its connections together")
+      ->capture_default_str();
   app.add_option("--metrics-max-connections", c.metrics_max_connections,
                  "metrics endpoint: scrapes served at once; more are closed")
       ->capture_default_str();
   app.add_option("--metrics-timeout-ms", c.metrics_timeout_ms,
                  "metrics endpoint: a scrape is closed after this long")
+      ->capture_default_str();
+  app.add_option("--drain-timeout-ms", c.drain_timeout_ms,
+                 "SIGTERM: the drain (in-flight frames, lease teardown, last replies) ends "
+                 "within this long")
       ->capture_default_str();
   try {
     app.parse(argc, argv);
@@ -247,6 +257,9 @@ Result<void> validate_node_config(const NodeConfig& c) {
   if (c.frame_bytes_per_connection == 0 || c.frame_bytes_per_connection > c.frame_bytes_per_tenant)
     return bad("frame_bytes_per_connection must be 1..frame_bytes_per_tenant");
   if (c.reply_queue_bytes == 0) return bad("reply_queue_bytes must be >= 1");
+  if (c.reply_bytes_per_tenant < c.reply_queue_bytes)
+    return bad("reply_bytes_per_tenant must be >= reply_queue_bytes");
+  if (c.drain_timeout_ms < 100) return bad("drain_timeout_ms must be >= 100");
   if (c.metrics_max_connections == 0 || c.metrics_timeout_ms == 0)
     return bad("metrics_max_connections and metrics_timeout_ms must be >= 1");
   if (c.sim_devices == 0 || c.sim_devices > wire::Limits{}.max_devices)

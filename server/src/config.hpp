@@ -30,8 +30,11 @@ struct NodeConfig {
   uint64_t body_pool_bytes = 64ull << 20;    // large body buffers kept for reuse; the rest freed
   uint64_t reply_queue_bytes = 64ull << 20;  // a connection reads no new frame past this many
                                              // reply bytes queued or owed to MEM_READs in flight
+  uint64_t reply_bytes_per_tenant = 256ull << 20;  // ... and no frame of a tenant whose replies
+                                                   // on all its connections pass this many
   uint32_t metrics_max_connections = 16;     // metrics endpoint: scrapes served at once
   uint32_t metrics_timeout_ms = 5'000;       // metrics endpoint: a scrape's deadline
+  uint32_t drain_timeout_ms = 10'000;        // SIGTERM: the whole drain ends within this
 
   // Backend
   std::string backend = "auto";  // auto | sim | cuda

@@ -344,7 +344,7 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
         lease_id, c.tenant, dev_index, req.min_vram, rsv.overhead(), req.exclusivity,
         (req.flags & wire::kAcquireReleaseOnDisconnect) != 0, conn_id);
     lease->exec = std::make_unique<LeaseExecutor>(
-        *lease, ExecutorEnv{cfg_, metrics_}, device_info(dev_index),
+        *lease, ExecutorEnv{cfg_, metrics_, take_buffer_}, device_info(dev_index),
         asio::make_strand(device_pool_.get_executor()), std::move(ctx).value());
     lease->expires_at_ms = expiry_for(req.ttl_s, c);
     lease->reservation = std::move(rsv);
@@ -568,7 +568,7 @@ void Node::reaper_loop() {
   }
 }
 
-void Node::shutdown() {
+void Node::shutdown(std::chrono::milliseconds ops_wait) {
   std::vector<std::shared_ptr<Lease>> all;
   {
     std::lock_guard lock(mu_);
@@ -592,7 +592,7 @@ void Node::shutdown() {
   for (auto& w : waits) w.wait();
   // Requests that got past the shutting-down check may still be posting to
   // the pool; wait (bounded) until every one is answered, then stop it.
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  auto until = std::chrono::steady_clock::now() + ops_wait;
   while (ops_in_progress_.load() > 0 && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

@@ -66,12 +66,20 @@ class Node {
   void connection_opened(uint64_t conn_id);
   void connection_closed(uint64_t conn_id);
 
-  // Ends every lease (reason shutdown), waits until their contexts are
-  // destroyed, stops the reaper and the device pool. Idempotent.
-  void shutdown();
+  // Ends every lease (reason shutdown): running kernels stop within a slice
+  // and ops still queued on a lease are answered LEASE_EXPIRED; waits until
+  // their contexts are destroyed and (up to `ops_wait`) until every request
+  // that entered the node is answered; stops the reaper and the device
+  // pool. Idempotent.
+  void shutdown(std::chrono::milliseconds ops_wait = std::chrono::seconds(30));
 
   // Re-reads the revocation file (SIGHUP).
   [[nodiscard]] Result<void> reload_revocations();
+
+  // Where MEM_READ replies get their buffers (the network layer's pool).
+  // REQUIRES: called before the first lease exists (the Server does it at
+  // construction).
+  void set_buffer_source(BufferSource take) { take_buffer_ = std::move(take); }
 
   [[nodiscard]] Metrics& metrics() noexcept { return metrics_; }
   [[nodiscard]] const NodeConfig& config() const noexcept { return cfg_; }
@@ -138,6 +146,7 @@ class Node {
   capability::Authority node_authority_;
   std::unique_ptr<capability::Verifier> verifier_;
   Metrics metrics_;
+  BufferSource take_buffer_;  // set once, before any lease
   asio::thread_pool device_pool_;
 
   std::unique_ptr<Admission> admission_;  // devices' and tenants' bytes (its own lock)

@@ -80,20 +80,58 @@ LeaseExecutor::LeaseExecutor(Lease& lease, ExecutorEnv env, const DeviceInfo& de
 
 void LeaseExecutor::post(const wire::FrameHeader& h, std::shared_ptr<Bytes> body,
                          size_t payload_offset, ReplyFn reply) {
-  asio::post(strand_, [this, self = lease_.shared_from_this(), h, body = std::move(body),
-                       payload_offset, reply = std::move(reply)]() mutable {
-    Op op{h, ByteSpan(body->data() + payload_offset, h.payload_len), std::move(body),
-          std::move(reply)};
-    run(op);
+  const ByteSpan payload(body->data() + payload_offset, h.payload_len);
+  if (runs_inline(h, payload)) {
+    std::unique_lock lk(run_mu_, std::try_to_lock);
+    // Nothing of the lease queued or running: this op is next in its order.
+    if (lk.owns_lock() && queued_.load() == 0) {
+      run(Op{h, payload, std::move(body), std::move(reply)});
+      return;
+    }
+  }
+  defer([this, h, payload, body = std::move(body), reply = std::move(reply)]() mutable {
+    run(Op{h, payload, std::move(body), std::move(reply)});
+  });
+}
+
+bool LeaseExecutor::runs_inline(const wire::FrameHeader& h, ByteSpan payload) {
+  (void)payload;
+  switch (h.opcode) {
+    case Opcode::kMemAlloc:
+    case Opcode::kMemFree:
+    case Opcode::kModuleUnload:
+    case Opcode::kLaunch:
+    case Opcode::kSync:
+    case Opcode::kModuleGlobal:  // a lookup in a loaded module
+      return true;
+    case Opcode::kMemWrite:
+    case Opcode::kMemRead:
+      // Any size: the copy costs the network thread about what reading the
+      // frame (a write) or sending the reply (a read) costs it anyway, and
+      // a hand-off to the device pool costs more than the copy on a busy
+      // machine (docs/BENCHMARKS.md, issue 11). Queued behind a launch, the
+      // backend runs the copy on its own thread later.
+      return true;
+    default:
+      return false;  // MODULE_LOAD, GPU_SUBMIT: PTX to parse or compile
+  }
+}
+
+void LeaseExecutor::defer(std::function<void()> fn) {
+  queued_.fetch_add(1);
+  asio::post(strand_, [this, self = lease_.shared_from_this(), fn = std::move(fn)] {
+    std::lock_guard lk(run_mu_);
+    fn();
+    queued_.fetch_sub(1);
   });
 }
 
 void LeaseExecutor::after_queued(std::function<void()> fn) {
-  asio::post(strand_, [self = lease_.shared_from_this(), fn = std::move(fn)] { fn(); });
+  defer(std::move(fn));
 }
 
 void LeaseExecutor::end(std::function<void()> done) {
-  asio::post(strand_, [this, self = lease_.shared_from_this(), done = std::move(done)] {
+  defer([this, done = std::move(done)] {
     // Destroying the context cancels its launches and frees its memory,
     // modules and stream.
     ctx_.reset();
@@ -261,7 +299,8 @@ void LeaseExecutor::mem_read(const Op& op) {
                            std::to_string(it->size) + "-byte buffer");
   }
   if (m->length == 0) return op.reply(Status::kOk, Bytes{});
-  auto out = std::make_shared<Bytes>(m->length);
+  auto out = std::make_shared<Bytes>(env_.take_buffer ? env_.take_buffer(m->length) : Bytes());
+  out->resize(m->length);  // a recycled buffer shrinks without a fill
   return ctx_->mem_read_async(it->addr + m->offset, *out, [reply = op.reply, out](Result<void> rd) {
     if (!rd) return reply_error(reply, rd.error());
     reply(Status::kOk, std::move(*out));
@@ -557,7 +596,7 @@ void LeaseExecutor::run_submit(wire::GpuSubmitRequest req, ReplyFn reply) {
   env_.metrics.launch_total.fetch_add(1, std::memory_order_relaxed);
   // Answers from the strand once every output read completed.
   auto finish = [this, l, temp, cleanup, reply] {
-    asio::post(strand_, [this, l, temp, cleanup, reply] {
+    defer([this, l, temp, cleanup, reply] {
       cleanup();
       std::optional<Error> e;
       {
@@ -571,7 +610,7 @@ void LeaseExecutor::run_submit(wire::GpuSubmitRequest req, ReplyFn reply) {
   };
   ctx.sync([this, l, temp, cleanup, finish, reply](Result<void> r) mutable {
     // Back onto the strand: the context is used only there.
-    asio::post(strand_, [this, l, temp, cleanup, finish, reply, r = std::move(r)]() mutable {
+    defer([this, l, temp, cleanup, finish, reply, r = std::move(r)]() mutable {
       env_.metrics.sync_total.fetch_add(1, std::memory_order_relaxed);
       if (!r) {
         env_.metrics.sync_errors.fetch_add(1, std::memory_order_relaxed);

@@ -4,17 +4,25 @@
 // session op; each either answers at once or hands the backend a completion,
 // so no device-pool thread ever waits for a kernel.
 //
-// THREAD SAFETY: every method but post() and end() runs on the strand;
-// post() and end() may be called from any thread and queue onto it.
+// THREAD SAFETY: every method but post(), end() and after_queued() runs
+// "on the strand": on a strand task, or inline on post()'s caller, and always
+// with run_mu_ held, so one op of a lease runs at a time and sees every
+// earlier op's effects. post(), end() and after_queued() may be called from
+// any thread. post() runs an op (see runs_inline()) on the caller's
+// thread when nothing of the lease is queued or running on the strand, so
+// the op keeps its place in the lease's order without a thread hop; the
+// backend still orders it after the lease's launches (stream order).
 #pragma once
 
 #include <asio/strand.hpp>
 #include <asio/thread_pool.hpp>
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 
 #include "config.hpp"
@@ -71,10 +79,16 @@ class ReplayWindow {
   std::deque<Entry> entries_;
 };
 
+// A buffer for a reply of n bytes: size >= n, or empty with room for n
+// (e.g. recycled by the network layer, so a bulk MEM_READ does not fault in
+// fresh pages for every chunk). Empty function: a new vector each time.
+using BufferSource = std::function<wire::Bytes(size_t)>;
+
 // What an executor needs from the node; outlives every lease.
 struct ExecutorEnv {
   const NodeConfig& cfg;
   Metrics& metrics;
+  const BufferSource& take_buffer;
 };
 
 class LeaseExecutor {
@@ -86,9 +100,11 @@ class LeaseExecutor {
   LeaseExecutor(const LeaseExecutor&) = delete;
   LeaseExecutor& operator=(const LeaseExecutor&) = delete;
 
-  // Queues a session op (0x0601-0x0608) or GPU_SUBMIT on the strand. `body`
-  // holds the frame's token and payload; the payload starts at
-  // `payload_offset`.
+  // Runs a session op (0x0601-0x0608) or GPU_SUBMIT in the lease's order:
+  // inline when it is short and nothing of the lease is queued ahead of it,
+  // else queued on the strand. `body` holds the frame's token and payload;
+  // the payload starts at `payload_offset`. `reply` may be called before
+  // post() returns.
   void post(const wire::FrameHeader& h, std::shared_ptr<wire::Bytes> body, size_t payload_offset,
             ReplyFn reply);
 
@@ -108,6 +124,11 @@ class LeaseExecutor {
     std::shared_ptr<wire::Bytes> body;  // keeps `payload` alive
     ReplyFn reply;
   };
+  // Ops that may run on post()'s caller: no PTX to parse or compile, and
+  // the backend never blocks them on device work.
+  static bool runs_inline(const wire::FrameHeader& h, wire::ByteSpan payload);
+  // Queues `fn` on the strand; it runs with run_mu_ held.
+  void defer(std::function<void()> fn);
   void run(const Op& op);
   void mem_alloc(const Op& op);
   void mem_free(const Op& op);
@@ -125,6 +146,11 @@ class LeaseExecutor {
   ExecutorEnv env_;
   const DeviceInfo& device_;
   DeviceStrand strand_;
+  // Held by whoever runs an op of the lease (a strand task, or post()'s
+  // caller inline); strand tasks not yet finished. An op runs inline only
+  // when it takes run_mu_ at once and nothing is queued.
+  std::mutex run_mu_;
+  std::atomic<uint32_t> queued_{0};
   // STRAND: the one source of truth for what the lease holds.
   std::unique_ptr<DeviceContext> ctx_;
   std::map<uint64_t, uint64_t> buffers_;  // device address -> size

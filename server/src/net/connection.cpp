@@ -104,6 +104,7 @@ awaitable<void> Connection::session() {
     // The reader ends at a read error, the peer's half-close, a frame after
     // which the stream cannot be trusted, or when the watchdog closes.
     co_await (read_loop() || watchdog());
+    uncork();
     if (!closed_ && !eof_ && !close_after_flush_) do_close();
     if (!closed_) {
       // Half-close or fatal frame: send what is owed (bounded by the
@@ -127,6 +128,7 @@ awaitable<void> Connection::wait_closed() {
 }
 
 awaitable<bool> Connection::wait_signal() {
+  uncork();
   asio::error_code ec;
   reader_waiting_ = true;
   signal_.expires_at(Clock::time_point::max());
@@ -161,6 +163,7 @@ awaitable<bool> Connection::fill(size_t n) {
       wpos_ -= rpos_;
       rpos_ = 0;
     }
+    uncork();
     asio::error_code ec;
     size_t got =
         co_await sock_.async_read_some(asio::buffer(in_.data() + wpos_, in_.size() - wpos_),
@@ -405,6 +408,7 @@ awaitable<void> Connection::read_loop() {
         if (!ok) co_return;
         continue;
       }
+      uncork();
       asio::error_code ec;
       size_t got = co_await sock_.async_read_some(asio::buffer(b.data() + off, room),
                                                   asio::redirect_error(use_awaitable, ec));
@@ -433,10 +437,44 @@ awaitable<void> Connection::read_loop() {
           ByteSpan(b.data() + h.token_len, h.payload_len), cfg_.limits);
       if (m) promised = wire::kHeaderSize + uint64_t{m->length};
     }
-    while (reply_bytes_.load() > 0 && reply_bytes_.load() + promised > reply_bound()) {
-      const bool ok = co_await wait_signal();
-      if (!ok) co_return;
+    // The tenant's replies on all its connections are bounded too.
+    std::shared_ptr<ReplyBudget::Tenant> rtenant;
+    if (!tenant.empty()) {
+      if (!reply_tenant_ || tenant != reply_tenant_name_) {
+        reply_tenant_ = srv_.reply_budget().tenant(tenant);
+        reply_tenant_name_ = tenant;
+      }
+      rtenant = reply_tenant_;
     }
+    ReplyBudget::Charge promise_charge;  // the promise, charged to the tenant
+    uint64_t room_waiter = 0;
+    for (;;) {
+      const bool conn_full =
+          reply_bytes_.load() > 0 && reply_bytes_.load() + promised > reply_bound();
+      bool tenant_full = false;
+      if (!conn_full && rtenant) {
+        promise_charge = ReplyBudget::Charge::try_make(rtenant, promised);
+        tenant_full = !promise_charge;
+      }
+      if (!conn_full && !tenant_full) break;
+      if (tenant_full && room_waiter == 0) {
+        // Registered before the re-check, so no drop between the two is missed.
+        room_waiter = rtenant->add_waiter([w = weak_from_this()] {
+          if (auto s = w.lock()) asio::post(s->strand_, [s] { s->signal_.cancel(); });
+        });
+        continue;
+      }
+      // Waiting for replies (its own or the tenant's other connections')
+      // to be read: not idle.
+      waiting_reply_room_ = true;
+      const bool ok = co_await wait_signal();
+      waiting_reply_room_ = false;
+      if (!ok) {
+        if (room_waiter != 0) rtenant->remove_waiter(room_waiter);
+        co_return;
+      }
+    }
+    if (room_waiter != 0) rtenant->remove_waiter(room_waiter);
     // Counted before the draining check, so a drain that sees no request in
     // flight can be sure none is about to enter the node.
     inflight_.fetch_add(1);
@@ -453,18 +491,27 @@ awaitable<void> Connection::read_loop() {
     // again by the node, so expiry and revocation apply at dispatch.
     if (verified && Clock::now() - verified_at > kReverifyAfter) verified.reset();
     std::shared_ptr<Bytes> body(holder, &holder->bytes);
+    // A reply made inline while the next frame's header is already here is
+    // queued, not sent: the replies to a pipelined burst go out in one
+    // gathered write when the reader next waits (uncork()).
+    corked_ = buffered() >= wire::kHeaderSize;
+    // The promise stays charged to the tenant until the reply is sent, or
+    // becomes the charge of its unsent bytes while it is queued.
+    auto promise = std::make_shared<ReplyBudget::Charge>(std::move(promise_charge));
     node_.handle(
         h, std::move(body), id_,
-        [self = shared_from_this(), h, raw_op, promised](Status s, Bytes p) {
+        [self = shared_from_this(), h, raw_op, promised, promise](Status s, Bytes p) {
           // Counted done before the reply can reach the client, so
           // a client that waits for each reply is never answered BUSY.
           self->inflight_.fetch_sub(1);
           self->srv_.inflight_total.fetch_sub(1);
-          self->send(h, raw_op, s, std::move(p), promised);
+          self->send(h, raw_op, s, std::move(p), promised, std::move(*promise));
           // Queued or sent: a half-closed connection may close after this.
           if (self->replies_owed_.fetch_sub(1) == 1 && self->eof_.load()) self->poke_strand();
         },
         verified ? &*verified : nullptr);
+    corked_ = false;
+    if (buffered() < wire::kHeaderSize) uncork();
   }
 }
 
@@ -481,7 +528,7 @@ awaitable<void> Connection::watchdog() {
       auto idle_at = last_activity_ + std::chrono::milliseconds(cfg_.idle_timeout_ms);
       if (now >= idle_at) {
         // A client waiting for a long SYNC, or for its replies, is not idle.
-        if (inflight_.load() > 0 || !write_idle()) {
+        if (inflight_.load() > 0 || !write_idle() || waiting_reply_room_) {
           last_activity_ = now;
           idle_at = now + std::chrono::milliseconds(cfg_.idle_timeout_ms);
         } else {
@@ -510,7 +557,7 @@ awaitable<void> Connection::watchdog() {
 }
 
 void Connection::send(const wire::FrameHeader& req, uint16_t raw_opcode, Status s, Bytes payload,
-                      uint64_t promised) {
+                      uint64_t promised, ReplyBudget::Charge charge) {
   wire::FrameHeader h;
   h.opcode = static_cast<wire::Opcode>(raw_opcode);
   h.flags = wire::kFlagReply;
@@ -520,7 +567,7 @@ void Connection::send(const wire::FrameHeader& req, uint16_t raw_opcode, Status 
   OutFrame f;
   f.payload = std::move(payload);
   f.header = wire::encode_header(h, {}, f.payload);
-  queue_reply(std::move(f), promised);
+  queue_reply(std::move(f), promised, std::move(charge));
 }
 
 size_t Connection::send_now(const OutFrame& f) {
@@ -542,7 +589,7 @@ size_t Connection::send_now(const OutFrame& f) {
   return static_cast<size_t>(n);
 }
 
-void Connection::queue_reply(OutFrame f, uint64_t promised) {
+void Connection::queue_reply(OutFrame f, uint64_t promised, ReplyBudget::Charge charge) {
   std::unique_lock lock(wmu_);
   reply_bytes_.fetch_sub(std::min(reply_bytes_.load(), promised));
   if (sock_closed_) {
@@ -550,7 +597,10 @@ void Connection::queue_reply(OutFrame f, uint64_t promised) {
     poke_strand();
     return;
   }
-  if (!writing_ && outq_.empty()) {
+  // The reader is in Node::handle with more frames buffered: queue it for
+  // the gathered write that uncork() starts. (corked_ is the strand's.)
+  const bool cork = strand_.running_in_this_thread() && corked_;
+  if (!writing_ && outq_.empty() && !cork) {
     // Nothing ahead of it: send it now from this thread, so a reply made on
     // the device pool goes out without a hop to the connection's strand.
     // SECURITY: under wmu_, so the socket cannot be closed (and its
@@ -558,6 +608,7 @@ void Connection::queue_reply(OutFrame f, uint64_t promised) {
     const size_t n = send_now(f);
     if (n == f.size()) {
       lock.unlock();
+      srv_.body_pool().give(std::move(f.payload));
       node_.metrics().bytes_out.fetch_add(n, std::memory_order_relaxed);
       if (reader_waiting_.load() || eof_.load() || close_after_flush_.load()) poke_strand();
       return;
@@ -571,8 +622,10 @@ void Connection::queue_reply(OutFrame f, uint64_t promised) {
     f.sent = n;
   }
   reply_bytes_.fetch_add(f.size() - f.sent);
+  charge.resize(f.size() - f.sent);
+  f.charge = std::move(charge);
   outq_.push_back(std::move(f));
-  if (writing_) return;
+  if (writing_ || cork) return;
   writing_ = true;  // the strand's writer takes it from here
   lock.unlock();
   if (strand_.running_in_this_thread()) {
@@ -580,6 +633,14 @@ void Connection::queue_reply(OutFrame f, uint64_t promised) {
   } else {
     asio::post(strand_, [self = shared_from_this()] { self->start_write(); });
   }
+}
+
+void Connection::uncork() {
+  std::unique_lock lock(wmu_);
+  if (writing_ || outq_.empty() || sock_closed_) return;
+  writing_ = true;
+  lock.unlock();
+  start_write();
 }
 
 void Connection::poke_strand() {
@@ -628,7 +689,10 @@ void Connection::on_written(const asio::error_code& ec, size_t n) {
   async_writing_ = false;
   node_.metrics().bytes_out.fetch_add(n, std::memory_order_relaxed);
   uint64_t sent = 0;
-  for (auto& f : wbatch_) sent += f.size() - f.sent;
+  for (auto& f : wbatch_) {
+    sent += f.size() - f.sent;
+    if (!ec) srv_.body_pool().give(std::move(f.payload));  // large ones are recycled
+  }
   wbatch_.clear();
   bool more = false;
   {
@@ -670,13 +734,16 @@ void Connection::maybe_close() {
 void Connection::do_close() {
   if (closed_) return;
   closed_ = true;
+  std::deque<OutFrame> unsent;  // gives its tenant charges back now
   {
     std::lock_guard lock(wmu_);
     sock_closed_ = true;
     asio::error_code ec;
     sock_.shutdown(tcp::socket::shutdown_both, ec);
     sock_.close(ec);
+    unsent.swap(outq_);
   }
+  unsent.clear();
   signal_.cancel();
   wd_timer_.cancel();
   node_.connection_closed(id_);

@@ -13,7 +13,8 @@
 //    a reply is owed) and the write deadline (no write progress);
 //  - replies are queued and written in gathered batches; the reader reads no
 //    new frame while the queued reply bytes (and those promised to MEM_READs
-//    in flight) pass the reply bound;
+//    in flight) pass the reply bound, and dispatches no frame of a tenant
+//    whose replies on all its connections pass reply_bytes_per_tenant;
 //  - a peer's half-close ends reading: the replies of every request received
 //    are sent, then the connection closes.
 #pragma once
@@ -34,6 +35,7 @@
 
 #include "config.hpp"
 #include "frame_budget.hpp"
+#include "reply_budget.hpp"
 #include "gpulease/wire/frame.hpp"
 #include "node.hpp"
 
@@ -60,9 +62,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void start();
 
   // Thread-safe: queues the reply to `req`. `promised` is what the reader
-  // counted against the reply bound for it when it was dispatched.
+  // counted against the reply bound for it when it was dispatched, and
+  // `charge` what it charged to the request's tenant (empty: a frame
+  // without a token): given back once the reply is sent, resized to the
+  // reply's unsent bytes while it is queued.
   void send(const wire::FrameHeader& req, uint16_t raw_opcode, wire::Status s, wire::Bytes payload,
-            uint64_t promised);
+            uint64_t promised, ReplyBudget::Charge charge = {});
 
   // Graceful close (drain): the queued replies are written, then the socket
   // closes. Thread-safe.
@@ -76,6 +81,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     wire::HeaderBytes header;
     wire::Bytes payload;
     size_t sent = 0;  // bytes already written by a direct send
+    ReplyBudget::Charge charge;  // the unsent bytes, charged to the request's tenant
     [[nodiscard]] size_t size() const { return header.size() + payload.size(); }
   };
 
@@ -112,8 +118,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
               const std::string& msg, bool close);
   // Any thread: sends the reply at once when nothing is queued ahead of it
   // (a non-blocking send under wmu_), else queues it for the strand's writer.
-  void queue_reply(OutFrame f, uint64_t promised);
+  void queue_reply(OutFrame f, uint64_t promised, ReplyBudget::Charge charge = {});
   [[nodiscard]] size_t send_now(const OutFrame& f);  // REQUIRES: wmu_ held
+  // Starts the writer on replies queued while corked. REQUIRES: on the strand.
+  void uncork();
   void poke_strand();  // wakes a waiting reader and re-checks closing, on the strand
   [[nodiscard]] bool write_idle() const;
   // REQUIRES: on the strand.
@@ -136,6 +144,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t rpos_ = 0, wpos_ = 0;
   XXH3_state_t* hash_ = nullptr;  // owned; XXH3 state wants 64-byte alignment
   bool authenticated_ = false;    // a token has verified on this connection
+  // The reply-budget state of the tenant of the last tokened frame.
+  std::string reply_tenant_name_;
+  std::shared_ptr<ReplyBudget::Tenant> reply_tenant_;
+  bool waiting_reply_room_ = false;  // the reader waits for its tenant's replies to drain
+  bool corked_ = false;  // in Node::handle with the next frame's header buffered
   std::atomic<bool> eof_{false};  // the peer half-closed
   asio::steady_timer signal_;     // wakes the reader (budget room, replies drained)
   std::atomic<bool> reader_waiting_{false};

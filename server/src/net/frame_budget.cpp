@@ -147,10 +147,11 @@ wire::Bytes BodyPool::take(size_t n) {
 
 void BodyPool::give(wire::Bytes b) {
   if (b.capacity() < kMinPooledBytes) return;
-  // A pooled buffer is kept at its full size, so a reuse never zero-fills.
-  if (b.size() != b.capacity()) return;
   std::lock_guard lock(state_->mu);
   if (state_->bytes + b.capacity() > cap_) return;  // freed: back to the OS
+  // A pooled buffer is kept at its full size, so a reuse never zero-fills
+  // (what a reply left unused past its size is filled once, here).
+  b.resize(b.capacity());
   state_->bytes += b.capacity();
   state_->free.push_back(std::move(b));
 }

@@ -116,7 +116,8 @@ class BodyPool {
   // A pooled buffer whose size is at least n (and at most 2n), or an empty
   // one with capacity for n bytes, which the caller grows as bytes arrive.
   [[nodiscard]] wire::Bytes take(size_t n);
-  // Hands a buffer back: pooled when it is large and the pool has room.
+  // Hands a buffer back: pooled when it is large and the pool has room
+  // (a reply payload shorter than its buffer is grown back to full size).
   void give(wire::Bytes b);
   [[nodiscard]] size_t pooled_bytes() const;
 

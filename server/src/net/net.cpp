@@ -11,6 +11,7 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
+#include <algorithm>
 #include <deque>
 
 #if defined(__GLIBC__)
@@ -31,7 +32,10 @@ using wire::Status;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-constexpr auto kDrainWait = std::chrono::seconds(10);
+// Share of the drain bound (--drain-timeout-ms) given to frames in flight
+// before the leases are ended; the rest is for the teardown (a slice per
+// running kernel) and the last replies.
+constexpr unsigned kDrainInflightPercent = 70;
 // How often the allocator is asked to hand freed body memory back.
 constexpr auto kTrimInterval = std::chrono::seconds(1);
 constexpr uint64_t kTrimAfterBytes = 64u << 20;
@@ -42,11 +46,15 @@ Server::Server(Node& node, const NodeConfig& cfg)
       cfg_(cfg),
       budget_(FrameBudget::Shares{cfg.frame_bytes_budget, cfg.frame_bytes_per_tenant,
                                   cfg.frame_bytes_per_connection}),
+      reply_budget_(cfg.reply_bytes_per_tenant),
       pool_(std::make_shared<BodyPool>(cfg.body_pool_bytes)),
       control_(asio::make_strand(io_)),
       acceptor_(control_),
       metrics_acceptor_(control_),
-      trim_timer_(control_) {}
+      trim_timer_(control_) {
+  // MEM_READ replies come from the body pool and go back to it once sent.
+  node_.set_buffer_source([pool = pool_](size_t n) { return pool->take(n); });
+}
 
 Server::~Server() {
   drain_and_stop();
@@ -276,11 +284,20 @@ void Server::drain_and_stop() {
     });
     // Off the network threads: waiting and lease teardown may block.
     drain_thread_ = std::thread([this] {
-      auto until = Clock::now() + kDrainWait;
-      while (inflight_total.load() > 0 && Clock::now() < until) {
+      const auto start = Clock::now();
+      const auto bound = std::chrono::milliseconds(cfg_.drain_timeout_ms);
+      const auto deadline = start + bound;
+      // Frames in flight may finish on their own (a SYNC of a short kernel);
+      // one queued behind a kernel that never ends would not, so the wait
+      // is a share of the bound, and ending the leases answers the rest.
+      const auto inflight_until = start + bound * kDrainInflightPercent / 100;
+      while (inflight_total.load() > 0 && Clock::now() < inflight_until) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
-      node_.shutdown();
+      // Every lease ends: running kernels stop within a slice, queued ops
+      // are answered LEASE_EXPIRED; the answers are awaited until the bound.
+      node_.shutdown(std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::max(deadline - Clock::now(), Clock::duration::zero())));
       std::vector<std::shared_ptr<Connection>> live;
       {
         std::lock_guard lock(mu_);
@@ -294,8 +311,9 @@ void Server::drain_and_stop() {
         metrics_acceptor_.close(ec);
         trim_timer_.cancel();
       });
-      // Let the writers flush their last replies (bounded), then stop.
-      auto flush_until = Clock::now() + std::chrono::seconds(2);
+      // Let the writers flush their last replies (2 s at most, and never
+      // past the bound), then stop.
+      const auto flush_until = std::min(deadline, Clock::now() + std::chrono::seconds(2));
       for (;;) {
         {
           std::lock_guard lock(mu_);

@@ -8,7 +8,7 @@
 //    queue; a refused body is read into the input buffer and dropped;
 //  - with one: frame bodies within the connection's and the tenant's share
 //    of the frame-bytes budget (reserved before reading, filled as bytes
-//    arrive), and a reply queue bound per connection.
+//    arrive), and reply bytes bound per connection and per tenant.
 // Large body buffers are recycled up to body_pool_bytes; the rest go back to
 // the OS. Replies are matched by request id, so clients may pipeline up to
 // max_inflight requests; past that the node answers BUSY.
@@ -29,6 +29,7 @@
 
 #include "config.hpp"
 #include "frame_budget.hpp"
+#include "reply_budget.hpp"
 #include "node.hpp"
 
 namespace gpulease::server {
@@ -59,6 +60,7 @@ class Server {
   // Connection bookkeeping (called by connections).
   void connection_ended(const std::shared_ptr<Connection>& c);
   [[nodiscard]] FrameBudget& frame_budget() noexcept { return budget_; }
+  [[nodiscard]] ReplyBudget& reply_budget() noexcept { return reply_budget_; }
   [[nodiscard]] BodyPool& body_pool() noexcept { return *pool_; }
   [[nodiscard]] const std::shared_ptr<BodyPool>& body_pool_ptr() noexcept { return pool_; }
   [[nodiscard]] bool draining() const noexcept { return draining_.load(); }
@@ -74,6 +76,7 @@ class Server {
   Node& node_;
   const NodeConfig& cfg_;
   FrameBudget budget_;
+  ReplyBudget reply_budget_;
   std::shared_ptr<BodyPool> pool_;
   asio::io_context io_;
   // THREAD SAFETY: the acceptors and the trim timer are used only on this
