@@ -479,5 +479,63 @@ TEST(PtxOps, HeaderAsmFormsOfNvccsFp16AndBf16Headers) {
   EXPECT_EQ(o[3], 7u);
 }
 
+TEST(PtxOps, LaneMasksAndPrefetch) {
+  auto o = run(R"(
+    .reg .b32 %r<8>; .reg .b64 %a<4>;
+    mov.u32 %r1, %lanemask_eq; mov.u32 %r2, %lanemask_le; mov.u32 %r3, %lanemask_lt;
+    mov.u32 %r4, %lanemask_ge; mov.u32 %r5, %lanemask_gt;
+    prefetch.global.L2 [%in];
+    prefetchu.L1 [%in+8];
+    mul.wide.u32 %a1, %lane, 8;
+    add.s64 %a2, %out, %a1;
+    st.global.u32 [%a2], %r1; st.global.u32 [%a2+4], %r2;
+    st.global.u32 [%a2+256], %r3; st.global.u32 [%a2+260], %r4;
+  )",
+               {}, 32);
+  for (uint32_t l = 0; l < 32; ++l) {
+    const uint32_t eq = 1u << l, lt = eq - 1;
+    EXPECT_EQ(static_cast<uint32_t>(o[l]), eq) << l;
+    EXPECT_EQ(o[l] >> 32, lt | eq) << l;
+    EXPECT_EQ(static_cast<uint32_t>(o[32 + l]), lt) << l;
+    EXPECT_EQ(o[32 + l] >> 32, ~lt) << l;
+  }
+  auto gt = run("  .reg .b32 %r; mov.u32 %r, %lanemask_gt; st.global.u32 [%out], %r;", {}, 1);
+  EXPECT_EQ(gt[0], 0xfffffffeu);
+}
+
+TEST(PtxOps, AFailedAssertFaultsTheLaunch) {
+  // What nvcc emits for assert(x): a call of the extern __assertfail.
+  const std::string prelude =
+      ".extern .func __assertfail(.param .b64 a, .param .b64 b, .param .b32 c, .param .b64 d, "
+      ".param .b64 e);\n";
+  const std::string body = R"(
+    .reg .pred %p; .reg .b64 %z; .reg .b32 %y;
+    setp.eq.u32 %p, %lane, 5;
+    @!%p bra DONE;
+    mov.u64 %z, 0; mov.u32 %y, 7;
+    { .param .b64 a; st.param.b64 [a], %z; .param .b64 b; st.param.b64 [b], %z;
+      .param .b32 c; st.param.b32 [c], %y; .param .b64 d; st.param.b64 [d], %z;
+      .param .b64 e; st.param.b64 [e], %z;
+      call.uni __assertfail, (a, b, c, d, e); }
+  DONE:
+    st.global.u32 [%out], %y;
+  )";
+  std::string msg;
+  run(body, {}, 32, prelude, Status::kSyncFailed, &msg);
+  EXPECT_NE(msg.find("assertion failed"), std::string::npos) << msg;
+  auto ok = run(body, {}, 4, prelude);  // lane 5 does not exist: no assertion fails
+  EXPECT_EQ(ok[0], 0u);
+}
+
+TEST(PtxOps, TrapAndBrkptFaultTheLaunchNamingTheLine) {
+  for (const char* op : {"trap", "brkpt"}) {
+    std::string msg;
+    run(std::string(".reg .pred %p; setp.eq.u32 %p, %lane, 3;\n@%p ") + op + ";\n", {}, 32, "",
+        Status::kSyncFailed, &msg);
+    EXPECT_NE(msg.find(std::string(op) + " executed"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("thread (3,0,0)"), std::string::npos) << msg;
+  }
+}
+
 }  // namespace
 }  // namespace gpulease::sim::testing

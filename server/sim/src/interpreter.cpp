@@ -2386,6 +2386,26 @@ Stop BlockRunner::run_warp(uint32_t w) {
         case Op::kActiveMask:
           GL_LANES(rd[l] = act);
           break;
+        case Op::kTrap: {
+          GL_FAULT_LANE(static_cast<uint32_t>(std::countr_zero(exec)));
+          l_.set_fault(std::string(in.mod == 2   ? "device-side assertion failed"
+                                   : in.mod == 1 ? "brkpt executed"
+                                                 : "trap executed") +
+                       where(pc));
+          result = Stop::kFault;
+          goto out;
+        }
+        case Op::kLaneMask:
+          GL_LANES({
+            const uint64_t eq = uint64_t{1} << l, lt = eq - 1, le = lt | eq;
+            rd[l] = (in.mod == 0   ? eq
+                     : in.mod == 1 ? le
+                     : in.mod == 2 ? lt
+                     : in.mod == 3 ? ~lt
+                                   : ~le) &
+                    0xffffffffu;
+          });
+          break;
         case Op::kClock: {
           uint64_t v = 0;
           if (in.mod <= 2) {

@@ -1412,10 +1412,12 @@ class Parser {
         return true;
       }
     }
-    // Clock and timer registers: read by mov as Op::kClock (nothing else takes them).
+    // Clock, timer and lane-mask registers: read by mov as Op::kClock / kLaneMask
+    // (nothing else takes them).
     static const std::pair<std::string_view, uint8_t> kClocks[] = {
-        {"%clock", 0},       {"%clock_hi", 1},       {"%clock64", 2},
-        {"%globaltimer", 3}, {"%globaltimer_lo", 4}, {"%globaltimer_hi", 5},
+        {"%clock", 0},          {"%clock_hi", 1},       {"%clock64", 2},      {"%globaltimer", 3},
+        {"%globaltimer_lo", 4}, {"%globaltimer_hi", 5}, {"%lanemask_eq", 6},  {"%lanemask_le", 7},
+        {"%lanemask_lt", 8},    {"%lanemask_ge", 9},    {"%lanemask_gt", 10},
     };
     for (const auto& [name, kind] : kClocks) {
       if (name == n) {
@@ -1456,7 +1458,8 @@ class Parser {
     if (i >= c.ops.size()) return bad(c, "missing operand");
     Operand& o = c.ops[i];
     if (o.kind == Operand::kReg) {
-      if (o.clock != 0) return bad(c, "clock and timer registers can only be read by mov");
+      if (o.clock != 0)
+        return bad(c, "clock, timer and lanemask registers can only be read by mov");
       if (o.negated) return bad(c, "'!' is only allowed on setp's last operand");
       if (t.is_pred != (o.bits == 1))
         return bad(c, "operand " + std::to_string(i + 1) + " has the wrong register type");
@@ -1872,6 +1875,17 @@ bool Parser::call(Ctx& c, Slot guard, bool guard_neg) {
     }
     return true;
   }
+  if (pc.callee == "__assertfail" && !funcs_.at(pc.callee).has_body) {
+    // assert() failing: the launch faults, as on the GPU (the message is not
+    // printed, like printf's output).
+    Inst t;
+    t.guard = guard;
+    t.neg = guard_neg ? 1 : 0;
+    t.op = Op::kTrap;
+    t.mod = 2;
+    emit(t, c.line);
+    return true;
+  }
   pc.index = static_cast<uint32_t>(k_.calls.size());
   k_.calls.emplace_back();
   pending_funcs_.push_back(pc.callee);
@@ -2063,8 +2077,8 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
         return bad(
             c, "reading a clock register needs a " + std::to_string(s.bits) + "-bit integer type");
       if (!dst(c, 0, t, in.d)) return false;
-      in.op = Op::kClock;
-      in.mod = static_cast<uint8_t>(s.clock - 1);
+      in.op = s.clock >= 7 ? Op::kLaneMask : Op::kClock;
+      in.mod = static_cast<uint8_t>(s.clock >= 7 ? s.clock - 7 : s.clock - 1);
       emit(in, line);
       return true;
     }
@@ -2803,6 +2817,25 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (c.ops.size() == 2) return bad(c, "barriers with a thread count are not supported");
     in.op = Op::kBar;
     k_.has_barrier = true;
+    emit(in, line);
+    return true;
+  }
+  if (base == "trap" || base == "brkpt") {
+    if (!no_more() || !types.empty() || !c.ops.empty()) return bad(c, "takes no operands");
+    in.op = Op::kTrap;
+    in.mod = base == "brkpt" ? 1 : 0;
+    emit(in, line);
+    return true;
+  }
+  if (base == "prefetch" || base == "prefetchu") {
+    // A cache hint: no effect on results, and no fault even for a bad address.
+    (void)take("global");
+    (void)take("local");
+    (void)take("L1");
+    (void)take("L2");
+    if (!no_more() || !types.empty() || !count(c, 1) || c.ops[0].kind != Operand::kAddr)
+      return bad(c, "expects prefetch[.global|.local].{L1,L2} [a]");
+    in.op = Op::kNop;
     emit(in, line);
     return true;
   }

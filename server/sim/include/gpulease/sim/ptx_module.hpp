@@ -185,6 +185,8 @@ enum class Op : uint16_t {
                 // | 8 (signed); b = membermask
   kActiveMask,  // d = the lanes executing this instruction together
   kWarpSync,    // bar.warp.sync a: waits only
+  kTrap,        // trap / brkpt / call __assertfail: the launch faults (mod = 0, 1, 2)
+  kLaneMask,    // d = %lanemask_{eq,le,lt,ge,gt} of the lane: mod = 0 eq, 1 le, 2 lt, 3 ge, 4 gt
   kClock,       // d = a clock: mod = 0 %clock, 1 %clock_hi, 2 %clock64 (nanoseconds of a
                 // steady clock: monotonic, advancing), 3 %globaltimer, 4 _lo, 5 _hi (ns, system)
   // control
