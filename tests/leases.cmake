@@ -1,4 +1,4 @@
 # Lease execution (issue 11): isolation between tenants, lease ends that stop
 # work, SYNC after cancellation, drain.
-gpulease_add_test(server_isolation_test SOURCES server_isolation_test.cpp LIBS gpulease_node LABELS server)
-gpulease_add_test(leases_admission_test SOURCES leases_admission_test.cpp LIBS gpulease_node LABELS server)
+gpulease_add_test(server_isolation_test SOURCES server_isolation_test.cpp LIBS gpulease_node_internal LABELS server)
+gpulease_add_test(leases_admission_test SOURCES leases_admission_test.cpp LIBS gpulease_node_internal LABELS server)

@@ -99,7 +99,12 @@ Result<Claims> Verifier::verify(wire::ByteSpan token, const VerifyRequest& req) 
   if (now >= end) return deny(DenyReason::kExpired, "expired at " + std::to_string(t.expires_at));
 
   // 5. Audience: a token for another node is useless here.
-  if (t.audience != options_.node_id) return deny(DenyReason::kWrongAudience, "");
+  // A fleet node may also accept its fleet's audience (one token for every
+  // node of the fleet; the trade-off is in docs/TOKENS.md).
+  if (t.audience != options_.node_id &&
+      (options_.fleet_audience.empty() || t.audience != options_.fleet_audience)) {
+    return deny(DenyReason::kWrongAudience, "");
+  }
 
   // 6. Permission for this opcode.
   const auto need = required_permission(req.opcode);

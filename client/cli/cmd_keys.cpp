@@ -170,7 +170,10 @@ void register_key_commands(CLI::App& app) {
     CLI::App* cmd = token->add_subcommand("mint", "Sign a token with a secret key and print it");
     cmd->add_option("--key,-k", o->key, "Secret key file (NAME.key)")->required();
     cmd->add_option("--tenant,-t", o->tenant, "Tenant (subject) id")->required();
-    cmd->add_option("--audience,-a", o->audience, "Node id the token is for")->required();
+    cmd->add_option("--audience,-a", o->audience,
+                    "Node id the token is for, or fleet:NAME for every node of a fleet "
+                    "started with --accept-fleet-audience")
+        ->required();
     cmd->add_option("--perms,-p", o->perms,
                     "Comma-separated permissions: lease_acquire, lease_query, lease_renew, "
                     "lease_release, mem, module, tasklet_submit, cap_request, admin; or all")

@@ -52,6 +52,9 @@ constexpr uint32_t kMaxWindow = 4096;
 constexpr size_t kInboxBytes = 64u << 10;
 // A payload up to kInboxBytes - kFrameSlack is read through the inbox.
 constexpr size_t kFrameSlack = 64;
+// SO_RCVTIMEO of every socket: the longest one blocking recv() waits before
+// the reader looks at its deadline again.
+constexpr int kRecvSliceMs = 100;
 
 enum class IoResult { kOk, kIdle, kBroken };
 
@@ -183,6 +186,8 @@ Result<int> tcp_connect(const NodeAddress& addr, std::chrono::milliseconds timeo
     int one = 1;
     ::setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     ::setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    timeval slice{0, kRecvSliceMs * 1000};
+    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &slice, sizeof slice);
     fd = s;
   }
   ::freeaddrinfo(res);
@@ -243,8 +248,18 @@ namespace {
 
 // ---- The read path: one reply frame off a socket -------------------------------
 
+int ms_until(Clock::time_point deadline) {
+  auto now = Clock::now();
+  if (deadline <= now) return 0;
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+  return static_cast<int>(std::min<int64_t>(ms, std::numeric_limits<int>::max()));
+}
+
 // Receives more bytes into the inbox. `wait_ms`: how long to wait for the
-// first of them (0: not at all, -1: forever).
+// first of them (0: not at all).
+// While at least a receive slice is left to wait, it waits in one blocking
+// recv() (bounded by the socket's SO_RCVTIMEO, kRecvSliceMs): a reply costs
+// one system call, as with a raw blocking client. A shorter wait polls.
 IoResult fill(Socket& s, int wait_ms) {
   if (s.in_begin == s.in_end) {
     s.in_begin = s.in_end = 0;
@@ -253,20 +268,22 @@ IoResult fill(Socket& s, int wait_ms) {
     s.in_end -= s.in_begin;
     s.in_begin = 0;
   }
-  bool polled = false;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(wait_ms);
   for (;;) {
-    if (wait_ms != 0 && !polled) {
-      // Poll first when willing to wait: a reply is rarely there already.
+    const int left = wait_ms == 0 ? 0 : ms_until(deadline);
+    int flags = MSG_DONTWAIT;
+    if (left >= kRecvSliceMs) {
+      flags = 0;
+    } else if (left > 0) {
       pollfd p{s.fd, POLLIN, 0};
-      int pr = ::poll(&p, 1, wait_ms);
+      int pr = ::poll(&p, 1, left);
       if (pr == 0) return IoResult::kIdle;
       if (pr < 0) {
         if (errno == EINTR) continue;
         return IoResult::kBroken;
       }
-      polled = true;
     }
-    ssize_t r = ::recv(s.fd, s.inbox.data() + s.in_end, s.inbox.size() - s.in_end, MSG_DONTWAIT);
+    ssize_t r = ::recv(s.fd, s.inbox.data() + s.in_end, s.inbox.size() - s.in_end, flags);
     if (r > 0) {
       s.in_end += static_cast<size_t>(r);
       return IoResult::kOk;
@@ -274,8 +291,7 @@ IoResult fill(Socket& s, int wait_ms) {
     if (r == 0) return IoResult::kBroken;
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return IoResult::kBroken;
-    if (wait_ms == 0) return IoResult::kIdle;
-    polled = false;
+    if (left == 0) return IoResult::kIdle;
   }
 }
 
@@ -395,13 +411,6 @@ bool write_frame(int fd, const wire::FrameHeader& h, ByteSpan token, ByteSpan pa
     progress(at + n, payload.size());
   }
   return true;
-}
-
-int ms_until(Clock::time_point deadline) {
-  auto now = Clock::now();
-  if (deadline <= now) return 0;
-  auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
-  return static_cast<int>(std::min<int64_t>(ms, std::numeric_limits<int>::max()));
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "fleet/registrar.hpp"
+#include "gpulease/etcd/client.hpp"
 #include "gpulease/wire/host_port.hpp"
 
 namespace gpulease::server {
@@ -56,6 +58,10 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   str("node_key", c.node_key);
   str("revocation_file", c.revocation_file);
   str("metrics", c.metrics_listen);
+  str("registry", c.registry);
+  str("advertise", c.advertise);
+  str("fleet", c.fleet);
+  if (auto x = t["accept_fleet_audience"].value<bool>()) c.accept_fleet_audience = *x;
   if (auto keys = t["authority_keys"].as_array()) {
     for (auto& k : *keys) {
       if (auto s = k.value<std::string>()) c.authority_keys.push_back(*s);
@@ -99,6 +105,7 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   u32("drain_timeout_ms", c.drain_timeout_ms);
   u32("max_buffers_per_lease", c.max_buffers_per_lease);
   u32("max_modules_per_lease", c.max_modules_per_lease);
+  u32("registry_ttl_s", c.registry_ttl_s);
   if (!bad.empty())
     return make_error(Status::kInvalidArgument, "config " + bad + ": value out of range");
   return {};
@@ -215,6 +222,19 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
                  "SIGTERM: the drain (in-flight frames, lease teardown, last replies) ends "
                  "within this long")
       ->capture_default_str();
+  app.add_option("--registry", c.registry,
+                 "etcd://HOST:PORT[,HOST:PORT...]: register this node in the fleet directory")
+      ->envname("GPULEASE_REGISTRY");
+  app.add_option("--advertise", c.advertise,
+                 "HOST:PORT clients of the fleet dial (default: the listen address)");
+  app.add_option("--fleet", c.fleet, "fleet name: the directory prefix and the fleet audience")
+      ->capture_default_str()
+      ->envname("GPULEASE_FLEET");
+  app.add_option("--registry-ttl-s", c.registry_ttl_s,
+                 "etcd lease TTL of the node's record: gone this long after the node dies")
+      ->capture_default_str();
+  app.add_flag("--accept-fleet-audience", c.accept_fleet_audience,
+               "also accept tokens whose audience is fleet:<fleet> (docs/TOKENS.md)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -264,6 +284,17 @@ Result<void> validate_node_config(const NodeConfig& c) {
     return bad("metrics_max_connections and metrics_timeout_ms must be >= 1");
   if (c.sim_devices == 0 || c.sim_devices > wire::Limits{}.max_devices)
     return bad("sim_devices must be 1..64");
+  if (auto r = check_fleet_name(c.fleet); !r) return r;
+  if (c.registry_ttl_s < 1 || c.registry_ttl_s > 3600) return bad("registry_ttl_s must be 1..3600");
+  if (!c.registry.empty()) {
+    auto eps = etcd::parse_registry_url(c.registry);
+    if (!eps) return bad(eps.error().message);
+    if (auto r = check_registry_node_id(c.node_id); !r) return r;
+  }
+  if (!c.advertise.empty()) {
+    auto hp = wire::parse_host_port(c.advertise);
+    if (!hp) return bad("advertise: " + hp.error().message);
+  }
   return {};
 }
 

@@ -61,6 +61,13 @@ struct NodeConfig {
   uint32_t max_buffers_per_lease = 65536;
   uint32_t max_modules_per_lease = 256;
 
+  // Fleet (issue 16, docs/FLEET.md): registration in an etcd directory.
+  std::string registry;          // etcd://HOST:PORT[,HOST:PORT...]; empty = not registered
+  std::string advertise;         // HOST:PORT clients dial; empty = the listen address
+  std::string fleet = "default";  // the directory prefix and the fleet audience's name
+  uint32_t registry_ttl_s = 10;  // the etcd lease of the node's record
+  bool accept_fleet_audience = false;  // also accept tokens for audience "fleet:<fleet>"
+
   // Operations
   std::string metrics_listen;  // "host:port"; empty = no metrics endpoint
   LogLevel log_level = LogLevel::kInfo;

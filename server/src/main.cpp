@@ -6,6 +6,8 @@
 
 #include "backend_factory.hpp"
 #include "config.hpp"
+#include "fleet/registrar.hpp"
+#include "gpulease/wire/host_port.hpp"
 #include "gpulease/capability/keys.hpp"
 #include "log.hpp"
 #include "net.hpp"
@@ -13,6 +15,46 @@
 
 using namespace gpulease;
 using namespace gpulease::server;
+
+namespace {
+
+// The registrar for --registry: the advertised address is --advertise, else
+// the listen address with the port actually bound (a wildcard listen address
+// needs --advertise).
+Result<std::unique_ptr<Registrar>> start_registrar(Node& node, uint16_t bound_port) {
+  const NodeConfig& cfg = node.config();
+  RegistrarConfig rc;
+  auto eps = etcd::parse_registry_url(cfg.registry);
+  if (!eps) return make_error(Status::kInvalidArgument, eps.error().message);
+  rc.endpoints = std::move(eps).value();
+  rc.fleet = cfg.fleet;
+  rc.node_id = cfg.node_id;
+  rc.backend = std::string(node.backend_name());
+  rc.ttl_s = cfg.registry_ttl_s;
+  rc.metrics = &node.metrics();
+  if (!cfg.advertise.empty()) {
+    rc.address = cfg.advertise;
+  } else if (cfg.listen_host == "0.0.0.0" || cfg.listen_host == "::" || cfg.listen_host.empty()) {
+    return make_error(Status::kInvalidArgument,
+                      "--advertise HOST:PORT is needed with --registry when --listen is a "
+                      "wildcard address (" + cfg.listen_host + ")");
+  } else {
+    rc.address = wire::format_host_port(cfg.listen_host, bound_port);
+  }
+  auto r = Registrar::create(std::move(rc), [&node] {
+    std::vector<DeviceRecord> out;
+    for (const auto& [info, room] : node.device_room()) {
+      out.push_back(DeviceRecord{info.index, info.name, info.cc_major, info.cc_minor,
+                                 info.total_bytes, room});
+    }
+    return out;
+  });
+  if (!r) return r;
+  (*r)->start();
+  return r;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   NodeConfig cfg;
@@ -60,6 +102,20 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // The fleet directory (--registry): registration runs on its own thread and
+  // never holds up serving; an unreachable etcd is retried in the background.
+  std::unique_ptr<Registrar> registrar;
+  if (!cfg.registry.empty()) {
+    auto r = start_registrar(node, server.port());
+    if (!r) {
+      log_error("cannot register in the fleet directory", {{"error", r.error().message}});
+      server.drain_and_stop();
+      server.wait();
+      return 1;
+    }
+    registrar = std::move(r).value();
+  }
+
   asio::signal_set signals(server.io(), SIGINT, SIGTERM, SIGHUP);
   std::function<void(const asio::error_code&, int)> on_signal = [&](const asio::error_code& ec,
                                                                     int sig) {
@@ -76,10 +132,13 @@ int main(int argc, char** argv) {
       return;
     }
     log_info("signal received: draining", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    // Leave the directory first, so no new client is sent here (async).
+    if (registrar) registrar->deregister();
     server.drain_and_stop();
   };
   signals.async_wait(on_signal);
   server.wait();
+  if (registrar) registrar->stop();  // waits (bounded) for the deregistration
   log_info("gpuleased stopped");
   return 0;
 }

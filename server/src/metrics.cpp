@@ -133,6 +133,17 @@ std::string Metrics::render() const {
   header(o, "gpulease_metrics_connections_rejected_total", "counter",
          "Metrics scrapes refused by the endpoint's connection limit.");
   sample(o, "gpulease_metrics_connections_rejected_total", "", rd(metrics_connections_rejected));
+  if (const int64_t reg = rd(fleet_registered); reg >= 0) {
+    header(o, "gpulease_fleet_registered", "gauge",
+           "1 while the node's record is in the fleet directory (etcd), else 0.");
+    sample(o, "gpulease_fleet_registered", "", static_cast<uint64_t>(reg));
+    header(o, "gpulease_fleet_registrations_total", "counter",
+           "Registrations in the fleet directory (the first and every re-registration).");
+    sample(o, "gpulease_fleet_registrations_total", "", rd(fleet_registrations));
+    header(o, "gpulease_fleet_registry_errors_total", "counter",
+           "Calls to the fleet registry (etcd) that failed; the node retries.");
+    sample(o, "gpulease_fleet_registry_errors_total", "", rd(fleet_errors));
+  }
   if (frame_bytes_stats) {
     auto fb = frame_bytes_stats();
     header(o, "gpulease_frame_bytes_held", "gauge",

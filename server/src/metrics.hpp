@@ -51,6 +51,11 @@ class Metrics {
   std::atomic<uint64_t> connections_rejected{0};
   std::atomic<uint64_t> bad_frames{0};                    // frames rejected before dispatch
   std::atomic<uint64_t> metrics_connections_rejected{0};  // scrapes past the endpoint's limit
+  // Fleet directory (--registry; set by the registrar): -1 = not configured
+  // (not rendered), 0 = not registered now, 1 = registered.
+  std::atomic<int64_t> fleet_registered{-1};
+  std::atomic<uint64_t> fleet_registrations{0};  // etcd leases granted + record put
+  std::atomic<uint64_t> fleet_errors{0};         // etcd calls of the registrar that failed
 
   // The network layer's memory (installed by the Server while it runs):
   // frame-body bytes reserved now, pooled body buffers, budget waits.

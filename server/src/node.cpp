@@ -73,6 +73,7 @@ Node::Node(NodeConfig cfg, std::unique_ptr<DeviceBackend> backend, capability::S
   if (sodium_init() < 0) std::abort();  // no CSPRNG, no unguessable lease ids
   capability::VerifierOptions vo;
   vo.node_id = cfg_.node_id;
+  if (cfg_.accept_fleet_audience) vo.fleet_audience = "fleet:" + cfg_.fleet;
   vo.clock_skew_s = cfg_.clock_skew_s;
   vo.cache_capacity = cfg_.token_cache_entries;
   verifier_ = std::make_unique<capability::Verifier>(vo);
@@ -484,7 +485,11 @@ void Node::op_cap_request(const capability::Claims& c, const std::shared_ptr<Lea
   ar.now_unix_s = now;
   ar.ttl_s = m->ttl_s != 0 ? m->ttl_s
                            : (c.expires_at > static_cast<uint64_t>(now) ? c.expires_at - now : 1);
-  auto tok = node_authority_.attenuate(c, ar);
+  // A token presented under the fleet audience yields one for this node
+  // only: the lease it is bound to lives here, and its key is this node's.
+  capability::Claims parent = c;
+  parent.audience = cfg_.node_id;
+  auto tok = node_authority_.attenuate(parent, ar);
   if (!tok) return reply_error(reply, tok.error());
   log_info("scoped token issued", {{"lease", lease_str(l->id)},
                                    {"tenant", c.tenant},

@@ -85,6 +85,11 @@ class Node {
   [[nodiscard]] const NodeConfig& config() const noexcept { return cfg_; }
   [[nodiscard]] std::string_view backend_name() const { return backend_->name(); }
   [[nodiscard]] size_t active_leases() const;
+  // Each device's inventory and the bytes a new lease could take on it now
+  // (what HELLO reports; the fleet record publishes it).
+  [[nodiscard]] std::vector<std::pair<DeviceInfo, uint64_t>> device_room() const {
+    return admission_->device_room();
+  }
   [[nodiscard]] capability::KeyRing& key_ring() noexcept { return verifier_->key_ring(); }
   [[nodiscard]] capability::RevocationSet& revocations() noexcept {
     return verifier_->revocations();

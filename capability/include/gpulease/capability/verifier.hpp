@@ -5,7 +5,8 @@
 //   2. key id not in the key ring             -> UNAUTHENTICATED
 //   3. signature invalid (cache, else Ed25519) -> UNAUTHENTICATED
 //   4. now outside [not_before - skew, expires_at + skew)  -> TOKEN_EXPIRED
-//   5. audience != this node's id             -> PERMISSION_DENIED
+//   5. audience != this node's id (nor its fleet audience, when configured)
+//                                             -> PERMISSION_DENIED
 //   6. perms lack required_permission(opcode) -> PERMISSION_DENIED
 //   7. token id, origin id or tenant revoked  -> REVOKED
 //   8. the header lease rule and the token's lease binding:
@@ -73,6 +74,10 @@ inline constexpr size_t kDenyReasonCount = 13;
 
 struct VerifierOptions {
   std::string node_id;                        // the audience this node accepts
+  // A second audience accepted as well, for a node of a fleet started with
+  // --accept-fleet-audience: "fleet:<fleet name>" (docs/TOKENS.md, "Fleet
+  // audience"). Empty = only node_id.
+  std::string fleet_audience;
   int64_t clock_skew_s = kDefaultClockSkewS;  // >= 0; tolerance on both ends of the window
   size_t cache_capacity = kDefaultSignatureCacheEntries;  // signatures remembered; 0 disables
   size_t cache_shards = 16;

@@ -27,13 +27,17 @@
 //    node's replay window then answers a repeated MEM_ALLOC / MODULE_LOAD with
 //    its first answer; LEASE_ACQUIRE carries its own idempotency key).
 //    Requests that are not safe to repeat (LAUNCH, MEM_FREE, MODULE_UNLOAD)
-//    and were already on the old connection fail with kConnectionLost.
+//    and were already on the old connection fail with a connection-lost
+//    error (Error::is_connection_lost()).
 //    PendingReply::resent() tells whether a reply answers a resend (what that
 //    means for an op is its caller's business: see Lease::release()). A drop
 //    is noticed by the next thread that reads. Request ids start at a random
 //    64-bit base per Connection and never repeat within it.
-//  - Errors: a reply with a non-OK status becomes an Error with that status
-//    and the node's message.
+//  - Errors (client::Error, errors.hpp): a reply with a non-OK status becomes
+//    a kNodeStatus error carrying that wire status and the node's message; a
+//    wait that runs past the request's timeout is kTimeout (never the node's
+//    BUSY); a drop that could not be repaired is kConnectionLost; a request
+//    refused before it was sent, or a reply that does not decode, is kLocal.
 //
 // THREAD SAFETY: Connection is a cheap, copyable handle to shared state;
 // copies talk over the same socket; its members are const because they act on
@@ -82,7 +86,8 @@ struct ConnectOptions {
   wire::Bytes token;  // binary capability token sent with every frame but HELLO/PING
   std::string client_name = "gpulease-client";
   std::chrono::milliseconds connect_timeout{5000};
-  // How long wait() waits for any one reply before giving up with BUSY.
+  // How long wait() waits for any one reply before giving up (a kTimeout
+  // error). HELLO waits at most connect_timeout (also kTimeout).
   std::chrono::milliseconds request_timeout{300'000};
   // Reconnect attempts after a drop (0 = never reconnect), with exponential
   // backoff from initial to max between attempts.
@@ -133,7 +138,8 @@ class PendingReply {
  public:
   PendingReply() = default;
   // Blocks until the reply arrives (or the request fails). A reply with a
-  // non-OK status is returned as its Error. May be called once.
+  // non-OK status is returned as a kNodeStatus Error; no reply within the
+  // request's timeout is a kTimeout Error. May be called once.
   [[nodiscard]] Result<Reply> wait();
   // True once wait() would not block. Reads the replies that have already
   // arrived when no other thread is reading; never waits for one.
@@ -155,8 +161,10 @@ class PendingReply {
 
 class Connection {
  public:
-  // Connects and says HELLO. Errors: kConnectionLost
-  // when the node cannot be reached, the node's status when HELLO fails.
+  // Connects and says HELLO. Errors: kConnectionLost when the node cannot be
+  // reached, kTimeout when it does not connect or answer HELLO within
+  // connect_timeout, the node's status when HELLO fails, kLocal for a bad
+  // address or token text.
   [[nodiscard]] static Result<Connection> connect(ConnectOptions options);
   // Convenience: "HOST:PORT" and the token's text form.
   [[nodiscard]] static Result<Connection> connect(std::string_view node,
@@ -167,11 +175,11 @@ class Connection {
   [[nodiscard]] const NodeAddress& address() const noexcept;
 
   // Sends one request; returns without waiting for the reply. Refused
-  // without being sent: a payload over the node's announced
+  // without being sent (kLocal errors): a payload over the node's announced
   // max_payload_bytes (FRAME_TOO_LARGE); an opcode outside the table, or a
   // lease_id that breaks the opcode's lease rule in wire::opcode_info() (0
   // where a lease is required, nonzero where none may be named):
-  // INVALID_ARGUMENT. The token goes with every opcode whose table entry
+  // INVALID_ARGUMENT. No in-flight slot within the timeout: kTimeout. The token goes with every opcode whose table entry
   // needs one (all but HELLO and PING).
   [[nodiscard]] PendingReply send(wire::Opcode op, wire::Bytes payload,
                                   RequestOptions opts = {}) const;
@@ -214,12 +222,12 @@ class Connection {
   [[nodiscard]] bool connected() const;
 
   // Closes the socket and fails every outstanding request; later calls fail
-  // with kConnectionLost. Idempotent; does not wait for a blocked sender or
+  // with a kConnectionLost error. Idempotent; does not wait for a blocked sender or
   // reader (shutting the socket down makes them return).
   // Copies share the closed state. The last copy's destruction closes it.
   void close() const;
 
-  // Decodes an OK reply payload of `op` as M. BAD_FRAME on a mismatch.
+  // Decodes an OK reply payload of `op` as M. A local BAD_FRAME on a mismatch.
   template <typename M>
   [[nodiscard]] static Result<M> decode_reply_as(wire::Opcode op, wire::ByteSpan payload);
 
