@@ -3,5 +3,5 @@
 # scripts/bench runs it at the end when etcd is installed. docs/BENCHMARKS.md.
 add_executable(fleet_scale_bench fleet_scale_bench.cpp)
 target_include_directories(fleet_scale_bench PRIVATE ${PROJECT_SOURCE_DIR}/tests)
-target_link_libraries(fleet_scale_bench PRIVATE gpulease_node gpulease_etcd
+target_link_libraries(fleet_scale_bench PRIVATE gpulease_node_internal gpulease_etcd
                                                 nlohmann_json::nlohmann_json)

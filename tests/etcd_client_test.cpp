@@ -404,8 +404,14 @@ TEST_F(EtcdThree, FailsOverWhenAMemberDiesAndTheWatchMissesNothing) {
   ASSERT_TRUE(c.put("/f/0", "before"));  // sticks to member 0 (it answered)
   ASSERT_TRUE(col.wait_for(1));
   etcd_.kill(0);  // the member both the client and the watch use (2 of 3 keep quorum)
+  // Member 0 may have been the leader: until the other two elect one (~1 s,
+  // election timeout 500 ms) a put is refused as unavailable, so retry, bounded.
   for (int i = 1; i <= 20; ++i) {
     auto p = c.put("/f/" + std::to_string(i), "after");
+    for (int t = 0; t < 50 && !p && p.error().code == ErrorCode::kUnavailable; ++t) {
+      std::this_thread::sleep_for(100ms);
+      p = c.put("/f/" + std::to_string(i), "after");
+    }
     ASSERT_TRUE(p) << p.error().message;
   }
   ASSERT_TRUE(col.wait_for(21));

@@ -263,6 +263,7 @@ TEST_F(FleetNode, RegistrarFollowsItsSnapshotAndDeregisters) {
     };
   };
   ASSERT_TRUE(wait_directory(*c, free_is(1000)));
+  for (int i = 0; i < 200 && !(*r)->stats().registered; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_TRUE((*r)->stats().registered);
   EXPECT_EQ((*r)->stats().registrations, 1u);
   EXPECT_NE(metrics.render().find("gpulease_fleet_registered 1"), std::string::npos);
@@ -271,6 +272,9 @@ TEST_F(FleetNode, RegistrarFollowsItsSnapshotAndDeregisters) {
   ASSERT_TRUE(wait_directory(*c, free_is(600)));
   free_vram = 200;
   ASSERT_TRUE(wait_directory(*c, free_is(200)));
+  // The registrar counts an update once its put has returned, which can be
+  // just after the directory already shows it: wait for the count, bounded.
+  for (int i = 0; i < 200 && (*r)->stats().updates < 2; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_GE((*r)->stats().updates, 2u);
   (*r)->deregister();
   (*r)->stop();

@@ -12,8 +12,7 @@
 namespace gpulease::sim::testing {
 namespace {
 
-const char* const kHead =
-    ".version 8.0\n.target sm_80\n.address_size 64\n";
+const char* const kHead = ".version 8.0\n.target sm_80\n.address_size 64\n";
 
 // Runs `body` in kernel k(u64* out, u64* in) on `threads` threads of one
 // block (%out, %in hold the pointers, %lane the lane id); returns out[0..63].
@@ -132,7 +131,8 @@ TEST(PtxOps, CarryChainsAdd128BitValues) {
   EXPECT_EQ(o[1], 5u);  // 1 + 3 + carry
   EXPECT_EQ(o[2], 3u);  // 2 - (2^64 - 1) mod 2^64
   EXPECT_EQ(o[3], 1u);  // 3 - 1 - borrow
-  const unsigned __int128 p = static_cast<unsigned __int128>(0xffffffffu) * 0xffffffffu + 0xffffffffu;
+  const unsigned __int128 p =
+      static_cast<unsigned __int128>(0xffffffffu) * 0xffffffffu + 0xffffffffu;
   EXPECT_EQ(o[4], static_cast<uint32_t>(p));
   EXPECT_EQ(o[5], static_cast<uint32_t>(p >> 32));
   EXPECT_EQ(o[6], 0u);
@@ -198,7 +198,8 @@ TEST(PtxOps, Lop3AndHalfIntegerConversions) {
     st.global.u32 [%out+64], %r6; st.global.u32 [%out+72], %r10;
   )");
   EXPECT_EQ(o[0], 0xf0f0f0f0u ^ 0xccccccccu ^ 0xaaaaaaaau);
-  EXPECT_EQ(o[1], (0xf0f0f0f0u & 0xccccccccu) | (0xf0f0f0f0u & 0xaaaaaaaau) | (0xccccccccu & 0xaaaaaaaau));
+  EXPECT_EQ(o[1], (0xf0f0f0f0u & 0xccccccccu) | (0xf0f0f0f0u & 0xaaaaaaaau) |
+                      (0xccccccccu & 0xaaaaaaaau));
   EXPECT_EQ(o[2], 0xe800u);  // -2048
   EXPECT_EQ(o[3], 0x7bffu);  // 65504
   EXPECT_EQ(o[4], 0x7c00u);  // +inf
@@ -316,7 +317,8 @@ TEST(PtxOps, ModuleGlobalsKeepTheirValuesAcrossLaunchesAndConstIsReadOnly) {
   EXPECT_NE((*mod)->variable_bytes(g->address, 24, false), nullptr);
   EXPECT_EQ((*mod)->variable_bytes(g->address, 24, true), nullptr) << ".const is read-only";
   // A store to .const does not load; a generic store to its address faults.
-  auto st = load_ptx(std::string(kHead) + ".const .u32 c;\n.visible .entry k()\n{\nst.const.u32 [c], 1;\nret;\n}\n");
+  auto st = load_ptx(std::string(kHead) +
+                     ".const .u32 c;\n.visible .entry k()\n{\nst.const.u32 [c], 1;\nret;\n}\n");
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.error().message.find("read-only"), std::string::npos) << st.error().message;
 }
@@ -338,13 +340,201 @@ TEST(PtxOps, WarpSyncWaitingForLanesAtABarrierIsAReportedDeadlock) {
 }
 
 TEST(PtxOps, MisleadingErrorsAreGone) {
-  auto shfl = load_ptx(std::string(kHead) + ".visible .entry k()\n{\n.reg .b32 %r<3>;\n"
-                                            "shfl.down.b32 %r1, %r2, 1, 31;\nret;\n}\n");
+  auto shfl = load_ptx(std::string(kHead) +
+                       ".visible .entry k()\n{\n.reg .b32 %r<3>;\n"
+                       "shfl.down.b32 %r1, %r2, 1, 31;\nret;\n}\n");
   ASSERT_FALSE(shfl.ok());
   EXPECT_NE(shfl.error().message.find("shfl.sync"), std::string::npos) << shfl.error().message;
   EXPECT_EQ(shfl.error().message.find("two-destination"), std::string::npos);
   auto ws = load_ptx(std::string(kHead) + ".visible .entry k()\n{\nbar.warp.sync -1;\nret;\n}\n");
   EXPECT_TRUE(ws.ok()) << ws.error().message;
+}
+
+// fns.b32 (__fns): the offset-th set bit of mask counted from base, up for
+// offset > 0, down for offset < 0; offset 0 tests bit base; ~0u if none.
+uint32_t fns_ref(uint32_t mask, uint32_t base, int32_t offset) {
+  if (offset == 0) return base < 32 && (mask >> base & 1) ? base : 0xffffffffu;
+  int64_t count = std::abs(int64_t{offset}) - 1;
+  for (int64_t pos = base; pos >= 0 && pos<32; pos += offset> 0 ? 1 : -1) {
+    if ((mask >> pos & 1) == 0) continue;
+    if (count-- == 0) return static_cast<uint32_t>(pos);
+  }
+  return 0xffffffffu;
+}
+
+TEST(PtxOps, FnsFindsTheNthSetBitInBothDirections) {
+  const uint32_t masks[] = {0xc5bb1e33u, 0x80000001u, 0, 0xffffffffu};
+  const uint32_t bases[] = {0, 1, 7, 31, 32, 40};
+  const int32_t offsets[] = {0, 1, 2, 5, -1, -3, 33, -40};
+  for (uint32_t mask : masks) {
+    std::vector<uint64_t> in;
+    std::vector<uint32_t> want;
+    for (uint32_t b : bases)
+      for (int32_t o : offsets) {
+        in.push_back(static_cast<uint64_t>(b) | static_cast<uint64_t>(static_cast<uint32_t>(o))
+                                                    << 32);
+        want.push_back(fns_ref(mask, b, o));
+      }
+    ASSERT_LE(in.size(), 64u);
+    // One lane per (base, offset); plus the immediate form nvcc emits for __fns(x, 0, 1).
+    auto o = run(R"(
+      .reg .b32 %r<8>; .reg .b64 %a<4>;
+      mul.wide.u32 %a1, %lane, 8;
+      add.s64 %a2, %in, %a1;
+      ld.global.u32 %r1, [%a2]; ld.global.u32 %r2, [%a2+4];
+      mov.u32 %r3, )" +
+                     std::to_string(mask) + R"(;
+      fns.b32 %r4, %r3, %r1, %r2;
+      add.s64 %a3, %out, %a1;
+      st.global.u32 [%a3], %r4;
+      fns.b32 %r5, %r3, 0, 1;
+      st.global.u32 [%a3+4], %r5;
+    )",
+                 in, 32);
+    for (size_t i = 0; i < 32 && i < want.size(); ++i) {
+      EXPECT_EQ(static_cast<uint32_t>(o[i]), want[i]) << "mask " << mask << " case " << i;
+      EXPECT_EQ(static_cast<uint32_t>(o[i] >> 32), fns_ref(mask, 0, 1));
+    }
+  }
+}
+
+TEST(PtxOps, BarRedReducesEachBarriersPredicatesAcrossTheBlock) {
+  // Three back-to-back bar.red rounds with different predicates: each thread
+  // must see its own round's popc / and / or, not a neighbour round's.
+  std::vector<uint64_t> in(64);
+  for (size_t i = 0; i < 64; ++i) in[i] = (i * 37 + 11) % 64;
+  auto o = run(R"(
+    .reg .b32 %r<12>; .reg .pred %p<9>; .reg .b64 %a<4>;
+    mul.wide.u32 %a1, %lane, 8;
+    add.s64 %a2, %in, %a1;
+    ld.global.u32 %r1, [%a2];
+    setp.lt.u32 %p1, %r1, 40;
+    bar.red.popc.u32 %r2, 0, %p1;
+    setp.lt.u32 %p2, %r1, 64;
+    bar.red.and.pred %p3, 0, %p2;
+    setp.lt.u32 %p4, %r1, 1;
+    bar.red.or.pred %p5, 0, %p4;
+    setp.lt.u32 %p6, %r1, 0;
+    bar.red.or.pred %p7, 0, %p6;
+    bar.red.popc.u32 %r3, 0, %p4;
+    selp.u32 %r4, 1, 0, %p3;
+    selp.u32 %r5, 2, 0, %p5;
+    selp.u32 %r6, 4, 0, %p7;
+    add.u32 %r7, %r4, %r5; add.u32 %r7, %r7, %r6;
+    add.s64 %a3, %out, %a1;
+    st.global.u32 [%a3], %r2; st.global.u32 [%a3+4], %r7;
+    st.global.u32 [%a3+256], %r3;
+  )",
+               in, 32);
+  uint32_t below40 = 0, zero = 0;
+  for (size_t i = 0; i < 32; ++i) {
+    below40 += in[i] < 40;
+    zero += in[i] == 0;
+  }
+  for (size_t i = 0; i < 32; ++i) {
+    EXPECT_EQ(static_cast<uint32_t>(o[i]), below40) << i;
+    EXPECT_EQ(o[i] >> 32, 1u + (zero ? 2u : 0u))
+        << i;  // and: all < 64; or: some == 0; or: none < 0
+    EXPECT_EQ(static_cast<uint32_t>(o[32 + i]), zero) << i;
+  }
+}
+
+TEST(PtxOps, ClockRegistersAreMonotonicAndReadOnlyByMov) {
+  auto o = run(R"(
+    .reg .b64 %t<4>; .reg .b32 %c<4>;
+    mov.u64 %t1, %clock64;
+    mov.u32 %c1, %clock;
+    mov.u32 %c2, %clock_hi;
+    mov.u64 %t3, %globaltimer;
+    mov.u64 %t2, %clock64;
+    st.global.u64 [%out], %t1; st.global.u64 [%out+8], %t2; st.global.u64 [%out+16], %t3;
+  )");
+  EXPECT_LE(o[0], o[1]);
+  EXPECT_NE(o[2], 0u);
+  auto bad = load_ptx(std::string(kHead) +
+                      ".visible .entry k()\n{\n.reg .b64 %t;\nadd.u64 %t, %clock64, 1;\nret;\n}\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("clock"), std::string::npos) << bad.error().message;
+}
+
+TEST(PtxOps, HeaderAsmFormsOfNvccsFp16AndBf16Headers) {
+  // ".reg.b32 f;" as one token, ".reg .f16 low, high;", cvt.rn.f16x2.f32 (a to
+  // the upper half), mov.pred with -1 (true).
+  auto o = run(R"(
+    .reg .f32 %f<4>; .reg .b32 %r<6>; .reg .pred %p<3>;
+    mov.f32 %f1, 0f3FC00000;
+    mov.f32 %f2, 0fC0400000;
+    { .reg.b32 f; .reg .f16 low, high;
+      cvt.rn.f16.f32 low, %f1; cvt.rn.f16.f32 high, %f2; mov.b32 %r1, {low, high}; }
+    cvt.rn.f16x2.f32 %r2, %f2, %f1;
+    cvt.rz.bf16x2.f32 %r3, %f1, %f2;
+    mov.pred %p1, -1;
+    selp.u32 %r4, 7, 9, %p1;
+    st.global.u32 [%out], %r1; st.global.u32 [%out+8], %r2; st.global.u32 [%out+16], %r3;
+    st.global.u32 [%out+24], %r4;
+  )");
+  EXPECT_EQ(o[0], 0xc2003e00u);  // {1.5 low, -3 high} as f16
+  EXPECT_EQ(o[1], 0xc2003e00u);  // cvt.rn.f16x2.f32 d, -3, 1.5
+  EXPECT_EQ(o[2], 0x3fc0c040u);  // bf16: 1.5 upper, -3 lower
+  EXPECT_EQ(o[3], 7u);
+}
+
+TEST(PtxOps, LaneMasksAndPrefetch) {
+  auto o = run(R"(
+    .reg .b32 %r<8>; .reg .b64 %a<4>;
+    mov.u32 %r1, %lanemask_eq; mov.u32 %r2, %lanemask_le; mov.u32 %r3, %lanemask_lt;
+    mov.u32 %r4, %lanemask_ge; mov.u32 %r5, %lanemask_gt;
+    prefetch.global.L2 [%in];
+    prefetchu.L1 [%in+8];
+    mul.wide.u32 %a1, %lane, 8;
+    add.s64 %a2, %out, %a1;
+    st.global.u32 [%a2], %r1; st.global.u32 [%a2+4], %r2;
+    st.global.u32 [%a2+256], %r3; st.global.u32 [%a2+260], %r4;
+  )",
+               {}, 32);
+  for (uint32_t l = 0; l < 32; ++l) {
+    const uint32_t eq = 1u << l, lt = eq - 1;
+    EXPECT_EQ(static_cast<uint32_t>(o[l]), eq) << l;
+    EXPECT_EQ(o[l] >> 32, lt | eq) << l;
+    EXPECT_EQ(static_cast<uint32_t>(o[32 + l]), lt) << l;
+    EXPECT_EQ(o[32 + l] >> 32, ~lt) << l;
+  }
+  auto gt = run("  .reg .b32 %r; mov.u32 %r, %lanemask_gt; st.global.u32 [%out], %r;", {}, 1);
+  EXPECT_EQ(gt[0], 0xfffffffeu);
+}
+
+TEST(PtxOps, AFailedAssertFaultsTheLaunch) {
+  // What nvcc emits for assert(x): a call of the extern __assertfail.
+  const std::string prelude =
+      ".extern .func __assertfail(.param .b64 a, .param .b64 b, .param .b32 c, .param .b64 d, "
+      ".param .b64 e);\n";
+  const std::string body = R"(
+    .reg .pred %p; .reg .b64 %z; .reg .b32 %y;
+    setp.eq.u32 %p, %lane, 5;
+    @!%p bra DONE;
+    mov.u64 %z, 0; mov.u32 %y, 7;
+    { .param .b64 a; st.param.b64 [a], %z; .param .b64 b; st.param.b64 [b], %z;
+      .param .b32 c; st.param.b32 [c], %y; .param .b64 d; st.param.b64 [d], %z;
+      .param .b64 e; st.param.b64 [e], %z;
+      call.uni __assertfail, (a, b, c, d, e); }
+  DONE:
+    st.global.u32 [%out], %y;
+  )";
+  std::string msg;
+  run(body, {}, 32, prelude, Status::kSyncFailed, &msg);
+  EXPECT_NE(msg.find("assertion failed"), std::string::npos) << msg;
+  auto ok = run(body, {}, 4, prelude);  // lane 5 does not exist: no assertion fails
+  EXPECT_EQ(ok[0], 0u);
+}
+
+TEST(PtxOps, TrapAndBrkptFaultTheLaunchNamingTheLine) {
+  for (const char* op : {"trap", "brkpt"}) {
+    std::string msg;
+    run(std::string(".reg .pred %p; setp.eq.u32 %p, %lane, 3;\n@%p ") + op + ";\n", {}, 32, "",
+        Status::kSyncFailed, &msg);
+    EXPECT_NE(msg.find(std::string(op) + " executed"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("thread (3,0,0)"), std::string::npos) << msg;
+  }
 }
 
 }  // namespace

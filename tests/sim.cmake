@@ -29,6 +29,10 @@ if(TARGET gpulease_sim)
     SOURCES ptx_ordinary_test.cpp
     LIBS gpulease_sim gpulease_kernels
     LABELS sim)
+  gpulease_add_test(ptx_intrinsics_test
+    SOURCES ptx_intrinsics_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
   gpulease_add_test(ptx_half_test
     SOURCES ptx_half_test.cpp
     LIBS gpulease_sim gpulease_kernels

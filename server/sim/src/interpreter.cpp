@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <bit>
 #include <cfenv>
+#include <chrono>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -547,6 +548,8 @@ uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c) {
       return half_round(f32(a), 0, f, mode);
     case 10:
       return half_round(f64(a), 0, f, mode);
+    case 15:  // two f32 -> f16x2/bf16x2: a to the upper half, b to the lower
+      return half_round(f32(b), 0, f, mode) | uint64_t{half_round(f32(a), 0, f, mode)} << 16;
     case 11:
       return bits(static_cast<float>(half_decode(a & 0xffff, f)));
     case 12:
@@ -891,6 +894,8 @@ class BlockRunner {
     initialised_ = true;
     live_threads_ = nthreads_;
     bar_count_ = 0;
+    bar_red_ = {};
+    bar_gen_ = 0;
     cur_warp_ = 0;
     return true;
   }
@@ -920,6 +925,8 @@ class BlockRunner {
           W.active = 0;
         }
         bar_count_ = 0;
+        ++bar_gen_;
+        bar_red_[bar_gen_ & 1] = BarRed{};
         continue;
       }
       if (!release_warp_syncs()) return deadlock();
@@ -1370,10 +1377,19 @@ class BlockRunner {
   std::vector<WarpState> warps_;
   std::vector<uint64_t> tmpl_;  // one warp's initial registers
   std::array<uint32_t, 3> ctaid_{};
-  uint32_t tid_linear_ = 0;         // the thread a fault message names
-  bool initialised_ = false;        // register files set up (start_block)
-  uint32_t live_threads_ = 0;       // of the started block
-  uint32_t bar_count_ = 0;          // threads waiting at bar.sync
+  uint32_t tid_linear_ = 0;    // the thread a fault message names
+  bool initialised_ = false;   // register files set up (start_block)
+  uint32_t live_threads_ = 0;  // of the started block
+  uint32_t bar_count_ = 0;     // threads waiting at bar.sync
+  // bar.red: what the arriving threads' predicates reduce to, for the barrier
+  // now filling (bar_gen_ & 1) and the one last opened (the other entry).
+  struct BarRed {
+    uint32_t popc = 0;
+    bool all = true;
+    bool any = false;
+  };
+  std::array<BarRed, 2> bar_red_{};
+  uint64_t bar_gen_ = 0;            // barriers opened in this block
   uint32_t cur_warp_ = 0;           // whose turn it is
   uint64_t slice_left_ = kNoSlice;  // instructions the current slice may still claim
   bool slice_progress_ = false;     // the current slice executed something
@@ -1630,6 +1646,31 @@ Stop BlockRunner::run_warp(uint32_t w) {
           GL_LANES(rd[l] = (rb[l] & ~sign) | (ra[l] & sign));
           break;
         }
+        case Op::kFns:
+          // PTX ISA: offset 0 tests bit base alone; otherwise walk from base
+          // (inclusive) up (offset > 0) or down (offset < 0), counting set bits.
+          GL_LANES({
+            const uint32_t msk = static_cast<uint32_t>(ra[l]);
+            const uint32_t base = static_cast<uint32_t>(rb[l]);
+            const int32_t off = static_cast<int32_t>(static_cast<uint32_t>(rc[l]));
+            uint64_t out = 0xffffffffu;
+            if (off == 0) {
+              if (base < 32 && (msk >> base & 1)) out = base;
+            } else {
+              int64_t count = (off > 0 ? int64_t{off} : -int64_t{off}) - 1;
+              const int64_t inc = off > 0 ? 1 : -1;
+              for (int64_t pos = base; pos >= 0 && pos < 32; pos += inc) {
+                if ((msk >> pos & 1) == 0) continue;
+                if (count == 0) {
+                  out = static_cast<uint64_t>(pos);
+                  break;
+                }
+                --count;
+              }
+            }
+            rd[l] = out;
+          });
+          break;
         case Op::kBfind: {
           const unsigned wd = in.mod & 0x7f;
           const bool sgn = (in.mod & 0x80) != 0;
@@ -2345,6 +2386,44 @@ Stop BlockRunner::run_warp(uint32_t w) {
         case Op::kActiveMask:
           GL_LANES(rd[l] = act);
           break;
+        case Op::kTrap: {
+          GL_FAULT_LANE(static_cast<uint32_t>(std::countr_zero(exec)));
+          l_.set_fault(std::string(in.mod == 2   ? "device-side assertion failed"
+                                   : in.mod == 1 ? "brkpt executed"
+                                                 : "trap executed") +
+                       where(pc));
+          result = Stop::kFault;
+          goto out;
+        }
+        case Op::kLaneMask:
+          GL_LANES({
+            const uint64_t eq = uint64_t{1} << l, lt = eq - 1, le = lt | eq;
+            rd[l] = (in.mod == 0   ? eq
+                     : in.mod == 1 ? le
+                     : in.mod == 2 ? lt
+                     : in.mod == 3 ? ~lt
+                                   : ~le) &
+                    0xffffffffu;
+          });
+          break;
+        case Op::kClock: {
+          uint64_t v = 0;
+          if (in.mod <= 2) {
+            v = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::steady_clock::now().time_since_epoch())
+                                          .count());
+            if (in.mod == 0) v &= 0xffffffffu;
+            if (in.mod == 1) v >>= 32;
+          } else {
+            v = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+            if (in.mod == 4) v &= 0xffffffffu;
+            if (in.mod == 5) v >>= 32;
+          }
+          GL_LANES(rd[l] = v);
+          break;
+        }
         case Op::kBra: {
           const uint32_t target = static_cast<uint32_t>(in.imm);
           if (exec == act) {
@@ -2416,7 +2495,23 @@ Stop BlockRunner::run_warp(uint32_t w) {
           act = W.active;
           continue;
         }
+        case Op::kBarRed: {
+          // After a bar.red opened: the reduction of the barrier just passed.
+          const BarRed& R = bar_red_[(bar_gen_ - 1) & 1];
+          const uint64_t v = in.mod == 1 ? R.popc : in.mod == 2 ? (R.all ? 1 : 0) : (R.any ? 1 : 0);
+          GL_LANES(rd[l] = v);
+          break;
+        }
         case Op::kBar:
+          if (in.mod != 0) {
+            BarRed& R = bar_red_[bar_gen_ & 1];
+            GL_LANES({
+              const bool p = (ra[l] & 1) != 0;
+              R.popc += p ? 1 : 0;
+              R.all = R.all && p;
+              R.any = R.any || p;
+            });
+          }
           park(W, pc + 1, act);
           W.bar |= exec;
           bar_count_ += popc(exec);

@@ -333,6 +333,7 @@ struct Operand {
   bool has_base = false;       // kAddr: [reg + off]
   uint64_t offset = 0;         // kAddr; address arithmetic wraps modulo 2^64
   std::vector<Operand> elems;  // kVec (kReg or kSink)
+  uint8_t clock = 0;           // kReg: a clock register (ClockKind + 1), readable only by mov
 };
 
 struct RegInfo {
@@ -1181,12 +1182,20 @@ class Parser {
   bool body_directive() {
     const uint32_t line = tok_.line;
     const std::string_view d = tok_.text;
-    if (d == ".reg") {
-      if (!advance()) return false;
-      if (tok_.kind != Tk::kIdent || tok_.text[0] != '.') return fail(line, ".reg needs a type");
-      if (tok_.text.substr(0, 2) == ".v") return fail(line, "vector registers are not supported");
-      auto ti = type_of(tok_.text.substr(1));
-      if (!ti) return fail(line, "unsupported register type " + token_text());
+    // nvcc's fp16/bf16 header asm writes ".reg.b32 f;" (one token) as well as ".reg .b32 f;".
+    if (d == ".reg" || (d.size() > 5 && d.substr(0, 5) == ".reg.")) {
+      std::string_view type_text;
+      if (d == ".reg") {
+        if (!advance()) return false;
+        if (tok_.kind != Tk::kIdent || tok_.text[0] != '.') return fail(line, ".reg needs a type");
+        type_text = tok_.text;
+      } else {
+        type_text = d.substr(4);
+      }
+      if (type_text.substr(0, 2) == ".v") return fail(line, "vector registers are not supported");
+      auto ti = type_of(type_text.substr(1));
+      if (!ti) ti = half_type_of(type_text.substr(1));  // .f16 / .bf16 / .f16x2 / .bf16x2: bits
+      if (!ti) return fail(line, "unsupported register type " + std::string(type_text));
       if (!advance()) return false;
       for (bool first = true; !is_punct(';'); first = false) {
         if (!first && !expect_punct(',')) return false;
@@ -1403,6 +1412,22 @@ class Parser {
         return true;
       }
     }
+    // Clock, timer and lane-mask registers: read by mov as Op::kClock / kLaneMask
+    // (nothing else takes them).
+    static const std::pair<std::string_view, uint8_t> kClocks[] = {
+        {"%clock", 0},          {"%clock_hi", 1},       {"%clock64", 2},      {"%globaltimer", 3},
+        {"%globaltimer_lo", 4}, {"%globaltimer_hi", 5}, {"%lanemask_eq", 6},  {"%lanemask_le", 7},
+        {"%lanemask_lt", 8},    {"%lanemask_ge", 9},    {"%lanemask_gt", 10},
+    };
+    for (const auto& [name, kind] : kClocks) {
+      if (name == n) {
+        o.slot = kSlotZero;
+        o.bits = (kind == 2 || kind == 3) ? 64 : 32;
+        o.negated = false;
+        o.clock = static_cast<uint8_t>(kind + 1);
+        return true;
+      }
+    }
     return fail(tok_.line, "undeclared register " + std::string(n));
   }
 
@@ -1433,6 +1458,8 @@ class Parser {
     if (i >= c.ops.size()) return bad(c, "missing operand");
     Operand& o = c.ops[i];
     if (o.kind == Operand::kReg) {
+      if (o.clock != 0)
+        return bad(c, "clock, timer and lanemask registers can only be read by mov");
       if (o.negated) return bad(c, "'!' is only allowed on setp's last operand");
       if (t.is_pred != (o.bits == 1))
         return bad(c, "operand " + std::to_string(i + 1) + " has the wrong register type");
@@ -1445,10 +1472,10 @@ class Parser {
     }
     if (o.kind == Operand::kImm) {
       if (t.is_pred) {
-        // mov.pred %p, 0 / 1
-        if (o.lit.kind != Literal::kInt || o.lit.bits > 1)
-          return bad(c, "a predicate immediate must be 0 or 1");
-        out = o.lit.bits ? kSlotTrue : kSlotZero;
+        // mov.pred %p, 0 / 1; nvcc also emits -1 for true (any nonzero integer is true)
+        if (o.lit.kind != Literal::kInt)
+          return bad(c, "a predicate immediate must be an integer (0 false, nonzero true)");
+        out = o.lit.bits != 0 ? kSlotTrue : kSlotZero;
         return true;
       }
       uint64_t bits = 0;
@@ -1685,10 +1712,22 @@ bool Parser::half_instruction(Ctx& c, Inst in, std::string_view base,
     const bool to_int = st.half && !dt.half && !dt.is_float;
     if (!to_int && !other.empty())
       return bad_("unsupported modifier ." + std::string(other.front()));
-    if (dt.bits == 32 && dt.half) return bad_("conversions to f16x2/bf16x2 are not supported");
     if (st.bits == 32 && st.half) return bad_("conversions from f16x2/bf16x2 are not supported");
-    if (!count(c, 2)) return false;
     const TypeInfo f32{Ty::kF32, 32, true, true, false, 0};
+    if (dt.bits == 32 && dt.half) {
+      // cvt.rnd.f16x2.f32 d, a, b: d = {a converted (upper half), b converted (lower half)}
+      if (st.ty != Ty::kF32 || st.half)
+        return bad_("conversions to f16x2/bf16x2 need an .f32 source");
+      if (nrnd == 0) return bad_("a conversion to f16x2/bf16x2 needs .rn, .rz, .rm or .rp");
+      if (!count(c, 3)) return false;
+      const TypeInfo b32{Ty::kU32, 32, false, false, false, 0};
+      if (!dst(c, 0, b32, in.d) || !src(c, 1, f32, in.a) || !src(c, 2, f32, in.b)) return false;
+      in.op = Op::kHalf;
+      in.imm = 15 | (dt.half - 1) << 8 | rnd << 12;
+      emit(in, line);
+      return true;
+    }
+    if (!count(c, 2)) return false;
     const TypeInfo f64{Ty::kF64, 64, true, true, false, 0};
     const TypeInfo b16{Ty::kU16, 16, false, false, false, 0};
     in.op = Op::kHalf;
@@ -1834,6 +1873,17 @@ bool Parser::call(Ctx& c, Slot guard, bool guard_neg) {
       st.imm = pc.rets[0].first;
       emit(st, c.line);
     }
+    return true;
+  }
+  if (pc.callee == "__assertfail" && !funcs_.at(pc.callee).has_body) {
+    // assert() failing: the launch faults, as on the GPU (the message is not
+    // printed, like printf's output).
+    Inst t;
+    t.guard = guard;
+    t.neg = guard_neg ? 1 : 0;
+    t.op = Op::kTrap;
+    t.mod = 2;
+    emit(t, c.line);
     return true;
   }
   pc.index = static_cast<uint32_t>(k_.calls.size());
@@ -2021,6 +2071,17 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
       emit(in, line);
       return true;
     }
+    if (s.kind == Operand::kReg && s.clock != 0) {
+      // mov.u32 %r, %clock / mov.u64 %rd, %clock64 / %globaltimer ...
+      if (t.is_float || t.is_pred || t.bits != s.bits)
+        return bad(
+            c, "reading a clock register needs a " + std::to_string(s.bits) + "-bit integer type");
+      if (!dst(c, 0, t, in.d)) return false;
+      in.op = s.clock >= 7 ? Op::kLaneMask : Op::kClock;
+      in.mod = static_cast<uint8_t>(s.clock >= 7 ? s.clock - 7 : s.clock - 1);
+      emit(in, line);
+      return true;
+    }
     in.op = Op::kMov;
     if (!dst(c, 0, t, in.d)) return false;
     if (s.kind == Operand::kSym) {
@@ -2169,6 +2230,20 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     in.op = Op::kBfind;
     in.mod = static_cast<uint8_t>(t.bits | (t.is_signed ? 0x80 : 0));
     in.c = shiftamt ? 1 : 0;
+    emit(in, line);
+    return true;
+  }
+  if (base == "fns") {
+    // fns.b32 d, mask, base, offset: find the offset-th set bit of mask from base.
+    if (!one_type(t) || !no_more()) return false;
+    if (t.is_float || t.is_pred || t.bits != 32) return bad(c, "needs .b32");
+    if (!count(c, 4)) return false;
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    const TypeInfo s32{Ty::kS32, 32, false, true, false};
+    if (!dst(c, 0, u32, in.d) || !src(c, 1, t, in.a) || !src(c, 2, u32, in.b) ||
+        !src(c, 3, s32, in.c))
+      return false;
+    in.op = Op::kFns;
     emit(in, line);
     return true;
   }
@@ -2699,10 +2774,39 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   }
   if (base == "bar" || base == "barrier") {
     // bar.sync / bar.sync.aligned / barrier.sync[.aligned] id [, count]
+    // bar.red.{popc.u32, and.pred, or.pred} d, 0, p (__syncthreads_count/_and/_or)
+    if (has("red")) {
+      (void)take("red");
+      (void)take("aligned");
+      const bool popc = take("popc"), band = take("and"), bor = take("or");
+      if (popc + band + bor != 1 || !no_more() || types.size() != 1)
+        return bad(c, "bar.red needs .popc.u32, .and.pred or .or.pred");
+      const TypeInfo t = types[0];
+      if (popc ? (t.ty != Ty::kU32) : !t.is_pred)
+        return bad(c, "bar.red needs .popc.u32, .and.pred or .or.pred");
+      if (c.ops.size() == 4) return bad(c, "barriers with a thread count are not supported");
+      if (!count(c, 3)) return false;
+      if (c.ops[1].kind != Operand::kImm || c.ops[1].lit.kind != Literal::kInt ||
+          c.ops[1].lit.bits != 0)
+        return bad(c, "only barrier 0 is supported");
+      if (c.ops[2].kind == Operand::kReg && c.ops[2].negated)
+        return bad(c, "a negated bar.red predicate is not supported");
+      const TypeInfo pred{Ty::kPred, 1, false, false, true};
+      Inst red = in;
+      if (!src(c, 2, pred, in.a) || !dst(c, 0, t, red.d)) return false;
+      in.op = Op::kBar;
+      in.mod = static_cast<uint8_t>(popc ? 1 : band ? 2 : 3);
+      k_.has_barrier = true;
+      emit(in, line);
+      red.op = Op::kBarRed;
+      red.mod = in.mod;
+      emit(red, line);
+      return true;
+    }
     const bool sync = take("sync");
     (void)take("aligned");
     if (!sync || !no_more() || !types.empty())
-      return bad(c, "only bar.sync / barrier.sync are supported");
+      return bad(c, "only bar.sync / barrier.sync / bar.red are supported");
     if (c.ops.empty() || c.ops.size() > 2)
       return bad(c, "expects a barrier id and an optional thread count");
     for (const Operand& o : c.ops)
@@ -2713,6 +2817,36 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (c.ops.size() == 2) return bad(c, "barriers with a thread count are not supported");
     in.op = Op::kBar;
     k_.has_barrier = true;
+    emit(in, line);
+    return true;
+  }
+  if (base == "trap" || base == "brkpt") {
+    if (!no_more() || !types.empty() || !c.ops.empty()) return bad(c, "takes no operands");
+    in.op = Op::kTrap;
+    in.mod = base == "brkpt" ? 1 : 0;
+    emit(in, line);
+    return true;
+  }
+  if (base == "prefetch" || base == "prefetchu") {
+    // A cache hint: no effect on results, and no fault even for a bad address.
+    (void)take("global");
+    (void)take("local");
+    (void)take("L1");
+    (void)take("L2");
+    if (!no_more() || !types.empty() || !count(c, 1) || c.ops[0].kind != Operand::kAddr)
+      return bad(c, "expects prefetch[.global|.local].{L1,L2} [a]");
+    in.op = Op::kNop;
+    emit(in, line);
+    return true;
+  }
+  if (base == "nanosleep") {
+    // nanosleep.u32 t: the ISA allows any sleep in [0, 2t]; the sim sleeps 0.
+    if (!no_more() || types.size() != 1 || types[0].ty != Ty::kU32 || !count(c, 1))
+      return bad(c, "expects nanosleep.u32 t");
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    Slot t = 0;
+    if (!src(c, 0, u32, t)) return false;
+    in.op = Op::kNop;
     emit(in, line);
     return true;
   }

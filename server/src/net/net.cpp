@@ -39,6 +39,16 @@ constexpr unsigned kDrainInflightPercent = 70;
 // How often the allocator is asked to hand freed body memory back.
 constexpr auto kTrimInterval = std::chrono::seconds(1);
 constexpr uint64_t kTrimAfterBytes = 64u << 20;
+
+std::vector<std::unique_ptr<asio::io_context>> make_ios(unsigned configured) {
+  const unsigned n =
+      configured != 0 ? configured : std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::unique_ptr<asio::io_context>> v;
+  v.reserve(n);
+  // Each is run by exactly one thread (the hint; posts from others still lock).
+  for (unsigned i = 0; i < n; ++i) v.push_back(std::make_unique<asio::io_context>(1));
+  return v;
+}
 }  // namespace
 
 Server::Server(Node& node, const NodeConfig& cfg)
@@ -48,7 +58,8 @@ Server::Server(Node& node, const NodeConfig& cfg)
                                   cfg.frame_bytes_per_connection}),
       reply_budget_(cfg.reply_bytes_per_tenant),
       pool_(std::make_shared<BodyPool>(cfg.body_pool_bytes)),
-      control_(asio::make_strand(io_)),
+      ios_(make_ios(cfg.network_threads)),
+      control_(asio::make_strand(*ios_.front())),
       acceptor_(control_),
       metrics_acceptor_(control_),
       trim_timer_(control_) {
@@ -90,14 +101,14 @@ Result<void> listen_on(tcp::acceptor& a, const tcp::endpoint& ep) {
 }  // namespace
 
 Result<void> Server::start() {
-  auto ep = resolve(io_, cfg_.listen_host, cfg_.listen_port);
+  auto ep = resolve(io(), cfg_.listen_host, cfg_.listen_port);
   if (!ep) return std::move(ep).error();
   if (auto r = listen_on(acceptor_, *ep); !r) return r;
   port_ = acceptor_.local_endpoint().port();
   if (!cfg_.metrics_listen.empty()) {
     auto mhp = wire::parse_host_port(cfg_.metrics_listen, /*allow_port_zero=*/true);
     if (!mhp) return make_error(Status::kInvalidArgument, "--metrics: " + mhp.error().message);
-    auto mep = resolve(io_, mhp->host, mhp->port);
+    auto mep = resolve(io(), mhp->host, mhp->port);
     if (!mep) return std::move(mep).error();
     if (auto r = listen_on(metrics_acceptor_, *mep); !r) return r;
     metrics_port_ = metrics_acceptor_.local_endpoint().port();
@@ -109,9 +120,10 @@ Result<void> Server::start() {
   };
   accept_loop();
   trim_loop();
-  unsigned n = cfg_.network_threads != 0 ? cfg_.network_threads
-                                         : std::max(1u, std::thread::hardware_concurrency());
-  for (unsigned i = 0; i < n; ++i) threads_.emplace_back([this] { io_.run(); });
+  const size_t n = ios_.size();
+  // An io_context with no connection yet must not return from run().
+  for (auto& io : ios_) work_.push_back(asio::make_work_guard(*io));
+  for (auto& io : ios_) threads_.emplace_back([ctx = io.get()] { ctx->run(); });
   log_info(
       "listening",
       {{"addr", cfg_.listen_host + ":" + std::to_string(port_)},
@@ -128,13 +140,14 @@ void Server::accept_loop() {
       [this]() -> awaitable<void> {
         for (;;) {
           asio::error_code ec;
-          auto strand = asio::make_strand(io_);
+          // The connection lives on one io_context (one thread) for good.
+          auto strand = asio::make_strand(next_io());
           tcp::socket sock =
               co_await acceptor_.async_accept(strand, asio::redirect_error(use_awaitable, ec));
           if (ec) {
             if (!acceptor_.is_open() || draining_) co_return;
             // e.g. EMFILE: keep serving the clients we have; retry a little later.
-            asio::steady_timer backoff(io_, std::chrono::milliseconds(100));
+            asio::steady_timer backoff(control_, std::chrono::milliseconds(100));
             co_await backoff.async_wait(asio::redirect_error(use_awaitable, ec));
             continue;
           }
@@ -165,6 +178,16 @@ void Server::accept_loop() {
         }
       },
       asio::detached);
+}
+
+asio::io_context& Server::next_io() {
+  asio::io_context& io = *ios_[next_io_];
+  next_io_ = (next_io_ + 1) % ios_.size();
+  return io;
+}
+
+void Server::stop_ios() {
+  for (auto& io : ios_) io->stop();
 }
 
 size_t Server::connections() const {
@@ -206,10 +229,10 @@ void Server::metrics_loop() {
           // Each request on its own strand: the deadline timer and the handler
           // never run at once, and the timer shares ownership of the socket.
           auto sp = std::make_shared<tcp::socket>(co_await metrics_acceptor_.async_accept(
-              asio::make_strand(io_), asio::redirect_error(use_awaitable, ec)));
+              asio::make_strand(next_io()), asio::redirect_error(use_awaitable, ec)));
           if (ec) {
             if (!metrics_acceptor_.is_open()) co_return;
-            asio::steady_timer backoff(io_, std::chrono::milliseconds(100));
+            asio::steady_timer backoff(control_, std::chrono::milliseconds(100));
             co_await backoff.async_wait(asio::redirect_error(use_awaitable, ec));
             continue;
           }
@@ -322,7 +345,7 @@ void Server::drain_and_stop() {
         if (Clock::now() >= flush_until) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
-      io_.stop();
+      stop_ios();
       stopped_ = true;
     });
   });

@@ -99,6 +99,7 @@ enum class Op : uint16_t {
   // bit fields and bytes (mod = width unless noted)
   kBfind,  // d = position of the most significant non-sign bit of a (~0u32 if none);
            // mod = width | 0x80 signed; c = 1: .shiftamt (width - 1 - position)
+  kFns,    // d = position of the c-th (s32; < 0: downwards) set bit of a from bit b, ~0u32 if none
   kBfe,    // d = bit field of a at b (pos), c (len); mod = width | 0x80 signed
   kBfi,    // d = b with a inserted at c (pos), len in slot imm
   kShf,    // d = funnel shift of b:a by c; mod = 0 l.wrap, 1 l.clamp, 2 r.wrap, 3 r.clamp
@@ -155,8 +156,8 @@ enum class Op : uint16_t {
   // f16 / bf16, exact: imm = sub-op (0 add, 1 sub, 2 mul, 3 fma, 4 neg, 5 abs, 6 min, 7 max,
   // 8 setp (Cmp at bits 16..23), 9 f32 -> half, 10 f64 -> half, 11 half -> f32,
   // 12 half -> f64, 13 integer (Ty at bits 16..23) -> half, 14 half -> integer (Ty at
-  // bits 16..23, Rnd at 24..27)) | (0 f16, 1 bf16) << 8 | x2 << 10 | rounding (0 rn, 1 rz,
-  // 2 rm, 3 rp) << 12
+  // bits 16..23, Rnd at 24..27), 15 two f32 (a upper, b lower) -> x2) | (0 f16, 1 bf16) << 8 | x2
+  // << 10 | rounding (0 rn, 1 rz, 2 rm, 3 rp) << 12
   kHalf,
   // conversions
   kCvtInt,  // int -> int: extend a from mod bits (sign-extend when c == 1), then & imm
@@ -184,10 +185,16 @@ enum class Op : uint16_t {
                 // | 8 (signed); b = membermask
   kActiveMask,  // d = the lanes executing this instruction together
   kWarpSync,    // bar.warp.sync a: waits only
+  kTrap,        // trap / brkpt / call __assertfail: the launch faults (mod = 0, 1, 2)
+  kLaneMask,    // d = %lanemask_{eq,le,lt,ge,gt} of the lane: mod = 0 eq, 1 le, 2 lt, 3 ge, 4 gt
+  kClock,       // d = a clock: mod = 0 %clock, 1 %clock_hi, 2 %clock64 (nanoseconds of a
+                // steady clock: monotonic, advancing), 3 %globaltimer, 4 _lo, 5 _hi (ns, system)
   // control
-  kBra,  // pc = imm; mod & kBraSpin: the loop it closes has atomics or volatile loads
-  kBar,  // bar.sync / barrier.sync: wait for the block's other threads
-  kRet,  // ret / exit: the thread is done
+  kBra,     // pc = imm; mod & kBraSpin: the loop it closes has atomics or volatile loads
+  kBar,     // bar.sync / barrier.sync: wait for the block's other threads; mod != 0 (bar.red,
+            // followed by kBarRed): also reduce predicate a over the arriving threads
+  kBarRed,  // d = that reduction, after the barrier opened: mod = 1 popc (u32), 2 and, 3 or
+  kRet,     // ret / exit: the thread is done
   // device functions (imm = index into Kernel::calls)
   kCall,     // copy the arguments into the callee's parameters, save the return pc, jump
   kCallRet,  // (after kCall, where the callee returns) copy the return values back
