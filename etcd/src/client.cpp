@@ -924,7 +924,17 @@ Result<std::unique_ptr<Watch>> Client::watch(WatchOptions opt, WatchCallback on_
   }
   auto s = std::make_shared<Watch::State>();
   s->client = impl_;
-  s->next_rev = opt.start_revision > 0 ? opt.start_revision : 0;
+  // "From now" means from this call: the stream opens on the watch thread a
+  // little later, so pin the start to the revision after the store's current
+  // one (a put right after watch() returns is delivered). If etcd cannot be
+  // read now, the watch starts from whenever its stream opens.
+  int64_t start = opt.start_revision;
+  if (start <= 0) {
+    RangeOptions probe;
+    probe.count_only = true;
+    if (auto r = range(opt.key, probe)) start = r->revision + 1;
+  }
+  s->next_rev = start > 0 ? start : 0;
   s->opt = std::move(opt);
   s->on_events = std::move(on_events);
   s->on_error = std::move(on_error);

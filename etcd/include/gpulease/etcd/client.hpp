@@ -246,7 +246,7 @@ struct WatchResponse {
 struct WatchOptions {
   std::string key;
   std::string range_end;       // "" = the single key; prefix_end(p) = a prefix
-  int64_t start_revision = 0;  // 0 = from now
+  int64_t start_revision = 0;  // 0 = from now: every change after watch() returns
   bool prev_kv = false;
   // After a broken stream the watch reconnects (next endpoint) from the
   // revision after the last event it delivered, backing off from
@@ -327,6 +327,8 @@ class Client {
   [[nodiscard]] Result<void> lease_revoke(int64_t id);
 
   // ---- watch
+  // With start_revision 0 it first reads the store's revision (one range
+  // request), so every change after watch() returns is delivered.
   [[nodiscard]] Result<std::unique_ptr<Watch>> watch(WatchOptions opt, WatchCallback on_events,
                                                      WatchErrorCallback on_error = {});
 
