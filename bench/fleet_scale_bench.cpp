@@ -129,9 +129,10 @@ int main(int argc, char** argv) {
   std::atomic<int> errors{0};
   const size_t rec_bytes = record(0, 100ull << 30).size();
 
-  std::printf("fleet_scale_bench: %d simulated nodes (8 devices each, %zu-byte records), "
-              "%d client threads, etcd %s (%d member%s, loopback)\n",
-              nodes, rec_bytes, threads, registry.c_str(), members, members > 1 ? "s" : "");
+  std::printf(
+      "fleet_scale_bench: %d simulated nodes (8 devices each, %zu-byte records), "
+      "%d client threads, etcd %s (%d member%s, loopback)\n",
+      nodes, rec_bytes, threads, registry.c_str(), members, members > 1 ? "s" : "");
 
   // A. baseline puts.
   const double a_s = parallel(nodes, threads, [&](int i) {
@@ -220,8 +221,8 @@ int main(int argc, char** argv) {
     }
     ws.push_back(std::move(watch).value());
   }
-  for (int i = 0; i < 200 && std::any_of(ws.begin(), ws.end(), [](auto& w) { return !w->connected(); });
-       ++i) {
+  for (int i = 0;
+       i < 200 && std::any_of(ws.begin(), ws.end(), [](auto& w) { return !w->connected(); }); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   std::vector<double> fan_ms;  // before the put -> the last watcher has it

@@ -18,9 +18,9 @@
 #include "example_common.hpp"
 
 namespace gl = gpulease::client;
-using gl::unwrap;
 using gl::Error;
 using gl::Result;
+using gl::unwrap;
 using gpulease::Status;
 using gpulease::wire::Bytes;
 
@@ -81,8 +81,8 @@ class ModelInstance {
       lock.unlock();
       reacquire(lost_id);
       return Error(r.error().status(), spec_.name + ": its lease " + std::to_string(lost_id) +
-                                         " ended (" + gl::describe(r.error()) +
-                                         "); reacquired, retry the request");
+                                           " ended (" + gl::describe(r.error()) +
+                                           "); reacquired, retry the request");
     }
     return r;
   }

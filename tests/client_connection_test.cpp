@@ -99,8 +99,7 @@ TEST(ClientConnection, ALeaseIdThatBreaksTheOpcodesLeaseRuleIsRefusedUnsent) {
   with_lease.lease_id = 7;
   auto list = conn.call(Opcode::kLeaseList, wire::encode_payload(wire::Empty{}), with_lease);
   EXPECT_EQ(list.status(), client::ClientStatus::local(Status::kInvalidArgument));
-  EXPECT_NE(list.error().message().find("must be 0"), std::string::npos)
-      << list.error().message();
+  EXPECT_NE(list.error().message().find("must be 0"), std::string::npos) << list.error().message();
   auto alloc = conn.call(Opcode::kMemAlloc, wire::encode_payload(wire::MemAllocRequest{64}));
   EXPECT_TRUE(alloc.error().is_local(Status::kInvalidArgument)) << alloc.error().to_string();
   EXPECT_NE(alloc.error().message().find("lease_id required"), std::string::npos)

@@ -303,8 +303,7 @@ TEST(FleetLeases, AnUnreachableNodeIsSkippedAndNothingFitsSaysWhy) {
   auto lost = LeaseBuilder(only_dead).min_vram(kMiB).lease_secs(30).acquire();
   ASSERT_FALSE(lost.ok());
   EXPECT_TRUE(lost.error().is_connection_lost()) << client::describe(lost.error());
-  EXPECT_NE(lost.error().message().find("node-dead"), std::string::npos)
-      << lost.error().message();
+  EXPECT_NE(lost.error().message().find("node-dead"), std::string::npos) << lost.error().message();
 }
 
 TEST(FleetLeases, ANodeWithoutATokenIsNoCandidateAndARefusedTokenFailsAtOnce) {

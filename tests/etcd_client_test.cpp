@@ -60,9 +60,9 @@ TEST(EtcdUrl, ParsesTheRegistryForm) {
 }
 
 TEST(EtcdUrl, RefusesBadForms) {
-  for (const char* bad : {"", "etcd://", "http://127.0.0.1:2379", "etcd://127.0.0.1",
-                          "etcd://127.0.0.1:2379,", "etcd://,127.0.0.1:1", "etcd://h:99999",
-                          "etcd://a:1,,b:2"}) {
+  for (const char* bad :
+       {"", "etcd://", "http://127.0.0.1:2379", "etcd://127.0.0.1", "etcd://127.0.0.1:2379,",
+        "etcd://,127.0.0.1:1", "etcd://h:99999", "etcd://a:1,,b:2"}) {
     auto r = etcd::parse_registry_url(bad);
     ASSERT_FALSE(r) << bad;
     EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument) << bad;
@@ -417,7 +417,8 @@ TEST_F(EtcdThree, FailsOverWhenAMemberDiesAndTheWatchMissesNothing) {
   ASSERT_TRUE(col.wait_for(21));
   auto ev = col.snapshot();
   ASSERT_EQ(ev.size(), 21u);
-  for (size_t i = 1; i < ev.size(); ++i) EXPECT_LT(ev[i - 1].kv.mod_revision, ev[i].kv.mod_revision);
+  for (size_t i = 1; i < ev.size(); ++i)
+    EXPECT_LT(ev[i - 1].kv.mod_revision, ev[i].kv.mod_revision);
   EXPECT_GE((*w)->connects(), 2u);
 }
 

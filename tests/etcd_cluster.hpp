@@ -140,8 +140,8 @@ class EtcdCluster {
   std::string registry_url() const { return "etcd://" + endpoints(); }
 
   // A client over every member (short timeouts: tests).
-  std::unique_ptr<etcd::Client> client(std::chrono::milliseconds timeout = std::chrono::milliseconds(
-                                           2000)) const {
+  std::unique_ptr<etcd::Client> client(
+      std::chrono::milliseconds timeout = std::chrono::milliseconds(2000)) const {
     etcd::ClientOptions o;
     for (size_t i = 0; i < members_.size(); ++i) {
       o.endpoints.push_back(etcd::Endpoint{"127.0.0.1", client_port(i)});
@@ -233,20 +233,20 @@ class EtcdCluster {
     const std::string curl = "http://127.0.0.1:" + std::to_string(m.client_port);
     const std::string purl = "http://127.0.0.1:" + std::to_string(m.peer_port);
     std::vector<std::string> args = {bin_,
-                                      "--name=" + m.name,
-                                      "--data-dir=" + data,
-                                      "--listen-client-urls=" + curl,
-                                      "--advertise-client-urls=" + curl,
-                                      "--listen-peer-urls=" + purl,
-                                      "--initial-advertise-peer-urls=" + purl,
-                                      "--initial-cluster=" + initial_cluster_,
-                                      "--initial-cluster-state=" + std::string(state),
-                                      "--initial-cluster-token=" + token_,
-                                      "--heartbeat-interval=50",
-                                      "--election-timeout=500",
-                                      "--logger=zap",
-                                      "--log-level=warn",
-                                      "--log-outputs=stderr"};
+                                     "--name=" + m.name,
+                                     "--data-dir=" + data,
+                                     "--listen-client-urls=" + curl,
+                                     "--advertise-client-urls=" + curl,
+                                     "--listen-peer-urls=" + purl,
+                                     "--initial-advertise-peer-urls=" + purl,
+                                     "--initial-cluster=" + initial_cluster_,
+                                     "--initial-cluster-state=" + std::string(state),
+                                     "--initial-cluster-token=" + token_,
+                                     "--heartbeat-interval=50",
+                                     "--election-timeout=500",
+                                     "--logger=zap",
+                                     "--log-level=warn",
+                                     "--log-outputs=stderr"};
     // Everything the child needs is made before fork (the test process has
     // threads): the child only redirects, execs or exits.
     std::vector<char*> argv;
@@ -317,9 +317,9 @@ class EtcdCluster {
 }  // namespace gpulease::test
 
 // In a TEST body: skip with the reason when there is no etcd binary.
-#define GPULEASE_SKIP_WITHOUT_ETCD()                                              \
-  do {                                                                            \
-    if (!::gpulease::test::EtcdCluster::available()) {                            \
-      GTEST_SKIP() << ::gpulease::test::kNoEtcdReason;                            \
-    }                                                                             \
+#define GPULEASE_SKIP_WITHOUT_ETCD()                   \
+  do {                                                 \
+    if (!::gpulease::test::EtcdCluster::available()) { \
+      GTEST_SKIP() << ::gpulease::test::kNoEtcdReason; \
+    }                                                  \
   } while (0)

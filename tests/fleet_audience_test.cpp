@@ -14,7 +14,6 @@ using namespace gpulease::capability;
 using namespace gpulease::capability::testing;
 using namespace std::chrono_literals;
 
-
 TEST(FleetAudienceVerifier, AcceptsItsFleetOnlyWhenConfigured) {
   Authority a(key_a());
   Claims fleet = reference_claims();

@@ -285,7 +285,8 @@ TEST(FleetIdempotency, OneOwnerReservesCompletesAndEveryoneReadsTheAnswer) {
   // A completed record is final: its fence is spent.
   EXPECT_EQ((*a)->complete("inference:r1", ra->fence, answer).status(),
             client::ClientStatus::local(Status::kIdempotencyConflict));
-  EXPECT_EQ((*a)->abandon("inference:r1", ra->fence).status(), client::ClientStatus::local(Status::kIdempotencyConflict));
+  EXPECT_EQ((*a)->abandon("inference:r1", ra->fence).status(),
+            client::ClientStatus::local(Status::kIdempotencyConflict));
 
   // An abandoned reservation frees the id for anyone.
   auto r2 = (*a)->reserve("inference:r2");
@@ -320,7 +321,8 @@ TEST(FleetIdempotency, AReservationWhoseOwnerDiesIsFreedAndItsLateCompletionRefu
   auto taken = (*other)->reserve("r");
   ASSERT_TRUE(taken.ok());
   EXPECT_EQ(taken->state, IdempotencyRecord::State::kReservedByUs);
-  EXPECT_EQ((*slow)->complete("r", r->fence, {}).status(), client::ClientStatus::local(Status::kIdempotencyConflict));
+  EXPECT_EQ((*slow)->complete("r", r->fence, {}).status(),
+            client::ClientStatus::local(Status::kIdempotencyConflict));
   ASSERT_TRUE((*other)->complete("r", taken->fence, {}).ok());
 }
 

@@ -127,7 +127,8 @@ TEST(FleetRecord, KeyAndJsonFollowTheDecision) {
 
 TEST(FleetRecord, NamesThatCannotBeKeysAreRefused) {
   EXPECT_TRUE(server::check_fleet_name("prod-eu.1_a").ok());
-  for (const std::string& bad : std::vector<std::string>{"", "a/b", "..", "sp ace", std::string(59, 'x'), "é"}) {
+  for (const std::string& bad :
+       std::vector<std::string>{"", "a/b", "..", "sp ace", std::string(59, 'x'), "é"}) {
     auto r = server::check_fleet_name(bad);
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_NE(r.error().message.find("fleet name"), std::string::npos);
@@ -299,7 +300,8 @@ TEST_F(FleetNode, ThreeNodesRegisterInAThreeMemberClusterWithCorrectRecords) {
       << a->log();
   const Directory dir = read_directory(*c);
   const std::map<std::string, std::pair<const test::FleetNodeProcess*, uint64_t>> want = {
-      {"node-a", {a.get(), 1ull << 30}}, {"node-b", {b.get(), 2ull << 30}},
+      {"node-a", {a.get(), 1ull << 30}},
+      {"node-b", {b.get(), 2ull << 30}},
       {"node-c", {d.get(), 512ull << 20}}};
   for (const auto& [id, w] : want) {
     ASSERT_TRUE(dir.records.count(id)) << id;
@@ -342,9 +344,10 @@ TEST_F(FleetNode, VramChangesArePublishedAndDrainDeregistersAtOnce) {
   auto conn = connect_to(*n, auth_.token("node-v"));
   auto lease = client::LeaseBuilder(conn).min_vram(256ull << 20).lease_secs(60).acquire();
   ASSERT_TRUE(lease) << client::describe(lease.error());
-  ASSERT_TRUE(wait_directory(*c, [&](const Directory& d) {
-    return free_of(d) != 0 && free_of(d) <= free0 - (256ull << 20);
-  })) << "free_vram stays " << free_of(read_directory(*c));
+  ASSERT_TRUE(wait_directory(
+      *c,
+      [&](const Directory& d) { return free_of(d) != 0 && free_of(d) <= free0 - (256ull << 20); }))
+      << "free_vram stays " << free_of(read_directory(*c));
   ASSERT_TRUE(lease->release());
   ASSERT_TRUE(wait_directory(*c, [&](const Directory& d) { return free_of(d) == free0; }));
 

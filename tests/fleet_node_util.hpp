@@ -77,7 +77,8 @@ class FleetAuthority {
     auto t = authority_->mint(c);
     return t ? std::move(t).value() : wire::Bytes{};
   }
-  std::string token_text(const std::string& audience, const std::string& tenant = "tenant-a") const {
+  std::string token_text(const std::string& audience,
+                         const std::string& tenant = "tenant-a") const {
     return capability::encode_token_text(token(audience, tenant));
   }
 
@@ -135,8 +136,7 @@ class FleetNodeProcess {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    const int log_fd =
-        ::open(log_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int log_fd = ::open(log_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     const pid_t pid = ::fork();
     if (pid < 0) return false;
     if (pid == 0) {

@@ -58,8 +58,8 @@ TEST_P(Warp, VolatileFinalWarpReductionIsExact) {
   const int n = 1000;
   auto in = ints(n, 1);
   const uint64_t din = h.upload(in), dout = h.upload(std::vector<int>(4, 0));
-  ASSERT_TRUE(h.run(m, "reduce_volatile", {4, 1, 1}, {256, 1, 1}, Args().add(din).add(dout).add(n))
-                  .ok());
+  ASSERT_TRUE(
+      h.run(m, "reduce_volatile", {4, 1, 1}, {256, 1, 1}, Args().add(din).add(dout).add(n)).ok());
   auto out = h.download<int>(dout, 4);
   for (int b = 0; b < 4; ++b) {
     int want = 0;
@@ -139,9 +139,9 @@ TEST_P(Warp, ShuffleUpScanXorButterflyAndIndex) {
   const uint64_t din = h.upload(in), dout = h.upload(std::vector<int>(n)),
                  dsrc = h.upload(std::vector<int>(n)), dscan = h.upload(std::vector<int>(n));
   ASSERT_TRUE(h.run(m, "scan_shfl", {1, 1, 1}, {96, 1, 1}, Args().add(din).add(dscan).add(n)).ok());
-  ASSERT_TRUE(h.run(m, "xor_butterfly", {1, 1, 1}, {96, 1, 1},
-                    Args().add(din).add(dout).add(dsrc).add(n))
-                  .ok());
+  ASSERT_TRUE(
+      h.run(m, "xor_butterfly", {1, 1, 1}, {96, 1, 1}, Args().add(din).add(dout).add(dsrc).add(n))
+          .ok());
   auto scan = h.download<int>(dscan, n);
   auto out = h.download<int>(dout, n);
   auto src = h.download<int>(dsrc, n);

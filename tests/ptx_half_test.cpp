@@ -75,7 +75,8 @@ class Half : public ::testing::TestWithParam<std::string> {
 
 std::vector<float> inputs() {
   std::vector<float> x;
-  for (int i = 0; i < 200; ++i) x.push_back(std::ldexp(float((i * 7919) % 2001 - 1000), (i % 13) - 8));
+  for (int i = 0; i < 200; ++i)
+    x.push_back(std::ldexp(float((i * 7919) % 2001 - 1000), (i % 13) - 8));
   for (float f : {0.0f, -0.0f, 65504.0f, 65520.0f, 1e-7f, -3e-5f, 1.0f + 1.0f / 2048, 3.0e38f})
     x.push_back(f);
   return x;
@@ -115,7 +116,8 @@ TEST_P(Half, ReluAndHalf2Fma) {
   std::vector<uint16_t> hx(n);
   for (int i = 0; i < n; ++i) hx[i] = nearest(x[i], false);
   const uint64_t dh = h_.upload(hx);
-  ASSERT_TRUE(h_.run(m_, "relu_half", {blocks_for(n, 128), 1, 1}, {128, 1, 1}, Args().add(dh).add(n)).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "relu_half", {blocks_for(n, 128), 1, 1}, {128, 1, 1}, Args().add(dh).add(n)).ok());
   auto r = h_.download<uint16_t>(dh, n);
   for (int i = 0; i < n; ++i) {
     const double v = decode(hx[i], false);
@@ -130,7 +132,8 @@ TEST_P(Half, ReluAndHalf2Fma) {
   }
   const uint32_t a = uint32_t(nearest(1.25, false)) | uint32_t(nearest(-0.5, false)) << 16;
   const uint64_t dxs = h_.upload(xs), dys = h_.upload(ys);
-  ASSERT_TRUE(h_.run(m_, "axpy_half2", {1, 1, 1}, {64, 1, 1}, Args().add(a).add(dxs).add(dys).add(m)).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "axpy_half2", {1, 1, 1}, {64, 1, 1}, Args().add(a).add(dxs).add(dys).add(m)).ok());
   auto y = h_.download<uint16_t>(dys, 2 * m);
   for (int i = 0; i < 2 * m; ++i) {
     const double av = i % 2 == 0 ? 1.25 : -0.5;
@@ -169,13 +172,12 @@ std::vector<std::string> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Half, ::testing::ValuesIn(variants()),
-                         [](const auto& info) {
-                           std::string s = info.param.substr(9);
-                           for (char& ch : s)
-                             if (ch == '.') ch = '_';
-                           return s;
-                         });
+INSTANTIATE_TEST_SUITE_P(Variants, Half, ::testing::ValuesIn(variants()), [](const auto& info) {
+  std::string s = info.param.substr(9);
+  for (char& ch : s)
+    if (ch == '.') ch = '_';
+  return s;
+});
 
 }  // namespace
 }  // namespace gpulease::sim::testing

@@ -45,9 +45,9 @@ TEST_P(Ordinary, PaddedTransposeIsExact) {
   const int rows = 70, cols = 45;
   auto in = floats(rows * cols, 1);
   const uint64_t din = h_.upload(in), dout = h_.upload(std::vector<float>(rows * cols));
-  ASSERT_TRUE(h_.run(m_, "transpose", {2, 3, 1}, {32, 8, 1},
-                     Args().add(din).add(dout).add(rows).add(cols))
-                  .ok());
+  ASSERT_TRUE(
+      h_.run(m_, "transpose", {2, 3, 1}, {32, 8, 1}, Args().add(din).add(dout).add(rows).add(cols))
+          .ok());
   auto out = h_.download<float>(dout, rows * cols);
   for (int r = 0; r < rows; ++r)
     for (int c = 0; c < cols; ++c) ASSERT_EQ(out[c * rows + r], in[r * cols + c]) << r << "," << c;
@@ -58,8 +58,10 @@ TEST_P(Ordinary, SoftmaxAndLayernormRows) {
   auto x = floats(rows * cols, 2);
   auto g = floats(cols, 3, 0.5f, 1.5f), b = floats(cols, 4);
   const uint64_t dx = h_.upload(x), dy = h_.upload(std::vector<float>(rows * cols)),
-                 dg = h_.upload(g), db = h_.upload(b), dz = h_.upload(std::vector<float>(rows * cols));
-  ASSERT_TRUE(h_.run(m_, "softmax_rows", {rows, 1, 1}, {128, 1, 1}, Args().add(dx).add(dy).add(cols)).ok());
+                 dg = h_.upload(g), db = h_.upload(b),
+                 dz = h_.upload(std::vector<float>(rows * cols));
+  ASSERT_TRUE(
+      h_.run(m_, "softmax_rows", {rows, 1, 1}, {128, 1, 1}, Args().add(dx).add(dy).add(cols)).ok());
   ASSERT_TRUE(h_.run(m_, "layernorm_rows", {rows, 1, 1}, {128, 1, 1},
                      Args().add(dx).add(dg).add(db).add(dz).add(cols).add(1e-5f))
                   .ok());
@@ -106,7 +108,8 @@ TEST_P(Ordinary, SharedHistogramScanCasMaxAndStencil) {
   std::vector<unsigned char> data(n);
   for (int i = 0; i < n; ++i) data[i] = static_cast<unsigned char>((i * 131 + i / 7) & 0xff);
   const uint64_t dd = h_.upload(data), dbins = h_.upload(std::vector<unsigned>(256));
-  ASSERT_TRUE(h_.run(m_, "hist_shared", {4, 1, 1}, {128, 1, 1}, Args().add(dd).add(dbins).add(n)).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "hist_shared", {4, 1, 1}, {128, 1, 1}, Args().add(dd).add(dbins).add(n)).ok());
   auto bins = h_.download<unsigned>(dbins, 256);
   std::vector<unsigned> want(256);
   for (auto c : data) ++want[c];
@@ -116,7 +119,8 @@ TEST_P(Ordinary, SharedHistogramScanCasMaxAndStencil) {
   std::vector<int> in(m);
   for (int i = 0; i < m; ++i) in[i] = (i * 37) % 19 - 9;
   const uint64_t di = h_.upload(in), dout = h_.upload(std::vector<int>(m));
-  ASSERT_TRUE(h_.run(m_, "block_scan", {3, 1, 1}, {256, 1, 1}, Args().add(di).add(dout).add(m)).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "block_scan", {3, 1, 1}, {256, 1, 1}, Args().add(di).add(dout).add(m)).ok());
   auto scan = h_.download<int>(dout, m);
   for (int i = 0; i < m; ++i) {
     int s = 0;
@@ -126,13 +130,15 @@ TEST_P(Ordinary, SharedHistogramScanCasMaxAndStencil) {
 
   auto x = floats(999, 6, -100, 100);
   const uint64_t dx = h_.upload(x), dmax = h_.upload(std::vector<float>{-1e30f});
-  ASSERT_TRUE(h_.run(m_, "float_max_cas", {4, 1, 1}, {256, 1, 1}, Args().add(dx).add(dmax).add(999)).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "float_max_cas", {4, 1, 1}, {256, 1, 1}, Args().add(dx).add(dmax).add(999)).ok());
   EXPECT_EQ(h_.download<float>(dmax, 1)[0], *std::max_element(x.begin(), x.end()));
 
   std::vector<double> s(333);
   for (int i = 0; i < 333; ++i) s[i] = std::sin(i * 0.1);
   const uint64_t ds = h_.upload(s), dso = h_.upload(std::vector<double>(333));
-  ASSERT_TRUE(h_.run(m_, "stencil_d", {2, 1, 1}, {256, 1, 1}, Args().add(ds).add(dso).add(333)).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "stencil_d", {2, 1, 1}, {256, 1, 1}, Args().add(ds).add(dso).add(333)).ok());
   auto so = h_.download<double>(dso, 333);
   for (int i = 0; i < 333; ++i) {
     const double w = (i == 0 || i == 332) ? s[i] : 0.25 * s[i - 1] + 0.5 * s[i] + 0.25 * s[i + 1];
@@ -143,7 +149,8 @@ TEST_P(Ordinary, SharedHistogramScanCasMaxAndStencil) {
 TEST_P(Ordinary, Grid3dStructByValueLocalArrayConstantsAndTemplates) {
   const int nx = 13, ny = 7, nz = 5;
   const uint64_t dg = h_.upload(std::vector<int>(nx * ny * nz, -1));
-  ASSERT_TRUE(h_.run(m_, "grid3d", {4, 2, 3}, {4, 4, 2}, Args().add(dg).add(nx).add(ny).add(nz)).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "grid3d", {4, 2, 3}, {4, 4, 2}, Args().add(dg).add(nx).add(ny).add(nz)).ok());
   auto g = h_.download<int>(dg, nx * ny * nz);
   for (int z = 0; z < nz; ++z)
     for (int y = 0; y < ny; ++y)
@@ -156,14 +163,17 @@ TEST_P(Ordinary, Grid3dStructByValueLocalArrayConstantsAndTemplates) {
   } p{1.5f, -3, 0.25};
   auto x = floats(100, 7);
   const uint64_t dx = h_.upload(x), dy = h_.upload(std::vector<float>(100));
-  ASSERT_TRUE(h_.run(m_, "by_value", {1, 1, 1}, {128, 1, 1}, Args().add(p).add(dx).add(dy).add(100)).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "by_value", {1, 1, 1}, {128, 1, 1}, Args().add(p).add(dx).add(dy).add(100)).ok());
   auto y = h_.download<float>(dy, 100);
   for (int i = 0; i < 100; ++i) ASSERT_EQ(y[i], std::fma(1.5f, x[i], -3.0f) + 0.25f) << i;
 
   std::vector<int> v(8 * 40);
   for (size_t i = 0; i < v.size(); ++i) v[i] = int((i * 7919) % 101) - 50;
   const uint64_t dv = h_.upload(v), dvo = h_.upload(std::vector<int>(v.size()));
-  ASSERT_TRUE(h_.run(m_, "local_sort", {1, 1, 1}, {64, 1, 1}, Args().add(dv).add(dvo).add(int(v.size()))).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "local_sort", {1, 1, 1}, {64, 1, 1}, Args().add(dv).add(dvo).add(int(v.size())))
+          .ok());
   auto sorted = h_.download<int>(dvo, v.size());
   for (size_t t = 0; t < 40; ++t) {
     std::vector<int> w(v.begin() + t * 8, v.begin() + t * 8 + 8);
@@ -173,7 +183,8 @@ TEST_P(Ordinary, Grid3dStructByValueLocalArrayConstantsAndTemplates) {
 
   const float c[8] = {1.0f, -0.5f, 0.25f, -0.125f, 0.0625f, 0.03125f, -0.015625f, 0.0078125f};
   const uint64_t dpo = h_.upload(std::vector<float>(100));
-  ASSERT_TRUE(h_.run(m_, "poly_const", {1, 1, 1}, {128, 1, 1}, Args().add(dx).add(dpo).add(100)).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "poly_const", {1, 1, 1}, {128, 1, 1}, Args().add(dx).add(dpo).add(100)).ok());
   auto po = h_.download<float>(dpo, 100);
   for (int i = 0; i < 100; ++i) {
     float acc = 0;
@@ -184,10 +195,14 @@ TEST_P(Ordinary, Grid3dStructByValueLocalArrayConstantsAndTemplates) {
   std::vector<int> ints(50);
   std::iota(ints.begin(), ints.end(), -20);
   const uint64_t di = h_.upload(ints);
-  ASSERT_TRUE(h_.run(m_, "_Z7scale_tIiEvPT_S0_i", {1, 1, 1}, {64, 1, 1}, Args().add(di).add(3).add(50)).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "_Z7scale_tIiEvPT_S0_i", {1, 1, 1}, {64, 1, 1}, Args().add(di).add(3).add(50))
+          .ok());
   auto io = h_.download<int>(di, 50);
   for (int i = 0; i < 50; ++i) ASSERT_EQ(io[i], (i - 20) * 3 + 1);
-  ASSERT_TRUE(h_.run(m_, "_Z7scale_tIfEvPT_S0_i", {1, 1, 1}, {128, 1, 1}, Args().add(dx).add(0.5f).add(100)).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "_Z7scale_tIfEvPT_S0_i", {1, 1, 1}, {128, 1, 1}, Args().add(dx).add(0.5f).add(100))
+          .ok());
   auto fo = h_.download<float>(dx, 100);
   for (int i = 0; i < 100; ++i) ASSERT_EQ(fo[i], std::fma(x[i], 0.5f, 1.0f)) << i;
 }
@@ -222,8 +237,10 @@ TEST_P(Ordinary, WideArithmeticBitIntrinsicsAndChainedBlocks) {
   }
   x[0] = 0;
   y[1] = 0;
-  const uint64_t dx = h_.upload(x), dy = h_.upload(y), dout = h_.upload(std::vector<unsigned>(8 * n));
-  ASSERT_TRUE(h_.run(m_, "bits", {1, 1, 1}, {64, 1, 1}, Args().add(dx).add(dy).add(dout).add(n)).ok());
+  const uint64_t dx = h_.upload(x), dy = h_.upload(y),
+                 dout = h_.upload(std::vector<unsigned>(8 * n));
+  ASSERT_TRUE(
+      h_.run(m_, "bits", {1, 1, 1}, {64, 1, 1}, Args().add(dx).add(dy).add(dout).add(n)).ok());
   auto o = h_.download<unsigned>(dout, 8 * n);
   for (int i = 0; i < n; ++i) {
     const unsigned v = x[i], w = y[i];
@@ -251,7 +268,9 @@ TEST_P(Ordinary, WideArithmeticBitIntrinsicsAndChainedBlocks) {
   for (int i = 0; i < m; ++i) in[i] = i % 13;
   const uint64_t di = h_.upload(in), dt = h_.upload(std::vector<int>(20)),
                  df = h_.upload(std::vector<int>(20));
-  ASSERT_TRUE(h_.run(m_, "chained_sum", {20, 1, 1}, {64, 1, 1}, Args().add(di).add(dt).add(df).add(m)).ok());
+  ASSERT_TRUE(
+      h_.run(m_, "chained_sum", {20, 1, 1}, {64, 1, 1}, Args().add(di).add(dt).add(df).add(m))
+          .ok());
   auto totals = h_.download<int>(dt, 20);
   int run = 0;
   for (int bl = 0; bl < 20; ++bl) {
@@ -275,13 +294,12 @@ std::vector<std::string> variants() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, Ordinary, ::testing::ValuesIn(variants()),
-                         [](const auto& info) {
-                           std::string s = info.param.substr(9);
-                           for (char& ch : s)
-                             if (ch == '.') ch = '_';
-                           return s;
-                         });
+INSTANTIATE_TEST_SUITE_P(Variants, Ordinary, ::testing::ValuesIn(variants()), [](const auto& info) {
+  std::string s = info.param.substr(9);
+  for (char& ch : s)
+    if (ch == '.') ch = '_';
+  return s;
+});
 
 }  // namespace
 }  // namespace gpulease::sim::testing

@@ -370,9 +370,8 @@ TEST(Attack, ATenantsConnectionsShareOneReplyBound) {
   EXPECT_LT(good_session(node), 10s);
   // The tenant's replies, queued or owed, reached the bound but never
   // passed it (the per-connection bounds together would allow 32 MiB).
-  EXPECT_TRUE(eventually([&] {
-    return node.server().reply_budget().peak("mallory") > (8u << 20);
-  })) << node.server().reply_budget().peak("mallory");
+  EXPECT_TRUE(eventually([&] { return node.server().reply_budget().peak("mallory") > (8u << 20); }))
+      << node.server().reply_budget().peak("mallory");
   EXPECT_LE(node.server().reply_budget().peak("mallory"), cfg.reply_bytes_per_tenant);
   // Reading every connection (each on its own thread: a connection may wait
   // for room that only the others' reading makes) resumes their readers:

@@ -169,8 +169,8 @@ TEST(ConfigDoc, NetworkSharesAreCheckedAgainstEachOther) {
   cfg = NodeConfig{};
   EXPECT_FALSE(parse({"--reply-bytes-per-tenant", std::to_string(32ull << 20)}, cfg).ok());
   cfg = NodeConfig{};
-  EXPECT_TRUE(parse({"--reply-queue-bytes", "1048576", "--reply-bytes-per-tenant", "4194304"}, cfg)
-                  .ok());
+  EXPECT_TRUE(
+      parse({"--reply-queue-bytes", "1048576", "--reply-bytes-per-tenant", "4194304"}, cfg).ok());
   EXPECT_EQ(cfg.reply_bytes_per_tenant, 4u << 20);
   cfg = NodeConfig{};
   EXPECT_FALSE(parse({"--drain-timeout-ms", "0"}, cfg).ok());

@@ -216,13 +216,13 @@ TEST_F(FramesTest, APipelinedBurstIsAnsweredInOrderWithTheRightData) {
     Bytes f;
     if (i % 3 == 0) {
       h.opcode = Opcode::kPing;
-      f = wire::encode_frame(h, {}, wire::encode_payload(wire::PingRequest{Bytes(i, std::byte(i))}));
+      f = wire::encode_frame(h, {},
+                             wire::encode_payload(wire::PingRequest{Bytes(i, std::byte(i))}));
     } else {
       h.opcode = Opcode::kMemRead;
       h.lease_id = lease;
       f = wire::encode_frame(
-          h, tok_,
-          wire::encode_payload(wire::MemReadRequest{buf, static_cast<uint64_t>(i), 16}));
+          h, tok_, wire::encode_payload(wire::MemReadRequest{buf, static_cast<uint64_t>(i), 16}));
     }
     burst.insert(burst.end(), f.begin(), f.end());
   }

@@ -244,7 +244,8 @@ TEST(Isolation, OpsOfALeaseKeepTheirOrderWhetherRunInlineOrQueued) {
   wire::ModuleLoadRequest ml;
   ml.image = wire::to_bytes(ptx("transform.ptx"));
   ids.push_back(c.send(Opcode::kModuleLoad, lease, tok, wire::encode_payload(ml)));
-  ids.push_back(c.send(Opcode::kMemAlloc, lease, tok, wire::encode_payload(wire::MemAllocRequest{8})));
+  ids.push_back(
+      c.send(Opcode::kMemAlloc, lease, tok, wire::encode_payload(wire::MemAllocRequest{8})));
   std::vector<RawReply> replies;
   for (int i = 0; i < 3; ++i) {
     auto r = c.recv();
@@ -256,10 +257,10 @@ TEST(Isolation, OpsOfALeaseKeepTheirOrderWhetherRunInlineOrQueued) {
     EXPECT_EQ(replies[i].status(), Status::kOk) << replies[i].message();
   }
   uint64_t mod = wire::decode_payload<wire::HandleReply>(replies[1].payload, {}).value().handle;
-  const uint64_t launch_id = c.send(
-      Opcode::kLaunch, lease, tok,
-      wire::encode_payload(
-          launch_req(mod, "scale", 1, 64, Args().buf(buf).scalar(int32_t(n)).scalar(3.0f))));
+  const uint64_t launch_id =
+      c.send(Opcode::kLaunch, lease, tok,
+             wire::encode_payload(
+                 launch_req(mod, "scale", 1, 64, Args().buf(buf).scalar(int32_t(n)).scalar(3.0f))));
   const uint64_t read_id = c.send(Opcode::kMemRead, lease, tok,
                                   wire::encode_payload(wire::MemReadRequest{buf, 0, n * 4}));
   auto l = c.recv();

@@ -435,8 +435,7 @@ std::vector<Vector> replies() {
                     "MODULE_GLOBAL reply: a 64-byte .const variable at its device address",
                     Opcode::kModuleGlobal,
                     ModuleGlobalReply{0x0000300000000000ull, 64, GlobalSpace::kConst}, 29, kLease));
-  v.push_back(reply("reply.module_global.global",
-                    "MODULE_GLOBAL reply: a 4-byte .global variable",
+  v.push_back(reply("reply.module_global.global", "MODULE_GLOBAL reply: a 4-byte .global variable",
                     Opcode::kModuleGlobal,
                     ModuleGlobalReply{0x0000300000000040ull, 4, GlobalSpace::kGlobal}, 30, kLease));
 
@@ -833,13 +832,15 @@ std::vector<Vector> payloads_invalid(const std::vector<Vector>& valid) {
         kG, concat({le64(kModule), Bytes{std::byte{1}, std::byte{1}}, Bytes(257, std::byte{'g'})}),
         Status::kFrameTooLarge);
     req("payload.module_global.name_not_utf8", "MODULE_GLOBAL name containing byte 0xff", kG,
-        concat({le64(kModule), Bytes{std::byte{2}, std::byte{0}}, Bytes{std::byte{'g'}, std::byte{0xff}}}),
+        concat({le64(kModule), Bytes{std::byte{2}, std::byte{0}},
+                Bytes{std::byte{'g'}, std::byte{0xff}}}),
         Status::kBadFrame);
     req("payload.module_global.truncated_name", "MODULE_GLOBAL name length 6 with 3 bytes after it",
         kG, concat({le64(kModule), Bytes{std::byte{6}, std::byte{0}}, str_bytes("coe")}),
         Status::kBadFrame);
     req("payload.module_global.trailing", "MODULE_GLOBAL with a byte after the name", kG,
-        concat({le64(kModule), Bytes{std::byte{1}, std::byte{0}}, str_bytes("c"), Bytes{std::byte{0}}}),
+        concat({le64(kModule), Bytes{std::byte{1}, std::byte{0}}, str_bytes("c"),
+                Bytes{std::byte{0}}}),
         Status::kBadFrame);
     rep("payload.module_global.reply_unknown_space", "MODULE_GLOBAL reply with space 3", kG,
         concat({le64(0x0000300000000000ull), le64(64), Bytes{std::byte{3}}}), Status::kBadFrame);

@@ -480,9 +480,7 @@ void from_j(const Json& j, ModuleGlobalRequest& m) {
   m.name = j.at("name").get<std::string>();
 }
 Json to_j(const ModuleGlobalReply& m) {
-  return {{"handle", m.handle},
-          {"size", m.size},
-          {"space", enum_name(m.space, kGlobalSpaceNames)}};
+  return {{"handle", m.handle}, {"size", m.size}, {"space", enum_name(m.space, kGlobalSpaceNames)}};
 }
 void from_j(const Json& j, ModuleGlobalReply& m) {
   m.handle = num<uint64_t>(j, "handle");

@@ -612,8 +612,7 @@ struct ConnectionImpl {
     if (it == pending.end()) return;
     auto slot = it->second;
     if (f.header.status != Status::kOk) {
-      complete_locked(*slot,
-                      Error::node(f.header.status, std::string(wire::as_chars(f.payload))));
+      complete_locked(*slot, Error::node(f.header.status, std::string(wire::as_chars(f.payload))));
     } else {
       complete_locked(*slot, Reply{f.header, std::move(f.payload)});
     }
@@ -840,10 +839,10 @@ struct ConnectionImpl {
     std::unique_lock lk(mu);
     if (state == State::kFailed) revive(lk);
     if (payload_size > max_payload) {
-      return finish(Error::local(Status::kFrameTooLarge,
-                          std::string(wire::opcode_name(op)) + ": payload of " +
-                              std::to_string(payload_size) + " bytes exceeds the node's limit of " +
-                              std::to_string(max_payload) + " bytes"));
+      return finish(Error::local(
+          Status::kFrameTooLarge,
+          std::string(wire::opcode_name(op)) + ": payload of " + std::to_string(payload_size) +
+              " bytes exceeds the node's limit of " + std::to_string(max_payload) + " bytes"));
     }
     if (with_token) slot->token = o.token.empty() ? token : std::move(o.token);
     // A free in-flight slot: replies free them, so wait by reading them.

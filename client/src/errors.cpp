@@ -28,8 +28,7 @@ Error::Error(ClientStatus s, std::string message)
     : status_(s.ok() ? ClientStatus::local(wire::Status::kInternal) : s),
       message_(std::move(message)) {}
 
-Error::Error(gpulease::Error e)
-    : Error(ClientStatus::local(e.status), std::move(e.message)) {}
+Error::Error(gpulease::Error e) : Error(ClientStatus::local(e.status), std::move(e.message)) {}
 
 bool Error::is_lease_lost() const noexcept {
   return is_node_status(wire::Status::kLeaseExpired) ||

@@ -420,8 +420,7 @@ Result<Connection> Fleet::connect(const std::string& node_id) const {
     }
   }
   auto addr = NodeAddress::parse(n->address);
-  if (!addr)
-    return Error::connection_lost("node '" + node_id + "': " + addr.error().message());
+  if (!addr) return Error::connection_lost("node '" + node_id + "': " + addr.error().message());
   ConnectOptions o = impl_->opts.connect;
   o.node = *addr;
   o.token = token_for(node_id);

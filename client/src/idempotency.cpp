@@ -35,8 +35,8 @@ Result<std::optional<IdempotencyRecord>> IdempotencyStore::wait_settled(
     if (!r) return r;
     if (!*r || (*r)->state == IdempotencyRecord::State::kCompleted) return r;
     if (std::chrono::steady_clock::now() + pause > deadline)
-      return Error::timeout("request " + std::string(request_id) +
-                            " is still in progress (owner " + (*r)->owner + ")");
+      return Error::timeout("request " + std::string(request_id) + " is still in progress (owner " +
+                            (*r)->owner + ")");
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::milliseconds(200));
   }
@@ -71,7 +71,7 @@ Result<void> MemoryIdempotencyStore::complete(std::string_view request_id, int64
   auto it = state_.find(std::string(request_id));
   if (it == state_.end() || it->second.complete || it->second.fence != fence)
     return Error::local(Status::kIdempotencyConflict,
-                      "request " + std::string(request_id) + ": the reservation is not ours");
+                        "request " + std::string(request_id) + ": the reservation is not ours");
   it->second.complete = true;
   it->second.result.assign(result.begin(), result.end());
   return {};
@@ -82,7 +82,7 @@ Result<void> MemoryIdempotencyStore::abandon(std::string_view request_id, int64_
   auto it = state_.find(std::string(request_id));
   if (it == state_.end() || it->second.complete || it->second.fence != fence)
     return Error::local(Status::kIdempotencyConflict,
-                      "request " + std::string(request_id) + ": the reservation is not ours");
+                        "request " + std::string(request_id) + ": the reservation is not ours");
   state_.erase(it);
   return {};
 }
@@ -288,8 +288,8 @@ Result<void> EtcdIdempotencyStore::complete(std::string_view request_id, int64_t
   if (!r->succeeded) {
     if (*lease != 0) (void)impl_->etcd->lease_revoke(*lease);
     return Error::local(Status::kIdempotencyConflict,
-                      "idempotency store: " + k + " is no longer reserved by " + impl_->opts.owner +
-                          " at revision " + std::to_string(fence));
+                        "idempotency store: " + k + " is no longer reserved by " +
+                            impl_->opts.owner + " at revision " + std::to_string(fence));
   }
   return {};
 }
@@ -310,8 +310,8 @@ Result<void> EtcdIdempotencyStore::abandon(std::string_view request_id, int64_t 
   }
   if (!r->succeeded)
     return Error::local(Status::kIdempotencyConflict,
-                      "idempotency store: " + k + " is no longer reserved by " + impl_->opts.owner +
-                          " at revision " + std::to_string(fence));
+                        "idempotency store: " + k + " is no longer reserved by " +
+                            impl_->opts.owner + " at revision " + std::to_string(fence));
   return {};
 }
 

@@ -218,7 +218,7 @@ Result<Lease> LeaseBuilder::acquire_on_fleet(wire::LeaseAcquireRequest req) cons
   if (cands.empty()) {
     return Error::node(Status::kCapacityExceeded,
                        where + ": no registered node has a device with " + describe_constraints(c) +
-                          " (" + std::to_string(fleet.nodes().size()) + " nodes registered)");
+                           " (" + std::to_string(fleet.nodes().size()) + " nodes registered)");
   }
   // Each candidate once, in order; a node found unreachable is not tried
   // again for its other devices.
@@ -255,7 +255,8 @@ Result<Lease> LeaseBuilder::acquire_on_fleet(wire::LeaseAcquireRequest req) cons
       any_full = true;
     }
   }
-  std::string msg = where + ": no candidate could take " + describe_constraints(c) + " (" + tried + ")";
+  std::string msg =
+      where + ": no candidate could take " + describe_constraints(c) + " (" + tried + ")";
   // Full (some node said so): the fleet's capacity, as its nodes answered.
   if (any_full) return Error::node(Status::kCapacityExceeded, std::move(msg));
   return Error::connection_lost(std::move(msg));

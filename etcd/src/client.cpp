@@ -42,8 +42,7 @@ std::string b64(std::string_view bytes) {
   std::string out(cap, '\0');
   // sodium wants a non-null pointer even for zero bytes.
   static const unsigned char kEmpty = 0;
-  const auto* in =
-      bytes.empty() ? &kEmpty : reinterpret_cast<const unsigned char*>(bytes.data());
+  const auto* in = bytes.empty() ? &kEmpty : reinterpret_cast<const unsigned char*>(bytes.data());
   sodium_bin2base64(out.data(), cap, in, bytes.size(), sodium_base64_VARIANT_ORIGINAL);
   out.resize(std::strlen(out.c_str()));
   return out;
@@ -54,8 +53,7 @@ std::string unb64(const std::string& text) {
   std::string out(text.size() / 4 * 3 + 3, '\0');
   size_t len = 0;
   if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
-                        text.size(), nullptr, &len, nullptr,
-                        sodium_base64_VARIANT_ORIGINAL) != 0) {
+                        text.size(), nullptr, &len, nullptr, sodium_base64_VARIANT_ORIGINAL) != 0) {
     throw ProtocolError("bad base64 in an etcd answer");
   }
   out.resize(len);
@@ -134,7 +132,9 @@ KeyValue parse_kv(const json& j) {
   return kv;
 }
 
-int64_t header_revision(const json& j) { return i64(object_or_empty(j, "header"), "revision"); }
+int64_t header_revision(const json& j) {
+  return i64(object_or_empty(j, "header"), "revision");
+}
 
 RangeResult parse_range(const json& j) {
   RangeResult r;
@@ -145,7 +145,9 @@ RangeResult parse_range(const json& j) {
   return r;
 }
 
-std::string num(int64_t v) { return std::to_string(v); }
+std::string num(int64_t v) {
+  return std::to_string(v);
+}
 
 json range_body(std::string_view key, const RangeOptions& o) {
   json b = {{"key", b64(key)}};
@@ -209,13 +211,20 @@ json compare_body(const Compare& c) {
 
 ErrorCode from_grpc(int code) {
   switch (code) {
-    case 3: return ErrorCode::kInvalidArgument;
-    case 4: return ErrorCode::kTimeout;
-    case 5: return ErrorCode::kNotFound;
-    case 9: return ErrorCode::kFailedPrecondition;
-    case 1: return ErrorCode::kCancelled;
-    case 14: return ErrorCode::kUnavailable;
-    default: return ErrorCode::kServer;
+    case 3:
+      return ErrorCode::kInvalidArgument;
+    case 4:
+      return ErrorCode::kTimeout;
+    case 5:
+      return ErrorCode::kNotFound;
+    case 9:
+      return ErrorCode::kFailedPrecondition;
+    case 1:
+      return ErrorCode::kCancelled;
+    case 14:
+      return ErrorCode::kUnavailable;
+    default:
+      return ErrorCode::kServer;
   }
 }
 
@@ -233,7 +242,7 @@ json first_json(const std::string& body) {
 
 size_t append_body(char* data, size_t size, size_t n, void* user) {
   auto* s = static_cast<std::string*>(user);
-  constexpr size_t kMaxBody = 64u << 20;  // an etcd answer is at most a few MiB
+  constexpr size_t kMaxBody = 64u << 20;          // an etcd answer is at most a few MiB
   if (s->size() + size * n > kMaxBody) return 0;  // aborts the transfer
   s->append(data, size * n);
   return size * n;
@@ -245,26 +254,38 @@ enum class Resend { kYes, kNo };
 
 const char* to_string(ErrorCode c) noexcept {
   switch (c) {
-    case ErrorCode::kUnavailable: return "unavailable";
-    case ErrorCode::kTimeout: return "timeout";
-    case ErrorCode::kNotFound: return "not found";
-    case ErrorCode::kInvalidArgument: return "invalid argument";
-    case ErrorCode::kFailedPrecondition: return "failed precondition";
-    case ErrorCode::kServer: return "server error";
-    case ErrorCode::kProtocol: return "protocol error";
-    case ErrorCode::kCancelled: return "cancelled";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+    case ErrorCode::kTimeout:
+      return "timeout";
+    case ErrorCode::kNotFound:
+      return "not found";
+    case ErrorCode::kInvalidArgument:
+      return "invalid argument";
+    case ErrorCode::kFailedPrecondition:
+      return "failed precondition";
+    case ErrorCode::kServer:
+      return "server error";
+    case ErrorCode::kProtocol:
+      return "protocol error";
+    case ErrorCode::kCancelled:
+      return "cancelled";
   }
   return "?";
 }
 
-std::string Endpoint::to_string() const { return wire::format_host_port(host, port); }
+std::string Endpoint::to_string() const {
+  return wire::format_host_port(host, port);
+}
 
 Result<std::vector<Endpoint>> parse_registry_url(std::string_view url) {
   auto bad = [&](const std::string& why) {
     return Error{ErrorCode::kInvalidArgument,
                  "bad registry '" + std::string(url) + "': " + why +
                      " (expected etcd://HOST:PORT[,HOST:PORT...])",
-                 {}, 0, false};
+                 {},
+                 0,
+                 false};
   };
   std::string_view rest = url;
   const auto scheme = rest.find("://");
@@ -411,8 +432,8 @@ struct Client::Impl {
           preferred.store(idx, std::memory_order_relaxed);
           if (j.contains("result")) {
             if (!j["result"].is_object()) {
-              return Error{ErrorCode::kProtocol, "etcd " + ep + ": 'result' is not an object",
-                           ep, 0, false};
+              return Error{ErrorCode::kProtocol, "etcd " + ep + ": 'result' is not an object", ep,
+                           0, false};
             }
             return std::move(j["result"]);
           }
@@ -424,7 +445,8 @@ struct Client::Impl {
         std::string msg;
         if (j.is_object()) {
           const json& err = j.contains("error") && j["error"].is_object() ? j["error"] : j;
-          if (err.contains("code") && err["code"].is_number_integer()) code = err["code"].get<int>();
+          if (err.contains("code") && err["code"].is_number_integer())
+            code = err["code"].get<int>();
           if (err.contains("grpc_code") && err["grpc_code"].is_number_integer()) {
             code = err["grpc_code"].get<int>();
           }
@@ -439,10 +461,10 @@ struct Client::Impl {
             code = 14;
             msg = "HTTP " + std::to_string(o.http);
           } else {
-            return Error{ErrorCode::kProtocol,
-                         "etcd " + ep + ": unexpected HTTP " + std::to_string(o.http) +
-                             " answer to " + path,
-                         ep, 0, false};
+            return Error{
+                ErrorCode::kProtocol,
+                "etcd " + ep + ": unexpected HTTP " + std::to_string(o.http) + " answer to " + path,
+                ep, 0, false};
           }
         }
         e.code = from_grpc(code);
@@ -461,8 +483,9 @@ struct Client::Impl {
       }
       last = std::move(e);
     }
-    if (n > 1) last.message = "no etcd endpoint answered (" + std::to_string(n) + " tried); last: " +
-                              last.message;
+    if (n > 1)
+      last.message =
+          "no etcd endpoint answered (" + std::to_string(n) + " tried); last: " + last.message;
     return last;
   }
 
@@ -473,8 +496,11 @@ struct Client::Impl {
     try {
       return parse(*r);
     } catch (const std::exception& ex) {
-      return Error{ErrorCode::kProtocol, std::string("etcd answer to ") + path + ": " + ex.what(),
-                   {}, 0, false};
+      return Error{ErrorCode::kProtocol,
+                   std::string("etcd answer to ") + path + ": " + ex.what(),
+                   {},
+                   0,
+                   false};
     }
   }
 };
@@ -489,8 +515,8 @@ Result<std::unique_ptr<Client>> Client::create(ClientOptions options) {
     return Error{ErrorCode::kInvalidArgument, "etcd client: no endpoint", {}, 0, false};
   }
   if (options.connect_timeout.count() <= 0 || options.request_timeout.count() <= 0) {
-    return Error{ErrorCode::kInvalidArgument, "etcd client: timeouts must be positive", {}, 0,
-                 false};
+    return Error{
+        ErrorCode::kInvalidArgument, "etcd client: timeouts must be positive", {}, 0, false};
   }
   global_init();
   auto impl = std::make_unique<Impl>();
@@ -507,7 +533,9 @@ Result<std::unique_ptr<Client>> Client::connect(std::string_view registry_url) {
   return create(std::move(o));
 }
 
-const std::vector<Endpoint>& Client::endpoints() const noexcept { return impl_->opt.endpoints; }
+const std::vector<Endpoint>& Client::endpoints() const noexcept {
+  return impl_->opt.endpoints;
+}
 
 Result<RangeResult> Client::range(std::string_view key, const RangeOptions& opt) {
   return impl_->call_parse<RangeResult>("/v3/kv/range", range_body(key, opt), Resend::kYes,
@@ -544,11 +572,9 @@ Result<PutResult> Client::put(std::string_view key, std::string_view value, int6
 Result<DeleteResult> Client::del(std::string_view key, std::string_view range_end) {
   json b = {{"key", b64(key)}};
   if (!range_end.empty()) b["range_end"] = b64(range_end);
-  return impl_->call_parse<DeleteResult>("/v3/kv/deleterange", b, Resend::kYes,
-                                         [](const json& j) {
-                                           return DeleteResult{header_revision(j),
-                                                               i64(j, "deleted")};
-                                         });
+  return impl_->call_parse<DeleteResult>("/v3/kv/deleterange", b, Resend::kYes, [](const json& j) {
+    return DeleteResult{header_revision(j), i64(j, "deleted")};
+  });
 }
 
 Result<DeleteResult> Client::del_prefix(std::string_view prefix) {
@@ -605,8 +631,11 @@ Result<int64_t> Client::lease_keepalive(int64_t id) {
                                       [](const json& j) { return i64(j, "TTL"); });
   if (!r) return r;
   if (*r <= 0) {
-    return Error{ErrorCode::kNotFound, "etcd lease " + std::to_string(id) + " not found (expired?)",
-                 {}, 5, false};
+    return Error{ErrorCode::kNotFound,
+                 "etcd lease " + std::to_string(id) + " not found (expired?)",
+                 {},
+                 5,
+                 false};
   }
   return r;
 }
@@ -639,8 +668,8 @@ Result<MemberStatus> Client::member_status(size_t endpoint_index) {
   }
   json j = first_json(o.body);
   if (o.http != 200 || !j.is_object()) {
-    return Error{ErrorCode::kServer, "etcd " + ep + ": status answered HTTP " +
-                                         std::to_string(o.http), ep, 0, false};
+    return Error{ErrorCode::kServer,
+                 "etcd " + ep + ": status answered HTTP " + std::to_string(o.http), ep, 0, false};
   }
   try {
     MemberStatus s;
@@ -691,8 +720,8 @@ struct Watch::State {
     try {
       on_events(r);
     } catch (const std::exception& ex) {
-      report(Error{ErrorCode::kServer, std::string("watch callback threw: ") + ex.what(), {}, 0,
-                   false});
+      report(Error{
+          ErrorCode::kServer, std::string("watch callback threw: ") + ex.what(), {}, 0, false});
     } catch (...) {
       report(Error{ErrorCode::kServer, "watch callback threw", {}, 0, false});
     }
@@ -753,7 +782,7 @@ struct Watch::State {
       if (!ev.is_object()) throw ProtocolError("watch event not an object");
       WatchEvent e;
       e.type = ev.contains("type") && ev["type"] == "DELETE" ? WatchEvent::Type::kDelete
-                                                              : WatchEvent::Type::kPut;
+                                                             : WatchEvent::Type::kPut;
       e.kv = parse_kv(object_or_empty(ev, "kv"));
       const json& prev = object_or_empty(ev, "prev_kv");
       if (!prev.empty()) e.prev_kv = parse_kv(prev);
@@ -854,16 +883,16 @@ struct Watch::State {
     connected = false;
     if (stopping.load() || stream_error) return;
     if (result != CURLE_OK) {
-      stream_error = Error{result == CURLE_OPERATION_TIMEDOUT ? ErrorCode::kTimeout
-                                                              : ErrorCode::kUnavailable,
-                           "etcd " + current_ep + ": watch: " +
-                               (errbuf[0] != 0 ? std::string(errbuf) : curl_easy_strerror(result)),
-                           current_ep};
+      stream_error = Error{
+          result == CURLE_OPERATION_TIMEDOUT ? ErrorCode::kTimeout : ErrorCode::kUnavailable,
+          "etcd " + current_ep +
+              ": watch: " + (errbuf[0] != 0 ? std::string(errbuf) : curl_easy_strerror(result)),
+          current_ep};
     } else {
-      stream_error = Error{ErrorCode::kUnavailable,
-                           "etcd " + current_ep + ": watch stream ended (HTTP " +
-                               std::to_string(http) + ")",
-                           current_ep};
+      stream_error =
+          Error{ErrorCode::kUnavailable,
+                "etcd " + current_ep + ": watch stream ended (HTTP " + std::to_string(http) + ")",
+                current_ep};
     }
   }
 
@@ -910,9 +939,15 @@ void Watch::stop() {
   }
 }
 
-uint64_t Watch::connects() const noexcept { return state_->connects.load(); }
-bool Watch::connected() const noexcept { return state_->connected.load(); }
-int64_t Watch::next_revision() const noexcept { return state_->next_rev.load(); }
+uint64_t Watch::connects() const noexcept {
+  return state_->connects.load();
+}
+bool Watch::connected() const noexcept {
+  return state_->connected.load();
+}
+int64_t Watch::next_revision() const noexcept {
+  return state_->next_rev.load();
+}
 
 Result<std::unique_ptr<Watch>> Client::watch(WatchOptions opt, WatchCallback on_events,
                                              WatchErrorCallback on_error) {

@@ -32,9 +32,9 @@ struct NodeConfig {
                                              // reply bytes queued or owed to MEM_READs in flight
   uint64_t reply_bytes_per_tenant = 256ull << 20;  // ... and no frame of a tenant whose replies
                                                    // on all its connections pass this many
-  uint32_t metrics_max_connections = 16;     // metrics endpoint: scrapes served at once
-  uint32_t metrics_timeout_ms = 5'000;       // metrics endpoint: a scrape's deadline
-  uint32_t drain_timeout_ms = 10'000;        // SIGTERM: the whole drain ends within this
+  uint32_t metrics_max_connections = 16;           // metrics endpoint: scrapes served at once
+  uint32_t metrics_timeout_ms = 5'000;             // metrics endpoint: a scrape's deadline
+  uint32_t drain_timeout_ms = 10'000;              // SIGTERM: the whole drain ends within this
 
   // Backend
   std::string backend = "auto";  // auto | sim | cuda
@@ -62,10 +62,10 @@ struct NodeConfig {
   uint32_t max_modules_per_lease = 256;
 
   // Fleet (issue 16, docs/FLEET.md): registration in an etcd directory.
-  std::string registry;          // etcd://HOST:PORT[,HOST:PORT...]; empty = not registered
-  std::string advertise;         // HOST:PORT clients dial; empty = the listen address
-  std::string fleet = "default";  // the directory prefix and the fleet audience's name
-  uint32_t registry_ttl_s = 10;  // the etcd lease of the node's record
+  std::string registry;                // etcd://HOST:PORT[,HOST:PORT...]; empty = not registered
+  std::string advertise;               // HOST:PORT clients dial; empty = the listen address
+  std::string fleet = "default";       // the directory prefix and the fleet audience's name
+  uint32_t registry_ttl_s = 10;        // the etcd lease of the node's record
   bool accept_fleet_audience = false;  // also accept tokens for audience "fleet:<fleet>"
 
   // Operations

@@ -7,8 +7,8 @@
 #include "backend_factory.hpp"
 #include "config.hpp"
 #include "fleet/registrar.hpp"
-#include "gpulease/wire/host_port.hpp"
 #include "gpulease/capability/keys.hpp"
+#include "gpulease/wire/host_port.hpp"
 #include "log.hpp"
 #include "net.hpp"
 #include "node.hpp"
@@ -37,7 +37,8 @@ Result<std::unique_ptr<Registrar>> start_registrar(Node& node, uint16_t bound_po
   } else if (cfg.listen_host == "0.0.0.0" || cfg.listen_host == "::" || cfg.listen_host.empty()) {
     return make_error(Status::kInvalidArgument,
                       "--advertise HOST:PORT is needed with --registry when --listen is a "
-                      "wildcard address (" + cfg.listen_host + ")");
+                      "wildcard address (" +
+                          cfg.listen_host + ")");
   } else {
     rc.address = wire::format_host_port(cfg.listen_host, bound_port);
   }

@@ -24,7 +24,8 @@ Result<void> check_name(std::string_view what, std::string_view v, size_t max) {
       v == "..") {
     return make_error(Status::kInvalidArgument,
                       std::string(what) + " '" + std::string(v.substr(0, 200)) + "' must be 1.." +
-                          std::to_string(max) + " of A-Z a-z 0-9 . _ - (it is part of an etcd key)");
+                          std::to_string(max) +
+                          " of A-Z a-z 0-9 . _ - (it is part of an etcd key)");
   }
   return {};
 }
@@ -44,7 +45,9 @@ std::string fleet_node_key(std::string_view fleet, std::string_view node_id) {
 }
 
 // 58: "fleet:" + the name is the fleet audience, and an audience is <= 64 bytes.
-Result<void> check_fleet_name(std::string_view fleet) { return check_name("fleet name", fleet, 58); }
+Result<void> check_fleet_name(std::string_view fleet) {
+  return check_name("fleet name", fleet, 58);
+}
 
 Result<void> check_registry_node_id(std::string_view node_id) {
   return check_name("node id", node_id, 128);
@@ -104,7 +107,9 @@ Registrar::Registrar(RegistrarConfig cfg, DeviceSnapshot snapshot,
       etcd_(std::move(client)),
       key_(fleet_node_key(cfg_.fleet, cfg_.node_id)) {}
 
-Registrar::~Registrar() { stop(); }
+Registrar::~Registrar() {
+  stop();
+}
 
 void Registrar::set_registered(bool on, int64_t lease) {
   {
@@ -181,9 +186,10 @@ bool Registrar::register_now() {
   published_ = std::move(devices);
   next_keepalive_ = Clock::now() + milliseconds(cfg_.ttl_s * 1000 / 3);
   outage_logged_ = false;
-  log_info("registered in the fleet directory",
-           {{"key", key_}, {"address", cfg_.address}, {"etcd_lease", std::to_string(lease_)},
-            {"ttl_s", std::to_string(cfg_.ttl_s)}});
+  log_info("registered in the fleet directory", {{"key", key_},
+                                                 {"address", cfg_.address},
+                                                 {"etcd_lease", std::to_string(lease_)},
+                                                 {"ttl_s", std::to_string(cfg_.ttl_s)}});
   set_registered(true, lease_);
   return true;
 }
@@ -238,9 +244,9 @@ void Registrar::revoke() {
     if (r || r.error().code == etcd::ErrorCode::kNotFound) {
       log_info("deregistered from the fleet directory", {{"key", key_}});
     } else {
-      log_warn("fleet deregistration failed: the record expires with its etcd lease",
-               {{"key", key_}, {"ttl_s", std::to_string(cfg_.ttl_s)},
-                {"error", describe(r.error())}});
+      log_warn(
+          "fleet deregistration failed: the record expires with its etcd lease",
+          {{"key", key_}, {"ttl_s", std::to_string(cfg_.ttl_s)}, {"error", describe(r.error())}});
     }
     lease_ = 0;
   }

@@ -62,7 +62,8 @@ struct RegistrarConfig {
 [[nodiscard]] std::string fleet_node_key(std::string_view fleet, std::string_view node_id);
 
 // A fleet name or node id usable in a key: 1..128 of [A-Za-z0-9._-] (fleet:
-// 1..58, so that "fleet:<name>" fits a token's 64-byte audience). INVALID_ARGUMENT naming `what` otherwise.
+// 1..58, so that "fleet:<name>" fits a token's 64-byte audience). INVALID_ARGUMENT naming `what`
+// otherwise.
 [[nodiscard]] Result<void> check_fleet_name(std::string_view fleet);
 [[nodiscard]] Result<void> check_registry_node_id(std::string_view node_id);
 
@@ -92,8 +93,8 @@ class Registrar {
   void stop(std::chrono::milliseconds wait = std::chrono::milliseconds(3000));
 
   struct Stats {
-    bool registered = false;     // the record is in etcd under a live lease (as last seen)
-    bool deregistered = false;   // deregister() done (lease revoked, or found gone)
+    bool registered = false;    // the record is in etcd under a live lease (as last seen)
+    bool deregistered = false;  // deregister() done (lease revoked, or found gone)
     int64_t lease_id = 0;
     uint64_t registrations = 0;  // etcd leases granted + record put
     uint64_t updates = 0;        // re-puts after a device change
@@ -125,9 +126,9 @@ class Registrar {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;             // GUARDED_BY(mu_)
-  bool deregister_ = false;       // GUARDED_BY(mu_)
-  Stats stats_;                   // GUARDED_BY(mu_)
+  bool stop_ = false;        // GUARDED_BY(mu_)
+  bool deregister_ = false;  // GUARDED_BY(mu_)
+  Stats stats_;              // GUARDED_BY(mu_)
   std::thread thread_;
 };
 

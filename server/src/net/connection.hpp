@@ -35,9 +35,9 @@
 
 #include "config.hpp"
 #include "frame_budget.hpp"
-#include "reply_budget.hpp"
 #include "gpulease/wire/frame.hpp"
 #include "node.hpp"
+#include "reply_budget.hpp"
 
 namespace gpulease::server {
 
@@ -80,7 +80,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   struct OutFrame {
     wire::HeaderBytes header;
     wire::Bytes payload;
-    size_t sent = 0;  // bytes already written by a direct send
+    size_t sent = 0;             // bytes already written by a direct send
     ReplyBudget::Charge charge;  // the unsent bytes, charged to the request's tenant
     [[nodiscard]] size_t size() const { return header.size() + payload.size(); }
   };
@@ -148,9 +148,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string reply_tenant_name_;
   std::shared_ptr<ReplyBudget::Tenant> reply_tenant_;
   bool waiting_reply_room_ = false;  // the reader waits for its tenant's replies to drain
-  bool corked_ = false;  // in Node::handle with the next frame's header buffered
-  std::atomic<bool> eof_{false};  // the peer half-closed
-  asio::steady_timer signal_;     // wakes the reader (budget room, replies drained)
+  bool corked_ = false;              // in Node::handle with the next frame's header buffered
+  std::atomic<bool> eof_{false};     // the peer half-closed
+  asio::steady_timer signal_;        // wakes the reader (budget room, replies drained)
   std::atomic<bool> reader_waiting_{false};
 
   // Deadlines (on the strand).

@@ -35,8 +35,8 @@
 
 #include "config.hpp"
 #include "frame_budget.hpp"
-#include "reply_budget.hpp"
 #include "node.hpp"
+#include "reply_budget.hpp"
 
 namespace gpulease::server {
 

@@ -69,9 +69,7 @@ class ReplyBudget {
       }
       return c;
     }
-    Charge(Charge&& o) noexcept : tenant_(std::move(o.tenant_)), bytes_(o.bytes_) {
-      o.bytes_ = 0;
-    }
+    Charge(Charge&& o) noexcept : tenant_(std::move(o.tenant_)), bytes_(o.bytes_) { o.bytes_ = 0; }
     Charge& operator=(Charge&& o) noexcept {
       if (this != &o) {
         reset();

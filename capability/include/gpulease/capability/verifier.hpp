@@ -73,7 +73,7 @@ inline constexpr size_t kDenyReasonCount = 13;
 [[nodiscard]] Status deny_reason_status(DenyReason r) noexcept;
 
 struct VerifierOptions {
-  std::string node_id;                        // the audience this node accepts
+  std::string node_id;  // the audience this node accepts
   // A second audience accepted as well, for a node of a fleet started with
   // --accept-fleet-audience: "fleet:<fleet name>" (docs/TOKENS.md, "Fleet
   // audience"). Empty = only node_id.

@@ -179,8 +179,8 @@ class Connection {
   // max_payload_bytes (FRAME_TOO_LARGE); an opcode outside the table, or a
   // lease_id that breaks the opcode's lease rule in wire::opcode_info() (0
   // where a lease is required, nonzero where none may be named):
-  // INVALID_ARGUMENT. No in-flight slot within the timeout: kTimeout. The token goes with every opcode whose table entry
-  // needs one (all but HELLO and PING).
+  // INVALID_ARGUMENT. No in-flight slot within the timeout: kTimeout. The token goes with every
+  // opcode whose table entry needs one (all but HELLO and PING).
   [[nodiscard]] PendingReply send(wire::Opcode op, wire::Bytes payload,
                                   RequestOptions opts = {}) const;
   // send() + wait().

@@ -77,7 +77,7 @@ enum class StatusKind : uint8_t {
 // LEASE_NOT_FOUND?" (a local INVALID_ARGUMENT is not equal to the node's).
 class ClientStatus {
  public:
-  constexpr ClientStatus() noexcept = default;  // OK
+  constexpr ClientStatus() noexcept = default;               // OK
   constexpr ClientStatus(wire::Status node_status) noexcept  // NOLINT(google-explicit-constructor)
       : kind_(node_status == wire::Status::kOk ? StatusKind::kOk : StatusKind::kNodeStatus),
         wire_(node_status) {}
@@ -197,8 +197,8 @@ class Error {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}                // NOLINT(google-explicit-constructor)
-  Result(Error err) : v_(std::move(err)) {}                // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}                   // NOLINT(google-explicit-constructor)
+  Result(Error err) : v_(std::move(err)) {}                   // NOLINT(google-explicit-constructor)
   Result(gpulease::Error err) : v_(Error(std::move(err))) {}  // NOLINT: local
   Result(gpulease::Result<T> r)  // NOLINT(google-explicit-constructor): errors are local
       : v_(r.ok() ? std::variant<T, Error>(std::in_place_index<0>, std::move(r).value())
@@ -242,7 +242,7 @@ template <>
 class [[nodiscard]] Result<void> {
  public:
   Result() = default;
-  Result(Error err) : err_(std::move(err)) {}                // NOLINT(google-explicit-constructor)
+  Result(Error err) : err_(std::move(err)) {}  // NOLINT(google-explicit-constructor)
   Result(gpulease::Error err) : err_(Error(std::move(err))) {}  // NOLINT: local
   Result(gpulease::Result<void> r) {  // NOLINT(google-explicit-constructor): errors are local
     if (!r.ok()) err_.emplace(std::move(r).error());

@@ -50,13 +50,16 @@ enum class ErrorCode {
 struct Error {
   Error() = default;
   Error(ErrorCode c, std::string msg, std::string ep = {}, int grpc = 0, bool unknown = false)
-      : code(c), message(std::move(msg)), endpoint(std::move(ep)), grpc_code(grpc),
+      : code(c),
+        message(std::move(msg)),
+        endpoint(std::move(ep)),
+        grpc_code(grpc),
         outcome_unknown(unknown) {}
 
   ErrorCode code = ErrorCode::kServer;
-  std::string message;        // human readable, names the endpoint where one was involved
-  std::string endpoint;       // HOST:PORT of the last endpoint tried ("" when none)
-  int grpc_code = 0;          // etcd's gRPC status code when it answered with one
+  std::string message;           // human readable, names the endpoint where one was involved
+  std::string endpoint;          // HOST:PORT of the last endpoint tried ("" when none)
+  int grpc_code = 0;             // etcd's gRPC status code when it answered with one
   bool outcome_unknown = false;  // the request may have been applied (a txn cut off mid-way)
 };
 
