@@ -9,3 +9,5 @@ target_compile_definitions(node_kernels_test PRIVATE GPULEASE_KERNELS_THROUGH_NO
 gpulease_add_test(server_config_test SOURCES server_config_test.cpp LIBS gpulease_node_internal LABELS server)
 # The network layer under attack (issue 11): loopback, bounded loops.
 gpulease_add_test(server_attack_test SOURCES server_attack_test.cpp LIBS gpulease_node_internal LABELS server)
+# Attacks of the issue 11 attack session: memory a tenant had not paid for, connection slots.
+gpulease_add_test(server_hostile_test SOURCES server_hostile_test.cpp LIBS gpulease_node_internal LABELS server)

@@ -491,6 +491,8 @@ class SimContext final : public DeviceContext {
         launch_limits_(cfg.launch_limits),
         max_queued_(cfg.max_queued_launches),
         max_allocs_(cfg.max_allocations),
+        max_launch_bytes_(cfg.max_queued_launch_bytes),
+        min_alloc_charge_(std::max<uint64_t>(1, cfg.min_allocation_charge)),
         load_limits_(cfg.load_limits),
         overhead_(cfg.context_overhead_bytes),
         quota_(opts.quota_bytes),
@@ -502,7 +504,7 @@ class SimContext final : public DeviceContext {
   ~SimContext() override {
     core_->close();
     uint64_t bytes = overhead_;
-    for (const auto& [base, a] : allocs_) bytes += a.size;
+    for (const auto& [base, a] : allocs_) bytes += a.charge;
     dev_->release(bytes);
   }
 
@@ -511,29 +513,37 @@ class SimContext final : public DeviceContext {
     if (allocs_.size() >= max_allocs_)
       return make_error(Status::kAllocFailed, "context has " + std::to_string(allocs_.size()) +
                                                   " live allocations, the limit");
-    if (quota_ != 0 && (bytes > quota_ || allocated_ > quota_ - bytes))
-      return make_error(Status::kAllocFailed, "allocation of " + std::to_string(bytes) +
-                                                  " bytes exceeds the lease quota");
-    if (bytes > dev_->info.total_bytes || !dev_->reserve(bytes))
+    // SECURITY: a tiny allocation still costs the node its bookkeeping
+    // (map node, control block, table entries): it is charged at least
+    // min_alloc_charge_, so a lease cannot hold more entries than it paid for.
+    const uint64_t charge = std::max(bytes, min_alloc_charge_);
+    if (quota_ != 0 && (charge > quota_ || allocated_ > quota_ - charge))
+      return make_error(Status::kAllocFailed,
+                        "allocation of " + std::to_string(bytes) + " bytes exceeds the lease quota" +
+                            (charge != bytes ? " (each allocation is charged at least " +
+                                                   std::to_string(min_alloc_charge_) + " bytes)"
+                                             : std::string()));
+    if (charge > dev_->info.total_bytes || !dev_->reserve(charge))
       return make_error(Status::kAllocFailed,
                         "sim device out of memory (" + std::to_string(bytes) + " bytes requested)");
     const uint64_t span = (bytes + kAllocAlign - 1) / kAllocAlign * kAllocAlign;
     if (span > window_base_ + kContextWindow - next_addr_) {
-      dev_->release(bytes);
+      dev_->release(charge);
       return make_error(Status::kAllocFailed, "context address space exhausted");
     }
     // calloc: zeroed, 16-byte aligned (atomics need natural alignment), and
     // large buffers are mapped lazily.
     auto* raw = static_cast<std::byte*>(std::calloc(1, bytes));
     if (raw == nullptr) {
-      dev_->release(bytes);
+      dev_->release(charge);
       return make_error(Status::kAllocFailed, "host memory exhausted");
     }
     const uint64_t addr = next_addr_;
     next_addr_ += span + kGuardBytes;
-    allocs_.emplace(
-        addr, Alloc{bytes, std::shared_ptr<std::byte>(raw, [](std::byte* p) { std::free(p); })});
-    allocated_ += bytes;
+    allocs_.emplace(addr, Alloc{bytes, charge, std::shared_ptr<std::byte>(raw, [](std::byte* p) {
+                                  std::free(p);
+                                })});
+    allocated_ += charge;
     // Addresses only grow and a free drops the table (launches keep the old
     // one), so while launches hold snapshots it only gains entries at its end.
     if (table_ && table_->size() < table_->capacity())
@@ -551,8 +561,8 @@ class SimContext final : public DeviceContext {
     // Gone for every later op now. Launches queued before hold a snapshot
     // that keeps the memory alive until they finish (stream order without
     // waiting for them).
-    dev_->release(it->second.size);
-    allocated_ -= it->second.size;
+    dev_->release(it->second.charge);
+    allocated_ -= it->second.charge;
     allocs_.erase(it);
     table_.reset();  // rebuilt at the next launch; launches keep the old one
     snapshot_.reset();
@@ -660,8 +670,37 @@ class SimContext final : public DeviceContext {
     auto v = validate_launch(*k, req.grid, req.block, req.shared_bytes, launch_limits_);
     if (!v.ok())
       return make_error(Status::kLaunchFailed, "kernel " + k->name + ": " + v.error().message);
-    auto l = std::make_shared<Launch>(mit->second, k, req.grid, req.block, req.shared_bytes,
-                                      std::move(params), memory(), budget_);
+    // SECURITY: what a launch makes the node hold is paid for by the lease.
+    // Running, one block's registers, local and shared memory (one launch
+    // of a context runs at a time) must fit in what the lease pays for: its
+    // quota and the context overhead.
+    const uint64_t state = block_state_bytes(*k, req.block, req.shared_bytes);
+    if (quota_ != 0 && state > quota_ + overhead_)
+      return make_error(Status::kLaunchFailed,
+                        "kernel " + k->name + ": a block needs " + std::to_string(state) +
+                            " bytes of registers, local and shared memory, more than the lease's " +
+                            std::to_string(quota_) + "-byte quota (plus " +
+                            std::to_string(overhead_) + " bytes of context) pays for");
+    // Queued, its parameters and the memory table it needs (rebuilt after
+    // a free, so each such launch may hold its own copy) are bounded per
+    // context.
+    const bool rebuild = !snapshot_ && !table_;
+    const uint64_t charge = kLaunchBaseBytes + params.size() +
+                            (rebuild ? uint64_t{allocs_.size()} * kTableEntryBytes : 0);
+    const uint64_t held = launch_bytes_->load();
+    if (held != 0 && charge > max_launch_bytes_ - std::min(held, max_launch_bytes_))
+      return make_error(Status::kLaunchFailed,
+                        "launches queued on this lease hold " + std::to_string(held) +
+                            " bytes of parameters and memory tables (limit " +
+                            std::to_string(max_launch_bytes_) + "); sync first");
+    launch_bytes_->fetch_add(charge);
+    std::shared_ptr<Launch> l(
+        new Launch(mit->second, k, req.grid, req.block, req.shared_bytes, std::move(params),
+                   memory(), budget_),
+        [held_by = launch_bytes_, charge](Launch* p) {
+          delete p;
+          held_by->fetch_sub(charge);
+        });
     core_->enqueue(l);
     return {};
   }
@@ -673,8 +712,26 @@ class SimContext final : public DeviceContext {
  private:
   struct Alloc {
     uint64_t size = 0;
+    uint64_t charge = 0;  // against the quota and the device: max(size, min_alloc_charge_)
     std::shared_ptr<std::byte> data;
   };
+  // What a queued launch costs besides its parameters (the Launch itself).
+  static constexpr uint64_t kLaunchBaseBytes = 512;
+  // One entry of a memory table: its range and the owner that keeps it alive.
+  static constexpr uint64_t kTableEntryBytes = sizeof(GlobalRange) + sizeof(std::shared_ptr<std::byte>);
+
+  // Host bytes one block of `k` holds while it runs (what BlockRunner
+  // allocates): registers and local memory of every thread, threads
+  // rounded up to whole warps, and the block's shared memory.
+  static uint64_t block_state_bytes(const Kernel& k, std::array<uint32_t, 3> block,
+                                    uint32_t dynamic_shared) {
+    const uint64_t threads = uint64_t{block[0]} * block[1] * block[2];
+    const uint64_t lanes = (threads + 31) / 32 * 32;
+    const uint64_t per_thread = uint64_t{k.num_slots()} * 8 + k.local_bytes;
+    const uint64_t shared = std::max<uint64_t>(uint64_t{k.dynamic_shared_offset} + dynamic_shared,
+                                               k.static_shared_bytes);
+    return per_thread * lanes + shared;
+  }
 
   // The buffer or module holding `addr` (REQUIRES: host_range(addr, ...)
   // succeeded): a queued op keeps it alive even if it is freed or unloaded
@@ -746,6 +803,11 @@ class SimContext final : public DeviceContext {
   LaunchLimits launch_limits_;
   uint64_t max_queued_;
   size_t max_allocs_;
+  uint64_t max_launch_bytes_;
+  uint64_t min_alloc_charge_;
+  // Bytes held by this context's launches not yet destroyed (each gives its
+  // charge back when the last reference to it goes, on any thread).
+  std::shared_ptr<std::atomic<uint64_t>> launch_bytes_ = std::make_shared<std::atomic<uint64_t>>(0);
   LoadLimits load_limits_;
   uint64_t overhead_;
   uint64_t quota_;

@@ -59,6 +59,16 @@ struct SimConfig {
   uint32_t max_queued_launches = 1024;
   // Live allocations per context; past it mem_alloc() is ALLOC_FAILED.
   uint32_t max_allocations = 65536;
+  // Host memory the launches queued on one context may hold besides its
+  // allocations: their parameters and the memory-table snapshots rebuilt
+  // after a free (each up to 40 bytes per live allocation). Past it launch()
+  // is LAUNCH_FAILED until earlier launches finish (one launch is always
+  // admitted when none is queued). Covered by context_overhead_bytes.
+  uint64_t max_queued_launch_bytes = uint64_t{2} << 20;
+  // Each allocation is charged at least this much against the lease quota
+  // and the device, so tiny allocations pay for their host bookkeeping
+  // (about 200 bytes each in the sim).
+  uint64_t min_allocation_charge = 256;
   LaunchLimits launch_limits{};
   LoadLimits load_limits{};
 };

@@ -1,0 +1,260 @@
+// Attacks found by the attack session of issue 11 after the first round of
+// defences, each over loopback against an in-process node (sim backend):
+// a tenant makes the node hold host memory it has not paid for through the
+// work it queues (a launch's block state, queued launch parameters, memory
+// tables rebuilt per launch, tiny allocations), or takes every connection
+// slot without a token. Every loop is bounded; each test fails without its
+// fix (the attack is accepted where it must be refused), and a well-behaved
+// tenant completes a full session with correct results alongside.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server_test_util.hpp"
+
+namespace gpulease::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+size_t rss_bytes() {
+  std::ifstream f("/proc/self/statm");
+  size_t size = 0, resident = 0;
+  f >> size >> resident;
+  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kRssTellsTheNodesMemory = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kRssTellsTheNodesMemory = false;
+#else
+constexpr bool kRssTellsTheNodesMemory = true;
+#endif
+#else
+constexpr bool kRssTellsTheNodesMemory = true;
+#endif
+
+// The well-behaved tenant: acquire, alloc, write, load, launch, sync, read,
+// release, checking every result.
+void good_session(TestNode& node, const std::string& tenant = "alice") {
+  RawClient c(node.port());
+  Bytes tok = node.token(tenant);
+  uint64_t lease = acquire(c, tok, 256 << 10);
+  ASSERT_NE(lease, 0u);
+  const int n = 1024;
+  std::vector<float> in(n);
+  for (int i = 0; i < n; ++i) in[i] = static_cast<float>(i);
+  uint64_t buf = alloc(c, lease, tok, n * 4);
+  EXPECT_EQ(
+      c.call(Opcode::kMemWrite, lease, tok, wire::MemWriteRequest{buf, 0, pod_bytes(in)}).status(),
+      Status::kOk);
+  uint64_t mod = load_module(c, lease, tok, ptx("transform.ptx"));
+  auto l = c.call(Opcode::kLaunch, lease, tok,
+                  launch_req(mod, "scale", (n + 255) / 256, 256,
+                             Args().buf(buf).scalar<int32_t>(n).scalar(3.0f)));
+  EXPECT_EQ(l.status(), Status::kOk) << l.message();
+  auto s = c.call(Opcode::kSync, lease, tok, wire::Empty{});
+  EXPECT_EQ(s.status(), Status::kOk) << s.message();
+  auto r = c.call(Opcode::kMemRead, lease, tok, wire::MemReadRequest{buf, 0, n * 4});
+  EXPECT_EQ(r.status(), Status::kOk);
+  auto out = from_bytes<float>(r.payload);
+  ASSERT_EQ(out.size(), static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    if (out[i] != 3.0f * static_cast<float>(i)) {
+      ADD_FAILURE() << "wrong result at " << i;
+      break;
+    }
+  }
+  EXPECT_EQ(c.call(Opcode::kLeaseRelease, lease, tok, wire::Empty{}).status(), Status::kOk);
+}
+
+constexpr const char* kPtxHeader = ".version 7.0\n.target sm_70\n.address_size 64\n";
+
+// `spin(flag)` loops while *flag == 0; `noop()` returns; `hog()` declares
+// `local` bytes of .local per thread; `fat(...)` takes 8 one-byte
+// parameters aligned to 4096 (28673 bytes of parameter space).
+std::string attack_ptx(uint32_t local) {
+  std::string s = kPtxHeader;
+  s += R"(.visible .entry spin(.param .u64 p)
+{
+  .reg .pred %p<2>;
+  .reg .b32 %r<2>;
+  .reg .b64 %rd<3>;
+  ld.param.u64 %rd1, [p];
+  cvta.to.global.u64 %rd2, %rd1;
+L1:
+  ld.volatile.global.u32 %r1, [%rd2];
+  setp.eq.s32 %p1, %r1, 0;
+  @%p1 bra L1;
+  ret;
+}
+.visible .entry noop()
+{
+  ret;
+}
+.visible .entry fat(.param .align 4096 .b8 q0[1], .param .align 4096 .b8 q1[1],
+  .param .align 4096 .b8 q2[1], .param .align 4096 .b8 q3[1], .param .align 4096 .b8 q4[1],
+  .param .align 4096 .b8 q5[1], .param .align 4096 .b8 q6[1], .param .align 4096 .b8 q7[1])
+{
+  ret;
+}
+.visible .entry hog()
+{
+  .local .align 8 .b8 arr[)";
+  s += std::to_string(local);
+  s += R"(];
+  ret;
+}
+)";
+  return s;
+}
+
+// A lease of `quota` bytes whose `spin` kernel runs until the lease ends, so
+// everything launched after it stays queued.
+struct SpinningLease {
+  RawClient c;
+  Bytes tok;
+  uint64_t lease = 0, mod = 0, flag = 0;
+  SpinningLease(TestNode& node, const std::string& tenant, uint64_t quota, uint32_t local = 8)
+      : c(node.port()), tok(node.token(tenant)) {
+    lease = acquire(c, tok, quota, 120);
+    flag = alloc(c, lease, tok, 4);
+    mod = load_module(c, lease, tok, attack_ptx(local));
+    auto r = c.call(Opcode::kLaunch, lease, tok, launch_req(mod, "spin", 1, 1, Args().buf(flag)));
+    EXPECT_EQ(r.status(), Status::kOk) << r.message();
+  }
+  RawReply launch(const std::string& kernel, uint32_t block = 1, const Args& args = Args()) {
+    return c.call(Opcode::kLaunch, lease, tok, launch_req(mod, kernel, 1, block, args));
+  }
+  void release() {
+    EXPECT_EQ(c.call(Opcode::kLeaseRelease, lease, tok, wire::Empty{}).status(), Status::kOk);
+  }
+};
+
+// ---- A launch's block state -----------------------------------------------------
+// Found: a 4 KiB lease launched a 1024-thread block with 63 KiB of .local per
+// thread: the sim held 64 MiB for the running block (32 such leases: 1.7 GiB
+// of RSS for 128 KiB of quota).
+
+TEST(Hostile, ABlocksStateMustFitWhatTheLeasePaysFor) {
+  TestNode node;
+  const size_t baseline = rss_bytes();
+  RawClient c(node.port());
+  Bytes tok = node.token("mallory");
+  uint64_t lease = acquire(c, tok, 64 << 10);
+  uint64_t mod = load_module(c, lease, tok, attack_ptx(60000));
+  // 1024 threads x 60000 bytes: about 61 MiB for one block.
+  auto r = c.call(Opcode::kLaunch, lease, tok, launch_req(mod, "hog", 1, 1024, Args()));
+  EXPECT_EQ(r.status(), Status::kLaunchFailed) << r.message();
+  EXPECT_NE(r.message().find("pays for"), std::string::npos) << r.message();
+  // Nothing else changed: the lease still works, and a block that fits runs.
+  EXPECT_EQ(c.call(Opcode::kLaunch, lease, tok, launch_req(mod, "hog", 1, 32, Args())).status(),
+            Status::kOk);
+  auto s = c.call(Opcode::kSync, lease, tok, wire::Empty{});
+  EXPECT_EQ(s.status(), Status::kOk) << s.message();
+  good_session(node);
+  EXPECT_EQ(c.call(Opcode::kLeaseRelease, lease, tok, wire::Empty{}).status(), Status::kOk);
+  if (kRssTellsTheNodesMemory) {
+    EXPECT_LT(rss_bytes(), baseline + (48u << 20));
+  }
+}
+
+// ---- Queued launches ------------------------------------------------------------
+// Found: behind a spinning kernel, a 4 KiB lease queued 1023 launches of a
+// kernel with 28 KiB of parameter space: 29 MiB held per lease (16 leases:
+// 456 MiB for 64 KiB of quota).
+
+TEST(Hostile, QueuedLaunchesHoldBoundedParameterBytes) {
+  TestNode node;
+  SpinningLease sp(node, "mallory", 4096);
+  Args fat;
+  for (int i = 0; i < 8; ++i) fat.scalar<uint8_t>(0);
+  int accepted = 0;
+  RawReply refused;
+  for (int i = 0; i < 1000; ++i) {
+    auto r = sp.launch("fat", 1, fat);
+    if (r.status() != Status::kOk) {
+      refused = r;
+      break;
+    }
+    ++accepted;
+  }
+  // 2 MiB of queued launches at about 29 KiB each.
+  EXPECT_LT(accepted, 100);
+  EXPECT_EQ(refused.status(), Status::kLaunchFailed) << refused.message();
+  EXPECT_NE(refused.message().find("sync first"), std::string::npos) << refused.message();
+  // Small launches still queue (their parameters are a few bytes).
+  good_session(node);
+  sp.release();
+}
+
+// ---- Memory tables rebuilt per launch -------------------------------------------
+// Found: behind a spinning kernel, a lease with 65000 one-byte buffers
+// alternated MEM_FREE and LAUNCH: each launch held its own copy of the
+// allocation table (2.6 MB each): 2.5 GB of RSS after 1000 launches for a
+// 69 KB quota, and 38 ms of a network thread per launch.
+
+TEST(Hostile, FreeThenLaunchCannotMultiplyTheMemoryTable) {
+  TestNode node;
+  SpinningLease sp(node, "mallory", 4u << 20);
+  std::vector<uint64_t> bufs;
+  for (int i = 0; i < 4096; ++i) bufs.push_back(alloc(sp.c, sp.lease, sp.tok, 256));
+  int accepted = 0;
+  RawReply refused;
+  for (int i = 0; i < 1000 && !bufs.empty(); ++i) {
+    EXPECT_EQ(sp.c.call(Opcode::kMemFree, sp.lease, sp.tok, wire::HandleRequest{bufs.back()})
+                  .status(),
+              Status::kOk);
+    bufs.pop_back();
+    auto r = sp.launch("noop");
+    if (r.status() != Status::kOk) {
+      refused = r;
+      break;
+    }
+    ++accepted;
+  }
+  // Each launch after a free needs a table of ~4096 entries (~160 KiB).
+  EXPECT_LT(accepted, 100);
+  EXPECT_EQ(refused.status(), Status::kLaunchFailed) << refused.message();
+  EXPECT_NE(refused.message().find("sync first"), std::string::npos) << refused.message();
+  good_session(node);
+  sp.release();
+}
+
+// ---- Tiny allocations -------------------------------------------------------------
+// Found: a 64 KiB lease held 65536 one-byte buffers: 14 MiB of bookkeeping
+// (about 210 bytes each) for 64 KiB of quota; 64 such leases per tenant.
+
+TEST(Hostile, TinyAllocationsPayForTheirBookkeeping) {
+  TestNode node;
+  RawClient c(node.port());
+  Bytes tok = node.token("mallory");
+  uint64_t lease = acquire(c, tok, 64 << 10);
+  int accepted = 0;
+  RawReply refused;
+  for (int i = 0; i < 1000; ++i) {
+    auto r = c.call(Opcode::kMemAlloc, lease, tok, wire::MemAllocRequest{1});
+    if (r.status() != Status::kOk) {
+      refused = r;
+      break;
+    }
+    ++accepted;
+  }
+  // At least 256 bytes each: 256 of them fill 64 KiB.
+  EXPECT_EQ(accepted, 256);
+  EXPECT_EQ(refused.status(), Status::kAllocFailed) << refused.message();
+  // A large allocation is charged its size: the lease is full, nothing else.
+  auto q = c.call(Opcode::kLeaseQuery, lease, tok, wire::Empty{});
+  EXPECT_EQ(q.status(), Status::kOk);
+  good_session(node);
+  EXPECT_EQ(c.call(Opcode::kLeaseRelease, lease, tok, wire::Empty{}).status(), Status::kOk);
+  // The quota came back: a new lease of the same size takes 64 KiB at once.
+  uint64_t again = acquire(c, tok, 64 << 10);
+  EXPECT_NE(alloc(c, again, tok, 64 << 10), 0u);
+}
+
+}  // namespace
+}  // namespace gpulease::testing
