@@ -8,6 +8,7 @@
 // tenant completes a full session with correct results alongside.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -254,6 +255,107 @@ TEST(Hostile, TinyAllocationsPayForTheirBookkeeping) {
   // The quota came back: a new lease of the same size takes 64 KiB at once.
   uint64_t again = acquire(c, tok, 64 << 10);
   EXPECT_NE(alloc(c, again, tok, 64 << 10), 0u);
+}
+
+// ---- Connection slots ---------------------------------------------------------------
+// Found: 1024 connections from 17 loopback addresses that never sent a byte
+// took every slot: every tenant was refused at accept until the idle
+// timeout (300 s), and 64 from one address locked out everyone behind it.
+
+// A TCP connection from `source` (an address of 127/8) that sends nothing.
+class Silent {
+ public:
+  Silent(const char* source, uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    ::inet_pton(AF_INET, source, &src.sin_addr);
+    sockaddr_in dst{};
+    dst.sin_family = AF_INET;
+    dst.sin_port = htons(port);
+    dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ok_ = fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&src), sizeof src) == 0 &&
+          ::connect(fd_, reinterpret_cast<sockaddr*>(&dst), sizeof dst) == 0;
+  }
+  ~Silent() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Silent(const Silent&) = delete;
+  Silent& operator=(const Silent&) = delete;
+  [[nodiscard]] bool ok() const { return ok_; }
+  // True once the node has closed it (EOF or reset), polling up to `timeout`.
+  bool closed_within(std::chrono::milliseconds timeout) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
+    char b;
+    return ::recv(fd_, &b, 1, 0) <= 0;
+  }
+
+ private:
+  int fd_;
+  bool ok_ = false;
+};
+
+server::NodeConfig few_slots() {
+  auto c = TestNode::small_config();
+  c.max_connections = 16;
+  c.max_connections_per_ip = 8;
+  return c;
+}
+
+// Waits until the node has accepted `n` connections (they count at once).
+bool node_holds(TestNode& node, size_t n) {
+  return eventually([&] { return node.server().connections() >= n; });
+}
+
+TEST(Hostile, TokenlessPeersCannotHoldEveryConnectionSlot) {
+  TestNode node(few_slots());
+  std::vector<std::unique_ptr<Silent>> silent;
+  for (const char* src : {"127.0.1.1", "127.0.1.2"}) {
+    for (int i = 0; i < 8; ++i) {
+      silent.push_back(std::make_unique<Silent>(src, node.port()));
+      ASSERT_TRUE(silent.back()->ok());
+    }
+  }
+  ASSERT_TRUE(node_holds(node, 16));
+  // Every slot is taken by a peer that never presented a token: a tenant
+  // still gets in (the oldest such connection makes room) and completes a
+  // whole session, twice.
+  good_session(node);
+  good_session(node);
+  EXPECT_TRUE(silent.front()->closed_within(5s));
+  // The limit still holds: never more than 16 connections at once.
+  EXPECT_TRUE(eventually([&] { return node.server().connections() <= 16; }));
+}
+
+TEST(Hostile, TokenlessPeersCannotHoldEverySlotOfAnAddress) {
+  TestNode node(few_slots());
+  // Eight silent connections from 127.0.0.1, the address the tenant uses.
+  std::vector<std::unique_ptr<Silent>> silent;
+  for (int i = 0; i < 8; ++i) {
+    silent.push_back(std::make_unique<Silent>("127.0.0.1", node.port()));
+    ASSERT_TRUE(silent.back()->ok());
+  }
+  ASSERT_TRUE(node_holds(node, 8));
+  good_session(node);
+  EXPECT_TRUE(silent.front()->closed_within(5s));
+}
+
+TEST(Hostile, ConnectionsThatPresentedATokenAreNeverEvicted) {
+  TestNode node(few_slots());
+  // Eight tenant connections from one address, each with a verified token.
+  std::vector<std::unique_ptr<RawClient>> tenants;
+  Bytes tok = node.token("bob");
+  for (int i = 0; i < 8; ++i) {
+    tenants.push_back(std::make_unique<RawClient>(node.port()));
+    EXPECT_EQ(tenants.back()->call(Opcode::kLeaseList, 0, tok, wire::Empty{}).status(),
+              Status::kOk);
+  }
+  // A ninth from that address is refused at accept (no slot can be freed).
+  RawClient extra(node.port());
+  EXPECT_TRUE(extra.closed_by_peer());
+  // The eight keep working.
+  for (auto& t : tenants)
+    EXPECT_EQ(t->call(Opcode::kLeaseList, 0, tok, wire::Empty{}).status(), Status::kOk);
 }
 
 }  // namespace

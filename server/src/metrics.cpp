@@ -128,6 +128,9 @@ std::string Metrics::render() const {
   header(o, "gpulease_connections_rejected_total", "counter",
          "Connections refused by a connection limit.");
   sample(o, "gpulease_connections_rejected_total", "", rd(connections_rejected));
+  header(o, "gpulease_connections_evicted_total", "counter",
+         "Connections without a verified token, closed to admit a new one at a limit.");
+  sample(o, "gpulease_connections_evicted_total", "", rd(connections_evicted));
   header(o, "gpulease_bad_frames_total", "counter", "Frames rejected before dispatch.");
   sample(o, "gpulease_bad_frames_total", "", rd(bad_frames));
   header(o, "gpulease_metrics_connections_rejected_total", "counter",

@@ -714,6 +714,16 @@ void Connection::on_written(const asio::error_code& ec, size_t n) {
   maybe_close();
 }
 
+void Connection::evict() {
+  asio::post(strand_, [self = shared_from_this()] {
+    if (self->closed_) return;
+    log_info("disconnecting client", {{"conn", std::to_string(self->id_)},
+                                      {"peer", self->peer_},
+                                      {"reason", "connection slots full; no token presented"}});
+    self->do_close();
+  });
+}
+
 void Connection::close_after_flush() {
   asio::post(strand_, [self = shared_from_this()] {
     self->close_after_flush_ = true;

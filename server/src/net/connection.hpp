@@ -75,6 +75,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   [[nodiscard]] std::string_view peer() const { return peer_; }
   [[nodiscard]] uint64_t id() const { return id_; }
+  // Thread-safe: a token has verified on this connection.
+  [[nodiscard]] bool authenticated() const { return authenticated_.load(); }
+
+  // The server needs this connection's slot for another (connection.cpp:
+  // only a connection on which no token has verified is evicted). Closes it
+  // on its strand. Thread-safe; `evicted` is the server's mark, set under
+  // its lock before the call.
+  void evict();
+  std::atomic<bool> evicted{false};
 
  private:
   struct OutFrame {
@@ -143,7 +152,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::vector<std::byte> in_;
   size_t rpos_ = 0, wpos_ = 0;
   XXH3_state_t* hash_ = nullptr;  // owned; XXH3 state wants 64-byte alignment
-  bool authenticated_ = false;    // a token has verified on this connection
+  std::atomic<bool> authenticated_{false};  // a token has verified on this connection
   // The reply-budget state of the tenant of the last tokened frame.
   std::string reply_tenant_name_;
   std::shared_ptr<ReplyBudget::Tenant> reply_tenant_;

@@ -155,10 +155,27 @@ void Server::accept_loop() {
           auto remote = sock.remote_endpoint(pec);
           std::string ip = pec ? "?" : remote.address().to_string();
           std::shared_ptr<Connection> conn;
+          std::shared_ptr<Connection> evicted;
           {
             std::lock_guard lock(mu_);
-            if (conns_.size() >= cfg_.max_connections ||
-                per_ip_[ip] >= cfg_.max_connections_per_ip) {
+            // SECURITY: at a limit, a connection on which no token has
+            // verified gives its slot up (the oldest first): peers without a
+            // token cannot lock tenants out by holding every slot (or every
+            // slot of a shared address) until the idle timeout.
+            // Evicted connections hold their slots until they have closed,
+            // but are not counted against the limits again.
+            const bool global_full = conns_.size() - evicting_ >= cfg_.max_connections;
+            const bool ip_full = per_ip_[ip] >= cfg_.max_connections_per_ip &&
+                                 live_from(ip) >= cfg_.max_connections_per_ip;
+            if (global_full || ip_full) {
+              // One from the same address frees a slot under both limits.
+              evicted = oldest_tokenless(ip_full ? &ip : nullptr);
+              if (evicted) {
+                evicted->evicted = true;
+                evicting_ += 1;
+              }
+            }
+            if ((global_full || ip_full) && !evicted) {
               node_.metrics().connections_rejected.fetch_add(1);
               if (per_ip_[ip] == 0) per_ip_.erase(ip);
               log_warn("connection refused: limit reached", {{"peer", ip}});
@@ -170,6 +187,10 @@ void Server::accept_loop() {
                                                 cfg_, next_conn_id_++,
                                                 ip + ":" + std::to_string(pec ? 0 : remote.port()));
             conns_[conn.get()] = conn;
+          }
+          if (evicted) {
+            node_.metrics().connections_evicted.fetch_add(1);
+            evicted->evict();
           }
           node_.metrics().connections_total.fetch_add(1);
           node_.metrics().connections_active.fetch_add(1);
@@ -212,9 +233,30 @@ void Server::trim_loop() {
   });
 }
 
+std::shared_ptr<Connection> Server::oldest_tokenless(const std::string* ip) const {
+  std::shared_ptr<Connection> best;
+  for (const auto& [p, w] : conns_) {
+    auto c = w.lock();
+    if (!c || c->evicted.load() || c->authenticated()) continue;
+    if (ip && c->peer().substr(0, c->peer().rfind(':')) != *ip) continue;
+    if (!best || c->id() < best->id()) best = std::move(c);
+  }
+  return best;
+}
+
+uint32_t Server::live_from(const std::string& ip) const {
+  uint32_t n = 0;
+  for (const auto& [p, w] : conns_) {
+    auto c = w.lock();
+    if (c && !c->evicted.load() && c->peer().substr(0, c->peer().rfind(':')) == ip) ++n;
+  }
+  return n;
+}
+
 void Server::connection_ended(const std::shared_ptr<Connection>& c) {
   std::lock_guard lock(mu_);
   if (conns_.erase(c.get()) == 0) return;
+  if (c->evicted.load()) evicting_ -= 1;
   std::string ip(c->peer().substr(0, c->peer().rfind(':')));
   if (--per_ip_[ip] == 0) per_ip_.erase(ip);
   node_.metrics().connections_active.fetch_sub(1);

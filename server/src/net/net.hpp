@@ -112,6 +112,12 @@ class Server {
   mutable std::mutex mu_;
   std::map<Connection*, std::weak_ptr<Connection>> conns_;  // GUARDED_BY(mu_)
   std::map<std::string, uint32_t> per_ip_;                  // GUARDED_BY(mu_)
+  uint32_t evicting_ = 0;  // GUARDED_BY(mu_): evicted connections not yet ended
+  // The oldest connection not yet evicted on which no token has verified
+  // (from `ip`, when given), or null. REQUIRES: mu_ held.
+  std::shared_ptr<Connection> oldest_tokenless(const std::string* ip) const;
+  // Connections from `ip` not yet evicted. REQUIRES: mu_ held.
+  uint32_t live_from(const std::string& ip) const;
   uint64_t next_conn_id_ = 1;                               // GUARDED_BY(mu_)
 };
 
