@@ -358,5 +358,34 @@ TEST(Hostile, ConnectionsThatPresentedATokenAreNeverEvicted) {
     EXPECT_EQ(t->call(Opcode::kLeaseList, 0, tok, wire::Empty{}).status(), Status::kOk);
 }
 
+TEST(Hostile, ATenantCannotTakeEveryConnectionSlot) {
+  auto cfg = few_slots();
+  cfg.max_connections_per_ip = 16;
+  cfg.max_connections_per_tenant = 4;
+  TestNode node(cfg);
+  Bytes tok = node.token("mallory");
+  std::vector<std::unique_ptr<RawClient>> held;
+  for (int i = 0; i < 4; ++i) {
+    held.push_back(std::make_unique<RawClient>(node.port()));
+    EXPECT_EQ(held.back()->call(Opcode::kLeaseList, 0, tok, wire::Empty{}).status(), Status::kOk);
+  }
+  // A fifth connection of the tenant is answered BUSY and closed.
+  RawClient fifth(node.port());
+  auto r = fifth.call(Opcode::kLeaseList, 0, tok, wire::Empty{});
+  EXPECT_EQ(r.status(), Status::kBusy) << r.message();
+  EXPECT_NE(r.message().find("per-tenant limit"), std::string::npos) << r.message();
+  EXPECT_TRUE(fifth.closed_by_peer());
+  // Its four keep working, another tenant gets in, and a closed one frees
+  // its slot for the tenant.
+  for (auto& c : held)
+    EXPECT_EQ(c->call(Opcode::kLeaseList, 0, tok, wire::Empty{}).status(), Status::kOk);
+  good_session(node);
+  held.pop_back();
+  EXPECT_TRUE(eventually([&] {
+    RawClient again(node.port());
+    return again.call(Opcode::kLeaseList, 0, tok, wire::Empty{}).status() == Status::kOk;
+  }));
+}
+
 }  // namespace
 }  // namespace gpulease::testing

@@ -79,6 +79,7 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   c.device_threads = dt;
   u32("max_connections", c.max_connections);
   u32("max_connections_per_ip", c.max_connections_per_ip);
+  u32("max_connections_per_tenant", c.max_connections_per_tenant);
   u32("max_inflight", c.limits.max_inflight);
   u32("idle_timeout_ms", c.idle_timeout_ms);
   u32("frame_timeout_ms", c.frame_timeout_ms);
@@ -151,6 +152,9 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
       ->capture_default_str();
   app.add_option("--max-connections-per-ip", c.max_connections_per_ip,
                  "connections per client address")
+      ->capture_default_str();
+  app.add_option("--max-connections-per-tenant", c.max_connections_per_tenant,
+                 "connections on which one tenant's token has verified")
       ->capture_default_str();
   app.add_option("--max-inflight", c.limits.max_inflight,
                  "requests in flight per connection before BUSY")
@@ -265,7 +269,7 @@ Result<void> validate_node_config(const NodeConfig& c) {
   if (c.limits.max_inflight == 0) return bad("max_inflight must be >= 1");
   if (c.reaper_interval_ms < 10) return bad("reaper_interval_ms must be >= 10");
   if (c.idle_timeout_ms == 0 || c.frame_timeout_ms == 0) return bad("timeouts must be > 0");
-  if (c.max_connections == 0 || c.max_connections_per_ip == 0)
+  if (c.max_connections == 0 || c.max_connections_per_ip == 0 || c.max_connections_per_tenant == 0)
     return bad("connection limits must be >= 1");
   if (c.tenant_max_leases == 0) return bad("tenant_max_leases must be >= 1");
   if (c.frame_bytes_budget < c.limits.max_payload_bytes)

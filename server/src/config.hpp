@@ -21,6 +21,9 @@ struct NodeConfig {
   unsigned device_threads = 0;   // 0 = number of cores
   uint32_t max_connections = 1024;
   uint32_t max_connections_per_ip = 64;
+  // Connections on which one tenant's token has verified (counted from its
+  // first verified token): a tenant cannot take every slot either.
+  uint32_t max_connections_per_tenant = 256;
   uint32_t idle_timeout_ms = 300'000;  // no frame started for this long: disconnect
   uint32_t frame_timeout_ms = 30'000;  // a started frame must complete within this
   wire::Limits limits;

@@ -332,6 +332,19 @@ awaitable<void> Connection::read_loop() {
         if (!ok) co_return;
         continue;
       }
+      if (!authenticated_) {
+        // SECURITY: the first verified token counts the connection against
+        // its tenant's share of the slots.
+        if (!srv_.tenant_connected(claims->tenant)) {
+          node_.metrics().connections_rejected.fetch_add(1, std::memory_order_relaxed);
+          reject(h.request_id, h.lease_id, raw_op, Status::kBusy,
+                 "tenant holds " + std::to_string(cfg_.max_connections_per_tenant) +
+                     " connections already (the per-tenant limit)",
+                 true);
+          co_return;
+        }
+        counted_tenant_ = claims->tenant;
+      }
       verified = std::move(claims).value();
       verified_at = Clock::now();
       tenant = verified->tenant;

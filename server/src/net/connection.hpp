@@ -77,6 +77,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   [[nodiscard]] uint64_t id() const { return id_; }
   // Thread-safe: a token has verified on this connection.
   [[nodiscard]] bool authenticated() const { return authenticated_.load(); }
+  // The tenant this connection counts against (its first verified token's),
+  // or empty. Read by the server when the connection has ended.
+  [[nodiscard]] const std::string& counted_tenant() const { return counted_tenant_; }
 
   // The server needs this connection's slot for another (connection.cpp:
   // only a connection on which no token has verified is evicted). Closes it
@@ -153,6 +156,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t rpos_ = 0, wpos_ = 0;
   XXH3_state_t* hash_ = nullptr;  // owned; XXH3 state wants 64-byte alignment
   std::atomic<bool> authenticated_{false};  // a token has verified on this connection
+  std::string counted_tenant_;              // strand only, until the connection has ended
   // The reply-budget state of the tenant of the last tokened frame.
   std::string reply_tenant_name_;
   std::shared_ptr<ReplyBudget::Tenant> reply_tenant_;

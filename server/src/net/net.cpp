@@ -244,6 +244,14 @@ std::shared_ptr<Connection> Server::oldest_tokenless(const std::string* ip) cons
   return best;
 }
 
+bool Server::tenant_connected(const std::string& tenant) {
+  std::lock_guard lock(mu_);
+  uint32_t& n = per_tenant_[tenant];
+  if (n >= cfg_.max_connections_per_tenant) return false;
+  n += 1;
+  return true;
+}
+
 uint32_t Server::live_from(const std::string& ip) const {
   uint32_t n = 0;
   for (const auto& [p, w] : conns_) {
@@ -257,6 +265,9 @@ void Server::connection_ended(const std::shared_ptr<Connection>& c) {
   std::lock_guard lock(mu_);
   if (conns_.erase(c.get()) == 0) return;
   if (c->evicted.load()) evicting_ -= 1;
+  if (const std::string& t = c->counted_tenant(); !t.empty()) {
+    if (--per_tenant_[t] == 0) per_tenant_.erase(t);
+  }
   std::string ip(c->peer().substr(0, c->peer().rfind(':')));
   if (--per_ip_[ip] == 0) per_ip_.erase(ip);
   node_.metrics().connections_active.fetch_sub(1);

@@ -66,6 +66,10 @@ class Server {
 
   // Connection bookkeeping (called by connections).
   void connection_ended(const std::shared_ptr<Connection>& c);
+  // A token of `tenant` verified on a connection for the first time: counts
+  // it against max_connections_per_tenant; false (not counted) when the
+  // tenant holds that many already. Thread-safe.
+  [[nodiscard]] bool tenant_connected(const std::string& tenant);
   [[nodiscard]] FrameBudget& frame_budget() noexcept { return budget_; }
   [[nodiscard]] ReplyBudget& reply_budget() noexcept { return reply_budget_; }
   [[nodiscard]] BodyPool& body_pool() noexcept { return *pool_; }
@@ -113,6 +117,7 @@ class Server {
   std::map<Connection*, std::weak_ptr<Connection>> conns_;  // GUARDED_BY(mu_)
   std::map<std::string, uint32_t> per_ip_;                  // GUARDED_BY(mu_)
   uint32_t evicting_ = 0;  // GUARDED_BY(mu_): evicted connections not yet ended
+  std::map<std::string, uint32_t> per_tenant_;  // GUARDED_BY(mu_)
   // The oldest connection not yet evicted on which no token has verified
   // (from `ip`, when given), or null. REQUIRES: mu_ held.
   std::shared_ptr<Connection> oldest_tokenless(const std::string* ip) const;
