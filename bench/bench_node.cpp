@@ -418,8 +418,7 @@ void interleaved_bulk(benchmark::State& state, RawPass raw_pass, NodePass node_p
     auto timed = [](auto&& pass, std::vector<double>& into) {
       const auto t0 = std::chrono::steady_clock::now();
       const bool ok = pass();
-      into.push_back(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      into.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       return ok;
     };
     bool ok = true;
