@@ -37,10 +37,23 @@ struct Lease;
 
 using DeviceStrand = asio::strand<asio::thread_pool::executor_type>;
 
-// Called exactly once per request with the reply's status and payload (the
-// encoded reply message, or a UTF-8 message when status != OK). May be
-// called on any thread.
-using ReplyFn = std::function<void(wire::Status, wire::Bytes)>;
+// A reply's payload (the encoded reply message, or a UTF-8 message when the
+// status is not OK). `hashed`, when set, is the header, checksum included,
+// that a producer computed while it made the bytes (wire::PayloadChecksum:
+// a MEM_READ reply is hashed as it is copied); the connection sends that
+// checksum when its reply header is exactly that header, and computes the
+// checksum itself otherwise.
+struct ReplyPayload {
+  ReplyPayload(wire::Bytes b) : bytes(std::move(b)) {}  // NOLINT(google-explicit-constructor)
+  ReplyPayload(wire::Bytes b, const wire::FrameHeader& hashed_header)
+      : bytes(std::move(b)), hashed(hashed_header) {}
+  wire::Bytes bytes;
+  std::optional<wire::FrameHeader> hashed;
+};
+
+// Called exactly once per request with the reply's status and payload. May
+// be called on any thread.
+using ReplyFn = std::function<void(wire::Status, ReplyPayload)>;
 
 // The answers to the last N MEM_ALLOC / MODULE_LOAD requests of a lease, so a
 // retry of the same request (same request id, opcode and payload) gets the
@@ -117,6 +130,13 @@ class LeaseExecutor {
   // Runs `fn` on the strand after everything queued so far.
   void after_queued(std::function<void()> fn);
 
+  // Ops that may run on post()'s caller (a network thread): no PTX to parse
+  // or compile, the backend never blocks them on device work, and a copy
+  // moves at most kInlineCopyBytes (a larger one would hold the network
+  // thread, and every connection it serves, for the whole copy).
+  static constexpr size_t kInlineCopyBytes = 256u << 10;
+  static bool runs_inline(const wire::FrameHeader& h, wire::ByteSpan payload);
+
  private:
   struct Op {
     wire::FrameHeader h;
@@ -124,9 +144,6 @@ class LeaseExecutor {
     std::shared_ptr<wire::Bytes> body;  // keeps `payload` alive
     ReplyFn reply;
   };
-  // Ops that may run on post()'s caller: no PTX to parse or compile, and
-  // the backend never blocks them on device work.
-  static bool runs_inline(const wire::FrameHeader& h, wire::ByteSpan payload);
   // Queues `fn` on the strand; it runs with run_mu_ held.
   void defer(std::function<void()> fn);
   void run(const Op& op);
