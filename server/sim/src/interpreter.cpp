@@ -381,6 +381,8 @@ uint64_t convert(uint64_t a, Ty st, Ty dt, Rnd r, uint8_t flags) {
   return static_cast<uint64_t>(c) & ty_mask(dt);
 }
 
+uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c);
+
 uint64_t atom_apply(AtomOp op, Ty t, uint64_t old, uint64_t b, uint64_t c) {
   const unsigned w = ty_bits(t);
   const uint64_t m = ty_mask(t);
@@ -409,6 +411,10 @@ uint64_t atom_apply(AtomOp op, Ty t, uint64_t old, uint64_t b, uint64_t c) {
       return old >= b ? 0 : (old + 1) & m;
     case AtomOp::kDec:
       return (old == 0 || old > b) ? b : old - 1;
+    case AtomOp::kAddHalf:  // add.rn on f16 / bf16 (x2: each half)
+      return half_op((t == Ty::kS16 || t == Ty::kS32 ? 1 << 8 : 0) |
+                         (t == Ty::kU32 || t == Ty::kS32 ? 1 << 10 : 0),
+                     old, b, 0);
   }
   return old;
 }
@@ -499,8 +505,20 @@ inline void two_sum(double a, double b, double& s, double& e) {
   if (!std::isfinite(s)) e = 0;
 }
 
-uint32_t half_lane(unsigned sub, const HalfFormat& f, unsigned mode, uint32_t a, uint32_t b,
-                   uint32_t c) {
+// A subnormal of the format flushed to zero of the same sign.
+inline uint32_t half_ftz(uint32_t h, const HalfFormat& f) {
+  const uint32_t exp_mask = f.p == 11 ? 0x7c00u : 0x7f80u;
+  return (h & exp_mask) == 0 ? h & 0x8000u : h;
+}
+
+inline bool half_is_nan(uint32_t h, const HalfFormat& f) {
+  const uint32_t exp_mask = f.p == 11 ? 0x7c00u : 0x7f80u;
+  return (h & exp_mask) == exp_mask && (h & ~exp_mask & 0x7fffu) != 0;
+}
+
+// The exact operation, rounded once.
+uint32_t half_lane_exact(unsigned sub, const HalfFormat& f, unsigned mode, uint32_t a, uint32_t b,
+                         uint32_t c, int64_t flags) {
   const double x = half_decode(a, f), y = half_decode(b, f), z = half_decode(c, f);
   double s = 0, e = 0;
   switch (sub) {
@@ -522,16 +540,89 @@ uint32_t half_lane(unsigned sub, const HalfFormat& f, unsigned mode, uint32_t a,
       return a & 0x7fffu;
     case 6:
     case 7: {
+      if ((flags & kHalfNaNs) && (std::isnan(x) || std::isnan(y))) return kHalfNaN;
       if (std::isnan(x) && std::isnan(y)) return kHalfNaN;
       if (std::isnan(x)) return b;
       if (std::isnan(y)) return a;
       if (x == y) return ((sub == 6) == std::signbit(x)) ? a : b;
       return ((x < y) == (sub == 6)) ? a : b;
     }
+    case 17: {  // round to an integral value: exact, keeps the sign of zero
+      if (std::isnan(x)) return kHalfNaN;
+      double r;
+      switch (static_cast<Rnd>(mode)) {
+        case Rnd::kRzi:
+          r = std::trunc(x);
+          break;
+        case Rnd::kRmi:
+          r = std::floor(x);
+          break;
+        case Rnd::kRpi:
+          r = std::ceil(x);
+          break;
+        default:
+          r = std::nearbyint(x);  // the default FE_TONEAREST: ties to even
+          break;
+      }
+      return half_encode(std::copysign(r, x), f);
+    }
+    case 18:  // tanh.approx: the correctly rounded tanh, within the ISA's bound
+      if (std::isnan(x)) return kHalfNaN;
+      return half_round(std::tanh(x), 0, f, 0);
+    case 19:  // ex2.approx: the correctly rounded 2^x, within the ISA's bound
+      if (std::isnan(x)) return kHalfNaN;
+      return half_round(std::exp2(x), 0, f, 0);
     default:
       return kHalfNaN;
   }
   return half_round(s, e, f, mode);
+}
+
+uint32_t half_lane(unsigned sub, const HalfFormat& f, unsigned mode, uint32_t a, uint32_t b,
+                   uint32_t c, int64_t flags) {
+  if (flags & kHalfFtz) {
+    a = half_ftz(a, f);
+    b = half_ftz(b, f);
+    c = half_ftz(c, f);
+  }
+  uint32_t r = half_lane_exact(sub, f, mode, a, b, c, flags);
+  if (flags & kHalfFtz) r = half_ftz(r, f);
+  if (flags & kHalfSat) {
+    // [0, 1]; NaN and -0 -> +0 (rounding and clamping commute: 0 and 1 are exact)
+    const uint32_t one = f.p == 11 ? 0x3c00u : 0x3f80u;
+    if (half_is_nan(r, f) || (r & 0x8000u)) return 0;
+    return r > one ? one : r;  // positive values order as their bits
+  }
+  if (flags & kHalfRelu) {
+    if (half_is_nan(r, f)) return kHalfNaN;
+    if (r & 0x8000u) return 0;
+  }
+  return r;
+}
+
+// set.*: the comparison of one half (combined with predicate c), as the
+// 16-bit (or, for scalar sources, full) result pattern.
+uint64_t half_set(int64_t imm, const HalfFormat& f, uint32_t a, uint32_t b, uint64_t c) {
+  if (imm & kHalfFtz) {
+    a = half_ftz(a, f);
+    b = half_ftz(b, f);
+  }
+  const auto cmp = static_cast<Cmp>((imm >> 16) & 0xff);
+  const int64_t bool_imm = ((imm >> kHalfBoolShift) & 3) << 8 | ((imm & kHalfCNeg) ? 1 << 10 : 0);
+  const bool p = combine(fcmp<double>(cmp, half_decode(a, f), half_decode(b, f)), bool_imm, c) != 0;
+  if (!p) return 0;
+  switch (static_cast<HalfSet>((imm >> kHalfSetShift) & 7)) {
+    case HalfSet::kOne:
+      return f.p == 11 ? 0x3c00u : 0x3f80u;
+    case HalfSet::kMask16x2:
+    case HalfSet::kMask16:
+      return 0xffffu;
+    case HalfSet::kMask32:
+      return 0xffffffffu;
+    case HalfSet::kOneF32:
+      return 0x3f800000u;
+  }
+  return 0;
 }
 
 uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c) {
@@ -540,10 +631,17 @@ uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c) {
   const bool x2 = (imm >> 10) & 1;
   const unsigned mode = (imm >> 12) & 3;
   switch (sub) {
-    case 8: {
-      const auto cmp = static_cast<Cmp>((imm >> 16) & 0xff);
-      return fcmp<double>(cmp, half_decode(a & 0xffff, f), half_decode(b & 0xffff, f)) ? 1 : 0;
+    case 8: {  // setp (kHalfUpper: on the upper halves)
+      if (imm & kHalfUpper) {
+        a >>= 16;
+        b >>= 16;
+      }
+      return half_set(imm & ~(int64_t{7} << kHalfSetShift), f, a & 0xffff, b & 0xffff, c) != 0;
     }
+    case 16:  // set
+      if (!x2) return half_set(imm, f, a & 0xffff, b & 0xffff, c);
+      return half_set(imm, f, a & 0xffff, b & 0xffff, c) |
+             half_set(imm, f, (a >> 16) & 0xffff, (b >> 16) & 0xffff, c) << 16;
     case 9:
       return half_round(f32(a), 0, f, mode);
     case 10:
@@ -576,10 +674,11 @@ uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c) {
     default:
       break;
   }
-  uint64_t out = half_lane(sub, f, mode, a & 0xffff, b & 0xffff, c & 0xffff);
+  const unsigned lane_mode = sub == 17 ? static_cast<unsigned>((imm >> 24) & 0xf) : mode;
+  uint64_t out = half_lane(sub, f, lane_mode, a & 0xffff, b & 0xffff, c & 0xffff, imm);
   if (x2)
-    out |= uint64_t{half_lane(sub, f, mode, (a >> 16) & 0xffff, (b >> 16) & 0xffff,
-                              (c >> 16) & 0xffff)}
+    out |= uint64_t{half_lane(sub, f, lane_mode, (a >> 16) & 0xffff, (b >> 16) & 0xffff,
+                              (c >> 16) & 0xffff, imm)}
            << 16;
   return out;
 }
@@ -1235,6 +1334,16 @@ class BlockRunner {
     if (actual != Space::kGlobal) {
       old = load_raw(p, size, false);
       store_raw(p, size, atom_apply(op, t, old, b, c), false);
+    } else if (size == 2) {  // atom.cas.b16, atom.add.noftz.f16 / .bf16
+      auto* q = reinterpret_cast<uint16_t*>(p);
+      uint16_t cur = __atomic_load_n(q, __ATOMIC_RELAXED);
+      for (;;) {
+        const auto next = static_cast<uint16_t>(atom_apply(op, t, cur, b, c));
+        if (next == cur ||
+            __atomic_compare_exchange_n(q, &cur, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+          break;
+      }
+      old = cur;
     } else if (size == 4) {
       auto* q = reinterpret_cast<uint32_t*>(p);
       if (op == AtomOp::kAdd && !ty_float(t)) {
@@ -1269,6 +1378,30 @@ class BlockRunner {
       }
     }
     r[in.d * 32 + l] = old;
+    return true;
+  }
+
+  // cp.async: the whole copy at once (see Op::kCpAsync).
+  bool cp_async(const Inst& in, uint64_t dst, uint64_t src, uint64_t c, uint32_t pc) {
+    const uint32_t cp = in.mod & 31u;
+    uint32_t n = cp;
+    if (in.mod & 0x80u)
+      n = (c & 1) ? 0 : cp;
+    else if (c < cp)
+      n = static_cast<uint32_t>(c);  // a source size past cp-size (undefined) copies cp
+    Space actual;
+    std::byte* d = resolve(Space::kShared, dst + static_cast<uint64_t>(in.imm), cp, cp, nullptr, pc,
+                           "st (cp.async)", &actual);
+    if (d == nullptr) return false;
+    if (n > 0) {
+      const std::byte* s =
+          resolve(Space::kGlobal, src, n, cp, nullptr, pc, "ld (cp.async)", &actual);
+      if (s == nullptr) return false;
+      for (uint32_t i = 0; i < n; ++i)
+        d[i] = static_cast<std::byte>(
+            __atomic_load_n(reinterpret_cast<const uint8_t*>(s + i), __ATOMIC_RELAXED));
+    }
+    std::memset(d + n, 0, cp - n);
     return true;
   }
 
@@ -2214,6 +2347,18 @@ Stop BlockRunner::run_warp(uint32_t w) {
           });
           break;
         }
+        case Op::kLea:
+          GL_LANES(rd[l] = ra[l] + static_cast<uint64_t>(in.imm));
+          break;
+        case Op::kCpAsync:
+          GL_LANES({
+            GL_FAULT_LANE(l);
+            if (!cp_async(in, ra[l], rb[l], rc[l], pc)) {
+              result = Stop::kFault;
+              goto out;
+            }
+          });
+          break;
         case Op::kAtom:
           GL_LANES({
             GL_FAULT_LANE(l);
