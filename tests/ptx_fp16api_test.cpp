@@ -623,6 +623,144 @@ TEST_P(Fp16Api, HalfAtomicsAndCas16) {
   }
 }
 
+// Forms nvcc does not emit for the API above but the ISA defines, written by
+// hand: setp on f16x2 (p|q) and with a BoolOp, set with every result kind,
+// .ftz and .NaN, ex2/tanh.approx on halves, bar.red with a negated predicate.
+const char* kForms = R"(
+.version 8.0
+.target sm_90
+.address_size 64
+.visible .entry forms(.param .u64 out)
+{
+  .reg .pred %p<8>;
+  .reg .b16 %h<8>;
+  .reg .b32 %r<24>;
+  .reg .f32 %f<4>;
+  .reg .f64 %d<2>;
+  .reg .b64 %rd<2>;
+  ld.param.u64 %rd1, [out];
+  mov.b32 %r1, 0x3c00bc00;          // {hi 1.0, lo -1.0}
+  mov.b32 %r2, 0x7e000000;          // {hi NaN, lo +0}
+  setp.lt.f16x2 %p1|%p2, %r1, %r2;  // lo: -1 < 0 true; hi: 1 < NaN false
+  selp.u32 %r3, 1, 0, %p1;
+  selp.u32 %r4, 1, 0, %p2;
+  st.global.u32 [%rd1], %r3;
+  st.global.u32 [%rd1+4], %r4;
+  mov.b16 %h1, 0x3c00;
+  mov.b16 %h2, 0x4000;
+  setp.gt.f16 %p3|%p4, %h1, %h2;    // 1 > 2 false; q: !(1 > 2) true
+  setp.ne.s32 %p5, %r3, 0;          // true
+  setp.lt.and.f16 %p6, %h1, %h2, !%p5;  // true and !true = false
+  selp.u32 %r5, 1, 0, %p3;
+  selp.u32 %r6, 1, 0, %p4;
+  selp.u32 %r7, 1, 0, %p6;
+  st.global.u32 [%rd1+8], %r5;
+  st.global.u32 [%rd1+12], %r6;
+  st.global.u32 [%rd1+16], %r7;
+  mov.f32 %f1, 0f3F800000;
+  mov.f32 %f2, 0f40000000;
+  set.lt.u32.f32 %r8, %f1, %f2;     // 0xffffffff
+  set.gt.f32.f32 %f3, %f1, %f2;     // 0.0
+  mov.b32 %r9, 0xfffffff0;
+  set.hi.u32.s32 %r10, %r9, %r3;    // unsigned: 0xfffffff0 > 1: all ones
+  set.gt.s32.s32 %r11, %r9, %r3;    // signed: -16 > 1: 0
+  set.eq.or.f32.u32 %f3, %r9, %r3, %p5;  // false or true: 1.0f
+  mov.b32 %r12, %f3;
+  st.global.u32 [%rd1+20], %r8;
+  st.global.u32 [%rd1+24], %r10;
+  st.global.u32 [%rd1+28], %r11;
+  st.global.u32 [%rd1+32], %r12;
+  set.le.u16.f16 %h3, %h1, %h2;     // 0xffff
+  set.lt.s32.bf16 %r13, %h2, %h1;   // (bf16 bits) 2.0 < 1.875 false: 0
+  set.ne.and.f16.f16 %h4, %h1, %h2, %p5;  // 1.0 (0x3c00)
+  set.nan.f16x2.f16x2 %r14, %r2, %r1;     // {hi 0x3c00, lo 0}
+  mov.b32 %r20, 0x40003c00;               // bf16 {2.0, 2^-7}
+  set.geu.u32.bf16x2 %r15, %r2, %r20;     // {2^125 >= 2, 0 >= 2^-7}: 0xffff0000
+  cvt.u32.u16 %r16, %h3;
+  cvt.u32.u16 %r17, %h4;
+  st.global.u32 [%rd1+36], %r16;
+  st.global.u32 [%rd1+40], %r13;
+  st.global.u32 [%rd1+44], %r17;
+  st.global.u32 [%rd1+48], %r14;
+  st.global.u32 [%rd1+52], %r15;
+  mov.b16 %h5, 0x0001;              // the smallest f16 subnormal
+  mov.b16 %h6, 0x0000;
+  set.eq.ftz.u32.f16 %r18, %h5, %h6;  // flushed: equal
+  add.ftz.f16 %h7, %h5, %h5;        // 0 (flushed)
+  cvt.u32.u16 %r19, %h7;
+  st.global.u32 [%rd1+56], %r18;
+  st.global.u32 [%rd1+60], %r19;
+  mov.b32 %r20, 0x40003c00;         // {2.0, 1.0}
+  ex2.approx.f16x2 %r21, %r20;      // {4.0, 2.0}
+  min.NaN.f16x2 %r22, %r20, %r2;    // {NaN, +0}
+  mov.b16 %h1, 0x3f80;              // bf16 1.0
+  tanh.approx.bf16 %h2, %h1;        // tanh(1) = 0.76159 -> 0x3f43
+  cvt.u32.u16 %r23, %h2;
+  st.global.u32 [%rd1+64], %r21;
+  st.global.u32 [%rd1+68], %r22;
+  st.global.u32 [%rd1+72], %r23;
+  ret;
+}
+.visible .entry count_not(.param .u64 out)
+{
+  .reg .pred %p<2>;
+  .reg .b32 %r<4>;
+  .reg .b64 %rd<2>;
+  ld.param.u64 %rd1, [out];
+  mov.u32 %r1, %tid.x;
+  setp.lt.u32 %p1, %r1, 5;
+  bar.red.popc.u32 %r2, 0, !%p1;    // threads not below 5
+  bar.red.and.pred %p1, 0, !%p1;    // all >= 5? no
+  selp.u32 %r3, 1, 0, %p1;
+  add.u32 %r2, %r2, %r3;
+  setp.eq.u32 %p1, %r1, 0;
+  @%p1 st.global.u32 [%rd1], %r2;
+  ret;
+}
+)";
+
+TEST(Fp16Forms, HandWrittenFormsGiveTheIsaResults) {
+  Harness h;
+  const uint64_t m = h.load(kForms);
+  ASSERT_NE(m, 0u);
+  const uint64_t out = h.upload(std::vector<uint32_t>(19, 0xdeadbeef));
+  auto r = h.run(m, "forms", {1, 1, 1}, {1, 1, 1}, Args().add(out));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const std::vector<uint32_t> want = {1,          0,          0,          1,          0,
+                                      0xffffffff, 0xffffffff, 0,          0x3f800000, 0xffff,
+                                      0,          0x3c00,     0x3c000000, 0xffff0000, 0xffffffff,
+                                      0,          0x44004000, 0x7fff0000, 0x3f43};
+  EXPECT_EQ(h.download<uint32_t>(out, 19), want);
+  const uint64_t cnt = h.upload(std::vector<uint32_t>(1));
+  r = h.run(m, "count_not", {1, 1, 1}, {40, 1, 1}, Args().add(cnt));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(h.download<uint32_t>(cnt, 1)[0], 35u);
+}
+
+TEST(Fp16Forms, UnmodelledFormsAreRefusedByName) {
+  const std::string head =
+      ".version 8.0\n.target sm_90\n.address_size 64\n"
+      ".visible .entry k(.param .u64 p)\n{\n.reg .b16 %h<4>;\n.reg .b32 %r<4>;\n"
+      ".reg .b64 %rd<3>;\n.reg .pred %p<3>;\n";
+  for (const char* line : {
+           "min.xorsign.abs.f16 %h1, %h2, %h3;",
+           "max.relu.f16 %h1, %h2, %h3;",
+           "fma.rn.sat.relu.f16 %h1, %h2, %h3, %h1;",
+           "atom.global.exch.b16 %h1, [%rd1], %h2;",
+           "atom.global.max.f16 %h1, [%rd1], %h2;",
+           "atom.global.add.f16 %h1, [%rd1], %h2;",
+           "cvt.rn.relu.f16.f32 %h1, %r1;",
+           "setp.eq.f16x2 %p1, %r1, %r2;",
+           "set.eq.f64.f32 %rd1, %r1, %r2;",
+           "sin.approx.f16 %h1, %h2;",
+       }) {
+    auto m = load_ptx(head + line + "\nret;\n}\n");
+    ASSERT_FALSE(m.ok()) << line;
+    const std::string op = std::string(line).substr(0, std::string(line).find(' '));
+    EXPECT_NE(m.error().message.find(op), std::string::npos) << m.error().message;
+  }
+}
+
 std::vector<std::string> variants() {
   std::vector<std::string> out;
   for (const char* arch : {"75", "80", "90"})
