@@ -1102,7 +1102,8 @@ class BlockRunner {
   static Slot member_slot(const Inst& in) {
     return in.op == Op::kShfl       ? static_cast<Slot>(static_cast<uint64_t>(in.imm) & 0xffffffffu)
            : in.op == Op::kWarpSync ? in.a
-                                    : in.b;
+           : (in.op == Op::kWmmaLoad || in.op == Op::kWmmaStore || in.op == Op::kWmmaMma) ? in.d
+                                                                                          : in.b;
   }
 
   // Nothing can run: lanes waiting at a warp-synchronous instruction whose
@@ -1378,6 +1379,99 @@ class BlockRunner {
       }
     }
     r[in.d * 32 + l] = old;
+    return true;
+  }
+
+  // wmma over the whole warp (see Op::kWmmaLoad for the fragment layout).
+  // Fragment kinds: 0 a/b (f16, 8 registers), 1 c/d f16 (4), 2 c/d f32 (8).
+  static uint32_t wmma_elem(int kind, uint32_t lane, uint32_t j, uint32_t h) {
+    return kind == 0   ? (lane & 15) * 16 + 2 * j + h
+           : kind == 1 ? lane * 8 + 2 * j + h
+                       : lane * 8 + j;
+  }
+  static uint32_t wmma_regs(int kind) { return kind == 1 ? 4 : 8; }
+  bool wmma(const Inst& in, uint64_t* r, uint32_t w, std::byte* local0, uint32_t local_bytes,
+            uint32_t pc) {
+    const Slot* slots = k_.vec_slots.data() + in.c;
+    if (in.op == Op::kWmmaMma) {
+      const bool acol = in.mod & 1, bcol = in.mod & 2;  // memory layouts only: nothing to do
+      (void)acol;
+      (void)bcol;
+      const int ckind = (in.mod & 8) ? 2 : 1, dkind = (in.mod & 4) ? 2 : 1;
+      double a[256], b[256], c[256];
+      for (uint32_t l = 0; l < 16; ++l)
+        for (uint32_t j = 0; j < 8; ++j)
+          for (uint32_t h = 0; h < 2; ++h) {
+            const uint32_t e = wmma_elem(0, l, j, h);
+            a[e] = half_decode((r[slots[j] * 32 + l] >> (16 * h)) & 0xffff, kF16);
+            b[e] = half_decode((r[slots[8 + j] * 32 + l] >> (16 * h)) & 0xffff, kF16);
+          }
+      for (uint32_t l = 0; l < 32; ++l)
+        for (uint32_t j = 0; j < wmma_regs(ckind); ++j) {
+          const uint64_t v = r[slots[16 + j] * 32 + l];
+          if (ckind == 2) {
+            c[wmma_elem(2, l, j, 0)] = f32(v);
+          } else {
+            c[wmma_elem(1, l, j, 0)] = half_decode(v & 0xffff, kF16);
+            c[wmma_elem(1, l, j, 1)] = half_decode((v >> 16) & 0xffff, kF16);
+          }
+        }
+      // d = a * b + c per element: exact products, summed with their error
+      // terms, rounded once to the accumulator type.
+      uint64_t d[256];
+      for (uint32_t i = 0; i < 16; ++i)
+        for (uint32_t n = 0; n < 16; ++n) {
+          double sum = c[i * 16 + n], err = 0;
+          for (uint32_t k = 0; k < 16; ++k) {
+            double t, e;
+            two_sum(sum, a[i * 16 + k] * b[k * 16 + n], t, e);
+            sum = t;
+            err += e;
+          }
+          if (dkind == 2) {
+            const auto f = static_cast<float>(sum + err);
+            d[i * 16 + n] = std::isnan(f) ? 0x7fffffffu : bits(f);
+          } else {
+            d[i * 16 + n] = half_round(sum, std::isfinite(sum) ? err : 0, kF16, 0);
+          }
+        }
+      const uint32_t nd = wmma_regs(dkind), first_d = 16 + wmma_regs(ckind);
+      for (uint32_t l = 0; l < 32; ++l)
+        for (uint32_t j = 0; j < nd; ++j)
+          r[slots[first_d + j] * 32 + l] =
+              dkind == 2 ? d[wmma_elem(2, l, j, 0)]
+                         : d[wmma_elem(1, l, j, 0)] | d[wmma_elem(1, l, j, 1)] << 16;
+      return true;
+    }
+    const bool load = in.op == Op::kWmmaLoad;
+    const uint32_t matrix = in.mod & 3;
+    const bool col = in.mod & 4, f32_frag = in.mod & 8;
+    const auto sp = static_cast<Space>((in.mod >> 4) & 7);
+    const int kind = matrix < 2 ? 0 : f32_frag ? 2 : 1;
+    const uint32_t esize = kind == 2 ? 4 : 2;
+    for (uint32_t l = 0; l < 32; ++l) {
+      tid_linear_ = w * 32 + l;
+      const uint64_t base = r[in.a * 32 + l] + static_cast<uint64_t>(in.imm);
+      const uint64_t stride = r[in.b * 32 + l] & 0xffffffffu;
+      for (uint32_t j = 0; j < wmma_regs(kind); ++j) {
+        uint64_t v = load ? 0 : r[slots[j] * 32 + l];
+        for (uint32_t h = 0; h < (kind == 2 ? 1u : 2u); ++h) {
+          const uint32_t e = wmma_elem(kind, l, j, h), row = e / 16, cl = e % 16;
+          const uint64_t idx = col ? cl * stride + row : row * stride + cl;
+          Space actual;
+          std::byte* p = resolve(sp, base + idx * esize, esize, esize,
+                                 local0 + static_cast<size_t>(l) * local_bytes, pc,
+                                 load ? "ld (wmma)" : "st (wmma)", &actual);
+          if (p == nullptr) return false;
+          if (load)
+            v |= load_raw(p, esize, actual == Space::kGlobal) << (16 * h);
+          else
+            store_raw(p, esize, (v >> (16 * h)) & (esize == 4 ? 0xffffffffu : 0xffffu),
+                      actual == Space::kGlobal);
+        }
+        if (load) r[slots[j] * 32 + l] = v;
+      }
+    }
     return true;
   }
 
@@ -2372,6 +2466,9 @@ Stop BlockRunner::run_warp(uint32_t w) {
         case Op::kVote:
         case Op::kMatch:
         case Op::kRedux:
+        case Op::kWmmaLoad:
+        case Op::kWmmaStore:
+        case Op::kWmmaMma:
         case Op::kWarpSync: {
           // Wait until every live lane of the membermask is here.
           const uint32_t need = member_mask(r, member_slot(in), exec) & W.live;
@@ -2523,6 +2620,20 @@ Stop BlockRunner::run_warp(uint32_t w) {
               GL_LANES(rd[l] = acc);
               break;
             }
+            case Op::kWmmaLoad:
+            case Op::kWmmaStore:
+            case Op::kWmmaMma:
+              if (part != kFullWarp) {
+                GL_FAULT_LANE(static_cast<uint32_t>(std::countr_zero(part)));
+                l_.set_fault("wmma needs all 32 lanes of the warp" + where(pc));
+                result = Stop::kFault;
+                goto out;
+              }
+              if (!wmma(in, r, w, local0, local_bytes, pc)) {
+                result = Stop::kFault;
+                goto out;
+              }
+              break;
             default:  // bar.warp.sync
               break;
           }

@@ -1366,7 +1366,7 @@ class Parser {
       o.kind = Operand::kVec;
       while (!is_punct('}')) {
         if (!o.elems.empty() && !expect_punct(',')) return false;
-        if (o.elems.size() >= 4) return fail(tok_.line, "vector of more than 4 elements");
+        if (o.elems.size() >= 8) return fail(tok_.line, "vector of more than 8 elements");
         Operand e;
         if (tok_.kind == Tk::kIdent && tok_.text == "_") {
           e.kind = Operand::kSink;
@@ -1608,6 +1608,8 @@ class Parser {
                     BoolOp& bop);
   bool set_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& types,
                        std::vector<std::string_view>& other);
+  bool wmma_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& types,
+                        std::vector<std::string_view>& other);
   bool emit_instruction(Ctx& c, Inst base);
 
   Lexer lex_;
@@ -2017,6 +2019,120 @@ bool Parser::set_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& types
   return true;
 }
 
+// wmma (nvcuda::wmma) for the m16n16k16 shape with f16 inputs and f16 or f32
+// accumulators: wmma.load.{a,b,c}, wmma.store.d, wmma.mma (see Op::kWmmaLoad).
+bool Parser::wmma_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& types,
+                              std::vector<std::string_view>& other) {
+  const uint32_t line = c.line;
+  auto take = [&](std::string_view m) {
+    auto it = std::find(other.begin(), other.end(), m);
+    if (it == other.end()) return false;
+    other.erase(it);
+    return true;
+  };
+  const bool load = take("load"), store = take("store"), mma = take("mma");
+  if (load + store + mma != 1) return bad(c, "needs .load, .store or .mma");
+  if (!take("sync") || !take("aligned")) return bad(c, "needs .sync.aligned");
+  if (!take("m16n16k16"))
+    return bad(c, "only the m16n16k16 shape is supported (m32n8k16, m8n32k16, ... are not)");
+  // Fragment registers: f16 a/b and f16 c/d: 8 / 4 .b32 registers (f16x2);
+  // f32 c/d: 8 .f32 registers.
+  const TypeInfo b32{Ty::kU32, 32, false, false, false, 0};
+  const TypeInfo f32{Ty::kF32, 32, true, true, false, 0};
+  auto is_f16 = [](const TypeInfo& t) { return t.half == 1 && t.bits == 16; };
+  auto is_f32 = [](const TypeInfo& t) { return t.ty == Ty::kF32 && !t.half; };
+  auto fragment = [&](const Operand& v, size_t n, bool f32_regs, bool write) {
+    if (v.kind != Operand::kVec || v.elems.size() != n)
+      return bad(c, "expects a fragment of " + std::to_string(n) + " registers");
+    for (const Operand& e : v.elems) {
+      Ctx ec = sub_ctx(c, e);
+      Slot r = 0;
+      if (write ? !dst(ec, 0, f32_regs ? f32 : b32, r) : !src(ec, 0, f32_regs ? f32 : b32, r))
+        return false;
+      k_.vec_slots.push_back(r);
+    }
+    return true;
+  };
+  in.d = constant(0xffffffffu);  // the membermask: the whole warp
+  in.c = static_cast<Slot>(k_.vec_slots.size());
+  if (mma) {
+    // .alayout.blayout, in this order
+    std::vector<bool> cols;
+    for (auto it = other.begin(); it != other.end();) {
+      if (*it == "row" || *it == "col") {
+        cols.push_back(*it == "col");
+        it = other.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (cols.size() != 2) return bad(c, "needs the a and b layouts (.row / .col)");
+    const bool acol = cols[0], bcol = cols[1];
+    if (take("satfinite")) return bad(c, ".satfinite is not supported");
+    if (!other.empty()) return bad(c, "unsupported modifier ." + std::string(other.front()));
+    if (types.size() != 2 || !(is_f16(types[0]) || is_f32(types[0])) ||
+        !(is_f16(types[1]) || is_f32(types[1])))
+      return bad(c,
+                 "needs .dtype.ctype of .f16 / .f32 (f16 inputs; bf16, tf32, integer and "
+                 "f64 wmma are not supported)");
+    const bool df32 = is_f32(types[0]), cf32 = is_f32(types[1]);
+    if (!count(c, 4)) return false;
+    // Slots: a (8), b (8), c (8 or 4), then d (8 or 4), which may name c's registers.
+    const size_t start = k_.vec_slots.size();
+    if (!fragment(c.ops[1], 8, false, false) || !fragment(c.ops[2], 8, false, false) ||
+        !fragment(c.ops[3], cf32 ? 8 : 4, cf32, false) ||
+        !fragment(c.ops[0], df32 ? 8 : 4, df32, true))
+      return false;
+    in.c = static_cast<Slot>(start);
+    in.op = Op::kWmmaMma;
+    in.mod =
+        static_cast<uint8_t>((acol ? 1 : 0) | (bcol ? 2 : 0) | (df32 ? 4 : 0) | (cf32 ? 8 : 0));
+    emit(in, line);
+    return true;
+  }
+  int matrix = -1;  // 0 a, 1 b, 2 c / d
+  if (load) {
+    if (take("a"))
+      matrix = 0;
+    else if (take("b"))
+      matrix = 1;
+    else if (take("c"))
+      matrix = 2;
+  } else if (take("d")) {
+    matrix = 2;
+  }
+  if (matrix < 0) return bad(c, load ? "needs .a, .b or .c" : "needs .d");
+  const bool row = take("row"), col = take("col");
+  if (row + col != 1) return bad(c, "needs .row or .col");
+  Space sp = Space::kGeneric;
+  if (take("global"))
+    sp = Space::kGlobal;
+  else if (take("shared") || take("shared::cta"))
+    sp = Space::kShared;
+  if (!other.empty()) return bad(c, "unsupported modifier ." + std::string(other.front()));
+  if (types.size() != 1 || !(is_f16(types[0]) || (matrix == 2 && is_f32(types[0]))))
+    return bad(c,
+               "needs .f16 (a, b, c, d) or .f32 (c, d): bf16, tf32, integer and f64 "
+               "fragments are not supported");
+  const bool f32_frag = is_f32(types[0]);
+  if (c.ops.size() != 2 && c.ops.size() != 3)
+    return bad(c, "expects a fragment, an address and an optional stride");
+  const size_t vi = load ? 0 : 1, ai = load ? 1 : 0;
+  if (!address(c, ai, sp, in)) return false;
+  if (c.ops.size() == 3) {
+    const TypeInfo u32{Ty::kU32, 32, false, false, false, 0};
+    if (!src(c, 2, u32, in.b)) return false;
+  } else {
+    in.b = constant(16);
+  }
+  if (!fragment(c.ops[vi], (matrix == 2 && !f32_frag) ? 4 : 8, f32_frag, load)) return false;
+  in.op = load ? Op::kWmmaLoad : Op::kWmmaStore;
+  in.mod = static_cast<uint8_t>(matrix | (col ? 4 : 0) | (f32_frag ? 8 : 0) |
+                                static_cast<uint32_t>(sp) << 4);
+  emit(in, line);
+  return true;
+}
+
 // call[.uni] [(ret),] name[, (args)];  with .param variables as ret and args.
 bool Parser::call(Ctx& c, Slot guard, bool guard_neg) {
   PendingCall pc;
@@ -2193,6 +2309,7 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
   };
 
   if (base == "set") return set_instruction(c, in, types, other);
+  if (base == "wmma") return wmma_instruction(c, in, types, other);
   uint8_t half_atom = 0;  // atom/red .add.noftz on a half type: 1 f16, 2 bf16 (| 4: x2)
   if (any_half && (base == "atom" || base == "red") && types.size() == 1) {
     half_atom = static_cast<uint8_t>(types[0].half | (types[0].bits == 32 ? 4 : 0));
