@@ -8,6 +8,9 @@
 // wmma_gemm_f16:  D = A * B + C (A column-major, B row-major, f16
 //                 accumulators loaded from C column-major, D stored
 //                 column-major), staging each A tile through shared memory.
+// wmma_m32n8k16, wmma_m8n32k16, wmma_bf16, wmma_bf16_m32n8k16: one tile of
+//                 the other shapes, and bf16 inputs (compute_80+ only).
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
 
@@ -54,3 +57,37 @@ extern "C" __global__ void wmma_gemm_f16(const __half* a, const __half* b, const
   }
   wmma::store_matrix_sync(d + col * m + row, acc, m, wmma::mem_col_major);
 }
+
+// The other shapes and bf16 (compute_80+): one tile, D = A * B + C with A
+// row-major, B column-major and C, D row-major, dense (no stride argument
+// where the matrix is dense: wmma's default).
+template <int M, int N, int K, typename T, typename Acc>
+__device__ void tile(const T* a, const T* b, const Acc* c, Acc* d) {
+  wmma::fragment<wmma::matrix_a, M, N, K, T, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, M, N, K, T, wmma::col_major> fb;
+  wmma::fragment<wmma::accumulator, M, N, K, Acc> acc;
+  wmma::load_matrix_sync(fa, a, K);
+  wmma::load_matrix_sync(fb, b, K);
+  wmma::load_matrix_sync(acc, c, N, wmma::mem_row_major);
+  wmma::mma_sync(acc, fa, fb, acc);
+  wmma::store_matrix_sync(d, acc, N, wmma::mem_row_major);
+}
+
+extern "C" __global__ void wmma_m32n8k16(const __half* a, const __half* b, const float* c,
+                                         float* d) {
+  tile<32, 8, 16>(a, b, c, d);
+}
+extern "C" __global__ void wmma_m8n32k16(const __half* a, const __half* b, const __half* c,
+                                         __half* d) {
+  tile<8, 32, 16>(a, b, c, d);
+}
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+extern "C" __global__ void wmma_bf16(const __nv_bfloat16* a, const __nv_bfloat16* b,
+                                     const float* c, float* d) {
+  tile<16, 16, 16>(a, b, c, d);
+}
+extern "C" __global__ void wmma_bf16_m32n8k16(const __nv_bfloat16* a, const __nv_bfloat16* b,
+                                              const float* c, float* d) {
+  tile<32, 8, 16>(a, b, c, d);
+}
+#endif

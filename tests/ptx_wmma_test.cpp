@@ -1,5 +1,6 @@
 // Warp matrix multiply-accumulate (kernels/wmma.cu): nvcuda::wmma GEMMs with
-// f32 and f16 accumulators, every layout, global and shared sources, as nvcc
+// f32 and f16 accumulators, every layout, global and shared sources, the
+// shapes m16n16k16, m32n8k16 and m8n32k16, f16 and bf16 inputs, as nvcc
 // emits them for compute_75, 80 and 90 (with and without --use_fast_math),
 // against a CPU reference. The inputs are small integers, so every sum is
 // exact whatever the order, as a tensor core gives it.
@@ -84,6 +85,89 @@ TEST_P(Wmma, GemmWithF16AccumulatorsColumnMajorAndSharedStaging) {
     }
 }
 
+// One tile of D = A * B + C, A row-major, B column-major, C and D row-major.
+std::vector<int> tile_ref(int M, int N, int K, const std::vector<int>& a, const std::vector<int>& b,
+                          const std::vector<int>& c) {
+  std::vector<int> d(M * N);
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      int v = c[i * N + j];
+      for (int t = 0; t < K; ++t) v += a[i * K + t] * b[j * K + t];
+      d[i * N + j] = v;
+    }
+  return d;
+}
+std::vector<int> ints(int n, int mul, int add, int mod) {
+  std::vector<int> v(n);
+  for (int i = 0; i < n; ++i) v[i] = (i * mul + add) % mod - mod / 2;
+  return v;
+}
+std::vector<uint16_t> halves(const std::vector<int>& v) {
+  std::vector<uint16_t> h(v.size());
+  for (size_t i = 0; i < v.size(); ++i) h[i] = to_half(v[i]);
+  return h;
+}
+std::vector<uint16_t> bf16s(const std::vector<int>& v) {
+  std::vector<uint16_t> h(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const float f = float(v[i]);  // small integers: exact in bf16
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    h[i] = uint16_t(u >> 16);
+  }
+  return h;
+}
+std::vector<float> floats(const std::vector<int>& v) {
+  return std::vector<float>(v.begin(), v.end());
+}
+
+TEST_P(Wmma, OtherShapes) {
+  {  // m32n8k16, f32 accumulators
+    const auto a = ints(32 * 16, 7, 1, 7), b = ints(16 * 8, 3, 2, 5), c = ints(32 * 8, 5, 0, 9);
+    const uint64_t da = h_.upload(halves(a)), db = h_.upload(halves(b)), dc = h_.upload(floats(c)),
+                   dd = h_.upload(std::vector<float>(32 * 8));
+    auto r =
+        h_.run(m_, "wmma_m32n8k16", {1, 1, 1}, {32, 1, 1}, Args().add(da).add(db).add(dc).add(dd));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(h_.download<float>(dd, 32 * 8), floats(tile_ref(32, 8, 16, a, b, c)));
+  }
+  {  // m8n32k16, f16 accumulators
+    const auto a = ints(8 * 16, 5, 3, 7), b = ints(16 * 32, 11, 1, 5), c = ints(8 * 32, 3, 4, 9);
+    const uint64_t da = h_.upload(halves(a)), db = h_.upload(halves(b)), dc = h_.upload(halves(c)),
+                   dd = h_.upload(std::vector<uint16_t>(8 * 32));
+    auto r =
+        h_.run(m_, "wmma_m8n32k16", {1, 1, 1}, {32, 1, 1}, Args().add(da).add(db).add(dc).add(dd));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(h_.download<uint16_t>(dd, 8 * 32), halves(tile_ref(8, 32, 16, a, b, c)));
+  }
+}
+
+// bf16 wmma exists from compute_80 on.
+class WmmaBf16 : public Wmma {};
+
+TEST_P(WmmaBf16, Bfloat16Inputs) {
+  for (int shape = 0; shape < 2; ++shape) {
+    const int M = shape == 0 ? 16 : 32, N = shape == 0 ? 16 : 8, K = 16;
+    const auto a = ints(M * K, 7, 2, 9), b = ints(K * N, 5, 1, 7), c = ints(M * N, 3, 0, 11);
+    const uint64_t da = h_.upload(bf16s(a)), db = h_.upload(bf16s(b)), dc = h_.upload(floats(c)),
+                   dd = h_.upload(std::vector<float>(M * N));
+    auto r = h_.run(m_, shape == 0 ? "wmma_bf16" : "wmma_bf16_m32n8k16", {1, 1, 1}, {32, 1, 1},
+                    Args().add(da).add(db).add(dc).add(dd));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(h_.download<float>(dd, M * N), floats(tile_ref(M, N, K, a, b, c))) << shape;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, WmmaBf16,
+                         ::testing::Values("variants/wmma.80.ptx", "variants/wmma.80.fast.ptx",
+                                           "variants/wmma.90.ptx", "variants/wmma.90.fast.ptx"),
+                         [](const auto& info) {
+                           std::string s = std::string(info.param).substr(14);
+                           for (char& ch : s)
+                             if (ch == '.') ch = '_';
+                           return s;
+                         });
+
 std::vector<std::string> variants() {
   std::vector<std::string> out;
   for (const char* arch : {"75", "80", "90"})
@@ -115,9 +199,9 @@ TEST(WmmaForms, PartialWarpFaultsAndUnsupportedShapesAreRefused) {
       ".visible .entry k(.param .u64 p)\n{\n.reg .b32 %r<9>;\n.reg .f32 %f<9>;\n"
       ".reg .b64 %rd<3>;\n";
   for (const char* line : {
-           "wmma.load.a.sync.aligned.row.m32n8k16.global.f16 {%r1,%r2,%r3,%r4,%r5,%r6,%r7,%r8}, "
+           "wmma.load.a.sync.aligned.row.m16n8k8.global.f16 {%r1,%r2,%r3,%r4,%r5,%r6,%r7,%r8}, "
            "[%rd1];",
-           "wmma.load.a.sync.aligned.row.m16n16k16.global.bf16 {%r1,%r2,%r3,%r4}, [%rd1];",
+           "wmma.load.a.sync.aligned.row.m16n16k8.global.tf32 {%r1,%r2,%r3,%r4}, [%rd1];",
            "wmma.load.a.sync.aligned.row.m16n16k16.global.f16 {%r1,%r2,%r3,%r4}, [%rd1];",
            "wmma.mma.sync.aligned.row.col.m16n16k16.f32.f32.satfinite "
            "{%f1,%f2,%f3,%f4,%f5,%f6,%f7,%f8}, {%r1,%r2,%r3,%r4,%r5,%r6,%r7,%r8}, "

@@ -1383,80 +1383,88 @@ class BlockRunner {
   }
 
   // wmma over the whole warp (see Op::kWmmaLoad for the fragment layout).
-  // Fragment kinds: 0 a/b (f16, 8 registers), 1 c/d f16 (4), 2 c/d f32 (8).
-  static uint32_t wmma_elem(int kind, uint32_t lane, uint32_t j, uint32_t h) {
-    return kind == 0   ? (lane & 15) * 16 + 2 * j + h
-           : kind == 1 ? lane * 8 + 2 * j + h
-                       : lane * 8 + j;
+  struct WmmaFrag {
+    uint32_t regs;    // registers per lane
+    uint32_t halves;  // values per register: 2 (f16, bf16) or 1 (f32)
+    uint32_t size;    // elements of the matrix
+    uint32_t cols;    // its columns
+  };
+  static WmmaFrag wmma_frag(uint32_t shape, uint32_t matrix, bool f32_frag, bool bf16) {
+    static const uint32_t kDims[][3] = {{16, 16, 16}, {32, 8, 16}, {8, 32, 16}};
+    const uint32_t M = kDims[shape][0], N = kDims[shape][1], K = kDims[shape][2];
+    if (matrix == 2) return {f32_frag ? 8u : 4u, f32_frag ? 1u : 2u, M * N, N};
+    const uint32_t size = matrix == 0 ? M * K : K * N;
+    return {bf16 ? size / 64 : 8u, 2u, size, matrix == 0 ? K : N};
   }
-  static uint32_t wmma_regs(int kind) { return kind == 1 ? 4 : 8; }
+  static uint32_t wmma_elem(const WmmaFrag& f, uint32_t lane, uint32_t j, uint32_t h) {
+    return (lane * f.regs * f.halves + j * f.halves + h) % f.size;
+  }
   bool wmma(const Inst& in, uint64_t* r, uint32_t w, std::byte* local0, uint32_t local_bytes,
             uint32_t pc) {
     const Slot* slots = k_.vec_slots.data() + in.c;
+    const uint32_t shape = (in.neg >> 1) & 3;
     if (in.op == Op::kWmmaMma) {
-      const bool acol = in.mod & 1, bcol = in.mod & 2;  // memory layouts only: nothing to do
-      (void)acol;
-      (void)bcol;
-      const int ckind = (in.mod & 8) ? 2 : 1, dkind = (in.mod & 4) ? 2 : 1;
-      double a[256], b[256], c[256];
-      for (uint32_t l = 0; l < 16; ++l)
-        for (uint32_t j = 0; j < 8; ++j)
-          for (uint32_t h = 0; h < 2; ++h) {
-            const uint32_t e = wmma_elem(0, l, j, h);
-            a[e] = half_decode((r[slots[j] * 32 + l] >> (16 * h)) & 0xffff, kF16);
-            b[e] = half_decode((r[slots[8 + j] * 32 + l] >> (16 * h)) & 0xffff, kF16);
+      // The a/b memory layouts (mod bits 0, 1) only mattered to the loads.
+      const bool bf16 = in.mod & 16;
+      const HalfFormat& hf = bf16 ? kBF16 : kF16;
+      const WmmaFrag fa = wmma_frag(shape, 0, false, bf16), fb = wmma_frag(shape, 1, false, bf16);
+      const WmmaFrag fc = wmma_frag(shape, 2, in.mod & 8, false);
+      const WmmaFrag fd = wmma_frag(shape, 2, in.mod & 4, false);
+      const uint32_t M = fc.size / fc.cols, N = fc.cols, K = fa.cols;
+      double a[512], b[512], c[256];
+      auto gather = [&](const WmmaFrag& f, const Slot* fs, double* out, const HalfFormat* fmt) {
+        for (uint32_t l = 0; l < 32; ++l)
+          for (uint32_t j = 0; j < f.regs; ++j) {
+            const uint64_t v = r[fs[j] * 32 + l];
+            for (uint32_t h = 0; h < f.halves; ++h)
+              out[wmma_elem(f, l, j, h)] =
+                  fmt ? half_decode((v >> (16 * h)) & 0xffff, *fmt) : f32(v);
           }
-      for (uint32_t l = 0; l < 32; ++l)
-        for (uint32_t j = 0; j < wmma_regs(ckind); ++j) {
-          const uint64_t v = r[slots[16 + j] * 32 + l];
-          if (ckind == 2) {
-            c[wmma_elem(2, l, j, 0)] = f32(v);
-          } else {
-            c[wmma_elem(1, l, j, 0)] = half_decode(v & 0xffff, kF16);
-            c[wmma_elem(1, l, j, 1)] = half_decode((v >> 16) & 0xffff, kF16);
-          }
-        }
+      };
+      gather(fa, slots, a, &hf);
+      gather(fb, slots + fa.regs, b, &hf);
+      gather(fc, slots + fa.regs + fb.regs, c, fc.halves == 2 ? &kF16 : nullptr);
       // d = a * b + c per element: exact products, summed with their error
       // terms, rounded once to the accumulator type.
       uint64_t d[256];
-      for (uint32_t i = 0; i < 16; ++i)
-        for (uint32_t n = 0; n < 16; ++n) {
-          double sum = c[i * 16 + n], err = 0;
-          for (uint32_t k = 0; k < 16; ++k) {
+      for (uint32_t i = 0; i < M; ++i)
+        for (uint32_t n = 0; n < N; ++n) {
+          double sum = c[i * N + n], err = 0;
+          for (uint32_t k = 0; k < K; ++k) {
             double t, e;
-            two_sum(sum, a[i * 16 + k] * b[k * 16 + n], t, e);
+            two_sum(sum, a[i * K + k] * b[k * N + n], t, e);
             sum = t;
             err += e;
           }
-          if (dkind == 2) {
+          if (fd.halves == 1) {
             const auto f = static_cast<float>(sum + err);
-            d[i * 16 + n] = std::isnan(f) ? 0x7fffffffu : bits(f);
+            d[i * N + n] = std::isnan(f) ? 0x7fffffffu : bits(f);
           } else {
-            d[i * 16 + n] = half_round(sum, std::isfinite(sum) ? err : 0, kF16, 0);
+            d[i * N + n] = half_round(sum, std::isfinite(sum) ? err : 0, kF16, 0);
           }
         }
-      const uint32_t nd = wmma_regs(dkind), first_d = 16 + wmma_regs(ckind);
+      const Slot* ds = slots + fa.regs + fb.regs + fc.regs;
       for (uint32_t l = 0; l < 32; ++l)
-        for (uint32_t j = 0; j < nd; ++j)
-          r[slots[first_d + j] * 32 + l] =
-              dkind == 2 ? d[wmma_elem(2, l, j, 0)]
-                         : d[wmma_elem(1, l, j, 0)] | d[wmma_elem(1, l, j, 1)] << 16;
+        for (uint32_t j = 0; j < fd.regs; ++j)
+          r[ds[j] * 32 + l] = fd.halves == 1
+                                  ? d[wmma_elem(fd, l, j, 0)]
+                                  : d[wmma_elem(fd, l, j, 0)] | d[wmma_elem(fd, l, j, 1)] << 16;
       return true;
     }
     const bool load = in.op == Op::kWmmaLoad;
     const uint32_t matrix = in.mod & 3;
-    const bool col = in.mod & 4, f32_frag = in.mod & 8;
+    const bool col = in.mod & 4;
     const auto sp = static_cast<Space>((in.mod >> 4) & 7);
-    const int kind = matrix < 2 ? 0 : f32_frag ? 2 : 1;
-    const uint32_t esize = kind == 2 ? 4 : 2;
+    const WmmaFrag f = wmma_frag(shape, matrix, in.mod & 8, in.mod & 0x80);
+    const uint32_t esize = f.halves == 1 ? 4 : 2;
     for (uint32_t l = 0; l < 32; ++l) {
       tid_linear_ = w * 32 + l;
       const uint64_t base = r[in.a * 32 + l] + static_cast<uint64_t>(in.imm);
       const uint64_t stride = r[in.b * 32 + l] & 0xffffffffu;
-      for (uint32_t j = 0; j < wmma_regs(kind); ++j) {
+      for (uint32_t j = 0; j < f.regs; ++j) {
         uint64_t v = load ? 0 : r[slots[j] * 32 + l];
-        for (uint32_t h = 0; h < (kind == 2 ? 1u : 2u); ++h) {
-          const uint32_t e = wmma_elem(kind, l, j, h), row = e / 16, cl = e % 16;
+        for (uint32_t h = 0; h < f.halves; ++h) {
+          const uint32_t e = wmma_elem(f, l, j, h), row = e / f.cols, cl = e % f.cols;
           const uint64_t idx = col ? cl * stride + row : row * stride + cl;
           Space actual;
           std::byte* p = resolve(sp, base + idx * esize, esize, esize,

@@ -2019,8 +2019,9 @@ bool Parser::set_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& types
   return true;
 }
 
-// wmma (nvcuda::wmma) for the m16n16k16 shape with f16 inputs and f16 or f32
-// accumulators: wmma.load.{a,b,c}, wmma.store.d, wmma.mma (see Op::kWmmaLoad).
+// wmma (nvcuda::wmma): shapes m16n16k16, m32n8k16, m8n32k16; f16 inputs with
+// f16 or f32 accumulators, bf16 inputs with f32 accumulators:
+// wmma.load.{a,b,c}, wmma.store.d, wmma.mma (see Op::kWmmaLoad).
 bool Parser::wmma_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& types,
                               std::vector<std::string_view>& other) {
   const uint32_t line = c.line;
@@ -2033,14 +2034,23 @@ bool Parser::wmma_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& type
   const bool load = take("load"), store = take("store"), mma = take("mma");
   if (load + store + mma != 1) return bad(c, "needs .load, .store or .mma");
   if (!take("sync") || !take("aligned")) return bad(c, "needs .sync.aligned");
-  if (!take("m16n16k16"))
-    return bad(c, "only the m16n16k16 shape is supported (m32n8k16, m8n32k16, ... are not)");
-  // Fragment registers: f16 a/b and f16 c/d: 8 / 4 .b32 registers (f16x2);
-  // f32 c/d: 8 .f32 registers.
+  static const std::string_view kShapes[] = {"m16n16k16", "m32n8k16", "m8n32k16"};
+  static const uint32_t kDims[][3] = {{16, 16, 16}, {32, 8, 16}, {8, 32, 16}};  // M, N, K
+  int shape = -1;
+  for (int i = 0; i < 3; ++i)
+    if (take(kShapes[i])) shape = i;
+  if (shape < 0) return bad(c, "only the shapes m16n16k16, m32n8k16 and m8n32k16 are supported");
+  const uint32_t M = kDims[shape][0], N = kDims[shape][1], K = kDims[shape][2];
+  // Fragment registers: a/b .b32 (two halves each): 8 for f16, elements / 64
+  // for bf16; c/d: 8 .f32 or 4 .b32 (f16x2).
   const TypeInfo b32{Ty::kU32, 32, false, false, false, 0};
   const TypeInfo f32{Ty::kF32, 32, true, true, false, 0};
   auto is_f16 = [](const TypeInfo& t) { return t.half == 1 && t.bits == 16; };
+  auto is_bf16 = [](const TypeInfo& t) { return t.half == 2 && t.bits == 16; };
   auto is_f32 = [](const TypeInfo& t) { return t.ty == Ty::kF32 && !t.half; };
+  auto ab_regs = [&](int matrix, bool bf16) {
+    return bf16 ? (matrix == 0 ? M * K : K * N) / 64 : 8u;
+  };
   auto fragment = [&](const Operand& v, size_t n, bool f32_regs, bool write) {
     if (v.kind != Operand::kVec || v.elems.size() != n)
       return bad(c, "expects a fragment of " + std::to_string(n) + " registers");
@@ -2054,6 +2064,7 @@ bool Parser::wmma_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& type
     return true;
   };
   in.d = constant(0xffffffffu);  // the membermask: the whole warp
+  in.neg = static_cast<uint8_t>(in.neg | shape << 1);
   in.c = static_cast<Slot>(k_.vec_slots.size());
   if (mma) {
     // .alayout.blayout, in this order
@@ -2070,23 +2081,31 @@ bool Parser::wmma_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& type
     const bool acol = cols[0], bcol = cols[1];
     if (take("satfinite")) return bad(c, ".satfinite is not supported");
     if (!other.empty()) return bad(c, "unsupported modifier ." + std::string(other.front()));
-    if (types.size() != 2 || !(is_f16(types[0]) || is_f32(types[0])) ||
-        !(is_f16(types[1]) || is_f32(types[1])))
+    bool bf16 = false, df32 = false, cf32 = false;
+    if (types.size() == 2 && (is_f16(types[0]) || is_f32(types[0])) &&
+        (is_f16(types[1]) || is_f32(types[1]))) {
+      df32 = is_f32(types[0]);
+      cf32 = is_f32(types[1]);
+    } else if (types.size() == 4 && is_f32(types[0]) && is_bf16(types[1]) && is_bf16(types[2]) &&
+               is_f32(types[3])) {
+      bf16 = df32 = cf32 = true;
+    } else {
       return bad(c,
-                 "needs .dtype.ctype of .f16 / .f32 (f16 inputs; bf16, tf32, integer and "
-                 "f64 wmma are not supported)");
-    const bool df32 = is_f32(types[0]), cf32 = is_f32(types[1]);
+                 "needs .dtype.ctype of .f16 / .f32 (f16 inputs) or .f32.bf16.bf16.f32 (tf32, "
+                 "integer and f64 wmma are not supported)");
+    }
     if (!count(c, 4)) return false;
-    // Slots: a (8), b (8), c (8 or 4), then d (8 or 4), which may name c's registers.
+    // Slots: a, b, c, then d (which may name c's registers).
     const size_t start = k_.vec_slots.size();
-    if (!fragment(c.ops[1], 8, false, false) || !fragment(c.ops[2], 8, false, false) ||
+    if (!fragment(c.ops[1], ab_regs(0, bf16), false, false) ||
+        !fragment(c.ops[2], ab_regs(1, bf16), false, false) ||
         !fragment(c.ops[3], cf32 ? 8 : 4, cf32, false) ||
         !fragment(c.ops[0], df32 ? 8 : 4, df32, true))
       return false;
     in.c = static_cast<Slot>(start);
     in.op = Op::kWmmaMma;
-    in.mod =
-        static_cast<uint8_t>((acol ? 1 : 0) | (bcol ? 2 : 0) | (df32 ? 4 : 0) | (cf32 ? 8 : 0));
+    in.mod = static_cast<uint8_t>((acol ? 1 : 0) | (bcol ? 2 : 0) | (df32 ? 4 : 0) |
+                                  (cf32 ? 8 : 0) | (bf16 ? 16 : 0));
     emit(in, line);
     return true;
   }
@@ -2110,11 +2129,12 @@ bool Parser::wmma_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& type
   else if (take("shared") || take("shared::cta"))
     sp = Space::kShared;
   if (!other.empty()) return bad(c, "unsupported modifier ." + std::string(other.front()));
-  if (types.size() != 1 || !(is_f16(types[0]) || (matrix == 2 && is_f32(types[0]))))
+  if (types.size() != 1 || !(matrix == 2 ? (is_f16(types[0]) || is_f32(types[0]))
+                                         : (is_f16(types[0]) || is_bf16(types[0]))))
     return bad(c,
-               "needs .f16 (a, b, c, d) or .f32 (c, d): bf16, tf32, integer and f64 "
+               "needs .f16 or .bf16 (a, b), .f16 or .f32 (c, d): tf32, integer and f64 "
                "fragments are not supported");
-  const bool f32_frag = is_f32(types[0]);
+  const bool f32_frag = is_f32(types[0]), bf16 = is_bf16(types[0]);
   if (c.ops.size() != 2 && c.ops.size() != 3)
     return bad(c, "expects a fragment, an address and an optional stride");
   const size_t vi = load ? 0 : 1, ai = load ? 1 : 0;
@@ -2123,12 +2143,16 @@ bool Parser::wmma_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& type
     const TypeInfo u32{Ty::kU32, 32, false, false, false, 0};
     if (!src(c, 2, u32, in.b)) return false;
   } else {
-    in.b = constant(16);
+    // No stride: the matrix is dense (its rows, or columns, one after another).
+    const uint32_t rows = matrix == 0 ? M : matrix == 1 ? K : M;
+    const uint32_t cols = matrix == 0 ? K : N;
+    in.b = constant(col ? rows : cols);
   }
-  if (!fragment(c.ops[vi], (matrix == 2 && !f32_frag) ? 4 : 8, f32_frag, load)) return false;
+  const size_t nregs = matrix == 2 ? (f32_frag ? 8 : 4) : ab_regs(matrix, bf16);
+  if (!fragment(c.ops[vi], nregs, f32_frag, load)) return false;
   in.op = load ? Op::kWmmaLoad : Op::kWmmaStore;
   in.mod = static_cast<uint8_t>(matrix | (col ? 4 : 0) | (f32_frag ? 8 : 0) |
-                                static_cast<uint32_t>(sp) << 4);
+                                static_cast<uint32_t>(sp) << 4 | (bf16 ? 0x80 : 0));
   emit(in, line);
   return true;
 }

@@ -177,19 +177,21 @@ enum class Op : uint16_t {
   kLdVec,
   kStVec,  // c = index into Kernel::vec_slots, b = space, Inst::mod as above + count << 6
   kAtom,   // d = atom(op, [a + imm], b[, c]); Inst::mod = AtomOp | type << 4; Inst::neg>>1 = space
-  // wmma, m16n16k16, f16 inputs (warp-collective: wait for the whole warp, d =
-  // membermask slot). Fragment registers are Kernel::vec_slots from index c.
-  // Fragment layout (the sim's own; wmma leaves it unspecified): element
-  // (row, col) of a 16 x 16 matrix is e = row * 16 + col; an f32 c/d fragment
-  // holds e = lane * 8 + j in register j, an f16 c/d fragment e = lane * 8 +
-  // 2j (low half) and 2j + 1 (high) in register j, and an a/b fragment (f16)
-  // row (lane & 15): e = (lane & 15) * 16 + 2j and 2j + 1 (lanes 16-31 hold
-  // copies). For a, row = m and col = k; for b, row = k and col = n.
+  // wmma (warp-collective: wait for the whole warp; d = membermask slot).
+  // Inst::neg bits 1..2: shape (0 m16n16k16, 1 m32n8k16, 2 m8n32k16); A is M x
+  // K, B K x N, C and D M x N. Fragment registers are Kernel::vec_slots from
+  // index c. Fragment layout (the sim's own; wmma leaves it unspecified):
+  // element (row, col) of a matrix with `cols` columns is e = row * cols +
+  // col; a c/d fragment (256 elements) holds e = lane * 8 + j in f32 register
+  // j, or e = lane * 8 + 2j (low half) and 2j + 1 (high) in f16x2 register j;
+  // an a/b fragment of R registers (two f16/bf16 each) holds e = (lane * 2R
+  // + 2j + h) mod (the matrix's elements): f16 fragments (R = 8) hold copies
+  // where the matrix has fewer than 512 elements.
   kWmmaLoad,   // fragment = [a + imm] with stride b (elements); mod = matrix (0 a, 1 b, 2 c)
-               // | 4 col-major | 8 f32 | space << 4
+               // | 4 col-major | 8 f32 | space << 4 | 0x80 bf16
   kWmmaStore,  // [a + imm] = fragment d, as kWmmaLoad (matrix 2)
   kWmmaMma,    // d = a * b + c, rounded once; slots a, b, c, d; mod = 1 a col | 2 b col |
-               // 4 d f32 | 8 c f32
+               // 4 d f32 | 8 c f32 | 16 bf16 inputs
   kLea,        // d = a + imm (64-bit): the source address of a kCpAsync
   // cp.async (sm_80), done at once (results are defined only after the wait, so
   // the copy may complete immediately; commit_group / wait_group are no-ops):
