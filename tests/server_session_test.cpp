@@ -72,6 +72,44 @@ TEST_F(SessionTest, AcquireAllocWriteReadReleaseRoundTrip) {
             Status::kLeaseExpired);
 }
 
+// A MEM_READ reply is hashed while it is copied out of device memory, in
+// pieces: every size around the piece boundary, at odd offsets, carries the
+// bytes and the checksum of the whole frame (RawClient::recv checks it).
+TEST_F(SessionTest, MemReadRepliesHashedWhileCopiedCarryTheFrameChecksum) {
+  constexpr size_t kBytes = (1u << 20) + 64;
+  uint64_t lease = acquire(c_, tok_, 4 << 20);
+  uint64_t buf = alloc(c_, lease, tok_, kBytes);
+  ASSERT_NE(buf, 0u);
+  Bytes data(kBytes);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = std::byte((i * 2654435761u) >> 13);
+  ASSERT_EQ(c_.call(Opcode::kMemWrite, lease, tok_, wire::MemWriteRequest{buf, 0, data}).status(),
+            Status::kOk);
+  constexpr size_t kPiece = 64u << 10;
+  for (size_t len : {size_t{1}, kPiece - 1, kPiece, kPiece + 1, 3 * kPiece + 17, size_t{1} << 20}) {
+    for (size_t off : {size_t{0}, size_t{3}}) {
+      auto r = c_.call(Opcode::kMemRead, lease, tok_,
+                       wire::MemReadRequest{buf, off, static_cast<uint32_t>(len)});
+      ASSERT_EQ(r.status(), Status::kOk) << len << " at " << off;
+      ASSERT_EQ(r.header.payload_len, len);
+      EXPECT_TRUE(std::equal(r.payload.begin(), r.payload.end(), data.begin() + off))
+          << len << " at " << off;
+    }
+  }
+  // Pipelined reads answered with one gathered write still check out.
+  std::vector<uint64_t> ids;
+  for (size_t i = 0; i < 8; ++i)
+    ids.push_back(c_.send(Opcode::kMemRead, lease, tok_,
+                          wire::encode_payload(wire::MemReadRequest{
+                              buf, i * kPiece, static_cast<uint32_t>(kPiece + i)})));
+  for (size_t i = 0; i < 8; ++i) {
+    auto r = c_.recv();
+    ASSERT_TRUE(r.has_value());
+    ASSERT_EQ(r->status(), Status::kOk);
+    EXPECT_EQ(r->header.request_id, ids[i]);
+    EXPECT_TRUE(std::equal(r->payload.begin(), r->payload.end(), data.begin() + i * kPiece));
+  }
+}
+
 // MODULE_GLOBAL (kernels/globals.cu): a variable's handle works in MEM_WRITE,
 // MEM_READ and typed BUFFER arguments, is checked like a buffer's, belongs
 // to its lease and dies with its module.

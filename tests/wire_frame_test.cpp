@@ -71,6 +71,35 @@ TEST(WireFrame, ChecksumOfSplitTokenAndPayloadEqualsChecksumOfTheirConcatenation
             frame_checksum(s.first(48), {}, s.subspan(48)));
 }
 
+// A reply hashed in pieces as it is produced (MEM_READ) gets the checksum of
+// the whole frame, whatever the split, and its header encodes as is.
+TEST(WireFrame, PayloadChecksumInPiecesEqualsTheChecksumOfTheFinishedReply) {
+  FrameHeader h = request_header(Opcode::kMemRead);
+  h.flags = kFlagReply;
+  Bytes payload(100000);
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<std::byte>(i * 131 + 7);
+  const HeaderBytes whole = encode_header(h, {}, payload);
+  for (size_t piece : {size_t{1}, size_t{47}, size_t{64}, size_t{4096}, payload.size()}) {
+    PayloadChecksum sum(h, static_cast<uint32_t>(payload.size()));
+    for (size_t off = 0; off < payload.size(); off += piece)
+      sum.update(ByteSpan(payload).subspan(off, std::min(piece, payload.size() - off)));
+    EXPECT_EQ(sum.bytes_hashed(), payload.size());
+    EXPECT_EQ(sum.digest(), load_le64(whole.data() + kOffChecksum)) << "pieces of " << piece;
+    FrameHeader done = sum.header();
+    done.checksum = sum.digest();
+    const HeaderBytes as_is = encode_header_as_is(done);
+    EXPECT_EQ(as_is, whole) << "pieces of " << piece;
+    Bytes frame(as_is.begin(), as_is.end());
+    frame.insert(frame.end(), payload.begin(), payload.end());
+    EXPECT_TRUE(decode_frame(frame, kLimits).ok());
+  }
+  // A different payload, or one byte short, does not match.
+  PayloadChecksum other(h, static_cast<uint32_t>(payload.size()));
+  other.update(ByteSpan(payload).first(payload.size() - 1));
+  other.update(to_bytes("x"));
+  EXPECT_NE(other.digest(), load_le64(whole.data() + kOffChecksum));
+}
+
 TEST(WireFrame, HeaderRoundTripsEveryFieldIncludingExtremes) {
   for (uint64_t id : {uint64_t{0}, uint64_t{1}, ~uint64_t{0}}) {
     FrameHeader h = request_header(Opcode::kGpuSubmit);

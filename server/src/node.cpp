@@ -139,7 +139,7 @@ void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint6
   // Counted until answered, so shutdown() can wait for every request that got
   // past the check below before it stops the device pool.
   ops_in_progress_.fetch_add(1);
-  ReplyFn timed = [this, op = h.opcode, start, reply = std::move(reply)](Status s, Bytes p) {
+  ReplyFn timed = [this, op = h.opcode, start, reply = std::move(reply)](Status s, ReplyPayload p) {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(
                   std::chrono::steady_clock::now() - start)
                   .count();

@@ -88,7 +88,7 @@ uint64_t frame_checksum(ByteSpan header, ByteSpan token, ByteSpan payload) noexc
   return XXH3_64bits_digest(&state);
 }
 
-HeaderBytes encode_header(FrameHeader h, ByteSpan token, ByteSpan payload) {
+HeaderBytes encode_header_as_is(const FrameHeader& h) {
   HeaderBytes out{};
   std::byte* p = out.data();
   store_le32(p + kOffMagic, kMagic);
@@ -96,13 +96,48 @@ HeaderBytes encode_header(FrameHeader h, ByteSpan token, ByteSpan payload) {
   store_le16(p + kOffOpcode, static_cast<uint16_t>(h.opcode));
   store_le16(p + kOffFlags, h.flags);
   store_le16(p + kOffStatus, static_cast<uint16_t>(h.status));
-  store_le32(p + kOffTokenLen, static_cast<uint32_t>(token.size()));
+  store_le32(p + kOffTokenLen, h.token_len);
   store_le64(p + kOffRequestId, h.request_id);
   store_le64(p + kOffLeaseId, h.lease_id);
-  store_le32(p + kOffPayloadLen, static_cast<uint32_t>(payload.size()));
+  store_le32(p + kOffPayloadLen, h.payload_len);
   store_le32(p + kOffReserved, 0);
-  store_le64(p + kOffChecksum, frame_checksum(out, token, payload));
+  store_le64(p + kOffChecksum, h.checksum);
   return out;
+}
+
+HeaderBytes encode_header(FrameHeader h, ByteSpan token, ByteSpan payload) {
+  h.token_len = static_cast<uint32_t>(token.size());
+  h.payload_len = static_cast<uint32_t>(payload.size());
+  h.checksum = 0;
+  HeaderBytes out = encode_header_as_is(h);
+  store_le64(out.data() + kOffChecksum, frame_checksum(out, token, payload));
+  return out;
+}
+
+struct PayloadChecksum::State {
+  XXH3_state_t xxh;
+};
+
+PayloadChecksum::PayloadChecksum(FrameHeader h, uint32_t payload_len)
+    : h_(h), state_(std::make_unique<State>()) {
+  h_.token_len = 0;
+  h_.payload_len = payload_len;
+  h_.checksum = 0;
+  const HeaderBytes hb = encode_header_as_is(h_);
+  XXH3_64bits_reset(&state_->xxh);
+  XXH3_64bits_update(&state_->xxh, hb.data(), hb.size());
+}
+
+PayloadChecksum::~PayloadChecksum() = default;
+
+void PayloadChecksum::update(ByteSpan piece) noexcept {
+  if (piece.empty()) return;
+  XXH3_64bits_update(&state_->xxh, piece.data(), piece.size());
+  hashed_ += piece.size();
+}
+
+uint64_t PayloadChecksum::digest() const noexcept {
+  return XXH3_64bits_digest(&state_->xxh);
 }
 
 Bytes encode_frame(const FrameHeader& h, ByteSpan token, ByteSpan payload) {

@@ -583,6 +583,26 @@ class SimContext final : public DeviceContext {
         std::move(done));
   }
 
+  void mem_read_seen_async(uint64_t addr, std::span<std::byte> out, ByteSink seen,
+                           Completion done) override {
+    auto p = host_range(addr, out.size());
+    if (!p.ok()) return done(std::move(p).error());
+    if (out.empty()) return done(Result<void>());
+    core_->enqueue_host(
+        [src = *p, out, seen = std::move(seen), keep = owner(addr)]() -> Result<void> {
+          // In pieces that stay in cache between the copy and `seen` (a
+          // hash): one pass over memory instead of two.
+          constexpr size_t kPiece = 64u << 10;
+          for (size_t off = 0; off < out.size(); off += kPiece) {
+            const size_t n = std::min(kPiece, out.size() - off);
+            std::memcpy(out.data() + off, src + off, n);
+            seen(out.subspan(off, n));
+          }
+          return {};
+        },
+        std::move(done));
+  }
+
   Result<uint64_t> module_load(ImageKind kind, std::span<const std::byte> image) override {
     if (kind != ImageKind::kPtx)
       return make_error(Status::kLoadFailed, "the sim backend runs PTX only (no cubin/fatbin)");

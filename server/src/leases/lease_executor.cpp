@@ -301,10 +301,22 @@ void LeaseExecutor::mem_read(const Op& op) {
   if (m->length == 0) return op.reply(Status::kOk, Bytes{});
   auto out = std::make_shared<Bytes>(env_.take_buffer ? env_.take_buffer(m->length) : Bytes());
   out->resize(m->length);  // a recycled buffer shrinks without a fill
-  return ctx_->mem_read_async(it->addr + m->offset, *out, [reply = op.reply, out](Result<void> rd) {
-    if (!rd) return reply_error(reply, rd.error());
-    reply(Status::kOk, std::move(*out));
-  });
+  // The OK reply's checksum is computed while the bytes are copied.
+  wire::FrameHeader ok_header;
+  ok_header.opcode = op.h.opcode;
+  ok_header.flags = wire::kFlagReply;
+  ok_header.request_id = op.h.request_id;
+  ok_header.lease_id = op.h.lease_id;
+  auto sum = std::make_shared<wire::PayloadChecksum>(ok_header, m->length);
+  return ctx_->mem_read_seen_async(
+      it->addr + m->offset, *out, [sum](std::span<const std::byte> piece) { sum->update(piece); },
+      [reply = op.reply, out, sum](Result<void> rd) {
+        if (!rd) return reply_error(reply, rd.error());
+        if (sum->bytes_hashed() != out->size()) return reply(Status::kOk, std::move(*out));
+        wire::FrameHeader hashed = sum->header();
+        hashed.checksum = sum->digest();
+        reply(Status::kOk, ReplyPayload(std::move(*out), hashed));
+      });
 }
 
 void LeaseExecutor::module_load(const Op& op) {

@@ -37,10 +37,23 @@ struct Lease;
 
 using DeviceStrand = asio::strand<asio::thread_pool::executor_type>;
 
-// Called exactly once per request with the reply's status and payload (the
-// encoded reply message, or a UTF-8 message when status != OK). May be
-// called on any thread.
-using ReplyFn = std::function<void(wire::Status, wire::Bytes)>;
+// A reply's payload (the encoded reply message, or a UTF-8 message when the
+// status is not OK). `hashed`, when set, is the header, checksum included,
+// that a producer computed while it made the bytes (wire::PayloadChecksum:
+// a MEM_READ reply is hashed as it is copied); the connection sends that
+// checksum when its reply header is exactly that header, and computes the
+// checksum itself otherwise.
+struct ReplyPayload {
+  ReplyPayload(wire::Bytes b) : bytes(std::move(b)) {}  // NOLINT(google-explicit-constructor)
+  ReplyPayload(wire::Bytes b, const wire::FrameHeader& hashed_header)
+      : bytes(std::move(b)), hashed(hashed_header) {}
+  wire::Bytes bytes;
+  std::optional<wire::FrameHeader> hashed;
+};
+
+// Called exactly once per request with the reply's status and payload. May
+// be called on any thread.
+using ReplyFn = std::function<void(wire::Status, ReplyPayload)>;
 
 // The answers to the last N MEM_ALLOC / MODULE_LOAD requests of a lease, so a
 // retry of the same request (same request id, opcode and payload) gets the

@@ -500,7 +500,7 @@ awaitable<void> Connection::read_loop() {
     auto promise = std::make_shared<ReplyBudget::Charge>(std::move(promise_charge));
     node_.handle(
         h, std::move(body), id_,
-        [self = shared_from_this(), h, raw_op, promised, promise](Status s, Bytes p) {
+        [self = shared_from_this(), h, raw_op, promised, promise](Status s, ReplyPayload p) {
           // Counted done before the reply can reach the client, so
           // a client that waits for each reply is never answered BUSY.
           self->inflight_.fetch_sub(1);
@@ -556,16 +556,28 @@ awaitable<void> Connection::watchdog() {
   }
 }
 
-void Connection::send(const wire::FrameHeader& req, uint16_t raw_opcode, Status s, Bytes payload,
-                      uint64_t promised, ReplyBudget::Charge charge) {
+void Connection::send(const wire::FrameHeader& req, uint16_t raw_opcode, Status s,
+                      ReplyPayload payload, uint64_t promised, ReplyBudget::Charge charge) {
   wire::FrameHeader h;
   h.opcode = static_cast<wire::Opcode>(raw_opcode);
   h.flags = wire::kFlagReply;
   h.status = s;
   h.request_id = req.request_id;
   h.lease_id = req.lease_id;
+  h.payload_len = static_cast<uint32_t>(payload.bytes.size());
   OutFrame f;
-  f.payload = std::move(payload);
+  f.payload = std::move(payload.bytes);
+  // A checksum computed while the payload was made is used only for the
+  // very header it was computed for.
+  if (payload.hashed) {
+    wire::FrameHeader unsummed = *payload.hashed;
+    unsummed.checksum = 0;
+    if (unsummed == h) {
+      f.header = wire::encode_header_as_is(*payload.hashed);
+      queue_reply(std::move(f), promised, std::move(charge));
+      return;
+    }
+  }
   f.header = wire::encode_header(h, {}, f.payload);
   queue_reply(std::move(f), promised, std::move(charge));
 }

@@ -66,7 +66,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // `charge` what it charged to the request's tenant (empty: a frame
   // without a token): given back once the reply is sent, resized to the
   // reply's unsent bytes while it is queued.
-  void send(const wire::FrameHeader& req, uint16_t raw_opcode, wire::Status s, wire::Bytes payload,
+  void send(const wire::FrameHeader& req, uint16_t raw_opcode, wire::Status s, ReplyPayload payload,
             uint64_t promised, ReplyBudget::Charge charge = {});
 
   // Graceful close (drain): the queued replies are written, then the socket

@@ -116,6 +116,21 @@ class DeviceContext {
   // `out` stays valid until `done` is called. Ordered after every earlier
   // launch: reads see their results.
   virtual void mem_read_async(uint64_t addr, std::span<std::byte> out, Completion done) = 0;
+  // As mem_read_async, and every byte read is also passed to `seen`, in
+  // order and before `done` is called, so a caller can hash a reply while it
+  // is copied instead of in a second pass over it. `seen` is called on the
+  // thread that copies. The default passes `out` in one piece once the read
+  // is done; a backend that copies on the host passes each piece as it
+  // lands, while it is still in cache.
+  using ByteSink = std::function<void(std::span<const std::byte>)>;
+  virtual void mem_read_seen_async(uint64_t addr, std::span<std::byte> out, ByteSink seen,
+                                   Completion done) {
+    mem_read_async(addr, out,
+                   [out, seen = std::move(seen), done = std::move(done)](Result<void> r) {
+                     if (r) seen(out);
+                     done(std::move(r));
+                   });
+  }
 
   // Blocking forms for tests and tools: wait for the completion. Never call
   // them on a thread the backend needs to complete the op (a device-pool or

@@ -19,6 +19,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 
 #include "gpulease/wire/bytes.hpp"
 #include "gpulease/wire/limits.hpp"
@@ -80,6 +81,36 @@ struct FrameHeader {
 // Encodes `h` with token_len/payload_len taken from the spans and the
 // checksum computed over all three parts. REQUIRES: sizes fit in u32.
 [[nodiscard]] HeaderBytes encode_header(FrameHeader h, ByteSpan token, ByteSpan payload);
+
+// The checksum of a token-less frame (a reply) whose payload is produced in
+// pieces, so a sender can hash bytes while it copies them (a MEM_READ reply
+// is hashed as it leaves device memory, not in a second pass). The header is
+// fixed first, with payload_len set; update() takes the payload's bytes in
+// order; digest() then equals frame_checksum() of the finished frame.
+class PayloadChecksum {
+ public:
+  PayloadChecksum(FrameHeader h, uint32_t payload_len);
+  ~PayloadChecksum();
+  PayloadChecksum(const PayloadChecksum&) = delete;
+  PayloadChecksum& operator=(const PayloadChecksum&) = delete;
+
+  void update(ByteSpan piece) noexcept;
+  // The header it was computed for (token_len 0, payload_len set, checksum 0).
+  [[nodiscard]] const FrameHeader& header() const noexcept { return h_; }
+  // REQUIRES: exactly payload_len bytes were passed to update().
+  [[nodiscard]] uint64_t digest() const noexcept;
+  [[nodiscard]] uint64_t bytes_hashed() const noexcept { return hashed_; }
+
+ private:
+  struct State;
+  FrameHeader h_;
+  uint64_t hashed_ = 0;
+  std::unique_ptr<State> state_;
+};
+
+// Encodes `h` as is: its token_len, payload_len and checksum fields are
+// written unchanged (a checksum from PayloadChecksum::digest()).
+[[nodiscard]] HeaderBytes encode_header_as_is(const FrameHeader& h);
 
 // Header + token + payload as one contiguous frame (tests, vectors, small frames).
 [[nodiscard]] Bytes encode_frame(const FrameHeader& h, ByteSpan token, ByteSpan payload);
