@@ -162,6 +162,15 @@ class EtcdCluster {
     m.pid = -1;
   }
 
+  // SIGSTOP / SIGCONT member i: a member that hangs (connections accepted by
+  // the kernel, never answered) rather than one that is gone.
+  void pause(size_t i) {
+    if (members_.at(i).pid > 0) ::kill(members_.at(i).pid, SIGSTOP);
+  }
+  void resume(size_t i) {
+    if (members_.at(i).pid > 0) ::kill(members_.at(i).pid, SIGCONT);
+  }
+
   // Restarts a killed member with its data dir (it rejoins the cluster).
   bool restart(size_t i) {
     if (running(i)) return true;

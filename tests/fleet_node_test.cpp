@@ -423,6 +423,28 @@ TEST_F(FleetNode, EtcdLostLaterTheNodeServesOnAndRegistersAgain) {
   EXPECT_EQ(read_directory(*c).records.count("node-x"), 1u) << n->log();
 }
 
+// A hung etcd (it answers nothing) stretches a drain by at most its etcd
+// calls' deadlines (TTL 3 s: 1 s each; the call in flight, then the revoke,
+// which starts with the drain): the node still exits soon after a short
+// drain bound (docs/FLEET.md).
+TEST_F(FleetNode, AHungEtcdDelaysTheExitByAtMostItsDeadlines) {
+  ASSERT_TRUE(etcd_.start(1)) << etcd_.last_error();
+  auto c = etcd_.client();
+  auto n = node("node-h", 1ull << 30, 1, {"--drain-timeout-ms=500"}, /*ttl_s=*/3);
+  ASSERT_TRUE(n->start()) << n->log();
+  ASSERT_TRUE(wait_directory(*c, [](const Directory& d) { return d.records.count("node-h"); }));
+  etcd_.pause(0);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(n->terminate(), 0) << n->log();
+  const auto took = std::chrono::steady_clock::now() - t0;
+  etcd_.resume(0);
+  // The revoke and the call in flight (1 s each) overlap the 0.5 s drain;
+  // the rest is room for a loaded machine.
+  EXPECT_LT(took, 2500ms) << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                          << " ms\n"
+                          << n->log();
+}
+
 TEST_F(FleetNode, TheEtcdLeaderKilledTheRegistrationSurvives) {
   ASSERT_TRUE(etcd_.start(3)) << etcd_.last_error();
   auto c = etcd_.client();

@@ -74,6 +74,11 @@ TEST(ServerConfig, BadValuesAreRefusedWithAMessage) {
   EXPECT_EQ(parse({"--max-inflight", "0"}, c2).status(), Status::kInvalidArgument);
   NodeConfig c3;
   EXPECT_EQ(parse({"--backend", "quantum"}, c3).status(), Status::kInvalidArgument);
+  NodeConfig c4;
+  EXPECT_EQ(parse({"--sim-worker-nice", "20"}, c4).status(), Status::kInvalidArgument);
+  NodeConfig c5;
+  ASSERT_TRUE(parse({"--sim-worker-nice", "0"}, c5).ok());
+  EXPECT_EQ(c5.sim_worker_nice, 0u);
   for (const char* toml :
        {"listen = \"h:notaport\"\n", "max_inflight = -1\n", "reaper_interval_ms = 0\n",
         "max_payload_bytes = 999999999\n", "this is not toml\n"}) {

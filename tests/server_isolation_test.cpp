@@ -277,6 +277,41 @@ TEST(Isolation, OpsOfALeaseKeepTheirOrderWhetherRunInlineOrQueued) {
   for (int i = 0; i < n; ++i) EXPECT_EQ(y[i], 3.0f * float(i)) << i;
 }
 
+// Which ops a network thread may run itself: short ones, and copies up to
+// kInlineCopyBytes. A bulk copy goes to the device pool, so the other
+// connections that network thread serves never wait for a tenant's copy.
+TEST(Isolation, BulkCopiesGoToTheDevicePoolAndSmallOnesRunInline) {
+  using server::LeaseExecutor;
+  constexpr auto kMax = LeaseExecutor::kInlineCopyBytes;
+  auto header = [](Opcode op) {
+    wire::FrameHeader h;
+    h.opcode = op;
+    return h;
+  };
+  auto read = [&](uint32_t n) {
+    return LeaseExecutor::runs_inline(header(Opcode::kMemRead),
+                                      wire::encode_payload(wire::MemReadRequest{1, 0, n}));
+  };
+  auto write = [&](size_t n) {
+    return LeaseExecutor::runs_inline(header(Opcode::kMemWrite),
+                                      wire::encode_payload(wire::MemWriteRequest{1, 0, Bytes(n)}));
+  };
+  EXPECT_TRUE(read(64));
+  EXPECT_TRUE(read(kMax));
+  EXPECT_FALSE(read(kMax + 1));
+  EXPECT_FALSE(read(4u << 20));
+  EXPECT_TRUE(write(64));
+  EXPECT_FALSE(write(kMax));  // the payload's 16-byte prefix counts too
+  EXPECT_FALSE(write(4u << 20));
+  // A malformed MEM_READ runs inline, where its decoder refuses it.
+  EXPECT_TRUE(LeaseExecutor::runs_inline(header(Opcode::kMemRead), wire::to_bytes("short")));
+  for (Opcode op : {Opcode::kMemAlloc, Opcode::kMemFree, Opcode::kLaunch, Opcode::kSync,
+                    Opcode::kModuleUnload, Opcode::kModuleGlobal})
+    EXPECT_TRUE(LeaseExecutor::runs_inline(header(op), {})) << wire::opcode_name(op);
+  for (Opcode op : {Opcode::kModuleLoad, Opcode::kGpuSubmit})
+    EXPECT_FALSE(LeaseExecutor::runs_inline(header(op), {})) << wire::opcode_name(op);
+}
+
 TEST(Isolation, DrainEndsWithinItsBoundWhileRequestsWaitBehindSpinningKernels) {
   // Each spinner has a MEM_WRITE and a SYNC in flight that its kernel never
   // lets finish: the drain's wait for frames in flight cannot end early, so

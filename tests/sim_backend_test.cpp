@@ -5,7 +5,11 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <future>
+#include <sstream>
+#include <string>
 #include <thread>
 
 #include "sim_harness.hpp"
@@ -22,6 +26,47 @@ TEST(SimBackend, DescribesOneEightGibDeviceByDefault) {
   EXPECT_EQ(d[0].total_bytes, uint64_t{8} << 30);
   EXPECT_EQ(d[0].free_bytes, d[0].total_bytes);
   EXPECT_GT(b->context_overhead_bytes(0), 0u);
+}
+
+// The nice value of each thread of this process named `name`
+// (/proc/self/task/TID/stat, field 19).
+std::vector<int> nice_of_threads_named(const std::string& name) {
+  std::vector<int> out;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::string comm;
+    std::getline(std::ifstream(t.path() / "comm"), comm);
+    if (comm != name) continue;
+    std::string stat;
+    std::getline(std::ifstream(t.path() / "stat"), stat);
+    std::istringstream rest(stat.substr(stat.rfind(')') + 2));  // field 3 on
+    std::string field;
+    for (int i = 3; i < 19 && rest >> field; ++i) {
+    }
+    int nice = 0;
+    if (rest >> nice) out.push_back(nice);
+  }
+  return out;
+}
+
+TEST(SimBackend, InterpreterThreadsRunAtTheirConfiguredNiceValue) {
+  SimConfig cfg;
+  cfg.worker_threads = 2;
+  cfg.worker_nice = 7;
+  auto b = make_sim_backend(cfg);
+  // The workers set their name and priority as they start: seven levels
+  // below the priority the process runs at (which the ticker, enforcing
+  // the watchdog, keeps).
+  std::vector<int> nice, ticker;
+  int want = 0;
+  for (int i = 0; i < 500; ++i) {
+    ticker = nice_of_threads_named("sim-ticker");
+    nice = nice_of_threads_named("sim-worker");
+    want = ticker.empty() ? -100 : std::min(ticker[0] + 7, 19);
+    if (nice == std::vector<int>{want, want}) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(ticker.size(), 1u);
+  EXPECT_EQ(nice, (std::vector<int>{want, want}));
 }
 
 TEST(SimBackend, ConfiguredDevicesHaveTheirOwnCapacity) {

@@ -21,6 +21,7 @@ std::unique_ptr<DeviceBackend> sim(const NodeConfig& cfg) {
     sc.devices.push_back(d);
   }
   sc.worker_threads = cfg.device_threads;
+  sc.worker_nice = static_cast<int>(cfg.sim_worker_nice);
   if (cfg.instruction_budget != 0) sc.default_instruction_budget = cfg.instruction_budget;
   return sim::make_sim_backend(sc);
 }

@@ -86,6 +86,7 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   u32("sim_devices", c.sim_devices);
   u64("sim_device_bytes", c.sim_device_bytes);
   u64("instruction_budget", c.instruction_budget);
+  u32("sim_worker_nice", c.sim_worker_nice);
   u32("watchdog_ms", c.watchdog_ms);
   u32("clock_skew_s", c.clock_skew_s);
   u32("token_cache_entries", c.token_cache_entries);
@@ -180,6 +181,10 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
       ->capture_default_str();
   app.add_option("--instruction-budget", c.instruction_budget,
                  "sim backend: instructions per launch (0 = default)")
+      ->capture_default_str();
+  app.add_option("--sim-worker-nice", c.sim_worker_nice,
+                 "sim backend: nice levels (0..19) the interpreter threads run below the "
+                 "node's other threads, so the network threads preempt tenants' kernels")
       ->capture_default_str();
   app.add_option("--watchdog-ms", c.watchdog_ms,
                  "fault a lease whose launch runs longer (both backends; 0 = off)")
@@ -284,6 +289,7 @@ Result<void> validate_node_config(const NodeConfig& c) {
     return bad("metrics_max_connections and metrics_timeout_ms must be >= 1");
   if (c.sim_devices == 0 || c.sim_devices > wire::Limits{}.max_devices)
     return bad("sim_devices must be 1..64");
+  if (c.sim_worker_nice > 19) return bad("sim_worker_nice must be 0..19");
   if (auto r = check_fleet_name(c.fleet); !r) return r;
   if (c.registry_ttl_s < 1 || c.registry_ttl_s > 3600) return bad("registry_ttl_s must be 1..3600");
   if (!c.registry.empty()) {

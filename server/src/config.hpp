@@ -41,6 +41,7 @@ struct NodeConfig {
   uint32_t sim_devices = 1;
   uint64_t sim_device_bytes = 8ull << 30;
   uint64_t instruction_budget = 0;  // sim: per launch, 0 = backend default
+  uint32_t sim_worker_nice = 10;    // sim: interpreter threads' nice levels below the node (0..19)
   uint32_t watchdog_ms = 10'000;    // per launch, both backends; 0 = off
 
   // Identity and trust

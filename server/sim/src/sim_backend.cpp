@@ -9,8 +9,13 @@
 // released from a context or backend destructor, never from a worker thread.
 #include "gpulease/sim/sim_backend.hpp"
 
+#include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <concepts>
 #include <condition_variable>
@@ -104,11 +109,29 @@ struct Task {
 // enforces each context's watchdog by cancelling an overdue launch.
 class WorkerPool {
  public:
-  WorkerPool(uint32_t n, uint64_t slice) : slice_(slice) {
+  WorkerPool(uint32_t n, uint64_t slice, int nice) : slice_(slice) {
     if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
     workers_ = n;
-    for (uint32_t i = 0; i < n; ++i) threads_.emplace_back([this] { loop(); });
-    ticker_ = std::thread([this] { tick_loop(); });
+    for (uint32_t i = 0; i < n; ++i) {
+      threads_.emplace_back([this, nice] {
+        // Interpreting kernels is background compute: at a lower priority
+        // than the node's network and device-pool threads, which then
+        // preempt it as soon as a request arrives (a victim's small op is
+        // not kept waiting behind other tenants' spinning kernels).
+        pthread_setname_np(pthread_self(), "sim-worker");
+        if (nice != 0) {
+          const auto self = static_cast<id_t>(gettid());
+          errno = 0;
+          const int base = getpriority(PRIO_PROCESS, self);  // inherited
+          if (errno == 0) (void)setpriority(PRIO_PROCESS, self, std::min(base + nice, 19));
+        }
+        loop();
+      });
+    }
+    ticker_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "sim-ticker");
+      tick_loop();
+    });
   }
   ~WorkerPool() {
     {
@@ -783,7 +806,9 @@ class SimContext final : public DeviceContext {
 class SimBackend final : public server::DeviceBackend {
  public:
   explicit SimBackend(const SimConfig& cfg)
-      : cfg_(cfg), pool_(std::make_shared<WorkerPool>(cfg.worker_threads, cfg.slice_instructions)) {
+      : cfg_(cfg),
+        pool_(std::make_shared<WorkerPool>(cfg.worker_threads, cfg.slice_instructions,
+                                           cfg.worker_nice)) {
     uint16_t index = 0;
     for (const SimDeviceConfig& d : cfg.devices) {
       auto s = std::make_shared<DeviceState>();

@@ -95,7 +95,6 @@ void LeaseExecutor::post(const wire::FrameHeader& h, std::shared_ptr<Bytes> body
 }
 
 bool LeaseExecutor::runs_inline(const wire::FrameHeader& h, ByteSpan payload) {
-  (void)payload;
   switch (h.opcode) {
     case Opcode::kMemAlloc:
     case Opcode::kMemFree:
@@ -105,13 +104,18 @@ bool LeaseExecutor::runs_inline(const wire::FrameHeader& h, ByteSpan payload) {
     case Opcode::kModuleGlobal:  // a lookup in a loaded module
       return true;
     case Opcode::kMemWrite:
-    case Opcode::kMemRead:
-      // Any size: the copy costs the network thread about what reading the
-      // frame (a write) or sending the reply (a read) costs it anyway, and
-      // a hand-off to the device pool costs more than the copy on a busy
-      // machine (docs/BENCHMARKS.md, issue 11). Queued behind a launch, the
-      // backend runs the copy on its own thread later.
-      return true;
+      // A small copy costs the network thread less than a hand-off to the
+      // device pool (docs/BENCHMARKS.md, issue 11); a bulk one goes to the
+      // pool, so the connections that share this network thread wait for
+      // no tenant's copy. (Queued behind a launch, the backend runs the copy
+      // on its own thread later either way.)
+      return payload.size() <= kInlineCopyBytes;
+    case Opcode::kMemRead: {
+      // Decoded again by mem_read(); a malformed request runs inline and is
+      // refused there.
+      auto m = wire::decode_payload<wire::MemReadRequest>(payload, wire::Limits{});
+      return !m || m->length <= kInlineCopyBytes;
+    }
     default:
       return false;  // MODULE_LOAD, GPU_SUBMIT: PTX to parse or compile
   }

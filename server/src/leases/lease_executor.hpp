@@ -130,6 +130,13 @@ class LeaseExecutor {
   // Runs `fn` on the strand after everything queued so far.
   void after_queued(std::function<void()> fn);
 
+  // Ops that may run on post()'s caller (a network thread): no PTX to parse
+  // or compile, the backend never blocks them on device work, and a copy
+  // moves at most kInlineCopyBytes (a larger one would hold the network
+  // thread, and every connection it serves, for the whole copy).
+  static constexpr size_t kInlineCopyBytes = 256u << 10;
+  static bool runs_inline(const wire::FrameHeader& h, wire::ByteSpan payload);
+
  private:
   struct Op {
     wire::FrameHeader h;
@@ -137,9 +144,6 @@ class LeaseExecutor {
     std::shared_ptr<wire::Bytes> body;  // keeps `payload` alive
     ReplyFn reply;
   };
-  // Ops that may run on post()'s caller: no PTX to parse or compile, and
-  // the backend never blocks them on device work.
-  static bool runs_inline(const wire::FrameHeader& h, wire::ByteSpan payload);
   // Queues `fn` on the strand; it runs with run_mu_ held.
   void defer(std::function<void()> fn);
   void run(const Op& op);

@@ -43,6 +43,11 @@ struct SimConfig {
   std::vector<SimDeviceConfig> devices{SimDeviceConfig{}};
   // Worker threads that execute launches; 0 = std::thread::hardware_concurrency().
   uint32_t worker_threads = 0;
+  // How many nice levels (Linux, per thread) the workers run below the
+  // node's other threads (capped at nice 19): a network thread woken by a
+  // request then preempts a worker at once instead of waiting for its time
+  // slice to end.
+  int worker_nice = 10;
   // Device memory each context costs beyond its allocations (counted against
   // the device, reported by context_overhead_bytes()).
   uint64_t context_overhead_bytes = uint64_t{2} << 20;
