@@ -37,6 +37,18 @@ if(TARGET gpulease_sim)
     SOURCES ptx_half_test.cpp
     LIBS gpulease_sim gpulease_kernels
     LABELS sim)
+  gpulease_add_test(ptx_fp16api_test
+    SOURCES ptx_fp16api_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
+  gpulease_add_test(ptx_async_test
+    SOURCES ptx_async_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
+  gpulease_add_test(ptx_wmma_test
+    SOURCES ptx_wmma_test.cpp
+    LIBS gpulease_sim gpulease_kernels
+    LABELS sim)
   gpulease_add_test(sim_kernels_test
     SOURCES sim_kernels_test.cpp
     LIBS gpulease_sim gpulease_kernels

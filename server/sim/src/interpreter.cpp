@@ -381,6 +381,8 @@ uint64_t convert(uint64_t a, Ty st, Ty dt, Rnd r, uint8_t flags) {
   return static_cast<uint64_t>(c) & ty_mask(dt);
 }
 
+uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c);
+
 uint64_t atom_apply(AtomOp op, Ty t, uint64_t old, uint64_t b, uint64_t c) {
   const unsigned w = ty_bits(t);
   const uint64_t m = ty_mask(t);
@@ -409,6 +411,10 @@ uint64_t atom_apply(AtomOp op, Ty t, uint64_t old, uint64_t b, uint64_t c) {
       return old >= b ? 0 : (old + 1) & m;
     case AtomOp::kDec:
       return (old == 0 || old > b) ? b : old - 1;
+    case AtomOp::kAddHalf:  // add.rn on f16 / bf16 (x2: each half)
+      return half_op((t == Ty::kS16 || t == Ty::kS32 ? 1 << 8 : 0) |
+                         (t == Ty::kU32 || t == Ty::kS32 ? 1 << 10 : 0),
+                     old, b, 0);
   }
   return old;
 }
@@ -499,8 +505,20 @@ inline void two_sum(double a, double b, double& s, double& e) {
   if (!std::isfinite(s)) e = 0;
 }
 
-uint32_t half_lane(unsigned sub, const HalfFormat& f, unsigned mode, uint32_t a, uint32_t b,
-                   uint32_t c) {
+// A subnormal of the format flushed to zero of the same sign.
+inline uint32_t half_ftz(uint32_t h, const HalfFormat& f) {
+  const uint32_t exp_mask = f.p == 11 ? 0x7c00u : 0x7f80u;
+  return (h & exp_mask) == 0 ? h & 0x8000u : h;
+}
+
+inline bool half_is_nan(uint32_t h, const HalfFormat& f) {
+  const uint32_t exp_mask = f.p == 11 ? 0x7c00u : 0x7f80u;
+  return (h & exp_mask) == exp_mask && (h & ~exp_mask & 0x7fffu) != 0;
+}
+
+// The exact operation, rounded once.
+uint32_t half_lane_exact(unsigned sub, const HalfFormat& f, unsigned mode, uint32_t a, uint32_t b,
+                         uint32_t c, int64_t flags) {
   const double x = half_decode(a, f), y = half_decode(b, f), z = half_decode(c, f);
   double s = 0, e = 0;
   switch (sub) {
@@ -522,16 +540,89 @@ uint32_t half_lane(unsigned sub, const HalfFormat& f, unsigned mode, uint32_t a,
       return a & 0x7fffu;
     case 6:
     case 7: {
+      if ((flags & kHalfNaNs) && (std::isnan(x) || std::isnan(y))) return kHalfNaN;
       if (std::isnan(x) && std::isnan(y)) return kHalfNaN;
       if (std::isnan(x)) return b;
       if (std::isnan(y)) return a;
       if (x == y) return ((sub == 6) == std::signbit(x)) ? a : b;
       return ((x < y) == (sub == 6)) ? a : b;
     }
+    case 17: {  // round to an integral value: exact, keeps the sign of zero
+      if (std::isnan(x)) return kHalfNaN;
+      double r;
+      switch (static_cast<Rnd>(mode)) {
+        case Rnd::kRzi:
+          r = std::trunc(x);
+          break;
+        case Rnd::kRmi:
+          r = std::floor(x);
+          break;
+        case Rnd::kRpi:
+          r = std::ceil(x);
+          break;
+        default:
+          r = std::nearbyint(x);  // the default FE_TONEAREST: ties to even
+          break;
+      }
+      return half_encode(std::copysign(r, x), f);
+    }
+    case 18:  // tanh.approx: the correctly rounded tanh, within the ISA's bound
+      if (std::isnan(x)) return kHalfNaN;
+      return half_round(std::tanh(x), 0, f, 0);
+    case 19:  // ex2.approx: the correctly rounded 2^x, within the ISA's bound
+      if (std::isnan(x)) return kHalfNaN;
+      return half_round(std::exp2(x), 0, f, 0);
     default:
       return kHalfNaN;
   }
   return half_round(s, e, f, mode);
+}
+
+uint32_t half_lane(unsigned sub, const HalfFormat& f, unsigned mode, uint32_t a, uint32_t b,
+                   uint32_t c, int64_t flags) {
+  if (flags & kHalfFtz) {
+    a = half_ftz(a, f);
+    b = half_ftz(b, f);
+    c = half_ftz(c, f);
+  }
+  uint32_t r = half_lane_exact(sub, f, mode, a, b, c, flags);
+  if (flags & kHalfFtz) r = half_ftz(r, f);
+  if (flags & kHalfSat) {
+    // [0, 1]; NaN and -0 -> +0 (rounding and clamping commute: 0 and 1 are exact)
+    const uint32_t one = f.p == 11 ? 0x3c00u : 0x3f80u;
+    if (half_is_nan(r, f) || (r & 0x8000u)) return 0;
+    return r > one ? one : r;  // positive values order as their bits
+  }
+  if (flags & kHalfRelu) {
+    if (half_is_nan(r, f)) return kHalfNaN;
+    if (r & 0x8000u) return 0;
+  }
+  return r;
+}
+
+// set.*: the comparison of one half (combined with predicate c), as the
+// 16-bit (or, for scalar sources, full) result pattern.
+uint64_t half_set(int64_t imm, const HalfFormat& f, uint32_t a, uint32_t b, uint64_t c) {
+  if (imm & kHalfFtz) {
+    a = half_ftz(a, f);
+    b = half_ftz(b, f);
+  }
+  const auto cmp = static_cast<Cmp>((imm >> 16) & 0xff);
+  const int64_t bool_imm = ((imm >> kHalfBoolShift) & 3) << 8 | ((imm & kHalfCNeg) ? 1 << 10 : 0);
+  const bool p = combine(fcmp<double>(cmp, half_decode(a, f), half_decode(b, f)), bool_imm, c) != 0;
+  if (!p) return 0;
+  switch (static_cast<HalfSet>((imm >> kHalfSetShift) & 7)) {
+    case HalfSet::kOne:
+      return f.p == 11 ? 0x3c00u : 0x3f80u;
+    case HalfSet::kMask16x2:
+    case HalfSet::kMask16:
+      return 0xffffu;
+    case HalfSet::kMask32:
+      return 0xffffffffu;
+    case HalfSet::kOneF32:
+      return 0x3f800000u;
+  }
+  return 0;
 }
 
 uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c) {
@@ -540,10 +631,17 @@ uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c) {
   const bool x2 = (imm >> 10) & 1;
   const unsigned mode = (imm >> 12) & 3;
   switch (sub) {
-    case 8: {
-      const auto cmp = static_cast<Cmp>((imm >> 16) & 0xff);
-      return fcmp<double>(cmp, half_decode(a & 0xffff, f), half_decode(b & 0xffff, f)) ? 1 : 0;
+    case 8: {  // setp (kHalfUpper: on the upper halves)
+      if (imm & kHalfUpper) {
+        a >>= 16;
+        b >>= 16;
+      }
+      return half_set(imm & ~(int64_t{7} << kHalfSetShift), f, a & 0xffff, b & 0xffff, c) != 0;
     }
+    case 16:  // set
+      if (!x2) return half_set(imm, f, a & 0xffff, b & 0xffff, c);
+      return half_set(imm, f, a & 0xffff, b & 0xffff, c) |
+             half_set(imm, f, (a >> 16) & 0xffff, (b >> 16) & 0xffff, c) << 16;
     case 9:
       return half_round(f32(a), 0, f, mode);
     case 10:
@@ -576,10 +674,11 @@ uint64_t half_op(int64_t imm, uint64_t a, uint64_t b, uint64_t c) {
     default:
       break;
   }
-  uint64_t out = half_lane(sub, f, mode, a & 0xffff, b & 0xffff, c & 0xffff);
+  const unsigned lane_mode = sub == 17 ? static_cast<unsigned>((imm >> 24) & 0xf) : mode;
+  uint64_t out = half_lane(sub, f, lane_mode, a & 0xffff, b & 0xffff, c & 0xffff, imm);
   if (x2)
-    out |= uint64_t{half_lane(sub, f, mode, (a >> 16) & 0xffff, (b >> 16) & 0xffff,
-                              (c >> 16) & 0xffff)}
+    out |= uint64_t{half_lane(sub, f, lane_mode, (a >> 16) & 0xffff, (b >> 16) & 0xffff,
+                              (c >> 16) & 0xffff, imm)}
            << 16;
   return out;
 }
@@ -1003,7 +1102,8 @@ class BlockRunner {
   static Slot member_slot(const Inst& in) {
     return in.op == Op::kShfl       ? static_cast<Slot>(static_cast<uint64_t>(in.imm) & 0xffffffffu)
            : in.op == Op::kWarpSync ? in.a
-                                    : in.b;
+           : (in.op == Op::kWmmaLoad || in.op == Op::kWmmaStore || in.op == Op::kWmmaMma) ? in.d
+                                                                                          : in.b;
   }
 
   // Nothing can run: lanes waiting at a warp-synchronous instruction whose
@@ -1235,6 +1335,16 @@ class BlockRunner {
     if (actual != Space::kGlobal) {
       old = load_raw(p, size, false);
       store_raw(p, size, atom_apply(op, t, old, b, c), false);
+    } else if (size == 2) {  // atom.cas.b16, atom.add.noftz.f16 / .bf16
+      auto* q = reinterpret_cast<uint16_t*>(p);
+      uint16_t cur = __atomic_load_n(q, __ATOMIC_RELAXED);
+      for (;;) {
+        const auto next = static_cast<uint16_t>(atom_apply(op, t, cur, b, c));
+        if (next == cur ||
+            __atomic_compare_exchange_n(q, &cur, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+          break;
+      }
+      old = cur;
     } else if (size == 4) {
       auto* q = reinterpret_cast<uint32_t*>(p);
       if (op == AtomOp::kAdd && !ty_float(t)) {
@@ -1269,6 +1379,131 @@ class BlockRunner {
       }
     }
     r[in.d * 32 + l] = old;
+    return true;
+  }
+
+  // wmma over the whole warp (see Op::kWmmaLoad for the fragment layout).
+  struct WmmaFrag {
+    uint32_t regs;    // registers per lane
+    uint32_t halves;  // values per register: 2 (f16, bf16) or 1 (f32)
+    uint32_t size;    // elements of the matrix
+    uint32_t cols;    // its columns
+  };
+  static WmmaFrag wmma_frag(uint32_t shape, uint32_t matrix, bool f32_frag, bool bf16) {
+    static const uint32_t kDims[][3] = {{16, 16, 16}, {32, 8, 16}, {8, 32, 16}};
+    const uint32_t M = kDims[shape][0], N = kDims[shape][1], K = kDims[shape][2];
+    if (matrix == 2) return {f32_frag ? 8u : 4u, f32_frag ? 1u : 2u, M * N, N};
+    const uint32_t size = matrix == 0 ? M * K : K * N;
+    return {bf16 ? size / 64 : 8u, 2u, size, matrix == 0 ? K : N};
+  }
+  static uint32_t wmma_elem(const WmmaFrag& f, uint32_t lane, uint32_t j, uint32_t h) {
+    return (lane * f.regs * f.halves + j * f.halves + h) % f.size;
+  }
+  bool wmma(const Inst& in, uint64_t* r, uint32_t w, std::byte* local0, uint32_t local_bytes,
+            uint32_t pc) {
+    const Slot* slots = k_.vec_slots.data() + in.c;
+    const uint32_t shape = (in.neg >> 1) & 3;
+    if (in.op == Op::kWmmaMma) {
+      // The a/b memory layouts (mod bits 0, 1) only mattered to the loads.
+      const bool bf16 = in.mod & 16;
+      const HalfFormat& hf = bf16 ? kBF16 : kF16;
+      const WmmaFrag fa = wmma_frag(shape, 0, false, bf16), fb = wmma_frag(shape, 1, false, bf16);
+      const WmmaFrag fc = wmma_frag(shape, 2, in.mod & 8, false);
+      const WmmaFrag fd = wmma_frag(shape, 2, in.mod & 4, false);
+      const uint32_t M = fc.size / fc.cols, N = fc.cols, K = fa.cols;
+      double a[512], b[512], c[256];
+      auto gather = [&](const WmmaFrag& f, const Slot* fs, double* out, const HalfFormat* fmt) {
+        for (uint32_t l = 0; l < 32; ++l)
+          for (uint32_t j = 0; j < f.regs; ++j) {
+            const uint64_t v = r[fs[j] * 32 + l];
+            for (uint32_t h = 0; h < f.halves; ++h)
+              out[wmma_elem(f, l, j, h)] =
+                  fmt ? half_decode((v >> (16 * h)) & 0xffff, *fmt) : f32(v);
+          }
+      };
+      gather(fa, slots, a, &hf);
+      gather(fb, slots + fa.regs, b, &hf);
+      gather(fc, slots + fa.regs + fb.regs, c, fc.halves == 2 ? &kF16 : nullptr);
+      // d = a * b + c per element: exact products, summed with their error
+      // terms, rounded once to the accumulator type.
+      uint64_t d[256];
+      for (uint32_t i = 0; i < M; ++i)
+        for (uint32_t n = 0; n < N; ++n) {
+          double sum = c[i * N + n], err = 0;
+          for (uint32_t k = 0; k < K; ++k) {
+            double t, e;
+            two_sum(sum, a[i * K + k] * b[k * N + n], t, e);
+            sum = t;
+            err += e;
+          }
+          if (fd.halves == 1) {
+            const auto f = static_cast<float>(sum + err);
+            d[i * N + n] = std::isnan(f) ? 0x7fffffffu : bits(f);
+          } else {
+            d[i * N + n] = half_round(sum, std::isfinite(sum) ? err : 0, kF16, 0);
+          }
+        }
+      const Slot* ds = slots + fa.regs + fb.regs + fc.regs;
+      for (uint32_t l = 0; l < 32; ++l)
+        for (uint32_t j = 0; j < fd.regs; ++j)
+          r[ds[j] * 32 + l] = fd.halves == 1
+                                  ? d[wmma_elem(fd, l, j, 0)]
+                                  : d[wmma_elem(fd, l, j, 0)] | d[wmma_elem(fd, l, j, 1)] << 16;
+      return true;
+    }
+    const bool load = in.op == Op::kWmmaLoad;
+    const uint32_t matrix = in.mod & 3;
+    const bool col = in.mod & 4;
+    const auto sp = static_cast<Space>((in.mod >> 4) & 7);
+    const WmmaFrag f = wmma_frag(shape, matrix, in.mod & 8, in.mod & 0x80);
+    const uint32_t esize = f.halves == 1 ? 4 : 2;
+    for (uint32_t l = 0; l < 32; ++l) {
+      tid_linear_ = w * 32 + l;
+      const uint64_t base = r[in.a * 32 + l] + static_cast<uint64_t>(in.imm);
+      const uint64_t stride = r[in.b * 32 + l] & 0xffffffffu;
+      for (uint32_t j = 0; j < f.regs; ++j) {
+        uint64_t v = load ? 0 : r[slots[j] * 32 + l];
+        for (uint32_t h = 0; h < f.halves; ++h) {
+          const uint32_t e = wmma_elem(f, l, j, h), row = e / f.cols, cl = e % f.cols;
+          const uint64_t idx = col ? cl * stride + row : row * stride + cl;
+          Space actual;
+          std::byte* p = resolve(sp, base + idx * esize, esize, esize,
+                                 local0 + static_cast<size_t>(l) * local_bytes, pc,
+                                 load ? "ld (wmma)" : "st (wmma)", &actual);
+          if (p == nullptr) return false;
+          if (load)
+            v |= load_raw(p, esize, actual == Space::kGlobal) << (16 * h);
+          else
+            store_raw(p, esize, (v >> (16 * h)) & (esize == 4 ? 0xffffffffu : 0xffffu),
+                      actual == Space::kGlobal);
+        }
+        if (load) r[slots[j] * 32 + l] = v;
+      }
+    }
+    return true;
+  }
+
+  // cp.async: the whole copy at once (see Op::kCpAsync).
+  bool cp_async(const Inst& in, uint64_t dst, uint64_t src, uint64_t c, uint32_t pc) {
+    const uint32_t cp = in.mod & 31u;
+    uint32_t n = cp;
+    if (in.mod & 0x80u)
+      n = (c & 1) ? 0 : cp;
+    else if (c < cp)
+      n = static_cast<uint32_t>(c);  // a source size past cp-size (undefined) copies cp
+    Space actual;
+    std::byte* d = resolve(Space::kShared, dst + static_cast<uint64_t>(in.imm), cp, cp, nullptr, pc,
+                           "st (cp.async)", &actual);
+    if (d == nullptr) return false;
+    if (n > 0) {
+      const std::byte* s =
+          resolve(Space::kGlobal, src, n, cp, nullptr, pc, "ld (cp.async)", &actual);
+      if (s == nullptr) return false;
+      for (uint32_t i = 0; i < n; ++i)
+        d[i] = static_cast<std::byte>(
+            __atomic_load_n(reinterpret_cast<const uint8_t*>(s + i), __ATOMIC_RELAXED));
+    }
+    std::memset(d + n, 0, cp - n);
     return true;
   }
 
@@ -2214,6 +2449,18 @@ Stop BlockRunner::run_warp(uint32_t w) {
           });
           break;
         }
+        case Op::kLea:
+          GL_LANES(rd[l] = ra[l] + static_cast<uint64_t>(in.imm));
+          break;
+        case Op::kCpAsync:
+          GL_LANES({
+            GL_FAULT_LANE(l);
+            if (!cp_async(in, ra[l], rb[l], rc[l], pc)) {
+              result = Stop::kFault;
+              goto out;
+            }
+          });
+          break;
         case Op::kAtom:
           GL_LANES({
             GL_FAULT_LANE(l);
@@ -2227,6 +2474,9 @@ Stop BlockRunner::run_warp(uint32_t w) {
         case Op::kVote:
         case Op::kMatch:
         case Op::kRedux:
+        case Op::kWmmaLoad:
+        case Op::kWmmaStore:
+        case Op::kWmmaMma:
         case Op::kWarpSync: {
           // Wait until every live lane of the membermask is here.
           const uint32_t need = member_mask(r, member_slot(in), exec) & W.live;
@@ -2378,6 +2628,20 @@ Stop BlockRunner::run_warp(uint32_t w) {
               GL_LANES(rd[l] = acc);
               break;
             }
+            case Op::kWmmaLoad:
+            case Op::kWmmaStore:
+            case Op::kWmmaMma:
+              if (part != kFullWarp) {
+                GL_FAULT_LANE(static_cast<uint32_t>(std::countr_zero(part)));
+                l_.set_fault("wmma needs all 32 lanes of the warp" + where(pc));
+                result = Stop::kFault;
+                goto out;
+              }
+              if (!wmma(in, r, w, local0, local_bytes, pc)) {
+                result = Stop::kFault;
+                goto out;
+              }
+              break;
             default:  // bar.warp.sync
               break;
           }

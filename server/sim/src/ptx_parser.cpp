@@ -115,7 +115,12 @@ class Lexer {
       }
       t.kind = Tk::kNumber;
     } else if (is_ident_start(c)) {
-      while (pos_ < s_.size() && is_ident_char(s_[pos_])) ++pos_;
+      // Modifiers such as .shared::cta and .L2::128B keep their "::".
+      while (pos_ < s_.size() &&
+             (is_ident_char(s_[pos_]) ||
+              (s_[pos_] == ':' && pos_ + 2 < s_.size() && s_[pos_ + 1] == ':' &&
+               s_[pos_ - 1] != ':' && is_ident_char(s_[pos_ + 2]) && s_[pos_ + 2] != '%')))
+        pos_ += s_[pos_] == ':' ? 2 : 1;
       t.kind = Tk::kIdent;
     } else if (c == '"') {
       ++pos_;
@@ -1361,7 +1366,7 @@ class Parser {
       o.kind = Operand::kVec;
       while (!is_punct('}')) {
         if (!o.elems.empty() && !expect_punct(',')) return false;
-        if (o.elems.size() >= 4) return fail(tok_.line, "vector of more than 4 elements");
+        if (o.elems.size() >= 8) return fail(tok_.line, "vector of more than 8 elements");
         Operand e;
         if (tok_.kind == Tk::kIdent && tok_.text == "_") {
           e.kind = Operand::kSink;
@@ -1599,6 +1604,12 @@ class Parser {
   bool call(Ctx& c, Slot guard, bool guard_neg);
   bool half_instruction(Ctx& c, Inst in, std::string_view base, const std::vector<TypeInfo>& types,
                         std::vector<std::string_view>& other);
+  bool half_compare(Ctx& c, std::vector<std::string_view>& other, std::optional<Cmp>& cmp,
+                    BoolOp& bop);
+  bool set_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& types,
+                       std::vector<std::string_view>& other);
+  bool wmma_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& types,
+                        std::vector<std::string_view>& other);
   bool emit_instruction(Ctx& c, Inst base);
 
   Lexer lex_;
@@ -1709,6 +1720,27 @@ bool Parser::half_instruction(Ctx& c, Inst in, std::string_view base,
   if (base == "cvt") {
     if (types.size() != 2) return bad_("expects a destination and a source type");
     const TypeInfo dt = types[0], st = types[1];
+    if (st.half && st.half == dt.half && st.bits == 16 && dt.bits == 16) {
+      // cvt.{rni,rzi,rmi,rpi}.f16.f16 (hrint, htrunc, hfloor, hceil): an integral value
+      Rnd r = Rnd::kNone;
+      if (take("rni"))
+        r = Rnd::kRni;
+      else if (take("rzi"))
+        r = Rnd::kRzi;
+      else if (take("rmi"))
+        r = Rnd::kRmi;
+      else if (take("rpi"))
+        r = Rnd::kRpi;
+      if (r == Rnd::kNone || nrnd != 0)
+        return bad_("a conversion to the same half type needs .rni, .rzi, .rmi or .rpi");
+      if (!other.empty()) return bad_("unsupported modifier ." + std::string(other.front()));
+      const TypeInfo b16{Ty::kU16, 16, false, false, false, 0};
+      if (!count(c, 2) || !dst(c, 0, b16, in.d, true) || !src(c, 1, b16, in.a, true)) return false;
+      in.op = Op::kHalf;
+      in.imm = 17 | (st.half - 1) << 8 | static_cast<int64_t>(r) << 24;
+      emit(in, line);
+      return true;
+    }
     const bool to_int = st.half && !dt.half && !dt.is_float;
     if (!to_int && !other.empty())
       return bad_("unsupported modifier ." + std::string(other.front()));
@@ -1776,51 +1808,351 @@ bool Parser::half_instruction(Ctx& c, Inst in, std::string_view base,
     emit(in, line);
     return true;
   }
-  static const std::pair<std::string_view, uint32_t> kOps[] = {{"add", 0}, {"sub", 1}, {"mul", 2},
-                                                               {"fma", 3}, {"neg", 4}, {"abs", 5},
-                                                               {"min", 6}, {"max", 7}};
+  static const std::pair<std::string_view, uint32_t> kOps[] = {
+      {"add", 0}, {"sub", 1}, {"mul", 2}, {"fma", 3},   {"neg", 4},
+      {"abs", 5}, {"min", 6}, {"max", 7}, {"tanh", 18}, {"ex2", 19}};
   int sub = -1;
   for (const auto& [name, k] : kOps)
     if (base == name) sub = static_cast<int>(k);
   if (base == "setp") sub = 8;
   if (sub < 0)
     return bad_(
-        "f16/bf16 types are supported by cvt, add, sub, mul, fma, neg, abs, min, max, setp");
+        "f16/bf16 types are supported by cvt, add, sub, mul, fma, neg, abs, min, max, setp, set, "
+        "tanh.approx, ex2.approx and atom/red.add.noftz");
   if (types.size() != 1) return bad_("expects exactly one type");
   const TypeInfo t = types[0];
   const TypeInfo reg{t.bits == 16 ? Ty::kU16 : Ty::kU32, t.bits, false, false, false, 0};
   in.op = Op::kHalf;
+  int64_t flags = 0;
+  if (take("ftz")) flags |= kHalfFtz;
   if (sub == 8) {
-    if (t.bits != 16) return bad_("setp on f16x2/bf16x2 is not supported");
-    static const std::pair<std::string_view, Cmp> kCmps[] = {
-        {"eq", Cmp::kEq},   {"ne", Cmp::kNe},   {"lt", Cmp::kLt},   {"le", Cmp::kLe},
-        {"gt", Cmp::kGt},   {"ge", Cmp::kGe},   {"equ", Cmp::kEqu}, {"neu", Cmp::kNeu},
-        {"ltu", Cmp::kLtu}, {"leu", Cmp::kLeu}, {"gtu", Cmp::kGtu}, {"geu", Cmp::kGeu},
-        {"num", Cmp::kNum}, {"nan", Cmp::kNan}};
-    int cmp = -1;
-    for (const auto& [name, k] : kCmps)
-      if (take(name)) cmp = static_cast<int>(k);
-    if (cmp < 0) return bad_("missing comparison");
-    (void)take("ftz");
+    std::optional<Cmp> cmp;
+    BoolOp bop = BoolOp::kNone;
+    if (!half_compare(c, other, cmp, bop)) return false;
     if (!other.empty()) return bad_("unsupported modifier ." + std::string(other.front()));
-    if (c.has_pair) return bad_("two destinations on a half comparison are not supported");
-    if (!count(c, 3)) return false;
+    if (nrnd != 0) return bad_("takes no rounding modifier");
+    if (!count(c, bop == BoolOp::kNone ? 3 : 4)) return false;
     const TypeInfo p{Ty::kPred, 1, false, false, true, 0};
-    if (!dst(c, 0, p, in.d) || !src(c, 1, reg, in.a, true) || !src(c, 2, reg, in.b, true))
-      return false;
-    in.imm = 8 | (t.half - 1) << 8 | static_cast<int64_t>(cmp) << 16;
+    if (!src(c, 1, reg, in.a, true) || !src(c, 2, reg, in.b, true)) return false;
+    if (bop != BoolOp::kNone) {
+      if (c.ops[3].negated) flags |= kHalfCNeg;
+      c.ops[3].negated = false;
+      if (!src(c, 3, p, in.c)) return false;
+    }
+    flags |= static_cast<int64_t>(bop) << kHalfBoolShift;
+    // p (or, for x2, p = the lower halves' result and q = the upper halves');
+    // a scalar p|q gives q the complement of the comparison, combined alike.
+    Inst q = in;
+    if (!dst(c, 0, p, in.d)) return false;
+    const bool pair = c.has_pair;
+    if (t.bits == 32 && !pair) return bad_("setp on f16x2/bf16x2 needs two destinations (p|q)");
+    if (pair) {
+      Ctx pc = sub_ctx(c, c.pair);
+      if (!dst(pc, 0, p, q.d)) return false;
+      if (bop != BoolOp::kNone && (in.c == in.d || in.c == q.d))
+        return bad_("the predicate operand may not be one of the destinations");
+    }
+    in.imm = 8 | (t.half - 1) << 8 | static_cast<int64_t>(*cmp) << 16 | flags;
     emit(in, line);
+    if (pair) {
+      if (t.bits == 32) {
+        q.imm = in.imm | kHalfUpper;
+      } else {
+        // The complement of an ordered comparison is the unordered opposite.
+        static const Cmp kInverse[] = {Cmp::kNeu, Cmp::kEqu, Cmp::kGeu, Cmp::kGtu, Cmp::kLeu,
+                                       Cmp::kLtu, Cmp::kNe,  Cmp::kEq,  Cmp::kGe,  Cmp::kGt,
+                                       Cmp::kLe,  Cmp::kLt,  Cmp::kNan, Cmp::kNum};
+        q.imm = 8 | (t.half - 1) << 8 |
+                static_cast<int64_t>(kInverse[static_cast<int>(*cmp)]) << 16 | flags;
+      }
+      emit(q, line);
+    }
     return true;
   }
-  if ((sub == 4 || sub == 5 || sub == 6 || sub == 7) && nrnd != 0)
-    return bad_("takes no rounding modifier");
+  if (sub == 18 || sub == 19) {
+    if (!take("approx")) return bad_("needs .approx");
+    if (nrnd != 0) return bad_("takes no rounding modifier");
+  }
+  if (sub <= 3 && take("sat")) flags |= kHalfSat;
+  if (sub == 3 && take("relu")) {
+    if (flags & kHalfSat) return bad_(".sat and .relu together");
+    flags |= kHalfRelu;
+  }
+  if ((sub == 6 || sub == 7) && take("NaN")) flags |= kHalfNaNs;
+  if ((sub >= 4 && sub <= 7) && nrnd != 0) return bad_("takes no rounding modifier");
   if (!other.empty()) return bad_("unsupported modifier ." + std::string(other.front()));
-  const int nsrc = sub == 3 ? 3 : (sub == 4 || sub == 5) ? 1 : 2;
+  const int nsrc = sub == 3 ? 3 : (sub == 4 || sub == 5 || sub >= 18) ? 1 : 2;
   if (!count(c, static_cast<size_t>(nsrc) + 1)) return false;
   if (!dst(c, 0, reg, in.d, true) || !src(c, 1, reg, in.a, true)) return false;
   if (nsrc >= 2 && !src(c, 2, reg, in.b, true)) return false;
   if (nsrc >= 3 && !src(c, 3, reg, in.c, true)) return false;
-  in.imm = sub | (t.half - 1) << 8 | (t.bits == 32 ? 1 : 0) << 10 | rnd << 12;
+  in.imm = sub | (t.half - 1) << 8 | (t.bits == 32 ? 1 : 0) << 10 | rnd << 12 | flags;
+  emit(in, line);
+  return true;
+}
+
+// The comparison and boolean modifiers of setp / set.
+bool Parser::half_compare(Ctx& c, std::vector<std::string_view>& other, std::optional<Cmp>& cmp,
+                          BoolOp& bop) {
+  static const std::pair<std::string_view, Cmp> kCmps[] = {
+      {"eq", Cmp::kEq},   {"ne", Cmp::kNe},   {"lt", Cmp::kLt},   {"le", Cmp::kLe},
+      {"gt", Cmp::kGt},   {"ge", Cmp::kGe},   {"equ", Cmp::kEqu}, {"neu", Cmp::kNeu},
+      {"ltu", Cmp::kLtu}, {"leu", Cmp::kLeu}, {"gtu", Cmp::kGtu}, {"geu", Cmp::kGeu},
+      {"num", Cmp::kNum}, {"nan", Cmp::kNan}};
+  auto take = [&](std::string_view m) {
+    auto it = std::find(other.begin(), other.end(), m);
+    if (it == other.end()) return false;
+    other.erase(it);
+    return true;
+  };
+  for (const auto& [name, k] : kCmps)
+    if (take(name)) {
+      if (cmp) return bad(c, "two comparisons");
+      cmp = k;
+    }
+  if (!cmp) return bad(c, "missing comparison");
+  bop = BoolOp::kNone;
+  if (take("and"))
+    bop = BoolOp::kAnd;
+  else if (take("or"))
+    bop = BoolOp::kOr;
+  else if (take("xor"))
+    bop = BoolOp::kXor;
+  return true;
+}
+
+// set.CmpOp{.BoolOp}{.ftz}.dtype.stype d, a, b{, {!}c}: d = all ones (integer
+// dtype) or 1.0 (float dtype) where the comparison holds, else 0; per half for
+// .f16x2 / .bf16x2 sources.
+bool Parser::set_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& types,
+                             std::vector<std::string_view>& other) {
+  const uint32_t line = c.line;
+  if (types.size() != 2) return bad(c, "expects a destination and a source type");
+  const TypeInfo dt = types[0], st = types[1];
+  if (dt.is_pred || st.is_pred) return bad(c, "set needs a non-predicate type");
+  bool unsigned_cmp = false;
+  std::optional<Cmp> cmp;
+  static const std::pair<std::string_view, Cmp> kUnsigned[] = {
+      {"lo", Cmp::kLt}, {"ls", Cmp::kLe}, {"hi", Cmp::kGt}, {"hs", Cmp::kGe}};
+  for (const auto& [name, k] : kUnsigned)
+    if (auto it = std::find(other.begin(), other.end(), name); it != other.end()) {
+      if (cmp) return bad(c, "two comparisons");
+      other.erase(it);
+      cmp = k;
+      unsigned_cmp = true;
+    }
+  BoolOp bop = BoolOp::kNone;
+  if (unsigned_cmp) {
+    if (st.is_float || st.half) return bad(c, "lo/ls/hi/hs need an integer type");
+    for (auto [name, k] : {std::pair{"and", BoolOp::kAnd}, std::pair{"or", BoolOp::kOr},
+                           std::pair{"xor", BoolOp::kXor}})
+      if (auto it = std::find(other.begin(), other.end(), name); it != other.end()) {
+        other.erase(it);
+        bop = k;
+        break;
+      }
+  } else if (!half_compare(c, other, cmp, bop)) {
+    return false;
+  }
+  bool ftz = false;
+  if (auto it = std::find(other.begin(), other.end(), "ftz"); it != other.end()) {
+    other.erase(it);
+    ftz = true;
+  }
+  if (!other.empty()) return bad(c, "unsupported modifier ." + std::string(other.front()));
+  if (!st.is_float && !st.half && *cmp > Cmp::kGe)
+    return bad(c, "unordered comparisons need a float type");
+  if (!count(c, bop == BoolOp::kNone ? 3 : 4)) return false;
+  const TypeInfo p{Ty::kPred, 1, false, false, true, 0};
+  bool cneg = false;
+  if (bop != BoolOp::kNone) {
+    cneg = c.ops[3].negated;
+    c.ops[3].negated = false;
+    if (!src(c, 3, p, in.c)) return false;
+  }
+  if (st.half) {
+    HalfSet kind;
+    if (dt.half == st.half && dt.bits == st.bits)
+      kind = HalfSet::kOne;
+    else if (dt.is_float || dt.half || dt.bits < 16 || dt.bits > 32 ||
+             (st.bits == 32 && dt.bits != 32))
+      return bad(c, "set on a half type needs the same half type or a 16/32-bit integer dtype");
+    else
+      kind = st.bits == 32   ? HalfSet::kMask16x2
+             : dt.bits == 16 ? HalfSet::kMask16
+                             : HalfSet::kMask32;
+    const TypeInfo sreg{st.bits == 16 ? Ty::kU16 : Ty::kU32, st.bits, false, false, false, 0};
+    const TypeInfo dreg{dt.bits == 16 ? Ty::kU16 : Ty::kU32, dt.bits, false, false, false, 0};
+    if (!dst(c, 0, dreg, in.d, true) || !src(c, 1, sreg, in.a, true) ||
+        !src(c, 2, sreg, in.b, true))
+      return false;
+    in.op = Op::kHalf;
+    in.imm = 16 | (st.half - 1) << 8 | (st.bits == 32 ? 1 : 0) << 10 |
+             static_cast<int64_t>(*cmp) << 16 | static_cast<int64_t>(bop) << kHalfBoolShift |
+             (cneg ? kHalfCNeg : 0) | (ftz ? kHalfFtz : 0) |
+             static_cast<int64_t>(kind) << kHalfSetShift;
+    emit(in, line);
+    return true;
+  }
+  // Other types: setp into a fresh predicate, then selp.
+  if (st.bits < 16) return bad(c, "set needs a 16-, 32- or 64-bit source type");
+  uint64_t one;
+  if (dt.half || (dt.is_float && dt.bits != 32) || (!dt.is_float && dt.bits != 32))
+    return bad(c, "set needs a .u32, .s32 or .f32 destination type");
+  one = dt.is_float ? 0x3f800000u : 0xffffffffu;
+  Inst cmpi = in;
+  if (!src(c, 1, st, cmpi.a) || !src(c, 2, st, cmpi.b)) return false;
+  cmpi.op = st.is_float ? (st.bits == 32 ? Op::kSetpF32 : Op::kSetpF64)
+                        : ((st.is_signed && !unsigned_cmp) ? Op::kSetpS : Op::kSetpU);
+  cmpi.mod = st.is_float ? 0 : st.bits;
+  cmpi.imm = static_cast<int64_t>(static_cast<uint32_t>(*cmp) | static_cast<uint32_t>(bop) << 8 |
+                                  (cneg ? 1u << 10 : 0u));
+  cmpi.d = new_slot(0);
+  Inst sel = in;
+  sel.op = Op::kSelp;
+  if (!dst(c, 0, dt, sel.d)) return false;
+  sel.a = constant(one);
+  sel.b = kSlotZero;
+  sel.c = cmpi.d;
+  emit(cmpi, line);
+  emit(sel, line);
+  return true;
+}
+
+// wmma (nvcuda::wmma): shapes m16n16k16, m32n8k16, m8n32k16; f16 inputs with
+// f16 or f32 accumulators, bf16 inputs with f32 accumulators:
+// wmma.load.{a,b,c}, wmma.store.d, wmma.mma (see Op::kWmmaLoad).
+bool Parser::wmma_instruction(Ctx& c, Inst in, const std::vector<TypeInfo>& types,
+                              std::vector<std::string_view>& other) {
+  const uint32_t line = c.line;
+  auto take = [&](std::string_view m) {
+    auto it = std::find(other.begin(), other.end(), m);
+    if (it == other.end()) return false;
+    other.erase(it);
+    return true;
+  };
+  const bool load = take("load"), store = take("store"), mma = take("mma");
+  if (load + store + mma != 1) return bad(c, "needs .load, .store or .mma");
+  if (!take("sync") || !take("aligned")) return bad(c, "needs .sync.aligned");
+  static const std::string_view kShapes[] = {"m16n16k16", "m32n8k16", "m8n32k16"};
+  static const uint32_t kDims[][3] = {{16, 16, 16}, {32, 8, 16}, {8, 32, 16}};  // M, N, K
+  int shape = -1;
+  for (int i = 0; i < 3; ++i)
+    if (take(kShapes[i])) shape = i;
+  if (shape < 0) return bad(c, "only the shapes m16n16k16, m32n8k16 and m8n32k16 are supported");
+  const uint32_t M = kDims[shape][0], N = kDims[shape][1], K = kDims[shape][2];
+  // Fragment registers: a/b .b32 (two halves each): 8 for f16, elements / 64
+  // for bf16; c/d: 8 .f32 or 4 .b32 (f16x2).
+  const TypeInfo b32{Ty::kU32, 32, false, false, false, 0};
+  const TypeInfo f32{Ty::kF32, 32, true, true, false, 0};
+  auto is_f16 = [](const TypeInfo& t) { return t.half == 1 && t.bits == 16; };
+  auto is_bf16 = [](const TypeInfo& t) { return t.half == 2 && t.bits == 16; };
+  auto is_f32 = [](const TypeInfo& t) { return t.ty == Ty::kF32 && !t.half; };
+  auto ab_regs = [&](int matrix, bool bf16) {
+    return bf16 ? (matrix == 0 ? M * K : K * N) / 64 : 8u;
+  };
+  auto fragment = [&](const Operand& v, size_t n, bool f32_regs, bool write) {
+    if (v.kind != Operand::kVec || v.elems.size() != n)
+      return bad(c, "expects a fragment of " + std::to_string(n) + " registers");
+    for (const Operand& e : v.elems) {
+      Ctx ec = sub_ctx(c, e);
+      Slot r = 0;
+      if (write ? !dst(ec, 0, f32_regs ? f32 : b32, r) : !src(ec, 0, f32_regs ? f32 : b32, r))
+        return false;
+      k_.vec_slots.push_back(r);
+    }
+    return true;
+  };
+  in.d = constant(0xffffffffu);  // the membermask: the whole warp
+  in.neg = static_cast<uint8_t>(in.neg | shape << 1);
+  in.c = static_cast<Slot>(k_.vec_slots.size());
+  if (mma) {
+    // .alayout.blayout, in this order
+    std::vector<bool> cols;
+    for (auto it = other.begin(); it != other.end();) {
+      if (*it == "row" || *it == "col") {
+        cols.push_back(*it == "col");
+        it = other.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (cols.size() != 2) return bad(c, "needs the a and b layouts (.row / .col)");
+    const bool acol = cols[0], bcol = cols[1];
+    if (take("satfinite")) return bad(c, ".satfinite is not supported");
+    if (!other.empty()) return bad(c, "unsupported modifier ." + std::string(other.front()));
+    bool bf16 = false, df32 = false, cf32 = false;
+    if (types.size() == 2 && (is_f16(types[0]) || is_f32(types[0])) &&
+        (is_f16(types[1]) || is_f32(types[1]))) {
+      df32 = is_f32(types[0]);
+      cf32 = is_f32(types[1]);
+    } else if (types.size() == 4 && is_f32(types[0]) && is_bf16(types[1]) && is_bf16(types[2]) &&
+               is_f32(types[3])) {
+      bf16 = df32 = cf32 = true;
+    } else {
+      return bad(c,
+                 "needs .dtype.ctype of .f16 / .f32 (f16 inputs) or .f32.bf16.bf16.f32 (tf32, "
+                 "integer and f64 wmma are not supported)");
+    }
+    if (!count(c, 4)) return false;
+    // Slots: a, b, c, then d (which may name c's registers).
+    const size_t start = k_.vec_slots.size();
+    if (!fragment(c.ops[1], ab_regs(0, bf16), false, false) ||
+        !fragment(c.ops[2], ab_regs(1, bf16), false, false) ||
+        !fragment(c.ops[3], cf32 ? 8 : 4, cf32, false) ||
+        !fragment(c.ops[0], df32 ? 8 : 4, df32, true))
+      return false;
+    in.c = static_cast<Slot>(start);
+    in.op = Op::kWmmaMma;
+    in.mod = static_cast<uint8_t>((acol ? 1 : 0) | (bcol ? 2 : 0) | (df32 ? 4 : 0) |
+                                  (cf32 ? 8 : 0) | (bf16 ? 16 : 0));
+    emit(in, line);
+    return true;
+  }
+  int matrix = -1;  // 0 a, 1 b, 2 c / d
+  if (load) {
+    if (take("a"))
+      matrix = 0;
+    else if (take("b"))
+      matrix = 1;
+    else if (take("c"))
+      matrix = 2;
+  } else if (take("d")) {
+    matrix = 2;
+  }
+  if (matrix < 0) return bad(c, load ? "needs .a, .b or .c" : "needs .d");
+  const bool row = take("row"), col = take("col");
+  if (row + col != 1) return bad(c, "needs .row or .col");
+  Space sp = Space::kGeneric;
+  if (take("global"))
+    sp = Space::kGlobal;
+  else if (take("shared") || take("shared::cta"))
+    sp = Space::kShared;
+  if (!other.empty()) return bad(c, "unsupported modifier ." + std::string(other.front()));
+  if (types.size() != 1 || !(matrix == 2 ? (is_f16(types[0]) || is_f32(types[0]))
+                                         : (is_f16(types[0]) || is_bf16(types[0]))))
+    return bad(c,
+               "needs .f16 or .bf16 (a, b), .f16 or .f32 (c, d): tf32, integer and f64 "
+               "fragments are not supported");
+  const bool f32_frag = is_f32(types[0]), bf16 = is_bf16(types[0]);
+  if (c.ops.size() != 2 && c.ops.size() != 3)
+    return bad(c, "expects a fragment, an address and an optional stride");
+  const size_t vi = load ? 0 : 1, ai = load ? 1 : 0;
+  if (!address(c, ai, sp, in)) return false;
+  if (c.ops.size() == 3) {
+    const TypeInfo u32{Ty::kU32, 32, false, false, false, 0};
+    if (!src(c, 2, u32, in.b)) return false;
+  } else {
+    // No stride: the matrix is dense (its rows, or columns, one after another).
+    const uint32_t rows = matrix == 0 ? M : matrix == 1 ? K : M;
+    const uint32_t cols = matrix == 0 ? K : N;
+    in.b = constant(col ? rows : cols);
+  }
+  const size_t nregs = matrix == 2 ? (f32_frag ? 8 : 4) : ab_regs(matrix, bf16);
+  if (!fragment(c.ops[vi], nregs, f32_frag, load)) return false;
+  in.op = load ? Op::kWmmaLoad : Op::kWmmaStore;
+  in.mod = static_cast<uint8_t>(matrix | (col ? 4 : 0) | (f32_frag ? 8 : 0) |
+                                static_cast<uint32_t>(sp) << 4 | (bf16 ? 0x80 : 0));
   emit(in, line);
   return true;
 }
@@ -2000,7 +2332,14 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     return true;
   };
 
-  if (any_half) {
+  if (base == "set") return set_instruction(c, in, types, other);
+  if (base == "wmma") return wmma_instruction(c, in, types, other);
+  uint8_t half_atom = 0;  // atom/red .add.noftz on a half type: 1 f16, 2 bf16 (| 4: x2)
+  if (any_half && (base == "atom" || base == "red") && types.size() == 1) {
+    half_atom = static_cast<uint8_t>(types[0].half | (types[0].bits == 32 ? 4 : 0));
+    types[0] =
+        TypeInfo{types[0].bits == 16 ? Ty::kU16 : Ty::kU32, types[0].bits, false, false, false, 0};
+  } else if (any_half) {
     // Moves, loads, stores and selects only move bits: as .b16 / .b32.
     if (base == "mov" || base == "ld" || base == "st" || base == "selp") {
       for (TypeInfo& x : types)
@@ -2633,8 +2972,15 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
         aop = k;
       }
     if (!aop) return bad(c, "missing atomic operation");
+    if (half_atom) {
+      // atom/red.add.noftz.{f16,bf16,f16x2,bf16x2}: round to nearest even
+      if (*aop != AtomOp::kAdd || !take("noftz"))
+        return bad(c, "f16/bf16 atomics support .add.noftz only");
+      aop = AtomOp::kAddHalf;
+    }
     if (!no_more()) return false;
-    if (t.bits < 32) return bad(c, "atomics need a 32- or 64-bit type");
+    if (t.bits < 32 && !half_atom && !(t.bits == 16 && *aop == AtomOp::kCas && !t.is_float))
+      return bad(c, "atomics need a 32- or 64-bit type (16 bits: cas.b16 and f16/bf16 add)");
     if (t.is_float && *aop != AtomOp::kAdd && *aop != AtomOp::kExch)
       return bad(c, "float atomics support add and exch only");
     if ((*aop == AtomOp::kInc || *aop == AtomOp::kDec) && (t.bits != 32 || t.is_signed))
@@ -2650,8 +2996,79 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
     if (!src(c, first + 1, t, in.b)) return false;
     if (*aop == AtomOp::kCas && !src(c, first + 2, t, in.c)) return false;
     in.op = Op::kAtom;
-    in.mod = static_cast<uint8_t>(static_cast<uint8_t>(*aop) | static_cast<uint8_t>(t.ty) << 4);
+    Ty aty = t.ty;
+    if (half_atom)  // the format travels as the Ty: see AtomOp::kAddHalf
+      aty = (half_atom & 4) ? ((half_atom & 3) == 2 ? Ty::kS32 : Ty::kU32)
+                            : ((half_atom & 3) == 2 ? Ty::kS16 : Ty::kU16);
+    in.mod = static_cast<uint8_t>(static_cast<uint8_t>(*aop) | static_cast<uint8_t>(aty) << 4);
     in.neg = static_cast<uint8_t>(in.neg | static_cast<uint8_t>(sp) << 1);
+    emit(in, line);
+    return true;
+  }
+  if (base == "cp" && take("async")) {
+    // cp.async.{ca,cg}.shared{::cta}.global{.L2::cache_hint}{.L2::{64,128,256}B}
+    //   [dst], [src], cp-size{, src-size | ignore-src}{, cache-policy}
+    // cp.async.commit_group, cp.async.wait_group N, cp.async.wait_all
+    if (take("commit_group") || take("wait_all")) {
+      if (!no_more() || !types.empty() || !c.ops.empty()) return bad(c, "takes no operands");
+      in.op = Op::kNop;
+      emit(in, line);
+      return true;
+    }
+    if (take("wait_group")) {
+      if (!no_more() || !types.empty() || !count(c, 1) || c.ops[0].kind != Operand::kImm ||
+          c.ops[0].lit.kind != Literal::kInt)
+        return bad(c, "expects cp.async.wait_group N (an integer constant)");
+      in.op = Op::kNop;
+      emit(in, line);
+      return true;
+    }
+    const bool ca = take("ca"), cg = take("cg");
+    if (ca == cg) return bad(c, "needs .ca or .cg (cp.async.bulk, .mbarrier are not supported)");
+    if (!take("shared") && !take("shared::cta"))
+      return bad(c, "the destination must be the .shared space");
+    if (!take("global")) return bad(c, "the source must be the .global space");
+    const bool hint = take("L2::cache_hint");
+    for (auto q : {"L2::64B", "L2::128B", "L2::256B"}) (void)take(q);
+    if (!no_more() || !types.empty()) return false;
+    const size_t base_ops = 3 + (hint ? 1 : 0);
+    if (c.ops.size() != base_ops && c.ops.size() != base_ops + 1)
+      return bad(c, "expects [dst], [src], cp-size{, src-size | ignore-src}{, cache-policy}");
+    const Operand& sz = c.ops[2];
+    if (sz.kind != Operand::kImm || sz.lit.kind != Literal::kInt ||
+        (sz.lit.bits != 4 && sz.lit.bits != 8 && sz.lit.bits != 16))
+      return bad(c, "cp-size must be 4, 8 or 16");
+    const auto cp = static_cast<uint32_t>(sz.lit.bits);
+    if (cg && cp != 16) return bad(c, "cp.async.cg needs cp-size 16");
+    const TypeInfo u32{Ty::kU32, 32, false, false, false};
+    const TypeInfo u64{Ty::kU64, 64, false, false, false};
+    const TypeInfo p{Ty::kPred, 1, false, false, true};
+    if (hint) {
+      Slot policy = 0;
+      if (!src(c, c.ops.size() - 1, u64, policy)) return false;
+    }
+    // The source address first (into a fresh slot), then the copy.
+    Inst lea = in;
+    lea.op = Op::kLea;
+    if (!address(c, 1, Space::kGlobal, lea)) return false;
+    lea.d = new_slot(0);
+    emit(lea, line);
+    in.op = Op::kCpAsync;
+    in.b = lea.d;
+    in.mod = static_cast<uint8_t>(cp);
+    if (!address(c, 0, Space::kShared, in)) return false;
+    if (c.ops.size() == base_ops + 1) {
+      const Operand& x = c.ops[3];
+      if (x.kind == Operand::kReg && x.bits == 1) {
+        if (x.negated) return bad(c, "a negated ignore-src predicate is not supported");
+        if (!src(c, 3, p, in.c)) return false;
+        in.mod |= 0x80;
+      } else if (!src(c, 3, u32, in.c, true)) {
+        return false;
+      }
+    } else {
+      in.c = constant(cp);
+    }
     emit(in, line);
     return true;
   }
@@ -2789,11 +3206,21 @@ bool Parser::emit_instruction(Ctx& c, Inst in) {
       if (c.ops[1].kind != Operand::kImm || c.ops[1].lit.kind != Literal::kInt ||
           c.ops[1].lit.bits != 0)
         return bad(c, "only barrier 0 is supported");
-      if (c.ops[2].kind == Operand::kReg && c.ops[2].negated)
-        return bad(c, "a negated bar.red predicate is not supported");
+      const bool negated = c.ops[2].kind == Operand::kReg && c.ops[2].negated;
+      c.ops[2].negated = false;
       const TypeInfo pred{Ty::kPred, 1, false, false, true};
       Inst red = in;
       if (!src(c, 2, pred, in.a) || !dst(c, 0, t, red.d)) return false;
+      if (negated) {
+        // bar.red ... !p: reduce the complement (computed first, under the same guard)
+        Inst inv = in;
+        inv.op = Op::kNot;
+        inv.mod = 1;
+        inv.imm = 1;
+        inv.d = new_slot(0);
+        emit(inv, line);
+        in.a = inv.d;
+      }
       in.op = Op::kBar;
       in.mod = static_cast<uint8_t>(popc ? 1 : band ? 2 : 3);
       k_.has_barrier = true;

@@ -156,8 +156,10 @@ enum class Op : uint16_t {
   // f16 / bf16, exact: imm = sub-op (0 add, 1 sub, 2 mul, 3 fma, 4 neg, 5 abs, 6 min, 7 max,
   // 8 setp (Cmp at bits 16..23), 9 f32 -> half, 10 f64 -> half, 11 half -> f32,
   // 12 half -> f64, 13 integer (Ty at bits 16..23) -> half, 14 half -> integer (Ty at
-  // bits 16..23, Rnd at 24..27), 15 two f32 (a upper, b lower) -> x2) | (0 f16, 1 bf16) << 8 | x2
-  // << 10 | rounding (0 rn, 1 rz, 2 rm, 3 rp) << 12
+  // bits 16..23, Rnd at 24..27), 15 two f32 (a upper, b lower) -> x2, 16 set (Cmp at 16..23,
+  // result kind at kHalfSetShift: HalfSet), 17 round to an integral value (Rnd at 24..27),
+  // 18 tanh.approx, 19 ex2.approx) | (0 f16, 1 bf16) << 8 | x2 << 10 | rounding (0 rn, 1 rz,
+  // 2 rm, 3 rp) << 12 | the kHalf* flags below (bits 32 and up)
   kHalf,
   // conversions
   kCvtInt,  // int -> int: extend a from mod bits (sign-extend when c == 1), then & imm
@@ -175,6 +177,28 @@ enum class Op : uint16_t {
   kLdVec,
   kStVec,  // c = index into Kernel::vec_slots, b = space, Inst::mod as above + count << 6
   kAtom,   // d = atom(op, [a + imm], b[, c]); Inst::mod = AtomOp | type << 4; Inst::neg>>1 = space
+  // wmma (warp-collective: wait for the whole warp; d = membermask slot).
+  // Inst::neg bits 1..2: shape (0 m16n16k16, 1 m32n8k16, 2 m8n32k16); A is M x
+  // K, B K x N, C and D M x N. Fragment registers are Kernel::vec_slots from
+  // index c. Fragment layout (the sim's own; wmma leaves it unspecified):
+  // element (row, col) of a matrix with `cols` columns is e = row * cols +
+  // col; a c/d fragment (256 elements) holds e = lane * 8 + j in f32 register
+  // j, or e = lane * 8 + 2j (low half) and 2j + 1 (high) in f16x2 register j;
+  // an a/b fragment of R registers (two f16/bf16 each) holds e = (lane * 2R
+  // + 2j + h) mod (the matrix's elements): f16 fragments (R = 8) hold copies
+  // where the matrix has fewer than 512 elements.
+  kWmmaLoad,   // fragment = [a + imm] with stride b (elements); mod = matrix (0 a, 1 b, 2 c)
+               // | 4 col-major | 8 f32 | space << 4 | 0x80 bf16
+  kWmmaStore,  // [a + imm] = fragment d, as kWmmaLoad (matrix 2)
+  kWmmaMma,    // d = a * b + c, rounded once; slots a, b, c, d; mod = 1 a col | 2 b col |
+               // 4 d f32 | 8 c f32 | 16 bf16 inputs
+  kLea,        // d = a + imm (64-bit): the source address of a kCpAsync
+  // cp.async (sm_80), done at once (results are defined only after the wait, so
+  // the copy may complete immediately; commit_group / wait_group are no-ops):
+  // shared [a + imm] = cp bytes from global [b], the bytes past the source
+  // size zero-filled. mod = cp-size (4, 8, 16) | 0x80: c is the ignore-src
+  // predicate (all zeros when true), else c is the source size in bytes.
+  kCpAsync,
   // warp-synchronous; every one waits until the lanes of its membermask
   // (operand slot named below) that have not exited arrive at it
   kShfl,        // d = a of lane j (b: lane/offset, c: clamp|segmask); mod = mode (0 up, 1 down,
@@ -200,6 +224,21 @@ enum class Op : uint16_t {
   kCallRet,  // (after kCall, where the callee returns) copy the return values back
   kRetFunc,  // return from a device function: pc = slot a
 };
+
+// kHalf flags (Inst::imm bits 32 and up). setp (8) and set (16) combine
+// their comparison with predicate c by the BoolOp at kHalfBoolShift (c
+// negated: kHalfCNeg); kHalfUpper makes setp compare the upper halves.
+inline constexpr int64_t kHalfSat = int64_t{1} << 32;   // clamp to [0, 1], NaN -> +0
+inline constexpr int64_t kHalfRelu = int64_t{1} << 33;  // negative (and -0) -> +0, NaN -> canonical
+inline constexpr int64_t kHalfFtz = int64_t{1} << 34;   // subnormal inputs and results -> signed 0
+inline constexpr int64_t kHalfNaNs = int64_t{1} << 35;  // min/max .NaN: a NaN operand -> NaN
+inline constexpr int kHalfBoolShift = 36;               // 2 bits: BoolOp
+inline constexpr int64_t kHalfCNeg = int64_t{1} << 38;
+inline constexpr int64_t kHalfUpper = int64_t{1} << 39;
+inline constexpr int kHalfSetShift = 40;  // 3 bits: HalfSet
+// What set.* writes for true (false is 0): 1.0 of the half format (per half
+// of an x2), 0xffff per half, 0xffffffff, 1.0f, 0xffff (16-bit integer dtype).
+enum class HalfSet : uint8_t { kOne, kMask16x2, kMask32, kOneF32, kMask16 };
 
 inline constexpr uint8_t kFlagFtz = 1;
 inline constexpr uint8_t kFlagSat = 2;
@@ -228,7 +267,21 @@ enum class Cmp : uint8_t {
 };
 enum class BoolOp : uint8_t { kNone, kAnd, kOr, kXor };
 
-enum class AtomOp : uint8_t { kAdd, kMin, kMax, kExch, kCas, kAnd, kOr, kXor, kInc, kDec };
+// kAddHalf: atom/red .add.noftz on a 16-bit format, rounded to nearest even
+// (Ty in the descriptor: kU16 f16, kS16 bf16, kU32 f16x2, kS32 bf16x2).
+enum class AtomOp : uint8_t {
+  kAdd,
+  kMin,
+  kMax,
+  kExch,
+  kCas,
+  kAnd,
+  kOr,
+  kXor,
+  kInc,
+  kDec,
+  kAddHalf
+};
 // Scalar types, as they travel in kCvt / kAtom descriptors.
 enum class Ty : uint8_t { kU8, kU16, kU32, kU64, kS8, kS16, kS32, kS64, kF32, kF64, kPred };
 // Rounding of kCvt: none, rn, rz, rm, rp (float results) or rni, rzi, rmi, rpi.
