@@ -132,7 +132,9 @@ TEST(ClientJobs, AChunkWhoseLeaseIsReleasedBehindItsBackRunsAgainOnAFreshLease) 
   auto inputs = make_inputs(20, 512);
   JobCoordinator::Options o;
   o.nodes = {conn};
-  o.workers = 2;
+  // One worker: the one whose lease is released always has chunks left (with
+  // two, on a loaded machine the other could finish the queue first).
+  o.workers = 1;
   o.lease.min_vram = 1 << 20;
   o.retry.initial_backoff = std::chrono::milliseconds(5);
   std::atomic<bool> killed{false};
@@ -158,7 +160,7 @@ TEST(ClientJobs, AChunkWhoseLeaseIsReleasedBehindItsBackRunsAgainOnAFreshLease) 
   EXPECT_TRUE(killed.load());
   EXPECT_GE(jobs.stats().retries, 1u);
   EXPECT_GE(jobs.stats().leases_lost, 1u);
-  EXPECT_GE(jobs.stats().leases_acquired, 3u);
+  EXPECT_GE(jobs.stats().leases_acquired, 2u);
   std::lock_guard lock(mu);
   ASSERT_FALSE(retried.empty());
   EXPECT_EQ(retried[0], Status::kLeaseExpired);

@@ -71,8 +71,9 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
     if (!fatal) fatal = std::move(e);
     qcv.notify_all();
   };
-  size_t holding = 0;  // GUARDED_BY(qmu): workers holding a lease now
-  size_t in_hand = 0;  // GUARDED_BY(qmu): chunks taken off the queue, not yet done
+  size_t holding = 0;    // GUARDED_BY(qmu): workers holding a lease now
+  size_t acquiring = 0;  // GUARDED_BY(qmu): workers waiting for LEASE_ACQUIRE
+  size_t in_hand = 0;    // GUARDED_BY(qmu): chunks taken off the queue, not yet done
   // Fleet: this job's leases per node id, and nodes it lost a connection to.
   std::map<std::string, unsigned> load;  // GUARDED_BY(qmu)
   std::set<std::string> lost_nodes;      // GUARDED_BY(qmu)
@@ -162,6 +163,10 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
           in_hand++;
         }
         if (!lease) {
+          {
+            std::lock_guard lock(qmu);
+            acquiring++;
+          }
           auto l = acquire(node);
           if (!l) {
             Error e = std::move(l).error();
@@ -169,10 +174,14 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
             bool others_hold;
             {
               std::lock_guard lock(qmu);
-              others_hold = holding > 0;
+              acquiring--;
+              // A worker whose acquire is still in flight counts: its lease
+              // may be the one that filled the node.
+              others_hold = holding > 0 || acquiring > 0;
             }
-            // Another worker holds a lease and will work the queue: this one
-            // bows out (the node may have room for fewer leases than workers).
+            // Another worker holds a lease (or is getting one) and will work
+            // the queue: this one bows out (the node may have room for fewer
+            // leases than workers). The last worker never bows out.
             if (others_hold) break;
             if (!RetryPolicy::retryable(e) || ++acquire_failures > opts_.retry.max_retries) {
               set_fatal(with_context(std::move(e), "JobCoordinator: acquiring a lease for chunk " +
@@ -187,6 +196,7 @@ Result<std::vector<Bytes>> JobCoordinator::run(const std::vector<Bytes>& inputs,
           lease.emplace(std::move(l).value());
           {
             std::lock_guard lock(qmu);
+            acquiring--;
             holding++;
             if (opts_.fleet) lease_node = node_of(*lease);  // counted in `load` by acquire
           }

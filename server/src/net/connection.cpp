@@ -127,10 +127,19 @@ awaitable<void> Connection::wait_closed() {
   }
 }
 
-awaitable<bool> Connection::wait_signal() {
+awaitable<bool> Connection::wait_signal(const std::function<bool()>& still_blocked) {
   uncork();
   asio::error_code ec;
   reader_waiting_ = true;
+  // Checked again after reader_waiting_ is set: a reply sent in full from
+  // another thread (the device pool) lowers reply_bytes_ and then pokes the
+  // strand only if it sees reader_waiting_, so between the caller's check
+  // and here that wake-up would be lost (both are seq_cst: one of the two
+  // sides sees the other).
+  if (still_blocked && !still_blocked()) {
+    reader_waiting_ = false;
+    co_return !closed_;
+  }
   signal_.expires_at(Clock::time_point::max());
   co_await signal_.async_wait(asio::redirect_error(use_awaitable, ec));
   reader_waiting_ = false;
@@ -275,8 +284,9 @@ awaitable<void> Connection::read_loop() {
     mid_frame_ = false;
     last_activity_ = Clock::now();
     // Bounded reply queue: no new frame while replies wait to be written.
-    while (reply_bytes_.load() >= reply_bound()) {
-      const bool ok = co_await wait_signal();
+    auto queue_full = [this] { return reply_bytes_.load() >= reply_bound(); };
+    while (queue_full()) {
+      const bool ok = co_await wait_signal(queue_full);
       if (!ok) co_return;
     }
     if (buffered() > 0) start_frame();
@@ -461,9 +471,11 @@ awaitable<void> Connection::read_loop() {
     }
     ReplyBudget::Charge promise_charge;  // the promise, charged to the tenant
     uint64_t room_waiter = 0;
+    auto no_room = [this, promised] {
+      return reply_bytes_.load() > 0 && reply_bytes_.load() + promised > reply_bound();
+    };
     for (;;) {
-      const bool conn_full =
-          reply_bytes_.load() > 0 && reply_bytes_.load() + promised > reply_bound();
+      const bool conn_full = no_room();
       bool tenant_full = false;
       if (!conn_full && rtenant) {
         promise_charge = ReplyBudget::Charge::try_make(rtenant, promised);
@@ -480,7 +492,7 @@ awaitable<void> Connection::read_loop() {
       // Waiting for replies (its own or the tenant's other connections')
       // to be read: not idle.
       waiting_reply_room_ = true;
-      const bool ok = co_await wait_signal();
+      const bool ok = co_await wait_signal(tenant_full ? std::function<bool()>() : no_room);
       waiting_reply_room_ = false;
       if (!ok) {
         if (room_waiter != 0) rtenant->remove_waiter(room_waiter);

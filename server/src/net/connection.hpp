@@ -28,6 +28,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -113,7 +114,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // read error, end of stream).
   asio::awaitable<bool> fill(size_t n);
   asio::awaitable<bool> discard(size_t n, XXH3_state_t* hash);
-  asio::awaitable<bool> wait_signal();
+  // Waits for signal_ (false: the connection closed). `still_blocked`, when
+  // given, is checked again once the wait is announced (reader_waiting_), so
+  // a wake-up from another thread in between is not lost.
+  asio::awaitable<bool> wait_signal(const std::function<bool()>& still_blocked = {});
   asio::awaitable<bool> handle_bad_header(const wire::HeaderBytes& hb, const Error& e);
   // Coroutines: every co_await of these is a statement of its own, with
   // arguments that are named objects of the caller (g++ 12 mishandles
@@ -154,7 +158,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Reader state.
   std::vector<std::byte> in_;
   size_t rpos_ = 0, wpos_ = 0;
-  XXH3_state_t* hash_ = nullptr;  // owned; XXH3 state wants 64-byte alignment
+  XXH3_state_t* hash_ = nullptr;            // owned; XXH3 state wants 64-byte alignment
   std::atomic<bool> authenticated_{false};  // a token has verified on this connection
   std::string counted_tenant_;              // strand only, until the connection has ended
   // The reply-budget state of the tenant of the last tokened frame.
