@@ -206,9 +206,9 @@ TEST(Hostile, FreeThenLaunchCannotMultiplyTheMemoryTable) {
   int accepted = 0;
   RawReply refused;
   for (int i = 0; i < 1000 && !bufs.empty(); ++i) {
-    EXPECT_EQ(sp.c.call(Opcode::kMemFree, sp.lease, sp.tok, wire::HandleRequest{bufs.back()})
-                  .status(),
-              Status::kOk);
+    EXPECT_EQ(
+        sp.c.call(Opcode::kMemFree, sp.lease, sp.tok, wire::HandleRequest{bufs.back()}).status(),
+        Status::kOk);
     bufs.pop_back();
     auto r = sp.launch("noop");
     if (r.status() != Status::kOk) {

@@ -49,7 +49,7 @@ class Metrics {
   std::atomic<int64_t> connections_active{0};
   std::atomic<uint64_t> connections_total{0};
   std::atomic<uint64_t> connections_rejected{0};
-  std::atomic<uint64_t> connections_evicted{0};  // tokenless ones closed to admit another
+  std::atomic<uint64_t> connections_evicted{0};           // tokenless ones closed to admit another
   std::atomic<uint64_t> bad_frames{0};                    // frames rejected before dispatch
   std::atomic<uint64_t> metrics_connections_rejected{0};  // scrapes past the endpoint's limit
   // Fleet directory (--registry; set by the registrar): -1 = not configured

@@ -542,7 +542,8 @@ class SimContext final : public DeviceContext {
     const uint64_t charge = std::max(bytes, min_alloc_charge_);
     if (quota_ != 0 && (charge > quota_ || allocated_ > quota_ - charge))
       return make_error(Status::kAllocFailed,
-                        "allocation of " + std::to_string(bytes) + " bytes exceeds the lease quota" +
+                        "allocation of " + std::to_string(bytes) +
+                            " bytes exceeds the lease quota" +
                             (charge != bytes ? " (each allocation is charged at least " +
                                                    std::to_string(min_alloc_charge_) + " bytes)"
                                              : std::string()));
@@ -563,9 +564,9 @@ class SimContext final : public DeviceContext {
     }
     const uint64_t addr = next_addr_;
     next_addr_ += span + kGuardBytes;
-    allocs_.emplace(addr, Alloc{bytes, charge, std::shared_ptr<std::byte>(raw, [](std::byte* p) {
-                                  std::free(p);
-                                })});
+    allocs_.emplace(
+        addr,
+        Alloc{bytes, charge, std::shared_ptr<std::byte>(raw, [](std::byte* p) { std::free(p); })});
     allocated_ += charge;
     // Addresses only grow and a free drops the table (launches keep the old
     // one), so while launches hold snapshots it only gains entries at its end.
@@ -737,13 +738,12 @@ class SimContext final : public DeviceContext {
                             " bytes of parameters and memory tables (limit " +
                             std::to_string(max_launch_bytes_) + "); sync first");
     launch_bytes_->fetch_add(charge);
-    std::shared_ptr<Launch> l(
-        new Launch(mit->second, k, req.grid, req.block, req.shared_bytes, std::move(params),
-                   memory(), budget_),
-        [held_by = launch_bytes_, charge](Launch* p) {
-          delete p;
-          held_by->fetch_sub(charge);
-        });
+    std::shared_ptr<Launch> l(new Launch(mit->second, k, req.grid, req.block, req.shared_bytes,
+                                         std::move(params), memory(), budget_),
+                              [held_by = launch_bytes_, charge](Launch* p) {
+                                delete p;
+                                held_by->fetch_sub(charge);
+                              });
     core_->enqueue(l);
     return {};
   }
@@ -761,7 +761,8 @@ class SimContext final : public DeviceContext {
   // What a queued launch costs besides its parameters (the Launch itself).
   static constexpr uint64_t kLaunchBaseBytes = 512;
   // One entry of a memory table: its range and the owner that keeps it alive.
-  static constexpr uint64_t kTableEntryBytes = sizeof(GlobalRange) + sizeof(std::shared_ptr<std::byte>);
+  static constexpr uint64_t kTableEntryBytes =
+      sizeof(GlobalRange) + sizeof(std::shared_ptr<std::byte>);
 
   // Host bytes one block of `k` holds while it runs (what BlockRunner
   // allocates): registers and local memory of every thread, threads

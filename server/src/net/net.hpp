@@ -123,7 +123,7 @@ class Server {
   std::shared_ptr<Connection> oldest_tokenless(const std::string* ip) const;
   // Connections from `ip` not yet evicted. REQUIRES: mu_ held.
   uint32_t live_from(const std::string& ip) const;
-  uint64_t next_conn_id_ = 1;                               // GUARDED_BY(mu_)
+  uint64_t next_conn_id_ = 1;  // GUARDED_BY(mu_)
 };
 
 }  // namespace gpulease::server
