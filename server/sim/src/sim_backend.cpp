@@ -515,6 +515,7 @@ class SimContext final : public DeviceContext {
         max_queued_(cfg.max_queued_launches),
         max_allocs_(cfg.max_allocations),
         max_launch_bytes_(cfg.max_queued_launch_bytes),
+        block_allowance_(cfg.block_state_allowance),
         min_alloc_charge_(std::max<uint64_t>(1, cfg.min_allocation_charge)),
         load_limits_(cfg.load_limits),
         overhead_(cfg.context_overhead_bytes),
@@ -717,14 +718,15 @@ class SimContext final : public DeviceContext {
     // SECURITY: what a launch makes the node hold is paid for by the lease.
     // Running, one block's registers, local and shared memory (one launch
     // of a context runs at a time) must fit in what the lease pays for: its
-    // quota and the context overhead.
+    // quota, the context overhead and a fixed allowance per launch.
     const uint64_t state = block_state_bytes(*k, req.block, req.shared_bytes);
-    if (quota_ != 0 && state > quota_ + overhead_)
+    if (quota_ != 0 && state > quota_ + overhead_ + block_allowance_)
       return make_error(Status::kLaunchFailed,
                         "kernel " + k->name + ": a block needs " + std::to_string(state) +
                             " bytes of registers, local and shared memory, more than the lease's " +
                             std::to_string(quota_) + "-byte quota (plus " +
-                            std::to_string(overhead_) + " bytes of context) pays for");
+                            std::to_string(overhead_ + block_allowance_) +
+                            " bytes of context and launch allowance) pays for");
     // Queued, its parameters and the memory table it needs (rebuilt after
     // a free, so each such launch may hold its own copy) are bounded per
     // context.
@@ -848,6 +850,7 @@ class SimContext final : public DeviceContext {
   uint64_t max_queued_;
   size_t max_allocs_;
   uint64_t max_launch_bytes_;
+  uint64_t block_allowance_;
   uint64_t min_alloc_charge_;
   // Bytes held by this context's launches not yet destroyed (each gives its
   // charge back when the last reference to it goes, on any thread).

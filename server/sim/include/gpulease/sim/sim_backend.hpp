@@ -70,6 +70,14 @@ struct SimConfig {
   // is LAUNCH_FAILED until earlier launches finish (one launch is always
   // admitted when none is queued). Covered by context_overhead_bytes.
   uint64_t max_queued_launch_bytes = uint64_t{2} << 20;
+  // Host memory one block of a launch may hold (registers, .local, shared)
+  // beyond the lease's quota and context overhead. A GPU keeps registers
+  // and local memory outside the lease's allocations too, and nvcc's PTX
+  // declares hundreds of registers for ordinary kernels (a 1024-thread
+  // block of one with 2000 registers needs 16 MiB here), so the allowance
+  // lets those run on a small lease while a block of 60 KiB of .local per
+  // thread (61 MiB) is still refused.
+  uint64_t block_state_allowance = uint64_t{16} << 20;
   // Each allocation is charged at least this much against the lease quota
   // and the device, so tiny allocations pay for their host bookkeeping
   // (about 200 bytes each in the sim).
