@@ -385,6 +385,10 @@ TEST_F(FleetNode, EtcdDownAtStartTheNodeServesAndRegistersWhenItReturns) {
   auto conn = connect_to(*n, auth_.token("node-late"));
   auto lease = client::LeaseBuilder(conn).min_vram(64ull << 20).lease_secs(60).acquire();
   ASSERT_TRUE(lease) << client::describe(lease.error());
+  // The registrar's first attempt runs on its own thread (slow to start
+  // under TSan): wait for its log line, bounded.
+  for (int i = 0; i < 200 && n->log().find("fleet registry unreachable") == std::string::npos; ++i)
+    std::this_thread::sleep_for(50ms);
   EXPECT_NE(n->log().find("fleet registry unreachable"), std::string::npos) << n->log();
 
   ASSERT_TRUE(etcd_.restart(0)) << etcd_.last_error();
