@@ -82,8 +82,8 @@ extern "C" __global__ void wmma_m8n32k16(const __half* a, const __half* b, const
   tile<8, 32, 16>(a, b, c, d);
 }
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-extern "C" __global__ void wmma_bf16(const __nv_bfloat16* a, const __nv_bfloat16* b,
-                                     const float* c, float* d) {
+extern "C" __global__ void wmma_bf16(const __nv_bfloat16* a, const __nv_bfloat16* b, const float* c,
+                                     float* d) {
   tile<16, 16, 16>(a, b, c, d);
 }
 extern "C" __global__ void wmma_bf16_m32n8k16(const __nv_bfloat16* a, const __nv_bfloat16* b,
