@@ -12,65 +12,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "server_attack_util.hpp"
 #include "server_test_util.hpp"
 
 namespace gpulease::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-size_t rss_bytes() {
-  std::ifstream f("/proc/self/statm");
-  size_t size = 0, resident = 0;
-  f >> size >> resident;
-  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
-}
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kRssTellsTheNodesMemory = false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kRssTellsTheNodesMemory = false;
-#else
-constexpr bool kRssTellsTheNodesMemory = true;
-#endif
-#else
-constexpr bool kRssTellsTheNodesMemory = true;
-#endif
-
-// The well-behaved tenant: acquire, alloc, write, load, launch, sync, read,
-// release, checking every result.
-void good_session(TestNode& node, const std::string& tenant = "alice") {
-  RawClient c(node.port());
-  Bytes tok = node.token(tenant);
-  uint64_t lease = acquire(c, tok, 256 << 10);
-  ASSERT_NE(lease, 0u);
-  const int n = 1024;
-  std::vector<float> in(n);
-  for (int i = 0; i < n; ++i) in[i] = static_cast<float>(i);
-  uint64_t buf = alloc(c, lease, tok, n * 4);
-  EXPECT_EQ(
-      c.call(Opcode::kMemWrite, lease, tok, wire::MemWriteRequest{buf, 0, pod_bytes(in)}).status(),
-      Status::kOk);
-  uint64_t mod = load_module(c, lease, tok, ptx("transform.ptx"));
-  auto l = c.call(Opcode::kLaunch, lease, tok,
-                  launch_req(mod, "scale", (n + 255) / 256, 256,
-                             Args().buf(buf).scalar<int32_t>(n).scalar(3.0f)));
-  EXPECT_EQ(l.status(), Status::kOk) << l.message();
-  auto s = c.call(Opcode::kSync, lease, tok, wire::Empty{});
-  EXPECT_EQ(s.status(), Status::kOk) << s.message();
-  auto r = c.call(Opcode::kMemRead, lease, tok, wire::MemReadRequest{buf, 0, n * 4});
-  EXPECT_EQ(r.status(), Status::kOk);
-  auto out = from_bytes<float>(r.payload);
-  ASSERT_EQ(out.size(), static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    if (out[i] != 3.0f * static_cast<float>(i)) {
-      ADD_FAILURE() << "wrong result at " << i;
-      break;
-    }
-  }
-  EXPECT_EQ(c.call(Opcode::kLeaseRelease, lease, tok, wire::Empty{}).status(), Status::kOk);
-}
 
 constexpr const char* kPtxHeader = ".version 7.0\n.target sm_70\n.address_size 64\n";
 
