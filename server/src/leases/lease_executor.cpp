@@ -305,7 +305,16 @@ void LeaseExecutor::mem_read(const Op& op) {
   if (m->length == 0) return op.reply(Status::kOk, Bytes{});
   auto out = std::make_shared<Bytes>(env_.take_buffer ? env_.take_buffer(m->length) : Bytes());
   out->resize(m->length);  // a recycled buffer shrinks without a fill
-  // The OK reply's checksum is computed while the bytes are copied.
+  // A small reply is hashed when it is sent (its bytes are still in cache;
+  // no state to allocate on the per-frame path).
+  if (m->length < kHashWhileCopyingBytes) {
+    return ctx_->mem_read_async(it->addr + m->offset, *out,
+                                [reply = op.reply, out](Result<void> rd) {
+                                  if (!rd) return reply_error(reply, rd.error());
+                                  reply(Status::kOk, std::move(*out));
+                                });
+  }
+  // A large one's checksum is computed while the bytes are copied.
   wire::FrameHeader ok_header;
   ok_header.opcode = op.h.opcode;
   ok_header.flags = wire::kFlagReply;

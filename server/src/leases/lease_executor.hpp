@@ -136,6 +136,9 @@ class LeaseExecutor {
   // thread, and every connection it serves, for the whole copy).
   static constexpr size_t kInlineCopyBytes = 256u << 10;
   static bool runs_inline(const wire::FrameHeader& h, wire::ByteSpan payload);
+  // MEM_READ replies from this size on are hashed while they are copied out
+  // of device memory (one pass over the bytes); smaller ones when sent.
+  static constexpr uint32_t kHashWhileCopyingBytes = 64u << 10;
 
  private:
   struct Op {
