@@ -5,12 +5,14 @@ add_library(gpulease_node
   src/config.cpp
   src/log.cpp
   src/metrics.cpp
+  src/net/auth_limiter.cpp
   src/net/connection.cpp
   src/net/frame_budget.cpp
   src/net/net.cpp
   src/net/reply_budget.cpp
   src/node.cpp
   src/leases/admission.cpp
+  src/leases/tombstones.cpp
   src/leases/lease_executor.cpp
   src/fleet/registrar.cpp
 )

@@ -140,8 +140,14 @@ struct RawReply {
 // A blocking client that speaks raw frames, so tests can also send bad ones.
 class RawClient {
  public:
-  explicit RawClient(uint16_t port) : sock_(io_) {
+  // `source`: the local address to connect from (another address of 127/8
+  // looks like another client host to the node).
+  explicit RawClient(uint16_t port, const char* source = nullptr) : sock_(io_) {
     asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
+    if (source != nullptr) {
+      sock_.open(asio::ip::tcp::v4());
+      sock_.bind(asio::ip::tcp::endpoint(asio::ip::make_address(source), 0));
+    }
     sock_.connect(ep);
     sock_.set_option(asio::ip::tcp::no_delay(true));
   }

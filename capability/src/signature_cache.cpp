@@ -68,6 +68,15 @@ bool SignatureCache::contains(wire::ByteSpan token) {
   return true;
 }
 
+bool SignatureCache::holds(wire::ByteSpan token) {
+  const uint64_t h = hash(token);
+  Shard& s = shard_for(h);
+  std::lock_guard lock(s.mu);
+  auto it = s.index.find(h);
+  return it != s.index.end() && it->second->bytes.size() == token.size() &&
+         std::memcmp(it->second->bytes.data(), token.data(), token.size()) == 0;
+}
+
 void SignatureCache::insert(wire::ByteSpan token) {
   if (per_shard_ == 0) return;
   const uint64_t h = hash(token);

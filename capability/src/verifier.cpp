@@ -81,6 +81,7 @@ Result<Claims> Verifier::verify(wire::ByteSpan token, const VerifyRequest& req) 
     std::array<std::byte, kMaxSignedMessageBytes> msg;
     std::memcpy(msg.data(), kSigningDomain.data(), kSigningDomain.size());
     std::memcpy(msg.data() + kSigningDomain.size(), t.body.data(), t.body.size());
+    signature_checks_.fetch_add(1, std::memory_order_relaxed);
     if (!verify_signature(*pk, {msg.data(), kSigningDomain.size() + t.body.size()}, t.signature)) {
       return deny(DenyReason::kBadSignature, "");
     }
@@ -148,6 +149,7 @@ Result<Claims> Verifier::verify(wire::ByteSpan token, const VerifyRequest& req) 
 VerifierStats Verifier::stats() const {
   VerifierStats s;
   s.accepted = accepted_.load(std::memory_order_relaxed);
+  s.signature_checks = signature_checks_.load(std::memory_order_relaxed);
   for (size_t i = 0; i < kDenyReasonCount; ++i) {
     s.denied[i] = denied_[i].load(std::memory_order_relaxed);
   }

@@ -80,6 +80,8 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   u32("max_connections", c.max_connections);
   u32("max_connections_per_ip", c.max_connections_per_ip);
   u32("max_connections_per_tenant", c.max_connections_per_tenant);
+  u32("auth_failures_per_second", c.auth_failures_per_second);
+  u32("auth_failure_burst", c.auth_failure_burst);
   u32("max_inflight", c.limits.max_inflight);
   u32("idle_timeout_ms", c.idle_timeout_ms);
   u32("frame_timeout_ms", c.frame_timeout_ms);
@@ -107,6 +109,7 @@ Result<void> apply_toml(const std::string& path, NodeConfig& c) {
   u32("drain_timeout_ms", c.drain_timeout_ms);
   u32("max_buffers_per_lease", c.max_buffers_per_lease);
   u32("max_modules_per_lease", c.max_modules_per_lease);
+  u32("tombstones_per_tenant", c.tombstones_per_tenant);
   u32("registry_ttl_s", c.registry_ttl_s);
   if (!bad.empty())
     return make_error(Status::kInvalidArgument, "config " + bad + ": value out of range");
@@ -157,6 +160,13 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
   app.add_option("--max-connections-per-tenant", c.max_connections_per_tenant,
                  "connections on which one tenant's token has verified")
       ->capture_default_str();
+  app.add_option("--auth-failures-per-second", c.auth_failures_per_second,
+                 "failed token verifications a client address may cause per second, past its "
+                 "burst (0 = no limit)")
+      ->capture_default_str();
+  app.add_option("--auth-failure-burst", c.auth_failure_burst,
+                 "failed token verifications a client address may cause at once")
+      ->capture_default_str();
   app.add_option("--max-inflight", c.limits.max_inflight,
                  "requests in flight per connection before BUSY")
       ->capture_default_str();
@@ -201,6 +211,9 @@ Result<void> parse_node_config(int argc, char** argv, NodeConfig& c, bool& help_
       ->capture_default_str();
   app.add_option("--max-modules-per-lease", c.max_modules_per_lease,
                  "loaded modules one lease may hold")
+      ->capture_default_str();
+  app.add_option("--tombstones-per-tenant", c.tombstones_per_tenant,
+                 "ended leases remembered per tenant (LEASE_EXPIRED, then LEASE_NOT_FOUND)")
       ->capture_default_str();
   app.add_option("--frame-bytes-budget", c.frame_bytes_budget,
                  "frame bodies held at once across connections; readers wait past it")
@@ -277,6 +290,10 @@ Result<void> validate_node_config(const NodeConfig& c) {
   if (c.max_connections == 0 || c.max_connections_per_ip == 0 || c.max_connections_per_tenant == 0)
     return bad("connection limits must be >= 1");
   if (c.tenant_max_leases == 0) return bad("tenant_max_leases must be >= 1");
+  if (c.auth_failures_per_second != 0 && c.auth_failure_burst == 0)
+    return bad("auth_failure_burst must be >= 1");
+  if (c.tombstones_per_tenant == 0 || c.tombstones_per_tenant > kMaxTombstonesPerTenant)
+    return bad("tombstones_per_tenant must be 1.." + std::to_string(kMaxTombstonesPerTenant));
   if (c.frame_bytes_budget < c.limits.max_payload_bytes)
     return bad("frame_bytes_budget must be >= max_payload_bytes");
   // A share smaller than one frame would still admit it alone; a share

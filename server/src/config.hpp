@@ -13,6 +13,10 @@
 
 namespace gpulease::server {
 
+// Largest tombstones_per_tenant; also the bound on ended leases remembered
+// for all tenants together (leases/tombstones.hpp).
+inline constexpr uint32_t kMaxTombstonesPerTenant = 65536;
+
 struct NodeConfig {
   // Network
   std::string listen_host = "127.0.0.1";
@@ -24,6 +28,12 @@ struct NodeConfig {
   // Connections on which one tenant's token has verified (counted from its
   // first verified token): a tenant cannot take every slot either.
   uint32_t max_connections_per_tenant = 256;
+  // Failed token verifications (UNAUTHENTICATED) one client address may
+  // cause: a bucket of auth_failure_burst refilled at this rate; past it the
+  // address's tokens are not checked (BUSY, closed) unless already verified
+  // (net/auth_limiter.hpp). 0 = no limit.
+  uint32_t auth_failures_per_second = 20;
+  uint32_t auth_failure_burst = 40;
   uint32_t idle_timeout_ms = 300'000;  // no frame started for this long: disconnect
   uint32_t frame_timeout_ms = 30'000;  // a started frame must complete within this
   wire::Limits limits;
@@ -64,6 +74,10 @@ struct NodeConfig {
   uint32_t replay_window = 64;
   uint32_t max_buffers_per_lease = 65536;
   uint32_t max_modules_per_lease = 256;
+  // Ended leases remembered (answered LEASE_EXPIRED, then LEASE_NOT_FOUND)
+  // per tenant: one tenant's ended leases never push out another's
+  // (leases/tombstones.hpp).
+  uint32_t tombstones_per_tenant = 1024;
 
   // Fleet (issue 16, docs/FLEET.md): registration in an etcd directory.
   std::string registry;                // etcd://HOST:PORT[,HOST:PORT...]; empty = not registered

@@ -117,6 +117,15 @@ std::string Metrics::render() const {
     header(o, "gpulease_token_cache_misses_total", "counter", "Token signature cache misses.");
     sample(o, "gpulease_token_cache_misses_total", "", misses);
   }
+  if (signature_checks) {
+    header(o, "gpulease_token_signature_checks_total", "counter",
+           "Ed25519 token signature checks run (tokens not in the signature cache).");
+    sample(o, "gpulease_token_signature_checks_total", "", signature_checks());
+  }
+  header(o, "gpulease_auth_rate_limited_total", "counter",
+         "Frames refused without a token check: their client address had no failed "
+         "verification left (--auth-failures-per-second).");
+  sample(o, "gpulease_auth_rate_limited_total", "", rd(auth_rate_limited));
   header(o, "gpulease_bytes_in_total", "counter", "Bytes received from clients.");
   sample(o, "gpulease_bytes_in_total", "", rd(bytes_in));
   header(o, "gpulease_bytes_out_total", "counter", "Bytes sent to clients.");

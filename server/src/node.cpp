@@ -28,8 +28,6 @@ uint64_t now_unix_ms() {
 
 namespace {
 
-constexpr size_t kMaxTombstones = 4096;
-
 unsigned or_cores(unsigned n) {
   return n != 0 ? n : std::max(1u, std::thread::hardware_concurrency());
 }
@@ -69,7 +67,8 @@ Node::Node(NodeConfig cfg, std::unique_ptr<DeviceBackend> backend, capability::S
     : cfg_(std::move(cfg)),
       backend_(std::move(backend)),
       node_authority_(std::move(node_key)),
-      device_pool_(or_cores(cfg_.device_threads)) {
+      device_pool_(or_cores(cfg_.device_threads)),
+      tombstones_(cfg_.tombstones_per_tenant, kMaxTombstonesPerTenant) {
   if (sodium_init() < 0) std::abort();  // no CSPRNG, no unguessable lease ids
   capability::VerifierOptions vo;
   vo.node_id = cfg_.node_id;
@@ -83,6 +82,7 @@ Node::Node(NodeConfig cfg, std::unique_ptr<DeviceBackend> backend, capability::S
     auto s = verifier_->cache().stats();
     return std::pair<uint64_t, uint64_t>(s.hits, s.misses);
   };
+  metrics_.signature_checks = [this] { return verifier_->stats().signature_checks; };
   admission_ =
       std::make_unique<Admission>(backend_->devices(), *backend_,
                                   AdmissionLimits{cfg_.tenant_max_leases, cfg_.tenant_max_bytes});
@@ -131,6 +131,14 @@ Result<capability::Claims> Node::verify_token(const wire::FrameHeader& h, ByteSp
   vr.frame_lease_id = h.lease_id;
   vr.now_unix_s = static_cast<int64_t>(now_unix_ms() / 1000);
   return verifier_->verify(token, vr);
+}
+
+bool Node::token_signature_cached(ByteSpan token) {
+  return verifier_->cache().holds(token);
+}
+
+uint64_t Node::token_signature_checks() const {
+  return verifier_->stats().signature_checks;
 }
 
 void Node::handle(const wire::FrameHeader& h, std::shared_ptr<Bytes> body, uint64_t conn_id,
@@ -304,7 +312,7 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
     if (!refused && !replayed) {
       do {
         lease_id = random_lease_id();
-      } while (leases_.count(lease_id) || tombstones_.count(lease_id) ||
+      } while (leases_.count(lease_id) || tombstones_.contains(lease_id) ||
                pending_ids_.count(lease_id));
       pending_ids_.insert(lease_id);
       if (has_key) idempotency_[ikey] = IdemEntry{0, IdemParams::of(req)};
@@ -387,12 +395,10 @@ Result<std::shared_ptr<Lease>> Node::find_lease(uint64_t id, const capability::C
   std::lock_guard lock(mu_);
   auto it = leases_.find(id);
   if (it == leases_.end()) {
-    auto t = tombstones_.find(id);
-    if (t != tombstones_.end() && t->second.tenant == c.tenant) {
-      return make_error(
-          Status::kLeaseExpired,
-          "lease " + lease_str(id) +
-              (t->second.reason == DropReason::kReleased ? " was released" : " has ended"));
+    if (auto why = tombstones_.find(id, c.tenant)) {
+      return make_error(Status::kLeaseExpired,
+                        "lease " + lease_str(id) +
+                            (*why == DropReason::kReleased ? " was released" : " has ended"));
     }
     return make_error(Status::kLeaseNotFound, std::string(kNoSuchLease));
   }
@@ -514,8 +520,7 @@ void Node::end_lease(const std::shared_ptr<Lease>& l, DropReason reason,
     l->state =
         reason == DropReason::kReleased ? wire::LeaseState::kReleased : wire::LeaseState::kExpired;
     leases_.erase(l->id);
-    if (tombstones_.size() >= kMaxTombstones) tombstones_.erase(tombstones_.begin());
-    tombstones_[l->id] = Tombstone{l->tenant, reason};
+    tombstones_.add(l->id, l->tenant, reason);
     for (auto it = idempotency_.begin(); it != idempotency_.end();) {
       it = it->second.lease_id == l->id ? idempotency_.erase(it) : std::next(it);
     }

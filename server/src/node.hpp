@@ -32,6 +32,7 @@
 #include "gpulease/wire/messages.hpp"
 #include "lease.hpp"
 #include "leases/admission.hpp"
+#include "leases/tombstones.hpp"
 #include "metrics.hpp"
 
 namespace gpulease::server {
@@ -60,6 +61,13 @@ class Node {
   // payload ("authenticate before buffering"). Thread-safe.
   [[nodiscard]] Result<capability::Claims> verify_token(const wire::FrameHeader& h,
                                                         wire::ByteSpan token);
+
+  // True when exactly these token bytes have had their signature verified
+  // (in the signature cache): verify_token() would run no Ed25519 check.
+  // Counts nothing. Thread-safe.
+  [[nodiscard]] bool token_signature_cached(wire::ByteSpan token);
+  // Ed25519 token signature checks run so far. Thread-safe.
+  [[nodiscard]] uint64_t token_signature_checks() const;
 
   // Connection bookkeeping: a release-on-disconnect lease is published only
   // while its connection is open, and ends when it closes.
@@ -96,10 +104,6 @@ class Node {
   }
 
  private:
-  struct Tombstone {
-    std::string tenant;
-    DropReason reason;
-  };
   using IdemKey = std::pair<std::string, wire::IdempotencyKey>;
   // What an idempotency key was first used with.
   struct IdemParams {
@@ -159,7 +163,7 @@ class Node {
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, std::shared_ptr<Lease>> leases_;  // GUARDED_BY(mu_)
   std::map<IdemKey, IdemEntry> idempotency_;                     // GUARDED_BY(mu_)
-  std::map<uint64_t, Tombstone> tombstones_;                     // GUARDED_BY(mu_), bounded
+  Tombstones tombstones_;  // GUARDED_BY(mu_): ended leases, bounded per tenant and in total
   std::set<uint64_t> pending_ids_;               // GUARDED_BY(mu_): drawn, context being created
   bool shutting_down_ = false;                   // GUARDED_BY(mu_)
   std::set<uint64_t> live_connections_;          // GUARDED_BY(mu_)

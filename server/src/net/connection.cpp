@@ -81,6 +81,7 @@ Connection::Connection(tcp::socket sock, Strand strand, Server& srv, Node& node,
       cfg_(cfg),
       id_(id),
       peer_(std::move(peer)),
+      auth_key_(AuthLimiter::key_of(std::string_view(peer_).substr(0, peer_.rfind(':')))),
       account_(srv.frame_budget().open_account()),
       in_(kInputBytes),
       hash_(XXH3_createState()),
@@ -117,6 +118,12 @@ awaitable<void> Connection::session() {
     log_debug("connection coroutine ended", {{"conn", std::to_string(id_)}, {"what", e.what()}});
   }
   do_close();
+  // Nothing reads into the input buffer any more: free it now, not when the
+  // last reply in flight lets the connection go, and let the server hand
+  // such memory back to the OS.
+  std::vector<std::byte>().swap(in_);
+  rpos_ = wpos_ = 0;
+  srv_.input_buffer_freed(kInputBytes);
 }
 
 awaitable<void> Connection::wait_closed() {
@@ -331,8 +338,20 @@ awaitable<void> Connection::read_loop() {
     std::optional<capability::Claims> verified;
     Clock::time_point verified_at{};
     if (capability::requires_token(h.opcode)) {
+      // SECURITY: an address that has failed verification too often gets no
+      // more signature checks for a while; a token already verified (cached)
+      // costs none, so it still passes.
+      if (!srv_.auth_limiter().allows(auth_key_) && !node_.token_signature_cached(token)) {
+        rpos_ += h.token_len;
+        node_.metrics().auth_rate_limited.fetch_add(1, std::memory_order_relaxed);
+        node_.metrics().frame_done(h.opcode, Status::kBusy, 0);
+        reject(h.request_id, h.lease_id, raw_op, Status::kBusy,
+               "too many failed token verifications from this address; retry later", true);
+        co_return;
+      }
       auto claims = node_.verify_token(h, token);
       if (!claims) {
+        if (claims.status() == Status::kUnauthenticated) srv_.auth_limiter().failed(auth_key_);
         rpos_ += h.token_len;
         node_.metrics().auth_failed(claims.status());
         node_.metrics().frame_done(h.opcode, claims.status(), 0);

@@ -153,6 +153,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const NodeConfig& cfg_;
   const uint64_t id_;
   const std::string peer_;
+  const std::string auth_key_;  // the peer's address as the auth limiter keys it
   std::shared_ptr<FrameBudget::Account> account_;
 
   // Reader state.

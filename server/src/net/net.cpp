@@ -39,6 +39,10 @@ constexpr unsigned kDrainInflightPercent = 70;
 // How often the allocator is asked to hand freed body memory back.
 constexpr auto kTrimInterval = std::chrono::seconds(1);
 constexpr uint64_t kTrimAfterBytes = 64u << 20;
+// ... or after this many bytes of ended connections' input buffers (each one
+// 64 KiB, below the allocator's mmap threshold: 1024 connections that came
+// and went otherwise leave 64 MiB in its heap).
+constexpr uint64_t kTrimAfterClosedBytes = 8u << 20;
 
 std::vector<std::unique_ptr<asio::io_context>> make_ios(unsigned configured) {
   const unsigned n =
@@ -57,6 +61,7 @@ Server::Server(Node& node, const NodeConfig& cfg)
       budget_(FrameBudget::Shares{cfg.frame_bytes_budget, cfg.frame_bytes_per_tenant,
                                   cfg.frame_bytes_per_connection}),
       reply_budget_(cfg.reply_bytes_per_tenant),
+      auth_limiter_(cfg.auth_failures_per_second, cfg.auth_failure_burst),
       pool_(std::make_shared<BodyPool>(cfg.body_pool_bytes)),
       ios_(make_ios(cfg.network_threads)),
       control_(asio::make_strand(*ios_.front())),
@@ -216,15 +221,22 @@ size_t Server::connections() const {
   return conns_.size();
 }
 
-// Freed body buffers below the allocator's mmap threshold stay in its heap;
-// after a burst (an attack, a bulk transfer) ask it to hand them back.
+// Freed body buffers and ended connections' input buffers below the
+// allocator's mmap threshold stay in its heap; after a burst (an attack, a
+// bulk transfer, many connections that came and went) ask it to hand them
+// back, at most once per kTrimInterval.
 void Server::trim_loop() {
   trim_timer_.expires_after(kTrimInterval);
   trim_timer_.async_wait([this](const asio::error_code& ec) {
     if (ec || stopped_) return;
     auto c = budget_.counters();
-    if (c.released - trimmed_at_released_ >= kTrimAfterBytes && c.held < kTrimAfterBytes) {
+    const uint64_t closed = closed_input_bytes_.load();
+    const bool bodies =
+        c.released - trimmed_at_released_ >= kTrimAfterBytes && c.held < kTrimAfterBytes;
+    const bool conns = closed - trimmed_at_closed_ >= kTrimAfterClosedBytes;
+    if (bodies || conns) {
       trimmed_at_released_ = c.released;
+      trimmed_at_closed_ = closed;
 #if defined(__GLIBC__)
       malloc_trim(0);
 #endif

@@ -33,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "auth_limiter.hpp"
 #include "config.hpp"
 #include "frame_budget.hpp"
 #include "node.hpp"
@@ -66,12 +67,16 @@ class Server {
 
   // Connection bookkeeping (called by connections).
   void connection_ended(const std::shared_ptr<Connection>& c);
+  // A connection's coroutine has ended and freed its input buffer: counts
+  // toward handing freed memory back to the OS (trim_loop). Thread-safe.
+  void input_buffer_freed(size_t bytes) { closed_input_bytes_.fetch_add(bytes); }
   // A token of `tenant` verified on a connection for the first time: counts
   // it against max_connections_per_tenant; false (not counted) when the
   // tenant holds that many already. Thread-safe.
   [[nodiscard]] bool tenant_connected(const std::string& tenant);
   [[nodiscard]] FrameBudget& frame_budget() noexcept { return budget_; }
   [[nodiscard]] ReplyBudget& reply_budget() noexcept { return reply_budget_; }
+  [[nodiscard]] AuthLimiter& auth_limiter() noexcept { return auth_limiter_; }
   [[nodiscard]] BodyPool& body_pool() noexcept { return *pool_; }
   [[nodiscard]] const std::shared_ptr<BodyPool>& body_pool_ptr() noexcept { return pool_; }
   [[nodiscard]] bool draining() const noexcept { return draining_.load(); }
@@ -91,6 +96,7 @@ class Server {
   const NodeConfig& cfg_;
   FrameBudget budget_;
   ReplyBudget reply_budget_;
+  AuthLimiter auth_limiter_;
   std::shared_ptr<BodyPool> pool_;
   // One per network thread, each run by exactly one thread; fixed after
   // construction. THREAD SAFETY: Connections keep to their own one.
@@ -104,6 +110,9 @@ class Server {
   asio::ip::tcp::acceptor metrics_acceptor_;
   asio::steady_timer trim_timer_;
   uint64_t trimmed_at_released_ = 0;  // on the trim timer's handler only
+  // Input-buffer bytes freed by connections that have ended.
+  std::atomic<uint64_t> closed_input_bytes_{0};
+  uint64_t trimmed_at_closed_ = 0;  // on the trim timer's handler only
   uint16_t port_ = 0;
   uint16_t metrics_port_ = 0;
   std::vector<std::thread> threads_;

@@ -50,6 +50,9 @@ class SignatureCache {
   // True when exactly these bytes were inserted and not yet evicted. Counts a
   // hit or a miss.
   [[nodiscard]] bool contains(wire::ByteSpan token);
+  // As contains(), but counts nothing and leaves the LRU order alone: for a
+  // caller deciding whether a verification would need the signature check.
+  [[nodiscard]] bool holds(wire::ByteSpan token);
   // REQUIRES: the signature of `token` was verified.
   void insert(wire::ByteSpan token);
   void clear();

@@ -93,6 +93,7 @@ struct VerifyRequest {
 
 struct VerifierStats {
   uint64_t accepted = 0;
+  uint64_t signature_checks = 0;  // Ed25519 verifications run (step 3 past the cache)
   std::array<uint64_t, kDenyReasonCount> denied{};  // indexed by DenyReason
   SignatureCacheStats cache;
 };
@@ -125,6 +126,7 @@ class Verifier {
   RevocationSet revoked_;
   SignatureCache cache_;
   std::atomic<uint64_t> accepted_{0};
+  std::atomic<uint64_t> signature_checks_{0};
   std::array<std::atomic<uint64_t>, kDenyReasonCount> denied_{};
 };
 
