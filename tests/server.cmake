@@ -11,3 +11,5 @@ gpulease_add_test(server_config_test SOURCES server_config_test.cpp LIBS gpuleas
 gpulease_add_test(server_attack_test SOURCES server_attack_test.cpp LIBS gpulease_node_internal LABELS server)
 # Attacks of the issue 11 attack session: memory a tenant had not paid for, connection slots.
 gpulease_add_test(server_hostile_test SOURCES server_hostile_test.cpp LIBS gpulease_node_internal LABELS server)
+# The per-address limit on failed token verifications (net/auth_limiter.hpp).
+gpulease_add_test(server_auth_limiter_test SOURCES server_auth_limiter_test.cpp LIBS gpulease_node_internal LABELS server)

@@ -93,6 +93,25 @@ TEST(ServerConfig, BadValuesAreRefusedWithAMessage) {
   }
 }
 
+TEST(ServerConfig, AuthFailureLimitAndTombstonesAreReadAndChecked) {
+  std::string path = write_toml(
+      "auth_failures_per_second = 5\nauth_failure_burst = 9\ntombstones_per_tenant = 64\n");
+  NodeConfig c;
+  ASSERT_TRUE(parse({"--config", path, "--auth-failure-burst", "12"}, c).ok());
+  EXPECT_EQ(c.auth_failures_per_second, 5u);
+  EXPECT_EQ(c.auth_failure_burst, 12u);
+  EXPECT_EQ(c.tombstones_per_tenant, 64u);
+  std::filesystem::remove(path);
+  NodeConfig off;
+  ASSERT_TRUE(parse({"--auth-failures-per-second", "0", "--auth-failure-burst", "0"}, off).ok());
+  NodeConfig c2;
+  EXPECT_EQ(parse({"--auth-failure-burst", "0"}, c2).status(), Status::kInvalidArgument);
+  NodeConfig c3;
+  EXPECT_EQ(parse({"--tombstones-per-tenant", "0"}, c3).status(), Status::kInvalidArgument);
+  NodeConfig c4;
+  EXPECT_EQ(parse({"--tombstones-per-tenant", "65537"}, c4).status(), Status::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace gpulease::server
 
@@ -152,6 +171,9 @@ TEST(ConfigDoc, HelpAndOperatingMdAgree) {
   EXPECT_EQ(row("--drain-timeout-ms"), std::to_string(d.drain_timeout_ms));
   EXPECT_EQ(row("--metrics-max-connections"), std::to_string(d.metrics_max_connections));
   EXPECT_EQ(row("--metrics-timeout-ms"), std::to_string(d.metrics_timeout_ms));
+  EXPECT_EQ(row("--auth-failures-per-second"), std::to_string(d.auth_failures_per_second));
+  EXPECT_EQ(row("--auth-failure-burst"), std::to_string(d.auth_failure_burst));
+  EXPECT_EQ(row("--tombstones-per-tenant"), std::to_string(d.tombstones_per_tenant));
   EXPECT_EQ(row("--frame-bytes-budget"), "1 GiB");
   EXPECT_EQ(d.frame_bytes_budget, 1ull << 30);
 }

@@ -49,8 +49,8 @@ class Metrics {
   std::atomic<int64_t> connections_active{0};
   std::atomic<uint64_t> connections_total{0};
   std::atomic<uint64_t> connections_rejected{0};
-  std::atomic<uint64_t> connections_evicted{0};           // tokenless ones closed to admit another
-  std::atomic<uint64_t> bad_frames{0};                    // frames rejected before dispatch
+  std::atomic<uint64_t> connections_evicted{0};  // tokenless ones closed to admit another
+  std::atomic<uint64_t> bad_frames{0};           // frames rejected before dispatch
   // Tokened frames refused unchecked: their address ran out of failed
   // verifications (net/auth_limiter.hpp).
   std::atomic<uint64_t> auth_rate_limited{0};
@@ -70,7 +70,7 @@ class Metrics {
 
   // Token cache counters live in the verifier; the node installs a reader.
   std::function<std::pair<uint64_t, uint64_t>()> token_cache_stats;  // hits, misses
-  std::function<uint64_t()> signature_checks;                         // Ed25519 checks run
+  std::function<uint64_t()> signature_checks;                        // Ed25519 checks run
 
   // Prometheus text exposition format 0.0.4.
   [[nodiscard]] std::string render() const;

@@ -32,11 +32,20 @@ void AuthLimiter::refill(Bucket& b, Clock::time_point now) const {
 }
 
 bool AuthLimiter::allows(const std::string& key, Clock::time_point now) {
-  if (!enabled()) return true;
+  // The per-frame path of every tokened frame: no lock while no address has
+  // failures on record.
+  if (!enabled() || tracked_.load(std::memory_order_acquire) == 0) return true;
   std::lock_guard lock(mu_);
   auto it = buckets_.find(key);
   if (it == buckets_.end()) return true;  // no failure remembered: a full bucket
   refill(it->second, now);
+  if (it->second.tokens >= burst_) {
+    // Full again: the same as not being tracked.
+    lru_.erase(it->second.lru);
+    buckets_.erase(it);
+    tracked_.store(buckets_.size(), std::memory_order_release);
+    return true;
+  }
   return it->second.tokens >= 1.0;
 }
 
@@ -56,11 +65,11 @@ void AuthLimiter::failed(const std::string& key, Clock::time_point now) {
     refill(it->second, now);
   }
   it->second.tokens = std::max(-burst_, it->second.tokens - 1.0);
+  tracked_.store(buckets_.size(), std::memory_order_release);
 }
 
 size_t AuthLimiter::tracked() const {
-  std::lock_guard lock(mu_);
-  return buckets_.size();
+  return tracked_.load(std::memory_order_acquire);
 }
 
 }  // namespace gpulease::server

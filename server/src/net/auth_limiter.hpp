@@ -16,13 +16,15 @@
 //
 // Addresses: an IPv4 address (or an IPv4-mapped IPv6 one) is its own key; an
 // IPv6 address is keyed by its /64 prefix (one host usually holds the whole
-// /64). Only addresses that failed are tracked, at most `max_addresses` of
-// them; past that the one that failed least recently is forgotten, so the
-// table cannot be grown without bound by a peer with many addresses.
+// /64). Only addresses whose bucket is not full are tracked, at most
+// `max_addresses` of them; past that the one that failed least recently is
+// forgotten, so the table cannot be grown without bound by a peer with many
+// addresses. While none is tracked, allows() takes no lock.
 //
 // THREAD SAFETY: all methods may be called from any thread (one mutex).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -71,6 +73,7 @@ class AuthLimiter {
   mutable std::mutex mu_;
   std::unordered_map<std::string, Bucket> buckets_;  // GUARDED_BY(mu_)
   std::list<std::string> lru_;                       // GUARDED_BY(mu_)
+  std::atomic<size_t> tracked_{0};                   // buckets_.size(), written under mu_
 };
 
 }  // namespace gpulease::server
