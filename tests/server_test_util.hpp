@@ -140,8 +140,14 @@ struct RawReply {
 // A blocking client that speaks raw frames, so tests can also send bad ones.
 class RawClient {
  public:
-  explicit RawClient(uint16_t port) : sock_(io_) {
+  // `receive_buffer` > 0: the socket's SO_RCVBUF, set before it connects
+  // (a slow reader: the node's replies stay in its own queue sooner).
+  explicit RawClient(uint16_t port, int receive_buffer = 0) : sock_(io_) {
     asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
+    if (receive_buffer > 0) {
+      sock_.open(asio::ip::tcp::v4());
+      sock_.set_option(asio::socket_base::receive_buffer_size(receive_buffer));
+    }
     sock_.connect(ep);
     sock_.set_option(asio::ip::tcp::no_delay(true));
   }
