@@ -373,12 +373,12 @@ TEST(Hostile, AnAddressThatFailsVerificationGetsNoMoreSignatureChecks) {
   // Successful verifications never spend: 32 fresh tokens (each one an
   // Ed25519 check) from the address, past its burst of 8 failures.
   for (int i = 0; i < 32; ++i) {
-    RawClient c(node.port(), kFlooder);
+    RawClient c(node.port(), 0, kFlooder);
     auto r = c.call(Opcode::kLeaseList, 0, node.token("carol"), wire::Empty{});
     ASSERT_EQ(r.status(), Status::kOk) << r.message();
   }
   // A tenant on the flooder's address whose token has verified already.
-  RawClient shared(node.port(), kFlooder);
+  RawClient shared(node.port(), 0, kFlooder);
   const Bytes carol = node.token("carol");
   ASSERT_EQ(shared.call(Opcode::kLeaseList, 0, carol, wire::Empty{}).status(), Status::kOk);
 
@@ -389,7 +389,7 @@ TEST(Hostile, AnAddressThatFailsVerificationGetsNoMoreSignatureChecks) {
   int unauthenticated = 0;
   RawReply busy;
   {
-    RawClient c(node.port(), kFlooder);
+    RawClient c(node.port(), 0, kFlooder);
     for (int i = 0; i < 64; ++i) {
       auto r = c.call(Opcode::kLeaseList, 0, bad, wire::Empty{});
       if (r.status() != Status::kUnauthenticated) {
@@ -416,7 +416,7 @@ TEST(Hostile, AnAddressThatFailsVerificationGetsNoMoreSignatureChecks) {
   const uint64_t checks = node.node().token_signature_checks();
   int refused = 0;
   for (int i = 0; i < 200; ++i) {
-    RawClient c(node.port(), kFlooder);
+    RawClient c(node.port(), 0, kFlooder);
     auto r = c.call(Opcode::kLeaseList, 0, bad, wire::Empty{});
     if (r.status() == Status::kBusy) {
       ++refused;

@@ -637,5 +637,113 @@ TEST_F(SessionTest, LeasesSurviveADroppedConnection) {
   EXPECT_EQ(c_.call(Opcode::kLeaseQuery, lease, tok_, wire::Empty{}).status(), Status::kOk);
 }
 
+// A bulk MEM_READ of an idle lease is sent straight from device memory (a
+// loan: leases/lent_bytes.hpp). Whatever the lease does next while that
+// reply is still unsent (a bulk or a small write, a kernel that writes the
+// buffer, a free, its release), the reply carries the bytes of its own
+// time with their checksum (RawClient::recv checks it): the loan is copied
+// out first, once.
+TEST_F(SessionTest, ALentReadCarriesItsOwnTimesBytesWhateverTheLeaseDoesNext) {
+  constexpr uint32_t kBytes = 16u << 20;
+  constexpr uint32_t kChunk = 4u << 20;
+  constexpr int kFloats = 1024;  // what the kernel changes
+  server::Metrics& m = node_.node().metrics();
+  const uint64_t lent_before = m.mem_read_lent_bytes.load();
+  enum class Next { kBulkWrite, kSmallWrite, kLaunch, kFree, kRelease };
+  for (Next next :
+       {Next::kBulkWrite, Next::kSmallWrite, Next::kLaunch, Next::kFree, Next::kRelease}) {
+    SCOPED_TRACE("case " + std::to_string(static_cast<int>(next)));
+    // A reader that takes nothing until every request is sent, through a
+    // small receive buffer: most of the 16 MiB reply stays in the node.
+    RawClient slow(node_.port(), 64 << 10);
+    const uint64_t lease = acquire(slow, tok_, kBytes + (1u << 20));
+    const uint64_t buf = alloc(slow, lease, tok_, kBytes);
+    ASSERT_NE(buf, 0u);
+    std::vector<float> values(kBytes / 4);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 4093);
+    const Bytes before = pod_bytes(values);
+    for (uint32_t off = 0; off < kBytes; off += kChunk) {
+      const wire::MemWriteRequest w{buf, off,
+                                    Bytes(before.begin() + off, before.begin() + off + kChunk)};
+      ASSERT_EQ(slow.call(Opcode::kMemWrite, lease, tok_, w).status(), Status::kOk);
+    }
+    const uint64_t mod =
+        next == Next::kLaunch ? load_module(slow, lease, tok_, ptx("vector.ptx")) : 0;
+    const uint64_t revoked_before = m.mem_read_loans_revoked.load();
+
+    slow.send(Opcode::kMemRead, lease, tok_,
+              wire::encode_payload(wire::MemReadRequest{buf, 0, kBytes}));
+    // The ops after it change the buffer's last bytes: those are still in
+    // the node when they run (its first bytes may be in the socket).
+    constexpr uint32_t kTail = kBytes - kFloats * 4;
+    Bytes after(before.begin() + kTail, before.end());  // what a read of the tail shows next
+    switch (next) {
+      case Next::kBulkWrite:
+        slow.send(Opcode::kMemWrite, lease, tok_,
+                  wire::encode_payload(wire::MemWriteRequest{buf, kBytes - (1u << 20),
+                                                             Bytes(1u << 20, std::byte{0xee})}));
+        std::fill(after.begin(), after.end(), std::byte{0xee});
+        break;
+      case Next::kSmallWrite:
+        slow.send(Opcode::kMemWrite, lease, tok_,
+                  wire::encode_payload(
+                      wire::MemWriteRequest{buf, kTail + 8, Bytes(64, std::byte{0xee})}));
+        std::fill(after.begin() + 8, after.begin() + 72, std::byte{0xee});
+        break;
+      case Next::kLaunch: {
+        // saxpy with x = y: y = 2y over the last kFloats floats.
+        ASSERT_NE(mod, 0u);
+        slow.send(
+            Opcode::kLaunch, lease, tok_,
+            wire::encode_payload(launch_req(
+                mod, "saxpy", kFloats / 256, 256,
+                Args().scalar<int32_t>(kFloats).scalar(1.0f).buf(buf, kTail).buf(buf, kTail))));
+        slow.send(Opcode::kSync, lease, tok_, wire::encode_payload(wire::Empty{}));
+        std::vector<float> doubled(values.begin() + kTail / 4, values.end());
+        for (float& v : doubled) v *= 2;
+        after = pod_bytes(doubled);
+        break;
+      }
+      case Next::kFree:
+        slow.send(Opcode::kMemFree, lease, tok_, wire::encode_payload(wire::HandleRequest{buf}));
+        break;
+      case Next::kRelease:
+        // The node ends a lease at once, ahead of its queued ops: release
+        // once the read has been lent its bytes.
+        ASSERT_TRUE(eventually(
+            [&] { return m.mem_read_lent_bytes.load() == lent_before + 5ull * kBytes; }));
+        slow.send(Opcode::kLeaseRelease, lease, tok_, wire::encode_payload(wire::Empty{}));
+        break;
+    }
+    const bool buffer_lives = next != Next::kFree && next != Next::kRelease;
+    uint64_t read_after = 0;
+    if (buffer_lives) {
+      read_after = slow.send(Opcode::kMemRead, lease, tok_,
+                             wire::encode_payload(wire::MemReadRequest{buf, kTail, kFloats * 4}));
+    }
+
+    auto lent = slow.recv();
+    ASSERT_TRUE(lent.has_value());
+    ASSERT_EQ(lent->status(), Status::kOk) << lent->message();
+    EXPECT_TRUE(lent->payload == before) << "the reply shows a later op's bytes";
+    const int more = (next == Next::kLaunch ? 2 : 1) + (buffer_lives ? 1 : 0);
+    for (int i = 0; i < more; ++i) {
+      auto r = slow.recv();
+      ASSERT_TRUE(r.has_value());
+      ASSERT_EQ(r->status(), Status::kOk) << r->message();
+      if (r->header.request_id == read_after) {  // SYNC and it may come in either order
+        EXPECT_TRUE(r->payload == after) << "the op after the read did not take effect";
+      }
+    }
+    EXPECT_EQ(m.mem_read_loans_revoked.load(), revoked_before + 1)
+        << "the loan was not copied out before the op";
+    if (next != Next::kRelease) {
+      EXPECT_EQ(slow.call(Opcode::kLeaseRelease, lease, tok_, wire::Empty{}).status(), Status::kOk);
+    }
+  }
+  EXPECT_EQ(m.mem_read_lent_bytes.load() - lent_before, 5ull * kBytes)
+      << "the bulk reads were copied, not lent";
+}
+
 }  // namespace
 }  // namespace gpulease::testing

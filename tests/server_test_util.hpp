@@ -140,12 +140,18 @@ struct RawReply {
 // A blocking client that speaks raw frames, so tests can also send bad ones.
 class RawClient {
  public:
+  // `receive_buffer` > 0: the socket's SO_RCVBUF, set before it connects
+  // (a slow reader: the node's replies stay in its own queue sooner).
   // `source`: the local address to connect from (another address of 127/8
   // looks like another client host to the node).
-  explicit RawClient(uint16_t port, const char* source = nullptr) : sock_(io_) {
+  explicit RawClient(uint16_t port, int receive_buffer = 0, const char* source = nullptr)
+      : sock_(io_) {
     asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
+    if (receive_buffer > 0 || source != nullptr) sock_.open(asio::ip::tcp::v4());
+    if (receive_buffer > 0) {
+      sock_.set_option(asio::socket_base::receive_buffer_size(receive_buffer));
+    }
     if (source != nullptr) {
-      sock_.open(asio::ip::tcp::v4());
       sock_.bind(asio::ip::tcp::endpoint(asio::ip::make_address(source), 0));
     }
     sock_.connect(ep);

@@ -444,6 +444,30 @@ TEST(SimBackend, MemoryOpsBehindARunningKernelCompleteLaterAndNeverBlockTheCalle
   EXPECT_NE(sync_message.find("cancelled"), std::string::npos) << sync_message;
 }
 
+// try_view (a zero-copy MEM_READ): the bytes in place while the stream is
+// idle, none while a launch is queued or running, and a view keeps its
+// buffer readable after a free and after the context is gone.
+TEST(SimBackend, AViewShowsTheBytesOfAnIdleStreamAndOutlivesItsBuffer) {
+  auto b = make_sim_backend(Harness::small_config());
+  auto idle = std::move(b->create_context(0, {})).value();
+  const uint64_t buf = *idle->mem_alloc(256);
+  std::vector<std::byte> data(256);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = std::byte(i);
+  ASSERT_TRUE(idle->mem_write(buf, data).ok());
+  auto view = idle->try_view(buf + 16, 200);
+  ASSERT_TRUE(view.has_value());
+  ASSERT_EQ(view->bytes.size(), 200u);
+  EXPECT_TRUE(std::equal(view->bytes.begin(), view->bytes.end(), data.begin() + 16));
+  EXPECT_TRUE(idle->mem_free(buf).ok());
+  idle.reset();
+  // Read after both (ASan would report a use after free here).
+  EXPECT_TRUE(std::equal(view->bytes.begin(), view->bytes.end(), data.begin() + 16));
+
+  auto busy = spinning(*b);
+  const uint64_t other = *busy->mem_alloc(64);
+  EXPECT_FALSE(busy->try_view(other, 64).has_value()) << "a queued kernel may still write it";
+}
+
 TEST(SimBackend, OneContextsSpinningKernelsDoNotDelayAnothersMemoryOps) {
   SimConfig cfg = Harness::small_config();
   cfg.worker_threads = 2;

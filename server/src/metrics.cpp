@@ -130,6 +130,13 @@ std::string Metrics::render() const {
   sample(o, "gpulease_bytes_in_total", "", rd(bytes_in));
   header(o, "gpulease_bytes_out_total", "counter", "Bytes sent to clients.");
   sample(o, "gpulease_bytes_out_total", "", rd(bytes_out));
+  header(o, "gpulease_mem_read_lent_bytes_total", "counter",
+         "MEM_READ reply bytes sent straight from device memory (no copy).");
+  sample(o, "gpulease_mem_read_lent_bytes_total", "", rd(mem_read_lent_bytes));
+  header(o, "gpulease_mem_read_loans_revoked_total", "counter",
+         "MEM_READ replies sent from device memory that were copied first because a later op "
+         "of the lease would change or free that memory.");
+  sample(o, "gpulease_mem_read_loans_revoked_total", "", rd(mem_read_loans_revoked));
   header(o, "gpulease_connections_active", "gauge", "Open client connections.");
   sample(o, "gpulease_connections_active", "", rd(connections_active));
   header(o, "gpulease_connections_total", "counter", "Client connections accepted.");

@@ -46,6 +46,8 @@ class Metrics {
   std::atomic<uint64_t> sync_errors{0};
   std::atomic<uint64_t> bytes_in{0};
   std::atomic<uint64_t> bytes_out{0};
+  std::atomic<uint64_t> mem_read_lent_bytes{0};     // MEM_READ bytes sent from device memory
+  std::atomic<uint64_t> mem_read_loans_revoked{0};  // such replies copied before a change
   std::atomic<int64_t> connections_active{0};
   std::atomic<uint64_t> connections_total{0};
   std::atomic<uint64_t> connections_rejected{0};

@@ -226,6 +226,13 @@ class ContextCore : public std::enable_shared_from_this<ContextCore> {
     advance(lk);
   }
 
+  // Nothing of the stream queued or running: every op enqueued so far is
+  // done with device memory.
+  bool idle() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return !running_ && queue_.empty();
+  }
+
   // Launches queued or running, not yet finished.
   uint64_t pending() const {
     std::lock_guard<std::mutex> lk(mu_);
@@ -636,6 +643,14 @@ class SimContext final : public DeviceContext {
           return {};
         },
         std::move(done));
+  }
+
+  std::optional<HostView> try_view(uint64_t addr, uint64_t len) override {
+    auto p = host_range(addr, len);
+    if (!p.ok() || !core_->idle()) return std::nullopt;
+    // The buffer (or module) itself is the keep-alive: a free or the
+    // context's end leaves the bytes to the view until it goes.
+    return HostView{std::span<const std::byte>(*p, len), owner(addr)};
   }
 
   Result<uint64_t> module_load(ImageKind kind, std::span<const std::byte> image) override {

@@ -81,7 +81,7 @@ LeaseExecutor::LeaseExecutor(Lease& lease, ExecutorEnv env, const DeviceInfo& de
 void LeaseExecutor::post(const wire::FrameHeader& h, std::shared_ptr<Bytes> body,
                          size_t payload_offset, ReplyFn reply) {
   const ByteSpan payload(body->data() + payload_offset, h.payload_len);
-  if (runs_inline(h, payload)) {
+  if (runs_inline(h, payload) && !(loans_out_.load() && changes_lent_memory(h.opcode))) {
     std::unique_lock lk(run_mu_, std::try_to_lock);
     // Nothing of the lease queued or running: this op is next in its order.
     if (lk.owns_lock() && queued_.load() == 0) {
@@ -121,6 +121,36 @@ bool LeaseExecutor::runs_inline(const wire::FrameHeader& h, ByteSpan payload) {
   }
 }
 
+bool LeaseExecutor::changes_lent_memory(Opcode op) {
+  switch (op) {
+    case Opcode::kMemWrite:
+    case Opcode::kMemFree:
+    case Opcode::kModuleUnload:
+    case Opcode::kLaunch:
+    case Opcode::kGpuSubmit:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void LeaseExecutor::revoke_loans() {
+  for (auto& weak : loans_) {
+    if (auto loan = weak.lock()) {
+      loan->revoke(env_.take_buffer ? env_.take_buffer
+                                    : BufferSource([](size_t) { return Bytes(); }));
+      env_.metrics.mem_read_loans_revoked.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  loans_.clear();
+  loans_out_.store(false);
+}
+
+LeaseExecutor::~LeaseExecutor() {
+  // The context goes with the executor: no reply may keep its memory.
+  revoke_loans();
+}
+
 void LeaseExecutor::defer(std::function<void()> fn) {
   queued_.fetch_add(1);
   asio::post(strand_, [this, self = lease_.shared_from_this(), fn = std::move(fn)] {
@@ -137,7 +167,8 @@ void LeaseExecutor::after_queued(std::function<void()> fn) {
 void LeaseExecutor::end(std::function<void()> done) {
   defer([this, done = std::move(done)] {
     // Destroying the context cancels its launches and frees its memory,
-    // modules and stream.
+    // modules and stream; replies lent its bytes copy them first.
+    revoke_loans();
     ctx_.reset();
     int64_t buffer_bytes = 0;
     for (const auto& [addr, size] : buffers_) buffer_bytes += static_cast<int64_t>(size);
@@ -163,6 +194,8 @@ void LeaseExecutor::run(const Op& op) {
     return reply_error(op.reply, Status::kLeaseFaulted,
                        "lease " + id + " is faulted; SYNC reports the cause");
   }
+  // A reply still sending from memory this op may change copies it first.
+  if (!loans_.empty() && changes_lent_memory(op.h.opcode)) revoke_loans();
   switch (op.h.opcode) {
     case Opcode::kMemAlloc:
       return mem_alloc(op);
@@ -303,6 +336,28 @@ void LeaseExecutor::mem_read(const Op& op) {
                            std::to_string(it->size) + "-byte buffer");
   }
   if (m->length == 0) return op.reply(Status::kOk, Bytes{});
+  wire::FrameHeader ok_header;
+  ok_header.opcode = op.h.opcode;
+  ok_header.flags = wire::kFlagReply;
+  ok_header.request_id = op.h.request_id;
+  ok_header.lease_id = op.h.lease_id;
+  // A large read of an idle context is lent the device's bytes: hashed
+  // here, sent from where they are, copied only if a later op would change
+  // them before they are sent.
+  if (m->length >= kHashWhileCopyingBytes) {
+    if (auto view = ctx_->try_view(it->addr + m->offset, m->length)) {
+      wire::PayloadChecksum sum(ok_header, m->length);
+      sum.update(view->bytes);
+      wire::FrameHeader hashed = sum.header();
+      hashed.checksum = sum.digest();
+      auto loan = std::make_shared<LentBytes>(std::move(*view));
+      std::erase_if(loans_, [](const auto& w) { return w.expired(); });
+      loans_.push_back(loan);
+      loans_out_.store(true);
+      env_.metrics.mem_read_lent_bytes.fetch_add(m->length, std::memory_order_relaxed);
+      return op.reply(Status::kOk, ReplyPayload(std::move(loan), hashed));
+    }
+  }
   auto out = std::make_shared<Bytes>(env_.take_buffer ? env_.take_buffer(m->length) : Bytes());
   out->resize(m->length);  // a recycled buffer shrinks without a fill
   // A small reply is hashed when it is sent (its bytes are still in cache;
@@ -315,11 +370,6 @@ void LeaseExecutor::mem_read(const Op& op) {
                                 });
   }
   // A large one's checksum is computed while the bytes are copied.
-  wire::FrameHeader ok_header;
-  ok_header.opcode = op.h.opcode;
-  ok_header.flags = wire::kFlagReply;
-  ok_header.request_id = op.h.request_id;
-  ok_header.lease_id = op.h.lease_id;
   auto sum = std::make_shared<wire::PayloadChecksum>(ok_header, m->length);
   return ctx_->mem_read_seen_async(
       it->addr + m->offset, *out, [sum](std::span<const std::byte> piece) { sum->update(piece); },

@@ -29,6 +29,7 @@
 #include "gpulease/server/device_backend.hpp"
 #include "gpulease/wire/frame.hpp"
 #include "gpulease/wire/messages.hpp"
+#include "leases/lent_bytes.hpp"
 #include "metrics.hpp"
 
 namespace gpulease::server {
@@ -38,16 +39,21 @@ struct Lease;
 using DeviceStrand = asio::strand<asio::thread_pool::executor_type>;
 
 // A reply's payload (the encoded reply message, or a UTF-8 message when the
-// status is not OK). `hashed`, when set, is the header, checksum included,
-// that a producer computed while it made the bytes (wire::PayloadChecksum:
-// a MEM_READ reply is hashed as it is copied); the connection sends that
-// checksum when its reply header is exactly that header, and computes the
-// checksum itself otherwise.
+// status is not OK): `bytes`, or device memory lent to the reply (`lent`,
+// a zero-copy MEM_READ; leases/lent_bytes.hpp). `hashed`, when set, is the
+// header, checksum included, that a producer computed while it made the
+// bytes (wire::PayloadChecksum: a MEM_READ reply is hashed as it is copied
+// or lent); the connection sends that checksum when its reply header is
+// exactly that header, and computes the checksum itself otherwise.
 struct ReplyPayload {
   ReplyPayload(wire::Bytes b) : bytes(std::move(b)) {}  // NOLINT(google-explicit-constructor)
   ReplyPayload(wire::Bytes b, const wire::FrameHeader& hashed_header)
       : bytes(std::move(b)), hashed(hashed_header) {}
+  ReplyPayload(std::shared_ptr<LentBytes> l, const wire::FrameHeader& hashed_header)
+      : lent(std::move(l)), hashed(hashed_header) {}
+  [[nodiscard]] size_t size() const { return lent ? lent->size() : bytes.size(); }
   wire::Bytes bytes;
+  std::shared_ptr<LentBytes> lent;
   std::optional<wire::FrameHeader> hashed;
 };
 
@@ -112,6 +118,7 @@ class LeaseExecutor {
                 std::unique_ptr<DeviceContext> ctx);
   LeaseExecutor(const LeaseExecutor&) = delete;
   LeaseExecutor& operator=(const LeaseExecutor&) = delete;
+  ~LeaseExecutor();
 
   // Runs a session op (0x0601-0x0608) or GPU_SUBMIT in the lease's order:
   // inline when it is short and nothing of the lease is queued ahead of it,
@@ -136,9 +143,14 @@ class LeaseExecutor {
   // thread, and every connection it serves, for the whole copy).
   static constexpr size_t kInlineCopyBytes = 256u << 10;
   static bool runs_inline(const wire::FrameHeader& h, wire::ByteSpan payload);
-  // MEM_READ replies from this size on are hashed while they are copied out
-  // of device memory (one pass over the bytes); smaller ones when sent.
+  // MEM_READ replies from this size on are lent the device's bytes when the
+  // backend can (leases/lent_bytes.hpp), else hashed while they are copied
+  // out of device memory (one pass over the bytes); smaller ones are copied
+  // and hashed when sent.
   static constexpr uint32_t kHashWhileCopyingBytes = 64u << 10;
+  // Ops that may change device memory a loan shows, or end its life: every
+  // loan out is revoked before one of them runs.
+  static bool changes_lent_memory(wire::Opcode op);
 
  private:
   struct Op {
@@ -161,6 +173,9 @@ class LeaseExecutor {
   void gpu_submit(const Op& op);
   void module_global(const Op& op);
   void run_submit(wire::GpuSubmitRequest req, ReplyFn reply);
+  // Copies out every loan still out (REQUIRES: run_mu_ held, or no other
+  // thread left).
+  void revoke_loans();
 
   Lease& lease_;
   ExecutorEnv env_;
@@ -192,6 +207,12 @@ class LeaseExecutor {
   std::optional<Region> region(uint64_t handle) const;
   ReplayWindow replay_;
   uint64_t launches_ = 0;
+  // Device bytes lent to MEM_READ replies not yet sent (run_mu_). loans_out_
+  // is true while the list may hold a live loan: an op that would revoke
+  // one then runs on the strand, not inline, so the copy never holds a
+  // network thread.
+  std::vector<std::weak_ptr<LentBytes>> loans_;
+  std::atomic<bool> loans_out_{false};
 };
 
 }  // namespace gpulease::server

@@ -14,7 +14,6 @@
 #include <asio/post.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/use_awaitable.hpp>
-#include <asio/write.hpp>
 
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -40,13 +39,10 @@ using wire::Status;
 
 namespace {
 
-constexpr size_t kMaxFramesPerWrite = 64;
 // A body buffer grows by at most this much ahead of the bytes read into it.
 constexpr size_t kGrowStep = 256u << 10;
 // Payload reads at least this large go straight into the body buffer.
 constexpr size_t kDirectRead = 16u << 10;
-// Largest single write or read syscall the node asks for.
-constexpr size_t kMaxTransfer = 16u << 20;
 // What the reply to a request is assumed to need before it exists (an
 // error message at most), except MEM_READ, whose length is known.
 constexpr uint64_t kSmallReplyBytes = wire::kHeaderSize + 1024;
@@ -608,9 +604,10 @@ void Connection::send(const wire::FrameHeader& req, uint16_t raw_opcode, Status 
   h.status = s;
   h.request_id = req.request_id;
   h.lease_id = req.lease_id;
-  h.payload_len = static_cast<uint32_t>(payload.bytes.size());
+  h.payload_len = static_cast<uint32_t>(payload.size());
   OutFrame f;
   f.payload = std::move(payload.bytes);
+  f.lent = std::move(payload.lent);
   // A checksum computed while the payload was made is used only for the
   // very header it was computed for.
   if (payload.hashed) {
@@ -622,27 +619,75 @@ void Connection::send(const wire::FrameHeader& req, uint16_t raw_opcode, Status 
       return;
     }
   }
-  f.header = wire::encode_header(h, {}, f.payload);
+  if (f.lent) {
+    auto held = f.lent->lock();
+    f.header = wire::encode_header(h, {}, f.lent->bytes());
+  } else {
+    f.header = wire::encode_header(h, {}, f.payload);
+  }
   queue_reply(std::move(f), promised, std::move(charge));
 }
 
-size_t Connection::send_now(const OutFrame& f) {
-  std::array<iovec, 2> iov{};
-  size_t cnt = 0;
+// REQUIRES: wmu_ held. Adds `f`'s unsent bytes to `g`; a lent payload's
+// lock is held until g.send() has returned.
+void Connection::Gather::add(const OutFrame& f) {
   if (f.sent < f.header.size()) {
-    iov[cnt++] = {const_cast<std::byte*>(f.header.data()) + f.sent, f.header.size() - f.sent};
+    iov[count++] = {const_cast<std::byte*>(f.header.data()) + f.sent, f.header.size() - f.sent};
+  }
+  ByteSpan payload(f.payload);
+  if (f.lent) {
+    held[loans++] = f.lent->lock();
+    payload = f.lent->bytes();
   }
   const size_t into_payload = f.sent > f.header.size() ? f.sent - f.header.size() : 0;
-  if (into_payload < f.payload.size()) {
-    iov[cnt++] = {const_cast<std::byte*>(f.payload.data()) + into_payload,
-                  f.payload.size() - into_payload};
+  if (into_payload < payload.size()) {
+    iov[count++] = {const_cast<std::byte*>(payload.data()) + into_payload,
+                    payload.size() - into_payload};
   }
+}
+
+// A non-blocking gathered send: the bytes written (0 when the socket takes
+// none now), or kSendFailed. Lets go of the loans' locks.
+size_t Connection::Gather::send(int fd) {
   msghdr m{};
   m.msg_iov = iov.data();
-  m.msg_iovlen = cnt;
-  ssize_t n = ::sendmsg(sock_.native_handle(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-  if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : kSendFailed;
+  m.msg_iovlen = count;
+  const ssize_t n = count == 0 ? 0 : ::sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+  const int err = errno;
+  for (size_t i = 0; i < loans; ++i) held[i].unlock();
+  if (n < 0) return err == EAGAIN || err == EWOULDBLOCK || err == EINTR ? 0 : kSendFailed;
   return static_cast<size_t>(n);
+}
+
+size_t Connection::send_now(const OutFrame& f) {
+  Gather g;
+  g.add(f);
+  return g.send(sock_.native_handle());
+}
+
+size_t Connection::write_queued(std::vector<OutFrame>& finished) {
+  Gather g;
+  size_t frames = 0;
+  for (const auto& f : outq_) {
+    if (frames++ == kMaxFramesPerWrite) break;
+    g.add(f);
+  }
+  const size_t n = g.send(sock_.native_handle());
+  if (n == kSendFailed) return n;
+  for (size_t left = n; left > 0 && !outq_.empty();) {
+    OutFrame& f = outq_.front();
+    const size_t rest = f.size() - f.sent;
+    if (left < rest) {
+      f.sent += left;
+      break;
+    }
+    left -= rest;
+    finished.push_back(std::move(f));
+    outq_.pop_front();
+  }
+  reply_bytes_.fetch_sub(std::min(reply_bytes_.load(), uint64_t{n}));
+  node_.metrics().bytes_out.fetch_add(n, std::memory_order_relaxed);
+  return n;
 }
 
 void Connection::queue_reply(OutFrame f, uint64_t promised, ReplyBudget::Charge charge) {
@@ -664,7 +709,7 @@ void Connection::queue_reply(OutFrame f, uint64_t promised, ReplyBudget::Charge 
     const size_t n = send_now(f);
     if (n == f.size()) {
       lock.unlock();
-      srv_.body_pool().give(std::move(f.payload));
+      if (!f.lent) srv_.body_pool().give(std::move(f.payload));
       node_.metrics().bytes_out.fetch_add(n, std::memory_order_relaxed);
       if (reader_waiting_.load() || eof_.load() || close_after_flush_.load()) poke_strand();
       return;
@@ -706,68 +751,69 @@ void Connection::poke_strand() {
   });
 }
 
-// REQUIRES: on the strand, writing_ set by queue_reply().
+// REQUIRES: on the strand, writing_ set by queue_reply() or uncork().
+// Sends what the socket takes of the queue, each send under wmu_ (so a
+// loan revoked meanwhile is read from its copy), then waits until the
+// socket can take more. A peer that stops reading meets the watchdog's
+// write deadline.
 void Connection::start_write() {
   if (closed_) return;
-  wbatch_.clear();
-  wbufs_.clear();
-  {
-    std::lock_guard lock(wmu_);
-    while (!outq_.empty() && wbatch_.size() < kMaxFramesPerWrite) {
-      wbatch_.push_back(std::move(outq_.front()));
-      outq_.pop_front();
-    }
-  }
-  for (auto& f : wbatch_) {
-    if (f.sent < f.header.size()) wbufs_.emplace_back(asio::buffer(f.header) + f.sent);
-    const size_t into_payload = f.sent > f.header.size() ? f.sent - f.header.size() : 0;
-    if (into_payload < f.payload.size())
-      wbufs_.emplace_back(asio::buffer(f.payload) + into_payload);
-  }
-  async_writing_ = true;
-  write_progress_ = Clock::now();
-  rearm_watchdog(write_progress_ + std::chrono::milliseconds(cfg_.frame_timeout_ms));
-  asio::async_write(
-      sock_, wbufs_,
-      // Each partial write is progress (the write deadline is about a peer
-      // that stops reading, not a slow one).
-      [this](const asio::error_code& ec, size_t) -> size_t {
-        write_progress_ = Clock::now();
-        return ec ? 0 : kMaxTransfer;
-      },
-      asio::bind_executor(strand_,
-                          [self = shared_from_this()](const asio::error_code& ec, size_t n) {
-                            self->on_written(ec, n);
-                          }));
-}
-
-void Connection::on_written(const asio::error_code& ec, size_t n) {
-  async_writing_ = false;
-  node_.metrics().bytes_out.fetch_add(n, std::memory_order_relaxed);
-  uint64_t sent = 0;
-  for (auto& f : wbatch_) {
-    sent += f.size() - f.sent;
-    if (!ec) srv_.body_pool().give(std::move(f.payload));  // large ones are recycled
-  }
-  wbatch_.clear();
+  std::vector<OutFrame> finished;  // destroyed (and recycled) outside wmu_
+  size_t wrote = 0;
+  bool failed = false;
   bool more = false;
   {
     std::lock_guard lock(wmu_);
-    reply_bytes_.fetch_sub(std::min(reply_bytes_.load(), sent));
-    more = !ec && !outq_.empty();
+    if (sock_closed_) return;
+    // A send that takes all it was given may be followed by another at
+    // once; one that falls short means the socket is full.
+    for (int round = 0; round < 16; ++round) {
+      const size_t queued = std::min(outq_.size(), kMaxFramesPerWrite);
+      size_t offered = 0;
+      for (size_t i = 0; i < queued; ++i) offered += outq_[i].size() - outq_[i].sent;
+      const size_t n = write_queued(finished);
+      if (n == kSendFailed) {
+        failed = true;
+        break;
+      }
+      wrote += n;
+      if (n < offered || outq_.empty()) break;
+    }
+    more = !failed && !outq_.empty();
     if (!more) writing_ = false;
   }
-  last_activity_ = Clock::now();
-  if (reader_waiting_.load()) signal_.cancel();
-  if (ec) {
+  for (auto& f : finished) {
+    if (!f.lent) srv_.body_pool().give(std::move(f.payload));  // large ones are recycled
+  }
+  finished.clear();
+  if (failed) {
+    async_writing_ = false;
     do_close();
     return;
   }
-  if (more) {
-    start_write();
+  const auto now = Clock::now();
+  if (wrote > 0 || !async_writing_) write_progress_ = now;
+  if (wrote > 0) {
+    last_activity_ = now;
+    if (reader_waiting_.load()) signal_.cancel();
+  }
+  if (!more) {
+    async_writing_ = false;
+    maybe_close();
     return;
   }
-  maybe_close();
+  async_writing_ = true;
+  rearm_watchdog(write_progress_ + std::chrono::milliseconds(cfg_.frame_timeout_ms));
+  sock_.async_wait(
+      tcp::socket::wait_write,
+      asio::bind_executor(strand_, [self = shared_from_this()](const asio::error_code& ec) {
+        if (ec) {
+          self->async_writing_ = false;
+          self->do_close();
+          return;
+        }
+        self->start_write();
+      }));
 }
 
 void Connection::evict() {

@@ -25,6 +25,9 @@
 #include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 
+#include <sys/uio.h>
+
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <deque>
@@ -93,9 +96,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
   struct OutFrame {
     wire::HeaderBytes header;
     wire::Bytes payload;
-    size_t sent = 0;             // bytes already written by a direct send
-    ReplyBudget::Charge charge;  // the unsent bytes, charged to the request's tenant
-    [[nodiscard]] size_t size() const { return header.size() + payload.size(); }
+    std::shared_ptr<LentBytes> lent;  // the payload instead, when lent device memory
+    size_t sent = 0;                  // bytes already written
+    ReplyBudget::Charge charge;       // the unsent bytes, charged to the request's tenant
+    [[nodiscard]] size_t size() const {
+      return header.size() + (lent ? lent->size() : payload.size());
+    }
+  };
+  static constexpr size_t kMaxFramesPerWrite = 64;
+  // The unsent bytes of up to kMaxFramesPerWrite frames for one sendmsg,
+  // with the locks of the loans among them (leases/lent_bytes.hpp).
+  struct Gather {
+    void add(const OutFrame& f);
+    size_t send(int fd);
+    std::array<iovec, 2 * kMaxFramesPerWrite> iov{};
+    std::array<std::unique_lock<std::mutex>, kMaxFramesPerWrite> held;
+    size_t count = 0, loans = 0;
   };
 
   asio::awaitable<void> session();
@@ -136,13 +152,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // (a non-blocking send under wmu_), else queues it for the strand's writer.
   void queue_reply(OutFrame f, uint64_t promised, ReplyBudget::Charge charge = {});
   [[nodiscard]] size_t send_now(const OutFrame& f);  // REQUIRES: wmu_ held
+  // Sends what the socket takes of outq_'s head; moves the frames sent in
+  // full to `finished`. Bytes written or kSendFailed. REQUIRES: wmu_ held.
+  [[nodiscard]] size_t write_queued(std::vector<OutFrame>& finished);
   // Starts the writer on replies queued while corked. REQUIRES: on the strand.
   void uncork();
   void poke_strand();  // wakes a waiting reader and re-checks closing, on the strand
   [[nodiscard]] bool write_idle() const;
   // REQUIRES: on the strand.
   void start_write();
-  void on_written(const asio::error_code& ec, size_t n);
   void maybe_close();
   void do_close();
 
@@ -186,9 +204,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool writing_ = false;                  // GUARDED_BY(wmu_): the strand's writer owns the output
   bool sock_closed_ = false;              // GUARDED_BY(wmu_)
   std::atomic<uint64_t> reply_bytes_{0};  // queued + promised to requests in flight
-  // Strand only.
-  std::vector<OutFrame> wbatch_;
-  std::vector<asio::const_buffer> wbufs_;
+  // Strand only: the writer waits for the socket to take more.
   bool async_writing_ = false;
 
   bool closed_ = false;  // strand only

@@ -18,6 +18,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -130,6 +131,26 @@ class DeviceContext {
                      if (r) seen(out);
                      done(std::move(r));
                    });
+  }
+
+  // Device memory the host reads in place (a zero-copy MEM_READ reply):
+  // `bytes` stay readable while `keep` lives, even after the range is freed
+  // or the context destroyed.
+  struct HostView {
+    std::span<const std::byte> bytes;
+    std::shared_ptr<const void> keep;
+  };
+  // A view of [addr, addr+len) when this context's stream is idle (every op
+  // queued before has finished), so the bytes are what a read queued now
+  // would copy; nullopt when the backend's memory is not host-visible
+  // (cuda) or work is still queued (then mem_read_async is the way).
+  // REQUIRES: the range lies inside one live allocation or module variable.
+  // The caller keeps every later op that may write device memory (a write,
+  // a launch) from running while it reads the view: the backend does not.
+  virtual std::optional<HostView> try_view(uint64_t addr, uint64_t len) {
+    (void)addr;
+    (void)len;
+    return std::nullopt;
   }
 
   // Blocking forms for tests and tools: wait for the completion. Never call
