@@ -534,6 +534,8 @@ TEST(Hostile, ClosedConnectionsGiveTheirMemoryBack) {
   // Back within 16 MiB of the baseline (the connections held 64+ MiB).
   EXPECT_TRUE(eventually([&] { return rss_bytes() <= baseline + (16u << 20); }))
       << "rss " << (rss_bytes() >> 20) << " MiB, baseline " << (baseline >> 20) << " MiB";
+  std::cerr << "rss after they closed: " << (rss_bytes() >> 20) << " MiB, baseline "
+            << (baseline >> 20) << " MiB\n";
   good_session(node);
 }
 
