@@ -28,6 +28,22 @@ TEST(SignatureCache, RemembersInsertedBytesAndCountsHitsAndMisses) {
   EXPECT_EQ(s.entries, 1u);
 }
 
+TEST(SignatureCache, HoldsAnswersWithoutCountingOrReordering) {
+  SignatureCache cache(1, 1);
+  const wire::Bytes a = token(1), b = token(2);
+  EXPECT_FALSE(cache.holds(a));
+  cache.insert(a);
+  EXPECT_TRUE(cache.holds(a));
+  EXPECT_FALSE(cache.holds(b));
+  auto s = cache.stats();
+  EXPECT_EQ(s.hits, 0u);
+  EXPECT_EQ(s.misses, 0u);
+  // Same hash slot, other bytes: not held.
+  wire::Bytes longer = a;
+  longer.push_back(std::byte{0});
+  EXPECT_FALSE(cache.holds(longer));
+}
+
 TEST(SignatureCache, DifferentBytesNeverHit) {
   SignatureCache cache(16);
   wire::Bytes t = token(1);

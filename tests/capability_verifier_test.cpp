@@ -52,6 +52,19 @@ TEST_F(VerifierTest, AcceptsAGoodTokenAndReturnsItsClaims) {
   EXPECT_EQ(verifier_.stats().accepted, 1u);
 }
 
+TEST_F(VerifierTest, CountsSignatureChecksOnlyPastTheCache) {
+  const wire::Bytes t = mint(reference_claims());
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(verifier_.verify(t, request(Opcode::kMemAlloc, 5)));
+  EXPECT_EQ(verifier_.stats().signature_checks, 1u);
+  wire::Bytes bad = t;
+  bad.back() ^= std::byte{1};
+  for (int i = 0; i < 2; ++i) EXPECT_FALSE(verifier_.verify(bad, request(Opcode::kMemAlloc, 5)));
+  EXPECT_EQ(verifier_.stats().signature_checks, 3u);
+  // Refused before step 3 (malformed): no check.
+  EXPECT_FALSE(verifier_.verify(wire::Bytes(10), request(Opcode::kMemAlloc, 5)));
+  EXPECT_EQ(verifier_.stats().signature_checks, 3u);
+}
+
 TEST_F(VerifierTest, MalformedIsUnauthenticated) {
   EXPECT_EQ(verifier_.verify({}, request(Opcode::kMemAlloc)).status(), Status::kUnauthenticated);
   EXPECT_EQ(reason_of(wire::Bytes(150, std::byte{1}), request(Opcode::kMemAlloc)), "malformed");
