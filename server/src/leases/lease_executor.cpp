@@ -81,10 +81,12 @@ LeaseExecutor::LeaseExecutor(Lease& lease, ExecutorEnv env, const DeviceInfo& de
 void LeaseExecutor::post(const wire::FrameHeader& h, std::shared_ptr<Bytes> body,
                          size_t payload_offset, ReplyFn reply) {
   const ByteSpan payload(body->data() + payload_offset, h.payload_len);
-  if (runs_inline(h, payload) && !(loans_out_.load() && changes_lent_memory(h.opcode))) {
+  if (runs_inline(h, payload)) {
     std::unique_lock lk(run_mu_, std::try_to_lock);
     // Nothing of the lease queued or running: this op is next in its order.
-    if (lk.owns_lock() && queued_.load() == 0) {
+    // One that would copy out a loan first runs on the strand: the copy
+    // never holds a network thread.
+    if (lk.owns_lock() && queued_.load() == 0 && !(changes_lent_memory(h.opcode) && loans_out())) {
       run(Op{h, payload, std::move(body), std::move(reply)});
       return;
     }
@@ -134,6 +136,11 @@ bool LeaseExecutor::changes_lent_memory(Opcode op) {
   }
 }
 
+bool LeaseExecutor::loans_out() {
+  std::erase_if(loans_, [](const auto& w) { return w.expired(); });
+  return !loans_.empty();
+}
+
 void LeaseExecutor::revoke_loans() {
   for (auto& weak : loans_) {
     if (auto loan = weak.lock()) {
@@ -143,7 +150,6 @@ void LeaseExecutor::revoke_loans() {
     }
   }
   loans_.clear();
-  loans_out_.store(false);
 }
 
 LeaseExecutor::~LeaseExecutor() {
@@ -351,9 +357,8 @@ void LeaseExecutor::mem_read(const Op& op) {
       wire::FrameHeader hashed = sum.header();
       hashed.checksum = sum.digest();
       auto loan = std::make_shared<LentBytes>(std::move(*view));
-      std::erase_if(loans_, [](const auto& w) { return w.expired(); });
+      (void)loans_out();  // forgets the loans already sent
       loans_.push_back(loan);
-      loans_out_.store(true);
       env_.metrics.mem_read_lent_bytes.fetch_add(m->length, std::memory_order_relaxed);
       return op.reply(Status::kOk, ReplyPayload(std::move(loan), hashed));
     }

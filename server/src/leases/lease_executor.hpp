@@ -176,6 +176,8 @@ class LeaseExecutor {
   // Copies out every loan still out (REQUIRES: run_mu_ held, or no other
   // thread left).
   void revoke_loans();
+  // True while a reply lent the device's bytes is unsent (REQUIRES: run_mu_).
+  bool loans_out();
 
   Lease& lease_;
   ExecutorEnv env_;
@@ -207,12 +209,9 @@ class LeaseExecutor {
   std::optional<Region> region(uint64_t handle) const;
   ReplayWindow replay_;
   uint64_t launches_ = 0;
-  // Device bytes lent to MEM_READ replies not yet sent (run_mu_). loans_out_
-  // is true while the list may hold a live loan: an op that would revoke
-  // one then runs on the strand, not inline, so the copy never holds a
-  // network thread.
+  // Device bytes lent to MEM_READ replies not yet sent (run_mu_; a loan
+  // whose reply has gone is forgotten by loans_out()).
   std::vector<std::weak_ptr<LentBytes>> loans_;
-  std::atomic<bool> loans_out_{false};
 };
 
 }  // namespace gpulease::server
