@@ -568,8 +568,19 @@ TEST_F(SessionTest, AcquireWithTheSameIdempotencyKeyReturnsTheSameLease) {
   auto list = c_.call(Opcode::kLeaseList, 0, tok_, wire::Empty{}).as<wire::LeaseListReply>();
   EXPECT_EQ(list.leases.size(), 1u);
   req.idempotency_key[0] = 43;
-  EXPECT_NE(c_.call(Opcode::kLeaseAcquire, 0, tok_, req).as<wire::LeaseAcquireReply>().lease_id,
+  const uint64_t other =
+      c_.call(Opcode::kLeaseAcquire, 0, tok_, req).as<wire::LeaseAcquireReply>().lease_id;
+  EXPECT_NE(other, a.lease_id);
+  // A lease's end frees its key and no other.
+  ASSERT_EQ(c_.call(Opcode::kLeaseRelease, other, tok_, wire::Empty{}).status(), Status::kOk);
+  req.idempotency_key[0] = 42;
+  EXPECT_EQ(c_.call(Opcode::kLeaseAcquire, 0, tok_, req).as<wire::LeaseAcquireReply>().lease_id,
             a.lease_id);
+  ASSERT_EQ(c_.call(Opcode::kLeaseRelease, a.lease_id, tok_, wire::Empty{}).status(), Status::kOk);
+  const uint64_t after =
+      c_.call(Opcode::kLeaseAcquire, 0, tok_, req).as<wire::LeaseAcquireReply>().lease_id;
+  EXPECT_NE(after, 0u);
+  EXPECT_NE(after, a.lease_id) << "the key still named the ended lease";
 }
 
 TEST_F(SessionTest, AnIdempotencyKeyReusedWithOtherParametersIsAConflict) {

@@ -47,6 +47,7 @@ struct Lease : std::enable_shared_from_this<Lease> {
 
   // Set once before the lease is published.
   std::unique_ptr<LeaseExecutor> exec;
+  wire::IdempotencyKey idempotency_key{};  // all zero: acquired without one
 
   // Guarded by Node::mu_.
   bool ended = false;

@@ -357,6 +357,7 @@ void Node::op_acquire(const capability::Claims& c, ByteSpan payload, uint64_t co
         asio::make_strand(device_pool_.get_executor()), std::move(ctx).value());
     lease->expires_at_ms = expiry_for(req.ttl_s, c);
     lease->reservation = std::move(rsv);
+    lease->idempotency_key = req.idempotency_key;
     // Once published, the lease belongs to its strand: only `published`
     // (decided under mu_) says what happened here.
     bool published = false;
@@ -521,8 +522,10 @@ void Node::end_lease(const std::shared_ptr<Lease>& l, DropReason reason,
         reason == DropReason::kReleased ? wire::LeaseState::kReleased : wire::LeaseState::kExpired;
     leases_.erase(l->id);
     tombstones_.add(l->id, l->tenant, reason);
-    for (auto it = idempotency_.begin(); it != idempotency_.end();) {
-      it = it->second.lease_id == l->id ? idempotency_.erase(it) : std::next(it);
+    // Its idempotency key is free again (one lookup, not a scan of every key).
+    if (l->idempotency_key != wire::IdempotencyKey{}) {
+      auto it = idempotency_.find(IdemKey{l->tenant, l->idempotency_key});
+      if (it != idempotency_.end() && it->second.lease_id == l->id) idempotency_.erase(it);
     }
     // The quota goes back to admission at once (after the lock), not when
     // the lease's work has stopped: a runaway kernel holds nothing of the node.
