@@ -1,18 +1,115 @@
 // Shared by the node's attack tests (server_attack_test, server_hostile_test):
-// the well-behaved tenant that runs alongside each attack, and the process's
-// resident memory. Internal to tests/.
+// the attacker's plain socket, the well-behaved tenant that runs alongside
+// each attack, and the process's resident memory. Internal to tests/.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "server_test_util.hpp"
 
 namespace gpulease::testing {
+
+// An attacker's connection: a plain socket, so a test can send part of a
+// frame, stop reading, half-close, and wait for the node's close with a bound.
+class Sock {
+ public:
+  // `source`: an address of 127/8 to connect from (the default: any).
+  explicit Sock(uint16_t port, const char* source = nullptr)
+      : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    const bool bound =
+        source == nullptr || (::inet_pton(AF_INET, source, &src.sin_addr) == 1 &&
+                              ::bind(fd_, reinterpret_cast<sockaddr*>(&src), sizeof src) == 0);
+    ok_ = fd_ >= 0 && bound && ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    int one = 1;
+    if (ok_) ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  ~Sock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Sock(const Sock&) = delete;
+  Sock& operator=(const Sock&) = delete;
+  [[nodiscard]] bool ok() const { return ok_; }
+
+  bool send_all(wire::ByteSpan b) {
+    size_t off = 0;
+    while (off < b.size()) {
+      ssize_t n = ::send(fd_, b.data() + off, b.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      off += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  void shut_wr() { ::shutdown(fd_, SHUT_WR); }
+
+  // Reads exactly n bytes within `timeout`; false on close, error or timeout.
+  bool read_exact(std::byte* out, size_t n, std::chrono::milliseconds timeout) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    size_t off = 0;
+    while (off < n) {
+      if (!wait_readable(until)) return false;
+      ssize_t got = ::recv(fd_, out + off, n - off, 0);
+      if (got <= 0) return false;
+      off += static_cast<size_t>(got);
+    }
+    return true;
+  }
+
+  // One reply frame, or nullopt (closed, or nothing within `timeout`).
+  std::optional<RawReply> recv_reply(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    wire::HeaderBytes hb;
+    if (!read_exact(hb.data(), hb.size(), timeout)) return std::nullopt;
+    auto h = wire::decode_header(hb, wire::Limits{});
+    if (!h) return std::nullopt;
+    RawReply r{*h, Bytes(h->payload_len)};
+    if (!read_exact(r.payload.data(), r.payload.size(), timeout)) return std::nullopt;
+    return r;
+  }
+
+  // True once the node has closed the connection (EOF or reset) within
+  // `timeout`; whatever it sent before is read and dropped.
+  bool closed_within(std::chrono::milliseconds timeout) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    std::array<std::byte, 16384> scratch;
+    for (;;) {
+      if (!wait_readable(until)) return false;
+      ssize_t got = ::recv(fd_, scratch.data(), scratch.size(), 0);
+      if (got <= 0) return true;
+    }
+  }
+
+ private:
+  bool wait_readable(std::chrono::steady_clock::time_point until) {
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      int r = ::poll(&p, 1, static_cast<int>(left.count()));
+      if (r > 0) return true;
+      if (r == 0) return false;
+    }
+  }
+  int fd_;
+  bool ok_ = false;
+};
 
 inline size_t rss_bytes() {
   std::ifstream f("/proc/self/statm");

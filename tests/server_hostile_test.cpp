@@ -216,49 +216,6 @@ TEST(Hostile, TinyAllocationsPayForTheirBookkeeping) {
 // took every slot: every tenant was refused at accept until the idle
 // timeout (300 s), and 64 from one address locked out everyone behind it.
 
-// A TCP connection from `source` (an address of 127/8) that sends nothing
-// unless told to (send_all).
-class Silent {
- public:
-  Silent(const char* source, uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
-    sockaddr_in src{};
-    src.sin_family = AF_INET;
-    ::inet_pton(AF_INET, source, &src.sin_addr);
-    sockaddr_in dst{};
-    dst.sin_family = AF_INET;
-    dst.sin_port = htons(port);
-    dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ok_ = fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&src), sizeof src) == 0 &&
-          ::connect(fd_, reinterpret_cast<sockaddr*>(&dst), sizeof dst) == 0;
-  }
-  ~Silent() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Silent(const Silent&) = delete;
-  Silent& operator=(const Silent&) = delete;
-  [[nodiscard]] bool ok() const { return ok_; }
-  bool send_all(wire::ByteSpan b) {
-    size_t off = 0;
-    while (off < b.size()) {
-      ssize_t n = ::send(fd_, b.data() + off, b.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += static_cast<size_t>(n);
-    }
-    return true;
-  }
-  // True once the node has closed it (EOF or reset), polling up to `timeout`.
-  bool closed_within(std::chrono::milliseconds timeout) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
-    char b;
-    return ::recv(fd_, &b, 1, 0) <= 0;
-  }
-
- private:
-  int fd_;
-  bool ok_ = false;
-};
-
 server::NodeConfig few_slots() {
   auto c = TestNode::small_config();
   c.max_connections = 16;
@@ -273,10 +230,10 @@ bool node_holds(TestNode& node, size_t n) {
 
 TEST(Hostile, TokenlessPeersCannotHoldEveryConnectionSlot) {
   TestNode node(few_slots());
-  std::vector<std::unique_ptr<Silent>> silent;
+  std::vector<std::unique_ptr<Sock>> silent;
   for (const char* src : {"127.0.1.1", "127.0.1.2"}) {
     for (int i = 0; i < 8; ++i) {
-      silent.push_back(std::make_unique<Silent>(src, node.port()));
+      silent.push_back(std::make_unique<Sock>(node.port(), src));
       ASSERT_TRUE(silent.back()->ok());
     }
   }
@@ -294,9 +251,9 @@ TEST(Hostile, TokenlessPeersCannotHoldEveryConnectionSlot) {
 TEST(Hostile, TokenlessPeersCannotHoldEverySlotOfAnAddress) {
   TestNode node(few_slots());
   // Eight silent connections from 127.0.0.1, the address the tenant uses.
-  std::vector<std::unique_ptr<Silent>> silent;
+  std::vector<std::unique_ptr<Sock>> silent;
   for (int i = 0; i < 8; ++i) {
-    silent.push_back(std::make_unique<Silent>("127.0.0.1", node.port()));
+    silent.push_back(std::make_unique<Sock>(node.port(), "127.0.0.1"));
     ASSERT_TRUE(silent.back()->ok());
   }
   ASSERT_TRUE(node_holds(node, 8));
@@ -524,9 +481,9 @@ TEST(Hostile, ClosedConnectionsGiveTheirMemoryBack) {
   {
     // Each sends half a header: a frame has started, its bytes are buffered.
     const Bytes frame = wire::encode_frame(wire::FrameHeader{}, {}, {});
-    std::vector<std::unique_ptr<Silent>> conns;
+    std::vector<std::unique_ptr<Sock>> conns;
     for (int i = 0; i < kConns; ++i) {
-      conns.push_back(std::make_unique<Silent>("127.0.0.1", node.port()));
+      conns.push_back(std::make_unique<Sock>(node.port(), "127.0.0.1"));
       ASSERT_TRUE(conns.back()->ok());
       ASSERT_TRUE(conns.back()->send_all(wire::ByteSpan(frame.data(), 24)));
     }
