@@ -144,8 +144,7 @@ bool LeaseExecutor::loans_out() {
 void LeaseExecutor::revoke_loans() {
   for (auto& weak : loans_) {
     if (auto loan = weak.lock()) {
-      loan->revoke(env_.take_buffer ? env_.take_buffer
-                                    : BufferSource([](size_t) { return Bytes(); }));
+      loan->revoke(env_.take_buffer ? env_.take_buffer(loan->size()) : Bytes());
       env_.metrics.mem_read_loans_revoked.fetch_add(1, std::memory_order_relaxed);
     }
   }

@@ -41,22 +41,17 @@ class LentBytes {
     return revoked_ ? std::span<const std::byte>(copy_) : view_;
   }
 
-  // Copies the bytes into `copy` (taken from the caller's buffer pool,
-  // resized to size()) and stops using the device's. Idempotent.
-  template <class TakeBuffer>
-  void revoke(const TakeBuffer& take) {
+  // Copies the bytes into `buffer` (resized to size(); a recycled one from
+  // the caller's pool, or empty) and stops using the device's. REQUIRES:
+  // called at most once.
+  void revoke(wire::Bytes buffer) {
     std::lock_guard lk(mu_);
-    if (revoked_) return;
-    copy_ = take(size_);
+    copy_ = std::move(buffer);
     copy_.resize(size_);
     std::memcpy(copy_.data(), view_.data(), size_);
     view_ = {};
     keep_.reset();
     revoked_ = true;
-  }
-  [[nodiscard]] bool revoked() const {
-    std::lock_guard lk(mu_);
-    return revoked_;
   }
 
  private:
